@@ -1,1 +1,16 @@
-//! placeholder
+//! The description of a jobcell job: what to run, as whom, with which files and limits.
+//!
+//! This crate does no syscalls. It parses command-line values and config files into a
+//! [`JobSpec`] and validates it, so that every bad input is reported as one clear line before the
+//! launcher creates anything.
+
+mod config;
+mod size;
+mod spec;
+
+pub use config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
+pub use size::{format_size, parse_size, SizeError, Unit};
+pub use spec::{
+    clean_abs_path, parse_bind, parse_env, DevMode, JobSpec, MemoryPolicy, MountSpec, NetMode,
+    Resources, SpecError, UserSpec,
+};

@@ -1,0 +1,94 @@
+//! The node config file (`/etc/jobcell/config.toml`). Every key is optional: the embedded
+//! defaults run a job on a fresh machine.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/jobcell/config.toml";
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("config {path}: {message}")]
+    Parse { path: String, message: String },
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default)]
+    pub paths: Paths,
+    #[serde(default)]
+    pub run: RunDefaults,
+    /// Admin-named image trees, as HTCondor's `NAMED_CHROOT = RHEL5=/chroot/sl5/root`.
+    #[serde(default)]
+    pub images: BTreeMap<String, PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Paths {
+    pub state_dir: Option<PathBuf>,
+    pub scratch_base: Option<PathBuf>,
+    pub images_dir: Option<PathBuf>,
+    pub cgroup_parent: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RunDefaults {
+    /// HTCondor's MOUNT_UNDER_SCRATCH.
+    pub mount_under_scratch: Option<Vec<PathBuf>>,
+    pub user: Option<String>,
+    pub grace_secs: Option<u64>,
+}
+
+impl Config {
+    /// Parse config text; `path` only names the file in errors.
+    pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.to_string(),
+            message: e.message().to_string(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_full_config() {
+        let c = Config::parse(
+            r#"
+            [paths]
+            scratch_base = "/scratch"
+            [run]
+            mount_under_scratch = ["/tmp", "/var/tmp"]
+            [images]
+            RHEL5 = "/chroot/sl5-v3/root"
+            "#,
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(c.paths.scratch_base, Some("/scratch".into()));
+        assert_eq!(c.run.mount_under_scratch.unwrap().len(), 2);
+        assert_eq!(c.images["RHEL5"], PathBuf::from("/chroot/sl5-v3/root"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_naming_the_file() {
+        let e = Config::parse(
+            "[paths]\nscrach_base = \"/x\"\n",
+            "/etc/jobcell/config.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("/etc/jobcell/config.toml") && e.contains("scrach_base"),
+            "{e}"
+        );
+    }
+}
