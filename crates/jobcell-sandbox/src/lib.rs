@@ -1,1 +1,3 @@
-//! placeholder
+pub mod plan;
+pub mod scratch;
+pub mod syscall;

@@ -1,0 +1,502 @@
+//! The job's scratch directory: created under the scratch base, removed without ever leaving it.
+//!
+//! Removal walks the tree with `openat`/`unlinkat` relative to directory descriptors, never
+//! follows a symlink (`O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`), and never descends into anything on
+//! another mount (compared by `statx` mount id, which also catches bind mounts of the same
+//! filesystem that `st_dev` cannot see). A job that leaves a symlink to /etc, a chmod-000 or
+//! read-only tree, or a bind mount behind cannot make cleanup touch anything outside scratch.
+
+use std::ffi::{CStr, CString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use thiserror::Error;
+
+use crate::syscall::cstr;
+
+#[derive(Debug, Error)]
+pub enum ScratchError {
+    #[error("scratch base {path}: {source}")]
+    Base { path: PathBuf, source: io::Error },
+    #[error("scratch base {0} is not a directory owned by root (or by you)")]
+    BaseUnsafe(PathBuf),
+    #[error("creating scratch dir {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
+    #[error("removing scratch dir {path}: {source}")]
+    Remove { path: PathBuf, source: io::Error },
+    #[error("removing scratch dir {path}: left {left} entries on other mounts in place ({first})")]
+    CrossesMount {
+        path: PathBuf,
+        left: usize,
+        first: String,
+    },
+}
+
+/// A per-job scratch directory with its private subdirectories.
+#[derive(Debug)]
+pub struct ScratchDir {
+    path: PathBuf,
+    name: CString,
+    base_fd: OwnedFd,
+    fd: OwnedFd,
+    keep: bool,
+    removed: bool,
+}
+
+fn open_dir_at(dirfd: RawFd, name: &CStr) -> io::Result<OwnedFd> {
+    let fd = unsafe {
+        libc::openat(
+            dirfd,
+            name.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// The scratch subdirectory a private dir comes from: `/var/tmp` -> `var_tmp`.
+pub fn private_subdir(p: &Path) -> String {
+    let s = p.to_string_lossy();
+    let t = s.trim_start_matches('/').replace('/', "_");
+    if t.is_empty() {
+        "root".into()
+    } else {
+        t
+    }
+}
+
+/// Create `base` (mode 0711: others may pass through to their own job dir, not list it) if missing.
+fn open_base(base: &Path) -> Result<OwnedFd, ScratchError> {
+    let err = |source| ScratchError::Base {
+        path: base.to_path_buf(),
+        source,
+    };
+    let mut cur = PathBuf::from("/");
+    for c in base.components().skip(1) {
+        cur.push(c);
+        let p = cstr(&cur).map_err(err)?;
+        if unsafe { libc::mkdir(p.as_ptr(), 0o711) } < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(err(e));
+            }
+        }
+    }
+    let p = cstr(base).map_err(err)?;
+    let fd = open_dir_at(libc::AT_FDCWD, &p).map_err(err)?;
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }).map_err(err)?;
+    // A base another user owns could be swapped under us; refuse it.
+    let me = unsafe { libc::geteuid() };
+    if st.st_uid != 0 && st.st_uid != me {
+        return Err(ScratchError::BaseUnsafe(base.to_path_buf()));
+    }
+    Ok(fd)
+}
+
+impl ScratchDir {
+    /// Create `base/name` (0700, owned by `uid:gid`) and one subdirectory (01777, owned by the
+    /// job) for each private dir. On failure nothing is left behind.
+    pub fn create(
+        base: &Path,
+        name: &str,
+        uid: u32,
+        gid: u32,
+        subdirs: &[String],
+        keep: bool,
+    ) -> Result<Self, ScratchError> {
+        let base_fd = open_base(base)?;
+        let path = base.join(name);
+        let cname = CString::new(name).expect("scratch names are generated without NUL");
+        let err = |source| ScratchError::Create {
+            path: path.clone(),
+            source,
+        };
+        check(unsafe { libc::mkdirat(base_fd.as_raw_fd(), cname.as_ptr(), 0o700) }).map_err(err)?;
+        let setup = || -> io::Result<OwnedFd> {
+            let fd = open_dir_at(base_fd.as_raw_fd(), &cname)?;
+            let raw = fd.as_raw_fd();
+            check(unsafe { libc::fchownat(raw, c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH) })?;
+            for sub in subdirs {
+                let c = CString::new(sub.as_str()).expect("subdir names have no NUL");
+                check(unsafe { libc::mkdirat(raw, c.as_ptr(), 0o700) })?;
+                check(unsafe {
+                    libc::fchownat(raw, c.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW)
+                })?;
+                // mkdirat applies the umask and cannot set the sticky bit: chmod explicitly.
+                check(unsafe { libc::fchmodat(raw, c.as_ptr(), 0o1777, 0) })?;
+            }
+            Ok(fd)
+        };
+        match setup() {
+            Ok(fd) => Ok(ScratchDir {
+                path,
+                name: cname,
+                base_fd,
+                fd,
+                keep,
+                removed: false,
+            }),
+            Err(e) => {
+                let _ = remove_tree_at(base_fd.as_raw_fd(), &cname, &path);
+                Err(err(e))
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn fd(&self) -> RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    /// Remove the whole tree (unless created with `keep`).
+    pub fn remove(mut self) -> Result<(), ScratchError> {
+        self.removed = true;
+        if self.keep {
+            return Ok(());
+        }
+        remove_tree_at(self.base_fd.as_raw_fd(), &self.name, &self.path)
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if !self.removed && !self.keep {
+            let _ = remove_tree_at(self.base_fd.as_raw_fd(), &self.name, &self.path);
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct Ident {
+    mnt_id: u64,
+    ino: u64,
+    is_dir: bool,
+}
+
+fn ident_at(dirfd: RawFd, name: &CStr) -> io::Result<Ident> {
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    check(unsafe {
+        libc::statx(
+            dirfd,
+            name.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT | libc::AT_EMPTY_PATH,
+            libc::STATX_TYPE | libc::STATX_INO | libc::STATX_MNT_ID,
+            &mut stx,
+        )
+    })?;
+    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "kernel gives no mount id (statx)",
+        ));
+    }
+    Ok(Ident {
+        mnt_id: stx.stx_mnt_id,
+        ino: stx.stx_ino,
+        is_dir: (stx.stx_mode as u32 & libc::S_IFMT) == libc::S_IFDIR,
+    })
+}
+
+fn list(fd: RawFd) -> io::Result<Vec<CString>> {
+    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
+    if dup < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let dir = unsafe { libc::fdopendir(dup) };
+    if dir.is_null() {
+        let e = io::Error::last_os_error();
+        unsafe { libc::close(dup) };
+        return Err(e);
+    }
+    unsafe { libc::rewinddir(dir) };
+    let mut out = Vec::new();
+    loop {
+        let ent = unsafe { libc::readdir64(dir) };
+        if ent.is_null() {
+            break;
+        }
+        let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
+        let b = name.to_bytes();
+        if b != b"." && b != b".." {
+            out.push(name.to_owned());
+        }
+    }
+    unsafe { libc::closedir(dir) };
+    Ok(out)
+}
+
+struct Frame {
+    fd: Option<OwnedFd>,
+    ident: Ident,
+    pending: Vec<CString>,
+    /// This directory's name in its parent.
+    name: CString,
+}
+
+/// Delete `parent/name` and everything below it that is on the same mount.
+pub fn remove_tree_at(parent: RawFd, name: &CStr, shown: &Path) -> Result<(), ScratchError> {
+    let err = |source| ScratchError::Remove {
+        path: shown.to_path_buf(),
+        source,
+    };
+    let root_ident = match ident_at(parent, name) {
+        Ok(i) => i,
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
+        Err(e) => return Err(err(e)),
+    };
+    if !root_ident.is_dir {
+        return check(unsafe { libc::unlinkat(parent, name.as_ptr(), 0) }).map_err(err);
+    }
+    let mnt = root_ident.mnt_id;
+    let mut skipped: Vec<String> = Vec::new();
+    let root_fd = open_for_removal(parent, name).map_err(err)?;
+    let pending = list(root_fd.as_raw_fd()).map_err(err)?;
+    let mut stack = vec![Frame {
+        fd: Some(root_fd),
+        ident: root_ident,
+        pending,
+        name: name.to_owned(),
+    }];
+    let mut open_fds = 1usize;
+    const MAX_OPEN: usize = 256;
+
+    while let Some(top) = stack.last_mut() {
+        let Some(child) = top.pending.pop() else {
+            // Directory emptied: remove it from its parent.
+            let done = stack.pop().unwrap();
+            if done.fd.is_some() {
+                open_fds -= 1;
+            }
+            let Some(up) = stack.last_mut() else {
+                drop(done);
+                rmdir_at(parent, name, !skipped.is_empty()).map_err(err)?;
+                break;
+            };
+            if up.fd.is_none() {
+                // Re-open the parent through ".." and make sure it is the same directory.
+                let cur = done.fd.as_ref().expect("the top frame always has its fd");
+                let fd = open_dir_at(cur.as_raw_fd(), c"..").map_err(err)?;
+                let id = ident_at(fd.as_raw_fd(), c"").map_err(err)?;
+                if id != up.ident {
+                    return Err(err(io::Error::other(
+                        "a directory moved during removal; stopped",
+                    )));
+                }
+                up.fd = Some(fd);
+                open_fds += 1;
+            }
+            let ufd = up.fd.as_ref().unwrap().as_raw_fd();
+            drop(done.fd);
+            rmdir_at(ufd, &done.name, !skipped.is_empty()).map_err(err)?;
+            continue;
+        };
+        let fd = top
+            .fd
+            .as_ref()
+            .expect("the top frame always has its fd")
+            .as_raw_fd();
+        let id = match ident_at(fd, &child) {
+            Ok(i) => i,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
+            Err(e) => return Err(err(e)),
+        };
+        if id.mnt_id != mnt {
+            // A mount point: never descend, never unlink.
+            skipped.push(child.to_string_lossy().into_owned());
+            continue;
+        }
+        if !id.is_dir {
+            match check(unsafe { libc::unlinkat(fd, child.as_ptr(), 0) }) {
+                Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+                    check(unsafe { libc::fchmod(fd, 0o700) }).map_err(err)?;
+                    check(unsafe { libc::unlinkat(fd, child.as_ptr(), 0) }).map_err(err)?;
+                }
+                r => r.map_err(err)?,
+            }
+            continue;
+        }
+        if open_fds >= MAX_OPEN {
+            // Deep trees: close the outermost open descriptors; they are re-opened through "..".
+            for f in stack.iter_mut().skip(1) {
+                if f.fd.is_some() && open_fds >= MAX_OPEN / 2 {
+                    f.fd = None;
+                    open_fds -= 1;
+                }
+            }
+        }
+        let top = stack.last_mut().unwrap();
+        let fd = top.fd.as_ref().unwrap().as_raw_fd();
+        let cfd = open_for_removal(fd, &child).map_err(err)?;
+        let cid = ident_at(cfd.as_raw_fd(), c"").map_err(err)?;
+        if cid != id {
+            return Err(err(io::Error::other(
+                "a directory was swapped during removal; stopped",
+            )));
+        }
+        let pending = list(cfd.as_raw_fd()).map_err(err)?;
+        open_fds += 1;
+        stack.push(Frame {
+            fd: Some(cfd),
+            ident: cid,
+            pending,
+            name: child,
+        });
+    }
+    if let Some(first) = skipped.first() {
+        return Err(ScratchError::CrossesMount {
+            path: shown.to_path_buf(),
+            left: skipped.len(),
+            first: first.clone(),
+        });
+    }
+    Ok(())
+}
+
+/// rmdir, making the parent writable first if the job left it read-only (matters rootless).
+/// With `tolerate_full`, a directory still holding a skipped mount point is left in place (the
+/// caller reports those mounts).
+fn rmdir_at(parent: RawFd, name: &CStr, tolerate_full: bool) -> io::Result<()> {
+    match check(unsafe { libc::unlinkat(parent, name.as_ptr(), libc::AT_REMOVEDIR) }) {
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+            check(unsafe { libc::fchmod(parent, 0o700) })?;
+            check(unsafe { libc::unlinkat(parent, name.as_ptr(), libc::AT_REMOVEDIR) })
+        }
+        Err(e) if tolerate_full && e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
+        r => r,
+    }
+}
+
+/// Open a directory for removal, making it searchable first if the job left it chmod 000
+/// (root does not need this; a rootless launcher does).
+fn open_for_removal(parent: RawFd, name: &CStr) -> io::Result<OwnedFd> {
+    match open_dir_at(parent, name) {
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
+            check(unsafe { libc::fchmodat(parent, name.as_ptr(), 0o700, 0) })?;
+            open_dir_at(parent, name)
+        }
+        r => r,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    fn tmp(tag: &str) -> PathBuf {
+        let p =
+            std::env::temp_dir().join(format!("jobcell-scratch-test-{tag}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&p);
+        fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    #[test]
+    fn create_makes_private_subdirs_and_remove_takes_everything() {
+        let base = tmp("create");
+        let subs = vec!["tmp".to_string(), "var_tmp".to_string()];
+        let me = unsafe { libc::geteuid() };
+        let s = ScratchDir::create(&base, "job-1", me, unsafe { libc::getegid() }, &subs, false)
+            .unwrap();
+        let p = s.path().to_path_buf();
+        assert_eq!(
+            fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
+            0o700
+        );
+        assert_eq!(
+            fs::metadata(p.join("tmp")).unwrap().permissions().mode() & 0o7777,
+            0o1777
+        );
+        fs::write(p.join("tmp/f"), b"x").unwrap();
+        s.remove().unwrap();
+        assert!(!p.exists());
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn hostile_tree_is_removed_and_symlinks_are_not_followed() {
+        let base = tmp("hostile");
+        let victim = tmp("victim");
+        fs::write(victim.join("precious"), b"keep me").unwrap();
+        let s = ScratchDir::create(&base, "job-2", 0, 0, &["tmp".into()], false).unwrap();
+        let p = s.path().to_path_buf();
+        // A symlink to a host directory, a read-only non-empty tree, a chmod-000 directory.
+        symlink(&victim, p.join("tmp/link-to-victim")).unwrap();
+        symlink("/etc", p.join("etc-link")).unwrap();
+        fs::create_dir_all(p.join("ro/a/b")).unwrap();
+        fs::write(p.join("ro/a/b/file"), b"x").unwrap();
+        fs::set_permissions(p.join("ro/a/b/file"), fs::Permissions::from_mode(0o400)).unwrap();
+        fs::set_permissions(p.join("ro/a/b"), fs::Permissions::from_mode(0o500)).unwrap();
+        fs::set_permissions(p.join("ro/a"), fs::Permissions::from_mode(0o000)).unwrap();
+        fs::set_permissions(p.join("ro"), fs::Permissions::from_mode(0o555)).unwrap();
+        s.remove().unwrap();
+        assert!(!p.exists(), "scratch left behind");
+        assert_eq!(fs::read(victim.join("precious")).unwrap(), b"keep me");
+        assert!(Path::new("/etc/passwd").exists());
+        fs::remove_dir_all(&base).unwrap();
+        fs::remove_dir_all(&victim).unwrap();
+    }
+
+    #[test]
+    fn very_deep_tree_is_removed_with_bounded_descriptors() {
+        let base = tmp("deep");
+        let s = ScratchDir::create(&base, "job-3", 0, 0, &[], false).unwrap();
+        let p = s.path().to_path_buf();
+        // 1500 levels: deeper than the descriptor cap, so ".." re-opening is exercised.
+        let mut fd = open_dir_at(libc::AT_FDCWD, &cstr(&p).unwrap()).unwrap();
+        for i in 0..1500 {
+            let n = CString::new(format!("d{}", i % 3)).unwrap();
+            check(unsafe { libc::mkdirat(fd.as_raw_fd(), n.as_ptr(), 0o755) }).unwrap();
+            let f = CString::new("f").unwrap();
+            let ffd = unsafe {
+                libc::openat(
+                    fd.as_raw_fd(),
+                    f.as_ptr(),
+                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
+                    0o644,
+                )
+            };
+            assert!(ffd >= 0);
+            unsafe { libc::close(ffd) };
+            fd = open_dir_at(fd.as_raw_fd(), &n).unwrap();
+        }
+        drop(fd);
+        s.remove().unwrap();
+        assert!(!p.exists());
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn failed_create_leaves_nothing() {
+        let base = tmp("fail");
+        // A subdir name with a slash cannot be created: the half-made job dir must vanish.
+        let e = ScratchDir::create(&base, "job-4", 0, 0, &["a/b".into()], false).unwrap_err();
+        assert!(e.to_string().contains("job-4"), "{e}");
+        assert!(!base.join("job-4").exists());
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn subdir_names() {
+        assert_eq!(private_subdir(Path::new("/var/tmp")), "var_tmp");
+        assert_eq!(private_subdir(Path::new("/tmp")), "tmp");
+        assert_eq!(private_subdir(Path::new("/dev/shm")), "dev_shm");
+    }
+}

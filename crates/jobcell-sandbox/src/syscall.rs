@@ -1,0 +1,370 @@
+//! The seam between the launch sequence and the kernel.
+//!
+//! Every namespace, mount and identity step goes through [`Syscall`], so unit tests can run the
+//! same code against [`Recorder`] and assert the exact order and flags, while production uses
+//! [`Linux`]. Process control (clone, wait, kill, exec) stays in `launch`/`init` and is covered
+//! by the integration tests that run real jobs.
+
+use std::ffi::CString;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+pub fn cstr(p: &Path) -> io::Result<CString> {
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
+}
+
+fn check(r: libc::c_int) -> io::Result<()> {
+    if r == -1 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Kernel operations the sandbox performs, one method per syscall.
+pub trait Syscall {
+    fn mount(
+        &self,
+        src: Option<&Path>,
+        dst: &Path,
+        fstype: Option<&str>,
+        flags: libc::c_ulong,
+        data: Option<&str>,
+    ) -> io::Result<()>;
+    /// Make `dst` and everything under it read-only/nosuid/nodev (mount_setattr with
+    /// AT_RECURSIVE); `Unsupported` where the kernel lacks it, so callers fall back to remount.
+    fn setattr_recursive(&self, dst: &Path, attr_set: u64) -> io::Result<()>;
+    fn umount_detach(&self, dst: &Path) -> io::Result<()>;
+    fn pivot_root_here(&self) -> io::Result<()>;
+    fn chdir(&self, dir: &Path) -> io::Result<()>;
+    fn mkdir(&self, path: &Path, mode: u32) -> io::Result<()>;
+    fn create_file(&self, path: &Path, mode: u32) -> io::Result<()>;
+    fn symlink(&self, target: &Path, link: &Path) -> io::Result<()>;
+    fn unshare(&self, flags: libc::c_int) -> io::Result<()>;
+    fn setgroups(&self, groups: &[u32]) -> io::Result<()>;
+    fn setresgid(&self, gid: u32) -> io::Result<()>;
+    fn setresuid(&self, uid: u32) -> io::Result<()>;
+    /// Drop `cap` from the bounding set.
+    fn capbset_drop(&self, cap: u32) -> io::Result<()>;
+    fn clear_ambient_caps(&self) -> io::Result<()>;
+    /// Zero the effective, permitted and inheritable sets.
+    fn clear_caps(&self) -> io::Result<()>;
+    fn set_no_new_privs(&self) -> io::Result<()>;
+    fn setsid(&self) -> io::Result<()>;
+}
+
+/// The real kernel.
+pub struct Linux;
+
+const MOUNT_ATTR_SIZE_VER0: usize = 32;
+
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+impl Syscall for Linux {
+    fn mount(
+        &self,
+        src: Option<&Path>,
+        dst: &Path,
+        fstype: Option<&str>,
+        flags: libc::c_ulong,
+        data: Option<&str>,
+    ) -> io::Result<()> {
+        let src = src.map(cstr).transpose()?;
+        let dst = cstr(dst)?;
+        let fstype = fstype.map(|s| CString::new(s).unwrap());
+        let data = data.map(|s| CString::new(s).unwrap());
+        let p = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+        check(unsafe {
+            libc::mount(
+                p(&src),
+                dst.as_ptr(),
+                p(&fstype),
+                flags,
+                data.as_ref()
+                    .map_or(std::ptr::null(), |d| d.as_ptr().cast()),
+            )
+        })
+    }
+
+    fn setattr_recursive(&self, dst: &Path, attr_set: u64) -> io::Result<()> {
+        let dst = cstr(dst)?;
+        let attr = MountAttr {
+            attr_set,
+            attr_clr: 0,
+            propagation: 0,
+            userns_fd: 0,
+        };
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                libc::AT_FDCWD,
+                dst.as_ptr(),
+                libc::AT_RECURSIVE | libc::AT_SYMLINK_NOFOLLOW,
+                &attr as *const MountAttr,
+                MOUNT_ATTR_SIZE_VER0,
+            )
+        };
+        if r == -1 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::ENOSYS) {
+                return Err(io::Error::new(io::ErrorKind::Unsupported, e));
+            }
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn umount_detach(&self, dst: &Path) -> io::Result<()> {
+        let dst = cstr(dst)?;
+        check(unsafe { libc::umount2(dst.as_ptr(), libc::MNT_DETACH) })
+    }
+
+    fn pivot_root_here(&self) -> io::Result<()> {
+        // pivot_root(".", "."): the old root ends up stacked on the new one and is detached by
+        // the caller; no put_old directory is needed inside the image.
+        let dot = c".";
+        let r = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) };
+        check(r as libc::c_int)
+    }
+
+    fn chdir(&self, dir: &Path) -> io::Result<()> {
+        let d = cstr(dir)?;
+        check(unsafe { libc::chdir(d.as_ptr()) })
+    }
+
+    fn mkdir(&self, path: &Path, mode: u32) -> io::Result<()> {
+        let p = cstr(path)?;
+        check(unsafe { libc::mkdir(p.as_ptr(), mode) })
+    }
+
+    fn create_file(&self, path: &Path, mode: u32) -> io::Result<()> {
+        let p = cstr(path)?;
+        let fd = unsafe {
+            libc::open(
+                p.as_ptr(),
+                libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                mode,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        unsafe { libc::close(fd) };
+        Ok(())
+    }
+
+    fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
+        let t = cstr(target)?;
+        let l = cstr(link)?;
+        check(unsafe { libc::symlink(t.as_ptr(), l.as_ptr()) })
+    }
+
+    fn unshare(&self, flags: libc::c_int) -> io::Result<()> {
+        check(unsafe { libc::unshare(flags) })
+    }
+
+    fn setgroups(&self, groups: &[u32]) -> io::Result<()> {
+        check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })
+    }
+
+    fn setresgid(&self, gid: u32) -> io::Result<()> {
+        check(unsafe { libc::setresgid(gid, gid, gid) })
+    }
+
+    fn setresuid(&self, uid: u32) -> io::Result<()> {
+        check(unsafe { libc::setresuid(uid, uid, uid) })
+    }
+
+    fn capbset_drop(&self, cap: u32) -> io::Result<()> {
+        check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) })
+    }
+
+    fn clear_ambient_caps(&self) -> io::Result<()> {
+        check(unsafe {
+            libc::prctl(
+                libc::PR_CAP_AMBIENT,
+                libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+                0,
+                0,
+                0,
+            )
+        })
+    }
+
+    fn clear_caps(&self) -> io::Result<()> {
+        #[repr(C)]
+        struct Header {
+            version: u32,
+            pid: i32,
+        }
+        #[repr(C)]
+        #[derive(Default, Clone, Copy)]
+        struct Data {
+            effective: u32,
+            permitted: u32,
+            inheritable: u32,
+        }
+        const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+        let mut h = Header {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let d = [Data::default(); 2];
+        check(
+            unsafe { libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr()) }
+                as libc::c_int,
+        )
+    }
+
+    fn set_no_new_privs(&self) -> io::Result<()> {
+        check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
+    }
+
+    fn setsid(&self) -> io::Result<()> {
+        if unsafe { libc::setsid() } == -1 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// A test double that records every call as one line and succeeds (or fails on a chosen call).
+#[derive(Default)]
+pub struct Recorder {
+    pub calls: std::cell::RefCell<Vec<String>>,
+    /// Fail the call whose line starts with this prefix, with EPERM.
+    pub fail_on: Option<String>,
+}
+
+impl Recorder {
+    fn rec(&self, line: String) -> io::Result<()> {
+        let fail = self
+            .fail_on
+            .as_ref()
+            .is_some_and(|p| line.starts_with(p.as_str()));
+        self.calls.borrow_mut().push(line);
+        if fail {
+            Err(io::Error::from_raw_os_error(libc::EPERM))
+        } else {
+            Ok(())
+        }
+    }
+    pub fn lines(&self) -> Vec<String> {
+        self.calls.borrow().clone()
+    }
+}
+
+fn show(p: Option<&Path>) -> String {
+    p.map_or("-".into(), |p| p.display().to_string())
+}
+
+pub fn mount_flags_str(flags: libc::c_ulong) -> String {
+    let names: [(libc::c_ulong, &str); 10] = [
+        (libc::MS_BIND, "bind"),
+        (libc::MS_REC, "rec"),
+        (libc::MS_REMOUNT, "remount"),
+        (libc::MS_RDONLY, "ro"),
+        (libc::MS_NOSUID, "nosuid"),
+        (libc::MS_NODEV, "nodev"),
+        (libc::MS_NOEXEC, "noexec"),
+        (libc::MS_PRIVATE, "private"),
+        (libc::MS_SLAVE, "slave"),
+        (libc::MS_STRICTATIME, "strictatime"),
+    ];
+    let v: Vec<&str> = names
+        .iter()
+        .filter(|(f, _)| flags & f != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    if v.is_empty() {
+        "0".into()
+    } else {
+        v.join("|")
+    }
+}
+
+impl Syscall for Recorder {
+    fn mount(
+        &self,
+        src: Option<&Path>,
+        dst: &Path,
+        fstype: Option<&str>,
+        flags: libc::c_ulong,
+        data: Option<&str>,
+    ) -> io::Result<()> {
+        self.rec(format!(
+            "mount {} {} {} {} {}",
+            show(src),
+            dst.display(),
+            fstype.unwrap_or("-"),
+            mount_flags_str(flags),
+            data.unwrap_or("-")
+        ))
+    }
+    fn setattr_recursive(&self, dst: &Path, attr_set: u64) -> io::Result<()> {
+        self.rec(format!("mount_setattr {} {attr_set:#x}", dst.display()))
+    }
+    fn umount_detach(&self, dst: &Path) -> io::Result<()> {
+        self.rec(format!("umount_detach {}", dst.display()))
+    }
+    fn pivot_root_here(&self) -> io::Result<()> {
+        self.rec("pivot_root . .".into())
+    }
+    fn chdir(&self, dir: &Path) -> io::Result<()> {
+        self.rec(format!("chdir {}", dir.display()))
+    }
+    fn mkdir(&self, path: &Path, mode: u32) -> io::Result<()> {
+        self.rec(format!("mkdir {} {mode:o}", path.display()))
+    }
+    fn create_file(&self, path: &Path, mode: u32) -> io::Result<()> {
+        self.rec(format!("create {} {mode:o}", path.display()))
+    }
+    fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
+        self.rec(format!("symlink {} {}", target.display(), link.display()))
+    }
+    fn unshare(&self, flags: libc::c_int) -> io::Result<()> {
+        self.rec(format!("unshare {flags:#x}"))
+    }
+    fn setgroups(&self, groups: &[u32]) -> io::Result<()> {
+        self.rec(format!("setgroups {groups:?}"))
+    }
+    fn setresgid(&self, gid: u32) -> io::Result<()> {
+        self.rec(format!("setresgid {gid}"))
+    }
+    fn setresuid(&self, uid: u32) -> io::Result<()> {
+        self.rec(format!("setresuid {uid}"))
+    }
+    fn capbset_drop(&self, cap: u32) -> io::Result<()> {
+        self.rec(format!("capbset_drop {cap}"))
+    }
+    fn clear_ambient_caps(&self) -> io::Result<()> {
+        self.rec("clear_ambient".into())
+    }
+    fn clear_caps(&self) -> io::Result<()> {
+        self.rec("clear_caps".into())
+    }
+    fn set_no_new_privs(&self) -> io::Result<()> {
+        self.rec("no_new_privs".into())
+    }
+    fn setsid(&self) -> io::Result<()> {
+        self.rec("setsid".into())
+    }
+}
+
+/// A path under `root` (`root` + absolute `p`).
+pub fn under(root: &Path, p: &Path) -> PathBuf {
+    let rel = p.strip_prefix("/").unwrap_or(p);
+    if rel.as_os_str().is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    }
+}
