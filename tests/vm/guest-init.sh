@@ -83,6 +83,8 @@ say "cpus: $(nproc)  memory: $(awk '/MemTotal/ {print $2 " kB"}' /proc/meminfo)"
 # baked into test binaries (and current_exe()-relative lookups) hold here too.
 mirror() {
     mkdir -p "$(dirname "$2")" || die "mkdir for $2"
+    # rm first: the path may be a busybox applet symlink.
+    rm -f "$2"
     cp -p "/mnt/host/$1" "$2" || die "cannot copy $1 to $2"
 }
 
@@ -121,6 +123,7 @@ list_cgroups() {
 
 N_RUN=0
 N_FAIL=0
+STRICT_CLEANUP=0
 # runtest N EXE [ARGS...]: run one test executable, its stdout and stderr
 # streamed to the console and saved to results/N.stdout, N.stderr; exit code
 # to results/N.rc.
@@ -129,6 +132,7 @@ runtest() {
     shift
     N_RUN=$((N_RUN + 1))
     t0=$(uptime_s)
+    list_cgroups >/tmp/.cg-before
     say "BEGIN $n: $*"
     (
         (
@@ -145,15 +149,26 @@ runtest() {
     [ -n "$rc" ] || rc=255
     t1=$(uptime_s)
     secs=$(awk "BEGIN { printf \"%.1f\", $t1 - $t0 }")
-    left=$(list_cgroups)
+    list_cgroups >/tmp/.cg-after
+    left=$(awk 'FILENAME == ARGV[1] { seen[$0]; next } !($0 in seen)' /tmp/.cg-before /tmp/.cg-after)
     if [ -n "$left" ]; then
-        echo "$left" >$R/$n.leftover-cgroups
-        say "WARNING $n: cgroups left behind after the test: $(echo $left)"
+        echo "$left" >$R/$n.leaked-cgroups
+        say "WARNING $n: cgroups left behind by the test: $(echo $left)"
+        # Remove them (deepest first) so the next test starts clean.
+        echo "$left" | sort -r | while read -r cg; do
+            [ -f "/sys/fs/cgroup$cg/cgroup.kill" ] && echo 1 >"/sys/fs/cgroup$cg/cgroup.kill"
+            rmdir "/sys/fs/cgroup$cg" 2>/dev/null
+        done
+        if [ "$STRICT_CLEANUP" = 1 ] && [ "$rc" = 0 ]; then
+            say "$n: counts as failed (strict cleanup)"
+            rc=leaked-cgroups
+        fi
     fi
     if [ "$rc" = 0 ]; then
         say "END $n: PASS (exit 0, ${secs} s): $1"
     else
         N_FAIL=$((N_FAIL + 1))
+        echo "$rc" >$R/$n.rc
         say "END $n: FAIL (exit $rc, ${secs} s): $1"
     fi
 }

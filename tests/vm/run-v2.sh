@@ -27,6 +27,9 @@ options:
   --scope PATH       run tests in cgroup /sys/fs/cgroup/PATH instead of the
                      root cgroup (ancestors get the controllers enabled, like
                      a systemd session scope)
+  --strict-cleanup   a test that leaves a cgroup behind fails (cgroups new
+                     after the test, other than --scope's, are reported and
+                     removed either way)
   --results DIR      copy console.log, N.stdout/N.stderr/N.rc, dmesg.txt to DIR
   --kernel-log       show kernel messages on the console (default: only in
                      dmesg.txt)
@@ -37,7 +40,7 @@ environment: JOBCELL_VM_CACHE (default /var/cache/jobcell-vm),
 EOF
 }
 
-TIMEOUT=900 MEM=1024 SMP=2 CWD=/tmp SCOPE= RESULTS= KLOG=0 KEEP=0
+TIMEOUT=900 MEM=1024 SMP=2 CWD=/tmp SCOPE= RESULTS= KLOG=0 KEEP=0 STRICT=0
 WITH=() SHARES=() ENVS=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -52,6 +55,7 @@ while [ $# -gt 0 ]; do
     --results) RESULTS=${2:?}; shift 2 ;;
     --kernel-log) KLOG=1; shift ;;
     --keep) KEEP=1; shift ;;
+    --strict-cleanup) STRICT=1; shift ;;
     -h | --help) usage; exit 0 ;;
     --) shift; break ;;
     *) usage >&2; fatal "unknown option '$1' (tests go after --)" ;;
@@ -249,11 +253,6 @@ add_file() { # add_file HOSTPATH: copy into the guest at the same path
 for f in ${EXES[@]+"${EXES[@]}"} ${WITH[@]+"${WITH[@]}"}; do
     [[ $f == /* ]] && add_file "$f"
 done
-# Static glibc binaries dlopen() the NSS modules for getpwnam() & co.
-for lib in /lib/x86_64-linux-gnu/libnss_files.so.2 /lib/x86_64-linux-gnu/libc.so.6 \
-    /lib64/ld-linux-x86-64.so.2; do
-    [ -f "$lib" ] && add_file "$lib"
-done
 QEMU_SHARES=()
 i=0
 for d in ${SHARES[@]+"${SHARES[@]}"}; do
@@ -263,6 +262,7 @@ for d in ${SHARES[@]+"${SHARES[@]}"}; do
 mkdir -p $(shquote "$d") && mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=262144 ro$i $(shquote "$d") || die "cannot mount share ro$i at $(shquote "$d")"
 EOF
 done
+echo "STRICT_CLEANUP=$STRICT" >>"$JOB"
 [ -z "$SCOPE" ] || echo "scope $(shquote "$SCOPE")" >>"$JOB"
 echo "CWD=$(shquote "$CWD"); mkdir -p \"\$CWD\" || die 'cannot create --cwd'" >>"$JOB"
 n=0
