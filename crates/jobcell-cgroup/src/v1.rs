@@ -1,0 +1,654 @@
+//! cgroup v1 backend: one directory per hierarchy (controllers may be co-mounted).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::detect::{fs_path, override_path, Mount};
+use crate::dir::{keyed, single, Dir};
+use crate::events::OomWatch;
+use crate::{
+    cpu_quota_us, cpu_shares_v1, cpuset, job_name_pid, kill_pids, pid_alive, rmdir_retry,
+    wait_until, CgroupError, Limits, MemoryPolicy, Sample, Source, Usage, SETTLE_TIMEOUT,
+};
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Ctrl {
+    Memory,
+    Cpu,
+    Cpuacct,
+    Pids,
+    Freezer,
+    Blkio,
+    Cpuset,
+}
+
+impl Ctrl {
+    const ALL: [Ctrl; 7] = [
+        Ctrl::Memory,
+        Ctrl::Cpu,
+        Ctrl::Cpuacct,
+        Ctrl::Pids,
+        Ctrl::Freezer,
+        Ctrl::Blkio,
+        Ctrl::Cpuset,
+    ];
+    /// Created for every job.
+    const ALWAYS: [Ctrl; 5] = [
+        Ctrl::Memory,
+        Ctrl::Cpu,
+        Ctrl::Cpuacct,
+        Ctrl::Pids,
+        Ctrl::Freezer,
+    ];
+    fn name(self) -> &'static str {
+        match self {
+            Ctrl::Memory => "memory",
+            Ctrl::Cpu => "cpu",
+            Ctrl::Cpuacct => "cpuacct",
+            Ctrl::Pids => "pids",
+            Ctrl::Freezer => "freezer",
+            Ctrl::Blkio => "blkio",
+            Ctrl::Cpuset => "cpuset",
+        }
+    }
+}
+
+/// One mounted hierarchy jobcell uses.
+struct Hier {
+    ctrls: Vec<Ctrl>,
+    /// The cgroup this process lives in, in this hierarchy.
+    own: PathBuf,
+    /// jobcell's parent directory for job cgroups.
+    parent_path: PathBuf,
+    /// Opened (and created) on first use.
+    parent: Mutex<Option<Arc<Dir>>>,
+}
+
+impl Hier {
+    fn has(&self, c: Ctrl) -> bool {
+        self.ctrls.contains(&c)
+    }
+
+    /// Open the parent, creating missing directories down from the first existing ancestor.
+    /// New cpuset directories get cpus/mems copied from their parent (v1 starts them empty).
+    fn parent(&self) -> Result<Arc<Dir>, CgroupError> {
+        let mut guard = self.parent.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(d) = guard.as_ref() {
+            return Ok(d.clone());
+        }
+        let mut missing = Vec::new();
+        let mut cur = self.parent_path.clone();
+        while !cur.exists() {
+            let Some(name) = cur.file_name().map(|n| n.to_string_lossy().into_owned()) else {
+                break;
+            };
+            missing.push(name);
+            if !cur.pop() {
+                break;
+            }
+        }
+        let mut dir = Dir::open(&cur)?;
+        for name in missing.iter().rev() {
+            let created = dir.mkdir_child(name)?;
+            let child = match created {
+                Some(c) => {
+                    if self.has(Ctrl::Cpuset) {
+                        init_cpuset(&dir, &c)?;
+                    }
+                    c
+                }
+                None => dir.open_child(name)?,
+            };
+            dir = child;
+        }
+        if self.has(Ctrl::Cpuset) && dir.read("cpuset.cpus")?.trim().is_empty() {
+            // Our own parent left empty by an interrupted earlier run.
+            let up = Dir::open(dir.path().parent().unwrap_or(Path::new("/")))?;
+            init_cpuset(&up, &dir)?;
+        }
+        let d = Arc::new(dir);
+        *guard = Some(d.clone());
+        Ok(d)
+    }
+
+    fn parent_if_exists(&self) -> Option<Arc<Dir>> {
+        if let Some(d) = self
+            .parent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            return Some(d.clone());
+        }
+        Dir::open(&self.parent_path).ok().map(Arc::new)
+    }
+}
+
+fn init_cpuset(parent: &Dir, child: &Dir) -> Result<(), CgroupError> {
+    let cpus = parent.read("cpuset.effective_cpus")?;
+    let mems = parent.read("cpuset.effective_mems")?;
+    child.write("cpuset.cpus", cpus.trim())?;
+    child.write("cpuset.mems", mems.trim())
+}
+
+pub(crate) struct Root {
+    hiers: Vec<Hier>,
+}
+
+impl Root {
+    pub(crate) fn detect(
+        mounts: &[Mount],
+        cgs: &[(Vec<String>, String)],
+        over: Option<&Path>,
+    ) -> Result<Root, CgroupError> {
+        let mut hiers = Vec::new();
+        for m in mounts.iter().filter(|m| !m.v2) {
+            let ctrls: Vec<Ctrl> = Ctrl::ALL
+                .into_iter()
+                .filter(|c| m.controllers.iter().any(|mc| mc == c.name()))
+                .collect();
+            if ctrls.is_empty() {
+                continue;
+            }
+            let Some((_, cg)) = cgs
+                .iter()
+                .find(|(cc, _)| cc.iter().any(|c| c == ctrls[0].name()))
+            else {
+                continue;
+            };
+            let own = fs_path(m, cg);
+            let parent_path = match over {
+                Some(o) => override_path(m, o),
+                None => own.join("jobcell"),
+            };
+            hiers.push(Hier {
+                ctrls,
+                own,
+                parent_path,
+                parent: Mutex::new(None),
+            });
+        }
+        let root = Root { hiers };
+        if root.hier(Ctrl::Memory).is_none() {
+            return Err(CgroupError::NoHierarchy(
+                "the v1 memory controller is mounted but this process is not in it".into(),
+            ));
+        }
+        // Parents of the hierarchies every job uses are made now, so create() only mkdirs leaves.
+        for c in Ctrl::ALWAYS {
+            if let Some(h) = root.hier(c) {
+                h.parent()?;
+            }
+        }
+        Ok(root)
+    }
+
+    fn hier(&self, c: Ctrl) -> Option<&Hier> {
+        self.hiers.iter().find(|h| h.has(c))
+    }
+
+    pub(crate) fn parent_paths(&self) -> Vec<PathBuf> {
+        self.hiers
+            .iter()
+            .filter(|h| h.parent_path.exists())
+            .map(|h| h.parent_path.clone())
+            .collect()
+    }
+
+    pub(crate) fn create(
+        &self,
+        name: &str,
+        l: &Limits,
+        warnings: &mut Vec<String>,
+    ) -> Result<Job, CgroupError> {
+        let mut wanted: Vec<Ctrl> = Ctrl::ALWAYS.to_vec();
+        if l.io_weight.is_some() {
+            wanted.push(Ctrl::Blkio);
+        }
+        if l.cpuset.is_some() {
+            wanted.push(Ctrl::Cpuset);
+        }
+        // Which hierarchies, in order; refuse limits whose controller is missing.
+        let mut idx: Vec<usize> = Vec::new();
+        for c in &wanted {
+            match self.hiers.iter().position(|h| h.has(*c)) {
+                Some(i) => {
+                    if !idx.contains(&i) {
+                        idx.push(i);
+                    }
+                }
+                None => {
+                    let required = match c {
+                        Ctrl::Memory => l.memory.is_some() || l.swap.is_some(),
+                        Ctrl::Cpu => l.cpus.is_some() || l.cpu_limit.is_some(),
+                        Ctrl::Pids => l.pids.is_some(),
+                        Ctrl::Cpuset => true,
+                        _ => false,
+                    };
+                    if required {
+                        return Err(CgroupError::unsupported(
+                            c.name(),
+                            "the v1 controller is not mounted or this process is not in it",
+                        ));
+                    }
+                    warnings.push(format!(
+                        "{} controller not mounted: not accounted/enforced",
+                        c.name()
+                    ));
+                }
+            }
+        }
+        // Validate the cpuset before anything is created.
+        let cpus = match &l.cpuset {
+            Some(want) => {
+                let h = self.hier(Ctrl::Cpuset).expect("checked above");
+                let allowed = match Dir::open(&h.parent_path) {
+                    Ok(d) => d.read("cpuset.effective_cpus")?,
+                    Err(_) => Dir::open(&h.own)?.read("cpuset.effective_cpus")?,
+                };
+                Some(cpuset::validate(want, &allowed).map_err(|reason| {
+                    CgroupError::InvalidLimit {
+                        field: "cpuset",
+                        reason: format!("{want:?}: {reason}"),
+                    }
+                })?)
+            }
+            None => None,
+        };
+
+        let mut job = Job {
+            name: name.to_string(),
+            dirs: Vec::with_capacity(idx.len()),
+        };
+        for i in idx {
+            let h = &self.hiers[i];
+            let parent = h.parent()?;
+            match parent.mkdir_child(name)? {
+                Some(d) => job.dirs.push(JobDir {
+                    ctrls: h.ctrls.clone(),
+                    parent,
+                    dir: d,
+                }),
+                None => {
+                    // Not ours: leave it alone, undo what we made (Drop of `job` does not rmdir).
+                    let p = parent.path().join(name);
+                    job.rmdir_quiet();
+                    return Err(CgroupError::Exists(p));
+                }
+            }
+        }
+        if let Err(e) = job.apply(l, cpus.as_deref(), warnings) {
+            job.rmdir_quiet();
+            return Err(e);
+        }
+        Ok(job)
+    }
+
+    pub(crate) fn gc_stale(&self) -> Result<Vec<String>, CgroupError> {
+        let mut removed = Vec::new();
+        // Decide per name once (memory hierarchy first): a job is stale only if its pid is gone
+        // and it is empty in every hierarchy.
+        let mut names: Vec<String> = Vec::new();
+        let parents: Vec<Arc<Dir>> = self
+            .hiers
+            .iter()
+            .filter_map(|h| h.parent_if_exists())
+            .collect();
+        for p in &parents {
+            for n in p.subdirs()? {
+                if job_name_pid(&n).is_some() && !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }
+        'names: for n in names {
+            let pid = job_name_pid(&n).expect("filtered");
+            if pid_alive(pid) {
+                continue;
+            }
+            for p in &parents {
+                if let Ok(d) = p.open_child(&n) {
+                    if !d.procs()?.is_empty() {
+                        continue 'names;
+                    }
+                }
+            }
+            let mut ok = true;
+            for p in &parents {
+                if let Err(e) = p.rmdir_child(&n) {
+                    if e.raw_os_error() != Some(libc::ENOENT) {
+                        ok = false;
+                    }
+                }
+            }
+            if ok {
+                removed.push(n);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+struct JobDir {
+    ctrls: Vec<Ctrl>,
+    parent: Arc<Dir>,
+    dir: Dir,
+}
+
+pub(crate) struct Job {
+    name: String,
+    dirs: Vec<JobDir>,
+}
+
+impl Job {
+    fn dir(&self, c: Ctrl) -> Option<&Dir> {
+        self.dirs
+            .iter()
+            .find(|d| d.ctrls.contains(&c))
+            .map(|d| &d.dir)
+    }
+
+    pub(crate) fn paths(&self) -> Vec<PathBuf> {
+        self.dirs
+            .iter()
+            .map(|d| d.dir.path().to_path_buf())
+            .collect()
+    }
+
+    fn apply(
+        &self,
+        l: &Limits,
+        cpus: Option<&str>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), CgroupError> {
+        if let Some(m) = self.dir(Ctrl::Memory) {
+            if let Some(bytes) = l.memory {
+                match l.memory_policy {
+                    MemoryPolicy::Hard => m.write("memory.limit_in_bytes", &bytes.to_string())?,
+                    MemoryPolicy::Soft => {
+                        m.write("memory.soft_limit_in_bytes", &bytes.to_string())?
+                    }
+                    MemoryPolicy::None => {}
+                }
+            }
+            if let Some(swap) = l.swap {
+                if !m.has("memory.memsw.limit_in_bytes") {
+                    warnings.push(
+                        "swap limit cannot be enforced: no swap accounting (memory.memsw.* absent; boot with swapaccount=1)".into(),
+                    );
+                } else if let (Some(bytes), MemoryPolicy::Hard) = (l.memory, l.memory_policy) {
+                    m.write(
+                        "memory.memsw.limit_in_bytes",
+                        &bytes.saturating_add(swap).to_string(),
+                    )?;
+                } else {
+                    warnings.push(
+                        "swap limit cannot be enforced: cgroup v1 limits memory+swap together, which needs a hard memory limit".into(),
+                    );
+                }
+            }
+        }
+        if let Some(c) = self.dir(Ctrl::Cpu) {
+            if let Some(n) = l.cpus {
+                let shares = cpu_shares_v1(n);
+                if shares != 1024 {
+                    c.write("cpu.shares", &shares.to_string())?;
+                }
+            }
+            if let Some(n) = l.cpu_limit {
+                c.write("cpu.cfs_quota_us", &cpu_quota_us(n).to_string())?;
+            }
+        }
+        if let (Some(p), Some(n)) = (self.dir(Ctrl::Pids), l.pids) {
+            p.write("pids.max", &n.to_string())?;
+        }
+        if let (Some(b), Some(w)) = (self.dir(Ctrl::Blkio), l.io_weight) {
+            if b.has("blkio.bfq.weight") {
+                b.write("blkio.bfq.weight", &w.clamp(1, 1000).to_string())?;
+            } else if b.has("blkio.weight") {
+                b.write("blkio.weight", &w.clamp(10, 1000).to_string())?;
+            } else {
+                warnings.push("io weight cannot be enforced: no proportional io scheduler (blkio.bfq.weight/blkio.weight absent)".into());
+            }
+        }
+        if let (Some(cs), Some(cpus)) = (self.dir(Ctrl::Cpuset), cpus) {
+            let parent = &self
+                .dirs
+                .iter()
+                .find(|d| d.ctrls.contains(&Ctrl::Cpuset))
+                .expect("cpuset dir")
+                .parent;
+            cs.write("cpuset.cpus", cpus)?;
+            cs.write("cpuset.mems", parent.read("cpuset.effective_mems")?.trim())?;
+        }
+        Ok(())
+    }
+
+    fn rmdir_quiet(&mut self) {
+        for d in self.dirs.drain(..).rev() {
+            let _ = d.parent.rmdir_child(&self.name);
+        }
+    }
+
+    pub(crate) fn rmdir(&self) -> Result<(), CgroupError> {
+        let mut first = None;
+        for d in self.dirs.iter().rev() {
+            if let Err(e) = rmdir_retry(&d.parent, &self.name) {
+                first.get_or_insert(e);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+
+    pub(crate) fn attach(&self, pid: i32) -> Result<(), CgroupError> {
+        let s = pid.to_string();
+        for d in &self.dirs {
+            d.dir.write("cgroup.procs", &s)?;
+        }
+        Ok(())
+    }
+
+    /// Union of the pids in every hierarchy (they normally agree).
+    pub(crate) fn procs(&self) -> Result<Vec<i32>, CgroupError> {
+        let mut all = Vec::new();
+        for d in &self.dirs {
+            for p in d.dir.procs()? {
+                if !all.contains(&p) {
+                    all.push(p);
+                }
+            }
+        }
+        Ok(all)
+    }
+
+    fn freezer(&self) -> Result<&Dir, CgroupError> {
+        self.dir(Ctrl::Freezer).ok_or_else(|| {
+            CgroupError::unsupported("freeze", "the v1 freezer controller is not mounted")
+        })
+    }
+
+    fn set_freezer(&self, state: &str) -> Result<(), CgroupError> {
+        let f = self.freezer()?;
+        f.write("freezer.state", state)?;
+        let mut n = 0u32;
+        let ok = wait_until(SETTLE_TIMEOUT, || {
+            n += 1;
+            let cur = f.read("freezer.state")?;
+            if cur.trim() == state {
+                return Ok(true);
+            }
+            // Re-request now and then: tasks forked mid-freeze may need another pass.
+            if n % 50 == 0 {
+                f.write("freezer.state", state)?;
+            }
+            Ok(false)
+        })?;
+        if ok {
+            Ok(())
+        } else {
+            if state == "FROZEN" {
+                let _ = f.write("freezer.state", "THAWED");
+            }
+            Err(CgroupError::Timeout {
+                what: format!(
+                    "waiting for {} to become {state}",
+                    f.path().join("freezer.state").display()
+                ),
+                secs: SETTLE_TIMEOUT.as_secs_f64(),
+            })
+        }
+    }
+
+    pub(crate) fn freeze(&self) -> Result<(), CgroupError> {
+        self.set_freezer("FROZEN")
+    }
+
+    pub(crate) fn thaw(&self) -> Result<(), CgroupError> {
+        self.set_freezer("THAWED")
+    }
+
+    /// Freeze (so nothing can fork), SIGKILL every pid, thaw (so the kills are delivered),
+    /// repeat until empty. Without a freezer: kill-and-rescan only.
+    pub(crate) fn kill(&self) -> Result<(), CgroupError> {
+        let has_freezer = self.dir(Ctrl::Freezer).is_some();
+        let ok = wait_until(SETTLE_TIMEOUT, || {
+            let mut frozen = false;
+            if has_freezer {
+                // A freeze that cannot settle (task in D state) must not stop the kill.
+                frozen = self.freeze().is_ok();
+            }
+            let pids = self.procs()?;
+            if !pids.is_empty() {
+                kill_pids(&pids);
+            }
+            if has_freezer {
+                self.freezer()?.write("freezer.state", "THAWED")?;
+            }
+            let _ = frozen;
+            if pids.is_empty() {
+                return Ok(true);
+            }
+            // Give the killed tasks a moment to exit before rescanning.
+            Ok(wait_until(std::time::Duration::from_millis(50), || {
+                Ok(self.procs()?.is_empty())
+            })?)
+        })?;
+        if ok {
+            Ok(())
+        } else {
+            Err(CgroupError::Timeout {
+                what: format!("killing the processes of v1 cgroup {}", self.name),
+                secs: SETTLE_TIMEOUT.as_secs_f64(),
+            })
+        }
+    }
+
+    pub(crate) fn sample(&self) -> Result<Sample, CgroupError> {
+        let mut s = Sample::default();
+        if let Some(m) = self.dir(Ctrl::Memory) {
+            s.memory = single(&m.read("memory.usage_in_bytes")?).unwrap_or(0);
+            let st = m.read("memory.stat")?;
+            s.anon_shmem =
+                keyed(&st, "total_rss").unwrap_or(0) + keyed(&st, "total_shmem").unwrap_or(0);
+            s.swap = keyed(&st, "total_swap").unwrap_or(0);
+        }
+        if let Some(p) = self.dir(Ctrl::Pids) {
+            s.pids = single(&p.read("pids.current")?).unwrap_or(0);
+        }
+        Ok(s)
+    }
+
+    pub(crate) fn stats(&self) -> Result<Usage, CgroupError> {
+        let mut u = Usage::default();
+        if let Some(a) = self.dir(Ctrl::Cpuacct) {
+            match (
+                a.read_opt("cpuacct.usage_user")?,
+                a.read_opt("cpuacct.usage_sys")?,
+            ) {
+                (Some(us), Some(sy)) => {
+                    u.cpu_user_us = single(&us).unwrap_or(0) / 1000;
+                    u.cpu_system_us = single(&sy).unwrap_or(0) / 1000;
+                }
+                _ => {
+                    // Older kernels: cpuacct.stat in USER_HZ ticks.
+                    let st = a.read("cpuacct.stat")?;
+                    // SAFETY: sysconf has no preconditions.
+                    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+                    u.cpu_user_us = keyed(&st, "user").unwrap_or(0) * 1_000_000 / hz;
+                    u.cpu_system_us = keyed(&st, "system").unwrap_or(0) * 1_000_000 / hz;
+                }
+            }
+        }
+        if let Some(m) = self.dir(Ctrl::Memory) {
+            u.memory_peak = single(&m.read("memory.max_usage_in_bytes")?).unwrap_or(0);
+            u.memory_peak_source = Source::Kernel;
+            u.memory_current = single(&m.read("memory.usage_in_bytes")?).unwrap_or(0);
+            let st = m.read("memory.stat")?;
+            u.memory_anon = keyed(&st, "total_rss").unwrap_or(0);
+            u.memory_shmem = keyed(&st, "total_shmem").unwrap_or(0);
+            u.memory_file = keyed(&st, "total_cache")
+                .unwrap_or(0)
+                .saturating_sub(u.memory_shmem);
+            if m.has("memory.memsw.usage_in_bytes") {
+                u.swap_peak = Some(keyed(&st, "total_swap").unwrap_or(0));
+                u.swap_peak_source = Source::Sampled;
+            }
+            u.oom_kills = keyed(&m.read("memory.oom_control")?, "oom_kill").unwrap_or(0);
+        }
+        if let Some(p) = self.dir(Ctrl::Pids) {
+            match p.read_opt("pids.peak")? {
+                Some(s) => {
+                    u.pids_peak = single(&s).unwrap_or(0);
+                    u.pids_peak_source = Source::Kernel;
+                }
+                None => {
+                    u.pids_peak = single(&p.read("pids.current")?).unwrap_or(0);
+                    u.pids_peak_source = Source::Sampled;
+                }
+            }
+        }
+        if let Some(b) = self.dir(Ctrl::Blkio) {
+            if let Some(s) = b.read_opt("blkio.throttle.io_service_bytes_recursive")? {
+                let (r, w) = parse_blkio(&s);
+                u.io_read_bytes = Some(r);
+                u.io_write_bytes = Some(w);
+            }
+        }
+        Ok(u)
+    }
+
+    pub(crate) fn oom_watch(&self) -> Result<OomWatch, CgroupError> {
+        let m = self.dir(Ctrl::Memory).ok_or_else(|| {
+            CgroupError::unsupported("OOM watch", "the v1 memory controller is not mounted")
+        })?;
+        OomWatch::v1(m)
+    }
+}
+
+/// Sum "MAJ:MIN Read N" / "MAJ:MIN Write N" lines.
+fn parse_blkio(s: &str) -> (u64, u64) {
+    let (mut r, mut w) = (0u64, 0u64);
+    for l in s.lines() {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        if f.len() == 3 {
+            let n: u64 = f[2].parse().unwrap_or(0);
+            match f[1] {
+                "Read" => r += n,
+                "Write" => w += n,
+                _ => {}
+            }
+        }
+    }
+    (r, w)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn blkio() {
+        let (r, w) = super::parse_blkio(
+            "8:0 Read 4096\n8:0 Write 8192\n8:0 Sync 1\n8:0 Total 12288\n8:16 Read 1\nTotal 12289\n",
+        );
+        assert_eq!((r, w), (4097, 8192));
+    }
+}

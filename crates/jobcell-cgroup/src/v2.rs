@@ -1,0 +1,574 @@
+//! cgroup v2 backend: one directory per job below jobcell's parent.
+
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::detect::{fs_path, override_path, Mount};
+use crate::dir::{keyed, single, Dir};
+use crate::events::{parse_pressure, OomWatch, Pressure, PressureKind, PressureTrigger};
+use crate::{
+    cpu_quota_us, cpu_weight_v2, cpuset, job_name_pid, kill_pids, pid_alive, rmdir_retry,
+    CgroupError, Limits, MemoryPolicy, Sample, Source, Usage, CFS_PERIOD_US, SETTLE_TIMEOUT,
+};
+
+/// Controllers enabled for every job.
+const BASE_CTRLS: [&str; 3] = ["cpu", "memory", "pids"];
+/// Leaf jobcell moves itself into when its own cgroup must become an inner node.
+const LAUNCHER_LEAF: &str = "launcher";
+
+fn words(s: &str) -> Vec<String> {
+    s.split_whitespace().map(str::to_string).collect()
+}
+
+pub(crate) struct Root {
+    /// The cgroup holding jobcell's parent (its subtree_control must enable our controllers).
+    base: Dir,
+    /// jobcell's parent: job cgroups are created here.
+    parent: Arc<Dir>,
+    /// Controllers enabled in `parent`'s subtree_control (grows lazily: io, cpuset).
+    enabled: Mutex<Vec<String>>,
+}
+
+impl Root {
+    pub(crate) fn detect(m: &Mount, own: &str, over: Option<&Path>) -> Result<Root, CgroupError> {
+        let own_fs = fs_path(m, own);
+        let parent_path = match over {
+            Some(o) => override_path(m, o),
+            None => {
+                // Already moved into our leaf by an earlier detect (or started there).
+                let suffix = Path::new("jobcell").join(LAUNCHER_LEAF);
+                if own_fs.ends_with(&suffix) {
+                    own_fs.parent().expect("has parent").to_path_buf()
+                } else {
+                    own_fs.join("jobcell")
+                }
+            }
+        };
+        let base_path = parent_path
+            .parent()
+            .filter(|p| p.starts_with(&m.mountpoint))
+            .ok_or_else(|| CgroupError::Delegation {
+                path: parent_path.clone(),
+                why: "jobcell's parent cannot be the cgroup2 root itself".into(),
+            })?
+            .to_path_buf();
+        let base = Dir::open(&base_path)?;
+        let available = words(&base.read("cgroup.controllers")?);
+        let want: Vec<&str> = BASE_CTRLS
+            .iter()
+            .copied()
+            .filter(|c| available.iter().any(|a| a == c))
+            .collect();
+        if !want.contains(&"memory") {
+            return Err(CgroupError::Delegation {
+                path: base_path,
+                why: format!(
+                    "the memory controller is not available there (cgroup.controllers: {:?}); \
+                     enable it in the parent's cgroup.subtree_control or delegate the cgroup",
+                    available.join(" ")
+                ),
+            });
+        }
+        let is_root = base_path == m.mountpoint;
+        enable(&base, &want, || {
+            // EBUSY: the no-internal-process rule. Only if jobcell is alone in its cgroup may it
+            // move itself into a leaf below its own parent and retry.
+            if is_root || own_fs != base_path {
+                return Ok(false);
+            }
+            let me = std::process::id() as i32;
+            let procs = base.procs()?;
+            if procs.iter().any(|p| *p != me) {
+                return Err(CgroupError::Delegation {
+                    path: base_path.clone(),
+                    why: format!(
+                        "cannot enable controllers: it holds processes other than jobcell ({:?}) and \
+                         cgroup v2 forbids controllers on a cgroup with processes; start jobcell in \
+                         its own cgroup (e.g. systemd-run --scope -p Delegate=yes) or pass a parent",
+                        procs.iter().filter(|p| **p != me).take(8).collect::<Vec<_>>()
+                    ),
+                });
+            }
+            let parent = open_or_mkdir(&base, &parent_path)?;
+            let leaf = open_or_mkdir(&parent, &parent_path.join(LAUNCHER_LEAF))?;
+            leaf.write("cgroup.procs", "0")?;
+            Ok(true)
+        })?;
+        let parent = open_or_mkdir(&base, &parent_path)?;
+        enable(&parent, &want, || Ok(false))?;
+        let enabled = words(&parent.read("cgroup.subtree_control")?);
+        Ok(Root {
+            base,
+            parent: Arc::new(parent),
+            enabled: Mutex::new(enabled),
+        })
+    }
+
+    pub(crate) fn parent_path(&self) -> PathBuf {
+        self.parent.path().to_path_buf()
+    }
+
+    /// Enable an optional controller (io, cpuset) on base and parent; false if unavailable.
+    fn ensure(&self, ctrl: &str) -> Result<bool, CgroupError> {
+        let mut en = self.enabled.lock().unwrap_or_else(|e| e.into_inner());
+        if en.iter().any(|c| c == ctrl) {
+            return Ok(true);
+        }
+        if !words(&self.base.read("cgroup.controllers")?)
+            .iter()
+            .any(|c| c == ctrl)
+        {
+            return Ok(false);
+        }
+        enable(&self.base, &[ctrl], || Ok(false))?;
+        enable(&self.parent, &[ctrl], || Ok(false))?;
+        en.push(ctrl.to_string());
+        Ok(true)
+    }
+
+    pub(crate) fn create(
+        &self,
+        name: &str,
+        l: &Limits,
+        warnings: &mut Vec<String>,
+    ) -> Result<Job, CgroupError> {
+        let cpus = match &l.cpuset {
+            Some(want) => {
+                // Validate before creating anything: the parent's effective cpus if it already
+                // has cpuset, else the base's (what the parent will get).
+                let allowed = match self.parent.read_opt("cpuset.cpus.effective")? {
+                    Some(s) => s,
+                    None => self
+                        .base
+                        .read_opt("cpuset.cpus.effective")?
+                        .ok_or_else(|| {
+                            CgroupError::unsupported(
+                                "cpuset",
+                                format!(
+                                    "the cpuset controller is not available in {}",
+                                    self.base.path().display()
+                                ),
+                            )
+                        })?,
+                };
+                let c = cpuset::validate(want, &allowed).map_err(|reason| {
+                    CgroupError::InvalidLimit {
+                        field: "cpuset",
+                        reason: format!("{want:?}: {reason}"),
+                    }
+                })?;
+                if !self.ensure("cpuset")? {
+                    return Err(CgroupError::unsupported(
+                        "cpuset",
+                        format!(
+                            "the cpuset controller is not available in {}",
+                            self.base.path().display()
+                        ),
+                    ));
+                }
+                Some(c)
+            }
+            None => None,
+        };
+        let io = match l.io_weight {
+            Some(w) => {
+                if self.ensure("io")? {
+                    Some(w)
+                } else {
+                    warnings.push(
+                        "io weight cannot be enforced: the io controller is not available".into(),
+                    );
+                    None
+                }
+            }
+            None => None,
+        };
+        let dir = match self.parent.mkdir_child(name)? {
+            Some(d) => d,
+            None => return Err(CgroupError::Exists(self.parent.path().join(name))),
+        };
+        let job = Job {
+            parent: self.parent.clone(),
+            dir,
+            name: name.to_string(),
+        };
+        if let Err(e) = job.apply(l, cpus.as_deref(), io, warnings) {
+            let _ = self.parent.rmdir_child(name);
+            return Err(e);
+        }
+        Ok(job)
+    }
+
+    pub(crate) fn gc_stale(&self) -> Result<Vec<String>, CgroupError> {
+        let mut removed = Vec::new();
+        for n in self.parent.subdirs()? {
+            let Some(pid) = job_name_pid(&n) else {
+                continue;
+            };
+            if pid_alive(pid) {
+                continue;
+            }
+            let Ok(d) = self.parent.open_child(&n) else {
+                continue;
+            };
+            let populated = keyed(&d.read("cgroup.events")?, "populated").unwrap_or(1);
+            if populated != 0 {
+                continue;
+            }
+            if self.parent.rmdir_child(&n).is_ok() {
+                removed.push(n);
+            }
+        }
+        Ok(removed)
+    }
+}
+
+fn open_or_mkdir(up: &Dir, path: &Path) -> Result<Dir, CgroupError> {
+    if let Ok(d) = Dir::open(path) {
+        return Ok(d);
+    }
+    // Create missing components between `up` and `path`.
+    let rel = path
+        .strip_prefix(up.path())
+        .map_err(|_| CgroupError::Delegation {
+            path: path.to_path_buf(),
+            why: format!("not below {}", up.path().display()),
+        })?;
+    let mut cur = up.try_clone()?;
+    for comp in rel.iter() {
+        let n = comp.to_string_lossy();
+        cur = match cur.mkdir_child(&n)? {
+            Some(d) => d,
+            None => cur.open_child(&n)?,
+        };
+    }
+    Ok(cur)
+}
+
+/// Enable `ctrls` in `d`'s subtree_control (skipping enabled ones). On EBUSY `on_busy` may fix
+/// things and ask for one retry by returning true.
+fn enable(
+    d: &Dir,
+    ctrls: &[&str],
+    mut on_busy: impl FnMut() -> Result<bool, CgroupError>,
+) -> Result<(), CgroupError> {
+    let cur = words(&d.read("cgroup.subtree_control")?);
+    let missing: Vec<String> = ctrls
+        .iter()
+        .filter(|c| !cur.iter().any(|x| x == *c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let cmd = missing.join(" ");
+    match d.write_raw("cgroup.subtree_control", cmd.as_bytes()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+            if on_busy()? {
+                d.write("cgroup.subtree_control", &cmd)
+            } else {
+                Err(CgroupError::Delegation {
+                    path: d.path().to_path_buf(),
+                    why: format!(
+                        "cannot enable {cmd:?} in cgroup.subtree_control: it holds processes (no-internal-process rule)"
+                    ),
+                })
+            }
+        }
+        Err(e) => Err(CgroupError::Write {
+            path: d.path().join("cgroup.subtree_control"),
+            value: cmd,
+            source: e,
+        }),
+    }
+}
+
+pub(crate) struct Job {
+    parent: Arc<Dir>,
+    dir: Dir,
+    name: String,
+}
+
+impl Job {
+    pub(crate) fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub(crate) fn dir_fd(&self) -> BorrowedFd<'_> {
+        self.dir.borrow()
+    }
+
+    fn apply(
+        &self,
+        l: &Limits,
+        cpus: Option<&str>,
+        io: Option<u16>,
+        warnings: &mut Vec<String>,
+    ) -> Result<(), CgroupError> {
+        let d = &self.dir;
+        if let Some(n) = l.cpus {
+            let w = cpu_weight_v2(n);
+            if w != 100 {
+                d.write("cpu.weight", &w.to_string())?;
+            }
+        }
+        if let Some(n) = l.cpu_limit {
+            d.write("cpu.max", &format!("{} {}", cpu_quota_us(n), CFS_PERIOD_US))?;
+        }
+        if let Some(c) = cpus {
+            d.write("cpuset.cpus", c)?;
+        }
+        if let Some(bytes) = l.memory {
+            match l.memory_policy {
+                MemoryPolicy::Hard => {
+                    d.write("memory.max", &bytes.to_string())?;
+                    d.write("memory.oom.group", "1")?;
+                }
+                MemoryPolicy::Soft => d.write("memory.low", &bytes.to_string())?,
+                MemoryPolicy::None => {}
+            }
+        }
+        if let Some(s) = l.swap {
+            if d.has("memory.swap.max") {
+                d.write("memory.swap.max", &s.to_string())?;
+            } else {
+                warnings.push(
+                    "swap limit cannot be enforced: no swap accounting (memory.swap.max absent)"
+                        .into(),
+                );
+            }
+        }
+        if let Some(n) = l.pids {
+            d.write("pids.max", &n.to_string())?;
+        }
+        if let Some(w) = io {
+            let mut done = false;
+            if d.has("io.weight") {
+                d.write("io.weight", &format!("default {w}"))?;
+                done = true;
+            }
+            if d.has("io.bfq.weight") {
+                d.write("io.bfq.weight", &w.clamp(1, 1000).to_string())?;
+                done = true;
+            }
+            if !done {
+                warnings.push(
+                    "io weight cannot be enforced: neither io.weight nor io.bfq.weight exists"
+                        .into(),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn rmdir(&self) -> Result<(), CgroupError> {
+        rmdir_retry(&self.parent, &self.name)
+    }
+
+    pub(crate) fn attach(&self, pid: i32) -> Result<(), CgroupError> {
+        self.dir.write("cgroup.procs", &pid.to_string())
+    }
+
+    pub(crate) fn procs(&self) -> Result<Vec<i32>, CgroupError> {
+        self.dir.procs()
+    }
+
+    /// Wait until `cgroup.events` shows `key value`, sleeping in poll(POLLPRI) between reads
+    /// (kernfs signals every change of the file).
+    fn wait_event(&self, key: &str, value: u64, what: &str) -> Result<(), CgroupError> {
+        let path = self.dir.path().join("cgroup.events");
+        let fd = self
+            .dir
+            .open_file("cgroup.events", libc::O_RDONLY)
+            .map_err(|e| CgroupError::io("open", &path, e))?;
+        let start = Instant::now();
+        loop {
+            let mut buf = [0u8; 256];
+            // SAFETY: pread into a local buffer.
+            let n = unsafe { libc::pread(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+            if n < 0 {
+                return Err(CgroupError::io(
+                    "read",
+                    &path,
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            let text = String::from_utf8_lossy(&buf[..n as usize]);
+            if keyed(&text, key) == Some(value) {
+                return Ok(());
+            }
+            let left = SETTLE_TIMEOUT.saturating_sub(start.elapsed());
+            if left.is_zero() {
+                return Err(CgroupError::Timeout {
+                    what: format!("waiting for {what} ({} {key} {value})", path.display()),
+                    secs: SETTLE_TIMEOUT.as_secs_f64(),
+                });
+            }
+            let mut pfd = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLPRI,
+                revents: 0,
+            };
+            // Bounded wait: a change between our read and poll is caught on the next round.
+            let ms = left.min(Duration::from_millis(100)).as_millis() as libc::c_int;
+            // SAFETY: one valid pollfd.
+            unsafe { libc::poll(&mut pfd, 1, ms) };
+        }
+    }
+
+    pub(crate) fn freeze(&self) -> Result<(), CgroupError> {
+        self.dir.write("cgroup.freeze", "1")?;
+        self.wait_event("frozen", 1, "the cgroup to freeze")
+    }
+
+    pub(crate) fn thaw(&self) -> Result<(), CgroupError> {
+        self.dir.write("cgroup.freeze", "0")?;
+        self.wait_event("frozen", 0, "the cgroup to thaw")
+    }
+
+    pub(crate) fn kill(&self) -> Result<(), CgroupError> {
+        if self.dir.has("cgroup.kill") {
+            self.dir.write("cgroup.kill", "1")?;
+            return self.wait_event("populated", 0, "the killed cgroup to empty");
+        }
+        // Before 5.14: freeze so nothing forks, kill, thaw so the kills land, until empty.
+        let start = Instant::now();
+        loop {
+            let frozen = self.freeze().is_ok();
+            let pids = self.procs()?;
+            kill_pids(&pids);
+            if frozen {
+                self.dir.write("cgroup.freeze", "0")?;
+            }
+            if pids.is_empty() {
+                return self.wait_event("populated", 0, "the killed cgroup to empty");
+            }
+            if start.elapsed() > SETTLE_TIMEOUT {
+                return Err(CgroupError::Timeout {
+                    what: format!("killing the processes of {}", self.dir.path().display()),
+                    secs: SETTLE_TIMEOUT.as_secs_f64(),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    pub(crate) fn sample(&self) -> Result<Sample, CgroupError> {
+        let d = &self.dir;
+        let st = d.read("memory.stat")?;
+        Ok(Sample {
+            memory: single(&d.read("memory.current")?).unwrap_or(0),
+            anon_shmem: keyed(&st, "anon").unwrap_or(0) + keyed(&st, "shmem").unwrap_or(0),
+            swap: d
+                .read_opt("memory.swap.current")?
+                .and_then(|s| single(&s))
+                .unwrap_or(0),
+            pids: single(&d.read("pids.current")?).unwrap_or(0),
+        })
+    }
+
+    pub(crate) fn stats(&self) -> Result<Usage, CgroupError> {
+        let d = &self.dir;
+        let mut u = Usage::default();
+        let cpu = d.read("cpu.stat")?;
+        u.cpu_user_us = keyed(&cpu, "user_usec").unwrap_or(0);
+        u.cpu_system_us = keyed(&cpu, "system_usec").unwrap_or(0);
+        u.memory_current = single(&d.read("memory.current")?).unwrap_or(0);
+        match d.read_opt("memory.peak")? {
+            Some(s) => {
+                u.memory_peak = single(&s).unwrap_or(0);
+                u.memory_peak_source = Source::Kernel;
+            }
+            None => {
+                u.memory_peak = u.memory_current;
+                u.memory_peak_source = Source::Sampled;
+            }
+        }
+        let st = d.read("memory.stat")?;
+        u.memory_anon = keyed(&st, "anon").unwrap_or(0);
+        u.memory_shmem = keyed(&st, "shmem").unwrap_or(0);
+        u.memory_file = keyed(&st, "file")
+            .unwrap_or(0)
+            .saturating_sub(u.memory_shmem);
+        match d.read_opt("memory.swap.peak")? {
+            Some(s) => {
+                u.swap_peak = single(&s);
+                u.swap_peak_source = Source::Kernel;
+            }
+            None => {
+                u.swap_peak = d.read_opt("memory.swap.current")?.and_then(|s| single(&s));
+                u.swap_peak_source = Source::Sampled;
+            }
+        }
+        u.oom_kills = keyed(&d.read("memory.events")?, "oom_kill").unwrap_or(0);
+        match d.read_opt("pids.peak")? {
+            Some(s) => {
+                u.pids_peak = single(&s).unwrap_or(0);
+                u.pids_peak_source = Source::Kernel;
+            }
+            None => {
+                u.pids_peak = single(&d.read("pids.current")?).unwrap_or(0);
+                u.pids_peak_source = Source::Sampled;
+            }
+        }
+        if let Some(io) = d.read_opt("io.stat")? {
+            let (r, w) = parse_io_stat(&io);
+            u.io_read_bytes = Some(r);
+            u.io_write_bytes = Some(w);
+        }
+        Ok(u)
+    }
+
+    pub(crate) fn oom_watch(&self) -> Result<OomWatch, CgroupError> {
+        OomWatch::v2(&self.dir)
+    }
+
+    pub(crate) fn memory_pressure(&self) -> Result<Pressure, CgroupError> {
+        let path = self.dir.path().join("memory.pressure");
+        match self.dir.read_opt("memory.pressure")? {
+            Some(s) => parse_pressure(&s, &path),
+            None => Err(CgroupError::unsupported(
+                "memory pressure (PSI)",
+                format!("{} is absent (kernel without PSI or psi=0)", path.display()),
+            )),
+        }
+    }
+
+    pub(crate) fn pressure_trigger(
+        &self,
+        kind: PressureKind,
+        stall: Duration,
+        window: Duration,
+    ) -> Result<PressureTrigger, CgroupError> {
+        PressureTrigger::new(&self.dir, kind, stall, window)
+    }
+}
+
+/// Sum rbytes/wbytes over the devices in io.stat.
+fn parse_io_stat(s: &str) -> (u64, u64) {
+    let (mut r, mut w) = (0u64, 0u64);
+    for l in s.lines() {
+        for kv in l.split_whitespace().skip(1) {
+            match kv.split_once('=') {
+                Some(("rbytes", v)) => r += v.parse::<u64>().unwrap_or(0),
+                Some(("wbytes", v)) => w += v.parse::<u64>().unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    (r, w)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn io_stat() {
+        let (r, w) = super::parse_io_stat(
+            "8:0 rbytes=100 wbytes=200 rios=1 wios=2 dbytes=0 dios=0\n253:0 rbytes=1 wbytes=2\n",
+        );
+        assert_eq!((r, w), (101, 202));
+    }
+}
