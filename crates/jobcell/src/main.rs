@@ -1,9 +1,15 @@
 use clap::{Parser, Subcommand};
 
 mod cmd_image;
+mod cmd_run;
+mod config;
 
 #[derive(Parser, Debug)]
-#[command(name = "jobcell", version, about = "Run batch jobs isolated from each other and from the host")]
+#[command(
+    name = "jobcell",
+    version,
+    about = "Run batch jobs isolated from each other and from the host"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -11,21 +17,39 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
+    /// Run one job isolated, in the foreground: jobcell run [OPTIONS] -- COMMAND [ARGS...]
+    Run(Box<cmd_run::RunArgs>),
     /// Manage the image registry.
     #[command(subcommand)]
     Image(cmd_image::ImageCmd),
 }
 
+/// jobcell's own failures exit 125 (like `env` and container runtimes); 126/127 and the job's
+/// own codes come from the job.
+const EXIT_JOBCELL_ERROR: i32 = 125;
+
 fn main() {
-    let cli = Cli::parse();
-    let code = match cli.cmd {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() {
+                EXIT_JOBCELL_ERROR
+            } else {
+                0
+            };
+            let _ = e.print();
+            std::process::exit(code);
+        }
+    };
+    let result = match cli.cmd {
+        Cmd::Run(a) => cmd_run::run(*a),
         Cmd::Image(c) => cmd_image::run(c),
     };
-    match code {
-        Ok(c) => std::process::exit(c),
+    match result {
+        Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("jobcell: {e:#}");
-            std::process::exit(125);
+            std::process::exit(EXIT_JOBCELL_ERROR);
         }
     }
 }

@@ -1,0 +1,951 @@
+//! The launch sequence. Single-threaded: every clone, unshare and mount of a job happens here,
+//! in this order.
+//!
+//! ```text
+//! launcher (host)                          init = PID 1 of the job (root, new namespaces)
+//!  1. resolve user, image, bind sources
+//!  2. create scratch dir (and cgroup)
+//!  3. block forwarded signals; clone  ───►  wait for "go"
+//!  4. (v1) put init in the cgroup; "go" ──►  5. uid maps (rootless); mount plan; fork job:
+//!                                               job: setsid, drop privileges, chdir, exec
+//!                                            6. reap orphans, forward signals, and on the
+//!  7. wait: forward signals, grace, ◄─────────   job's exit report its status and exit
+//!     read messages, reap init                    (the kernel kills what is left)
+//!  8. usage; remove cgroup and scratch; report
+//! ```
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use jobcell_spec::{JobSpec, NetMode};
+use thiserror::Error;
+
+use crate::identity::{self, Identity, IdentityError};
+use crate::plan::{self, BindIn, PlanInput};
+use crate::report::{Isolation, Report};
+use crate::scratch::{private_subdir, ScratchDir, ScratchError};
+use crate::sync::{Msg, Reader, Stage};
+use crate::syscall::{cstr, Linux, Syscall};
+
+#[derive(Debug, Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Scratch(#[from] ScratchError),
+    #[error("{what} '{path}': {source}")]
+    Path {
+        what: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
+    #[error("{0}")]
+    Setup(String),
+    #[error("{0}: {1}")]
+    Sys(&'static str, io::Error),
+    #[error("the job's init exited without reporting the job's status (status {0})")]
+    InitDied(i32),
+}
+
+/// The signals the launcher and the init pass on to the job.
+pub const FORWARDED: [libc::c_int; 6] = [
+    libc::SIGTERM,
+    libc::SIGINT,
+    libc::SIGHUP,
+    libc::SIGQUIT,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+/// How the job ended, and the code jobcell itself exits with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobExit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl JobExit {
+    /// Like a shell: the code, or 128+N for death by signal N.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            JobExit::Code(c) => c,
+            JobExit::Signal(s) => 128 + s,
+        }
+    }
+}
+
+/// One job to launch: the validated spec, plus what the caller resolved for it.
+pub struct Launch<'a> {
+    pub spec: &'a JobSpec,
+    /// The image's root directory, already resolved and leased by the caller.
+    pub image_root: Option<PathBuf>,
+    pub image_name: Option<String>,
+    /// Environment the caller passes through (`--env-pass`), already looked up.
+    pub extra_env: Vec<(String, String)>,
+}
+
+pub struct Outcome {
+    pub exit: JobExit,
+    /// A one-line reason when the job never started (exec failed): exit is 126/127 then.
+    pub exec_error: Option<String>,
+    pub report: Report,
+}
+
+fn last_err<T>(what: &'static str) -> Result<T, LaunchError> {
+    Err(LaunchError::Sys(what, io::Error::last_os_error()))
+}
+
+fn open_path(what: &'static str, p: &Path) -> Result<(OwnedFd, bool), LaunchError> {
+    let c = cstr(p).map_err(|source| LaunchError::Path {
+        what,
+        path: p.into(),
+        source,
+    })?;
+    let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(LaunchError::Path {
+            what,
+            path: p.into(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
+        return Err(LaunchError::Path {
+            what,
+            path: p.into(),
+            source: io::Error::last_os_error(),
+        });
+    }
+    Ok((fd, st.st_mode & libc::S_IFMT == libc::S_IFDIR))
+}
+
+/// Mount flags of the filesystem under `fd` that a bind remount must keep (in a user namespace
+/// the kernel refuses to clear them).
+fn locked_flags(fd: RawFd) -> libc::c_ulong {
+    let mut v: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatvfs(fd, &mut v) } < 0 {
+        return 0;
+    }
+    let mut f = 0;
+    for (st, ms) in [
+        (libc::ST_NOSUID, libc::MS_NOSUID),
+        (libc::ST_NODEV, libc::MS_NODEV),
+        (libc::ST_NOEXEC, libc::MS_NOEXEC),
+        (libc::ST_RDONLY, libc::MS_RDONLY),
+        (libc::ST_NOATIME, libc::MS_NOATIME),
+        (libc::ST_NODIRATIME, libc::MS_NODIRATIME),
+        (libc::ST_RELATIME, libc::MS_RELATIME),
+    ] {
+        if v.f_flag & st != 0 {
+            f |= ms;
+        }
+    }
+    f
+}
+
+fn proc_fd(fd: RawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{fd}"))
+}
+
+fn random_suffix() -> String {
+    let mut b = [0u8; 4];
+    unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+/// The job's name on this node: names its scratch dir and its cgroup. The launcher's pid lets a
+/// later run tell leftovers of a dead launcher from a live one's.
+pub fn job_name() -> String {
+    format!("job-{}-{}", std::process::id(), random_suffix())
+}
+
+/// The environment the job starts with: clean, plus what jobcell promises and the caller adds.
+pub fn job_env(
+    spec: &JobSpec,
+    id: &Identity,
+    scratch: &Path,
+    extra: &[(String, String)],
+) -> Vec<(String, String)> {
+    let s = scratch.to_string_lossy().into_owned();
+    let tmpdir = if spec.private_dirs.iter().any(|p| p == Path::new("/tmp")) {
+        "/tmp".to_string()
+    } else {
+        s.clone()
+    };
+    let mut env: Vec<(String, String)> = vec![
+        (
+            "PATH".into(),
+            "/usr/local/bin:/usr/bin:/bin:/usr/local/sbin:/usr/sbin:/sbin".into(),
+        ),
+        ("HOME".into(), s.clone()),
+        ("TMPDIR".into(), tmpdir),
+        ("USER".into(), id.name.clone()),
+        ("LOGNAME".into(), id.name.clone()),
+        ("JOBCELL_SCRATCH".into(), s.clone()),
+        ("_CONDOR_SCRATCH_DIR".into(), s),
+    ];
+    for (k, v) in extra.iter().chain(spec.env.iter()) {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    env
+}
+
+/// Everything the job side needs, prepared before clone so the child only makes syscalls.
+/// What the init needs to compute the mount plan. The descriptors the plan binds from are
+/// opened by the init itself: a bind mount's source must live in the caller's mount namespace.
+struct PlanShape {
+    scratch_path: PathBuf,
+    scratch_base: PathBuf,
+    private_dirs: Vec<(PathBuf, String)>,
+    binds: Vec<(PathBuf, PathBuf, bool)>,
+    image: Option<PathBuf>,
+    dev: jobcell_spec::DevMode,
+    userns: bool,
+}
+
+impl PlanShape {
+    /// Open the bind sources in the job's new mount namespace (before any mount changes the
+    /// view) and compute the plan from them. The descriptors stay open until exec (CLOEXEC).
+    fn open(&self) -> Result<(Vec<plan::Step>, Vec<OwnedFd>), LaunchError> {
+        let (scratch, _) = open_path("scratch dir", &self.scratch_path)?;
+        let (dev, _) = open_path("host /dev", Path::new("/dev"))?;
+        let mut binds = Vec::new();
+        let mut fds = Vec::new();
+        for (src, dst, readonly) in &self.binds {
+            let (fd, is_dir) = open_path("bind source", src)?;
+            binds.push(BindIn {
+                src: proc_fd(fd.as_raw_fd()),
+                dst: dst.clone(),
+                readonly: *readonly,
+                is_dir,
+                keep: locked_flags(fd.as_raw_fd()),
+            });
+            fds.push(fd);
+        }
+        let input = PlanInput {
+            scratch_src: proc_fd(scratch.as_raw_fd()),
+            scratch_path: self.scratch_path.clone(),
+            scratch_base: self.scratch_base.clone(),
+            private_dirs: self.private_dirs.clone(),
+            scratch_keep: locked_flags(scratch.as_raw_fd()),
+            binds,
+            image: self.image.clone(),
+            dev: self.dev,
+            host_dev: proc_fd(dev.as_raw_fd()),
+            userns: self.userns,
+        };
+        fds.push(scratch);
+        fds.push(dev);
+        Ok((plan::plan(&input), fds))
+    }
+}
+
+struct ChildPlan {
+    shape: PlanShape,
+    identity: Identity,
+    last_cap: u32,
+    userns: Option<(u32, u32)>,
+    net_none: bool,
+    cgroupns: bool,
+    workdir: PathBuf,
+    argv: Vec<CString>,
+    envp: Vec<CString>,
+    path_dirs: Vec<Vec<u8>>,
+    msg_fd: RawFd,
+    go_fd: RawFd,
+}
+
+pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
+    let spec = l.spec;
+    let rootless = unsafe { libc::geteuid() } != 0;
+
+    // 1. Resolve everything that can fail before creating anything.
+    let identity = if rootless {
+        Identity::current()
+    } else {
+        Identity::resolve(&spec.user)?
+    };
+    for m in &spec.mounts {
+        let what = if m.readonly {
+            "--ro-bind source"
+        } else {
+            "--bind source"
+        };
+        open_path(what, &m.src)?;
+        if l.image_root.is_none() {
+            open_path(
+                "bind destination (without --image it must exist on the host)",
+                &m.dst,
+            )?;
+        }
+    }
+    // Private dirs the host lacks are skipped without an image (jobcell never creates
+    // directories on the host outside scratch); an image view gets them all.
+    let mut warnings = Vec::new();
+    let private: Vec<(PathBuf, String)> = spec
+        .private_dirs
+        .iter()
+        .filter(|p| {
+            let ok = l.image_root.is_some()
+                || (p.as_path() == Path::new("/dev/shm")
+                    && spec.dev == jobcell_spec::DevMode::Minimal)
+                || p.is_dir();
+            if !ok {
+                warnings.push(format!(
+                    "private dir {} does not exist on the host; skipped",
+                    p.display()
+                ));
+            }
+            ok
+        })
+        .map(|p| (p.clone(), private_subdir(p)))
+        .collect();
+
+    // 2. Scratch.
+    let name = job_name();
+    let subs: Vec<String> = private.iter().map(|(_, s)| s.clone()).collect();
+    let scratch = ScratchDir::create(
+        &spec.scratch_base,
+        &name,
+        identity.uid,
+        identity.gid,
+        &subs,
+        spec.keep_scratch,
+    )?;
+
+    let shape = PlanShape {
+        scratch_path: scratch.path().to_path_buf(),
+        scratch_base: spec.scratch_base.clone(),
+        private_dirs: private.clone(),
+        binds: spec
+            .mounts
+            .iter()
+            .map(|m| (m.src.clone(), m.dst.clone(), m.readonly))
+            .collect(),
+        image: l.image_root.clone(),
+        dev: spec.dev,
+        userns: rootless,
+    };
+    let env = job_env(spec, &identity, scratch.path(), &l.extra_env);
+    let path_dirs = env
+        .iter()
+        .find(|(k, _)| k == "PATH")
+        .map(|(_, v)| {
+            v.split(':')
+                .filter(|d| !d.is_empty())
+                .map(|d| d.as_bytes().to_vec())
+                .collect()
+        })
+        .unwrap_or_default();
+    let to_c = |s: &str| {
+        CString::new(s).map_err(|_| LaunchError::Setup(format!("'{s}' contains a NUL byte")))
+    };
+    let argv = spec
+        .argv
+        .iter()
+        .map(|a| to_c(a))
+        .collect::<Result<Vec<_>, _>>()?;
+    let envp = env
+        .iter()
+        .map(|(k, v)| to_c(&format!("{k}={v}")))
+        .collect::<Result<Vec<_>, _>>()?;
+
+    // 3. Channels and signals, then clone.
+    let (msg_r, msg_w) = pipe()?;
+    let (go_r, go_w) = pipe()?;
+    let sigfd = block_signals()?;
+
+    let child = ChildPlan {
+        shape,
+        identity: identity.clone(),
+        last_cap: identity::last_cap(),
+        userns: rootless.then(|| (unsafe { libc::getuid() }, unsafe { libc::getgid() })),
+        net_none: spec.net == NetMode::None,
+        cgroupns: false,
+        workdir: scratch.path().to_path_buf(),
+        argv,
+        envp,
+        path_dirs,
+        msg_fd: msg_w.as_raw_fd(),
+        go_fd: go_r.as_raw_fd(),
+    };
+    let mut flags =
+        libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
+    if rootless {
+        flags |= libc::CLONE_NEWUSER;
+    }
+    if child.net_none {
+        flags |= libc::CLONE_NEWNET;
+    }
+
+    let started = Instant::now();
+    let started_unix = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
+    let pid = clone_fork(flags)?;
+    if pid == 0 {
+        drop(msg_r);
+        drop(go_w);
+        init_main(&child);
+    }
+    drop(msg_w);
+    drop(go_r);
+    let init = InitGuard(pid);
+
+    // 4. Release the child.
+    if unsafe { libc::write(go_w.as_raw_fd(), b"G".as_ptr().cast(), 1) } != 1 {
+        return last_err("releasing the job's init");
+    }
+    drop(go_w);
+
+    // 7. Wait.
+    set_nonblock(msg_r.as_raw_fd());
+    let mut reader = Reader::default();
+    let (status, rusage) = wait_loop(pid, &sigfd, msg_r.as_raw_fd(), &mut reader, spec.grace)?;
+    std::mem::forget(init);
+    while let Ok(true) = reader.fill(msg_r.as_raw_fd()) {}
+    let wall = started.elapsed();
+    unblock_signals();
+
+    // 8. Interpret, clean up, report.
+    let mut exec_error = None;
+    let mut setup_error = None;
+    let mut exit = None;
+    for m in &reader.msgs {
+        match m {
+            Msg::Failed {
+                stage: Stage::Exec,
+                errno,
+                what,
+            } => exec_error = Some(format!("{what}: {}", io::Error::from_raw_os_error(*errno))),
+            Msg::Failed { errno, what, .. } => {
+                setup_error = Some(format!("{what}: {}", io::Error::from_raw_os_error(*errno)))
+            }
+            Msg::ExitCode(c) => exit = Some(JobExit::Code(*c)),
+            Msg::Signaled(s) => exit = Some(JobExit::Signal(*s)),
+        }
+    }
+    let scratch_path = scratch.path().to_path_buf();
+    let removed = scratch.remove();
+    if let Some(e) = setup_error {
+        return Err(LaunchError::Setup(e));
+    }
+    let exit = match exit {
+        Some(e) => e,
+        None if libc::WIFSIGNALED(status) => JobExit::Signal(libc::WTERMSIG(status)),
+        None => return Err(LaunchError::InitDied(libc::WEXITSTATUS(status))),
+    };
+    removed?;
+
+    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    let report = Report::new(
+        spec,
+        exit,
+        wall,
+        started_unix,
+        tv(rusage.ru_utime),
+        tv(rusage.ru_stime),
+        Isolation {
+            namespaces: namespaces(flags),
+            user: identity,
+            private_dirs: private.iter().map(|(p, _)| p.clone()).collect(),
+            scratch: scratch_path,
+            scratch_kept: spec.keep_scratch,
+            image: l.image_name.clone(),
+            dev: spec.dev,
+            no_new_privs: true,
+            capabilities: "none",
+            rootless,
+        },
+        warnings,
+    );
+    Ok(Outcome {
+        exit,
+        exec_error,
+        report,
+    })
+}
+
+fn namespaces(flags: libc::c_int) -> Vec<&'static str> {
+    [
+        (libc::CLONE_NEWPID, "pid"),
+        (libc::CLONE_NEWNS, "mount"),
+        (libc::CLONE_NEWIPC, "ipc"),
+        (libc::CLONE_NEWUTS, "uts"),
+        (libc::CLONE_NEWUSER, "user"),
+        (libc::CLONE_NEWNET, "net"),
+    ]
+    .iter()
+    .filter(|(f, _)| flags & f != 0)
+    .map(|(_, n)| *n)
+    .collect()
+}
+
+/// Kills the init (and so the whole PID namespace) if the launcher bails out early.
+struct InitGuard(libc::pid_t);
+
+impl Drop for InitGuard {
+    fn drop(&mut self) {
+        unsafe {
+            libc::kill(self.0, libc::SIGKILL);
+            libc::waitpid(self.0, std::ptr::null_mut(), 0);
+        }
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return last_err("pipe");
+    }
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn set_nonblock(fd: RawFd) {
+    unsafe {
+        let fl = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
+    }
+}
+
+fn signal_set() -> libc::sigset_t {
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGCHLD);
+        for s in FORWARDED {
+            libc::sigaddset(&mut set, s);
+        }
+        set
+    }
+}
+
+/// Block the forwarded signals and SIGCHLD (the child inherits the mask, so nothing is lost
+/// between clone and the init's first wait) and read them from a signalfd.
+fn block_signals() -> Result<OwnedFd, LaunchError> {
+    let set = signal_set();
+    unsafe {
+        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) < 0 {
+            return last_err("sigprocmask");
+        }
+        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        if fd < 0 {
+            return last_err("signalfd");
+        }
+        Ok(OwnedFd::from_raw_fd(fd))
+    }
+}
+
+fn unblock_signals() {
+    let set = signal_set();
+    unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+}
+
+/// fork-like clone into new namespaces (no stack: the child continues here on a copy).
+fn clone_fork(flags: libc::c_int) -> Result<libc::pid_t, LaunchError> {
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_clone,
+            (flags | libc::SIGCHLD) as libc::c_ulong,
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+            std::ptr::null_mut::<libc::c_void>(),
+            0 as libc::c_ulong,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        let hint = match e.raw_os_error() {
+            Some(libc::EPERM) | Some(libc::ENOSPC) if flags & libc::CLONE_NEWUSER != 0 => {
+                " (user namespaces are disabled or exhausted on this host: check kernel.unprivileged_userns_clone and user.max_user_namespaces)"
+            }
+            _ => "",
+        };
+        return Err(LaunchError::Setup(format!(
+            "creating the job's namespaces: {e}{hint}"
+        )));
+    }
+    Ok(r as libc::pid_t)
+}
+
+/// The launcher's wait: reap the init, pass signals on, enforce the grace period.
+fn wait_loop(
+    init: libc::pid_t,
+    sigfd: &OwnedFd,
+    msg_fd: RawFd,
+    reader: &mut Reader,
+    grace: Duration,
+) -> Result<(libc::c_int, libc::rusage), LaunchError> {
+    let mut deadline: Option<Instant> = None;
+    let mut msg_open = true;
+    loop {
+        let mut fds = [
+            libc::pollfd {
+                fd: sigfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: if msg_open { msg_fd } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+        ];
+        let timeout = match deadline {
+            Some(d) => d
+                .saturating_duration_since(Instant::now())
+                .as_millis()
+                .min(i32::MAX as u128) as i32,
+            None => -1,
+        };
+        let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(LaunchError::Sys("poll", e));
+        }
+        if let Some(d) = deadline {
+            if Instant::now() >= d {
+                // Grace is over: the init's death takes every process of the job with it.
+                unsafe { libc::kill(init, libc::SIGKILL) };
+                deadline = None;
+            }
+        }
+        if fds[1].revents != 0 {
+            msg_open = reader.fill(msg_fd).unwrap_or(false);
+        }
+        if fds[0].revents & libc::POLLIN != 0 {
+            loop {
+                let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+                let sz = std::mem::size_of::<libc::signalfd_siginfo>();
+                let r = unsafe {
+                    libc::read(
+                        sigfd.as_raw_fd(),
+                        (&mut si as *mut libc::signalfd_siginfo).cast(),
+                        sz,
+                    )
+                };
+                if r != sz as isize {
+                    break;
+                }
+                let sig = si.ssi_signo as libc::c_int;
+                if sig != libc::SIGCHLD {
+                    unsafe { libc::kill(init, sig) };
+                    if deadline.is_none()
+                        && [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT].contains(&sig)
+                    {
+                        deadline = Some(Instant::now() + grace);
+                    }
+                }
+            }
+        }
+        let mut status = 0;
+        let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        let r = unsafe { libc::wait4(init, &mut status, libc::WNOHANG, &mut ru) };
+        if r == init {
+            return Ok((status, ru));
+        }
+        if r < 0 {
+            return last_err("waiting for the job");
+        }
+    }
+}
+
+// ---------------------------------------------------------------- the job side (after clone)
+
+fn send_fail(fd: RawFd, stage: Stage, what: String, e: &io::Error) {
+    Msg::Failed {
+        stage,
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+        what,
+    }
+    .send(fd);
+}
+
+/// PID 1 of the job. Never returns; a panic cannot unwind into the launcher's copy of the stack.
+fn init_main(c: &ChildPlan) -> ! {
+    let code =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init_inner(c))).unwrap_or(125);
+    unsafe { libc::_exit(code) }
+}
+
+fn init_inner(c: &ChildPlan) -> i32 {
+    let sys = Linux;
+    // The launcher gone means nobody would clean up: take the whole job down with it.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let mut b = [0u8; 1];
+    if unsafe { libc::read(c.go_fd, b.as_mut_ptr().cast(), 1) } != 1 {
+        return 125; // the launcher died or gave up before releasing us
+    }
+    unsafe { libc::close(c.go_fd) };
+    if let Err((what, e)) = setup_namespaces(c, &sys) {
+        send_fail(c.msg_fd, Stage::Setup, what, &e);
+        return 125;
+    }
+    let (steps, _fds) = match c.shape.open() {
+        Ok(x) => x,
+        Err(LaunchError::Path { what, path, source }) => {
+            send_fail(
+                c.msg_fd,
+                Stage::Setup,
+                format!("{what} '{}'", path.display()),
+                &source,
+            );
+            return 125;
+        }
+        Err(e) => {
+            send_fail(
+                c.msg_fd,
+                Stage::Setup,
+                e.to_string(),
+                &io::Error::from_raw_os_error(libc::EIO),
+            );
+            return 125;
+        }
+    };
+    if let Err(e) = plan::apply(&steps, &sys) {
+        send_fail(c.msg_fd, Stage::Setup, plan::describe(&e.step), &e.error);
+        return 125;
+    }
+    let job = unsafe { libc::fork() };
+    if job < 0 {
+        send_fail(
+            c.msg_fd,
+            Stage::Setup,
+            "forking the job".into(),
+            &io::Error::last_os_error(),
+        );
+        return 125;
+    }
+    if job == 0 {
+        job_main(c, &sys);
+    }
+    init_loop(c, job)
+}
+
+fn setup_namespaces(c: &ChildPlan, sys: &dyn Syscall) -> Result<(), (String, io::Error)> {
+    if let Some((uid, gid)) = c.userns {
+        // Map only the caller to itself: inside, the job is who it was outside.
+        let w = |file: &str, text: String| {
+            std::fs::write(file, text).map_err(|e| (format!("writing {file}"), e))
+        };
+        w("/proc/self/setgroups", "deny".into())?;
+        w("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
+        w("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
+    }
+    if c.cgroupns {
+        sys.unshare(libc::CLONE_NEWCGROUP)
+            .map_err(|e| ("creating the cgroup namespace".into(), e))?;
+    }
+    if c.net_none {
+        loopback_up().map_err(|e| ("bringing up the loopback interface".into(), e))?;
+    }
+    Ok(())
+}
+
+fn loopback_up() -> io::Result<()> {
+    unsafe {
+        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if s < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut req: libc::ifreq = std::mem::zeroed();
+        for (i, b) in b"lo\0".iter().enumerate() {
+            req.ifr_name[i] = *b as libc::c_char;
+        }
+        req.ifr_ifru.ifru_flags =
+            (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
+        let r = libc::ioctl(s, libc::SIOCSIFFLAGS, &req);
+        let e = io::Error::last_os_error();
+        libc::close(s);
+        if r < 0 {
+            return Err(e);
+        }
+    }
+    Ok(())
+}
+
+/// Forward signals to the job, reap every orphan, and report the job's end.
+fn init_loop(c: &ChildPlan, job: libc::pid_t) -> i32 {
+    // The init keeps only CAP_KILL (to signal the job's uid) for the rest of its life.
+    keep_only_kill_cap(c.last_cap);
+    let set = signal_set();
+    loop {
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let sig = unsafe { libc::sigwaitinfo(&set, &mut info) };
+        if sig < 0 {
+            continue;
+        }
+        if sig != libc::SIGCHLD {
+            unsafe { libc::kill(job, sig) };
+            continue;
+        }
+        loop {
+            let mut status = 0;
+            let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
+            if r <= 0 {
+                break;
+            }
+            if r == job {
+                let (msg, code) = if libc::WIFSIGNALED(status) {
+                    let s = libc::WTERMSIG(status);
+                    (Msg::Signaled(s), 128 + s)
+                } else {
+                    let c = libc::WEXITSTATUS(status);
+                    (Msg::ExitCode(c), c)
+                };
+                msg.send(c.msg_fd);
+                // Returning ends PID 1: the kernel kills whatever the job left running.
+                return code;
+            }
+        }
+    }
+}
+
+const CAP_KILL: u32 = 5;
+
+fn keep_only_kill_cap(last_cap: u32) {
+    for cap in 0..=last_cap {
+        if cap != CAP_KILL {
+            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
+        }
+    }
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let kill = 1u32 << CAP_KILL;
+    let mut h = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let d = [
+        Data {
+            effective: kill,
+            permitted: kill,
+            inheritable: 0,
+        },
+        Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+    ];
+    unsafe {
+        libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr());
+        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+    }
+}
+
+/// The job process: from root in the new namespaces to the user's command.
+fn job_main(c: &ChildPlan, sys: &dyn Syscall) -> ! {
+    unsafe {
+        let empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        // Rust ignores SIGPIPE; an ignored signal would survive exec.
+        for s in 1..32 {
+            if s != libc::SIGKILL && s != libc::SIGSTOP {
+                libc::signal(s, libc::SIG_DFL);
+            }
+        }
+        libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0);
+    }
+    // A new session: no controlling terminal, so no TIOCSTI into the caller's shell.
+    let step = sys
+        .setsid()
+        .map_err(|e| ("setsid".to_string(), e))
+        .and_then(|_| {
+            identity::drop_privileges(sys, &c.identity, c.last_cap, c.userns.is_some()).map_err(
+                |e| {
+                    (
+                        format!("becoming user {} ({})", c.identity.name, c.identity.uid),
+                        e,
+                    )
+                },
+            )
+        })
+        .and_then(|_| {
+            sys.chdir(&c.workdir)
+                .map_err(|e| (format!("entering {}", c.workdir.display()), e))
+        });
+    if let Err((what, e)) = step {
+        send_fail(c.msg_fd, Stage::Identity, what, &e);
+        unsafe { libc::_exit(125) };
+    }
+    // Nothing of the launcher's reaches the job but stdin, stdout and stderr.
+    unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    let e = exec_search(c);
+    let code = match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) => 127,
+        _ => 126,
+    };
+    send_fail(
+        c.msg_fd,
+        Stage::Exec,
+        format!("cannot run '{}'", c.argv[0].to_string_lossy()),
+        &e,
+    );
+    unsafe { libc::_exit(code) }
+}
+
+/// execvpe with the job's own PATH (glibc's looks at the launcher's environment).
+fn exec_search(c: &ChildPlan) -> io::Error {
+    let mut argv: Vec<*const libc::c_char> = c.argv.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    let mut envp: Vec<*const libc::c_char> = c.envp.iter().map(|a| a.as_ptr()).collect();
+    envp.push(std::ptr::null());
+    let cmd = c.argv[0].as_bytes();
+    if cmd.contains(&b'/') {
+        unsafe { libc::execve(c.argv[0].as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        return io::Error::last_os_error();
+    }
+    let mut seen_eacces = false;
+    let mut last = io::Error::from_raw_os_error(libc::ENOENT);
+    for d in &c.path_dirs {
+        let mut full = d.clone();
+        full.push(b'/');
+        full.extend_from_slice(cmd);
+        let Ok(full) = CString::new(full) else {
+            continue;
+        };
+        unsafe { libc::execve(full.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
+        let e = io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::ENOENT)
+            | Some(libc::ENOTDIR)
+            | Some(libc::ELOOP)
+            | Some(libc::ENAMETOOLONG) => {}
+            Some(libc::EACCES) => seen_eacces = true,
+            _ => return e,
+        }
+        last = e;
+    }
+    if seen_eacces {
+        io::Error::from_raw_os_error(libc::EACCES)
+    } else {
+        last
+    }
+}

@@ -1,0 +1,154 @@
+//! Messages from the job side to the launcher over a CLOEXEC pipe.
+//!
+//! Each message is one line shorter than PIPE_BUF, so writes from the init and the job process
+//! never interleave. The launcher learns here why setup failed (the step and errno, reported as
+//! one clear line) and how the job ended (exit code or signal, which the init cannot reproduce
+//! in its own exit status).
+
+use std::io;
+use std::os::fd::RawFd;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Stage {
+    /// Namespaces, uid maps and the mount plan (init, as root).
+    Setup,
+    /// The privilege drop in the job process.
+    Identity,
+    /// execve of the command.
+    Exec,
+}
+
+impl Stage {
+    fn tag(&self) -> &'static str {
+        match self {
+            Stage::Setup => "setup",
+            Stage::Identity => "identity",
+            Stage::Exec => "exec",
+        }
+    }
+    fn from_tag(s: &str) -> Option<Self> {
+        Some(match s {
+            "setup" => Stage::Setup,
+            "identity" => Stage::Identity,
+            "exec" => Stage::Exec,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Msg {
+    Failed {
+        stage: Stage,
+        errno: i32,
+        what: String,
+    },
+    ExitCode(i32),
+    Signaled(i32),
+}
+
+const MAX_LINE: usize = 4000;
+
+impl Msg {
+    pub fn encode(&self) -> Vec<u8> {
+        let mut s = match self {
+            Msg::Failed { stage, errno, what } => {
+                let what: String = what
+                    .chars()
+                    .map(|c| if c == '\n' || c == '\t' { ' ' } else { c })
+                    .collect();
+                format!("F\t{}\t{}\t{}", stage.tag(), errno, what)
+            }
+            Msg::ExitCode(c) => format!("C\t{c}"),
+            Msg::Signaled(s) => format!("S\t{s}"),
+        };
+        s.truncate(MAX_LINE);
+        s.push('\n');
+        s.into_bytes()
+    }
+
+    pub fn decode(line: &str) -> Option<Msg> {
+        let mut f = line.splitn(4, '\t');
+        match f.next()? {
+            "F" => Some(Msg::Failed {
+                stage: Stage::from_tag(f.next()?)?,
+                errno: f.next()?.parse().ok()?,
+                what: f.next().unwrap_or("").to_string(),
+            }),
+            "C" => f.next()?.parse().ok().map(Msg::ExitCode),
+            "S" => f.next()?.parse().ok().map(Msg::Signaled),
+            _ => None,
+        }
+    }
+
+    /// Write the whole message with one write(2) (atomic below PIPE_BUF).
+    pub fn send(&self, fd: RawFd) {
+        let b = self.encode();
+        unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
+    }
+}
+
+/// Accumulates bytes from the pipe and yields whole messages.
+#[derive(Default)]
+pub struct Reader {
+    buf: Vec<u8>,
+    pub msgs: Vec<Msg>,
+}
+
+impl Reader {
+    /// Read what is available; returns Ok(false) at end of file.
+    pub fn fill(&mut self, fd: RawFd) -> io::Result<bool> {
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = unsafe { libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len()) };
+            if n < 0 {
+                let e = io::Error::last_os_error();
+                return match e.raw_os_error() {
+                    Some(libc::EAGAIN) => Ok(true),
+                    Some(libc::EINTR) => continue,
+                    _ => Err(e),
+                };
+            }
+            if n == 0 {
+                return Ok(false);
+            }
+            self.buf.extend_from_slice(&chunk[..n as usize]);
+            while let Some(i) = self.buf.iter().position(|&b| b == b'\n') {
+                let line: Vec<u8> = self.buf.drain(..=i).collect();
+                if let Some(m) = Msg::decode(String::from_utf8_lossy(&line[..i]).as_ref()) {
+                    self.msgs.push(m);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip() {
+        for m in [
+            Msg::Failed {
+                stage: Stage::Exec,
+                errno: 2,
+                what: "cannot run 'x\ty'".into(),
+            },
+            Msg::ExitCode(3),
+            Msg::Signaled(9),
+        ] {
+            let b = m.encode();
+            let line = std::str::from_utf8(&b).unwrap().trim_end_matches('\n');
+            let back = Msg::decode(line).unwrap();
+            match (&m, &back) {
+                (Msg::Failed { what, .. }, Msg::Failed { what: w2, .. }) => {
+                    assert_eq!(what.replace('\t', " "), *w2)
+                }
+                _ => assert_eq!(m, back),
+            }
+        }
+        assert_eq!(Msg::decode("garbage"), None);
+        assert_eq!(Msg::decode("C\tnotanumber"), None);
+    }
+}
