@@ -1,1 +1,943 @@
-//! placeholder
+//! jobcell image store: named OS trees that jobs run inside.
+//!
+//! Layout (all under configurable dirs):
+//! ```text
+//! <state_dir>/images.db            SQLite (WAL), table `images`, PRAGMA user_version = schema
+//! <images_dir>/<sha256-hex>/       image root, read-only once imported, shared by every name
+//!                                  whose content has that digest
+//! <images_dir>/.locks/<hex>.lock   lease lock: jobs hold LOCK_SH, `remove` needs LOCK_EX
+//! <images_dir>/.staging-*          in-flight imports (flock'd by their importer)
+//! ```
+//! The image index is its own database file rather than a table in the daemon's `state.db`:
+//! it keeps schema migrations of the two independent and lets the CLI manage images with
+//! no daemon running.
+//!
+//! Import is atomic: extract into a staging dir, verify and digest, `renameat` to
+//! `<images_dir>/<digest>`, then commit the row. A crash at any point leaves either nothing or
+//! an unregistered tree/staging dir that the next `open` removes (by openat traversal that
+//! never follows symlinks or crosses a mount).
+
+mod compress;
+mod dirwalk;
+mod error;
+mod extract;
+mod sys;
+
+use std::collections::BTreeMap;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Read};
+use std::os::fd::{AsFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension};
+use serde::{Deserialize, Serialize};
+
+pub use compress::Compression;
+use error::io_ctx;
+pub use error::ImageError;
+use sys::{cstr, fd_b};
+
+/// Schema version stored in `PRAGMA user_version`.
+pub const SCHEMA_VERSION: i64 = 1;
+/// File name of the index inside the state dir.
+pub const DB_FILE: &str = "images.db";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// Only the owner and root can see and use it.
+    Private,
+    /// Everyone can see and use it.
+    Public,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImageKind {
+    /// Imported into the store (content-addressed, read-only tree under the images dir).
+    Imported,
+    /// An admin-configured tree from `[images]` in the config file (used in place).
+    Configured,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditEntry {
+    /// Path inside the image, starting with `/`.
+    pub path: String,
+    /// Mode as found in the source (before stripping).
+    pub mode: u32,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Skipped {
+    pub path: String,
+    pub kind: String,
+}
+
+/// What the import changed or left out, kept with the image.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Audit {
+    pub setuid_stripped: Vec<AuditEntry>,
+    /// setuid/setgid bits kept because root asked for `--keep-setuid`.
+    pub setuid_kept: Vec<AuditEntry>,
+    /// Device nodes, fifos, sockets, mount points of a directory import, unknown types.
+    pub skipped: Vec<Skipped>,
+    pub created_mount_points: Vec<String>,
+    /// Mount points that were symlinks/files and were replaced with empty directories, so the
+    /// launcher never mounts through a link chosen by the image author.
+    pub replaced_mount_points: Vec<String>,
+    pub absolute_paths_made_relative: u64,
+    /// Extended attributes (incl. file capabilities) are never imported.
+    pub xattrs_ignored: u64,
+    pub ownership_preserved: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Image {
+    /// Content digest (sha256 hex) of an imported image; empty for a configured tree.
+    pub id: String,
+    pub name: String,
+    pub kind: ImageKind,
+    pub visibility: Visibility,
+    pub owner_uid: u32,
+    /// Bytes of regular-file content (hardlinks counted once).
+    pub size: u64,
+    /// Number of filesystem entries in the tree.
+    pub entries: u64,
+    /// `tar`, `tar+gzip`, `tar+bzip2`, `tar+xz`, `tar+zstd`, `dir`, or `configured`.
+    pub format: String,
+    /// Unix seconds.
+    pub created: i64,
+    pub root: PathBuf,
+    pub audit: Audit,
+}
+
+impl Image {
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
+
+    pub fn visible_to(&self, uid: u32) -> bool {
+        uid == 0 || self.visibility == Visibility::Public || self.owner_uid == uid
+    }
+}
+
+/// Import progress, reported every few hundred entries / 16 MiB and once at the end.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    /// Bytes consumed from the source (compressed size for archives).
+    pub input_bytes: u64,
+    /// Total source size when known (a regular file).
+    pub input_total: Option<u64>,
+    pub unpacked_bytes: u64,
+    pub entries: u64,
+    pub done: bool,
+}
+
+pub enum ImportSource {
+    /// A tarball (any supported compression) or a directory.
+    Path(PathBuf),
+    /// A tar stream, e.g. stdin.
+    Reader(Box<dyn Read + Send>),
+}
+
+#[derive(Clone, Default)]
+pub struct ImportOptions {
+    pub public: bool,
+    /// Root only: keep setuid/setgid bits (still audited).
+    pub keep_setuid: bool,
+    /// Bound on unpacked bytes (tar bombs).
+    pub max_size: Option<u64>,
+    /// Owner of the image; defaults to getuid(). Anything but 0 means files are owned by
+    /// this uid instead of the archive's owners.
+    pub owner_uid: Option<u32>,
+    /// Group for files of a non-root import; defaults to getgid().
+    pub owner_gid: Option<u32>,
+    /// Set to abort the import (e.g. from a SIGINT handler); cleanup is done before returning.
+    pub cancel: Option<Arc<AtomicBool>>,
+    pub progress: Option<Arc<dyn Fn(&Progress) + Send + Sync>>,
+}
+
+/// A job's hold on an image. While it lives, `remove` refuses the image (without `force`).
+///
+/// The lock is a shared `flock` on `<images_dir>/.locks/<id>.lock` through a CLOEXEC fd: the
+/// exec'd job never inherits it; a forked supervisor does (flock belongs to the open file
+/// description), so the image stays held until every holder exits.
+#[derive(Debug)]
+pub struct ImageLease {
+    pub name: String,
+    /// Content digest; empty for a configured tree.
+    pub id: String,
+    /// Directory to pivot_root into (mount it read-only + nosuid).
+    pub root: PathBuf,
+    pub kind: ImageKind,
+    lock: Option<File>,
+}
+
+impl ImageLease {
+    /// The lock fd (None for configured trees), e.g. to dup without CLOEXEC into a supervisor
+    /// that must keep the image held after the launcher exits.
+    pub fn lock_fd(&self) -> Option<BorrowedFd<'_>> {
+        self.lock.as_ref().map(|f| f.as_fd())
+    }
+}
+
+pub struct ImageStore {
+    images_dir: PathBuf,
+    images_fd: OwnedFd,
+    db_path: PathBuf,
+    conn: Connection,
+    named: BTreeMap<String, PathBuf>,
+}
+
+/// 1–128 chars of `[A-Za-z0-9._-]`, starting with a letter or digit.
+pub fn valid_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= 128
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"._-".contains(c))
+}
+
+struct Counting<R> {
+    inner: R,
+    n: Arc<AtomicU64>,
+}
+
+impl<R: Read> Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let k = self.inner.read(buf)?;
+        self.n.fetch_add(k as u64, Ordering::Relaxed);
+        Ok(k)
+    }
+}
+
+/// Removes a staging dir on drop unless disarmed (error, panic-free early return, cancel).
+struct Staging<'a> {
+    parent: BorrowedFd<'a>,
+    name: CString,
+    armed: bool,
+}
+
+impl Drop for Staging<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let _ = sys::remove_tree_at(self.parent, &self.name);
+        }
+    }
+}
+
+fn unique_suffix() -> String {
+    use std::sync::atomic::AtomicU32;
+    static N: AtomicU32 = AtomicU32::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    format!(
+        "{}-{}-{}",
+        std::process::id(),
+        t.as_nanos(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn now_secs() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn is_digest(name: &[u8]) -> bool {
+    name.len() == 64
+        && name
+            .iter()
+            .all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c))
+}
+
+impl ImageStore {
+    /// Open (creating if needed) the store. `named` are admin-configured trees, listed and
+    /// leasable by everyone, never imported or removed here.
+    pub fn open(
+        state_dir: &Path,
+        images_dir: &Path,
+        named: BTreeMap<String, PathBuf>,
+    ) -> Result<Self, ImageError> {
+        for d in [state_dir, images_dir] {
+            if !d.is_dir() {
+                std::fs::create_dir_all(d).map_err(io_ctx(format!("create {}", d.display())))?;
+            }
+        }
+        let images_fd = sys::open_dir_path(images_dir)
+            .map_err(io_ctx(format!("open images dir {}", images_dir.display())))?;
+        let db_path = state_dir.join(DB_FILE);
+        let writable = unsafe {
+            let c = sys::path_c(state_dir).map_err(io_ctx("state dir"))?;
+            libc::access(c.as_ptr(), libc::W_OK) == 0
+        };
+        let dberr = |source| ImageError::Db {
+            path: db_path.clone(),
+            source,
+        };
+        let conn = if writable {
+            Connection::open(&db_path).map_err(dberr)?
+        } else {
+            Connection::open_with_flags(
+                &db_path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(dberr)?
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(dberr)?;
+        let store = ImageStore {
+            images_dir: images_dir.to_path_buf(),
+            images_fd,
+            db_path: db_path.clone(),
+            conn,
+            named,
+        };
+        if writable {
+            store.migrate()?;
+            let _ = sys::mkdirat(fd_b(&store.images_fd), c".locks", 0o755);
+            store.cleanup_stale();
+        } else {
+            let v: i64 = store
+                .conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(dberr)?;
+            if v > SCHEMA_VERSION {
+                return Err(ImageError::SchemaTooNew {
+                    path: db_path,
+                    found: v,
+                    known: SCHEMA_VERSION,
+                });
+            }
+        }
+        Ok(store)
+    }
+
+    fn db_err(&self) -> impl Fn(rusqlite::Error) -> ImageError + '_ {
+        |source| ImageError::Db {
+            path: self.db_path.clone(),
+            source,
+        }
+    }
+
+    fn migrate(&self) -> Result<(), ImageError> {
+        let e = self.db_err();
+        self.conn
+            .pragma_update(None, "journal_mode", "WAL")
+            .map_err(&e)?;
+        self.conn
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(&e)?;
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(&e)?;
+        let r = (|| {
+            let v: i64 = self
+                .conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(&e)?;
+            if v > SCHEMA_VERSION {
+                return Err(ImageError::SchemaTooNew {
+                    path: self.db_path.clone(),
+                    found: v,
+                    known: SCHEMA_VERSION,
+                });
+            }
+            if v < 1 {
+                self.conn
+                    .execute_batch(
+                        "CREATE TABLE images (
+                            name      TEXT PRIMARY KEY,
+                            digest    TEXT NOT NULL,
+                            owner_uid INTEGER NOT NULL,
+                            public    INTEGER NOT NULL,
+                            size      INTEGER NOT NULL,
+                            entries   INTEGER NOT NULL,
+                            format    TEXT NOT NULL,
+                            created   INTEGER NOT NULL,
+                            audit     TEXT NOT NULL
+                        );
+                        CREATE INDEX images_digest ON images(digest);
+                        PRAGMA user_version = 1;",
+                    )
+                    .map_err(&e)?;
+            }
+            Ok(())
+        })();
+        match r {
+            Ok(()) => self.conn.execute_batch("COMMIT").map_err(&e),
+            Err(err) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(err)
+            }
+        }
+    }
+
+    /// Remove leftovers of crashed imports/removals: unlocked `.staging-*`, `.trash-*`, and
+    /// digest trees without a row. Best effort; errors are ignored (next open retries).
+    fn cleanup_stale(&self) {
+        let Ok(names) = sys::read_dir_names(fd_b(&self.images_fd)) else {
+            return;
+        };
+        for name in names {
+            let b = name.to_bytes();
+            let candidate =
+                b.starts_with(b".staging-") || b.starts_with(b".trash-") || is_digest(b);
+            if !candidate {
+                continue;
+            }
+            let Ok(fd) = sys::open_dir_at(fd_b(&self.images_fd), &name) else {
+                continue;
+            };
+            // A live import holds LOCK_EX on its staging dir (also across the rename).
+            if !sys::flock(fd_b(&fd), libc::LOCK_EX | libc::LOCK_NB).unwrap_or(false) {
+                continue;
+            }
+            if is_digest(b) {
+                let d = String::from_utf8_lossy(b).into_owned();
+                let n: i64 = self
+                    .conn
+                    .query_row("SELECT COUNT(*) FROM images WHERE digest = ?1", [&d], |r| {
+                        r.get(0)
+                    })
+                    .unwrap_or(1);
+                if n > 0 {
+                    continue;
+                }
+            }
+            let _ = sys::remove_tree_at(fd_b(&self.images_fd), &name);
+        }
+    }
+
+    pub fn images_dir(&self) -> &Path {
+        &self.images_dir
+    }
+
+    fn row_to_image(&self, r: &rusqlite::Row) -> rusqlite::Result<Image> {
+        let digest: String = r.get(1)?;
+        let audit: String = r.get(8)?;
+        Ok(Image {
+            root: self.images_dir.join(&digest),
+            id: digest,
+            name: r.get(0)?,
+            kind: ImageKind::Imported,
+            owner_uid: r.get(2)?,
+            visibility: if r.get::<_, i64>(3)? != 0 {
+                Visibility::Public
+            } else {
+                Visibility::Private
+            },
+            size: r.get::<_, i64>(4)? as u64,
+            entries: r.get::<_, i64>(5)? as u64,
+            format: r.get(6)?,
+            created: r.get(7)?,
+            audit: serde_json::from_str(&audit).unwrap_or_default(),
+        })
+    }
+
+    fn all_rows(&self) -> Result<Vec<Image>, ImageError> {
+        let e = self.db_err();
+        let mut st = self
+            .conn
+            .prepare_cached("SELECT name, digest, owner_uid, public, size, entries, format, created, audit FROM images ORDER BY name")
+            .map_err(&e)?;
+        let rows = st.query_map([], |r| self.row_to_image(r)).map_err(&e)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(&e)
+    }
+
+    fn configured(&self, name: &str, path: &Path) -> Image {
+        Image {
+            id: String::new(),
+            name: name.to_string(),
+            kind: ImageKind::Configured,
+            visibility: Visibility::Public,
+            owner_uid: 0,
+            size: 0,
+            entries: 0,
+            format: "configured".into(),
+            created: 0,
+            root: path.to_path_buf(),
+            audit: Audit::default(),
+        }
+    }
+
+    /// Images `viewer_uid` may see and use: configured trees, public images, its own (root: all).
+    pub fn list(&self, viewer_uid: u32) -> Result<Vec<Image>, ImageError> {
+        let mut out: Vec<Image> = self
+            .named
+            .iter()
+            .map(|(n, p)| self.configured(n, p))
+            .collect();
+        out.extend(
+            self.all_rows()?
+                .into_iter()
+                .filter(|i| i.visible_to(viewer_uid)),
+        );
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn not_found(&self, name: &str, uid: u32) -> ImageError {
+        let available = self
+            .list(uid)
+            .map(|l| l.into_iter().map(|i| i.name).collect())
+            .unwrap_or_default();
+        ImageError::NotFound {
+            name: name.to_string(),
+            uid,
+            available,
+        }
+    }
+
+    /// By name first, then by id (digest prefix of at least 4 hex digits, `sha256:` allowed).
+    pub fn show(&self, name_or_id: &str, viewer_uid: u32) -> Result<Image, ImageError> {
+        if let Some(p) = self.named.get(name_or_id) {
+            return Ok(self.configured(name_or_id, p));
+        }
+        let visible: Vec<Image> = self
+            .all_rows()?
+            .into_iter()
+            .filter(|i| i.visible_to(viewer_uid))
+            .collect();
+        if let Some(i) = visible.iter().find(|i| i.name == name_or_id) {
+            return Ok(i.clone());
+        }
+        let pfx = name_or_id.strip_prefix("sha256:").unwrap_or(name_or_id);
+        if pfx.len() >= 4 && pfx.bytes().all(|c| c.is_ascii_hexdigit()) {
+            let pfx = pfx.to_ascii_lowercase();
+            let mut m: Vec<&Image> = visible.iter().filter(|i| i.id.starts_with(&pfx)).collect();
+            match m.len() {
+                0 => {}
+                1 => return Ok(m.remove(0).clone()),
+                _ => return Err(ImageError::Ambiguous(name_or_id.to_string())),
+            }
+        }
+        Err(self.not_found(name_or_id, viewer_uid))
+    }
+
+    fn lock_path(&self, digest: &str) -> PathBuf {
+        self.images_dir
+            .join(".locks")
+            .join(format!("{digest}.lock"))
+    }
+
+    /// Import a tree under `name`. Nothing is registered (and no staging dir remains) unless
+    /// the whole import succeeds.
+    pub fn add(
+        &self,
+        name: &str,
+        source: ImportSource,
+        opts: &ImportOptions,
+    ) -> Result<Image, ImageError> {
+        if !valid_name(name) {
+            return Err(ImageError::BadName(name.to_string()));
+        }
+        if self.named.contains_key(name) {
+            return Err(ImageError::NameTaken(name.to_string()));
+        }
+        if self.name_taken(name)? {
+            return Err(ImageError::NameTaken(name.to_string()));
+        }
+        let owner_uid = opts.owner_uid.unwrap_or_else(sys::getuid);
+        let owner_gid =
+            opts.owner_gid
+                .unwrap_or_else(|| if owner_uid == 0 { 0 } else { sys::getgid() });
+        if opts.keep_setuid && owner_uid != 0 {
+            return Err(ImageError::PermissionDenied(
+                "--keep-setuid is only for root".into(),
+            ));
+        }
+        let staging_name = cstr(format!(".staging-{}", unique_suffix()).as_bytes()).unwrap();
+        sys::mkdirat(fd_b(&self.images_fd), &staging_name, 0o700).map_err(io_ctx(format!(
+            "create staging dir in {}",
+            self.images_dir.display()
+        )))?;
+        let mut guard = Staging {
+            parent: fd_b(&self.images_fd),
+            name: staging_name.clone(),
+            armed: true,
+        };
+        let staging = sys::open_dir_at(fd_b(&self.images_fd), &staging_name)
+            .map_err(io_ctx("open staging dir"))?;
+        sys::flock(fd_b(&staging), libc::LOCK_EX).map_err(io_ctx("lock staging dir"))?;
+
+        let input_bytes = Arc::new(AtomicU64::new(0));
+        let mut policy = extract::Policy {
+            keep_setuid: opts.keep_setuid,
+            preserve_owner: owner_uid == 0,
+            owner: (owner_uid, owner_gid),
+            max_size: opts.max_size,
+            cancel: opts.cancel.clone(),
+            progress: opts.progress.clone(),
+            input_bytes: input_bytes.clone(),
+            input_total: None,
+        };
+        let root = staging.try_clone().map_err(io_ctx("dup staging fd"))?;
+        let format;
+        let ex = match source {
+            ImportSource::Path(p) => {
+                let md =
+                    std::fs::metadata(&p).map_err(io_ctx(format!("source {}", p.display())))?;
+                if md.is_dir() {
+                    let mut x = extract::Extractor::new(root, &policy);
+                    dirwalk::import_dir(&mut x, &p)?;
+                    format = "dir";
+                    x.finish()?
+                } else if md.is_file() {
+                    policy.input_total = Some(md.len());
+                    let f = File::open(&p).map_err(io_ctx(format!("source {}", p.display())))?;
+                    let r = Counting {
+                        inner: io::BufReader::with_capacity(1 << 20, f),
+                        n: input_bytes.clone(),
+                    };
+                    let mut x = extract::Extractor::new(root, &policy);
+                    format = extract::import_tar(&mut x, r)?;
+                    x.finish()?
+                } else {
+                    return Err(ImageError::BadSource(p));
+                }
+            }
+            ImportSource::Reader(r) => {
+                let r = Counting {
+                    inner: io::BufReader::with_capacity(1 << 20, r),
+                    n: input_bytes.clone(),
+                };
+                let mut x = extract::Extractor::new(root, &policy);
+                format = extract::import_tar(&mut x, r)?;
+                x.finish()?
+            }
+        };
+        if let Some(c) = &opts.cancel {
+            if c.load(Ordering::Relaxed) {
+                return Err(ImageError::Interrupted);
+            }
+        }
+        self.commit(
+            name,
+            &ex,
+            format,
+            owner_uid,
+            opts.public,
+            &mut guard,
+            &staging,
+        )
+    }
+
+    fn name_taken(&self, name: &str) -> Result<bool, ImageError> {
+        self.conn
+            .query_row("SELECT 1 FROM images WHERE name = ?1", [name], |_| Ok(()))
+            .optional()
+            .map(|o| o.is_some())
+            .map_err(self.db_err())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn commit(
+        &self,
+        name: &str,
+        ex: &extract::Extracted,
+        format: &str,
+        owner_uid: u32,
+        public: bool,
+        guard: &mut Staging,
+        _staging: &OwnedFd,
+    ) -> Result<Image, ImageError> {
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(self.lock_path(&ex.digest))
+            .map_err(io_ctx("create image lock file"))?;
+        // Shared: a concurrent `remove` of the same content (LOCK_EX) finishes first.
+        sys::flock(lock.as_fd(), libc::LOCK_SH).map_err(io_ctx("lock image"))?;
+        let e = self.db_err();
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(&e)?;
+        let digest_c = cstr(ex.digest.as_bytes()).unwrap();
+        let mut renamed = false;
+        let r = (|| -> Result<Image, ImageError> {
+            if self.name_taken(name)? {
+                return Err(ImageError::NameTaken(name.to_string()));
+            }
+            match sys::fstatat(fd_b(&self.images_fd), &digest_c) {
+                // Same content already stored (another name, or an orphan from a crash after
+                // rename): share it; the staging copy is dropped by the guard.
+                Ok(st) if sys::is_dir(&st) => {}
+                _ => {
+                    sys::renameat(
+                        fd_b(&self.images_fd),
+                        &guard.name,
+                        fd_b(&self.images_fd),
+                        &digest_c,
+                    )
+                    .map_err(io_ctx("publish image tree"))?;
+                    renamed = true;
+                    guard.armed = false;
+                }
+            }
+            let audit = serde_json::to_string(&ex.audit).unwrap_or_else(|_| "{}".into());
+            let created = now_secs();
+            self.conn
+                .execute(
+                    "INSERT INTO images (name, digest, owner_uid, public, size, entries, format, created, audit)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                    params![name, ex.digest, owner_uid, public as i64, ex.size as i64, ex.entries as i64, format, created, audit],
+                )
+                .map_err(&e)?;
+            Ok(Image {
+                id: ex.digest.clone(),
+                name: name.to_string(),
+                kind: ImageKind::Imported,
+                visibility: if public {
+                    Visibility::Public
+                } else {
+                    Visibility::Private
+                },
+                owner_uid,
+                size: ex.size,
+                entries: ex.entries,
+                format: format.to_string(),
+                created,
+                root: self.images_dir.join(&ex.digest),
+                audit: ex.audit.clone(),
+            })
+        })();
+        let r = r.and_then(|img| self.conn.execute_batch("COMMIT").map_err(&e).map(|_| img));
+        match r {
+            Ok(img) => {
+                let _ = sys::fsync(fd_b(&self.images_fd));
+                Ok(img)
+            }
+            Err(err) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                if renamed {
+                    // Published tree without a row: take it back out.
+                    let _ = sys::remove_tree_at(fd_b(&self.images_fd), &digest_c);
+                }
+                Err(err)
+            }
+        }
+    }
+
+    /// Remove `name_or_id` (owner or root). Refused while a lease is held unless `force`.
+    /// The tree goes when the last name referring to its content goes.
+    pub fn remove(&self, name_or_id: &str, viewer_uid: u32, force: bool) -> Result<(), ImageError> {
+        let img = self.show(name_or_id, viewer_uid)?;
+        if img.kind == ImageKind::Configured {
+            return Err(ImageError::Configured(img.name));
+        }
+        if viewer_uid != 0 && img.owner_uid != viewer_uid {
+            return Err(ImageError::PermissionDenied(format!(
+                "image {:?} belongs to uid {}",
+                img.name, img.owner_uid
+            )));
+        }
+        let lock_path = self.lock_path(&img.id);
+        let lock = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .map_err(io_ctx("open image lock file"))?;
+        let exclusive = sys::flock(lock.as_fd(), libc::LOCK_EX | libc::LOCK_NB)
+            .map_err(io_ctx("lock image"))?;
+        if !exclusive && !force {
+            return Err(ImageError::InUse { name: img.name });
+        }
+        let e = self.db_err();
+        self.conn.execute_batch("BEGIN IMMEDIATE").map_err(&e)?;
+        let r = (|| -> Result<i64, ImageError> {
+            self.conn
+                .execute("DELETE FROM images WHERE name = ?1", [&img.name])
+                .map_err(&e)?;
+            self.conn
+                .query_row(
+                    "SELECT COUNT(*) FROM images WHERE digest = ?1",
+                    [&img.id],
+                    |r| r.get(0),
+                )
+                .map_err(&e)
+        })();
+        let left = match r.and_then(|n| self.conn.execute_batch("COMMIT").map_err(&e).map(|_| n)) {
+            Ok(n) => n,
+            Err(err) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                return Err(err);
+            }
+        };
+        if left == 0 {
+            // Rename first so a half-removed tree is never visible under its digest.
+            let trash = cstr(format!(".trash-{}", unique_suffix()).as_bytes()).unwrap();
+            let digest_c = cstr(img.id.as_bytes()).unwrap();
+            match sys::renameat(
+                fd_b(&self.images_fd),
+                &digest_c,
+                fd_b(&self.images_fd),
+                &trash,
+            ) {
+                Ok(()) => sys::remove_tree_at(fd_b(&self.images_fd), &trash)
+                    .map_err(io_ctx(format!("remove tree of {}", img.name)))?,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    return Err(ImageError::Io {
+                        context: format!("remove tree of {}", img.name),
+                        source: e,
+                    })
+                }
+            }
+            let _ = std::fs::remove_file(&lock_path);
+        }
+        Ok(())
+    }
+
+    /// Resolve `name` for a job run by `viewer_uid` and hold it until the lease is dropped.
+    /// Unknown/invisible name -> `NotFound` listing the names this uid can use.
+    pub fn lease(&self, name: &str, viewer_uid: u32) -> Result<ImageLease, ImageError> {
+        let img = self.show(name, viewer_uid)?;
+        if img.kind == ImageKind::Configured {
+            if !img.root.is_dir() {
+                return Err(ImageError::Io {
+                    context: format!(
+                        "configured image {:?} root {}",
+                        img.name,
+                        img.root.display()
+                    ),
+                    source: io::Error::from(io::ErrorKind::NotFound),
+                });
+            }
+            return Ok(ImageLease {
+                name: img.name,
+                id: String::new(),
+                root: img.root,
+                kind: img.kind,
+                lock: None,
+            });
+        }
+        let c = sys::path_c(&self.lock_path(&img.id)).map_err(io_ctx("lock path"))?;
+        // O_RDONLY is enough for flock and works for non-root users.
+        let fd = unsafe {
+            libc::open(
+                c.as_ptr(),
+                libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+            )
+        };
+        if fd < 0 {
+            return Err(self.not_found(name, viewer_uid));
+        }
+        let lock = unsafe { File::from(OwnedFd::from_raw_fd(fd)) };
+        sys::flock(lock.as_fd(), libc::LOCK_SH).map_err(io_ctx("lock image"))?;
+        // Re-check under the lock: a remove may have finished while we waited.
+        let still: bool = self
+            .conn
+            .query_row(
+                "SELECT 1 FROM images WHERE name = ?1 AND digest = ?2",
+                [&img.name, &img.id],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(self.db_err())?
+            .is_some();
+        if !still || !img.root.is_dir() {
+            return Err(self.not_found(name, viewer_uid));
+        }
+        Ok(ImageLease {
+            name: img.name,
+            id: img.id,
+            root: img.root,
+            kind: img.kind,
+            lock: Some(lock),
+        })
+    }
+
+    /// True when some job holds a lease on the image's content.
+    pub fn in_use(&self, img: &Image) -> bool {
+        if img.kind == ImageKind::Configured {
+            return false;
+        }
+        let Ok(f) = File::open(self.lock_path(&img.id)) else {
+            return false;
+        };
+        match sys::flock(f.as_fd(), libc::LOCK_EX | libc::LOCK_NB) {
+            Ok(true) => false,
+            Ok(false) => true,
+            Err(_) => false,
+        }
+    }
+}
+
+/// Parse a size like `500M`, `2G`, `1024`, `10KiB` (binary units).
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        "t" | "tb" | "tib" => 1 << 40,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        assert!(valid_name("RHEL5"));
+        assert!(valid_name("debian-12.1_x"));
+        assert!(!valid_name(""));
+        assert!(!valid_name("-x"));
+        assert!(!valid_name("a/b"));
+        assert!(!valid_name(&"a".repeat(129)));
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("10"), Some(10));
+        assert_eq!(parse_size("2K"), Some(2048));
+        assert_eq!(parse_size("3MiB"), Some(3 << 20));
+        assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("x"), None);
+        assert_eq!(parse_size("1Q"), None);
+    }
+
+    #[test]
+    fn normalize_paths() {
+        use extract::normalize;
+        assert_eq!(
+            normalize(b"./a//b/").unwrap(),
+            (vec![b"a".to_vec(), b"b".to_vec()], false)
+        );
+        assert_eq!(normalize(b"/etc/passwd").unwrap().1, true);
+        assert!(normalize(b"a/../../b").is_err());
+        assert!(normalize(b"..").is_err());
+        assert_eq!(normalize(b"./").unwrap().0.len(), 0);
+    }
+
+    #[test]
+    fn compression_magic() {
+        assert_eq!(Compression::detect(&[0x1f, 0x8b, 8]), Compression::Gzip);
+        assert_eq!(Compression::detect(b"BZh91AY"), Compression::Bzip2);
+        assert_eq!(
+            Compression::detect(&[0xfd, b'7', b'z', b'X', b'Z', 0]),
+            Compression::Xz
+        );
+        assert_eq!(
+            Compression::detect(&[0x28, 0xb5, 0x2f, 0xfd]),
+            Compression::Zstd
+        );
+        assert_eq!(Compression::detect(b"etc/passwd"), Compression::None);
+    }
+}

@@ -1,0 +1,870 @@
+//! The safe extractor: every entry of a tarball or a directory walk lands here.
+//!
+//! Rules (issue 4, "Import safety"):
+//! - paths are normalised component by component: `..` is refused, a leading `/` is dropped;
+//! - each parent component is opened with `openat(O_NOFOLLOW|O_DIRECTORY)` from the staging root
+//!   fd, so a symlink created earlier in the archive is never written through;
+//! - symlinks are created as symlinks (targets are stored, never resolved);
+//! - hardlinks only to regular files this import already extracted;
+//! - setuid/setgid stripped unless `keep_setuid` (and audited either way);
+//! - device nodes, fifos, sockets and unknown types are skipped and reported;
+//! - ownership preserved only for root imports;
+//! - a running total of unpacked bytes is checked against `max_size` before writing.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::error::ImageError;
+use crate::sys::{self, cstr, fd_b};
+use crate::{Audit, AuditEntry, Progress, Skipped};
+
+/// Longest accepted path (bytes) and depth; deeper trees are refused instead of risking fd
+/// exhaustion in the traversal.
+const MAX_PATH: usize = 4096;
+const MAX_DEPTH: usize = 256;
+const COPY_BUF: usize = 1 << 20;
+
+/// Mount points the launcher needs in every image root, with the mode used when created.
+const MOUNT_POINTS: &[(&str, u32)] = &[
+    ("proc", 0o555),
+    ("dev", 0o755),
+    ("sys", 0o555),
+    ("tmp", 0o1777),
+    ("var", 0o755),
+    ("var/tmp", 0o1777),
+];
+
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Meta {
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub mtime: i64,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Dir,
+    File {
+        sha: [u8; 32],
+        size: u64,
+    },
+    Symlink(Vec<u8>),
+    Hardlink {
+        target: Vec<u8>,
+        sha: [u8; 32],
+        size: u64,
+    },
+}
+
+#[derive(Debug)]
+struct Record {
+    kind: Kind,
+    mode: u32,
+    uid: u32,
+    gid: u32,
+}
+
+pub(crate) struct Policy {
+    pub keep_setuid: bool,
+    /// Keep uid/gid from the archive (root imports only).
+    pub preserve_owner: bool,
+    /// Owner of everything when not preserving (the importer).
+    pub owner: (u32, u32),
+    pub max_size: Option<u64>,
+    pub cancel: Option<Arc<AtomicBool>>,
+    pub progress: Option<Arc<dyn Fn(&Progress) + Send + Sync>>,
+    pub input_bytes: Arc<AtomicU64>,
+    pub input_total: Option<u64>,
+}
+
+pub(crate) struct Extracted {
+    pub audit: Audit,
+    pub digest: String,
+    pub size: u64,
+    pub entries: u64,
+}
+
+pub(crate) struct Extractor<'p> {
+    root: OwnedFd,
+    /// Currently open directory chain below the root (component, fd): tar archives are mostly
+    /// in depth-first order, so most entries reuse the parent opened for the previous one.
+    stack: Vec<(Vec<u8>, OwnedFd)>,
+    records: HashMap<Vec<u8>, Record>,
+    dirs: HashMap<Vec<u8>, Meta>,
+    audit: Audit,
+    policy: &'p Policy,
+    euid: u32,
+    egid: u32,
+    now: i64,
+    total: u64,
+    entries: u64,
+    buf: Vec<u8>,
+}
+
+fn disp(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn entry_err(path: &[u8], reason: impl Into<String>) -> ImageError {
+    ImageError::Entry {
+        entry: disp(path),
+        reason: reason.into(),
+    }
+}
+
+/// Split an archive path into safe components. `Ok(comps, was_absolute)`.
+pub(crate) fn normalize(raw: &[u8]) -> Result<(Vec<Vec<u8>>, bool), String> {
+    if raw.len() > MAX_PATH {
+        return Err(format!("path longer than {MAX_PATH} bytes"));
+    }
+    if raw.contains(&0) {
+        return Err("path contains a NUL byte".into());
+    }
+    let absolute = raw.first() == Some(&b'/');
+    let mut comps = Vec::new();
+    for c in raw.split(|&b| b == b'/') {
+        match c {
+            b"" | b"." => {}
+            b".." => return Err("path contains a `..` component; refusing an entry that could escape the image root".into()),
+            c if c.len() > 255 => return Err("path component longer than 255 bytes".into()),
+            c => comps.push(c.to_vec()),
+        }
+    }
+    if comps.len() > MAX_DEPTH {
+        return Err(format!("path deeper than {MAX_DEPTH} components"));
+    }
+    Ok((comps, absolute))
+}
+
+fn join(comps: &[Vec<u8>]) -> Vec<u8> {
+    comps.join(&b'/')
+}
+
+impl<'p> Extractor<'p> {
+    pub fn new(root: OwnedFd, policy: &'p Policy) -> Self {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs() as i64)
+            .unwrap_or(0);
+        let mut audit = Audit {
+            ownership_preserved: policy.preserve_owner,
+            ..Audit::default()
+        };
+        audit.ownership_preserved = policy.preserve_owner;
+        let mut x = Extractor {
+            root,
+            stack: Vec::new(),
+            records: HashMap::new(),
+            dirs: HashMap::new(),
+            audit,
+            policy,
+            euid: sys::geteuid(),
+            egid: sys::getegid(),
+            now,
+            total: 0,
+            entries: 0,
+            buf: vec![0u8; COPY_BUF],
+        };
+        let (uid, gid) = policy.owner;
+        x.dirs.insert(
+            Vec::new(),
+            Meta {
+                mode: 0o755,
+                uid,
+                gid,
+                mtime: now,
+            },
+        );
+        x
+    }
+
+    fn check_cancel(&self) -> Result<(), ImageError> {
+        if let Some(c) = &self.policy.cancel {
+            if c.load(Ordering::Relaxed) {
+                return Err(ImageError::Interrupted);
+            }
+        }
+        Ok(())
+    }
+
+    fn report(&self) {
+        if let Some(p) = &self.policy.progress {
+            p(&Progress {
+                input_bytes: self.policy.input_bytes.load(Ordering::Relaxed),
+                input_total: self.policy.input_total,
+                unpacked_bytes: self.total,
+                entries: self.entries,
+                done: false,
+            });
+        }
+    }
+
+    /// uid/gid the entry gets, and whether a chown is needed to get there.
+    fn owner_of(&self, m: &Meta) -> ((u32, u32), bool) {
+        let want = if self.policy.preserve_owner {
+            (m.uid, m.gid)
+        } else {
+            self.policy.owner
+        };
+        let need = self.euid == 0 && want != (self.euid, self.egid);
+        let actual = if self.euid == 0 {
+            want
+        } else {
+            (self.euid, self.egid)
+        };
+        (actual, need)
+    }
+
+    fn begin(&mut self, raw: &[u8]) -> Result<Vec<Vec<u8>>, ImageError> {
+        self.check_cancel()?;
+        let (comps, abs) = normalize(raw).map_err(|r| entry_err(raw, r))?;
+        if abs {
+            self.audit.absolute_paths_made_relative += 1;
+        }
+        self.entries += 1;
+        if self.entries % 256 == 0 {
+            self.report();
+        }
+        Ok(comps)
+    }
+
+    /// Open (creating as needed) the directory chain `comps` and return the last fd.
+    fn parent(&mut self, comps: &[Vec<u8>], entry: &[u8]) -> Result<RawFd, ImageError> {
+        let common = self
+            .stack
+            .iter()
+            .zip(comps)
+            .take_while(|((a, _), b)| a == *b)
+            .count();
+        self.stack.truncate(common);
+        for i in common..comps.len() {
+            let cur = self
+                .stack
+                .last()
+                .map(|(_, f)| f.as_raw_fd())
+                .unwrap_or(self.root.as_raw_fd());
+            let cur = unsafe { BorrowedFd::borrow_raw(cur) };
+            let name = cstr(&comps[i]).map_err(|e| entry_err(entry, e.to_string()))?;
+            let fd = match sys::open_dir_at(cur, &name) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    // Parent not in the archive (yet): create it with defaults.
+                    sys::mkdirat(cur, &name, 0o700).map_err(|e| entry_err(entry, format!("mkdir {}: {e}", disp(&join(&comps[..=i])))))?;
+                    let key = join(&comps[..=i]);
+                    let (uid, gid) = self.policy.owner;
+                    let meta = Meta { mode: 0o755, uid, gid, mtime: self.now };
+                    let ((u, g), _) = self.owner_of(&meta);
+                    self.records.insert(key.clone(), Record { kind: Kind::Dir, mode: 0o755, uid: u, gid: g });
+                    self.dirs.insert(key, meta);
+                    sys::open_dir_at(cur, &name).map_err(|e| entry_err(entry, e.to_string()))?
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR)) => {
+                    return Err(entry_err(
+                        entry,
+                        format!(
+                            "parent {:?} is a symlink or not a directory; refusing to write through it",
+                            disp(&join(&comps[..=i]))
+                        ),
+                    ))
+                }
+                Err(e) => return Err(entry_err(entry, e.to_string())),
+            };
+            self.stack.push((comps[i].clone(), fd));
+        }
+        Ok(self
+            .stack
+            .last()
+            .map(|(_, f)| f.as_raw_fd())
+            .unwrap_or(self.root.as_raw_fd()))
+    }
+
+    /// Open an existing directory chain without creating or following anything.
+    fn walk_existing(&self, comps: &[Vec<u8>]) -> io::Result<OwnedFd> {
+        let mut cur = sys::open_dir_at(self.root.as_fd(), c".")?;
+        for c in comps {
+            cur = sys::open_dir_at(fd_b(&cur), &cstr(c)?)?;
+        }
+        Ok(cur)
+    }
+
+    /// `name` exists where a non-directory is to be created: remove it unless it is a directory.
+    fn replace_nondir(
+        &mut self,
+        dir: BorrowedFd,
+        name: &CString,
+        entry: &[u8],
+    ) -> Result<(), ImageError> {
+        let st = sys::fstatat(dir, name).map_err(|e| entry_err(entry, e.to_string()))?;
+        if sys::is_dir(&st) {
+            return Err(entry_err(
+                entry,
+                "would replace a directory extracted earlier",
+            ));
+        }
+        sys::unlinkat(dir, name, 0)
+            .map_err(|e| entry_err(entry, format!("replace earlier entry: {e}")))
+    }
+
+    fn split<'c>(
+        &self,
+        comps: &'c [Vec<u8>],
+        raw: &[u8],
+    ) -> Result<(&'c [Vec<u8>], CString), ImageError> {
+        let (last, parents) = comps
+            .split_last()
+            .ok_or_else(|| entry_err(raw, "entry names the image root itself"))?;
+        Ok((
+            parents,
+            cstr(last).map_err(|e| entry_err(raw, e.to_string()))?,
+        ))
+    }
+
+    pub fn dir(&mut self, raw: &[u8], meta: Meta) -> Result<(), ImageError> {
+        let comps = self.begin(raw)?;
+        let key = join(&comps);
+        let ((u, g), _) = self.owner_of(&meta);
+        let mut meta = meta;
+        meta.mode &= 0o7777 & !0o4000; // setuid on a directory means nothing; drop it
+        if comps.is_empty() {
+            self.dirs.insert(key, meta);
+            return Ok(());
+        }
+        let (parents, name) = self.split(&comps, raw)?;
+        let parents = parents.to_vec();
+        let pfd = self.parent(&parents, raw)?;
+        let pfd = unsafe { BorrowedFd::borrow_raw(pfd) };
+        match sys::mkdirat(pfd, &name, 0o700) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let st = sys::fstatat(pfd, &name).map_err(|e| entry_err(raw, e.to_string()))?;
+                if !sys::is_dir(&st) {
+                    sys::unlinkat(pfd, &name, 0).map_err(|e| entry_err(raw, e.to_string()))?;
+                    sys::mkdirat(pfd, &name, 0o700).map_err(|e| entry_err(raw, e.to_string()))?;
+                }
+            }
+            Err(e) => return Err(entry_err(raw, format!("mkdir: {e}"))),
+        }
+        self.records.insert(
+            key.clone(),
+            Record {
+                kind: Kind::Dir,
+                mode: meta.mode,
+                uid: u,
+                gid: g,
+            },
+        );
+        self.dirs.insert(key, meta);
+        Ok(())
+    }
+
+    fn strip_setuid(&mut self, key: &[u8], mode: u32) -> u32 {
+        let mode = mode & 0o7777;
+        if mode & 0o6000 == 0 {
+            return mode;
+        }
+        let rec = AuditEntry {
+            path: format!("/{}", disp(key)),
+            mode,
+        };
+        if self.policy.keep_setuid {
+            self.audit.setuid_kept.push(rec);
+            mode
+        } else {
+            self.audit.setuid_stripped.push(rec);
+            mode & !0o6000
+        }
+    }
+
+    pub fn file(
+        &mut self,
+        raw: &[u8],
+        meta: Meta,
+        size: u64,
+        data: &mut dyn Read,
+    ) -> Result<(), ImageError> {
+        let comps = self.begin(raw)?;
+        let (parents, name) = self.split(&comps, raw)?;
+        let key = join(&comps);
+        if let Some(limit) = self.policy.max_size {
+            if self.total.saturating_add(size) > limit {
+                return Err(ImageError::TooBig {
+                    limit,
+                    entry: disp(raw),
+                });
+            }
+        }
+        let parents = parents.to_vec();
+        let pfd = self.parent(&parents, raw)?;
+        let pfd = unsafe { BorrowedFd::borrow_raw(pfd) };
+        let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
+        let fd = match sys::openat(pfd, &name, flags, 0o600) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.replace_nondir(pfd, &name, raw)?;
+                sys::openat(pfd, &name, flags, 0o600)
+                    .map_err(|e| entry_err(raw, format!("create: {e}")))?
+            }
+            Err(e) => return Err(entry_err(raw, format!("create: {e}"))),
+        };
+        let mut f = File::from(fd);
+        let mut h = Sha256::new();
+        let mut done: u64 = 0;
+        let mut buf = std::mem::take(&mut self.buf);
+        let res = (|| -> Result<(), ImageError> {
+            while done < size {
+                let want = ((size - done) as usize).min(buf.len());
+                let n = match data.read(&mut buf[..want]) {
+                    Ok(0) => {
+                        return Err(entry_err(
+                            raw,
+                            format!("archive truncated: got {done} of {size} bytes of data"),
+                        ))
+                    }
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {
+                        self.check_cancel()?;
+                        continue;
+                    }
+                    Err(e) => {
+                        return Err(entry_err(
+                            raw,
+                            format!("read error (corrupt archive?): {e}"),
+                        ))
+                    }
+                };
+                h.update(&buf[..n]);
+                f.write_all(&buf[..n])
+                    .map_err(|e| entry_err(raw, format!("write: {e}")))?;
+                done += n as u64;
+                self.total += n as u64;
+                if done < size && (done & ((16 << 20) - 1)) < n as u64 {
+                    self.check_cancel()?;
+                    self.report();
+                }
+            }
+            Ok(())
+        })();
+        self.buf = buf;
+        res?;
+        let ((u, g), need_chown) = self.owner_of(&meta);
+        if need_chown {
+            sys::fchown(f.as_fd(), u, g).map_err(|e| entry_err(raw, format!("chown: {e}")))?;
+        }
+        let mode = self.strip_setuid(&key, meta.mode);
+        // fchmod after fchown: chown clears setuid bits.
+        sys::fchmod(f.as_fd(), mode).map_err(|e| entry_err(raw, format!("chmod: {e}")))?;
+        sys::futimens_mtime(f.as_fd(), meta.mtime)
+            .map_err(|e| entry_err(raw, format!("utimens: {e}")))?;
+        drop(f);
+        self.records.insert(
+            key,
+            Record {
+                kind: Kind::File {
+                    sha: h.finalize().into(),
+                    size,
+                },
+                mode,
+                uid: u,
+                gid: g,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn symlink(&mut self, raw: &[u8], meta: Meta, target: &[u8]) -> Result<(), ImageError> {
+        let comps = self.begin(raw)?;
+        let (parents, name) = self.split(&comps, raw)?;
+        let key = join(&comps);
+        if target.is_empty() {
+            return Err(entry_err(raw, "symlink with an empty target"));
+        }
+        let t = cstr(target).map_err(|_| entry_err(raw, "symlink target contains a NUL byte"))?;
+        let parents = parents.to_vec();
+        let pfd = self.parent(&parents, raw)?;
+        let pfd = unsafe { BorrowedFd::borrow_raw(pfd) };
+        match sys::symlinkat(&t, pfd, &name) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.replace_nondir(pfd, &name, raw)?;
+                sys::symlinkat(&t, pfd, &name)
+                    .map_err(|e| entry_err(raw, format!("symlink: {e}")))?;
+            }
+            Err(e) => return Err(entry_err(raw, format!("symlink: {e}"))),
+        }
+        let ((u, g), need_chown) = self.owner_of(&meta);
+        if need_chown {
+            sys::lchownat(pfd, &name, u, g).map_err(|e| entry_err(raw, format!("chown: {e}")))?;
+        }
+        self.records.insert(
+            key,
+            Record {
+                kind: Kind::Symlink(target.to_vec()),
+                mode: 0o777,
+                uid: u,
+                gid: g,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn hardlink(&mut self, raw: &[u8], target_raw: &[u8]) -> Result<(), ImageError> {
+        let comps = self.begin(raw)?;
+        let (tcomps, _) =
+            normalize(target_raw).map_err(|r| entry_err(raw, format!("hardlink target: {r}")))?;
+        let (parents, name) = self.split(&comps, raw)?;
+        let key = join(&comps);
+        let tkey = join(&tcomps);
+        if tkey == key {
+            return Err(entry_err(raw, "hardlink to itself"));
+        }
+        // Only to a regular file this import created: never to anything on the host.
+        let (canon, sha, size, mode, uid, gid) = match self.records.get(&tkey) {
+            Some(Record {
+                kind: Kind::File { sha, size },
+                mode,
+                uid,
+                gid,
+            }) => (tkey.clone(), *sha, *size, *mode, *uid, *gid),
+            Some(Record {
+                kind: Kind::Hardlink { target, sha, size },
+                mode,
+                uid,
+                gid,
+            }) => (target.clone(), *sha, *size, *mode, *uid, *gid),
+            _ => {
+                return Err(entry_err(
+                    raw,
+                    format!(
+                    "hardlink target {:?} is not a regular file extracted earlier in this image",
+                    disp(target_raw)
+                ),
+                ))
+            }
+        };
+        let (tparents, tname) = self.split(&tcomps, raw)?;
+        let tdir = self
+            .walk_existing(tparents)
+            .map_err(|e| entry_err(raw, format!("hardlink target: {e}")))?;
+        let st = sys::fstatat(fd_b(&tdir), &tname)
+            .map_err(|e| entry_err(raw, format!("hardlink target: {e}")))?;
+        if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+            return Err(entry_err(raw, "hardlink target is not a regular file"));
+        }
+        let parents = parents.to_vec();
+        let pfd = self.parent(&parents, raw)?;
+        let pfd = unsafe { BorrowedFd::borrow_raw(pfd) };
+        match sys::linkat(fd_b(&tdir), &tname, pfd, &name) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                self.replace_nondir(pfd, &name, raw)?;
+                sys::linkat(fd_b(&tdir), &tname, pfd, &name)
+                    .map_err(|e| entry_err(raw, format!("link: {e}")))?;
+            }
+            Err(e) => return Err(entry_err(raw, format!("link: {e}"))),
+        }
+        self.records.insert(
+            key,
+            Record {
+                kind: Kind::Hardlink {
+                    target: canon,
+                    sha,
+                    size,
+                },
+                mode,
+                uid,
+                gid,
+            },
+        );
+        Ok(())
+    }
+
+    pub fn skip(&mut self, raw: &[u8], kind: &str) -> Result<(), ImageError> {
+        let comps = self.begin(raw)?;
+        self.audit.skipped.push(Skipped {
+            path: format!("/{}", disp(&join(&comps))),
+            kind: kind.to_string(),
+        });
+        Ok(())
+    }
+
+    pub fn note_xattrs_ignored(&mut self, n: u64) {
+        self.audit.xattrs_ignored += n;
+    }
+
+    /// Make sure the directories the launcher mounts over exist as real directories.
+    fn ensure_mount_points(&mut self) -> Result<(), ImageError> {
+        for (mp, mode) in MOUNT_POINTS {
+            let comps: Vec<Vec<u8>> = mp.split('/').map(|s| s.as_bytes().to_vec()).collect();
+            let (last, parents) = comps.split_last().unwrap();
+            let pdir = self.walk_existing(parents).map_err(|e| ImageError::Entry {
+                entry: format!("/{}", disp(&join(parents))),
+                reason: format!("needed as a real directory for the mount point /{mp}: {e}"),
+            })?;
+            let name = cstr(last).unwrap();
+            let key = join(&comps);
+            let create = match sys::fstatat(fd_b(&pdir), &name) {
+                Ok(st) if sys::is_dir(&st) => false,
+                Ok(st) => {
+                    let what = if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
+                        let t = sys::readlinkat(fd_b(&pdir), &name).unwrap_or_default();
+                        format!("symlink -> {}", disp(&t))
+                    } else {
+                        "non-directory".to_string()
+                    };
+                    sys::unlinkat(fd_b(&pdir), &name, 0).map_err(|e| ImageError::Io {
+                        context: format!("replace /{mp}"),
+                        source: e,
+                    })?;
+                    self.audit
+                        .replaced_mount_points
+                        .push(format!("/{mp} (was {what})"));
+                    true
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    self.audit.created_mount_points.push(format!("/{mp}"));
+                    true
+                }
+                Err(e) => {
+                    return Err(ImageError::Io {
+                        context: format!("stat /{mp}"),
+                        source: e,
+                    })
+                }
+            };
+            if create {
+                sys::mkdirat(fd_b(&pdir), &name, 0o700).map_err(|e| ImageError::Io {
+                    context: format!("mkdir /{mp}"),
+                    source: e,
+                })?;
+                let (uid, gid) = self.policy.owner;
+                let meta = Meta {
+                    mode: *mode,
+                    uid: if self.policy.preserve_owner { 0 } else { uid },
+                    gid: if self.policy.preserve_owner { 0 } else { gid },
+                    mtime: self.now,
+                };
+                let ((u, g), _) = self.owner_of(&meta);
+                self.records.insert(
+                    key.clone(),
+                    Record {
+                        kind: Kind::Dir,
+                        mode: *mode,
+                        uid: u,
+                        gid: g,
+                    },
+                );
+                self.dirs.insert(key, meta);
+            }
+        }
+        Ok(())
+    }
+
+    /// Apply directory attributes deepest-first (a read-only parent would block its children),
+    /// removing write permission: images are read-only once imported.
+    fn apply_dir_attrs(&mut self) -> Result<(), ImageError> {
+        let mut keys: Vec<Vec<u8>> = self.dirs.keys().cloned().collect();
+        keys.sort_by_key(|k| {
+            std::cmp::Reverse(k.iter().filter(|&&b| b == b'/').count() + usize::from(!k.is_empty()))
+        });
+        self.stack.clear();
+        for key in keys {
+            let meta = self.dirs[&key];
+            let comps: Vec<Vec<u8>> = if key.is_empty() {
+                Vec::new()
+            } else {
+                key.split(|&b| b == b'/').map(|c| c.to_vec()).collect()
+            };
+            let fd = self
+                .walk_existing(&comps)
+                .map_err(|e| entry_err(&key, format!("open directory: {e}")))?;
+            let ((u, g), need_chown) = self.owner_of(&meta);
+            if need_chown {
+                sys::fchown(fd_b(&fd), u, g).map_err(|e| entry_err(&key, format!("chown: {e}")))?;
+            }
+            let mode = meta.mode & 0o7777 & !0o4000 & !0o222;
+            sys::fchmod(fd_b(&fd), mode).map_err(|e| entry_err(&key, format!("chmod: {e}")))?;
+            sys::futimens_mtime(fd_b(&fd), meta.mtime)
+                .map_err(|e| entry_err(&key, format!("utimens: {e}")))?;
+            self.records.insert(
+                key,
+                Record {
+                    kind: Kind::Dir,
+                    mode,
+                    uid: u,
+                    gid: g,
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// sha256 over a canonical stream: entries sorted by path, each as
+    /// `path \0 kind mode uid gid payload`, payload = content sha256 / link target.
+    /// Order-independent and free of mtimes, so the same content gets the same id.
+    fn digest(&self) -> String {
+        let mut keys: Vec<&Vec<u8>> = self.records.keys().collect();
+        keys.sort();
+        let mut h = Sha256::new();
+        h.update(b"jobcell-image-v1\n");
+        for k in keys {
+            let r = &self.records[k];
+            h.update((k.len() as u32).to_le_bytes());
+            h.update(k);
+            let (tag, payload): (u8, Vec<u8>) = match &r.kind {
+                Kind::Dir => (b'd', Vec::new()),
+                Kind::File { sha, size } => (b'f', [&size.to_le_bytes()[..], &sha[..]].concat()),
+                Kind::Symlink(t) => (b'l', t.clone()),
+                Kind::Hardlink { target, sha, size } => {
+                    (b'h', [&size.to_le_bytes()[..], &sha[..], target].concat())
+                }
+            };
+            h.update([tag]);
+            h.update(r.mode.to_le_bytes());
+            h.update(r.uid.to_le_bytes());
+            h.update(r.gid.to_le_bytes());
+            h.update((payload.len() as u32).to_le_bytes());
+            h.update(&payload);
+        }
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    pub fn finish(mut self) -> Result<Extracted, ImageError> {
+        self.check_cancel()?;
+        if self.entries == 0 {
+            return Err(ImageError::Empty);
+        }
+        self.stack.clear();
+        self.ensure_mount_points()?;
+        self.apply_dir_attrs()?;
+        let size = self
+            .records
+            .values()
+            .map(|r| match r.kind {
+                Kind::File { size, .. } => size,
+                _ => 0,
+            })
+            .sum();
+        let digest = self.digest();
+        // One syncfs instead of an fsync per file: the rename that publishes the tree follows.
+        sys::syncfs(self.root.as_fd()).map_err(|e| ImageError::Io {
+            context: "syncfs".into(),
+            source: e,
+        })?;
+        if let Some(p) = &self.policy.progress {
+            p(&Progress {
+                input_bytes: self.policy.input_bytes.load(Ordering::Relaxed),
+                input_total: self.policy.input_total,
+                unpacked_bytes: self.total,
+                entries: self.entries,
+                done: true,
+            });
+        }
+        Ok(Extracted {
+            audit: self.audit,
+            digest,
+            size,
+            entries: self.records.len() as u64,
+        })
+    }
+}
+
+/// Feed a (possibly compressed) tar stream through the extractor. Returns the format name.
+pub(crate) fn import_tar<R: Read>(x: &mut Extractor, r: R) -> Result<&'static str, ImageError> {
+    let (comp, dec) = crate::compress::open(r).map_err(|e| ImageError::Archive {
+        where_: "header".into(),
+        reason: e.to_string(),
+    })?;
+    let mut ar = tar::Archive::new(dec);
+    let entries = ar.entries().map_err(|e| ImageError::Archive {
+        where_: "start".into(),
+        reason: e.to_string(),
+    })?;
+    let mut last: Option<String> = None;
+    for e in entries {
+        let mut e = e.map_err(|err| {
+            x.check_cancel()
+                .err()
+                .unwrap_or_else(|| ImageError::Archive {
+                    where_: match &last {
+                        Some(l) => format!("after entry {l:?}"),
+                        None if comp == crate::compress::Compression::None => {
+                            "at the first entry (not a tar archive, or corrupt)".into()
+                        }
+                        None => "at the first entry".into(),
+                    },
+                    reason: err.to_string(),
+                })
+        })?;
+        let path = e.path_bytes().into_owned();
+        let h = e.header();
+        let et = h.entry_type();
+        let bad =
+            |what: &str, err: io::Error| entry_err(&path, format!("bad {what} in header: {err}"));
+        let mode = h.mode().map_err(|err| bad("mode", err))?;
+        let uid = h.uid().map_err(|err| bad("uid", err))?;
+        let gid = h.gid().map_err(|err| bad("gid", err))?;
+        let mtime = h.mtime().map_err(|err| bad("mtime", err))?;
+        let (uid, gid) = (
+            u32::try_from(uid).unwrap_or(65534),
+            u32::try_from(gid).unwrap_or(65534),
+        );
+        let meta = Meta {
+            mode,
+            uid,
+            gid,
+            mtime: mtime.min(i64::MAX as u64) as i64,
+        };
+        if let Ok(Some(pax)) = e.pax_extensions() {
+            let n = pax
+                .filter_map(Result::ok)
+                .filter(|p| p.key_bytes().starts_with(b"SCHILY.xattr."))
+                .count();
+            x.note_xattrs_ignored(n as u64);
+        }
+        use tar::EntryType as T;
+        match et {
+            T::Regular | T::Continuous | T::GNUSparse
+                if path.ends_with(b"/") && et == T::Regular =>
+            {
+                x.dir(&path, meta)?
+            }
+            T::Regular | T::Continuous | T::GNUSparse => {
+                let size = e.size();
+                x.file(&path, meta, size, &mut e)?
+            }
+            T::Directory => x.dir(&path, meta)?,
+            T::Symlink => {
+                let t = e
+                    .link_name_bytes()
+                    .ok_or_else(|| entry_err(&path, "symlink without a target"))?
+                    .into_owned();
+                x.symlink(&path, meta, &t)?
+            }
+            T::Link => {
+                let t = e
+                    .link_name_bytes()
+                    .ok_or_else(|| entry_err(&path, "hardlink without a target"))?
+                    .into_owned();
+                x.hardlink(&path, &t)?
+            }
+            T::Char => x.skip(&path, "character device")?,
+            T::Block => x.skip(&path, "block device")?,
+            T::Fifo => x.skip(&path, "fifo")?,
+            T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink => {}
+            other => x.skip(
+                &path,
+                &format!("unsupported entry type {:?}", other.as_byte() as char),
+            )?,
+        }
+        last = Some(disp(&path));
+    }
+    Ok(comp.format_name())
+}
