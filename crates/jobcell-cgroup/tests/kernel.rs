@@ -1,0 +1,713 @@
+//! Real-kernel tests of jobcell-cgroup (root needed). Each test puts real processes (the
+//! `cgtest-helper` binary of this crate) into real job cgroups. They run on the hybrid-v1
+//! development machines and, unchanged, inside the pure-v2 busybox VM (tests/vm/): no python, no
+//! bash. Tests are serialised by a lock because several are timing-sensitive.
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::ExitStatusExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use jobcell_cgroup::{
+    job_cgroup_name, CgroupError, CgroupRoot, JobCgroup, Limits, MemoryPolicy, PressureKind,
+    Source, Version,
+};
+
+const MIB: u64 = 1 << 20;
+static LOCK: Mutex<()> = Mutex::new(());
+
+fn helper() -> PathBuf {
+    std::env::var_os("JOBCELL_CGTEST_HELPER")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cgtest-helper")))
+}
+
+/// Lock + detected root, or None after a loud SKIPPED line (not root / no cgroups).
+fn setup(test: &str) -> Option<(MutexGuard<'static, ()>, CgroupRoot)> {
+    let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: {test}: needs root to create cgroups");
+        return None;
+    }
+    if !std::path::Path::new("/sys/fs/cgroup").exists() {
+        eprintln!("SKIPPED: {test}: /sys/fs/cgroup does not exist");
+        return None;
+    }
+    let root = CgroupRoot::detect(None).expect("detect cgroup hierarchy");
+    eprintln!("{test}: cgroup {:?} ({:?})", root.version(), root.layout());
+    Some((g, root))
+}
+
+/// Start the helper stopped at its gate, move it into `job`, release it.
+fn spawn_in(job: &JobCgroup, args: &[&str]) -> Child {
+    let mut c = Command::new(helper())
+        .arg("--gate")
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn cgtest-helper");
+    job.attach(c.id() as i32).expect("attach");
+    c.stdin.as_mut().unwrap().write_all(b"g").expect("release");
+    c
+}
+
+fn poll_in(fd: std::os::fd::BorrowedFd<'_>, events: i16, ms: i32) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd.
+    let n = unsafe { libc::poll(&mut p, 1, ms) };
+    n > 0 && p.revents & events != 0
+}
+
+fn cpu_us(job: &JobCgroup) -> u64 {
+    let u = job.stats().expect("stats");
+    u.cpu_user_us + u.cpu_system_us
+}
+
+fn exists_anywhere(root: &CgroupRoot, name: &str) -> Vec<PathBuf> {
+    root.parent_paths()
+        .into_iter()
+        .map(|p| p.join(name))
+        .filter(|p| p.exists())
+        .collect()
+}
+
+fn mem_available() -> u64 {
+    let s = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    s.lines()
+        .find_map(|l| l.strip_prefix("MemAvailable:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .map_or(0, |kb| kb * 1024)
+}
+
+#[test]
+fn detect_is_stable_and_parents_exist() {
+    let Some((_g, root)) = setup("detect_is_stable_and_parents_exist") else {
+        return;
+    };
+    let again = CgroupRoot::detect(None).expect("second detect");
+    assert_eq!(root.version(), again.version());
+    assert_eq!(root.parent_paths(), again.parent_paths());
+    for p in root.parent_paths() {
+        assert!(p.is_dir(), "{} missing", p.display());
+        assert!(p.to_string_lossy().contains("jobcell"), "{}", p.display());
+    }
+}
+
+#[test]
+fn limits_are_written_where_they_belong() {
+    let Some((_g, root)) = setup("limits_are_written_where_they_belong") else {
+        return;
+    };
+    let l = Limits {
+        cpus: Some(2.0),
+        cpu_limit: Some(1.5),
+        cpuset: Some("0".into()),
+        memory: Some(128 * MIB),
+        memory_policy: MemoryPolicy::Hard,
+        swap: Some(0),
+        pids: Some(100),
+        io_weight: Some(200),
+    };
+    let job = root.create(&job_cgroup_name("limits"), &l).expect("create");
+    eprintln!("warnings: {:?}", job.warnings());
+    let read = |file: &str| -> Option<String> {
+        job.paths()
+            .iter()
+            .find_map(|p| std::fs::read_to_string(p.join(file)).ok())
+            .map(|s| s.trim().to_string())
+    };
+    match root.version() {
+        Version::V1 => {
+            assert_eq!(
+                read("memory.limit_in_bytes").unwrap(),
+                (128 * MIB).to_string()
+            );
+            assert_eq!(read("cpu.shares").unwrap(), "2048");
+            assert_eq!(read("cpu.cfs_quota_us").unwrap(), "150000");
+            assert_eq!(read("pids.max").unwrap(), "100");
+            assert_eq!(read("cpuset.cpus").unwrap(), "0");
+            if let Some(w) = read("blkio.bfq.weight") {
+                assert_eq!(w, "200");
+            }
+            if let Some(sw) = read("memory.memsw.limit_in_bytes") {
+                assert_eq!(sw, (128 * MIB).to_string());
+            }
+        }
+        Version::V2 => {
+            assert_eq!(read("memory.max").unwrap(), (128 * MIB).to_string());
+            assert_eq!(read("memory.oom.group").unwrap(), "1");
+            assert_eq!(read("cpu.weight").unwrap(), "200");
+            assert_eq!(read("cpu.max").unwrap(), "150000 100000");
+            assert_eq!(read("pids.max").unwrap(), "100");
+            assert_eq!(read("cpuset.cpus").unwrap(), "0");
+            if let Some(w) = read("io.weight") {
+                assert!(w.contains("default 200"), "{w}");
+            } else {
+                eprintln!("SKIPPED: io.weight check: no io.weight file (io controller without weight support)");
+            }
+            if let Some(sw) = read("memory.swap.max") {
+                assert_eq!(sw, "0");
+            }
+        }
+    }
+    let paths = job.paths();
+    job.remove().expect("remove");
+    for p in paths {
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
+}
+
+#[test]
+fn oom_hard_limit_kills_reports_event_and_spares_others() {
+    let Some((_g, root)) = setup("oom_hard_limit_kills_reports_event_and_spares_others") else {
+        return;
+    };
+    let hard = Limits {
+        memory: Some(64 * MIB),
+        swap: Some(0),
+        pids: Some(64),
+        ..Default::default()
+    };
+    let job = root.create(&job_cgroup_name("oom"), &hard).expect("create");
+    let other = root
+        .create(&job_cgroup_name("bystander"), &hard)
+        .expect("create bystander");
+    let mut bystander = spawn_in(&other, &["sleep", "60000"]);
+    let watch = job.oom_watch().expect("oom_watch");
+    assert!(
+        !poll_in(watch.fd(), libc::POLLIN, 0),
+        "OOM fd readable before any OOM"
+    );
+
+    let mut hog = spawn_in(&job, &["hog", "512"]);
+    let st = hog.wait().expect("wait hog");
+    let killed_at = Instant::now();
+    assert_eq!(
+        st.signal(),
+        Some(libc::SIGKILL),
+        "hog not OOM-killed: {st:?}"
+    );
+    assert!(
+        poll_in(watch.fd(), libc::POLLIN, 100),
+        "OOM fd not readable within 100 ms of the kill"
+    );
+    eprintln!(
+        "OOM fd readable {:?} after wait() returned",
+        killed_at.elapsed()
+    );
+    assert_eq!(watch.oom_kills().unwrap(), 1);
+    let u = job.stats().expect("stats");
+    eprintln!("usage: {}", serde_json::to_string(&u).unwrap());
+    assert_eq!(u.oom_kills, 1);
+    assert!(
+        u.memory_peak <= 64 * MIB + MIB,
+        "peak {} over the limit",
+        u.memory_peak
+    );
+    assert!(
+        u.memory_peak >= 32 * MIB,
+        "peak {} implausibly low",
+        u.memory_peak
+    );
+    watch.clear();
+
+    // The concurrent job and this test process are untouched.
+    assert!(bystander.try_wait().unwrap().is_none(), "bystander died");
+    assert_eq!(other.stats().unwrap().oom_kills, 0);
+    job.remove().expect("remove");
+    other.remove().expect("remove bystander");
+    assert_eq!(bystander.wait().unwrap().signal(), Some(libc::SIGKILL));
+}
+
+#[test]
+fn soft_limit_lets_hog_finish_with_free_memory() {
+    let Some((_g, root)) = setup("soft_limit_lets_hog_finish_with_free_memory") else {
+        return;
+    };
+    if mem_available() < 512 * MIB {
+        eprintln!("SKIPPED: soft limit test: less than 512 MiB available on the host");
+        return;
+    }
+    let soft = Limits {
+        memory: Some(64 * MIB),
+        memory_policy: MemoryPolicy::Soft,
+        ..Default::default()
+    };
+    let job = root
+        .create(&job_cgroup_name("soft"), &soft)
+        .expect("create");
+    let hog = spawn_in(&job, &["hog", "192"]);
+    let out = hog.wait_with_output().expect("wait");
+    assert!(out.status.success(), "soft hog failed: {:?}", out.status);
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("done"));
+    let u = job.stats().unwrap();
+    assert_eq!(u.oom_kills, 0);
+    assert!(
+        u.memory_peak >= 192 * MIB,
+        "peak {} below what the hog touched",
+        u.memory_peak
+    );
+    job.remove().unwrap();
+}
+
+#[test]
+fn cpu_weights_share_one_cpu_1_to_3() {
+    let Some((_g, root)) = setup("cpu_weights_share_one_cpu_1_to_3") else {
+        return;
+    };
+    let secs = std::env::var("JOBCELL_FAIRNESS_SECS").unwrap_or_else(|_| "3".into());
+    let a = root
+        .create(
+            &job_cgroup_name("w1"),
+            &Limits {
+                cpus: Some(1.0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let b = root
+        .create(
+            &job_cgroup_name("w3"),
+            &Limits {
+                cpus: Some(3.0),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut pa = spawn_in(&a, &["spin", "0", &secs]);
+    let mut pb = spawn_in(&b, &["spin", "0", &secs]);
+    assert!(pa.wait().unwrap().success());
+    // Read A while B still runs, so both are compared over the same wall time.
+    let (ua, ub) = (cpu_us(&a), cpu_us(&b));
+    assert!(pb.wait().unwrap().success());
+    let ratio = ub as f64 / ua.max(1) as f64;
+    eprintln!("cpu time: cpus=1 {ua} µs, cpus=3 {ub} µs, ratio {ratio:.2} (want 3 ± 20%)");
+    assert!(ua > 100_000, "cpus=1 job barely ran ({ua} µs)");
+    assert!(
+        (2.4..=3.6).contains(&ratio),
+        "ratio {ratio:.2} outside 3 ± 20%"
+    );
+    a.remove().unwrap();
+    b.remove().unwrap();
+}
+
+#[test]
+fn shared_mapping_is_counted_once() {
+    let Some((_g, root)) = setup("shared_mapping_is_counted_once") else {
+        return;
+    };
+    if mem_available() < 512 * MIB {
+        eprintln!("SKIPPED: shared memory test: less than 512 MiB available");
+        return;
+    }
+    let job = root
+        .create(
+            &job_cgroup_name("shm"),
+            &Limits {
+                memory_policy: MemoryPolicy::None,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let out = spawn_in(&job, &["shm", "256", "8", "300"])
+        .wait_with_output()
+        .unwrap();
+    assert!(out.status.success(), "shm helper failed: {:?}", out.status);
+    let u = job.stats().unwrap();
+    eprintln!("usage: {}", serde_json::to_string(&u).unwrap());
+    assert_eq!(u.memory_peak_source, Source::Kernel);
+    assert!(
+        u.memory_peak >= 256 * MIB,
+        "peak {} < 256 MiB",
+        u.memory_peak
+    );
+    assert!(
+        u.memory_peak <= 256 * MIB + 48 * MIB,
+        "peak {} MiB: shared pages counted more than once",
+        u.memory_peak / MIB
+    );
+    assert!(u.pids_peak >= 9, "pids peak {}", u.pids_peak);
+    job.remove().unwrap();
+}
+
+#[test]
+fn fork_bomb_stops_at_pids_limit_and_kill_empties() {
+    let Some((_g, root)) = setup("fork_bomb_stops_at_pids_limit_and_kill_empties") else {
+        return;
+    };
+    let job = root
+        .create(
+            &job_cgroup_name("bomb"),
+            &Limits {
+                pids: Some(32),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut bomb = spawn_in(&job, &["forkbomb"]);
+    let mut line = String::new();
+    BufReader::new(bomb.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let n: u64 = line
+        .trim()
+        .strip_prefix("forked ")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("bad helper output {line:?}"));
+    let u = job.stats().unwrap();
+    eprintln!(
+        "forked {n}, pids peak {} ({:?})",
+        u.pids_peak, u.pids_peak_source
+    );
+    assert_eq!(
+        n, 31,
+        "fork bomb got {n} children with pids.max=32 (itself + 31)"
+    );
+    assert!(u.pids_peak <= 32);
+    assert_eq!(job.procs().unwrap().len(), 32);
+    job.kill().expect("kill");
+    assert!(job.procs().unwrap().is_empty(), "processes survived kill");
+    assert_eq!(bomb.wait().unwrap().signal(), Some(libc::SIGKILL));
+    job.remove().unwrap();
+}
+
+#[test]
+fn freeze_stops_cpu_and_thaw_resumes() {
+    let Some((_g, root)) = setup("freeze_stops_cpu_and_thaw_resumes") else {
+        return;
+    };
+    let job = root
+        .create(&job_cgroup_name("freeze"), &Limits::default())
+        .unwrap();
+    let mut spin = spawn_in(&job, &["spin", "-1", "0"]);
+    std::thread::sleep(Duration::from_millis(300));
+    job.freeze().expect("freeze");
+    let t1 = cpu_us(&job);
+    std::thread::sleep(Duration::from_millis(500));
+    let t2 = cpu_us(&job);
+    eprintln!("frozen: cpu advanced {} µs in 500 ms", t2 - t1);
+    assert!(t2 - t1 < 5_000, "cpu advanced {} µs while frozen", t2 - t1);
+    job.thaw().expect("thaw");
+    std::thread::sleep(Duration::from_millis(500));
+    let t3 = cpu_us(&job);
+    eprintln!("thawed: cpu advanced {} µs in 500 ms", t3 - t2);
+    assert!(
+        t3 - t2 > 100_000,
+        "cpu advanced only {} µs after thaw",
+        t3 - t2
+    );
+    // Freeze again and remove while frozen: remove must still kill and clean up.
+    job.freeze().unwrap();
+    let paths = job.paths();
+    job.remove().expect("remove frozen cgroup");
+    assert_eq!(spin.wait().unwrap().signal(), Some(libc::SIGKILL));
+    for p in paths {
+        assert!(!p.exists(), "{} left behind", p.display());
+    }
+}
+
+#[test]
+fn hundred_create_remove_cycles_leave_nothing() {
+    let Some((_g, root)) = setup("hundred_create_remove_cycles_leave_nothing") else {
+        return;
+    };
+    let l = Limits {
+        cpus: Some(1.0),
+        memory: Some(256 * MIB),
+        pids: Some(64),
+        ..Default::default()
+    };
+    for i in 0..100 {
+        let job = root
+            .create(&job_cgroup_name(&format!("cycle{i}")), &l)
+            .unwrap();
+        let c = spawn_in(&job, &["exit", "0"]);
+        // Every other job is removed while its process may still run.
+        if i % 2 == 0 {
+            assert!(c.wait_with_output().unwrap().status.success());
+        }
+        let paths = job.paths();
+        job.remove().unwrap();
+        assert!(
+            paths.iter().all(|p| !p.exists()),
+            "cycle {i} left {paths:?}"
+        );
+    }
+    let prefix = job_cgroup_name("cycle");
+    for p in root.parent_paths() {
+        for e in std::fs::read_dir(&p).unwrap() {
+            let n = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(!n.starts_with(&prefix), "{}/{n} left behind", p.display());
+        }
+    }
+}
+
+#[test]
+fn gc_removes_stale_empty_cgroups_only() {
+    let Some((_g, root)) = setup("gc_removes_stale_empty_cgroups_only") else {
+        return;
+    };
+    // A pid that certainly no longer exists: a child we started and reaped.
+    let mut c = Command::new(helper()).args(["exit", "0"]).spawn().unwrap();
+    let dead = c.id();
+    c.wait().unwrap();
+    let stale = format!("job-{dead}-gcstale");
+    let live = job_cgroup_name("gclive");
+    let busy = format!("job-{dead}-gcbusy");
+    root.create(&stale, &Limits::default()).unwrap().leak();
+    let live_job = root.create(&live, &Limits::default()).unwrap();
+    // Dead launcher pid but still holding a process: must be kept.
+    let busy_job = root.create(&busy, &Limits::default()).unwrap();
+    let mut sleeper = spawn_in(&busy_job, &["sleep", "60000"]);
+
+    let removed = root.gc_stale().expect("gc");
+    eprintln!("gc removed {removed:?}");
+    let stale_left = exists_anywhere(&root, &stale);
+    for p in &stale_left {
+        let _ = std::fs::remove_dir(p);
+    }
+    assert!(removed.contains(&stale), "stale cgroup not collected");
+    assert!(
+        stale_left.is_empty(),
+        "stale cgroup still there: {stale_left:?}"
+    );
+    assert!(!removed.contains(&live) && !exists_anywhere(&root, &live).is_empty());
+    assert!(!removed.contains(&busy) && !exists_anywhere(&root, &busy).is_empty());
+    live_job.remove().unwrap();
+    busy_job.remove().unwrap();
+    sleeper.wait().unwrap();
+}
+
+#[test]
+fn bad_inputs_fail_clearly_and_create_nothing() {
+    let Some((_g, root)) = setup("bad_inputs_fail_clearly_and_create_nothing") else {
+        return;
+    };
+    let name = job_cgroup_name("badcpuset");
+    let e = root
+        .create(
+            &name,
+            &Limits {
+                cpuset: Some("0-4000".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    eprintln!("error: {e}");
+    assert!(
+        matches!(
+            e,
+            CgroupError::InvalidLimit {
+                field: "cpuset",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("not in the parent"), "{e}");
+    assert!(exists_anywhere(&root, &name).is_empty());
+    let e = root
+        .create(
+            &name,
+            &Limits {
+                cpuset: Some("1-0".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("cpuset"), "{e}");
+    let e = root
+        .create(
+            &name,
+            &Limits {
+                cpus: Some(f64::NAN),
+                ..Default::default()
+            },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("cpus"), "{e}");
+    assert!(root.create("../escape", &Limits::default()).is_err());
+    assert!(root.create("memory.max", &Limits::default()).is_err());
+    assert!(exists_anywhere(&root, &name).is_empty());
+    // An existing name is refused and the existing cgroup is not touched.
+    let job = root.create(&name, &Limits::default()).unwrap();
+    let e = root.create(&name, &Limits::default()).unwrap_err();
+    assert!(matches!(e, CgroupError::Exists(_)), "{e:?}");
+    assert!(job.paths().iter().all(|p| p.exists()));
+    job.remove().unwrap();
+    assert!(exists_anywhere(&root, &name).is_empty());
+}
+
+#[test]
+fn memory_pressure_is_v2_only() {
+    let Some((_g, root)) = setup("memory_pressure_is_v2_only") else {
+        return;
+    };
+    let job = root
+        .create(&job_cgroup_name("psi"), &Limits::default())
+        .unwrap();
+    match root.version() {
+        Version::V1 => {
+            let e = job.memory_pressure().unwrap_err();
+            assert!(matches!(e, CgroupError::Unsupported { .. }), "{e:?}");
+            assert!(job
+                .pressure_trigger(
+                    PressureKind::Some,
+                    Duration::from_millis(100),
+                    Duration::from_secs(1)
+                )
+                .is_err());
+            eprintln!("SKIPPED: PSI readings/trigger: cgroup v1 has no memory.pressure (checked it says so)");
+        }
+        Version::V2 => match job.memory_pressure() {
+            Err(CgroupError::Unsupported { why, .. }) => eprintln!("SKIPPED: PSI: {why}"),
+            Err(e) => panic!("{e}"),
+            Ok(p) => {
+                eprintln!("pressure: {p:?}");
+                let t = job
+                    .pressure_trigger(
+                        PressureKind::Some,
+                        Duration::from_millis(100),
+                        Duration::from_secs(1),
+                    )
+                    .expect("trigger");
+                assert!(
+                    !poll_in(t.fd(), libc::POLLPRI, 0),
+                    "trigger fired on an idle cgroup"
+                );
+                t.read().unwrap();
+            }
+        },
+    }
+    job.remove().unwrap();
+}
+
+/// v2: a child created with clone3(CLONE_INTO_CGROUP) starts life inside the job cgroup.
+#[test]
+fn clone_into_cgroup_places_child_before_exec() {
+    let Some((_g, root)) = setup("clone_into_cgroup_places_child_before_exec") else {
+        return;
+    };
+    let job = root
+        .create(&job_cgroup_name("clone3"), &Limits::default())
+        .unwrap();
+    let Some(fd) = job.clone_into_fd() else {
+        eprintln!("SKIPPED: clone3(CLONE_INTO_CGROUP): cgroup v1 (attach is used instead)");
+        job.remove().unwrap();
+        return;
+    };
+    #[repr(C)]
+    #[derive(Default)]
+    struct CloneArgs {
+        flags: u64,
+        pidfd: u64,
+        child_tid: u64,
+        parent_tid: u64,
+        exit_signal: u64,
+        stack: u64,
+        stack_size: u64,
+        tls: u64,
+        set_tid: u64,
+        set_tid_size: u64,
+        cgroup: u64,
+    }
+    const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+    let prog = std::ffi::CString::new(helper().to_string_lossy().as_bytes()).unwrap();
+    let a0 = std::ffi::CString::new("cgtest-helper").unwrap();
+    let a1 = std::ffi::CString::new("sleep").unwrap();
+    let a2 = std::ffi::CString::new("60000").unwrap();
+    let argv = [a0.as_ptr(), a1.as_ptr(), a2.as_ptr(), std::ptr::null()];
+    let mut args = CloneArgs {
+        flags: CLONE_INTO_CGROUP,
+        exit_signal: libc::SIGCHLD as u64,
+        cgroup: fd.as_raw_fd() as u64,
+        ..Default::default()
+    };
+    // SAFETY: fork-like clone3 (no CLONE_VM); the child only calls execv/_exit, which are
+    // async-signal-safe, with arguments prepared before the call.
+    let pid = unsafe {
+        libc::syscall(
+            libc::SYS_clone3,
+            &mut args as *mut CloneArgs,
+            std::mem::size_of::<CloneArgs>(),
+        )
+    };
+    if pid == 0 {
+        // SAFETY: see above.
+        unsafe {
+            libc::execv(prog.as_ptr(), argv.as_ptr());
+            libc::_exit(127);
+        }
+    }
+    if pid < 0 {
+        let e = std::io::Error::last_os_error();
+        job.remove().unwrap();
+        if e.raw_os_error() == Some(libc::ENOSYS) || e.raw_os_error() == Some(libc::E2BIG) {
+            eprintln!("SKIPPED: clone3(CLONE_INTO_CGROUP): kernel lacks it ({e})");
+            return;
+        }
+        panic!("clone3: {e}");
+    }
+    let pid = pid as i32;
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(cg.contains(job.name()), "child not in the job cgroup: {cg}");
+    assert_eq!(job.procs().unwrap(), vec![pid]);
+    job.remove().unwrap();
+    let mut st = 0;
+    // SAFETY: reaping our own child.
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    assert!(libc::WIFSIGNALED(st) && libc::WTERMSIG(st) == libc::SIGKILL);
+}
+
+#[test]
+fn stats_serialise_with_sources() {
+    let Some((_g, root)) = setup("stats_serialise_with_sources") else {
+        return;
+    };
+    let job = root
+        .create(&job_cgroup_name("json"), &Limits::default())
+        .unwrap();
+    let out = spawn_in(&job, &["hog", "16"]).wait_with_output().unwrap();
+    assert!(out.status.success());
+    let u = job.stats().unwrap();
+    let j = serde_json::to_value(&u).unwrap();
+    eprintln!("{j}");
+    assert!(u.memory_peak >= 16 * MIB);
+    assert!(u.cpu_user_us + u.cpu_system_us > 0);
+    assert!(matches!(
+        j["memory_peak_source"].as_str(),
+        Some("kernel" | "sampled")
+    ));
+    assert!(matches!(
+        j["pids_peak_source"].as_str(),
+        Some("kernel" | "sampled")
+    ));
+    job.remove().unwrap();
+}
+
+#[test]
+fn drop_without_remove_cleans_up() {
+    let Some((_g, root)) = setup("drop_without_remove_cleans_up") else {
+        return;
+    };
+    let name = job_cgroup_name("drop");
+    let mut c;
+    {
+        let job = root.create(&name, &Limits::default()).unwrap();
+        c = spawn_in(&job, &["sleep", "60000"]);
+    }
+    assert!(
+        exists_anywhere(&root, &name).is_empty(),
+        "dropped job cgroup left behind"
+    );
+    assert_eq!(c.wait().unwrap().signal(), Some(libc::SIGKILL));
+}
