@@ -90,10 +90,9 @@ impl OomWatch {
         self.fd.as_fd()
     }
 
-    /// OOM kills in the cgroup so far (`oom_kill` in memory.events / memory.oom_control).
+    /// Processes OOM-killed in the cgroup so far (see [`crate::Usage::oom_kills`]).
     pub fn oom_kills(&self) -> Result<u64, CgroupError> {
-        let s = self.mem.read(self.counter_file)?;
-        Ok(keyed(&s, "oom_kill").unwrap_or(0))
+        Ok(oom_kills_from(&self.mem.read(self.counter_file)?))
     }
 
     /// Consume pending notifications so the fd is not readable until the next event.
@@ -102,6 +101,14 @@ impl OomWatch {
         // SAFETY: non-blocking reads into a local buffer until EAGAIN.
         while unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0 {}
     }
+}
+
+/// Processes OOM-killed, from memory.events (v2) or memory.oom_control (v1). With
+/// `memory.oom.group` the kernel counts the chosen victim twice in `oom_kill` (once as victim,
+/// once as group member) and counts each group kill in `oom_group_kill`, so subtract that.
+pub(crate) fn oom_kills_from(text: &str) -> u64 {
+    let kills = keyed(text, "oom_kill").unwrap_or(0);
+    kills.saturating_sub(keyed(text, "oom_group_kill").unwrap_or(0))
 }
 
 fn path_c(p: &Path) -> Result<CString, CgroupError> {
@@ -226,6 +233,16 @@ impl PressureTrigger {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oom_counts() {
+        assert_eq!(oom_kills_from("oom 1\noom_kill 2\noom_group_kill 1\n"), 1);
+        assert_eq!(oom_kills_from("oom 1\noom_kill 3\n"), 3);
+        assert_eq!(
+            oom_kills_from("oom_kill_disable 0\nunder_oom 0\noom_kill 1\n"),
+            1
+        );
+    }
 
     #[test]
     fn psi() {

@@ -36,7 +36,7 @@
 //! | swap peak                    | `memory.swap.peak` (≥ 6.5; else sampled)   | sampled from `memory.stat` `total_swap`               |
 //! | io read/write bytes          | `io.stat` `rbytes`/`wbytes`                | `blkio.throttle.io_service_bytes_recursive` (only when `io_weight` created the blkio cgroup) |
 //! | pids peak                    | `pids.peak` (≥ 6.13; else sampled)         | `pids.peak` (where present; else sampled)             |
-//! | OOM kills                    | `memory.events` `oom_kill`                 | `memory.oom_control` `oom_kill`                       |
+//! | OOM kills (processes)        | `memory.events` `oom_kill − oom_group_kill` | `memory.oom_control` `oom_kill`                       |
 //! | OOM event fd                 | inotify on `memory.events`                 | eventfd registered via `cgroup.event_control`         |
 //! | memory pressure (PSI)        | `memory.pressure` (+ poll triggers)        | none ([`CgroupError::Unsupported`])                   |
 //! | freeze / thaw                | `cgroup.freeze`, wait `cgroup.events frozen` | `freezer.state` FROZEN/THAWED, wait until it settles |
@@ -141,6 +141,8 @@ pub struct Usage {
     pub io_write_bytes: Option<u64>,
     pub pids_peak: u64,
     pub pids_peak_source: Source,
+    /// Processes the kernel OOM-killed (v2: `oom_kill − oom_group_kill`, because with
+    /// `memory.oom.group` the kernel counts the victim twice).
     pub oom_kills: u64,
 }
 
@@ -187,6 +189,16 @@ impl CgroupError {
             source,
         }
     }
+    /// The directory (or file) was not there.
+    pub(crate) fn is_enoent(&self) -> bool {
+        match self {
+            CgroupError::Io { source, .. } | CgroupError::Write { source, .. } => {
+                source.raw_os_error() == Some(libc::ENOENT)
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn unsupported(what: &'static str, why: impl Into<String>) -> Self {
         CgroupError::Unsupported {
             what,
@@ -415,6 +427,16 @@ impl CgroupRoot {
             done: false,
             samples: Samples::default(),
         })
+    }
+
+    /// Remove jobcell's own parent directories (never an overridden parent) if they are empty;
+    /// returns those removed. For tests and uninstall: a concurrent jobcell process recreates
+    /// them on its next `create`.
+    pub fn remove_parents_if_empty(&self) -> Vec<PathBuf> {
+        match &self.inner {
+            RootImpl::V1(r) => r.remove_parents_if_empty(),
+            RootImpl::V2(r) => r.remove_parent_if_empty(),
+        }
     }
 
     /// Remove empty leftover job cgroups (`job-<pid>-<suffix>`) whose launcher pid no longer

@@ -111,6 +111,11 @@ impl Hier {
         Ok(d)
     }
 
+    /// Forget the cached parent (it was removed underneath us).
+    fn reset(&self) {
+        *self.parent.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     fn parent_if_exists(&self) -> Option<Arc<Dir>> {
         if let Some(d) = self
             .parent
@@ -133,6 +138,8 @@ fn init_cpuset(parent: &Dir, child: &Dir) -> Result<(), CgroupError> {
 
 pub(crate) struct Root {
     hiers: Vec<Hier>,
+    /// Parents came from `parent_override`: never remove them.
+    overridden: bool,
 }
 
 impl Root {
@@ -168,7 +175,10 @@ impl Root {
                 parent: Mutex::new(None),
             });
         }
-        let root = Root { hiers };
+        let root = Root {
+            hiers,
+            overridden: over.is_some(),
+        };
         if root.hier(Ctrl::Memory).is_none() {
             return Err(CgroupError::NoHierarchy(
                 "the v1 memory controller is mounted but this process is not in it".into(),
@@ -260,28 +270,50 @@ impl Root {
             name: name.to_string(),
             dirs: Vec::with_capacity(idx.len()),
         };
-        for i in idx {
-            let h = &self.hiers[i];
-            let parent = h.parent()?;
-            match parent.mkdir_child(name)? {
-                Some(d) => job.dirs.push(JobDir {
-                    ctrls: h.ctrls.clone(),
-                    parent,
-                    dir: d,
-                }),
-                None => {
-                    // Not ours: leave it alone, undo what we made (Drop of `job` does not rmdir).
-                    let p = parent.path().join(name);
-                    job.rmdir_quiet();
-                    return Err(CgroupError::Exists(p));
+        let made = (|| {
+            for &i in &idx {
+                let h = &self.hiers[i];
+                let mut parent = h.parent()?;
+                let mut made = parent.mkdir_child(name);
+                if matches!(&made, Err(e) if e.is_enoent()) {
+                    // Our parent was removed (remove_parents_if_empty elsewhere): recreate.
+                    h.reset();
+                    parent = h.parent()?;
+                    made = parent.mkdir_child(name);
+                }
+                match made? {
+                    Some(d) => job.dirs.push(JobDir {
+                        ctrls: h.ctrls.clone(),
+                        parent,
+                        dir: d,
+                    }),
+                    // Not ours: leave it alone.
+                    None => return Err(CgroupError::Exists(parent.path().join(name))),
                 }
             }
-        }
-        if let Err(e) = job.apply(l, cpus.as_deref(), warnings) {
+            job.apply(l, cpus.as_deref(), warnings)
+        })();
+        if let Err(e) = made {
+            // Undo exactly what we made (Job has no Drop of its own).
             job.rmdir_quiet();
             return Err(e);
         }
         Ok(job)
+    }
+
+    pub(crate) fn remove_parents_if_empty(&self) -> Vec<PathBuf> {
+        if self.overridden {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for h in &self.hiers {
+            let mut g = h.parent.lock().unwrap_or_else(|e| e.into_inner());
+            *g = None;
+            if std::fs::remove_dir(&h.parent_path).is_ok() {
+                out.push(h.parent_path.clone());
+            }
+        }
+        out
     }
 
     pub(crate) fn gc_stale(&self) -> Result<Vec<String>, CgroupError> {
@@ -593,7 +625,7 @@ impl Job {
                 u.swap_peak = Some(keyed(&st, "total_swap").unwrap_or(0));
                 u.swap_peak_source = Source::Sampled;
             }
-            u.oom_kills = keyed(&m.read("memory.oom_control")?, "oom_kill").unwrap_or(0);
+            u.oom_kills = crate::events::oom_kills_from(&m.read("memory.oom_control")?);
         }
         if let Some(p) = self.dir(Ctrl::Pids) {
             match p.read_opt("pids.peak")? {

@@ -25,8 +25,11 @@ fn words(s: &str) -> Vec<String> {
 pub(crate) struct Root {
     /// The cgroup holding jobcell's parent (its subtree_control must enable our controllers).
     base: Dir,
-    /// jobcell's parent: job cgroups are created here.
-    parent: Arc<Dir>,
+    /// jobcell's parent: job cgroups are created here (re-opened if someone removed it).
+    parent: Mutex<Arc<Dir>>,
+    parent_path: PathBuf,
+    /// The parent came from `parent_override`: never remove it.
+    overridden: bool,
     /// Controllers enabled in `parent`'s subtree_control (grows lazily: io, cpuset).
     enabled: Mutex<Vec<String>>,
 }
@@ -101,13 +104,48 @@ impl Root {
         let enabled = words(&parent.read("cgroup.subtree_control")?);
         Ok(Root {
             base,
-            parent: Arc::new(parent),
+            parent: Mutex::new(Arc::new(parent)),
+            parent_path,
+            overridden: over.is_some(),
             enabled: Mutex::new(enabled),
         })
     }
 
     pub(crate) fn parent_path(&self) -> PathBuf {
-        self.parent.path().to_path_buf()
+        self.parent_path.clone()
+    }
+
+    fn parent(&self) -> Arc<Dir> {
+        self.parent
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Recreate the parent after it was removed (e.g. by `remove_parent_if_empty` of another
+    /// jobcell process), with the controllers it had.
+    fn reopen_parent(&self) -> Result<Arc<Dir>, CgroupError> {
+        let en = self
+            .enabled
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let d = open_or_mkdir(&self.base, &self.parent_path)?;
+        let refs: Vec<&str> = en.iter().map(String::as_str).collect();
+        enable(&d, &refs, || Ok(false))?;
+        let d = Arc::new(d);
+        *self.parent.lock().unwrap_or_else(|e| e.into_inner()) = d.clone();
+        Ok(d)
+    }
+
+    pub(crate) fn remove_parent_if_empty(&self) -> Vec<PathBuf> {
+        if self.overridden {
+            return Vec::new();
+        }
+        match std::fs::remove_dir(&self.parent_path) {
+            Ok(()) => vec![self.parent_path.clone()],
+            Err(_) => Vec::new(),
+        }
     }
 
     /// Enable an optional controller (io, cpuset) on base and parent; false if unavailable.
@@ -123,7 +161,7 @@ impl Root {
             return Ok(false);
         }
         enable(&self.base, &[ctrl], || Ok(false))?;
-        enable(&self.parent, &[ctrl], || Ok(false))?;
+        enable(&self.parent(), &[ctrl], || Ok(false))?;
         en.push(ctrl.to_string());
         Ok(true)
     }
@@ -138,7 +176,7 @@ impl Root {
             Some(want) => {
                 // Validate before creating anything: the parent's effective cpus if it already
                 // has cpuset, else the base's (what the parent will get).
-                let allowed = match self.parent.read_opt("cpuset.cpus.effective")? {
+                let allowed = match self.parent().read_opt("cpuset.cpus.effective")? {
                     Some(s) => s,
                     None => self
                         .base
@@ -185,17 +223,23 @@ impl Root {
             }
             None => None,
         };
-        let dir = match self.parent.mkdir_child(name)? {
+        let mut parent = self.parent();
+        let mut made = parent.mkdir_child(name);
+        if matches!(&made, Err(e) if e.is_enoent()) {
+            parent = self.reopen_parent()?;
+            made = parent.mkdir_child(name);
+        }
+        let dir = match made? {
             Some(d) => d,
-            None => return Err(CgroupError::Exists(self.parent.path().join(name))),
+            None => return Err(CgroupError::Exists(parent.path().join(name))),
         };
         let job = Job {
-            parent: self.parent.clone(),
+            parent: parent.clone(),
             dir,
             name: name.to_string(),
         };
         if let Err(e) = job.apply(l, cpus.as_deref(), io, warnings) {
-            let _ = self.parent.rmdir_child(name);
+            let _ = parent.rmdir_child(name);
             return Err(e);
         }
         Ok(job)
@@ -203,21 +247,22 @@ impl Root {
 
     pub(crate) fn gc_stale(&self) -> Result<Vec<String>, CgroupError> {
         let mut removed = Vec::new();
-        for n in self.parent.subdirs()? {
+        let parent = self.parent();
+        for n in parent.subdirs()? {
             let Some(pid) = job_name_pid(&n) else {
                 continue;
             };
             if pid_alive(pid) {
                 continue;
             }
-            let Ok(d) = self.parent.open_child(&n) else {
+            let Ok(d) = parent.open_child(&n) else {
                 continue;
             };
             let populated = keyed(&d.read("cgroup.events")?, "populated").unwrap_or(1);
             if populated != 0 {
                 continue;
             }
-            if self.parent.rmdir_child(&n).is_ok() {
+            if parent.rmdir_child(&n).is_ok() {
                 removed.push(n);
             }
         }
@@ -503,7 +548,7 @@ impl Job {
                 u.swap_peak_source = Source::Sampled;
             }
         }
-        u.oom_kills = keyed(&d.read("memory.events")?, "oom_kill").unwrap_or(0);
+        u.oom_kills = crate::events::oom_kills_from(&d.read("memory.events")?);
         match d.read_opt("pids.peak")? {
             Some(s) => {
                 u.pids_peak = single(&s).unwrap_or(0);

@@ -25,8 +25,21 @@ fn helper() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_cgtest-helper")))
 }
 
+/// The detected root, held under the test lock. Dropping it removes jobcell's (then empty)
+/// parent directories, so a test run leaves no cgroup at all behind.
+struct Env {
+    root: CgroupRoot,
+    _g: MutexGuard<'static, ()>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        self.root.remove_parents_if_empty();
+    }
+}
+
 /// Lock + detected root, or None after a loud SKIPPED line (not root / no cgroups).
-fn setup(test: &str) -> Option<(MutexGuard<'static, ()>, CgroupRoot)> {
+fn setup(test: &str) -> Option<Env> {
     let g = LOCK.lock().unwrap_or_else(|e| e.into_inner());
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -39,7 +52,7 @@ fn setup(test: &str) -> Option<(MutexGuard<'static, ()>, CgroupRoot)> {
     }
     let root = CgroupRoot::detect(None).expect("detect cgroup hierarchy");
     eprintln!("{test}: cgroup {:?} ({:?})", root.version(), root.layout());
-    Some((g, root))
+    Some(Env { root, _g: g })
 }
 
 /// Start the helper stopped at its gate, move it into `job`, release it.
@@ -90,9 +103,10 @@ fn mem_available() -> u64 {
 
 #[test]
 fn detect_is_stable_and_parents_exist() {
-    let Some((_g, root)) = setup("detect_is_stable_and_parents_exist") else {
+    let Some(env) = setup("detect_is_stable_and_parents_exist") else {
         return;
     };
+    let root = &env.root;
     let again = CgroupRoot::detect(None).expect("second detect");
     assert_eq!(root.version(), again.version());
     assert_eq!(root.parent_paths(), again.parent_paths());
@@ -104,9 +118,10 @@ fn detect_is_stable_and_parents_exist() {
 
 #[test]
 fn limits_are_written_where_they_belong() {
-    let Some((_g, root)) = setup("limits_are_written_where_they_belong") else {
+    let Some(env) = setup("limits_are_written_where_they_belong") else {
         return;
     };
+    let root = &env.root;
     let l = Limits {
         cpus: Some(2.0),
         cpu_limit: Some(1.5),
@@ -168,9 +183,10 @@ fn limits_are_written_where_they_belong() {
 
 #[test]
 fn oom_hard_limit_kills_reports_event_and_spares_others() {
-    let Some((_g, root)) = setup("oom_hard_limit_kills_reports_event_and_spares_others") else {
+    let Some(env) = setup("oom_hard_limit_kills_reports_event_and_spares_others") else {
         return;
     };
+    let root = &env.root;
     let hard = Limits {
         memory: Some(64 * MIB),
         swap: Some(0),
@@ -230,9 +246,10 @@ fn oom_hard_limit_kills_reports_event_and_spares_others() {
 
 #[test]
 fn soft_limit_lets_hog_finish_with_free_memory() {
-    let Some((_g, root)) = setup("soft_limit_lets_hog_finish_with_free_memory") else {
+    let Some(env) = setup("soft_limit_lets_hog_finish_with_free_memory") else {
         return;
     };
+    let root = &env.root;
     if mem_available() < 512 * MIB {
         eprintln!("SKIPPED: soft limit test: less than 512 MiB available on the host");
         return;
@@ -261,9 +278,10 @@ fn soft_limit_lets_hog_finish_with_free_memory() {
 
 #[test]
 fn cpu_weights_share_one_cpu_1_to_3() {
-    let Some((_g, root)) = setup("cpu_weights_share_one_cpu_1_to_3") else {
+    let Some(env) = setup("cpu_weights_share_one_cpu_1_to_3") else {
         return;
     };
+    let root = &env.root;
     let secs = std::env::var("JOBCELL_FAIRNESS_SECS").unwrap_or_else(|_| "3".into());
     let a = root
         .create(
@@ -302,9 +320,10 @@ fn cpu_weights_share_one_cpu_1_to_3() {
 
 #[test]
 fn shared_mapping_is_counted_once() {
-    let Some((_g, root)) = setup("shared_mapping_is_counted_once") else {
+    let Some(env) = setup("shared_mapping_is_counted_once") else {
         return;
     };
+    let root = &env.root;
     if mem_available() < 512 * MIB {
         eprintln!("SKIPPED: shared memory test: less than 512 MiB available");
         return;
@@ -341,9 +360,10 @@ fn shared_mapping_is_counted_once() {
 
 #[test]
 fn fork_bomb_stops_at_pids_limit_and_kill_empties() {
-    let Some((_g, root)) = setup("fork_bomb_stops_at_pids_limit_and_kill_empties") else {
+    let Some(env) = setup("fork_bomb_stops_at_pids_limit_and_kill_empties") else {
         return;
     };
+    let root = &env.root;
     let job = root
         .create(
             &job_cgroup_name("bomb"),
@@ -382,9 +402,10 @@ fn fork_bomb_stops_at_pids_limit_and_kill_empties() {
 
 #[test]
 fn freeze_stops_cpu_and_thaw_resumes() {
-    let Some((_g, root)) = setup("freeze_stops_cpu_and_thaw_resumes") else {
+    let Some(env) = setup("freeze_stops_cpu_and_thaw_resumes") else {
         return;
     };
+    let root = &env.root;
     let job = root
         .create(&job_cgroup_name("freeze"), &Limits::default())
         .unwrap();
@@ -417,9 +438,10 @@ fn freeze_stops_cpu_and_thaw_resumes() {
 
 #[test]
 fn hundred_create_remove_cycles_leave_nothing() {
-    let Some((_g, root)) = setup("hundred_create_remove_cycles_leave_nothing") else {
+    let Some(env) = setup("hundred_create_remove_cycles_leave_nothing") else {
         return;
     };
+    let root = &env.root;
     let l = Limits {
         cpus: Some(1.0),
         memory: Some(256 * MIB),
@@ -453,9 +475,10 @@ fn hundred_create_remove_cycles_leave_nothing() {
 
 #[test]
 fn gc_removes_stale_empty_cgroups_only() {
-    let Some((_g, root)) = setup("gc_removes_stale_empty_cgroups_only") else {
+    let Some(env) = setup("gc_removes_stale_empty_cgroups_only") else {
         return;
     };
+    let root = &env.root;
     // A pid that certainly no longer exists: a child we started and reaped.
     let mut c = Command::new(helper()).args(["exit", "0"]).spawn().unwrap();
     let dead = c.id();
@@ -489,9 +512,10 @@ fn gc_removes_stale_empty_cgroups_only() {
 
 #[test]
 fn bad_inputs_fail_clearly_and_create_nothing() {
-    let Some((_g, root)) = setup("bad_inputs_fail_clearly_and_create_nothing") else {
+    let Some(env) = setup("bad_inputs_fail_clearly_and_create_nothing") else {
         return;
     };
+    let root = &env.root;
     let name = job_cgroup_name("badcpuset");
     let e = root
         .create(
@@ -549,9 +573,10 @@ fn bad_inputs_fail_clearly_and_create_nothing() {
 
 #[test]
 fn memory_pressure_is_v2_only() {
-    let Some((_g, root)) = setup("memory_pressure_is_v2_only") else {
+    let Some(env) = setup("memory_pressure_is_v2_only") else {
         return;
     };
+    let root = &env.root;
     let job = root
         .create(&job_cgroup_name("psi"), &Limits::default())
         .unwrap();
@@ -594,9 +619,10 @@ fn memory_pressure_is_v2_only() {
 /// v2: a child created with clone3(CLONE_INTO_CGROUP) starts life inside the job cgroup.
 #[test]
 fn clone_into_cgroup_places_child_before_exec() {
-    let Some((_g, root)) = setup("clone_into_cgroup_places_child_before_exec") else {
+    let Some(env) = setup("clone_into_cgroup_places_child_before_exec") else {
         return;
     };
+    let root = &env.root;
     let job = root
         .create(&job_cgroup_name("clone3"), &Limits::default())
         .unwrap();
@@ -670,9 +696,10 @@ fn clone_into_cgroup_places_child_before_exec() {
 
 #[test]
 fn stats_serialise_with_sources() {
-    let Some((_g, root)) = setup("stats_serialise_with_sources") else {
+    let Some(env) = setup("stats_serialise_with_sources") else {
         return;
     };
+    let root = &env.root;
     let job = root
         .create(&job_cgroup_name("json"), &Limits::default())
         .unwrap();
@@ -696,9 +723,10 @@ fn stats_serialise_with_sources() {
 
 #[test]
 fn drop_without_remove_cleans_up() {
-    let Some((_g, root)) = setup("drop_without_remove_cleans_up") else {
+    let Some(env) = setup("drop_without_remove_cleans_up") else {
         return;
     };
+    let root = &env.root;
     let name = job_cgroup_name("drop");
     let mut c;
     {
@@ -710,4 +738,25 @@ fn drop_without_remove_cleans_up() {
         "dropped job cgroup left behind"
     );
     assert_eq!(c.wait().unwrap().signal(), Some(libc::SIGKILL));
+}
+
+#[test]
+fn parents_are_recreated_after_removal() {
+    let Some(env) = setup("parents_are_recreated_after_removal") else {
+        return;
+    };
+    let root = &env.root;
+    let removed = root.remove_parents_if_empty();
+    eprintln!("removed parents {removed:?}");
+    let job = root
+        .create(
+            &job_cgroup_name("recreate"),
+            &Limits {
+                pids: Some(10),
+                ..Default::default()
+            },
+        )
+        .expect("create after the parent was removed");
+    assert!(job.paths().iter().all(|p| p.exists()));
+    job.remove().unwrap();
 }
