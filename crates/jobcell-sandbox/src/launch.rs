@@ -20,7 +20,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use jobcell_spec::{JobSpec, NetMode};
+use jobcell_cgroup::{CgroupError, CgroupRoot, Limits, OomWatch};
+use jobcell_spec::{JobSpec, MemoryPolicy, NetMode, Resources};
 use thiserror::Error;
 
 use crate::identity::{self, Identity, IdentityError};
@@ -48,6 +49,8 @@ pub enum LaunchError {
     Sys(&'static str, io::Error),
     #[error("the job's init exited without reporting the job's status (status {0})")]
     InitDied(i32),
+    #[error("cgroup: {0}")]
+    Cgroup(#[from] CgroupError),
 }
 
 /// The signals the launcher and the init pass on to the job.
@@ -85,6 +88,8 @@ pub struct Launch<'a> {
     pub image_name: Option<String>,
     /// Environment the caller passes through (`--env-pass`), already looked up.
     pub extra_env: Vec<(String, String)>,
+    /// Where job cgroups go (a path in the hierarchy); default: a `jobcell` child of our own.
+    pub cgroup_parent: Option<PathBuf>,
 }
 
 pub struct Outcome {
@@ -319,6 +324,25 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
         spec.keep_scratch,
     )?;
 
+    // 2b. The job's cgroup (root only; rootless jobs live in the scheduler's cgroup).
+    let cgroup = if rootless {
+        if explicit_limits(&spec.resources) {
+            warnings.push("running rootless: no cgroup of jobcell's own, so limits come from the enclosing scheduler; usage is the kernel's accounting of the job's processes".into());
+        }
+        None
+    } else {
+        let root = CgroupRoot::detect(l.cgroup_parent.as_deref())?;
+        // Leftovers of launchers that were SIGKILLed: empty, and their pid is gone.
+        let _ = root.gc_stale();
+        let cg = root.create(&name, &limits(&spec.resources))?;
+        warnings.extend(cg.warnings().iter().cloned());
+        Some(cg)
+    };
+    let oom = match &cgroup {
+        Some(cg) if spec.resources.memory.is_some() => Some(cg.oom_watch()?),
+        _ => None,
+    };
+
     let shape = PlanShape {
         scratch_path: scratch.path().to_path_buf(),
         scratch_base: spec.scratch_base.clone(),
@@ -367,7 +391,7 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
         last_cap: identity::last_cap(),
         userns: rootless.then(|| (unsafe { libc::getuid() }, unsafe { libc::getgid() })),
         net_none: spec.net == NetMode::None,
-        cgroupns: false,
+        cgroupns: cgroup.is_some(),
         workdir: scratch.path().to_path_buf(),
         argv,
         envp,
@@ -389,7 +413,12 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
-    let pid = clone_fork(flags)?;
+    let child_cgroupns = child.cgroupns;
+    let into = cgroup
+        .as_ref()
+        .and_then(|c| c.clone_into_fd())
+        .map(|fd| fd.as_raw_fd());
+    let (pid, entered) = clone_job(flags, into)?;
     if pid == 0 {
         drop(msg_r);
         drop(go_w);
@@ -398,6 +427,10 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
     drop(msg_w);
     drop(go_r);
     let init = InitGuard(pid);
+    if let (Some(cg), false) = (&cgroup, entered) {
+        // v1 (or no clone3): the init waits for "go", so it runs nothing before this.
+        cg.attach(pid)?;
+    }
 
     // 4. Release the child.
     if unsafe { libc::write(go_w.as_raw_fd(), b"G".as_ptr().cast(), 1) } != 1 {
@@ -408,7 +441,25 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
     // 7. Wait.
     set_nonblock(msg_r.as_raw_fd());
     let mut reader = Reader::default();
-    let (status, rusage) = wait_loop(pid, &sigfd, msg_r.as_raw_fd(), &mut reader, spec.grace)?;
+    let mut oom_seen = false;
+    let (status, rusage) = wait_loop(
+        pid,
+        &sigfd,
+        msg_r.as_raw_fd(),
+        &mut reader,
+        spec.grace,
+        oom.as_ref(),
+        &mut |w: &OomWatch| {
+            w.clear();
+            if !oom_seen && w.oom_kills().unwrap_or(0) > 0 {
+                oom_seen = true;
+                eprintln!(
+                    "jobcell: the job went over its memory limit ({}) and was killed by the kernel's OOM killer",
+                    jobcell_spec::format_size(spec.resources.memory.unwrap_or(0))
+                );
+            }
+        },
+    )?;
     std::mem::forget(init);
     while let Ok(true) = reader.fill(msg_r.as_raw_fd()) {}
     let wall = started.elapsed();
@@ -432,6 +483,8 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
             Msg::Signaled(s) => exit = Some(JobExit::Signal(*s)),
         }
     }
+    let usage = cgroup.as_ref().map(|c| c.stats());
+    let cg_removed = cgroup.map(|c| c.remove()).transpose();
     let scratch_path = scratch.path().to_path_buf();
     let removed = scratch.remove();
     if let Some(e) = setup_error {
@@ -443,9 +496,11 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
         None => return Err(LaunchError::InitDied(libc::WEXITSTATUS(status))),
     };
     removed?;
+    cg_removed?;
+    let usage = usage.transpose()?;
 
     let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
-    let report = Report::new(
+    let mut report = Report::new(
         spec,
         exit,
         wall,
@@ -453,7 +508,11 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
         tv(rusage.ru_utime),
         tv(rusage.ru_stime),
         Isolation {
-            namespaces: namespaces(flags),
+            namespaces: namespaces(if child_cgroupns {
+                flags | libc::CLONE_NEWCGROUP
+            } else {
+                flags
+            }),
             user: identity,
             private_dirs: private.iter().map(|(p, _)| p.clone()).collect(),
             scratch: scratch_path,
@@ -466,11 +525,49 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
         },
         warnings,
     );
+    if let Some(u) = usage {
+        // v1's cpuacct splits user/system in scheduler ticks: a short job can read 0 there while
+        // rusage (the init and every process it reaped) has microseconds. Take the larger.
+        if u.cpu_user_us + u.cpu_system_us >= report.cpu_user_us + report.cpu_system_us {
+            report.cpu_user_us = u.cpu_user_us;
+            report.cpu_system_us = u.cpu_system_us;
+            report.cpu_source = "cgroup";
+        }
+        report.oom_killed = u.oom_kills > 0;
+        report.usage = serde_json::to_value(&u).ok();
+    }
     Ok(Outcome {
         exit,
         exec_error,
         report,
     })
+}
+
+fn explicit_limits(r: &Resources) -> bool {
+    r.cpus.is_some()
+        || r.cpu_limit.is_some()
+        || r.cpuset.is_some()
+        || r.memory.is_some()
+        || r.swap.is_some()
+        || r.io_weight.is_some()
+}
+
+/// The spec's resources in the cgroup layer's terms.
+pub fn limits(r: &Resources) -> Limits {
+    Limits {
+        cpus: r.cpus,
+        cpu_limit: r.cpu_limit,
+        cpuset: r.cpuset.clone(),
+        memory: r.memory,
+        memory_policy: match r.memory_policy {
+            MemoryPolicy::Hard => jobcell_cgroup::MemoryPolicy::Hard,
+            MemoryPolicy::Soft => jobcell_cgroup::MemoryPolicy::Soft,
+            MemoryPolicy::None => jobcell_cgroup::MemoryPolicy::None,
+        },
+        swap: r.swap,
+        pids: r.pids,
+        io_weight: r.io_weight,
+    }
 }
 
 fn namespaces(flags: libc::c_int) -> Vec<&'static str> {
@@ -481,6 +578,7 @@ fn namespaces(flags: libc::c_int) -> Vec<&'static str> {
         (libc::CLONE_NEWUTS, "uts"),
         (libc::CLONE_NEWUSER, "user"),
         (libc::CLONE_NEWNET, "net"),
+        (libc::CLONE_NEWCGROUP, "cgroup"),
     ]
     .iter()
     .filter(|(f, _)| flags & f != 0)
@@ -548,6 +646,63 @@ fn unblock_signals() {
     unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
 }
 
+#[repr(C)]
+struct CloneArgs {
+    flags: u64,
+    pidfd: u64,
+    child_tid: u64,
+    parent_tid: u64,
+    exit_signal: u64,
+    stack: u64,
+    stack_size: u64,
+    tls: u64,
+    set_tid: u64,
+    set_tid_size: u64,
+    cgroup: u64,
+}
+
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+
+/// fork-like clone into new namespaces, straight into the job's v2 cgroup where the kernel has
+/// clone3(CLONE_INTO_CGROUP) (5.7+); returns (pid, whether the child is already in the cgroup).
+fn clone_job(
+    flags: libc::c_int,
+    cgroup_fd: Option<RawFd>,
+) -> Result<(libc::pid_t, bool), LaunchError> {
+    if let Some(fd) = cgroup_fd {
+        let args = CloneArgs {
+            flags: flags as u64 | CLONE_INTO_CGROUP,
+            pidfd: 0,
+            child_tid: 0,
+            parent_tid: 0,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: 0,
+            stack_size: 0,
+            tls: 0,
+            set_tid: 0,
+            set_tid_size: 0,
+            cgroup: fd as u64,
+        };
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                &args as *const CloneArgs,
+                std::mem::size_of::<CloneArgs>(),
+            )
+        };
+        if r >= 0 {
+            return Ok((r as libc::pid_t, true));
+        }
+        let e = io::Error::last_os_error();
+        if !matches!(e.raw_os_error(), Some(libc::ENOSYS) | Some(libc::E2BIG)) {
+            return Err(LaunchError::Setup(format!(
+                "creating the job's namespaces in its cgroup: {e}"
+            )));
+        }
+    }
+    Ok((clone_fork(flags)?, false))
+}
+
 /// fork-like clone into new namespaces (no stack: the child continues here on a copy).
 fn clone_fork(flags: libc::c_int) -> Result<libc::pid_t, LaunchError> {
     let r = unsafe {
@@ -582,6 +737,8 @@ fn wait_loop(
     msg_fd: RawFd,
     reader: &mut Reader,
     grace: Duration,
+    oom: Option<&OomWatch>,
+    on_oom: &mut dyn FnMut(&OomWatch),
 ) -> Result<(libc::c_int, libc::rusage), LaunchError> {
     let mut deadline: Option<Instant> = None;
     let mut msg_open = true;
@@ -594,6 +751,11 @@ fn wait_loop(
             },
             libc::pollfd {
                 fd: if msg_open { msg_fd } else { -1 },
+                events: libc::POLLIN,
+                revents: 0,
+            },
+            libc::pollfd {
+                fd: oom.map_or(-1, |w| w.fd().as_raw_fd()),
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -622,6 +784,9 @@ fn wait_loop(
         }
         if fds[1].revents != 0 {
             msg_open = reader.fill(msg_fd).unwrap_or(false);
+        }
+        if let (Some(w), true) = (oom, fds[2].revents != 0) {
+            on_oom(w);
         }
         if fds[0].revents & libc::POLLIN != 0 {
             loop {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use jobcell_sandbox::{launch, Launch};
-use jobcell_spec::{parse_bind, parse_env, DevMode, JobSpec, NetMode, UserSpec};
+use jobcell_spec::{
+    parse_bind, parse_env, parse_size, DevMode, JobSpec, MemoryPolicy, NetMode, Unit, UserSpec,
+};
 
 use crate::config;
 
@@ -53,6 +55,36 @@ pub struct RunArgs {
     /// The job's network: the host's, or none (a private loopback only).
     #[arg(long, value_name = "host|none", default_value = "host", value_parser = parse_net)]
     pub net: NetMode,
+    /// CPU share in cores (fractional allowed): a proportional weight, not a cap; an idle
+    /// machine lets the job use more.
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// Hard CPU quota in cores.
+    #[arg(long, value_name = "N")]
+    pub cpu_limit: Option<f64>,
+    /// Pin the job to these CPUs (kernel list syntax, e.g. 0-1,3).
+    #[arg(long, value_name = "LIST")]
+    pub cpuset: Option<String>,
+    /// Memory for the job (bare numbers are MiB, like HTCondor's request_memory; 2G, 512MB,
+    /// 1.5GiB).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// hard: OOM-killed past --memory; soft: may exceed it while the host has free memory;
+    /// none: measure only.
+    #[arg(long, value_name = "hard|soft|none", default_value = "hard")]
+    pub memory_policy: MemoryPolicy,
+    /// Swap the job may use on top of --memory (bare numbers are MiB).
+    #[arg(long, value_name = "SIZE")]
+    pub swap: Option<String>,
+    /// Most processes and threads the job may have at once.
+    #[arg(long, value_name = "N")]
+    pub pids: Option<u64>,
+    /// IO weight, 1..10000 (default 100).
+    #[arg(long, value_name = "N")]
+    pub io_weight: Option<u16>,
+    /// Parent cgroup for job cgroups (default: a `jobcell` child of jobcell's own cgroup).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_parent: Option<PathBuf>,
     /// Node config file (default /etc/jobcell/config.toml when it exists).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -116,6 +148,21 @@ pub fn build_spec(a: &RunArgs, cfg: &jobcell_spec::Config) -> anyhow::Result<Job
         );
         spec.grace = Duration::from_secs_f64(g);
     }
+    let r = &mut spec.resources;
+    r.cpus = a.cpus;
+    r.cpu_limit = a.cpu_limit;
+    r.cpuset = a.cpuset.clone();
+    r.memory_policy = a.memory_policy;
+    if let Some(m) = &a.memory {
+        r.memory = Some(parse_size(m, Unit::MiB).with_context(|| format!("--memory {m}"))?);
+    }
+    if let Some(m) = &a.swap {
+        r.swap = Some(parse_size(m, Unit::MiB).with_context(|| format!("--swap {m}"))?);
+    }
+    if a.pids.is_some() {
+        r.pids = a.pids;
+    }
+    r.io_weight = a.io_weight;
     spec.image = a.image.clone();
     spec.dev = a.dev;
     spec.net = a.net;
@@ -138,7 +185,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         .iter()
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
         .collect();
+    let cgroup_parent = a.cgroup_parent.clone().or(cfg.paths.cgroup_parent.clone());
     let outcome = launch(&Launch {
+        cgroup_parent,
         spec: &spec,
         image_root: None,
         image_name: None,
