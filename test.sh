@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Install what jobcell's tests need on a fresh Debian machine, then run them all:
+#   the workspace's unit and integration tests (real namespaces, cgroups, SQLite; as root), and
+#   the cgroup suite inside a small pure cgroup-v2 VM (qemu, software emulation).
+# Usage: sudo ./test.sh            (JOBCELL_SKIP_VM=1 skips the VM suite, loudly)
+set -euo pipefail
+cd "$(dirname "$0")"
+
+log=$(mktemp /tmp/jobcell-test.XXXXXX.log)
+trap 'rm -f "$log"' EXIT
+
+if [[ $(id -u) -ne 0 ]]; then
+  echo "test.sh: most tests need root (namespaces, mounts, cgroups): run it as root" >&2
+  exit 1
+fi
+
+# Debian packages: busybox for test images; qemu, a Debian kernel and cpio for the v2 VM.
+need=()
+command -v busybox >/dev/null || need+=(busybox-static)
+command -v cpio >/dev/null || need+=(cpio)
+command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
+ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
+command -v setpriv >/dev/null || need+=(util-linux)
+if ((${#need[@]})); then
+  echo "test.sh: installing ${need[*]}"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+status=0
+echo "== cargo test --workspace (host: $(uname -r), $(stat -fc %T /sys/fs/cgroup))"
+cargo test --workspace --locked 2>&1 | tee -a "$log" || status=1
+
+if [[ ${JOBCELL_SKIP_VM:-0} == 1 ]]; then
+  echo "SKIPPED: the pure cgroup-v2 VM suite (JOBCELL_SKIP_VM=1)" | tee -a "$log"
+elif [[ -x tests/vm/run-cgroup-suite.sh ]]; then
+  echo "== cgroup suite in a pure cgroup-v2 VM"
+  tests/vm/run-cgroup-suite.sh 2>&1 | tee -a "$log" || status=1
+fi
+
+passed=$(grep -oE '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$(grep -oE '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+((failed == 0)) || status=1
+echo "test.sh: ${passed} passed, ${failed} failed"
+exit $status
