@@ -429,6 +429,25 @@ impl CgroupRoot {
         })
     }
 
+    /// Open an existing job cgroup made by [`create`](Self::create) (e.g. by a supervisor that
+    /// outlived the launcher). The returned handle owns it like a created one: dropping it
+    /// removes it unless [`JobCgroup::leak`] is called.
+    pub fn open(&self, name: &str) -> Result<JobCgroup, CgroupError> {
+        check_name(name)?;
+        let inner = match &self.inner {
+            RootImpl::V1(r) => JobImpl::V1(r.open(name)?),
+            RootImpl::V2(r) => JobImpl::V2(r.open(name)?),
+        };
+        Ok(JobCgroup {
+            inner,
+            name: name.to_string(),
+            warnings: Vec::new(),
+            owner_pid: std::process::id(),
+            done: false,
+            samples: Samples::default(),
+        })
+    }
+
     /// Remove jobcell's own parent directories (never an overridden parent) if they are empty;
     /// returns those removed. For tests and uninstall: a concurrent jobcell process recreates
     /// them on its next `create`.

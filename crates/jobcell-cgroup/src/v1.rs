@@ -316,6 +316,36 @@ impl Root {
         out
     }
 
+    pub(crate) fn open(&self, name: &str) -> Result<Job, CgroupError> {
+        let mut job = Job {
+            name: name.to_string(),
+            dirs: Vec::new(),
+        };
+        for h in &self.hiers {
+            let Some(parent) = h.parent_if_exists() else {
+                continue;
+            };
+            match parent.open_child(name) {
+                Ok(dir) => job.dirs.push(JobDir {
+                    ctrls: h.ctrls.clone(),
+                    parent,
+                    dir,
+                }),
+                Err(e) if e.is_enoent() => {}
+                Err(e) => return Err(e),
+            }
+        }
+        if job.dir(Ctrl::Memory).is_none() {
+            let path = self.hier(Ctrl::Memory).map(|h| h.parent_path.join(name));
+            return Err(CgroupError::io(
+                "open",
+                &path.unwrap_or_else(|| PathBuf::from(name)),
+                std::io::Error::from_raw_os_error(libc::ENOENT),
+            ));
+        }
+        Ok(job)
+    }
+
     pub(crate) fn gc_stale(&self) -> Result<Vec<String>, CgroupError> {
         let mut removed = Vec::new();
         // Decide per name once (memory hierarchy first): a job is stale only if its pid is gone

@@ -245,6 +245,16 @@ impl Root {
         Ok(job)
     }
 
+    pub(crate) fn open(&self, name: &str) -> Result<Job, CgroupError> {
+        let parent = self.parent();
+        let dir = parent.open_child(name)?;
+        Ok(Job {
+            parent,
+            dir,
+            name: name.to_string(),
+        })
+    }
+
     pub(crate) fn gc_stale(&self) -> Result<Vec<String>, CgroupError> {
         let mut removed = Vec::new();
         let parent = self.parent();

@@ -277,6 +277,40 @@ fn soft_limit_lets_hog_finish_with_free_memory() {
 }
 
 #[test]
+fn open_existing_job_cgroup() {
+    let Some(env) = setup("open_existing_job_cgroup") else {
+        return;
+    };
+    let root = &env.root;
+    let name = job_cgroup_name("reopen");
+    assert!(
+        root.open(&name).is_err(),
+        "opened a cgroup that does not exist"
+    );
+    let job = root
+        .create(
+            &name,
+            &Limits {
+                pids: Some(10),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    let mut c = spawn_in(&job, &["sleep", "60000"]);
+    let mut paths = job.paths();
+    job.leak();
+    let again = root.open(&name).expect("open");
+    let mut reopened = again.paths();
+    paths.sort();
+    reopened.sort();
+    assert_eq!(reopened, paths);
+    assert_eq!(again.procs().unwrap(), vec![c.id() as i32]);
+    again.remove().unwrap();
+    assert_eq!(c.wait().unwrap().signal(), Some(libc::SIGKILL));
+    assert!(paths.iter().all(|p| !p.exists()));
+}
+
+#[test]
 fn cpu_weights_share_one_cpu_1_to_3() {
     let Some(env) = setup("cpu_weights_share_one_cpu_1_to_3") else {
         return;
