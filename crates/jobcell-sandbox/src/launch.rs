@@ -220,6 +220,11 @@ impl PlanShape {
     fn open(&self) -> Result<(Vec<plan::Step>, Vec<OwnedFd>), LaunchError> {
         let (scratch, _) = open_path("scratch dir", &self.scratch_path)?;
         let (dev, _) = open_path("host /dev", Path::new("/dev"))?;
+        // The image by descriptor too: its path may lie under /tmp, where the view is staged.
+        let image = match &self.image {
+            Some(p) => Some(open_path("image root", p)?.0),
+            None => None,
+        };
         let mut binds = Vec::new();
         let mut fds = Vec::new();
         for (src, dst, readonly) in &self.binds {
@@ -240,13 +245,14 @@ impl PlanShape {
             private_dirs: self.private_dirs.clone(),
             scratch_keep: locked_flags(scratch.as_raw_fd()),
             binds,
-            image: self.image.clone(),
+            image: image.as_ref().map(|fd| proc_fd(fd.as_raw_fd())),
             dev: self.dev,
             host_dev: proc_fd(dev.as_raw_fd()),
             userns: self.userns,
         };
         fds.push(scratch);
         fds.push(dev);
+        fds.extend(image);
         Ok((plan::plan(&input), fds))
     }
 }

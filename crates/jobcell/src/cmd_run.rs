@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
+use jobcell_images::ImageStore;
 use jobcell_sandbox::{launch, Launch};
 use jobcell_spec::{
     parse_bind, parse_env, parse_size, DevMode, JobSpec, MemoryPolicy, NetMode, Unit, UserSpec,
@@ -85,6 +86,12 @@ pub struct RunArgs {
     /// Parent cgroup for job cgroups (default: a `jobcell` child of jobcell's own cgroup).
     #[arg(long, value_name = "PATH")]
     pub cgroup_parent: Option<PathBuf>,
+    /// State dir holding the image index (default /var/lib/jobcell).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Directory of image trees (default <state-dir>/images).
+    #[arg(long, value_name = "DIR")]
+    pub images_dir: Option<PathBuf>,
     /// Node config file (default /etc/jobcell/config.toml when it exists).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -176,10 +183,20 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     if !config::is_root() && a.user.is_some() {
         anyhow::bail!("--user needs root: rootless jobs run as their caller");
     }
-    anyhow::ensure!(
-        spec.image.is_none(),
-        "--image: the image registry is not available in this build"
-    );
+    // The lease keeps the image from being removed while the job runs.
+    let lease = match &spec.image {
+        Some(name) => {
+            let (state_dir, images_dir) =
+                config::store_dirs(&cfg, a.state_dir.as_deref(), a.images_dir.as_deref());
+            let store = ImageStore::open(&state_dir, &images_dir, cfg.images.clone())?;
+            Some(
+                store
+                    .lease(name, unsafe { libc::getuid() })
+                    .with_context(|| format!("--image {name}"))?,
+            )
+        }
+        None => None,
+    };
     let extra_env = a
         .env_pass
         .iter()
@@ -189,8 +206,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     let outcome = launch(&Launch {
         cgroup_parent,
         spec: &spec,
-        image_root: None,
-        image_name: None,
+        image_root: lease.as_ref().map(|l| l.root.clone()),
+        image_name: lease.as_ref().map(|l| l.name.clone()),
         extra_env,
     })?;
     if let Some(e) = &outcome.exec_error {

@@ -42,3 +42,20 @@ pub fn default_scratch_base(cfg: &Config) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("/tmp"));
     tmp.join(format!("jobcell-{}", unsafe { libc::getuid() }))
 }
+
+/// The image store's state and images dirs: flags, else `[paths]`, else the node defaults.
+pub fn store_dirs(
+    cfg: &Config,
+    state_dir: Option<&Path>,
+    images_dir: Option<&Path>,
+) -> (PathBuf, PathBuf) {
+    let state = state_dir
+        .map(Path::to_path_buf)
+        .or_else(|| cfg.paths.state_dir.clone())
+        .unwrap_or_else(|| PathBuf::from("/var/lib/jobcell"));
+    let images = images_dir
+        .map(Path::to_path_buf)
+        .or_else(|| cfg.paths.images_dir.clone())
+        .unwrap_or_else(|| state.join("images"));
+    (state, images)
+}
