@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test executables and bin targets of workspace packages as
 # static binaries (they run in the VM's busybox initramfs, which has no libc)
-# and prints them, one per line: "test PATH" or "bin PATH".
+# and prints them, one per line: "test PATH", "bin PATH" or "example PATH".
 #
 #   tests/vm/build-static-tests.sh [--manifest-path Cargo.toml] PACKAGE...
 #
@@ -27,7 +27,7 @@ done
 [ -f "$MANIFEST" ] || fatal "no manifest $MANIFEST"
 command -v python3 >/dev/null || fatal "python3 is needed to read cargo's JSON output"
 
-TARGET_DIR=${JOBCELL_VM_TARGET_DIR:-${CARGO_TARGET_DIR:-$REPO_DIR/target}/vm-static}
+TARGET_DIR=$(static_target_dir)
 TRIPLE=x86_64-unknown-linux-gnu
 PARGS=()
 for p in "${PKGS[@]}"; do PARGS+=(-p "$p"); done
@@ -58,7 +58,15 @@ for line in open(sys.argv[1]):
     if exe in seen:
         continue
     seen.add(exe)
-    kind = "test" if m["profile"]["test"] else "bin"
+    kinds = m["target"]["kind"]
+    if m["profile"]["test"]:
+        kind = "test"
+    elif "bin" in kinds:
+        kind = "bin"
+    elif "example" in kinds:
+        kind = "example"  # cargo test builds examples too; not run
+    else:
+        continue
     out.append((kind, exe))
 if not out:
     sys.exit("jobcell-vm: error: cargo built no executable")

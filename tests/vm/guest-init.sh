@@ -136,12 +136,15 @@ runtest() {
     say "BEGIN $n: $*"
     (
         (
-            if [ -n "$SCOPE" ]; then
-                echo 0 >"/sys/fs/cgroup/$SCOPE/cgroup.procs" ||
-                    { echo "cannot enter cgroup /$SCOPE" >&2; echo 125 >$R/$n.rc; exit; }
-            fi
             cd "${CWD:-/tmp}" || { echo "cannot enter $CWD" >&2; echo 125 >$R/$n.rc; exit; }
-            "$@" </dev/null
+            if [ -n "$SCOPE" ]; then
+                # Only the test process itself enters the scope (it execs),
+                # as under systemd-run --scope -p Delegate=yes.
+                sh -c 'echo 0 >"$0" || exit 125; exec "$@"' \
+                    "/sys/fs/cgroup/$SCOPE/cgroup.procs" "$@" </dev/null
+            else
+                "$@" </dev/null
+            fi
             echo $? >$R/$n.rc
         ) 2>&1 1>&3 3>&- | tee $R/$n.stderr 1>&2
     ) 3>&1 | tee $R/$n.stdout

@@ -55,3 +55,9 @@ cache_dir() {
     fi
     echo "$d"
 }
+
+# Where the static test builds go: never the normal target dir, so switching
+# RUSTFLAGS does not invalidate the normal build.
+static_target_dir() {
+    echo "${JOBCELL_VM_TARGET_DIR:-${CARGO_TARGET_DIR:-$REPO_DIR/target}/vm-static}"
+}
