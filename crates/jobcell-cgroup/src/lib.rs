@@ -35,7 +35,7 @@
 //! | anon / shmem / file          | `memory.stat` `anon`, `shmem`, `file − shmem` | `memory.stat` `total_rss`, `total_shmem`, `total_cache − total_shmem` |
 //! | swap peak                    | `memory.swap.peak` (≥ 6.5; else sampled)   | sampled from `memory.stat` `total_swap`               |
 //! | io read/write bytes          | `io.stat` `rbytes`/`wbytes`                | `blkio.throttle.io_service_bytes_recursive` (only when `io_weight` created the blkio cgroup) |
-//! | pids peak                    | `pids.peak` (≥ 6.13; else sampled)         | `pids.peak` (where present; else sampled)             |
+//! | pids peak                    | `pids.peak` (where present; else sampled)  | `pids.peak` (where present; else sampled)             |
 //! | OOM kills (processes)        | `memory.events` `oom_kill − oom_group_kill` | `memory.oom_control` `oom_kill`                       |
 //! | OOM event fd                 | inotify on `memory.events`                 | eventfd registered via `cgroup.event_control`         |
 //! | memory pressure (PSI)        | `memory.pressure` (+ poll triggers)        | none ([`CgroupError::Unsupported`])                   |
@@ -45,6 +45,18 @@
 //! v1 hierarchies created for every job: memory, cpu, cpuacct, pids, freezer (fewer directories
 //! where controllers are co-mounted, e.g. `cpu,cpuacct`); blkio only with `io_weight`, cpuset
 //! only with `cpuset`. v2: one directory.
+//!
+//! ## Cost
+//! Measured with `cargo run --release -p jobcell-cgroup --example bench -- 500` on the hybrid-v1
+//! development machine (kernel 6.18, 2 cores): create + limits (cpus, memory, pids) + attach of a
+//! forked child + remove adds a median ~0.36–0.41 ms to a plain fork/release/wait (create ~160 µs
+//! for 5 mkdirs + 2 writes, attach ~70 µs for 5 writes, remove ~110 µs). All files are opened
+//! with `openat` relative to kept directory fds; writes equal to the kernel default are skipped.
+//!
+//! ## Events
+//! [`JobCgroup::oom_watch`] gives an fd that polls readable when the kernel records an OOM event
+//! (no polling of counters). `oom_kills` counts processes: with `memory.oom.group` the kernel
+//! counts the victim twice in `oom_kill`, so v2 reports `oom_kill − oom_group_kill`.
 //!
 //! "Sampled" figures come from [`JobCgroup::sample`] calls (and one at every [`JobCgroup::stats`]);
 //! [`Usage`] says which source each peak came from.

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::detect::{fs_path, override_path, Mount};
 use crate::dir::{keyed, single, Dir};
@@ -529,18 +530,18 @@ impl Job {
         })
     }
 
-    fn set_freezer(&self, state: &str) -> Result<(), CgroupError> {
+    fn set_freezer(&self, state: &str, timeout: Duration) -> Result<(), CgroupError> {
         let f = self.freezer()?;
         f.write("freezer.state", state)?;
         let mut n = 0u32;
-        let ok = wait_until(SETTLE_TIMEOUT, || {
+        let ok = wait_until(timeout, || {
             n += 1;
             let cur = f.read("freezer.state")?;
             if cur.trim() == state {
                 return Ok(true);
             }
             // Re-request now and then: tasks forked mid-freeze may need another pass.
-            if n % 50 == 0 {
+            if n.is_multiple_of(50) {
                 f.write("freezer.state", state)?;
             }
             Ok(false)
@@ -556,17 +557,17 @@ impl Job {
                     "waiting for {} to become {state}",
                     f.path().join("freezer.state").display()
                 ),
-                secs: SETTLE_TIMEOUT.as_secs_f64(),
+                secs: timeout.as_secs_f64(),
             })
         }
     }
 
     pub(crate) fn freeze(&self) -> Result<(), CgroupError> {
-        self.set_freezer("FROZEN")
+        self.set_freezer("FROZEN", SETTLE_TIMEOUT)
     }
 
     pub(crate) fn thaw(&self) -> Result<(), CgroupError> {
-        self.set_freezer("THAWED")
+        self.set_freezer("THAWED", SETTLE_TIMEOUT)
     }
 
     /// Freeze (so nothing can fork), SIGKILL every pid, thaw (so the kills are delivered),
@@ -574,10 +575,10 @@ impl Job {
     pub(crate) fn kill(&self) -> Result<(), CgroupError> {
         let has_freezer = self.dir(Ctrl::Freezer).is_some();
         let ok = wait_until(SETTLE_TIMEOUT, || {
-            let mut frozen = false;
             if has_freezer {
-                // A freeze that cannot settle (task in D state) must not stop the kill.
-                frozen = self.freeze().is_ok();
+                // A freeze that cannot settle (task in D state) must not stop the kill: the
+                // kill-and-rescan loop still converges, only without the fork-race guarantee.
+                let _ = self.set_freezer("FROZEN", Duration::from_secs(1));
             }
             let pids = self.procs()?;
             if !pids.is_empty() {
@@ -586,14 +587,11 @@ impl Job {
             if has_freezer {
                 self.freezer()?.write("freezer.state", "THAWED")?;
             }
-            let _ = frozen;
             if pids.is_empty() {
                 return Ok(true);
             }
             // Give the killed tasks a moment to exit before rescanning.
-            Ok(wait_until(std::time::Duration::from_millis(50), || {
-                Ok(self.procs()?.is_empty())
-            })?)
+            wait_until(Duration::from_millis(50), || Ok(self.procs()?.is_empty()))
         })?;
         if ok {
             Ok(())

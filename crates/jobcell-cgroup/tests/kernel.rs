@@ -486,13 +486,14 @@ fn hundred_create_remove_cycles_leave_nothing() {
         let job = root
             .create(&job_cgroup_name(&format!("cycle{i}")), &l)
             .unwrap();
-        let c = spawn_in(&job, &["exit", "0"]);
+        let mut c = spawn_in(&job, &["exit", "0"]);
         // Every other job is removed while its process may still run.
         if i % 2 == 0 {
-            assert!(c.wait_with_output().unwrap().status.success());
+            assert!(c.wait().unwrap().success());
         }
         let paths = job.paths();
         job.remove().unwrap();
+        c.wait().unwrap();
         assert!(
             paths.iter().all(|p| !p.exists()),
             "cycle {i} left {paths:?}"
@@ -528,7 +529,7 @@ fn gc_removes_stale_empty_cgroups_only() {
 
     let removed = root.gc_stale().expect("gc");
     eprintln!("gc removed {removed:?}");
-    let stale_left = exists_anywhere(&root, &stale);
+    let stale_left = exists_anywhere(root, &stale);
     for p in &stale_left {
         let _ = std::fs::remove_dir(p);
     }
@@ -537,8 +538,8 @@ fn gc_removes_stale_empty_cgroups_only() {
         stale_left.is_empty(),
         "stale cgroup still there: {stale_left:?}"
     );
-    assert!(!removed.contains(&live) && !exists_anywhere(&root, &live).is_empty());
-    assert!(!removed.contains(&busy) && !exists_anywhere(&root, &busy).is_empty());
+    assert!(!removed.contains(&live) && !exists_anywhere(root, &live).is_empty());
+    assert!(!removed.contains(&busy) && !exists_anywhere(root, &busy).is_empty());
     live_job.remove().unwrap();
     busy_job.remove().unwrap();
     sleeper.wait().unwrap();
@@ -572,7 +573,7 @@ fn bad_inputs_fail_clearly_and_create_nothing() {
         "{e:?}"
     );
     assert!(e.to_string().contains("not in the parent"), "{e}");
-    assert!(exists_anywhere(&root, &name).is_empty());
+    assert!(exists_anywhere(root, &name).is_empty());
     let e = root
         .create(
             &name,
@@ -595,14 +596,14 @@ fn bad_inputs_fail_clearly_and_create_nothing() {
     assert!(e.to_string().contains("cpus"), "{e}");
     assert!(root.create("../escape", &Limits::default()).is_err());
     assert!(root.create("memory.max", &Limits::default()).is_err());
-    assert!(exists_anywhere(&root, &name).is_empty());
+    assert!(exists_anywhere(root, &name).is_empty());
     // An existing name is refused and the existing cgroup is not touched.
     let job = root.create(&name, &Limits::default()).unwrap();
     let e = root.create(&name, &Limits::default()).unwrap_err();
     assert!(matches!(e, CgroupError::Exists(_)), "{e:?}");
     assert!(job.paths().iter().all(|p| p.exists()));
     job.remove().unwrap();
-    assert!(exists_anywhere(&root, &name).is_empty());
+    assert!(exists_anywhere(root, &name).is_empty());
 }
 
 #[test]
@@ -768,7 +769,7 @@ fn drop_without_remove_cleans_up() {
         c = spawn_in(&job, &["sleep", "60000"]);
     }
     assert!(
-        exists_anywhere(&root, &name).is_empty(),
+        exists_anywhere(root, &name).is_empty(),
         "dropped job cgroup left behind"
     );
     assert_eq!(c.wait().unwrap().signal(), Some(libc::SIGKILL));
