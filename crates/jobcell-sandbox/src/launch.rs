@@ -27,7 +27,7 @@ use thiserror::Error;
 use crate::identity::{self, Identity, IdentityError};
 use crate::plan::{self, BindIn, PlanInput};
 use crate::report::{Isolation, Report};
-use crate::scratch::{private_subdir, ScratchDir, ScratchError};
+use crate::scratch::{self, private_subdir, ScratchDir, ScratchError};
 use crate::sync::{Msg, Reader, Stage};
 use crate::syscall::{cstr, Linux, Syscall};
 
@@ -318,7 +318,8 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
         .map(|p| (p.clone(), private_subdir(p)))
         .collect();
 
-    // 2. Scratch.
+    // 2. Scratch (collecting what SIGKILLed launchers left first).
+    scratch::gc_stale(&spec.scratch_base);
     let name = job_name();
     let subs: Vec<String> = private.iter().map(|(_, s)| s.clone()).collect();
     let scratch = ScratchDir::create(
@@ -491,7 +492,7 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
     }
     let usage = cgroup.as_ref().map(|c| c.stats());
     let cg_removed = cgroup.map(|c| c.remove()).transpose();
-    let scratch_path = scratch.path().to_path_buf();
+    let mut scratch_path = scratch.path().to_path_buf();
     let removed = scratch.remove();
     if let Some(e) = setup_error {
         return Err(LaunchError::Setup(e));
@@ -501,7 +502,9 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
         None if libc::WIFSIGNALED(status) => JobExit::Signal(libc::WTERMSIG(status)),
         None => return Err(LaunchError::InitDied(libc::WEXITSTATUS(status))),
     };
-    removed?;
+    if let Some(kept) = removed? {
+        scratch_path = kept;
+    }
     cg_removed?;
     let usage = usage.transpose()?;
 

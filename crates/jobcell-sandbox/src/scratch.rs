@@ -165,13 +165,74 @@ impl ScratchDir {
     }
 
     /// Remove the whole tree (unless created with `keep`).
-    pub fn remove(mut self) -> Result<(), ScratchError> {
+    /// Remove the whole tree; or, when created with `keep`, rename it to `<name>.kept` (so
+    /// garbage collection leaves it alone) and return that path.
+    pub fn remove(mut self) -> Result<Option<PathBuf>, ScratchError> {
         self.removed = true;
         if self.keep {
-            return Ok(());
+            let kept =
+                CString::new(format!("{}.kept", self.name.to_string_lossy())).expect("no NUL");
+            let base = self.base_fd.as_raw_fd();
+            check(unsafe { libc::renameat(base, self.name.as_ptr(), base, kept.as_ptr()) })
+                .map_err(|source| ScratchError::Remove {
+                    path: self.path.clone(),
+                    source,
+                })?;
+            return Ok(Some(
+                self.path.with_file_name(kept.to_string_lossy().as_ref()),
+            ));
         }
-        remove_tree_at(self.base_fd.as_raw_fd(), &self.name, &self.path)
+        remove_tree_at(self.base_fd.as_raw_fd(), &self.name, &self.path).map(|_| None)
     }
+}
+
+/// The launcher pid in a scratch dir name `job-<pid>-<hex>` (kept dirs have a suffix and do not
+/// match).
+fn launcher_pid(name: &[u8]) -> Option<libc::pid_t> {
+    let rest = name.strip_prefix(b"job-")?;
+    let dash = rest.iter().position(|&b| b == b'-')?;
+    let (pid, hex) = (&rest[..dash], &rest[dash + 1..]);
+    if pid.is_empty()
+        || hex.is_empty()
+        || !pid.iter().all(u8::is_ascii_digit)
+        || !hex.iter().all(u8::is_ascii_hexdigit)
+    {
+        return None;
+    }
+    std::str::from_utf8(pid)
+        .ok()?
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+}
+
+/// Remove scratch dirs left by launchers that died without cleaning up (SIGKILL): named
+/// `job-<pid>-<hex>` with that pid gone. Returns the names removed; never touches a live
+/// launcher's dir or a kept one.
+pub fn gc_stale(base: &Path) -> Vec<String> {
+    let Ok(c) = cstr(base) else { return Vec::new() };
+    let Ok(fd) = open_dir_at(libc::AT_FDCWD, &c) else {
+        return Vec::new();
+    };
+    let Ok(names) = list(fd.as_raw_fd()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for n in names {
+        let Some(pid) = launcher_pid(n.to_bytes()) else {
+            continue;
+        };
+        let alive = unsafe { libc::kill(pid, 0) } == 0
+            || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
+        if alive {
+            continue;
+        }
+        let shown = base.join(n.to_string_lossy().as_ref());
+        if remove_tree_at(fd.as_raw_fd(), &n, &shown).is_ok() {
+            out.push(n.to_string_lossy().into_owned());
+        }
+    }
+    out
 }
 
 impl Drop for ScratchDir {
@@ -490,6 +551,36 @@ mod tests {
         let e = ScratchDir::create(&base, "job-4", 0, 0, &["a/b".into()], false).unwrap_err();
         assert!(e.to_string().contains("job-4"), "{e}");
         assert!(!base.join("job-4").exists());
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn gc_removes_only_dead_launchers_dirs() {
+        let base = tmp("gc");
+        // pid 2^22+1 cannot exist (pid_max is at most 2^22); our own pid is alive.
+        for n in [
+            "job-4194305-abcd",
+            "job-4194305-abcd.kept",
+            "other",
+            &format!("job-{}-ab", std::process::id()),
+        ] {
+            fs::create_dir_all(base.join(n).join("tmp")).unwrap();
+        }
+        assert_eq!(gc_stale(&base), vec!["job-4194305-abcd".to_string()]);
+        assert!(!base.join("job-4194305-abcd").exists());
+        assert!(base.join("job-4194305-abcd.kept").exists());
+        assert!(base.join("other").exists());
+        assert!(base.join(format!("job-{}-ab", std::process::id())).exists());
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn kept_scratch_is_renamed() {
+        let base = tmp("keep");
+        let s = ScratchDir::create(&base, "job-1-aa", 0, 0, &[], true).unwrap();
+        let kept = s.remove().unwrap().unwrap();
+        assert_eq!(kept, base.join("job-1-aa.kept"));
+        assert!(kept.is_dir());
         fs::remove_dir_all(&base).unwrap();
     }
 
