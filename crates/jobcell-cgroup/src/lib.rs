@@ -579,6 +579,14 @@ impl JobCgroup {
         }
     }
 
+    /// Whether the kernel reports the cgroup frozen (v2 `cgroup.events`, v1 `freezer.state`).
+    pub fn is_frozen(&self) -> Result<bool, CgroupError> {
+        match &self.inner {
+            JobImpl::V1(j) => j.is_frozen(),
+            JobImpl::V2(j) => j.is_frozen(),
+        }
+    }
+
     /// SIGKILL everything in the cgroup (also frozen and newly forked processes) and wait until
     /// it is empty.
     pub fn kill(&self) -> Result<(), CgroupError> {
@@ -668,7 +676,8 @@ impl JobCgroup {
         &self.warnings
     }
 
-    /// Kill what is left and remove every directory of the cgroup.
+    /// Kill what is left and remove every directory of the cgroup. Read [`stats`](Self::stats)
+    /// first: the figures go with the directories.
     pub fn remove(mut self) -> Result<(), CgroupError> {
         self.done = true;
         self.remove_inner()

@@ -562,6 +562,10 @@ impl Job {
         }
     }
 
+    pub(crate) fn is_frozen(&self) -> Result<bool, CgroupError> {
+        Ok(self.freezer()?.read("freezer.state")?.trim() == "FROZEN")
+    }
+
     pub(crate) fn freeze(&self) -> Result<(), CgroupError> {
         self.set_freezer("FROZEN", SETTLE_TIMEOUT)
     }

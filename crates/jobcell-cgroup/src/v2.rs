@@ -474,6 +474,10 @@ impl Job {
         }
     }
 
+    pub(crate) fn is_frozen(&self) -> Result<bool, CgroupError> {
+        Ok(keyed(&self.dir.read("cgroup.events")?, "frozen") == Some(1))
+    }
+
     pub(crate) fn freeze(&self) -> Result<(), CgroupError> {
         self.dir.write("cgroup.freeze", "1")?;
         self.wait_event("frozen", 1, "the cgroup to freeze")

@@ -445,13 +445,16 @@ fn freeze_stops_cpu_and_thaw_resumes() {
         .unwrap();
     let mut spin = spawn_in(&job, &["spin", "-1", "0"]);
     std::thread::sleep(Duration::from_millis(300));
+    assert!(!job.is_frozen().unwrap());
     job.freeze().expect("freeze");
+    assert!(job.is_frozen().unwrap());
     let t1 = cpu_us(&job);
     std::thread::sleep(Duration::from_millis(500));
     let t2 = cpu_us(&job);
     eprintln!("frozen: cpu advanced {} µs in 500 ms", t2 - t1);
     assert!(t2 - t1 < 5_000, "cpu advanced {} µs while frozen", t2 - t1);
     job.thaw().expect("thaw");
+    assert!(!job.is_frozen().unwrap());
     std::thread::sleep(Duration::from_millis(500));
     let t3 = cpu_us(&job);
     eprintln!("thawed: cpu advanced {} µs in 500 ms", t3 - t2);
@@ -794,4 +797,39 @@ fn parents_are_recreated_after_removal() {
         .expect("create after the parent was removed");
     assert!(job.paths().iter().all(|p| p.exists()));
     job.remove().unwrap();
+}
+
+/// An explicit parent (config / --cgroup-parent). Only exercised on v2: on v1 an override names
+/// the same path in every hierarchy, and the only place this test may create cgroups is below
+/// this process's own cgroups, which differ per hierarchy on the development machines.
+#[test]
+fn parent_override_is_used() {
+    let Some(env) = setup("parent_override_is_used") else {
+        return;
+    };
+    if env.root.version() == Version::V1 {
+        eprintln!("SKIPPED: parent_override_is_used: v1 (no common safe path across hierarchies)");
+        return;
+    }
+    let over = env.root.parent_paths()[0].join(format!("override-{}", std::process::id()));
+    let root = CgroupRoot::detect(Some(&over)).expect("detect with override");
+    assert_eq!(root.parent_paths(), vec![over.clone()]);
+    let job = root
+        .create(
+            &job_cgroup_name("ovr"),
+            &Limits {
+                memory: Some(64 * MIB),
+                ..Default::default()
+            },
+        )
+        .expect("create under override");
+    assert!(job.paths()[0].starts_with(&over));
+    let mut c = spawn_in(&job, &["exit", "0"]);
+    c.wait().unwrap();
+    job.remove().unwrap();
+    assert!(
+        root.remove_parents_if_empty().is_empty(),
+        "an overridden parent was removed"
+    );
+    std::fs::remove_dir(&over).expect("remove override dir");
 }
