@@ -178,7 +178,7 @@ runtest() {
 
 say "ready at uptime $(uptime_s) s"
 . /mnt/host/job/job.sh
-say "RESULT: $N_RUN run, $((N_RUN - N_FAIL)) passed, $N_FAIL failed (uptime $(uptime_s) s)"
+say "RESULT: $N_RUN executable(s) run: $((N_RUN - N_FAIL)) ok, $N_FAIL not ok (uptime $(uptime_s) s)"
 dmesg >$R/dmesg.txt 2>&1
 echo "$N_RUN $N_FAIL" >$R/done
 sync
