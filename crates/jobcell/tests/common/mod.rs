@@ -1,0 +1,381 @@
+//! Helpers for the integration tests: run the real `jobcell` binary and look at the host.
+//!
+//! Every job gets a scratch base inside a per-test directory under cargo's target tmp dir (not
+//! under /tmp, so the jobs see the scratch base covered by a tmpfs, as on a real node), and the
+//! tests never touch /var/lib/jobcell.
+
+#![allow(dead_code)]
+
+use std::ffi::CString;
+use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+pub const JOBCELL: &str = env!("CARGO_BIN_EXE_jobcell");
+
+/// No job of this suite should take longer; a hung jobcell fails the test instead of the suite.
+pub const JOB_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Returns true (after a loud line on stderr) when the test cannot run here.
+pub fn skip_unless_root() -> bool {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root");
+        return true;
+    }
+    false
+}
+
+/// A string no other process on the host has in its argv: pid of the test process + counter.
+pub fn unique(tag: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!("{tag}{}x{n}x{t}", std::process::id())
+}
+
+/// A number for `sleep` whose text is unique on the host, e.g. `1000.004242007`.
+pub fn unique_sleep(secs: u32) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    format!(
+        "{secs}.{:07}{:02}",
+        std::process::id() % 10_000_000,
+        n % 100
+    )
+}
+
+/// A per-test directory (mode 0755 so `nobody` can pass through), removed on drop.
+pub struct TestDir {
+    path: PathBuf,
+}
+
+impl TestDir {
+    pub fn new(tag: &str) -> TestDir {
+        Self::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")), tag)
+    }
+
+    /// Under another parent (e.g. the host's /tmp).
+    pub fn new_in(parent: &Path, tag: &str) -> TestDir {
+        std::fs::create_dir_all(parent).unwrap();
+        let tmpl = CString::new(format!("{}/itest-{tag}-XXXXXX", parent.display())).unwrap();
+        let raw = tmpl.into_raw();
+        let r = unsafe { libc::mkdtemp(raw) };
+        let tmpl = unsafe { CString::from_raw(raw) };
+        assert!(!r.is_null(), "mkdtemp: {}", std::io::Error::last_os_error());
+        let path = PathBuf::from(tmpl.into_string().unwrap());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        TestDir { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The scratch base for this test's jobs (created on first use by jobcell itself or here).
+    pub fn base(&self) -> PathBuf {
+        self.path.join("scratch")
+    }
+
+    /// A subdirectory with the given mode.
+    pub fn subdir(&self, name: &str, mode: u32) -> PathBuf {
+        let p = self.path.join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).unwrap();
+        p
+    }
+
+    /// Asserts the scratch base holds nothing (missing counts as empty).
+    pub fn assert_base_empty(&self) {
+        assert_dir_empty(&self.base());
+    }
+}
+
+impl Drop for TestDir {
+    fn drop(&mut self) {
+        // Root can remove chmod-000 trees; a failed scratch removal must not fail the drop too.
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+pub fn assert_dir_empty(p: &Path) {
+    match std::fs::read_dir(p) {
+        Ok(rd) => {
+            let left: Vec<_> = rd.map(|e| e.unwrap().file_name()).collect();
+            assert!(left.is_empty(), "{} is not empty: {left:?}", p.display());
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("{}: {e}", p.display()),
+    }
+}
+
+/// The result of one finished `jobcell run`.
+#[derive(Debug)]
+pub struct Out {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    pub elapsed: Duration,
+}
+
+impl Out {
+    /// jobcell's exit code (panics if jobcell itself died of a signal).
+    pub fn code(&self) -> i32 {
+        match self.status.code() {
+            Some(c) => c,
+            None => panic!("jobcell died of a signal: {self:?}"),
+        }
+    }
+
+    /// Asserts jobcell exited with `code`, showing everything it printed otherwise.
+    pub fn expect(&self, code: i32) -> &Self {
+        assert_eq!(
+            self.status.code(),
+            Some(code),
+            "jobcell exit status\n--- stdout\n{}\n--- stderr\n{}",
+            self.stdout,
+            self.stderr
+        );
+        self
+    }
+
+    pub fn lines(&self) -> Vec<&str> {
+        self.stdout.lines().collect()
+    }
+
+    /// The value of `key=value` lines the job printed.
+    pub fn value(&self, key: &str) -> Option<&str> {
+        self.stdout
+            .lines()
+            .find_map(|l| l.strip_prefix(key).and_then(|r| r.strip_prefix('=')))
+    }
+}
+
+/// A `jobcell run` invocation.
+pub struct Job {
+    cmd: Command,
+}
+
+impl Job {
+    pub fn new(base: &Path) -> Job {
+        let mut cmd = Command::new(JOBCELL);
+        cmd.arg("run").arg("--scratch-base").arg(base);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Job { cmd }
+    }
+
+    /// A jobcell option (before `--`).
+    pub fn opt(mut self, a: impl AsRef<std::ffi::OsStr>) -> Job {
+        self.cmd.arg(a);
+        self
+    }
+
+    pub fn opts<I, S>(mut self, a: I) -> Job
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<std::ffi::OsStr>,
+    {
+        self.cmd.args(a);
+        self
+    }
+
+    /// A variable in jobcell's own environment (not the job's).
+    pub fn host_env(mut self, k: &str, v: &str) -> Job {
+        self.cmd.env(k, v);
+        self
+    }
+
+    pub fn command(mut self, argv: &[&str]) -> Command {
+        self.cmd.arg("--").args(argv);
+        self.cmd
+    }
+
+    /// Runs `argv` as the job and waits (with a timeout).
+    pub fn run(self, argv: &[&str]) -> Out {
+        let started = Instant::now();
+        let child = self.command(argv).spawn().expect("spawning jobcell");
+        finish(child, started)
+    }
+
+    /// Runs `sh -c script` as the job.
+    pub fn sh(self, script: &str) -> Out {
+        self.run(&["sh", "-c", script])
+    }
+
+    /// Starts `sh -c script` as the job without waiting.
+    pub fn spawn_sh(self, script: &str) -> Running {
+        let started = Instant::now();
+        let child = self
+            .command(&["sh", "-c", script])
+            .spawn()
+            .expect("spawning jobcell");
+        Running { child, started }
+    }
+}
+
+/// A job started in the background. Dropping it kills jobcell (its init dies with it).
+pub struct Running {
+    child: Child,
+    started: Instant,
+}
+
+impl Running {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: i32) {
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0, "kill jobcell");
+    }
+
+    pub fn wait(self) -> Out {
+        let me = std::mem::ManuallyDrop::new(self);
+        // Safe: `me` is never dropped, so the child is moved out exactly once.
+        let child = unsafe { std::ptr::read(&me.child) };
+        finish(child, me.started)
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Collects stdout/stderr (when piped) and the status, killing jobcell if it hangs.
+pub fn finish(mut child: Child, started: Instant) -> Out {
+    let so = child.stdout.take();
+    let se = child.stderr.take();
+    let t1 = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut so) = so {
+            let _ = so.read_to_string(&mut s);
+        }
+        s
+    });
+    let t2 = std::thread::spawn(move || {
+        let mut s = String::new();
+        if let Some(mut se) = se {
+            let _ = se.read_to_string(&mut s);
+        }
+        s
+    });
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if started.elapsed() > JOB_TIMEOUT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("jobcell did not finish within {JOB_TIMEOUT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    let elapsed = started.elapsed();
+    Out {
+        status,
+        stdout: t1.join().unwrap(),
+        stderr: t2.join().unwrap(),
+        elapsed,
+    }
+}
+
+/// Waits for `p` to exist (a job's "ready" marker), panicking after `timeout`.
+pub fn wait_for_file(p: &Path, timeout: Duration) {
+    let t = Instant::now();
+    while !p.exists() {
+        assert!(
+            t.elapsed() < timeout,
+            "{} did not appear within {timeout:?}",
+            p.display()
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Host pids whose argv contains `needle` inside one argument.
+pub fn host_pids_with_arg(needle: &str) -> Vec<i32> {
+    host_pids_where(|a| a.contains(needle))
+}
+
+/// Host pids with `arg` as one whole argument (e.g. a unique `sleep` time).
+pub fn host_pids_with_exact_arg(arg: &str) -> Vec<i32> {
+    host_pids_where(|a| a == arg)
+}
+
+fn host_pids_where(pred: impl Fn(&str) -> bool) -> Vec<i32> {
+    let mut out = Vec::new();
+    let me = std::process::id() as i32;
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        if cmd
+            .split(|b| *b == 0)
+            .any(|a| pred(&String::from_utf8_lossy(a)))
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// A host process the test started, killed by its pid when dropped.
+pub struct HostProc(pub Child);
+
+impl HostProc {
+    pub fn sleep(secs: &str) -> HostProc {
+        HostProc(
+            Command::new("sleep")
+                .arg(secs)
+                .stdin(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.0.id() as i32
+    }
+
+    pub fn alive(&mut self) -> bool {
+        self.0.try_wait().unwrap().is_none()
+    }
+}
+
+impl Drop for HostProc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Creates the user `name` with `useradd` if it does not exist yet.
+pub fn ensure_user(name: &str) -> bool {
+    let ok = |c: &mut Command| c.status().map(|s| s.success()).unwrap_or(false);
+    if ok(Command::new("id").arg("-u").arg(name).stdout(Stdio::null())) {
+        return true;
+    }
+    ok(Command::new("useradd")
+        .args([
+            "--system",
+            "--no-create-home",
+            "--shell",
+            "/usr/sbin/nologin",
+        ])
+        .arg(name))
+}

@@ -1,0 +1,1215 @@
+//! Integration tests that try to break each isolation claim of `jobcell run` from inside a real
+//! job (issue 2). They run the built binary as root; without root each test prints
+//! `SKIPPED: needs root` and returns.
+//!
+//! Run: `cargo test -p jobcell --test isolation -- --test-threads=2`
+
+mod common;
+
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+// ------------------------------------------------------------------------------ processes
+
+#[test]
+fn ps_sees_only_the_job_and_host_processes_are_out_of_reach() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("ps");
+    let marker = unique("psjob");
+    let host_arg = unique_sleep(60);
+    let mut host = HostProc::sleep(&host_arg);
+    let hp = host.pid();
+    let script = format!(
+        r#": {marker}
+ps -eo pid=,args=
+echo ---
+for f in /proc/[0-9]*/cmdline; do tr '\0' ' ' < "$f"; echo; done
+echo ---
+test -e /proc/{hp} && echo hostpid_visible=yes
+kill -0 {hp} 2>/dev/null; echo kill0=$?
+kill -9 {hp} 2>/dev/null; echo kill9=$?
+kill -9 1 2>/dev/null; echo killinit=$?
+echo alive=yes"#
+    );
+    let out = Job::new(&t.base()).sh(&script);
+    out.expect(0);
+    let parts: Vec<&str> = out.stdout.split("---\n").collect();
+    // `ps`: pid 1 is jobcell's init; everything else is the job's own shell and ps.
+    for line in parts[0].lines() {
+        let (pid, args) = line.trim().split_once(' ').unwrap();
+        let pid: i32 = pid.parse().unwrap();
+        if pid == 1 {
+            assert!(args.contains("jobcell"), "pid 1 is not the init: {line}");
+        } else {
+            assert!(
+                args.contains(&marker) || args.starts_with("ps -eo"),
+                "a process that is not the job's is visible: {line}\n{}",
+                out.stdout
+            );
+        }
+    }
+    assert!(parts[0].lines().count() <= 3, "{}", parts[0]);
+    assert!(
+        !parts[1].contains(&host_arg),
+        "host process visible in /proc: {}",
+        parts[1]
+    );
+    assert_eq!(out.value("hostpid_visible"), None, "{}", out.stdout);
+    assert_eq!(
+        out.value("kill0"),
+        Some("1"),
+        "kill -0 of a host pid must fail"
+    );
+    assert_eq!(
+        out.value("kill9"),
+        Some("1"),
+        "kill -9 of a host pid must fail"
+    );
+    assert_eq!(
+        out.value("killinit"),
+        Some("1"),
+        "the job must not kill its init"
+    );
+    assert_eq!(out.value("alive"), Some("yes"));
+    assert!(
+        host.alive(),
+        "the host process was killed from inside the job"
+    );
+    t.assert_base_empty();
+}
+
+/// Two jobs under the same uid (both `nobody`), running at the same time: B must not see A's
+/// processes, reach them with a signal, read A's private dirs, find A's scratch dir, or see A's
+/// SysV IPC objects.
+fn concurrent_jobs_cannot_see_each_other(t: &TestDir) {
+    // The control dir outside /tmp (see bind_destination_under_a_private_dir_works).
+    let ctl_dir = TestDir::new("pairctl");
+    let ctl = ctl_dir.subdir("ctl", 0o777);
+    let marker = unique("jobA");
+    let script_a = format!(
+        r#": {marker}
+for d in /tmp /var/tmp /dev/shm; do echo secretA > $d/secret; chmod 600 $d/secret; done
+ipcmk -M 4096 >/dev/null && echo ipcA=$(ipcs -m | grep -c '^0x')
+echo "$JOBCELL_SCRATCH" > {ctl}/a.tmp && mv {ctl}/a.tmp {ctl}/a
+while [ ! -e {ctl}/done ]; do sleep 0.02; done"#,
+        ctl = ctl.display()
+    );
+    let a = Job::new(&t.base())
+        .opt("--bind")
+        .opt(&ctl)
+        .spawn_sh(&script_a);
+    wait_for_file(&ctl.join("a"), Duration::from_secs(10));
+    let a_scratch = std::fs::read_to_string(ctl.join("a")).unwrap();
+    let a_scratch = a_scratch.trim();
+    // A's processes on the host: jobcell, its init and the job's shell all carry the marker.
+    let a_pids = host_pids_with_arg(&marker);
+    assert!(a_pids.len() >= 2, "job A's processes not found on the host");
+    let pids: Vec<String> = a_pids.iter().map(|p| p.to_string()).collect();
+
+    let script_b = format!(
+        r#"ps -eo args=
+echo ---
+for d in /tmp /var/tmp /dev/shm; do ls -A $d; cat $d/secret 2>/dev/null; done
+echo ---
+ls -A "$(dirname "$JOBCELL_SCRATCH")"
+echo ---
+ls -A {a_scratch} 2>/dev/null && echo a_scratch=listed
+cat {a_scratch}/tmp/secret 2>/dev/null && echo a_secret=read
+for p in {pids}; do kill -0 $p 2>/dev/null && echo reached=$p; done
+echo ipcB=$(ipcs -m | grep -c '^0x')
+basename "$JOBCELL_SCRATCH""#,
+        pids = pids.join(" ")
+    );
+    let b = Job::new(&t.base()).sh(&script_b);
+    std::fs::write(ctl.join("done"), "").unwrap();
+    let a = a.wait();
+    a.expect(0);
+    b.expect(0);
+    assert_eq!(
+        a.value("ipcA"),
+        Some("1"),
+        "job A could not create SysV shm"
+    );
+    let parts: Vec<&str> = b.stdout.split("---\n").collect();
+    assert!(
+        !parts[0].contains(&marker),
+        "B sees A's processes:\n{}",
+        parts[0]
+    );
+    assert!(
+        parts[0].lines().count() <= 3,
+        "B sees more than itself:\n{}",
+        parts[0]
+    );
+    assert!(
+        !parts[1].contains("secret"),
+        "B sees A's private files:\n{}",
+        parts[1]
+    );
+    let own = b.lines().last().unwrap().to_string();
+    assert_eq!(
+        parts[2].split_whitespace().collect::<Vec<_>>(),
+        vec![own.as_str()],
+        "B lists other jobs' scratch dirs in the scratch base"
+    );
+    assert_eq!(b.value("a_scratch"), None, "B lists A's scratch dir");
+    assert_eq!(b.value("a_secret"), None, "B reads A's /tmp");
+    assert_eq!(b.value("reached"), None, "B can signal A's processes");
+    assert_eq!(b.value("ipcB"), Some("0"), "B sees A's SysV shm");
+    t.assert_base_empty();
+}
+
+#[test]
+fn concurrent_jobs_same_uid_cannot_see_or_signal_each_other() {
+    if skip_unless_root() {
+        return;
+    }
+    // The scratch base outside the private dirs, as /var/lib/jobcell on a node.
+    let t = TestDir::new("pair");
+    concurrent_jobs_cannot_see_each_other(&t);
+}
+
+#[test]
+fn concurrent_jobs_isolated_with_scratch_base_under_host_tmp() {
+    if skip_unless_root() {
+        return;
+    }
+    // The scratch base inside /tmp, which the jobs replace with their own.
+    let t = TestDir::new_in(Path::new("/tmp"), "pairtmp");
+    concurrent_jobs_cannot_see_each_other(&t);
+}
+
+#[test]
+fn leftover_processes_are_killed_when_the_main_process_exits() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("orphans");
+    let bg = unique_sleep(1000);
+    let daemon = unique_sleep(1001);
+    // A plain background child and a double-forked, setsid'd "daemon" that ignores TERM/HUP.
+    let script = format!(
+        r#"sleep {bg} &
+setsid sh -c 'trap "" TERM HUP INT; sleep {daemon} & wait' &
+n=0
+until ps -eo args= | grep -q '^sleep {daemon}' && ps -eo args= | grep -q '^sleep {bg}'; do
+  n=$((n+1)); [ $n -gt 500 ] && exit 9; sleep 0.01
+done
+echo started"#
+    );
+    let out = Job::new(&t.base()).sh(&script);
+    out.expect(0);
+    assert_eq!(out.stdout.trim(), "started");
+    // PID 1's exit makes the kernel kill and reap the namespace before jobcell is told.
+    assert_eq!(
+        host_pids_with_exact_arg(&bg),
+        Vec::<i32>::new(),
+        "background sleep survived"
+    );
+    assert_eq!(
+        host_pids_with_exact_arg(&daemon),
+        Vec::<i32>::new(),
+        "daemon survived"
+    );
+    t.assert_base_empty();
+}
+
+#[test]
+fn sigkill_of_jobcell_takes_the_whole_job_down() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("sigkill");
+    let ctl = t.subdir("ctl", 0o777);
+    let s = unique_sleep(1002);
+    let job = Job::new(&t.base())
+        .opt("--bind")
+        .opt(&ctl)
+        .spawn_sh(&format!("sleep {s} & touch {}/ready; wait", ctl.display()));
+    wait_for_file(&ctl.join("ready"), Duration::from_secs(10));
+    assert_eq!(host_pids_with_exact_arg(&s).len(), 1);
+    job.signal(libc::SIGKILL);
+    let out = job.wait();
+    assert_eq!(out.status.code(), None);
+    // PDEATHSIG of the init fires asynchronously: give it a moment.
+    let t0 = Instant::now();
+    while !host_pids_with_exact_arg(&s).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the job outlived jobcell's SIGKILL"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Scratch removal is not promised for this one exit path; TestDir removes it.
+}
+
+// ------------------------------------------------------------------------------ files
+
+#[test]
+fn private_dirs_are_invisible_to_the_host_and_gone_after_the_job() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("private");
+    let ctl = t.subdir("ctl", 0o777);
+    let name = unique("jobcell-itest-private-");
+    let script = format!(
+        r#"for d in /tmp /var/tmp /dev/shm; do echo inside > $d/{name} || exit 9; done
+touch {ctl}/ready
+while [ ! -e {ctl}/go ]; do sleep 0.02; done
+cat /tmp/{name}"#,
+        ctl = ctl.display()
+    );
+    let job = Job::new(&t.base())
+        .opt("--bind")
+        .opt(&ctl)
+        .spawn_sh(&script);
+    wait_for_file(&ctl.join("ready"), Duration::from_secs(10));
+    for d in ["/tmp", "/var/tmp", "/dev/shm"] {
+        assert!(
+            !Path::new(d).join(&name).exists(),
+            "the job's file is in the host's {d}"
+        );
+    }
+    // The files really went to the job's scratch dir.
+    let scratch: Vec<_> = std::fs::read_dir(t.base()).unwrap().flatten().collect();
+    assert_eq!(scratch.len(), 1);
+    for sub in ["tmp", "var_tmp", "dev_shm"] {
+        let p = scratch[0].path().join(sub).join(&name);
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "inside\n", "{p:?}");
+    }
+    std::fs::write(ctl.join("go"), "").unwrap();
+    let out = job.wait();
+    out.expect(0);
+    assert_eq!(out.stdout, "inside\n");
+    t.assert_base_empty();
+}
+
+#[test]
+fn scratch_is_removed_even_when_the_job_leaves_a_hostile_tree() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("hostile");
+    // chmod-000 and read-only non-empty trees, a deep tree (more levels than the remover keeps
+    // descriptors open for), a FIFO and a socket, in the scratch dir and every private dir.
+    let script = r#"set -e
+for d in "$JOBCELL_SCRATCH" /tmp /var/tmp /dev/shm; do
+  mkdir -p $d/a/b/c $d/ro/x
+  echo data > $d/a/b/c/f; echo data > $d/ro/x/f; echo data > $d/a/f
+  chmod 000 $d/a/b/c $d/a/b $d/a
+  chmod 444 $d/ro/x/f; chmod 555 $d/ro/x $d/ro
+  mkfifo $d/fifo
+  python3 -c 'import socket,sys; socket.socket(socket.AF_UNIX).bind(sys.argv[1])' $d/sock
+done
+cd /tmp; i=0
+while [ $i -lt 300 ]; do mkdir d; cd d; i=$((i+1)); done
+echo deep > f; chmod 000 .
+echo done"#;
+    let out = Job::new(&t.base()).sh(script);
+    out.expect(0);
+    assert_eq!(out.stdout.trim(), "done");
+    t.assert_base_empty();
+}
+
+#[test]
+fn scratch_removal_never_follows_a_symlink_out_of_scratch() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("symlink");
+    let victim = t.subdir("victim", 0o777);
+    std::fs::write(victim.join("precious"), "keep me").unwrap();
+    std::fs::create_dir(victim.join("sub")).unwrap();
+    std::fs::write(victim.join("sub/precious"), "keep me").unwrap();
+    let v = victim.display();
+    // Links to the victim from every private dir and from scratch, and the scratch's own
+    // private subdirectories (not mount points inside the job) replaced by links.
+    let script = format!(
+        r#"set -e
+for d in "$JOBCELL_SCRATCH" /tmp /var/tmp /dev/shm; do
+  ln -s {v} $d/link; ln -s {v}/precious $d/flink; ln -s / $d/root; ln -s /etc $d/etc
+done
+cd "$JOBCELL_SCRATCH"
+for s in tmp var_tmp dev_shm; do mv $s $s.moved; ln -s {v} $s; done
+ln -s {v} "$JOBCELL_SCRATCH/zz"
+echo done"#
+    );
+    let out = Job::new(&t.base()).sh(&script);
+    out.expect(0);
+    assert_eq!(out.stdout.trim(), "done");
+    assert_eq!(
+        std::fs::read_to_string(victim.join("precious")).unwrap(),
+        "keep me"
+    );
+    assert_eq!(
+        std::fs::read_to_string(victim.join("sub/precious")).unwrap(),
+        "keep me"
+    );
+    assert!(Path::new("/etc/passwd").exists());
+    t.assert_base_empty();
+}
+
+#[test]
+fn ro_bind_is_read_only_nosuid_nodev_and_bind_is_writable() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("binds");
+    let ro_src = t.subdir("ro-src", 0o777);
+    std::fs::write(ro_src.join("f"), "host").unwrap();
+    std::fs::set_permissions(ro_src.join("f"), std::fs::Permissions::from_mode(0o666)).unwrap();
+    let ro_dst = t.subdir("ro-dst", 0o755);
+    let rw = t.subdir("rw", 0o777);
+    let script = format!(
+        r#"cat {ro}/f; echo
+echo x 2>&1 > {ro}/f | grep -q 'Read-only file system' && echo overwrite=erofs
+touch {ro}/new 2>&1 | grep -q 'Read-only file system' && echo create=erofs
+awk '$5 == "{ro}" {{print "opts=" $6}}' /proc/self/mountinfo
+awk '$5 == "{rw}" {{print "rwopts=" $6}}' /proc/self/mountinfo
+echo from-job > {rw}/written && echo rw=ok"#,
+        ro = ro_dst.display(),
+        rw = rw.display()
+    );
+    let out = Job::new(&t.base())
+        .opt("--ro-bind")
+        .opt(format!("{}:{}", ro_src.display(), ro_dst.display()))
+        .opt("--bind")
+        .opt(&rw)
+        .sh(&script);
+    out.expect(0);
+    assert!(out.stdout.starts_with("host\n"), "{}", out.stdout);
+    assert_eq!(out.value("overwrite"), Some("erofs"), "{out:?}");
+    assert_eq!(out.value("create"), Some("erofs"), "{out:?}");
+    let opts: Vec<&str> = out
+        .value("opts")
+        .expect("no mount at DST")
+        .split(',')
+        .collect();
+    for o in ["ro", "nosuid", "nodev"] {
+        assert!(opts.contains(&o), "--ro-bind mount lacks {o}: {opts:?}");
+    }
+    let rwopts: Vec<&str> = out.value("rwopts").unwrap().split(',').collect();
+    assert!(rwopts.contains(&"rw"), "{rwopts:?}");
+    assert_eq!(out.value("rw"), Some("ok"));
+    assert_eq!(std::fs::read_to_string(ro_src.join("f")).unwrap(), "host");
+    assert!(!ro_src.join("new").exists());
+    let w = rw.join("written");
+    assert_eq!(std::fs::read_to_string(&w).unwrap(), "from-job\n");
+    assert_eq!(
+        std::fs::metadata(&w).unwrap().uid(),
+        65534,
+        "written as nobody"
+    );
+    t.assert_base_empty();
+}
+
+/// A host path under a private dir (here the host's /tmp) bound into the job: the job's /tmp
+/// is its own, so the mount point must be made there (it is scratch, jobcell may create it).
+#[test]
+#[ignore = "BUG: --bind of a host dir under /tmp fails: 'bind-mounting /proc/self/fd/N on /tmp/...: No such file or directory' (exit 125)"]
+fn bind_destination_under_a_private_dir_works() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("bindtmp");
+    let host = TestDir::new_in(Path::new("/tmp"), "bindsrc");
+    let d = host.subdir("data", 0o777);
+    std::fs::write(d.join("f"), "host data").unwrap();
+    let dd = d.display();
+    let out = Job::new(&t.base())
+        .opt("--bind")
+        .opt(&d)
+        .sh(&format!("cat {dd}/f; echo; echo job > {dd}/w"));
+    // Whatever happens, an error must name the user's path, not a /proc/self/fd alias.
+    assert!(!out.stderr.contains("/proc/self/fd"), "{}", out.stderr);
+    out.expect(0);
+    assert_eq!(out.stdout, "host data\n");
+    assert_eq!(std::fs::read_to_string(d.join("w")).unwrap(), "job\n");
+    t.assert_base_empty();
+}
+
+// ------------------------------------------------------------------------------ privileges
+
+#[test]
+fn no_capabilities_no_new_privs_and_no_mount_chroot_unshare() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("caps");
+    let script = r#"grep -E '^(CapInh|CapPrm|CapEff|CapBnd|CapAmb|NoNewPrivs|Uid|Gid):' /proc/self/status | tr -s '\t' ' '
+mount -t tmpfs none /mnt 2>/dev/null; echo mount=$?
+mount --bind /tmp /mnt 2>/dev/null; echo bindmount=$?
+chroot / true 2>/dev/null; echo chroot=$?
+unshare -m true 2>/dev/null; echo unshare_m=$?
+unshare -p -f true 2>/dev/null; echo unshare_p=$?
+unshare -n true 2>/dev/null; echo unshare_n=$?
+setpriv --reuid=0 true 2>/dev/null; echo setuid0=$?
+echo 1 2>/dev/null > /proc/sys/kernel/sysrq; echo sysctl=$?
+python3 -c 'import ctypes,os; l=ctypes.CDLL(None,use_errno=True); print("init_module=%d" % (l.syscall(175, None, 0, b"") == -1 and ctypes.get_errno()))'
+"#;
+    let out = Job::new(&t.base()).sh(script);
+    out.expect(0);
+    let s = &out.stdout;
+    for cap in ["CapInh", "CapPrm", "CapEff", "CapBnd", "CapAmb"] {
+        assert!(
+            s.contains(&format!("{cap}: 0000000000000000\n")),
+            "{cap} is not empty:\n{s}"
+        );
+    }
+    assert!(s.contains("NoNewPrivs: 1\n"), "{s}");
+    assert!(s.contains("Uid: 65534 65534 65534 65534\n"), "{s}");
+    assert!(s.contains("Gid: 65534 65534 65534 65534\n"), "{s}");
+    for k in [
+        "mount",
+        "bindmount",
+        "chroot",
+        "unshare_m",
+        "unshare_p",
+        "unshare_n",
+        "setuid0",
+        "sysctl",
+    ] {
+        let v = out.value(k).unwrap_or_else(|| panic!("{k} missing:\n{s}"));
+        assert_ne!(v, "0", "{k} succeeded inside the job:\n{s}");
+    }
+    if Path::new("/proc/modules").exists() {
+        assert_eq!(
+            out.value("init_module"),
+            Some("1"),
+            "init_module: want EPERM\n{s}"
+        );
+    } else {
+        // This kernel has no module support at all (ENOSYS): nothing to load anyway.
+        assert_ne!(out.value("init_module"), Some("0"), "{s}");
+        eprintln!("note: kernel without module support; init_module not meaningful here");
+    }
+    t.assert_base_empty();
+}
+
+/// If the kernel allows unprivileged user namespaces (it does on this test machine), the job
+/// can become "root" in a namespace of its own. That must give it nothing over the host: mounts
+/// it inherited are locked (cannot be unmounted or bound without their submounts to reveal what
+/// is under them: the host's /tmp, other jobs' scratch dirs), read-only binds stay read-only,
+/// and host files keep their owners' permissions.
+#[test]
+fn a_user_namespace_inside_the_job_gives_no_power_over_the_host() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("userns");
+    let ro = t.subdir("ro", 0o777);
+    let probe = unique("jobcell-itest-hosttmp-");
+    let host_tmp_file = Path::new("/tmp").join(&probe);
+    std::fs::write(&host_tmp_file, "host").unwrap();
+    let _cleanup = RemoveOnDrop(host_tmp_file.clone());
+    // A parked scratch dir of "another job" (as nobody, as jobcell makes them).
+    std::fs::create_dir_all(t.base().join("job-other/tmp")).unwrap();
+    std::fs::write(t.base().join("job-other/tmp/secret"), "other").unwrap();
+    Command::new("chown")
+        .args(["-R", "65534:65534"])
+        .arg(t.base().join("job-other"))
+        .status()
+        .unwrap();
+
+    let userns_ok = Job::new(&t.base()).run(&["unshare", "-U", "true"]);
+    if userns_ok.code() != 0 {
+        eprintln!(
+            "note: unshare -U fails inside the job ({}); nothing more to try",
+            userns_ok.stderr.trim()
+        );
+        return;
+    }
+    let py = format!(
+        r#"
+import ctypes, os
+l = ctypes.CDLL(None, use_errno=True)
+base = os.path.dirname(os.environ["JOBCELL_SCRATCH"])
+def r(name, ret):
+    print("%s=%s" % (name, "ok" if ret == 0 else os.strerror(ctypes.get_errno())))
+for p in ["/tmp", base, "/proc", "/dev", "{ro}"]:
+    r("umount:" + p, l.umount2(p.encode(), 2))
+r("bind_root", l.mount(b"/", b"/mnt", None, 4096, None))
+print("mnt_tmp=" + ",".join(os.listdir("/mnt/tmp")) if os.path.isdir("/mnt/tmp") else "mnt_tmp=")
+r("bind_base_parent", l.mount(os.path.dirname(base).encode(), b"/mnt", None, 4096, None))
+b = os.path.join("/mnt", os.path.basename(base))
+print("mnt_base=" + (",".join(os.listdir(b)) if os.path.isdir(b) else ""))
+r("remount_rw", l.mount(None, b"{ro}", None, 32 | 4096, None))
+try:
+    open("{ro}/x", "w"); print("ro_write=ok")
+except OSError as e:
+    print("ro_write=" + e.strerror)
+try:
+    open("/etc/passwd", "a"); print("passwd=ok")
+except OSError as e:
+    print("passwd=" + e.strerror)
+print("tmp=" + ",".join(os.listdir("/tmp")))
+print("base=" + ",".join(os.listdir(base)))
+"#,
+        ro = ro.display()
+    );
+    let out = Job::new(&t.base())
+        .opt("--ro-bind")
+        .opt(&ro)
+        .run(&["unshare", "-Urm", "python3", "-c", &py]);
+    out.expect(0);
+    let s = &out.stdout;
+    for p in ["/tmp", "/proc", "/dev", &ro.display().to_string()] {
+        assert_ne!(out.value(&format!("umount:{p}")), Some("ok"), "{s}");
+    }
+    assert!(!s.contains(&probe), "the host's /tmp was revealed:\n{s}");
+    assert!(
+        !s.contains("job-other"),
+        "another job's scratch was revealed:\n{s}"
+    );
+    assert_eq!(out.value("ro_write"), Some("Read-only file system"), "{s}");
+    assert_eq!(out.value("passwd"), Some("Permission denied"), "{s}");
+    assert!(!ro.join("x").exists());
+    std::fs::remove_dir_all(t.base().join("job-other")).unwrap();
+    t.assert_base_empty();
+}
+
+struct RemoveOnDrop(std::path::PathBuf);
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+#[test]
+fn setuid_root_binary_does_not_raise_privileges() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("suid");
+    // On the host's root filesystem (not nosuid), reachable by the job at the same path.
+    let dir = t.subdir("bin", 0o755);
+    let suid = dir.join("suid-id");
+    let _cleanup = RemoveOnDrop(suid.clone());
+    std::fs::copy("/usr/bin/id", &suid).unwrap();
+    std::fs::set_permissions(&suid, std::fs::Permissions::from_mode(0o4755)).unwrap();
+    // Control: on the host it does raise the euid of nobody.
+    let host = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&suid)
+        .arg("-u")
+        .output()
+        .unwrap();
+    let out = Job::new(&t.base()).run(&[suid.to_str().unwrap(), "-u"]);
+    std::fs::remove_file(&suid).unwrap();
+    out.expect(0);
+    assert_eq!(
+        out.stdout.trim(),
+        "65534",
+        "setuid-root raised the job's euid"
+    );
+    if String::from_utf8_lossy(&host.stdout).trim() != "0" {
+        eprintln!("note: the control (setuid on the host) did not give euid 0 either");
+    }
+    t.assert_base_empty();
+}
+
+#[test]
+fn runs_as_a_real_user_with_only_that_users_groups() {
+    if skip_unless_root() {
+        return;
+    }
+    let user = "jobcell-test";
+    if !ensure_user(user) {
+        eprintln!("SKIPPED: cannot create user {user} with useradd");
+        return;
+    }
+    let id = |a: &str| {
+        let o = Command::new("id").arg(a).arg(user).output().unwrap();
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    let (uid, gid, groups) = (id("-u"), id("-g"), id("-G"));
+    let t = TestDir::new("user");
+    let script = r#"echo uid=$(id -u); echo gid=$(id -g); echo groups=$(id -G)
+echo user=$USER; touch "$HOME/x" && echo home=ok; grep NoNewPrivs /proc/self/status"#;
+    // jobcell itself carries extra supplementary groups: none of them may reach the job.
+    let mut cmd = Job::new(&t.base())
+        .opt("--user")
+        .opt(user)
+        .command(&["sh", "-c", script]);
+    unsafe {
+        cmd.pre_exec(|| {
+            let g: [libc::gid_t; 3] = [0, 4, 27];
+            if libc::setgroups(3, g.as_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = finish(cmd.spawn().unwrap(), Instant::now());
+    out.expect(0);
+    assert_eq!(out.value("uid"), Some(uid.as_str()));
+    assert_eq!(out.value("gid"), Some(gid.as_str()));
+    assert_eq!(out.value("groups"), Some(groups.as_str()));
+    assert_eq!(out.value("user"), Some(user));
+    assert_eq!(out.value("home"), Some("ok"));
+    // By uid too.
+    let out = Job::new(&t.base())
+        .opt("--user")
+        .opt(&uid)
+        .run(&["id", "-u"]);
+    out.expect(0);
+    assert_eq!(out.stdout.trim(), uid);
+    t.assert_base_empty();
+}
+
+// ------------------------------------------------------------------------------ exit
+
+#[test]
+fn exit_codes_and_signals_propagate() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("exit");
+    for (script, want) in [
+        ("exit 0", 0),
+        ("exit 3", 3),
+        ("exit 255", 255),
+        ("kill -9 $$", 137),
+        ("kill -TERM $$", 143),
+        ("kill -SEGV $$", 139),
+    ] {
+        let out = Job::new(&t.base()).sh(script);
+        assert_eq!(out.code(), want, "`{script}`: {out:?}");
+    }
+    t.assert_base_empty();
+}
+
+fn assert_one_line_naming(stderr: &str, name: &str) {
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 1, "want one line of error, got:\n{stderr}");
+    assert!(
+        lines[0].contains(name),
+        "the error does not name {name}: {stderr}"
+    );
+}
+
+#[test]
+fn missing_command_is_127_and_non_executable_is_126() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("exec");
+    let missing = unique("no-such-command-");
+    let out = Job::new(&t.base()).run(&[&missing]);
+    out.expect(127);
+    assert_one_line_naming(&out.stderr, &missing);
+
+    let out = Job::new(&t.base()).run(&["/nonexistent/dir/cmd"]);
+    out.expect(127);
+    assert_one_line_naming(&out.stderr, "/nonexistent/dir/cmd");
+
+    let d = t.subdir("bin", 0o755);
+    let f = d.join("not-executable");
+    std::fs::write(&f, "#!/bin/sh\necho ran\n").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = Job::new(&t.base()).run(&[f.to_str().unwrap()]);
+    out.expect(126);
+    assert_one_line_naming(&out.stderr, f.to_str().unwrap());
+    assert_eq!(out.stdout, "");
+
+    let out = Job::new(&t.base()).run(&[d.to_str().unwrap()]);
+    out.expect(126);
+    assert_one_line_naming(&out.stderr, d.to_str().unwrap());
+    t.assert_base_empty();
+}
+
+#[test]
+fn bad_input_is_125_with_one_line_and_nothing_created() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("badinput");
+    // The scratch base does not exist yet: a refused job must not even create it.
+    let base = t.path().join("never-created");
+    let bad_user = unique("no-such-user-");
+    let missing_src = t.path().join("missing-src");
+    let cases: Vec<(Vec<String>, String)> = vec![
+        (vec!["--user".into(), bad_user.clone()], bad_user.clone()),
+        (vec!["--user".into(), "root".into()], "root".into()),
+        (vec!["--user".into(), "0".into()], "0".into()),
+        (
+            vec!["--bind".into(), missing_src.display().to_string()],
+            missing_src.display().to_string(),
+        ),
+        (
+            vec![
+                "--ro-bind".into(),
+                format!("/etc:{}", t.path().join("missing-dst").display()),
+            ],
+            "missing-dst".into(),
+        ),
+    ];
+    for (opts, name) in cases {
+        let out = Job::new(&base).opts(&opts).run(&["true"]);
+        assert_eq!(out.code(), 125, "{opts:?}: {out:?}");
+        assert_one_line_naming(&out.stderr, &name);
+        assert!(!base.exists(), "{opts:?} created the scratch base");
+    }
+}
+
+#[test]
+fn sigterm_to_jobcell_reaches_the_job() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("sigterm");
+    let ctl = t.subdir("ctl", 0o777);
+    let c = ctl.display();
+    let script = format!(
+        r#"trap 'echo usr1 >> {c}/m' USR1
+trap 'echo term >> {c}/m; exit 3' TERM
+touch {c}/ready
+while :; do sleep 0.02; done"#
+    );
+    let job = Job::new(&t.base())
+        .opt("--bind")
+        .opt(&ctl)
+        .spawn_sh(&script);
+    wait_for_file(&ctl.join("ready"), Duration::from_secs(10));
+    job.signal(libc::SIGUSR1);
+    let t0 = Instant::now();
+    while std::fs::read_to_string(ctl.join("m")).unwrap_or_default() != "usr1\n" {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "SIGUSR1 never arrived"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    job.signal(libc::SIGTERM);
+    let out = job.wait();
+    out.expect(3);
+    assert_eq!(
+        std::fs::read_to_string(ctl.join("m")).unwrap(),
+        "usr1\nterm\n"
+    );
+    t.assert_base_empty();
+}
+
+#[test]
+fn grace_period_ends_with_sigkill_of_a_job_ignoring_term() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("grace");
+    let ctl = t.subdir("ctl", 0o777);
+    let s = format!("0.05{}", &unique_sleep(0)[2..]);
+    let script = format!(
+        r#"trap '' TERM INT HUP
+touch {c}/ready
+while :; do sleep {s}; done"#,
+        c = ctl.display()
+    );
+    let job = Job::new(&t.base())
+        .opt("--grace")
+        .opt("1")
+        .opt("--bind")
+        .opt(&ctl)
+        .spawn_sh(&script);
+    wait_for_file(&ctl.join("ready"), Duration::from_secs(10));
+    let t0 = Instant::now();
+    job.signal(libc::SIGTERM);
+    let out = job.wait();
+    let took = t0.elapsed();
+    // The job is SIGKILLed after the grace period: 128 + 9.
+    out.expect(137);
+    assert!(
+        took >= Duration::from_millis(900) && took < Duration::from_secs(5),
+        "killed after {took:?}, want about 1 s"
+    );
+    assert_eq!(host_pids_with_exact_arg(&s), Vec::<i32>::new());
+    t.assert_base_empty();
+}
+
+// ------------------------------------------------------------------------------ host state
+
+fn mountinfo() -> String {
+    std::fs::read_to_string("/proc/self/mountinfo").unwrap()
+}
+
+#[test]
+fn host_mounts_unchanged_after_100_jobs() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("mounts");
+    let before = mountinfo();
+    for _ in 0..100 {
+        Job::new(&t.base()).run(&["/bin/true"]).expect(0);
+    }
+    let after = mountinfo();
+    assert_eq!(before, after, "the host's mount table changed");
+    assert!(
+        !after.contains("jobcell") && !after.contains(&t.base().display().to_string()),
+        "a jobcell mount is on the host"
+    );
+    t.assert_base_empty();
+}
+
+// ------------------------------------------------------------------------------ environment
+
+#[test]
+fn environment_is_clean() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("env");
+    let out = Job::new(&t.base())
+        .host_env("SECRET_TOKEN", "hunter2")
+        .host_env("PASSME", "passed")
+        .opt("--env")
+        .opt("FOO=bar=baz")
+        .opt("--env-pass")
+        .opt("PASSME")
+        .opt("--env-pass")
+        .opt("NOT_SET_ANYWHERE_XYZ")
+        .run(&["env"]);
+    out.expect(0);
+    let env: std::collections::BTreeMap<&str, &str> = out
+        .stdout
+        .lines()
+        .map(|l| l.split_once('=').unwrap())
+        .collect();
+    let keys: Vec<&str> = env.keys().copied().collect();
+    assert_eq!(
+        keys,
+        vec![
+            "FOO",
+            "HOME",
+            "JOBCELL_SCRATCH",
+            "LOGNAME",
+            "PASSME",
+            "PATH",
+            "TMPDIR",
+            "USER",
+            "_CONDOR_SCRATCH_DIR"
+        ],
+        "{}",
+        out.stdout
+    );
+    assert!(!out.stdout.contains("hunter2"));
+    let scratch = env["JOBCELL_SCRATCH"];
+    assert!(Path::new(scratch).starts_with(t.base()), "{scratch}");
+    assert_eq!(env["HOME"], scratch);
+    assert_eq!(env["_CONDOR_SCRATCH_DIR"], scratch);
+    assert_eq!(env["TMPDIR"], "/tmp");
+    assert_eq!(env["USER"], "nobody");
+    assert_eq!(env["LOGNAME"], "nobody");
+    assert_eq!(env["FOO"], "bar=baz");
+    assert_eq!(env["PASSME"], "passed");
+    // The working directory is the scratch dir.
+    let out = Job::new(&t.base()).run(&["sh", "-c", "pwd -P; echo $JOBCELL_SCRATCH"]);
+    out.expect(0);
+    let l = out.lines();
+    assert_eq!(l[0], l[1]);
+    t.assert_base_empty();
+}
+
+#[test]
+fn no_descriptor_of_jobcell_reaches_the_job() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("fds");
+    let leak = t.path().join("leaked-file");
+    std::fs::write(&leak, "x").unwrap();
+    let file = std::fs::File::open(&leak).unwrap();
+    let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
+    let mut cmd = Job::new(&t.base()).command(&["ls", "-l", "/proc/self/fd/"]);
+    // jobcell's caller hands it an inheritable fd 7: it must stop at jobcell.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(raw, 7) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let out = finish(cmd.spawn().unwrap(), Instant::now());
+    out.expect(0);
+    let mut fds = Vec::new();
+    for l in out.stdout.lines().filter(|l| l.contains(" -> ")) {
+        let (left, target) = l.split_once(" -> ").unwrap();
+        let fd: i32 = left.rsplit(' ').next().unwrap().parse().unwrap();
+        // ls's own descriptor of the directory it lists.
+        if fd > 2 && target.starts_with("/proc/") && target.ends_with("/fd") {
+            continue;
+        }
+        fds.push(fd);
+    }
+    assert_eq!(fds, vec![0, 1, 2], "{}", out.stdout);
+    assert!(!out.stdout.contains("leaked-file"));
+    t.assert_base_empty();
+}
+
+#[test]
+fn net_none_has_only_loopback_and_it_is_up() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("net");
+    let py = r#"
+import socket
+ifs = [l.split(":")[0].strip() for l in open("/proc/net/dev").read().splitlines()[2:]]
+print("ifs=" + ",".join(ifs))
+for name, addr in [("lo", ("127.0.0.1", 9)), ("out", ("192.0.2.1", 80))]:
+    s = socket.socket()
+    s.settimeout(2)
+    try:
+        s.connect(addr); print(name + "=connected")
+    except OSError as e:
+        print("%s=%s" % (name, e.errno))
+"#;
+    let out = Job::new(&t.base())
+        .opt("--net")
+        .opt("none")
+        .run(&["python3", "-c", py]);
+    out.expect(0);
+    assert_eq!(out.value("ifs"), Some("lo"), "{}", out.stdout);
+    // Refused (nobody listens) rather than unreachable: the loopback is up.
+    assert_eq!(
+        out.value("lo"),
+        Some(libc::ECONNREFUSED.to_string().as_str())
+    );
+    assert_eq!(
+        out.value("out"),
+        Some(libc::ENETUNREACH.to_string().as_str())
+    );
+    t.assert_base_empty();
+}
+
+#[test]
+fn the_job_has_no_controlling_terminal_and_cannot_push_input() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("tty");
+    let ctl = t.subdir("ctl", 0o777);
+    let (mut master, mut slave) = (0, 0);
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    let master = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(master) };
+    let slave = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(slave) };
+    let py = format!(
+        r#"
+import os, fcntl, termios
+st = open("/proc/self/stat").read()
+f = st[st.rindex(")") + 2:].split()
+out = open("{c}/out", "w")
+out.write("tty_nr=%s\nisatty=%d\n" % (f[4], os.isatty(0)))
+try:
+    fcntl.ioctl(0, termios.TIOCSTI, b"X"); out.write("tiocsti=ok\n")
+except OSError as e:
+    out.write("tiocsti=%d\n" % e.errno)
+"#,
+        c = ctl.display()
+    );
+    // Control: a plain child set up the same way has the pty as controlling terminal.
+    let ctty = || {
+        unsafe {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    };
+    let mut control = Command::new("python3");
+    control
+        .args(["-c", &py])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap());
+    unsafe { control.pre_exec(ctty) };
+    assert!(control.status().unwrap().success());
+    let res = std::fs::read_to_string(ctl.join("out")).unwrap();
+    assert!(
+        !res.contains("tty_nr=0\n") && res.contains("tiocsti=ok"),
+        "control without jobcell: {res}"
+    );
+    std::fs::remove_file(ctl.join("out")).unwrap();
+
+    let mut cmd = Job::new(&t.base())
+        .opt("--bind")
+        .opt(&ctl)
+        .command(&["python3", "-c", &py]);
+    cmd.stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave.try_clone().unwrap());
+    // jobcell runs with the pty as its controlling terminal, like from an interactive shell.
+    unsafe { cmd.pre_exec(ctty) };
+    let child = cmd.spawn().unwrap();
+    drop(cmd);
+    drop(slave);
+    let out = finish(child, Instant::now());
+    drop(master);
+    out.expect(0);
+    let res = std::fs::read_to_string(ctl.join("out")).unwrap();
+    assert!(
+        res.contains("isatty=1\n"),
+        "the pty did not reach the job: {res}"
+    );
+    assert!(
+        res.contains("tty_nr=0\n"),
+        "the job has a controlling tty: {res}"
+    );
+    assert!(!res.contains("tiocsti=ok"), "TIOCSTI worked: {res}");
+    t.assert_base_empty();
+}
+
+// ------------------------------------------------------------------------------ report
+
+fn read_report(p: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+}
+
+#[test]
+fn report_has_the_documented_schema_and_counts_cpu() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("report");
+    let rep = t.path().join("report.json");
+    let out = Job::new(&t.base())
+        .opt("--report")
+        .opt(&rep)
+        .sh("i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done; exit 7");
+    out.expect(7);
+    let r = read_report(&rep);
+    assert_eq!(r["schema"], "jobcell.report/1", "{r:#}");
+    assert_eq!(r["exit_code"], 7);
+    assert!(r["signal"].is_null());
+    let wall = r["wall_time_s"].as_f64().unwrap();
+    assert!(
+        wall > 0.0 && wall < out.elapsed.as_secs_f64() + 0.01,
+        "{r:#}"
+    );
+    assert!(r["cpu_user_us"].as_u64().unwrap() > 0, "{r:#}");
+    assert!(r["cpu_system_us"].as_u64().is_some(), "{r:#}");
+    let iso = &r["isolation"];
+    for ns in ["pid", "mount", "ipc", "uts"] {
+        assert!(
+            iso["namespaces"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|v| v == ns),
+            "namespace {ns} missing: {iso:#}"
+        );
+    }
+    assert_eq!(iso["no_new_privs"], true);
+    assert!(Path::new(iso["scratch"].as_str().unwrap()).starts_with(t.base()));
+
+    // A job killed by a signal, reported on stderr.
+    let out = Job::new(&t.base())
+        .opt("--report")
+        .opt("-")
+        .sh("kill -KILL $$");
+    out.expect(137);
+    let r: serde_json::Value = serde_json::from_str(&out.stderr).unwrap();
+    assert!(r["exit_code"].is_null(), "{r:#}");
+    assert_eq!(r["signal"], 9);
+    t.assert_base_empty();
+}
+
+// ------------------------------------------------------------------------------ findings
+
+/// The kernel keyring of a uid is shared by every process of that uid in the same user
+/// namespace, so two jobs running as `nobody` share `@u`: a key one job adds, any other job
+/// (and any later job) can read.
+#[test]
+#[ignore = "BUG: jobs of the same uid share the kernel user keyring (@u); add_key in one job, read in another"]
+fn concurrent_jobs_do_not_share_the_user_keyring() {
+    if skip_unless_root() {
+        return;
+    }
+    if !cfg!(target_arch = "x86_64") {
+        eprintln!("SKIPPED: syscall numbers below are for x86_64");
+        return;
+    }
+    let t = TestDir::new("keyring");
+    let desc = unique("jobcell-itest-key-");
+    // add_key(248) into @u (-4) with a 10 s timeout (keyctl 250, KEYCTL_SET_TIMEOUT 15) so a
+    // failing run leaves nothing behind for long.
+    let add = format!(
+        r#"
+import ctypes
+l = ctypes.CDLL(None, use_errno=True); l.syscall.restype = ctypes.c_long
+k = l.syscall(248, b"user", b"{desc}", b"secretA", 7, -4)
+print("added=%d" % (k > 0)); l.syscall(250, 15, k, 10)
+"#
+    );
+    let read = format!(
+        r#"
+import ctypes
+l = ctypes.CDLL(None, use_errno=True); l.syscall.restype = ctypes.c_long
+k = l.syscall(249, b"user", b"{desc}", None, 0)
+buf = ctypes.create_string_buffer(64)
+n = l.syscall(250, 11, k, buf, 64) if k > 0 else -1
+print("read=" + (buf.value.decode() if n > 0 else "nothing"))
+"#
+    );
+    let a = Job::new(&t.base()).run(&["python3", "-c", &add]);
+    a.expect(0);
+    assert_eq!(a.value("added"), Some("1"), "{a:?}");
+    let b = Job::new(&t.base()).run(&["python3", "-c", &read]);
+    b.expect(0);
+    assert_eq!(b.value("read"), Some("nothing"), "job B read job A's key");
+    t.assert_base_empty();
+}
+
+/// World-writable host directories other than the private ones (on Debian: /run/lock) are
+/// shared by every job and keep what a job wrote after it ended.
+#[test]
+#[ignore = "BUG: world-writable host dirs outside the private list (/run/lock) are shared between jobs and outlive them"]
+fn no_world_writable_host_dir_is_shared_between_jobs() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("worldw");
+    let name = unique("jobcell-itest-ww-");
+    // Every directory the job can write into that is not private: try to leave a file there.
+    let script = format!(
+        r#"for m in $(awk '{{print $5}}' /proc/self/mountinfo | sort -u); do
+  find "$m" -xdev -maxdepth 3 -type d -writable 2>/dev/null
+done | sort -u | while read d; do
+  case "$d" in /tmp|/tmp/*|/var/tmp|/var/tmp/*|/dev/shm|/dev/shm/*|"$JOBCELL_SCRATCH"*) continue;; esac
+  echo x 2>/dev/null > "$d/{name}" && echo "$d"
+done
+exit 0"#
+    );
+    let out = Job::new(&t.base()).sh(&script);
+    let mut left = Vec::new();
+    for d in out.stdout.lines() {
+        let p = Path::new(d).join(&name);
+        if p.exists() {
+            let _ = std::fs::remove_file(&p);
+            left.push(d.to_string());
+        }
+    }
+    out.expect(0);
+    assert!(
+        left.is_empty(),
+        "the job left files in shared host dirs: {left:?}"
+    );
+    t.assert_base_empty();
+}
