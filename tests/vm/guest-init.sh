@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# shellcheck shell=dash
 # /init of the jobcell v2 test VM (PID 1 inside the guest).
 #
 # Boots a busybox userland on a pure cgroup-v2 kernel, mounts the host share

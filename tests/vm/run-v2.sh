@@ -40,7 +40,7 @@ environment: JOBCELL_VM_CACHE (default /var/cache/jobcell-vm),
 EOF
 }
 
-TIMEOUT=900 MEM=1024 SMP=2 CWD=/tmp SCOPE= RESULTS= KLOG=0 KEEP=0 STRICT=0
+TIMEOUT=900 MEM=1024 SMP=2 CWD=/tmp SCOPE='' RESULTS='' KLOG=0 KEEP=0 STRICT=0
 WITH=() SHARES=() ENVS=()
 while [ $# -gt 0 ]; do
     case $1 in
@@ -97,8 +97,11 @@ for a in "$@" ---; do
     fi
     cur+="${cur:+ }$(shquote "$a")"
 done
-for f in ${WITH[@]+"${WITH[@]}"}; do
+for i in ${WITH[@]+"${!WITH[@]}"}; do
+    f=${WITH[$i]}
+    [[ $f == /* ]] || f=$PWD/$f
     [ -f "$f" ] || fatal "--with '$f' is not a file"
+    WITH[$i]=$f
 done
 
 ensure_packages
@@ -251,7 +254,7 @@ add_file() { # add_file HOSTPATH: copy into the guest at the same path
     done
 } >"$JOB"
 for f in ${EXES[@]+"${EXES[@]}"} ${WITH[@]+"${WITH[@]}"}; do
-    [[ $f == /* ]] && add_file "$f"
+    if [[ $f == /* ]]; then add_file "$f"; fi
 done
 QEMU_SHARES=()
 i=0
