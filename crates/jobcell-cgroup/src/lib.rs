@@ -470,6 +470,18 @@ impl CgroupRoot {
         }
     }
 
+    /// Undo what [`detect`](Self::detect) did, as far as nothing else uses it: remove jobcell's
+    /// empty parent directories, and on v2, if detect moved this process into
+    /// `<parent>/launcher` and no job cgroups remain, disable the controllers it enabled in the
+    /// original cgroup and move this process back there. Returns the directories removed.
+    /// Call at the very end (tests, `jobcell run` exit); a later detect sets things up again.
+    pub fn restore(self) -> Result<Vec<PathBuf>, CgroupError> {
+        match &self.inner {
+            RootImpl::V1(r) => Ok(r.remove_parents_if_empty()),
+            RootImpl::V2(r) => r.restore(),
+        }
+    }
+
     /// Remove empty leftover job cgroups (`job-<pid>-<suffix>`) whose launcher pid no longer
     /// exists. Returns the names removed. Never touches a non-empty cgroup or a live pid's.
     pub fn gc_stale(&self) -> Result<Vec<String>, CgroupError> {

@@ -18,6 +18,14 @@ const BASE_CTRLS: [&str; 3] = ["cpu", "memory", "pids"];
 /// Leaf jobcell moves itself into when its own cgroup must become an inner node.
 const LAUNCHER_LEAF: &str = "launcher";
 
+/// What detect changed in this process's original cgroup when it moved the process into the
+/// launcher leaf, so that `restore` can undo exactly that (per process: cgroup membership is).
+struct Moved {
+    base: PathBuf,
+    enabled: Vec<String>,
+}
+static MOVED: Mutex<Option<Moved>> = Mutex::new(None);
+
 fn words(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_string).collect()
 }
@@ -75,7 +83,8 @@ impl Root {
             });
         }
         let is_root = base_path == m.mountpoint;
-        enable(&base, &want, || {
+        let mut moved = false;
+        let enabled_in_base = enable(&base, &want, || {
             // EBUSY: the no-internal-process rule. Only if jobcell is alone in its cgroup may it
             // move itself into a leaf below its own parent and retry.
             if is_root || own_fs != base_path {
@@ -97,8 +106,15 @@ impl Root {
             let parent = open_or_mkdir(&base, &parent_path)?;
             let leaf = open_or_mkdir(&parent, &parent_path.join(LAUNCHER_LEAF))?;
             leaf.write("cgroup.procs", "0")?;
+            moved = true;
             Ok(true)
         })?;
+        if moved {
+            *MOVED.lock().unwrap_or_else(|e| e.into_inner()) = Some(Moved {
+                base: base_path.clone(),
+                enabled: enabled_in_base,
+            });
+        }
         let parent = open_or_mkdir(&base, &parent_path)?;
         enable(&parent, &want, || Ok(false))?;
         let enabled = words(&parent.read("cgroup.subtree_control")?);
@@ -138,6 +154,46 @@ impl Root {
         Ok(d)
     }
 
+    /// Undo detect's changes to this process's own cgroup when nothing uses them any more: if it
+    /// moved this process into `<parent>/launcher`, this process is alone there and no job
+    /// cgroups remain, disable the controllers it enabled, move back, remove leaf and parent.
+    /// Otherwise just remove an empty parent.
+    pub(crate) fn restore(&self) -> Result<Vec<PathBuf>, CgroupError> {
+        let mut guard = MOVED.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(mv) = guard.as_ref().filter(|m| m.base == self.base.path()) else {
+            return Ok(self.remove_parent_if_empty());
+        };
+        let parent = self.parent();
+        let Ok(leaf) = parent.open_child(LAUNCHER_LEAF) else {
+            return Ok(Vec::new());
+        };
+        let me = std::process::id() as i32;
+        if leaf.procs()?.iter().any(|p| *p != me)
+            || parent.subdirs()?.iter().any(|n| n != LAUNCHER_LEAF)
+        {
+            return Ok(Vec::new());
+        }
+        let off = |d: &Dir, ctrls: &[String]| -> Result<(), CgroupError> {
+            if ctrls.is_empty() {
+                return Ok(());
+            }
+            let cmd: Vec<String> = ctrls.iter().map(|c| format!("-{c}")).collect();
+            d.write("cgroup.subtree_control", &cmd.join(" "))
+        };
+        off(&parent, &words(&parent.read("cgroup.subtree_control")?))?;
+        off(&self.base, &mv.enabled)?;
+        self.base.write("cgroup.procs", "0")?;
+        *guard = None;
+        let mut removed = Vec::new();
+        if parent.rmdir_child(LAUNCHER_LEAF).is_ok() {
+            removed.push(self.parent_path.join(LAUNCHER_LEAF));
+        }
+        if std::fs::remove_dir(&self.parent_path).is_ok() {
+            removed.push(self.parent_path.clone());
+        }
+        Ok(removed)
+    }
+
     pub(crate) fn remove_parent_if_empty(&self) -> Vec<PathBuf> {
         if self.overridden {
             return Vec::new();
@@ -160,7 +216,12 @@ impl Root {
         {
             return Ok(false);
         }
-        enable(&self.base, &[ctrl], || Ok(false))?;
+        let mut newly = enable(&self.base, &[ctrl], || Ok(false))?;
+        if let Some(m) = MOVED.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+            if m.base == self.base.path() {
+                m.enabled.append(&mut newly);
+            }
+        }
         enable(&self.parent(), &[ctrl], || Ok(false))?;
         en.push(ctrl.to_string());
         Ok(true)
@@ -308,22 +369,27 @@ fn enable(
     d: &Dir,
     ctrls: &[&str],
     mut on_busy: impl FnMut() -> Result<bool, CgroupError>,
-) -> Result<(), CgroupError> {
+) -> Result<Vec<String>, CgroupError> {
     let cur = words(&d.read("cgroup.subtree_control")?);
     let missing: Vec<String> = ctrls
         .iter()
         .filter(|c| !cur.iter().any(|x| x == *c))
-        .map(|c| format!("+{c}"))
+        .map(|c| c.to_string())
         .collect();
     if missing.is_empty() {
-        return Ok(());
+        return Ok(missing);
     }
-    let cmd = missing.join(" ");
+    let cmd = missing
+        .iter()
+        .map(|c| format!("+{c}"))
+        .collect::<Vec<_>>()
+        .join(" ");
     match d.write_raw("cgroup.subtree_control", cmd.as_bytes()) {
-        Ok(()) => Ok(()),
+        Ok(()) => Ok(missing),
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
             if on_busy()? {
-                d.write("cgroup.subtree_control", &cmd)
+                d.write("cgroup.subtree_control", &cmd)?;
+                Ok(missing)
             } else {
                 Err(CgroupError::Delegation {
                     path: d.path().to_path_buf(),

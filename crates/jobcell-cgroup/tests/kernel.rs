@@ -28,13 +28,23 @@ fn helper() -> PathBuf {
 /// The detected root, held under the test lock. Dropping it removes jobcell's (then empty)
 /// parent directories, so a test run leaves no cgroup at all behind.
 struct Env {
-    root: CgroupRoot,
+    root: Option<CgroupRoot>,
     _g: MutexGuard<'static, ()>,
+}
+
+impl Env {
+    fn root(&self) -> &CgroupRoot {
+        self.root.as_ref().unwrap()
+    }
 }
 
 impl Drop for Env {
     fn drop(&mut self) {
-        self.root.remove_parents_if_empty();
+        if let Some(r) = self.root.take() {
+            if let Err(e) = r.restore() {
+                eprintln!("restore: {e}");
+            }
+        }
     }
 }
 
@@ -52,7 +62,10 @@ fn setup(test: &str) -> Option<Env> {
     }
     let root = CgroupRoot::detect(None).expect("detect cgroup hierarchy");
     eprintln!("{test}: cgroup {:?} ({:?})", root.version(), root.layout());
-    Some(Env { root, _g: g })
+    Some(Env {
+        root: Some(root),
+        _g: g,
+    })
 }
 
 /// Start the helper stopped at its gate, move it into `job`, release it.
@@ -106,7 +119,7 @@ fn detect_is_stable_and_parents_exist() {
     let Some(env) = setup("detect_is_stable_and_parents_exist") else {
         return;
     };
-    let root = &env.root;
+    let root = env.root();
     let again = CgroupRoot::detect(None).expect("second detect");
     assert_eq!(root.version(), again.version());
     assert_eq!(root.parent_paths(), again.parent_paths());
@@ -121,7 +134,7 @@ fn limits_are_written_where_they_belong() {
     let Some(env) = setup("limits_are_written_where_they_belong") else {
         return;
     };
-    let root = &env.root;
+    let root = env.root();
     let l = Limits {
         cpus: Some(2.0),
         cpu_limit: Some(1.5),
@@ -186,7 +199,7 @@ fn oom_hard_limit_kills_reports_event_and_spares_others() {
     let Some(env) = setup("oom_hard_limit_kills_reports_event_and_spares_others") else {
         return;
     };
-    let root = &env.root;
+    let root = env.root();
     let hard = Limits {
         memory: Some(64 * MIB),
         swap: Some(0),
@@ -249,7 +262,7 @@ fn soft_limit_lets_hog_finish_with_free_memory() {
     let Some(env) = setup("soft_limit_lets_hog_finish_with_free_memory") else {
         return;
     };
-    let root = &env.root;
+    let root = env.root();
     if mem_available() < 512 * MIB {
         eprintln!("SKIPPED: soft limit test: less than 512 MiB available on the host");
         return;
@@ -281,7 +294,7 @@ fn open_existing_job_cgroup() {
     let Some(env) = setup("open_existing_job_cgroup") else {
         return;
     };
-    let root = &env.root;
+    let root = env.root();
     let name = job_cgroup_name("reopen");
     assert!(
         root.open(&name).is_err(),
@@ -315,7 +328,7 @@ fn cpu_weights_share_one_cpu_1_to_3() {
     let Some(env) = setup("cpu_weights_share_one_cpu_1_to_3") else {
         return;
     };
-    let root = &env.root;
+    let root = env.root();
     let secs = std::env::var("JOBCELL_FAIRNESS_SECS").unwrap_or_else(|_| "3".into());
     let a = root
         .create(
@@ -357,7 +370,7 @@ fn shared_mapping_is_counted_once() {
     let Some(env) = setup("shared_mapping_is_counted_once") else {
         return;
     };
-    let root = &env.root;
+    let root = env.root();
     if mem_available() < 512 * MIB {
         eprintln!("SKIPPED: shared memory test: less than 512 MiB available");
         return;
@@ -397,7 +410,7 @@ fn fork_bomb_stops_at_pids_limit_and_kill_empties() {
     let Some(env) = setup("fork_bomb_stops_at_pids_limit_and_kill_empties") else {
         return;
     };
-    let root = &env.root;
+    let root = env.root();
     let job = root
         .create(
             &job_cgroup_name("bomb"),
@@ -439,7 +452,7 @@ fn freeze_stops_cpu_and_thaw_resumes() {
     let Some(env) = setup("freeze_stops_cpu_and_thaw_resumes") else {
         return;
     };
-    let root = &env.root;
+    let root = env.root();
     let job = root
         .create(&job_cgroup_name("freeze"), &Limits::default())
         .unwrap();
@@ -478,7 +491,7 @@ fn hundred_create_remove_cycles_leave_nothing() {
     let Some(env) = setup("hundred_create_remove_cycles_leave_nothing") else {
         return;
     };
-    let root = &env.root;
+    let root = env.root();
     let l = Limits {
         cpus: Some(1.0),
         memory: Some(256 * MIB),
@@ -516,7 +529,7 @@ fn gc_removes_stale_empty_cgroups_only() {
     let Some(env) = setup("gc_removes_stale_empty_cgroups_only") else {
         return;
     };
-    let root = &env.root;
+    let root = env.root();
     // A pid that certainly no longer exists: a child we started and reaped.
     let mut c = Command::new(helper()).args(["exit", "0"]).spawn().unwrap();
     let dead = c.id();
@@ -553,7 +566,7 @@ fn bad_inputs_fail_clearly_and_create_nothing() {
     let Some(env) = setup("bad_inputs_fail_clearly_and_create_nothing") else {
         return;
     };
-    let root = &env.root;
+    let root = env.root();
     let name = job_cgroup_name("badcpuset");
     let e = root
         .create(
@@ -614,7 +627,7 @@ fn memory_pressure_is_v2_only() {
     let Some(env) = setup("memory_pressure_is_v2_only") else {
         return;
     };
-    let root = &env.root;
+    let root = env.root();
     let job = root
         .create(&job_cgroup_name("psi"), &Limits::default())
         .unwrap();
@@ -660,7 +673,7 @@ fn clone_into_cgroup_places_child_before_exec() {
     let Some(env) = setup("clone_into_cgroup_places_child_before_exec") else {
         return;
     };
-    let root = &env.root;
+    let root = env.root();
     let job = root
         .create(&job_cgroup_name("clone3"), &Limits::default())
         .unwrap();
@@ -737,7 +750,7 @@ fn stats_serialise_with_sources() {
     let Some(env) = setup("stats_serialise_with_sources") else {
         return;
     };
-    let root = &env.root;
+    let root = env.root();
     let job = root
         .create(&job_cgroup_name("json"), &Limits::default())
         .unwrap();
@@ -764,7 +777,7 @@ fn drop_without_remove_cleans_up() {
     let Some(env) = setup("drop_without_remove_cleans_up") else {
         return;
     };
-    let root = &env.root;
+    let root = env.root();
     let name = job_cgroup_name("drop");
     let mut c;
     {
@@ -783,7 +796,7 @@ fn parents_are_recreated_after_removal() {
     let Some(env) = setup("parents_are_recreated_after_removal") else {
         return;
     };
-    let root = &env.root;
+    let root = env.root();
     let removed = root.remove_parents_if_empty();
     eprintln!("removed parents {removed:?}");
     let job = root
@@ -807,11 +820,11 @@ fn parent_override_is_used() {
     let Some(env) = setup("parent_override_is_used") else {
         return;
     };
-    if env.root.version() == Version::V1 {
+    if env.root().version() == Version::V1 {
         eprintln!("SKIPPED: parent_override_is_used: v1 (no common safe path across hierarchies)");
         return;
     }
-    let over = env.root.parent_paths()[0].join(format!("override-{}", std::process::id()));
+    let over = env.root().parent_paths()[0].join(format!("override-{}", std::process::id()));
     let root = CgroupRoot::detect(Some(&over)).expect("detect with override");
     assert_eq!(root.parent_paths(), vec![over.clone()]);
     let job = root
