@@ -90,6 +90,12 @@ pub struct Launch<'a> {
     pub extra_env: Vec<(String, String)>,
     /// Where job cgroups go (a path in the hierarchy); default: a `jobcell` child of our own.
     pub cgroup_parent: Option<PathBuf>,
+    /// Name of the job's cgroup and scratch dir (`job-<pid>-<hex>`, so stale-leftover GC still
+    /// recognises it); default: generated. A supervisor passes one so the daemon knows it.
+    pub cgroup_name: Option<String>,
+    /// An already detected cgroup root (a supervisor detects it before leaving the daemon's
+    /// cgroup); default: detected here from `cgroup_parent`.
+    pub cgroup_root: Option<&'a CgroupRoot>,
 }
 
 pub struct Outcome {
@@ -272,7 +278,31 @@ struct ChildPlan {
     go_fd: RawFd,
 }
 
+/// `JOBCELL_TIMING=1` prints when each launcher phase ended, for benchmarking.
+struct Timeline {
+    t0: Instant,
+    on: bool,
+}
+
+impl Timeline {
+    fn new() -> Self {
+        Timeline {
+            t0: Instant::now(),
+            on: std::env::var_os("JOBCELL_TIMING").is_some(),
+        }
+    }
+    fn mark(&self, what: &str) {
+        if self.on {
+            eprintln!(
+                "jobcell-timing: {:>9.3} ms {what}",
+                self.t0.elapsed().as_secs_f64() * 1e3
+            );
+        }
+    }
+}
+
 pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
+    let tl = Timeline::new();
     let spec = l.spec;
     let rootless = unsafe { libc::geteuid() } != 0;
 
@@ -318,9 +348,10 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
         .map(|p| (p.clone(), private_subdir(p)))
         .collect();
 
+    tl.mark("resolved user and paths");
     // 2. Scratch (collecting what SIGKILLed launchers left first).
     scratch::gc_stale(&spec.scratch_base);
-    let name = job_name();
+    let name = l.cgroup_name.clone().unwrap_or_else(job_name);
     let subs: Vec<String> = private.iter().map(|(_, s)| s.clone()).collect();
     let scratch = ScratchDir::create(
         &spec.scratch_base,
@@ -331,6 +362,7 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
         spec.keep_scratch,
     )?;
 
+    tl.mark("scratch created");
     // 2b. The job's cgroup (root only; rootless jobs live in the scheduler's cgroup).
     let cgroup = if rootless {
         if explicit_limits(&spec.resources) {
@@ -338,7 +370,14 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
         }
         None
     } else {
-        let root = CgroupRoot::detect(l.cgroup_parent.as_deref())?;
+        let detected;
+        let root = match l.cgroup_root {
+            Some(r) => r,
+            None => {
+                detected = CgroupRoot::detect(l.cgroup_parent.as_deref())?;
+                &detected
+            }
+        };
         // Leftovers of launchers that were SIGKILLed: empty, and their pid is gone.
         let _ = root.gc_stale();
         let cg = root.create(&name, &limits(&spec.resources))?;
@@ -420,6 +459,7 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
+    tl.mark("cgroup created");
     let child_cgroupns = child.cgroupns;
     let into = cgroup
         .as_ref()
@@ -439,6 +479,7 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
         cg.attach(pid)?;
     }
 
+    tl.mark("cloned");
     // 4. Release the child.
     if unsafe { libc::write(go_w.as_raw_fd(), b"G".as_ptr().cast(), 1) } != 1 {
         return last_err("releasing the job's init");
@@ -472,6 +513,7 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
     let wall = started.elapsed();
     unblock_signals();
 
+    tl.mark("init reaped");
     // 8. Interpret, clean up, report.
     let mut exec_error = None;
     let mut setup_error = None;
@@ -492,6 +534,7 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
     }
     let usage = cgroup.as_ref().map(|c| c.stats());
     let cg_removed = cgroup.map(|c| c.remove()).transpose();
+    tl.mark("cgroup read and removed");
     let mut scratch_path = scratch.path().to_path_buf();
     let removed = scratch.remove();
     if let Some(e) = setup_error {
@@ -502,6 +545,7 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
         None if libc::WIFSIGNALED(status) => JobExit::Signal(libc::WTERMSIG(status)),
         None => return Err(LaunchError::InitDied(libc::WEXITSTATUS(status))),
     };
+    tl.mark("scratch removed");
     if let Some(kept) = removed? {
         scratch_path = kept;
     }
