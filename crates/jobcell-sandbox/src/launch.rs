@@ -98,6 +98,18 @@ pub struct Launch<'a> {
     pub cgroup_root: Option<&'a CgroupRoot>,
 }
 
+/// When jobcell runs as one task of an enclosing scheduler (the SPANK plugin execs it in place
+/// of a Slurm task): the job keeps the task's working directory, and its private dirs come from
+/// a per-job dir the scheduler side made and removes, shared by the job's tasks and steps.
+#[derive(Debug, Clone, Default)]
+pub struct SchedulerTask {
+    /// Where the job starts; if it does not exist in the job's view (an image), scratch.
+    pub workdir: Option<PathBuf>,
+    /// An existing per-job dir owned by the caller, used instead of a fresh scratch dir and
+    /// left in place; the tmpfs that hides other jobs' dirs covers its parent.
+    pub job_scratch: Option<PathBuf>,
+}
+
 pub struct Outcome {
     pub exit: JobExit,
     /// A one-line reason when the job never started (exec failed): exit is 126/127 then.
@@ -271,6 +283,8 @@ struct ChildPlan {
     net_none: bool,
     cgroupns: bool,
     workdir: PathBuf,
+    /// Where the job starts when `workdir` is missing in its view.
+    workdir_fallback: PathBuf,
     argv: Vec<CString>,
     envp: Vec<CString>,
     path_dirs: Vec<Vec<u8>>,
@@ -302,6 +316,11 @@ impl Timeline {
 }
 
 pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
+    launch_task(l, &SchedulerTask::default())
+}
+
+/// [`launch`], placed in a scheduler's task (see [`SchedulerTask`]).
+pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchError> {
     let tl = Timeline::new();
     let spec = l.spec;
     let rootless = unsafe { libc::geteuid() } != 0;
@@ -353,14 +372,22 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
     scratch::gc_stale(&spec.scratch_base);
     let name = l.cgroup_name.clone().unwrap_or_else(job_name);
     let subs: Vec<String> = private.iter().map(|(_, s)| s.clone()).collect();
-    let scratch = ScratchDir::create(
-        &spec.scratch_base,
-        &name,
-        identity.uid,
-        identity.gid,
-        &subs,
-        spec.keep_scratch,
-    )?;
+    let scratch_base = match &task.job_scratch {
+        Some(p) => p.parent().unwrap_or(Path::new("/")).to_path_buf(),
+        None => spec.scratch_base.clone(),
+    };
+    let scratch = if let Some(p) = &task.job_scratch {
+        ScratchDir::existing(p, identity.uid, &subs)?
+    } else {
+        ScratchDir::create(
+            &spec.scratch_base,
+            &name,
+            identity.uid,
+            identity.gid,
+            &subs,
+            spec.keep_scratch,
+        )?
+    };
 
     tl.mark("scratch created");
     // 2b. The job's cgroup (root only; rootless jobs live in the scheduler's cgroup).
@@ -391,7 +418,7 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
 
     let shape = PlanShape {
         scratch_path: scratch.path().to_path_buf(),
-        scratch_base: spec.scratch_base.clone(),
+        scratch_base,
         private_dirs: private.clone(),
         binds: spec
             .mounts
@@ -438,7 +465,11 @@ pub fn launch(l: &Launch) -> Result<Outcome, LaunchError> {
         userns: rootless.then(|| (unsafe { libc::getuid() }, unsafe { libc::getgid() })),
         net_none: spec.net == NetMode::None,
         cgroupns: cgroup.is_some(),
-        workdir: scratch.path().to_path_buf(),
+        workdir: task
+            .workdir
+            .clone()
+            .unwrap_or_else(|| scratch.path().to_path_buf()),
+        workdir_fallback: scratch.path().to_path_buf(),
         argv,
         envp,
         path_dirs,
@@ -1100,6 +1131,7 @@ fn job_main(c: &ChildPlan, sys: &dyn Syscall) -> ! {
         })
         .and_then(|_| {
             sys.chdir(&c.workdir)
+                .or_else(|_| sys.chdir(&c.workdir_fallback))
                 .map_err(|e| (format!("entering {}", c.workdir.display()), e))
         });
     if let Err((what, e)) = step {

@@ -8,5 +8,5 @@ pub mod scratch;
 pub mod sync;
 pub mod syscall;
 
-pub use launch::{launch, JobExit, Launch, LaunchError, Outcome};
+pub use launch::{launch, launch_task, JobExit, Launch, LaunchError, Outcome, SchedulerTask};
 pub use report::Report;

@@ -42,6 +42,8 @@ pub struct ScratchDir {
     fd: OwnedFd,
     keep: bool,
     removed: bool,
+    /// Made and removed by someone else (a scheduler's per-job dir): never removed here.
+    borrowed: bool,
 }
 
 fn open_dir_at(dirfd: RawFd, name: &CStr) -> io::Result<OwnedFd> {
@@ -148,12 +150,54 @@ impl ScratchDir {
                 fd,
                 keep,
                 removed: false,
+                borrowed: false,
             }),
             Err(e) => {
                 let _ = remove_tree_at(base_fd.as_raw_fd(), &cname, &path);
                 Err(err(e))
             }
         }
+    }
+
+    /// Use an existing per-job dir that its creator removes (the SPANK plugin's
+    /// `<base>/slurm-<jobid>`, shared by every task and step of a job on this node). It must be
+    /// a real directory (not a symlink) owned by `uid`; missing private subdirectories are made.
+    /// [`ScratchDir::remove`] leaves it in place.
+    pub fn existing(path: &Path, uid: u32, subdirs: &[String]) -> Result<Self, ScratchError> {
+        let err = |source| ScratchError::Create {
+            path: path.to_path_buf(),
+            source,
+        };
+        let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+            return Err(err(io::Error::from_raw_os_error(libc::EINVAL)));
+        };
+        let base_fd = open_dir_at(libc::AT_FDCWD, &cstr(parent).map_err(err)?).map_err(err)?;
+        let cname = CString::new(name.as_encoded_bytes())
+            .map_err(|_| err(io::Error::from_raw_os_error(libc::EINVAL)))?;
+        let fd = open_dir_at(base_fd.as_raw_fd(), &cname).map_err(err)?;
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }).map_err(err)?;
+        if st.st_uid != uid {
+            return Err(err(io::Error::from_raw_os_error(libc::EPERM)));
+        }
+        for sub in subdirs {
+            let c = CString::new(sub.as_str()).expect("subdir names have no NUL");
+            if unsafe { libc::mkdirat(fd.as_raw_fd(), c.as_ptr(), 0o700) } == 0 {
+                check(unsafe { libc::fchmodat(fd.as_raw_fd(), c.as_ptr(), 0o1777, 0) })
+                    .map_err(err)?;
+            } else if io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
+                return Err(err(io::Error::last_os_error()));
+            }
+        }
+        Ok(ScratchDir {
+            path: path.to_path_buf(),
+            name: cname,
+            base_fd,
+            fd,
+            keep: true,
+            removed: false,
+            borrowed: true,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -169,6 +213,9 @@ impl ScratchDir {
     /// garbage collection leaves it alone) and return that path.
     pub fn remove(mut self) -> Result<Option<PathBuf>, ScratchError> {
         self.removed = true;
+        if self.borrowed {
+            return Ok(None);
+        }
         if self.keep {
             let kept =
                 CString::new(format!("{}.kept", self.name.to_string_lossy())).expect("no NUL");
