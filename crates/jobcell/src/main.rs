@@ -2,6 +2,7 @@ use clap::{Parser, Subcommand};
 
 mod cmd_image;
 mod cmd_run;
+mod cmd_spank;
 mod config;
 
 #[derive(Parser, Debug)]
@@ -26,9 +27,14 @@ enum Cmd {
 
 /// jobcell's own failures exit 125 (like `env` and container runtimes); 126/127 and the job's
 /// own codes come from the job.
-const EXIT_JOBCELL_ERROR: i32 = 125;
+pub(crate) const EXIT_JOBCELL_ERROR: i32 = 125;
 
 fn main() {
+    // Exec'd by the SPANK plugin in place of a Slurm task (see cmd_spank.rs); the variable is
+    // removed from the job's environment, so a `jobcell` inside the job parses its arguments.
+    if let Some(argv0) = std::env::var_os(cmd_spank::ARGV0_VAR) {
+        std::process::exit(cmd_spank::main(argv0));
+    }
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
