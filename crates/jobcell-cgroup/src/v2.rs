@@ -10,7 +10,8 @@ use crate::dir::{keyed, single, Dir};
 use crate::events::{parse_pressure, OomWatch, Pressure, PressureKind, PressureTrigger};
 use crate::{
     cpu_quota_us, cpu_weight_v2, cpuset, job_name_pid, kill_pids, pid_alive, rmdir_retry,
-    CgroupError, Limits, MemoryPolicy, Sample, Source, Usage, CFS_PERIOD_US, SETTLE_TIMEOUT,
+    wait_until, CgroupError, Limits, MemoryPolicy, Sample, Source, Usage, CFS_PERIOD_US,
+    SETTLE_TIMEOUT,
 };
 
 /// Controllers enabled for every job.
@@ -388,7 +389,30 @@ fn enable(
         Ok(()) => Ok(missing),
         Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
             if on_busy()? {
-                d.write("cgroup.subtree_control", &cmd)?;
+                // A thread of ours that was already exiting is not migrated and counts as a
+                // process of the old cgroup until it is gone: retry briefly.
+                let mut last = None;
+                let ok = wait_until(Duration::from_secs(2), || {
+                    match d.write_raw("cgroup.subtree_control", cmd.as_bytes()) {
+                        Ok(()) => Ok(true),
+                        Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                            last = Some(e);
+                            Ok(false)
+                        }
+                        Err(e) => Err(CgroupError::Write {
+                            path: d.path().join("cgroup.subtree_control"),
+                            value: cmd.clone(),
+                            source: e,
+                        }),
+                    }
+                })?;
+                if !ok {
+                    return Err(CgroupError::Write {
+                        path: d.path().join("cgroup.subtree_control"),
+                        value: cmd,
+                        source: last.expect("set on EBUSY"),
+                    });
+                }
                 Ok(missing)
             } else {
                 Err(CgroupError::Delegation {
