@@ -51,10 +51,11 @@ done <<<"$list"
 
 # Like cargo test: cwd and CARGO_MANIFEST_DIR are the package's directory,
 # shared read-only at the same path.
-PKG_DIR=$(cargo metadata --no-deps --format-version 1 --manifest-path "$REPO_DIR/Cargo.toml" |
-    python3 -c 'import json,sys,os
+meta=$(cargo metadata --no-deps --format-version 1 --manifest-path "$REPO_DIR/Cargo.toml") ||
+    fatal "cargo metadata failed (see above)"
+PKG_DIR=$(python3 -c 'import json,sys,os
 for p in json.load(sys.stdin)["packages"]:
-    if p["name"] == sys.argv[1]: print(os.path.dirname(p["manifest_path"]))' "$PKG")
+    if p["name"] == sys.argv[1]: print(os.path.dirname(p["manifest_path"]))' "$PKG" <<<"$meta")
 [ -n "$PKG_DIR" ] || fatal "no package $PKG in the workspace"
 
 ARGS=()
