@@ -8,6 +8,25 @@
 //! [`JobCgroup::stats`] reads what the kernel accounted and [`JobCgroup::remove`] kills what is
 //! left and removes every directory.
 //!
+//! ```no_run
+//! use jobcell_cgroup::{job_cgroup_name, CgroupRoot, Limits, MemoryPolicy};
+//! # fn main() -> Result<(), jobcell_cgroup::CgroupError> {
+//! let root = CgroupRoot::detect(None)?; // may move this process into a v2 leaf: call early
+//! root.gc_stale()?;                      // leftovers of SIGKILLed jobcells
+//! let limits = Limits { memory: Some(1 << 30), memory_policy: MemoryPolicy::Hard,
+//!                       cpus: Some(2.0), pids: Some(512), ..Default::default() };
+//! let job = root.create(&job_cgroup_name("42"), &limits)?;
+//! for w in job.warnings() { eprintln!("jobcell: warning: {w}"); }
+//! let oom = job.oom_watch()?;            // poll oom.fd() next to the child's pidfd
+//! // v2: clone3(CLONE_INTO_CGROUP, cgroup = job.clone_into_fd()); otherwise:
+//! // fork a child that blocks on a pipe, job.attach(child_pid)?, then release it.
+//! // ... wait for the job ...
+//! let usage = job.stats()?;              // before remove(): the figures go with the cgroup
+//! let oom_killed = usage.oom_kills > 0 || oom.oom_kills()? > 0;
+//! job.remove()?;                         // kills leftovers, removes every directory
+//! # let _ = oom_killed; Ok(()) }
+//! ```
+//!
 //! ## Where job cgroups live
 //! Under a `jobcell` child of the cgroup this process already lives in — per controller on v1,
 //! since every v1 hierarchy places a process independently (`/proc/self/cgroup`) — or under an
