@@ -665,6 +665,109 @@ echo user=$USER; touch "$HOME/x" && echo home=ok; grep NoNewPrivs /proc/self/sta
     t.assert_base_empty();
 }
 
+/// PID 1 of the job is a fork of jobcell: it holds descriptors of host paths (bind sources,
+/// the scratch dir, the host's /dev) and its /proc/1/exe is the host's jobcell binary. The job
+/// must not get at any of it, nor stop or kill the init, as root or rootless (where the init
+/// runs under the job's own uid).
+fn init_is_out_of_reach(job: Job) {
+    let py = r#"
+import ctypes, os, signal
+l = ctypes.CDLL(None, use_errno=True)
+got = []
+for f in ["environ", "maps", "mem", "auxv", "syscall", "stack"]:
+    try:
+        open("/proc/1/" + f, "rb").read(1); got.append("read:" + f)
+    except OSError:
+        pass
+fds = []
+try:
+    fds = os.listdir("/proc/1/fd")
+except OSError:
+    pass
+for n in fds:
+    p = "/proc/1/fd/" + n
+    try:
+        os.readlink(p); got.append("readlink:" + p)
+    except OSError:
+        pass
+    try:
+        os.close(os.open(p, os.O_RDONLY)); got.append("open:" + p)
+    except OSError:
+        pass
+for p in ["/proc/1/root/", "/proc/1/cwd/"]:
+    try:
+        os.listdir(p); got.append("list:" + p)
+    except OSError:
+        pass
+for flags in [os.O_RDONLY, os.O_WRONLY]:
+    try:
+        os.close(os.open("/proc/1/exe", flags)); got.append("exe:%d" % flags)
+    except OSError:
+        pass
+if l.ptrace(16, 1, None, None) == 0:  # PTRACE_ATTACH
+    got.append("ptrace")
+for sig in [signal.SIGKILL, signal.SIGSTOP]:
+    try:
+        os.kill(1, sig)
+    except OSError:
+        pass
+st = open("/proc/1/stat").read()
+print("init_state=" + st[st.rindex(")") + 2])
+print("got=" + ",".join(got))
+"#;
+    let out = job.run(&["python3", "-c", py]);
+    out.expect(0);
+    assert_eq!(out.value("got"), Some(""), "{}", out.stdout);
+    let state = out.value("init_state").unwrap();
+    assert!(state == "S" || state == "R", "init was stopped: {state}");
+}
+
+#[test]
+fn the_init_is_out_of_the_jobs_reach() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("init");
+    let ro = t.subdir("ro", 0o755);
+    init_is_out_of_reach(Job::new(&t.base()).opt("--ro-bind").opt(&ro));
+    t.assert_base_empty();
+    let rl = t.subdir("rootless-scratch", 0o755);
+    std::os::unix::fs::chown(&rl, Some(65534), Some(65534)).unwrap();
+    init_is_out_of_reach(
+        Job::new(&rl)
+            .as_caller(65534, 65534)
+            .opt("--ro-bind")
+            .opt(&ro),
+    );
+    assert_dir_empty(&rl);
+}
+
+/// `--private DIR` names a directory the job believes is its own. When jobcell cannot make it
+/// private (it is missing, or not a directory) it skips it; that must not be silent.
+#[test]
+#[ignore = "BUG: --private DIR that is missing or not a directory is skipped silently (only a report warning that says 'does not exist' even for a file)"]
+fn a_private_dir_that_cannot_be_made_private_is_not_silently_dropped() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("privbad");
+    let file = t.path().join("a-file");
+    std::fs::write(&file, "").unwrap();
+    let missing = t.path().join("missing-dir");
+    for p in [&file, &missing] {
+        let out = Job::new(&t.base()).opt("--private").opt(p).run(&["true"]);
+        let named = out.stderr.contains(&p.display().to_string());
+        assert!(
+            named && (out.code() == 125 || out.code() == 0),
+            "--private {}: exit {:?}, stderr {:?}",
+            p.display(),
+            out.status.code(),
+            out.stderr
+        );
+    }
+    t.assert_base_empty();
+}
+
 /// Without root, jobcell runs the job rootless (a user namespace mapping the caller to itself):
 /// the same process and file isolation, and still no capabilities over anything.
 #[test]
@@ -684,20 +787,7 @@ grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs):' /proc/self/status | tr -s '\t' ' '
 mount -t tmpfs none /mnt 2>/dev/null; echo mount=$?
 echo uid=$(id -u)"#
     );
-    let mut cmd = Job::new(&base).command(&["sh", "-c", &script]);
-    unsafe {
-        cmd.pre_exec(|| {
-            let g: [libc::gid_t; 1] = [65534];
-            if libc::setgroups(1, g.as_ptr()) != 0
-                || libc::setresgid(65534, 65534, 65534) != 0
-                || libc::setresuid(65534, 65534, 65534) != 0
-            {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let out = finish(cmd.spawn().unwrap(), Instant::now());
+    let out = Job::new(&base).as_caller(65534, 65534).sh(&script);
     if out.code() == 125 && out.stderr.contains("user namespaces") {
         eprintln!(
             "SKIPPED: user namespaces unavailable: {}",

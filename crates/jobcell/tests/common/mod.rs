@@ -186,6 +186,24 @@ impl Job {
         self
     }
 
+    /// Run jobcell itself as an unprivileged caller `uid:gid` (rootless mode).
+    pub fn as_caller(mut self, uid: u32, gid: u32) -> Job {
+        use std::os::unix::process::CommandExt;
+        unsafe {
+            self.cmd.pre_exec(move || {
+                let g: [libc::gid_t; 1] = [gid];
+                if libc::setgroups(1, g.as_ptr()) != 0
+                    || libc::setresgid(gid, gid, gid) != 0
+                    || libc::setresuid(uid, uid, uid) != 0
+                {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self
+    }
+
     /// A variable in jobcell's own environment (not the job's).
     pub fn host_env(mut self, k: &str, v: &str) -> Job {
         self.cmd.env(k, v);
