@@ -293,6 +293,100 @@ cat /tmp/{name}"#,
 }
 
 #[test]
+fn dev_is_minimal_read_only_and_has_no_host_terminals() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("dev");
+    let script = r#"echo dev=$(ls -A /dev | tr '\n' ' ')
+echo pts=$(ls -A /dev/pts | tr '\n' ' ')
+touch /dev/x 2>&1 | grep -q 'Read-only file system' && echo devro=yes
+mknod /tmp/n c 1 3 2>/dev/null; echo mknod=$?
+echo hi > /dev/null && echo null=ok
+head -c 4 /dev/urandom | wc -c | sed 's/^/urandom=/'"#;
+    let out = Job::new(&t.base()).sh(script);
+    out.expect(0);
+    let mut dev: Vec<&str> = out.value("dev").unwrap().split_whitespace().collect();
+    dev.sort_unstable();
+    assert_eq!(
+        dev,
+        vec![
+            "fd", "full", "null", "ptmx", "pts", "random", "shm", "stderr", "stdin", "stdout",
+            "tty", "urandom", "zero"
+        ]
+    );
+    // A fresh devpts instance: none of the host's terminals.
+    assert_eq!(out.value("pts").unwrap().trim(), "ptmx");
+    assert_eq!(out.value("devro"), Some("yes"));
+    assert_ne!(out.value("mknod"), Some("0"));
+    assert_eq!(out.value("null"), Some("ok"));
+    assert_eq!(out.value("urandom"), Some("4"));
+    t.assert_base_empty();
+}
+
+#[test]
+fn dev_shm_stays_private_with_the_hosts_dev() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("devhost");
+    let name = unique("jobcell-itest-devhost-");
+    let out = Job::new(&t.base()).opt("--dev").opt("host").sh(&format!(
+        "echo x > /dev/shm/{name} && test -e /dev/null && echo ok"
+    ));
+    out.expect(0);
+    assert_eq!(out.stdout.trim(), "ok");
+    assert!(!Path::new("/dev/shm").join(&name).exists());
+    t.assert_base_empty();
+}
+
+#[test]
+fn the_init_reaps_orphans() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("reap");
+    // Subshells exit at once: their sleeps are orphaned to PID 1, which must reap them.
+    let out = Job::new(&t.base())
+        .sh("for i in 1 2 3 4 5; do (sleep 0.1 &); done; sleep 0.6; ps -eo stat=,pid=,args=");
+    out.expect(0);
+    let zombies: Vec<&str> = out
+        .lines()
+        .into_iter()
+        .filter(|l| l.starts_with('Z'))
+        .collect();
+    assert!(zombies.is_empty(), "unreaped: {zombies:?}");
+    t.assert_base_empty();
+}
+
+#[test]
+fn keep_scratch_keeps_it_private_to_the_job_user() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("keep");
+    let out = Job::new(&t.base())
+        .opt("--keep-scratch")
+        .opt("--report")
+        .opt("-")
+        .sh("echo kept > /tmp/f; echo kept > f");
+    out.expect(0);
+    let r: serde_json::Value = serde_json::from_str(&out.stderr).unwrap();
+    let kept = Path::new(r["isolation"]["scratch"].as_str().unwrap()).to_path_buf();
+    assert_eq!(r["isolation"]["scratch_kept"], true);
+    let md = std::fs::metadata(&kept).unwrap();
+    assert_eq!(md.mode() & 0o777, 0o700, "{kept:?}");
+    assert_eq!(md.uid(), 65534);
+    assert_eq!(std::fs::read_to_string(kept.join("f")).unwrap(), "kept\n");
+    assert_eq!(
+        std::fs::read_to_string(kept.join("tmp/f")).unwrap(),
+        "kept\n"
+    );
+    std::fs::remove_dir_all(&kept).unwrap();
+    t.assert_base_empty();
+}
+
+#[test]
 fn scratch_is_removed_even_when_the_job_leaves_a_hostile_tree() {
     if skip_unless_root() {
         return;
