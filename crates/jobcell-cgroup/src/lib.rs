@@ -296,7 +296,7 @@ fn check_name(name: &str) -> Result<(), CgroupError> {
     if name.len() > 200 {
         return bad("longer than 200 bytes");
     }
-    if name == "." || name == ".." || name == "launcher" {
+    if matches!(name, "." | ".." | "launcher" | "supervisors") {
         return bad("reserved name");
     }
     if !name

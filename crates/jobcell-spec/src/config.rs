@@ -25,6 +25,24 @@ pub struct Config {
     /// Admin-named image trees, as HTCondor's `NAMED_CHROOT = RHEL5=/chroot/sl5/root`.
     #[serde(default)]
     pub images: BTreeMap<String, PathBuf>,
+    /// What `jobcell daemon` offers jobs and where it listens.
+    #[serde(default)]
+    pub node: NodeConfig,
+}
+
+/// `[node]`: sizes are strings in HTCondor units (bare numbers are MiB).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    pub socket: Option<PathBuf>,
+    /// Cores offered to jobs (default: what the daemon's cgroup allows minus `reserve_cpus`).
+    pub cpus: Option<f64>,
+    pub memory: Option<String>,
+    pub reserve_cpus: Option<f64>,
+    pub reserve_memory: Option<String>,
+    /// A job's request when it names none.
+    pub default_cpus: Option<f64>,
+    pub default_memory: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

@@ -209,6 +209,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         image_root: lease.as_ref().map(|l| l.root.clone()),
         image_name: lease.as_ref().map(|l| l.name.clone()),
         extra_env,
+        cgroup_name: None,
+        cgroup_root: None,
     })?;
     if let Some(e) = &outcome.exec_error {
         eprintln!("jobcell: {e}");

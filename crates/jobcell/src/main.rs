@@ -1,5 +1,7 @@
 use clap::{Parser, Subcommand};
 
+mod cmd_client;
+mod cmd_daemon;
 mod cmd_image;
 mod cmd_run;
 mod cmd_spank;
@@ -23,6 +25,31 @@ enum Cmd {
     /// Manage the image registry.
     #[command(subcommand)]
     Image(cmd_image::ImageCmd),
+    /// Queue a job on this node's daemon: jobcell submit [OPTIONS] -- COMMAND [ARGS...]
+    Submit(Box<cmd_client::SubmitArgs>),
+    /// List unfinished jobs (everyone's), like condor_q.
+    Q(cmd_client::ListArgs),
+    /// Remove a job (stopping it if it runs).
+    Rm(cmd_client::RmArgs),
+    /// Hold a job: it will not start (a running job is stopped and held).
+    Hold(cmd_client::ActArgs),
+    /// Release a held job back to the queue.
+    Release(cmd_client::ActArgs),
+    /// Freeze a running job (its cgroup's freezer).
+    Suspend(cmd_client::ActArgs),
+    /// Thaw a suspended job.
+    Continue(cmd_client::ActArgs),
+    /// Finished jobs with exit status and usage.
+    History(cmd_client::ListArgs),
+    /// The node: cpus and memory total/allocated/used, jobs by state.
+    Status(cmd_client::StatusArgs),
+    /// Print a job's stdout (or --stderr).
+    Output(cmd_client::OutputArgs),
+    /// Run the node agent in the foreground.
+    Daemon(cmd_daemon::DaemonArgs),
+    /// (internal) Supervise one job for the daemon.
+    #[command(hide = true)]
+    Supervise(cmd_daemon::SuperviseArgs),
 }
 
 /// jobcell's own failures exit 125 (like `env` and container runtimes); 126/127 and the job's
@@ -50,6 +77,18 @@ fn main() {
     let result = match cli.cmd {
         Cmd::Run(a) => cmd_run::run(*a),
         Cmd::Image(c) => cmd_image::run(c),
+        Cmd::Submit(a) => cmd_client::submit(*a),
+        Cmd::Q(a) => cmd_client::q(a),
+        Cmd::Rm(a) => cmd_client::rm(a),
+        Cmd::Hold(a) => cmd_client::act("hold", a),
+        Cmd::Release(a) => cmd_client::act("release", a),
+        Cmd::Suspend(a) => cmd_client::act("suspend", a),
+        Cmd::Continue(a) => cmd_client::act("continue", a),
+        Cmd::History(a) => cmd_client::history(a),
+        Cmd::Status(a) => cmd_client::status(a),
+        Cmd::Output(a) => cmd_client::output(a),
+        Cmd::Daemon(a) => cmd_daemon::run(a),
+        Cmd::Supervise(a) => cmd_daemon::supervise(a),
     };
     match result {
         Ok(code) => std::process::exit(code),

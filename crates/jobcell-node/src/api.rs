@@ -1,0 +1,291 @@
+//! The HTTP/JSON API on a Unix socket (docs/api.yaml). The caller is who the kernel says it is
+//! (SO_PEERCRED); bodies are limited to [`MAX_BODY`]; every error is a JSON `{"error": "..."}`
+//! with a 4xx/5xx status.
+
+use std::convert::Infallible;
+use std::sync::mpsc::Sender;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::net::UnixListener;
+use tokio::sync::oneshot;
+use tracing::{debug, warn};
+
+use crate::core::{Action, ApiErr, Cmd, Reply, Stream};
+use crate::types::*;
+
+pub const MAX_BODY: usize = 1 << 20;
+/// The most of a job's output one request returns (the tail beyond this is cut).
+pub const MAX_OUTPUT: u64 = 64 << 20;
+
+pub async fn serve(listener: UnixListener, tx: Sender<Cmd>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let uid = match stream.peer_cred() {
+            Ok(c) => c.uid(),
+            Err(e) => {
+                warn!("peer credentials: {e}");
+                continue;
+            }
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req| handle(req, uid, tx.clone()));
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .max_buf_size(MAX_BODY + 64 * 1024)
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                debug!("connection: {e}");
+            }
+        });
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+fn json<T: serde::Serialize>(code: u16, v: &T) -> Resp {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    Response::builder()
+        .status(code)
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)))
+        .expect("valid response")
+}
+
+fn err(e: ApiErr) -> Resp {
+    json(e.code, &ApiError { error: e.msg })
+}
+
+async fn ask<T>(tx: &Sender<Cmd>, f: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, ApiErr> {
+    let (rtx, rrx) = oneshot::channel();
+    tx.send(f(rtx))
+        .map_err(|_| ApiErr::new(503, "the daemon is shutting down"))?;
+    rrx.await
+        .map_err(|_| ApiErr::new(503, "the daemon is shutting down"))?
+}
+
+async fn body_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiErr> {
+    let body = Limited::new(req.into_body(), MAX_BODY)
+        .collect()
+        .await
+        .map_err(|e| {
+            if e.downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some()
+            {
+                ApiErr::new(413, format!("request body larger than {MAX_BODY} bytes"))
+            } else {
+                ApiErr::new(400, format!("reading the request body: {e}"))
+            }
+        })?
+        .to_bytes();
+    if body.is_empty() {
+        return serde_json::from_slice(b"{}")
+            .map_err(|e| ApiErr::new(400, format!("empty request body: {e}")));
+    }
+    serde_json::from_slice(&body).map_err(|e| ApiErr::new(400, format!("invalid JSON: {e}")))
+}
+
+fn parse_id(s: &str) -> Result<u64, ApiErr> {
+    s.parse()
+        .map_err(|_| ApiErr::new(400, format!("'{s}' is not a job id (a positive integer)")))
+}
+
+fn query_u32(req: &Request<Incoming>, key: &str) -> Result<Option<u32>, ApiErr> {
+    let Some(q) = req.uri().query() else {
+        return Ok(None);
+    };
+    for kv in q.split('&') {
+        if let Some(v) = kv.strip_prefix(key).and_then(|r| r.strip_prefix('=')) {
+            return v
+                .parse()
+                .map(Some)
+                .map_err(|_| ApiErr::new(400, format!("query {key}={v} is not a number")));
+        }
+    }
+    Ok(None)
+}
+
+async fn handle(req: Request<Incoming>, uid: u32, tx: Sender<Cmd>) -> Result<Resp, Infallible> {
+    if let Some(len) = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        if len > MAX_BODY as u64 {
+            return Ok(err(ApiErr::new(
+                413,
+                format!("request body of {len} bytes is larger than {MAX_BODY}"),
+            )));
+        }
+    }
+    Ok(match route(req, uid, &tx).await {
+        Ok(r) => r,
+        Err(e) => err(e),
+    })
+}
+
+async fn route(req: Request<Incoming>, uid: u32, tx: &Sender<Cmd>) -> Result<Resp, ApiErr> {
+    let path = req.uri().path().to_string();
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let method = req.method().clone();
+    match (&method, parts.as_slice()) {
+        (&Method::GET, ["v1", "status"]) => {
+            Ok(json(200, &ask(tx, |reply| Cmd::Status { reply }).await?))
+        }
+        (&Method::GET, ["v1", "jobs"]) => {
+            Ok(json(200, &ask(tx, |reply| Cmd::List { reply }).await?))
+        }
+        (&Method::POST, ["v1", "jobs"]) => {
+            let r: SubmitRequest = body_json(req).await?;
+            let resp = ask(tx, |reply| Cmd::Submit {
+                caller: uid,
+                req: Box::new(r),
+                reply,
+            })
+            .await?;
+            Ok(json(201, &resp))
+        }
+        (&Method::GET, ["v1", "history"]) => {
+            let limit = query_u32(&req, "limit")?.unwrap_or(1000).min(100_000);
+            Ok(json(
+                200,
+                &ask(tx, |reply| Cmd::History { limit, reply }).await?,
+            ))
+        }
+        (&Method::GET, ["v1", "jobs", id]) => {
+            let id = parse_id(id)?;
+            Ok(json(200, &ask(tx, |reply| Cmd::Get { id, reply }).await?))
+        }
+        (&Method::DELETE, ["v1", "jobs", id]) => {
+            let id = parse_id(id)?;
+            act(tx, uid, id, Action::Remove).await
+        }
+        (&Method::POST, ["v1", "jobs", id, verb]) => {
+            let id = parse_id(id)?;
+            let action = match *verb {
+                "hold" => {
+                    let h: HoldRequest = body_json(req).await?;
+                    if let Some(r) = &h.reason {
+                        if r.len() > 1024 || r.contains('\n') {
+                            return Err(ApiErr::new(
+                                400,
+                                "hold reason must be one line of at most 1024 bytes",
+                            ));
+                        }
+                    }
+                    Action::Hold(h.reason)
+                }
+                "release" => Action::Release,
+                "suspend" => Action::Suspend,
+                "continue" => Action::Continue,
+                "remove" => Action::Remove,
+                v => {
+                    return Err(ApiErr::new(
+                        404,
+                        format!("no action '{v}' (hold, release, suspend, continue, remove)"),
+                    ))
+                }
+            };
+            act(tx, uid, id, action).await
+        }
+        (&Method::GET, ["v1", "jobs", id, "events"]) => {
+            let id = parse_id(id)?;
+            Ok(json(
+                200,
+                &ask(tx, |reply| Cmd::Events {
+                    caller: uid,
+                    id,
+                    reply,
+                })
+                .await?,
+            ))
+        }
+        (&Method::GET, ["v1", "jobs", id, which @ ("stdout" | "stderr")]) => {
+            let id = parse_id(id)?;
+            let which = if *which == "stdout" {
+                Stream::Stdout
+            } else {
+                Stream::Stderr
+            };
+            let p = ask(tx, |reply| Cmd::Output {
+                caller: uid,
+                id,
+                which,
+                reply,
+            })
+            .await?;
+            let data = tokio::task::spawn_blocking(move || read_output(&p))
+                .await
+                .map_err(|e| ApiErr::new(500, e.to_string()))??;
+            Ok(Response::builder()
+                .status(200)
+                .header("content-type", "application/octet-stream")
+                .body(Full::new(Bytes::from(data)))
+                .expect("valid response"))
+        }
+        (_, ["v1", ..]) => Err(ApiErr::new(
+            if matches!(method, Method::GET | Method::POST | Method::DELETE) {
+                404
+            } else {
+                405
+            },
+            format!("no such endpoint: {method} {path}"),
+        )),
+        _ => Err(ApiErr::new(
+            404,
+            format!("no such endpoint: {method} {path} (the API is under /v1)"),
+        )),
+    }
+}
+
+async fn act(tx: &Sender<Cmd>, uid: u32, id: u64, action: Action) -> Result<Resp, ApiErr> {
+    let info = ask(tx, |reply| Cmd::Act {
+        caller: uid,
+        id,
+        action,
+        reply,
+    })
+    .await?;
+    Ok(json(200, &info))
+}
+
+fn read_output(p: &std::path::Path) -> Result<Vec<u8>, ApiErr> {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(p)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(ApiErr::new(500, format!("{}: {e}", p.display()))),
+    };
+    let meta = f.metadata().map_err(|e| ApiErr::new(500, e.to_string()))?;
+    if !meta.is_file() {
+        return Err(ApiErr::new(
+            409,
+            format!("{} is not a regular file", p.display()),
+        ));
+    }
+    if meta.len() > MAX_OUTPUT {
+        let _ = f.seek(SeekFrom::End(-(MAX_OUTPUT as i64)));
+    }
+    let mut v = Vec::new();
+    f.take(MAX_OUTPUT)
+        .read_to_end(&mut v)
+        .map_err(|e| ApiErr::new(500, e.to_string()))?;
+    Ok(v)
+}

@@ -1,0 +1,210 @@
+//! `jobcell daemon`: the start sequence. Everything that forks happens before the tokio
+//! runtime exists; afterwards the process only talks to the spawner.
+
+use std::fs::File;
+use std::io::{self, Read, Seek, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use jobcell_cgroup::CgroupRoot;
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::core::{Core, CoreConfig};
+use crate::resources::{self, NodeResources};
+use crate::spawner::Spawner;
+use crate::store::{Store, StoreError};
+use crate::sys;
+
+pub const DEFAULT_SOCKET: &str = "/run/jobcell/api.sock";
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/jobcell";
+
+#[derive(Debug, Clone)]
+pub struct DaemonOptions {
+    pub state_dir: PathBuf,
+    pub socket: PathBuf,
+    /// Cores / bytes offered to jobs; None: what the daemon's cgroup allows minus the reserve.
+    pub cpus: Option<f64>,
+    pub memory: Option<u64>,
+    pub reserve_cpus: f64,
+    pub reserve_memory: u64,
+    /// A job's request when it names none (HTCondor's request_cpus = 1 default).
+    pub default_cpus: f64,
+    pub default_memory: u64,
+    pub scratch_base: PathBuf,
+    pub cgroup_parent: Option<PathBuf>,
+    /// The binary the spawner execs as `<exe> supervise DIR ATTEMPT`.
+    pub exe: PathBuf,
+}
+
+#[derive(Debug, Error)]
+pub enum DaemonError {
+    #[error("state dir {path}: {source}")]
+    StateDir { path: PathBuf, source: io::Error },
+    #[error("state dir {path} is in use by another jobcell daemon{}", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Locked { path: PathBuf, pid: Option<u32> },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("socket {path}: {source}")]
+    Socket { path: PathBuf, source: io::Error },
+    #[error("starting the spawner process: {0}")]
+    Spawner(io::Error),
+    #[error("starting the async runtime: {0}")]
+    Runtime(io::Error),
+    #[error("cgroups: {0}")]
+    Cgroup(#[from] jobcell_cgroup::CgroupError),
+    #[error("{0}")]
+    Config(String),
+}
+
+fn state_err(path: &Path) -> impl FnOnce(io::Error) -> DaemonError + '_ {
+    move |source| DaemonError::StateDir {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Take the state dir's lock: one daemon per state dir.
+fn lock_state_dir(dir: &Path) -> Result<File, DaemonError> {
+    let p = dir.join("daemon.lock");
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o644)
+        .open(&p)
+        .map_err(state_err(dir))?;
+    if !sys::try_flock(&f).map_err(state_err(dir))? {
+        let mut s = String::new();
+        let _ = f.read_to_string(&mut s);
+        return Err(DaemonError::Locked {
+            path: dir.to_path_buf(),
+            pid: s.trim().parse().ok(),
+        });
+    }
+    f.set_len(0).map_err(state_err(dir))?;
+    f.rewind().map_err(state_err(dir))?;
+    writeln!(f, "{}", std::process::id()).map_err(state_err(dir))?;
+    Ok(f)
+}
+
+/// The node's offer: explicit values, else detection minus the reserve.
+pub fn node_resources(o: &DaemonOptions) -> Result<NodeResources, DaemonError> {
+    let d = resources::detect();
+    let cpus = o.cpus.unwrap_or((d.cpus - o.reserve_cpus).max(0.0));
+    let memory = o
+        .memory
+        .unwrap_or(d.memory.saturating_sub(o.reserve_memory));
+    if cpus <= 0.0 || memory == 0 {
+        return Err(DaemonError::Config(format!(
+            "the node offers no resources to jobs ({cpus} cpus, {memory} bytes after the reserve)"
+        )));
+    }
+    Ok(NodeResources { cpus, memory })
+}
+
+/// Run the daemon in the foreground until SIGTERM/SIGINT.
+pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
+    let sd = &o.state_dir;
+    std::fs::create_dir_all(sd).map_err(state_err(sd))?;
+    let jobs_dir = sd.join("jobs");
+    std::fs::create_dir_all(&jobs_dir).map_err(state_err(sd))?;
+    // Fail now, with the state dir named, rather than at the first job.
+    let probe = sd.join(".write-test");
+    std::fs::write(&probe, b"").map_err(|e| DaemonError::StateDir {
+        path: sd.clone(),
+        source: io::Error::new(e.kind(), format!("not writable: {e}")),
+    })?;
+    let _ = std::fs::remove_file(&probe);
+    let _lock = lock_state_dir(sd)?;
+    let node = node_resources(&o)?;
+    let cgroups = if sys::is_root() {
+        Some(CgroupRoot::detect(o.cgroup_parent.as_deref())?)
+    } else {
+        warn!("not running as root: jobs run as the daemon's user, without cgroups of their own");
+        None
+    };
+    std::fs::create_dir_all(&o.scratch_base).map_err(|e| DaemonError::StateDir {
+        path: o.scratch_base.clone(),
+        source: e,
+    })?;
+
+    // Fork the spawner while this process has a single thread.
+    let spawner = Spawner::start(&o.exe).map_err(DaemonError::Spawner)?;
+    let store = Store::open(&sd.join("state.db"))?;
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let cfg = CoreConfig {
+        node,
+        default_cpus: o.default_cpus,
+        default_memory: o.default_memory,
+        jobs_dir,
+        scratch_base: o.scratch_base.clone(),
+        cgroup_parent: o.cgroup_parent.clone(),
+    };
+    let mut core = Core::new(
+        store,
+        cfg,
+        spawner,
+        rt.handle().clone(),
+        tx.clone(),
+        cgroups,
+    );
+    {
+        let _g = rt.enter();
+        core.recover()?;
+    }
+    std::thread::Builder::new()
+        .name("core".into())
+        .spawn(move || core.run(rx))
+        .map_err(DaemonError::Runtime)?;
+
+    let sock = o.socket.clone();
+    let sock_err = |source| DaemonError::Socket {
+        path: sock.clone(),
+        source,
+    };
+    if let Some(parent) = sock.parent() {
+        std::fs::create_dir_all(parent).map_err(sock_err)?;
+    }
+    // We hold the state dir's lock, so a socket file here is a dead daemon's.
+    match std::fs::remove_file(&sock) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(sock_err(e)),
+        _ => {}
+    }
+    let listener = {
+        let _g = rt.enter();
+        tokio::net::UnixListener::bind(&sock).map_err(sock_err)?
+    };
+    // Everyone may connect; the API checks who they are.
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).map_err(sock_err)?;
+    info!(
+        "jobcell daemon {} ready on {} (state {}, {} cpus and {} for jobs)",
+        env!("CARGO_PKG_VERSION"),
+        sock.display(),
+        sd.display(),
+        node.cpus,
+        jobcell_spec::format_size(node.memory)
+    );
+    if let Err(e) = sys::sd_notify(&format!("READY=1\nMAINPID={}", std::process::id())) {
+        warn!("sd_notify: {e}");
+    }
+    rt.block_on(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal handler");
+        tokio::select! {
+            _ = crate::api::serve(listener, tx) => {}
+            _ = term.recv() => info!("SIGTERM: stopping; running jobs keep running under their supervisors"),
+            _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping; running jobs keep running under their supervisors"),
+        }
+    });
+    let _ = sys::sd_notify("STOPPING=1");
+    let _ = std::fs::remove_file(&o.socket);
+    Ok(())
+}

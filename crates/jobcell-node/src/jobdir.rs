@@ -1,0 +1,126 @@
+//! The job directory: the contract between the daemon and a job's supervisor.
+//!
+//! ```text
+//! <state>/jobs/<id>/spec.json            written by the daemon before spawning
+//!                  /claim-<attempt>      made atomically (link) by the supervisor, or by a
+//!                                        recovering daemon to fence off a late supervisor
+//!                  /result-<attempt>.json  written last by the supervisor (tmp+fsync+rename)
+//!                  /stdout, /stderr      the job's output (owned by the job's user)
+//!                  /supervisor.log       the supervisor's own stderr
+//! ```
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use jobcell_spec::JobSpec;
+use serde::{Deserialize, Serialize};
+
+/// What the supervisor reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SupervisorSpec {
+    pub id: u64,
+    pub spec: JobSpec,
+    pub stdout: PathBuf,
+    pub stderr: PathBuf,
+    pub cgroup_parent: Option<PathBuf>,
+}
+
+/// Who claimed an attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Claim {
+    Supervisor {
+        pid: i32,
+        starttime: u64,
+    },
+    /// A recovering daemon claimed the attempt: it never started and never will.
+    Fenced,
+}
+
+/// How an attempt ended, as the supervisor recorded it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobResult {
+    pub attempt: u32,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// jobcell's own failure to run the job (bad user, mount failed...), one line.
+    pub error: Option<String>,
+    /// The command could not be executed (126/127).
+    pub exec_error: Option<String>,
+    pub report: Option<serde_json::Value>,
+    pub finished_at: f64,
+}
+
+pub fn spec_path(dir: &Path) -> PathBuf {
+    dir.join("spec.json")
+}
+pub fn claim_path(dir: &Path, attempt: u32) -> PathBuf {
+    dir.join(format!("claim-{attempt}"))
+}
+pub fn result_path(dir: &Path, attempt: u32) -> PathBuf {
+    dir.join(format!("result-{attempt}.json"))
+}
+
+/// Make `claim-<attempt>` with `c` as its content, atomically: written to a private temporary
+/// file, then hard-linked into place (link fails with EEXIST if anyone claimed first, and the
+/// content is complete the moment the name exists). Ok(false): someone else holds the claim.
+pub fn claim(dir: &Path, attempt: u32, c: &Claim) -> io::Result<bool> {
+    let tmp = dir.join(format!(".claim-{attempt}.{}", std::process::id()));
+    let data = serde_json::to_vec(c).map_err(io::Error::other)?;
+    std::fs::write(&tmp, data)?;
+    let r = std::fs::hard_link(&tmp, claim_path(dir, attempt));
+    let _ = std::fs::remove_file(&tmp);
+    match r {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn read_claim(dir: &Path, attempt: u32) -> io::Result<Option<Claim>> {
+    match std::fs::read(claim_path(dir, attempt)) {
+        Ok(d) => serde_json::from_slice(&d)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn read_result(dir: &Path, attempt: u32) -> io::Result<Option<JobResult>> {
+    match std::fs::read(result_path(dir, attempt)) {
+        Ok(d) => serde_json::from_slice(&d)
+            .map(Some)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The name of an attempt's cgroup and scratch dir: `job-<supervisor pid>-<id in hex>`, the
+/// shape the cgroup and scratch garbage collectors recognise.
+pub fn cgroup_name(supervisor_pid: i32, id: u64) -> String {
+    format!("job-{supervisor_pid}-{id:x}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn claim_is_exclusive_and_complete() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(claim(d.path(), 1, &Claim::Fenced).unwrap());
+        let c = Claim::Supervisor {
+            pid: 1,
+            starttime: 2,
+        };
+        assert!(!claim(d.path(), 1, &c).unwrap());
+        assert_eq!(read_claim(d.path(), 1).unwrap(), Some(Claim::Fenced));
+        assert!(claim(d.path(), 2, &c).unwrap());
+        assert_eq!(read_claim(d.path(), 2).unwrap(), Some(c));
+        assert_eq!(read_claim(d.path(), 3).unwrap(), None);
+        // No temporary files left.
+        assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
+    }
+}

@@ -1,0 +1,32 @@
+//! # jobcell-node — the node agent
+//!
+//! `jobcell daemon` owns a node's cores and memory: it queues jobs in SQLite, starts each one
+//! under its own `jobcell supervise` process, and answers an HTTP/JSON API on a Unix socket.
+//!
+//! ```text
+//!  clients ──HTTP/unix socket──► api (tokio) ──Cmd──► core thread (owns SQLite + queue)
+//!                                                        │ group commit, then effects:
+//!                                                        ▼
+//!                     spawner process (forked before tokio) ──fork,setsid,fork,exec──►
+//!                         jobcell supervise <job-dir> <attempt>  ──► launcher ──► job
+//!  pidfd watchers (tokio AsyncFd) ──SupervisorExited──► core: read result-N.json, record
+//! ```
+//!
+//! The job directory is the contract between daemon and supervisor ([`jobdir`]): the daemon
+//! writes `spec.json`; the supervisor atomically claims `claim-<attempt>` (so a daemon
+//! recovering from a crash can prove a job never started by claiming it first), writes its
+//! output files and finally `result-<attempt>.json` (tmp + fsync + rename).
+
+pub mod api;
+pub mod client;
+pub mod core;
+pub mod daemon;
+pub mod jobdir;
+pub mod resources;
+pub mod spawner;
+pub mod store;
+pub mod supervise;
+pub mod sys;
+pub mod types;
+
+pub use daemon::{run_daemon, DaemonError, DaemonOptions};

@@ -1,0 +1,217 @@
+//! The spawner: a small single-threaded process forked before the daemon starts its tokio
+//! runtime. Forking a multithreaded process is unsafe (only the forking thread survives; locks
+//! held by other threads — the allocator's included — stay locked in the child), so the daemon
+//! never forks: it sends "spawn <attempt> <job dir>" over a socketpair and the spawner does
+//! fork → setsid → fork → exec `jobcell supervise`. The double fork makes the supervisor a child
+//! of init (or the nearest subreaper), not of the daemon: it outlives a daemon restart.
+//! The intermediate child reads the supervisor's start time before exiting (it is still the
+//! parent, so the pid cannot be reused yet) and the daemon checks it when opening a pidfd.
+
+use std::ffi::CString;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+
+use crate::sys::starttime;
+
+pub struct Spawner {
+    sock: UnixStream,
+    reader: BufReader<UnixStream>,
+    pid: i32,
+}
+
+impl Spawner {
+    /// Fork the spawner. Call before any thread exists (before the tokio runtime).
+    pub fn start(exe: &Path) -> io::Result<Spawner> {
+        let exe = CString::new(exe.as_os_str().as_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "exe path has a NUL"))?;
+        let (ours, theirs) = UnixStream::pair()?;
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if pid == 0 {
+            drop(ours);
+            // Die with the daemon; supervisors (grandchildren) do not inherit this.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            let code = match serve(theirs, &exe) {
+                Ok(()) => 0,
+                Err(_) => 1,
+            };
+            unsafe { libc::_exit(code) };
+        }
+        drop(theirs);
+        let reader = BufReader::new(ours.try_clone()?);
+        Ok(Spawner {
+            sock: ours,
+            reader,
+            pid,
+        })
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
+    /// Start supervisors for `(job dir, attempt)` pairs; requests are pipelined. Returns, in
+    /// order, each supervisor's pid and start time, or why it could not be started.
+    pub fn spawn_many(
+        &mut self,
+        reqs: &[(&Path, u32)],
+    ) -> io::Result<Vec<Result<(i32, u64), String>>> {
+        let mut out = Vec::with_capacity(reqs.len());
+        let mut buf = Vec::new();
+        for (dir, attempt) in reqs {
+            let d = dir.as_os_str().as_bytes();
+            if d.contains(&b'\n') {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "newline in job dir",
+                ));
+            }
+            buf.extend_from_slice(format!("{attempt} ").as_bytes());
+            buf.extend_from_slice(d);
+            buf.push(b'\n');
+        }
+        self.sock.write_all(&buf)?;
+        for _ in reqs {
+            let mut line = String::new();
+            if self.reader.read_line(&mut line)? == 0 {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "the spawner process exited",
+                ));
+            }
+            let line = line.trim_end();
+            out.push(match line.strip_prefix("ok ") {
+                Some(rest) => {
+                    let mut it = rest.split(' ');
+                    match (
+                        it.next().and_then(|p| p.parse().ok()),
+                        it.next().and_then(|s| s.parse().ok()),
+                    ) {
+                        (Some(p), Some(s)) => Ok((p, s)),
+                        _ => Err(format!("bad spawner reply '{line}'")),
+                    }
+                }
+                None => Err(line.strip_prefix("err ").unwrap_or(line).to_string()),
+            });
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for Spawner {
+    fn drop(&mut self) {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
+    }
+}
+
+/// The spawner's loop (in the forked child). Ends at EOF.
+fn serve(sock: UnixStream, exe: &CString) -> io::Result<()> {
+    let mut out = sock.try_clone()?;
+    let mut r = BufReader::new(sock);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        if r.read_until(b'\n', &mut line)? == 0 {
+            return Ok(());
+        }
+        if line.last() == Some(&b'\n') {
+            line.pop();
+        }
+        let reply = match parse_req(&line) {
+            Some((attempt, dir)) => match spawn_one(exe, &attempt, &dir) {
+                Ok((pid, st)) => format!("ok {pid} {st}\n"),
+                Err(e) => format!("err spawning a supervisor: {e}\n"),
+            },
+            None => "err malformed spawn request\n".to_string(),
+        };
+        out.write_all(reply.as_bytes())?;
+    }
+}
+
+fn parse_req(line: &[u8]) -> Option<(CString, CString)> {
+    let sp = line.iter().position(|&b| b == b' ')?;
+    let attempt = &line[..sp];
+    if attempt.is_empty() || !attempt.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some((
+        CString::new(attempt).ok()?,
+        CString::new(&line[sp + 1..]).ok()?,
+    ))
+}
+
+fn spawn_one(exe: &CString, attempt: &CString, dir: &CString) -> io::Result<(i32, u64)> {
+    let arg0 = CString::new("jobcell").unwrap();
+    let sup = CString::new("supervise").unwrap();
+    let argv = [
+        arg0.as_ptr(),
+        sup.as_ptr(),
+        dir.as_ptr(),
+        attempt.as_ptr(),
+        std::ptr::null(),
+    ];
+    let mut log = dir.as_bytes().to_vec();
+    log.extend_from_slice(b"/supervisor.log");
+    let log = CString::new(log).unwrap();
+    let devnull = CString::new("/dev/null").unwrap();
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let a = unsafe { libc::fork() };
+    if a < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if a == 0 {
+        // Intermediate child: new session, fork the supervisor, report it, exit.
+        unsafe { libc::setsid() };
+        let b = unsafe { libc::fork() };
+        if b == 0 {
+            unsafe {
+                let null = libc::open(devnull.as_ptr(), libc::O_RDWR);
+                let logfd = libc::open(
+                    log.as_ptr(),
+                    libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
+                    0o600,
+                );
+                let logfd = if logfd < 0 { null } else { logfd };
+                libc::dup2(null, 0);
+                libc::dup2(logfd, 1);
+                libc::dup2(logfd, 2);
+                libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+                libc::execv(exe.as_ptr(), argv.as_ptr());
+                libc::_exit(127);
+            }
+        }
+        let msg = if b < 0 {
+            format!("fork: {}", io::Error::last_os_error())
+        } else {
+            // b is our child and unreaped: its /proc entry cannot belong to anyone else.
+            format!("{b} {}", starttime(b).unwrap_or(0))
+        };
+        unsafe {
+            libc::write(wr.as_raw_fd(), msg.as_ptr().cast(), msg.len());
+            libc::_exit(0);
+        }
+    }
+    drop(wr);
+    let mut s = String::new();
+    let r = std::fs::File::from(rd).read_to_string(&mut s);
+    unsafe { libc::waitpid(a, std::ptr::null_mut(), 0) };
+    r?;
+    let mut it = s.split(' ');
+    match (
+        it.next().and_then(|p| p.parse::<i32>().ok()),
+        it.next().and_then(|p| p.parse::<u64>().ok()),
+    ) {
+        (Some(p), Some(st)) if st > 0 => Ok((p, st)),
+        _ => Err(io::Error::other(s)),
+    }
+}

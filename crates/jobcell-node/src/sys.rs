@@ -1,0 +1,184 @@
+//! Small syscall wrappers the daemon and supervisors share.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+/// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat): with the pid it
+/// names one process for the life of the system (pids are reused, start times do not repeat).
+pub fn starttime(pid: i32) -> io::Result<u64> {
+    let s = std::fs::read(format!("/proc/{pid}/stat"))?;
+    // comm may contain spaces and parentheses: fields start after the last ')'.
+    let close = s
+        .iter()
+        .rposition(|&b| b == b')')
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc stat"))?;
+    let rest = std::str::from_utf8(&s[close + 1..])
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "bad /proc stat"))?;
+    // After ')' come field 3 (state) onwards; starttime is field 22.
+    rest.split_whitespace()
+        .nth(19)
+        .and_then(|f| f.parse().ok())
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad /proc stat"))
+}
+
+/// A pidfd for `pid`, checked to be the process that started at `start` (else ESRCH).
+pub fn pidfd_for(pid: i32, start: u64) -> io::Result<OwnedFd> {
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // The pidfd pins the process: if its start time matches now, it is the one we meant.
+    match starttime(pid) {
+        Ok(s) if s == start => Ok(fd),
+        _ => Err(io::Error::from_raw_os_error(libc::ESRCH)),
+    }
+}
+
+/// Whether the process behind a pidfd has exited (pidfd polls readable then).
+pub fn pidfd_exited(fd: &OwnedFd) -> bool {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    unsafe { libc::poll(&mut p, 1, 0) == 1 }
+}
+
+pub fn pidfd_signal(fd: &OwnedFd, sig: i32) -> io::Result<()> {
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Take an exclusive, non-blocking flock; Ok(false) when another process holds it.
+pub fn try_flock(f: &File) -> io::Result<bool> {
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    if e.raw_os_error() == Some(libc::EWOULDBLOCK) {
+        Ok(false)
+    } else {
+        Err(e)
+    }
+}
+
+/// Write `data` to `path` atomically and durably: a temporary file in the same dir, fsync,
+/// rename, fsync of the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp.{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let mut f = File::create(&tmp)?;
+    f.write_all(data)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    File::open(dir)?.sync_all()
+}
+
+/// systemd's readiness protocol: one datagram to $NOTIFY_SOCKET (a path, or '@' for the
+/// abstract namespace). A no-op when the variable is unset.
+pub fn sd_notify(msg: &str) -> io::Result<()> {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(());
+    };
+    let bytes = path.as_bytes();
+    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "NOTIFY_SOCKET is empty or too long",
+        ));
+    }
+    for (i, b) in bytes.iter().enumerate() {
+        addr.sun_path[i] = *b as libc::c_char;
+    }
+    if bytes[0] == b'@' {
+        addr.sun_path[0] = 0;
+    }
+    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len();
+    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let rc = unsafe {
+        libc::sendto(
+            fd.as_raw_fd(),
+            msg.as_ptr().cast(),
+            msg.len(),
+            libc::MSG_NOSIGNAL,
+            (&addr as *const libc::sockaddr_un).cast(),
+            len as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+pub fn is_root() -> bool {
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A user's name from the passwd database (for display), else the number.
+pub fn user_name(uid: u32) -> String {
+    let mut buf = vec![0u8; 4096];
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    let rc =
+        unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
+    if rc == 0 && !out.is_null() {
+        let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
+        return name.to_string_lossy().into_owned();
+    }
+    uid.to_string()
+}
+
+/// A user's uid and gid by name or number.
+pub fn lookup_user(name: &str) -> Option<(u32, u32)> {
+    let mut buf = vec![0u8; 4096];
+    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut out: *mut libc::passwd = std::ptr::null_mut();
+    let rc = if let Ok(uid) = name.parse::<u32>() {
+        unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) }
+    } else {
+        let c = std::ffi::CString::new(name).ok()?;
+        unsafe {
+            libc::getpwnam_r(
+                c.as_ptr(),
+                &mut pw,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &mut out,
+            )
+        }
+    };
+    if rc == 0 && !out.is_null() {
+        Some((pw.pw_uid, pw.pw_gid))
+    } else {
+        name.parse::<u32>().ok().map(|u| (u, u))
+    }
+}

@@ -1,0 +1,141 @@
+//! API types (JSON on the wire; documented in docs/api.yaml).
+
+use jobcell_spec::JobSpec;
+use serde::{Deserialize, Serialize};
+
+/// A job's state. Terminal: completed, failed, removed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum State {
+    Queued,
+    Held,
+    /// Committed before the supervisor is spawned (never run twice: see core::recover).
+    Starting,
+    Running,
+    Suspended,
+    Completed,
+    Failed,
+    Removed,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Queued => "queued",
+            State::Held => "held",
+            State::Starting => "starting",
+            State::Running => "running",
+            State::Suspended => "suspended",
+            State::Completed => "completed",
+            State::Failed => "failed",
+            State::Removed => "removed",
+        }
+    }
+    pub fn parse(s: &str) -> Option<State> {
+        Some(match s {
+            "queued" => State::Queued,
+            "held" => State::Held,
+            "starting" => State::Starting,
+            "running" => State::Running,
+            "suspended" => State::Suspended,
+            "completed" => State::Completed,
+            "failed" => State::Failed,
+            "removed" => State::Removed,
+            _ => return None,
+        })
+    }
+    pub fn terminal(self) -> bool {
+        matches!(self, State::Completed | State::Failed | State::Removed)
+    }
+    /// A supervisor may be alive.
+    pub fn active(self) -> bool {
+        matches!(self, State::Starting | State::Running | State::Suspended)
+    }
+}
+
+/// `POST /v1/jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubmitRequest {
+    pub spec: JobSpec,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub hold: bool,
+    /// Submit this many identical jobs (HTCondor's `queue N`); default 1.
+    #[serde(default)]
+    pub count: Option<u32>,
+    /// Where the job's stdout/stderr go (absolute; default: files in the job dir).
+    #[serde(default)]
+    pub stdout: Option<String>,
+    #[serde(default)]
+    pub stderr: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SubmitResponse {
+    pub ids: Vec<u64>,
+}
+
+/// One job as the API shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct JobInfo {
+    pub id: u64,
+    pub owner: u32,
+    pub user: String,
+    pub state: State,
+    pub priority: i32,
+    pub cpus: f64,
+    pub memory: u64,
+    pub command: Vec<String>,
+    pub submitted_at: f64,
+    pub started_at: Option<f64>,
+    pub ended_at: Option<f64>,
+    pub hold_reason: Option<String>,
+    pub reason: Option<String>,
+    pub attempt: u32,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The launcher's report (docs/REPORT.md) for finished jobs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HoldRequest {
+    #[serde(default)]
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Event {
+    pub time: f64,
+    pub kind: String,
+    pub detail: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NodeStatus {
+    pub cpus_total: f64,
+    pub memory_total: u64,
+    pub cpus_allocated: f64,
+    pub memory_allocated: u64,
+    /// Measured from the kernel: load average (1 min) and memory in use by jobcell's jobs.
+    pub load_1m: f64,
+    pub memory_used: Option<u64>,
+    pub jobs: std::collections::BTreeMap<String, u64>,
+    pub daemon_pid: u32,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ApiError {
+    pub error: String,
+}
+
+pub fn now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}

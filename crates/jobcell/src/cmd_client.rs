@@ -1,0 +1,487 @@
+//! The queue commands: submit, q, rm, hold, release, suspend, continue, history, status,
+//! output. Each is one or a few HTTP requests to the daemon's socket.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use jobcell_node::client::Client;
+use jobcell_node::daemon::DEFAULT_SOCKET;
+use jobcell_node::types::{JobInfo, NodeStatus, State, SubmitResponse};
+use jobcell_spec::{
+    format_size, parse_bind, parse_env, parse_size, DevMode, JobSpec, MemoryPolicy, NetMode, Unit,
+    UserSpec,
+};
+use serde_json::json;
+
+#[derive(Args, Debug, Clone)]
+pub struct SocketArg {
+    /// The daemon's API socket (default: $JOBCELL_SOCKET, else /run/jobcell/api.sock).
+    #[arg(long, value_name = "PATH", global = true)]
+    pub socket: Option<PathBuf>,
+}
+
+impl SocketArg {
+    fn client(&self) -> Client {
+        let p = self
+            .socket
+            .clone()
+            .or_else(|| std::env::var_os("JOBCELL_SOCKET").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
+        Client::new(&p)
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub sock: SocketArg,
+    /// Run as this user (name or uid); root only. Default: the submitter (root: nobody).
+    #[arg(long, short = 'u', value_name = "NAME|UID")]
+    pub user: Option<String>,
+    /// CPU request in cores (fractional allowed); the scheduler reserves it and the job's
+    /// cgroup gets the matching weight. Default 1.
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// Hard CPU quota in cores.
+    #[arg(long, value_name = "N")]
+    pub cpu_limit: Option<f64>,
+    /// Pin the job to these CPUs (kernel list syntax).
+    #[arg(long, value_name = "LIST")]
+    pub cpuset: Option<String>,
+    /// Memory request (bare numbers are MiB; 2G, 512MB). Default: the node's default_memory.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    #[arg(long, value_name = "hard|soft|none", default_value = "hard")]
+    pub memory_policy: MemoryPolicy,
+    #[arg(long, value_name = "SIZE")]
+    pub swap: Option<String>,
+    #[arg(long, value_name = "N")]
+    pub pids: Option<u64>,
+    #[arg(long, value_name = "N")]
+    pub io_weight: Option<u16>,
+    /// Set a variable in the job's environment.
+    #[arg(long, short = 'e', value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    #[arg(long, value_name = "SRC[:DST]")]
+    pub bind: Vec<String>,
+    #[arg(long = "ro-bind", value_name = "SRC[:DST]")]
+    pub ro_bind: Vec<String>,
+    /// Directories made private (default /tmp, /var/tmp, /dev/shm; `none` for none).
+    #[arg(long = "private", value_name = "DIR")]
+    pub private: Vec<PathBuf>,
+    /// Seconds between SIGTERM and SIGKILL when the job is removed.
+    #[arg(long, value_name = "SECS")]
+    pub grace: Option<f64>,
+    #[arg(long, value_name = "host|none", default_value = "host")]
+    pub net: String,
+    #[arg(long, value_name = "minimal|host", default_value = "minimal")]
+    pub dev: String,
+    /// Higher runs first (default 0).
+    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
+    pub priority: i32,
+    /// Submit held: it starts only after `jobcell release`.
+    #[arg(long)]
+    pub hold: bool,
+    /// Submit this many copies (HTCondor's `queue N`).
+    #[arg(long, default_value_t = 1)]
+    pub count: u32,
+    /// Write the job's stdout to FILE (opened as the job's user) instead of the job dir.
+    #[arg(long, value_name = "FILE")]
+    pub output: Option<String>,
+    /// Write the job's stderr to FILE instead of the job dir.
+    #[arg(long, value_name = "FILE")]
+    pub error: Option<String>,
+    /// Print only the job ids.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// A submit description file (reserved: not yet supported; use -- COMMAND).
+    #[arg(value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// The command and its arguments.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+fn abs(p: &str) -> anyhow::Result<String> {
+    let pb = std::path::Path::new(p);
+    Ok(if pb.is_absolute() {
+        p.to_string()
+    } else {
+        std::env::current_dir()?
+            .join(pb)
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
+pub fn build_spec(a: &SubmitArgs) -> anyhow::Result<JobSpec> {
+    let mut spec = JobSpec::new(a.command.clone());
+    let root = unsafe { libc::geteuid() } == 0;
+    spec.user = match &a.user {
+        Some(u) => UserSpec::parse(u)?,
+        None if root => UserSpec::Name("nobody".into()),
+        None => UserSpec::Uid(unsafe { libc::getuid() }),
+    };
+    if !a.private.is_empty() {
+        spec.private_dirs = a
+            .private
+            .iter()
+            .filter(|p| p.as_os_str() != "none")
+            .cloned()
+            .collect();
+    }
+    for b in &a.bind {
+        spec.mounts.push(parse_bind(b, false)?);
+    }
+    for b in &a.ro_bind {
+        spec.mounts.push(parse_bind(b, true)?);
+    }
+    for e in &a.env {
+        spec.env.push(parse_env(e)?);
+    }
+    if let Some(g) = a.grace {
+        anyhow::ensure!(
+            g.is_finite() && g >= 0.0,
+            "--grace {g} must be a number of seconds >= 0"
+        );
+        spec.grace = Duration::from_secs_f64(g);
+    }
+    spec.net = match a.net.as_str() {
+        "host" => NetMode::Host,
+        "none" => NetMode::None,
+        n => anyhow::bail!("--net '{n}' is not one of host, none"),
+    };
+    spec.dev = match a.dev.as_str() {
+        "minimal" => DevMode::Minimal,
+        "host" => DevMode::Host,
+        d => anyhow::bail!("--dev '{d}' is not one of minimal, host"),
+    };
+    let r = &mut spec.resources;
+    r.cpus = a.cpus;
+    r.cpu_limit = a.cpu_limit;
+    r.cpuset = a.cpuset.clone();
+    r.memory_policy = a.memory_policy;
+    if let Some(m) = &a.memory {
+        r.memory = Some(parse_size(m, Unit::MiB).with_context(|| format!("--memory {m}"))?);
+    }
+    if let Some(m) = &a.swap {
+        r.swap = Some(parse_size(m, Unit::MiB).with_context(|| format!("--swap {m}"))?);
+    }
+    if a.pids.is_some() {
+        r.pids = a.pids;
+    }
+    r.io_weight = a.io_weight;
+    spec.validate()?;
+    Ok(spec)
+}
+
+pub fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
+    if let Some(f) = &a.file {
+        anyhow::bail!(
+            "submit description files ({}) are not supported yet; use jobcell submit [OPTIONS] -- COMMAND [ARGS...]",
+            f.display()
+        );
+    }
+    anyhow::ensure!(
+        !a.command.is_empty(),
+        "no command given (usage: jobcell submit [OPTIONS] -- COMMAND [ARGS...])"
+    );
+    if a.user.is_some() && unsafe { libc::geteuid() } != 0 {
+        anyhow::bail!("--user needs root: your jobs run as you");
+    }
+    let spec = build_spec(&a)?;
+    let body = json!({
+        "spec": spec,
+        "priority": a.priority,
+        "hold": a.hold,
+        "count": a.count,
+        "stdout": a.output.as_deref().map(abs).transpose()?,
+        "stderr": a.error.as_deref().map(abs).transpose()?,
+    });
+    let r: SubmitResponse = a.sock.client().call("POST", "/v1/jobs", Some(&body))?;
+    let mut out = std::io::stdout().lock();
+    if a.quiet {
+        for id in &r.ids {
+            writeln!(out, "{id}")?;
+        }
+    } else if r.ids.len() == 1 {
+        writeln!(out, "Submitted job {}.", r.ids[0])?;
+    } else {
+        writeln!(
+            out,
+            "Submitted {} jobs: {}-{}.",
+            r.ids.len(),
+            r.ids[0],
+            r.ids[r.ids.len() - 1]
+        )?;
+    }
+    Ok(0)
+}
+
+#[derive(Args, Debug)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub sock: SocketArg,
+    /// JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// How many finished jobs (history only).
+    #[arg(long, default_value_t = 100)]
+    pub limit: u32,
+}
+
+fn fmt_secs(s: f64) -> String {
+    let s = s.max(0.0) as u64;
+    format!(
+        "{}+{:02}:{:02}:{:02}",
+        s / 86400,
+        s / 3600 % 24,
+        s / 60 % 60,
+        s % 60
+    )
+}
+
+fn cmdline(c: &[String]) -> String {
+    let s = c.join(" ");
+    if s.chars().count() > 40 {
+        s.chars().take(39).collect::<String>() + "…"
+    } else {
+        s
+    }
+}
+
+fn state_short(s: State) -> &'static str {
+    // condor_q's letters, plus S for starting... spelled out: readable beats terse here.
+    s.as_str()
+}
+
+pub fn q(a: ListArgs) -> anyhow::Result<i32> {
+    let jobs: Vec<JobInfo> = a.sock.client().call("GET", "/v1/jobs", None)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(0);
+    }
+    let now = jobcell_node::types::now();
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:>7} {:<10} {:<9} {:>5} {:>9} {:>12} {:>4}  COMMAND",
+        "ID", "OWNER", "STATE", "CPUS", "MEMORY", "RUN_TIME", "PRIO"
+    )?;
+    let mut counts = std::collections::BTreeMap::new();
+    for j in &jobs {
+        *counts.entry(j.state.as_str()).or_insert(0) += 1;
+        let run = j.started_at.map(|s| now - s).unwrap_or(0.0);
+        writeln!(
+            out,
+            "{:>7} {:<10} {:<9} {:>5} {:>9} {:>12} {:>4}  {}",
+            j.id,
+            jobcell_node::sys::user_name(j.owner),
+            state_short(j.state),
+            j.cpus,
+            format_size(j.memory),
+            fmt_secs(run),
+            j.priority,
+            cmdline(&j.command)
+        )?;
+    }
+    let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    writeln!(
+        out,
+        "\n{} jobs{}{}",
+        jobs.len(),
+        if summary.is_empty() { "" } else { "; " },
+        summary.join(", ")
+    )?;
+    Ok(0)
+}
+
+pub fn history(a: ListArgs) -> anyhow::Result<i32> {
+    let jobs: Vec<JobInfo> =
+        a.sock
+            .client()
+            .call("GET", &format!("/v1/history?limit={}", a.limit), None)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        return Ok(0);
+    }
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "{:>7} {:<10} {:<9} {:>6} {:>9} {:>9} {:>10}  COMMAND",
+        "ID", "OWNER", "STATE", "EXIT", "CPU_S", "MEM_PEAK", "WALL_S"
+    )?;
+    for j in &jobs {
+        let exit = match (j.exit_code, j.signal) {
+            (Some(c), _) => c.to_string(),
+            (None, Some(s)) => format!("sig{s}"),
+            _ => "-".into(),
+        };
+        let rep = j.report.as_ref();
+        let cpu = rep
+            .map(|r| {
+                (r["cpu_user_us"].as_u64().unwrap_or(0) + r["cpu_system_us"].as_u64().unwrap_or(0))
+                    as f64
+                    / 1e6
+            })
+            .map(|c| format!("{c:.3}"))
+            .unwrap_or_else(|| "-".into());
+        let peak = rep
+            .and_then(|r| r["usage"]["memory_peak"].as_u64())
+            .map(format_size)
+            .unwrap_or_else(|| "-".into());
+        let wall = rep
+            .and_then(|r| r["wall_time_s"].as_f64())
+            .map(|w| format!("{w:.3}"))
+            .unwrap_or_else(|| "-".into());
+        writeln!(
+            out,
+            "{:>7} {:<10} {:<9} {:>6} {:>9} {:>9} {:>10}  {}",
+            j.id,
+            jobcell_node::sys::user_name(j.owner),
+            j.state.as_str(),
+            exit,
+            cpu,
+            peak,
+            wall,
+            cmdline(&j.command)
+        )?;
+        if let Some(r) = &j.reason {
+            writeln!(out, "{:>7} reason: {r}", "")?;
+        }
+    }
+    Ok(0)
+}
+
+#[derive(Args, Debug)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub sock: SocketArg,
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn status(a: StatusArgs) -> anyhow::Result<i32> {
+    let s: NodeStatus = a.sock.client().call("GET", "/v1/status", None)?;
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&s)?);
+        return Ok(0);
+    }
+    println!("jobcell daemon {} (pid {})", s.version, s.daemon_pid);
+    println!(
+        "cpus:   {} total, {} allocated, load {:.2}",
+        s.cpus_total, s.cpus_allocated, s.load_1m
+    );
+    println!(
+        "memory: {} total, {} allocated, {} used by jobs",
+        format_size(s.memory_total),
+        format_size(s.memory_allocated),
+        s.memory_used.map(format_size).unwrap_or_else(|| "-".into())
+    );
+    let jobs: Vec<String> = s.jobs.iter().map(|(k, v)| format!("{v} {k}")).collect();
+    println!(
+        "jobs:   {}",
+        if jobs.is_empty() {
+            "none".into()
+        } else {
+            jobs.join(", ")
+        }
+    );
+    Ok(0)
+}
+
+#[derive(Args, Debug)]
+pub struct ActArgs {
+    #[command(flatten)]
+    pub sock: SocketArg,
+    /// The job's id.
+    pub id: u64,
+    /// Why (hold only).
+    #[arg(long)]
+    pub reason: Option<String>,
+}
+
+#[derive(Args, Debug)]
+pub struct RmArgs {
+    #[command(flatten)]
+    pub sock: SocketArg,
+    /// The job's id.
+    #[arg(required_unless_present = "all_mine", conflicts_with = "all_mine")]
+    pub id: Option<u64>,
+    /// Remove every unfinished job of mine.
+    #[arg(long)]
+    pub all_mine: bool,
+}
+
+fn describe(verb: &str, j: &JobInfo) -> String {
+    match (verb, j.state) {
+        ("remove", State::Removed) => format!("Job {} removed.", j.id),
+        ("remove", _) | ("hold", State::Running | State::Starting) => {
+            format!("Job {}: stopping ({verb} requested).", j.id)
+        }
+        _ => format!("Job {} is {}.", j.id, j.state.as_str()),
+    }
+}
+
+pub fn act(verb: &str, a: ActArgs) -> anyhow::Result<i32> {
+    if a.reason.is_some() && verb != "hold" {
+        anyhow::bail!("--reason is only for hold");
+    }
+    let body = (verb == "hold").then(|| json!({"reason": a.reason}));
+    let j: JobInfo =
+        a.sock
+            .client()
+            .call("POST", &format!("/v1/jobs/{}/{verb}", a.id), body.as_ref())?;
+    println!("{}", describe(verb, &j));
+    Ok(0)
+}
+
+pub fn rm(a: RmArgs) -> anyhow::Result<i32> {
+    let c = a.sock.client();
+    let ids: Vec<u64> = match a.id {
+        Some(id) => vec![id],
+        None => {
+            let me = unsafe { libc::getuid() };
+            let jobs: Vec<JobInfo> = c.call("GET", "/v1/jobs", None)?;
+            jobs.into_iter()
+                .filter(|j| j.owner == me)
+                .map(|j| j.id)
+                .collect()
+        }
+    };
+    let mut failed = 0;
+    for id in ids {
+        match c.call::<JobInfo>("DELETE", &format!("/v1/jobs/{id}"), None) {
+            Ok(j) => println!("{}", describe("remove", &j)),
+            Err(e) if a.id.is_some() => return Err(e.into()),
+            Err(e) => {
+                eprintln!("jobcell: job {id}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+#[derive(Args, Debug)]
+pub struct OutputArgs {
+    #[command(flatten)]
+    pub sock: SocketArg,
+    pub id: u64,
+    /// Show stderr instead of stdout.
+    #[arg(long)]
+    pub stderr: bool,
+}
+
+pub fn output(a: OutputArgs) -> anyhow::Result<i32> {
+    let which = if a.stderr { "stderr" } else { "stdout" };
+    let data = a
+        .sock
+        .client()
+        .bytes(&format!("/v1/jobs/{}/{which}", a.id))?;
+    std::io::stdout().write_all(&data)?;
+    Ok(0)
+}

@@ -1,0 +1,108 @@
+//! `jobcell daemon` and `jobcell supervise`: thin wrappers over jobcell-node.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+use jobcell_node::daemon::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+use jobcell_node::DaemonOptions;
+use jobcell_spec::{parse_size, Unit};
+
+use crate::config;
+
+#[derive(Args, Debug)]
+pub struct DaemonArgs {
+    /// API socket (default: [node] socket in the config, else /run/jobcell/api.sock).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// State dir: state.db, jobs/ (default: [paths] state_dir, else /var/lib/jobcell).
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Node config file (default /etc/jobcell/config.toml when it exists).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Cores offered to jobs (default: what the daemon's cgroup allows).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<f64>,
+    /// Memory offered to jobs (default: the daemon's cgroup limit or RAM, minus the reserve).
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Directory under which job scratch dirs are made (default: <state-dir>/scratch).
+    #[arg(long, value_name = "DIR")]
+    pub scratch_base: Option<PathBuf>,
+    /// Parent cgroup for job cgroups (default: a `jobcell` child of the daemon's own).
+    #[arg(long, value_name = "PATH")]
+    pub cgroup_parent: Option<PathBuf>,
+}
+
+fn size(s: &Option<String>, what: &str) -> anyhow::Result<Option<u64>> {
+    s.as_ref()
+        .map(|v| parse_size(v, Unit::MiB).with_context(|| format!("{what} {v}")))
+        .transpose()
+}
+
+pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
+    let cfg = config::load(a.config.as_deref())?;
+    let n = &cfg.node;
+    let state_dir = a
+        .state_dir
+        .clone()
+        .or_else(|| cfg.paths.state_dir.clone())
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
+    let opts = DaemonOptions {
+        socket: a
+            .socket
+            .clone()
+            .or_else(|| n.socket.clone())
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+        cpus: a.cpus.or(n.cpus),
+        memory: match size(&a.memory, "--memory")? {
+            Some(m) => Some(m),
+            None => size(&n.memory, "[node] memory")?,
+        },
+        reserve_cpus: n.reserve_cpus.unwrap_or(0.0),
+        reserve_memory: size(&n.reserve_memory, "[node] reserve_memory")?.unwrap_or(256 << 20),
+        default_cpus: n.default_cpus.unwrap_or(1.0),
+        default_memory: size(&n.default_memory, "[node] default_memory")?.unwrap_or(256 << 20),
+        scratch_base: a
+            .scratch_base
+            .clone()
+            .or_else(|| cfg.paths.scratch_base.clone())
+            .unwrap_or_else(|| state_dir.join("scratch")),
+        cgroup_parent: a.cgroup_parent.clone().or(cfg.paths.cgroup_parent.clone()),
+        exe: PathBuf::from("/proc/self/exe"),
+        state_dir,
+    };
+    if let Some(c) = opts.cpus {
+        anyhow::ensure!(
+            c.is_finite() && c > 0.0,
+            "--cpus {c} must be a number greater than 0"
+        );
+    }
+    init_logging();
+    jobcell_node::run_daemon(opts)?;
+    Ok(0)
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("JOBCELL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .with_ansi(unsafe { libc::isatty(2) } == 1)
+        .init();
+}
+
+#[derive(Args, Debug)]
+pub struct SuperviseArgs {
+    /// The job's directory (spec.json).
+    pub job_dir: PathBuf,
+    /// Which attempt of the job this is.
+    pub attempt: u32,
+}
+
+pub fn supervise(a: SuperviseArgs) -> anyhow::Result<i32> {
+    Ok(jobcell_node::supervise::supervise(&a.job_dir, a.attempt))
+}
