@@ -283,10 +283,20 @@ pub fn plan(i: &PlanInput) -> Vec<Step> {
     }
 
     let sys = at(Path::new("/sys"));
-    if in_image {
+    if in_image && !i.userns {
         s.push(Step::MkdirAll { path: sys.clone() });
         s.push(Step::Sysfs { dst: sys });
     } else {
+        if in_image {
+            // Rootless: a fresh sysfs needs a network namespace owned by the job's user
+            // namespace, so the image view gets the host's (still under this cover below).
+            s.push(Step::MkdirAll { path: sys.clone() });
+            s.push(Step::Bind {
+                src: "/sys".into(),
+                dst: sys.clone(),
+                recursive: true,
+            });
+        }
         // The host's cgroup tree lists host pids; the job gets an empty read-only directory.
         s.push(Step::Tmpfs {
             dst: sys.join("fs/cgroup"),
@@ -664,5 +674,26 @@ mod tests {
                 "chdir /"
             ]
         );
+    }
+
+    #[test]
+    fn rootless_image_view_binds_the_host_sysfs_under_a_cgroup_cover() {
+        let mut i = input();
+        i.image = Some("/proc/self/fd/9".into());
+        i.userns = true;
+        let s = plan(&i);
+        assert!(!s.iter().any(|x| matches!(x, Step::Sysfs { .. })));
+        let root = Path::new(STAGE).join("root");
+        let b = pos(
+            &s,
+            |x| matches!(x, Step::Bind { src, dst, recursive: true } if src == Path::new("/sys") && dst == &root.join("sys")),
+        );
+        let c = pos(
+            &s,
+            |x| matches!(x, Step::Tmpfs { dst, .. } if dst == &root.join("sys/fs/cgroup")),
+        );
+        assert!(b < c);
+        i.userns = false;
+        assert!(plan(&i).iter().any(|x| matches!(x, Step::Sysfs { .. })));
     }
 }
