@@ -15,11 +15,14 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use jobcell_images::ImageStore;
 use jobcell_sandbox::{launch_task, JobExit, Launch, SchedulerTask};
 use jobcell_spec::{parse_bind, JobSpec, UserSpec};
 
 use crate::config;
+
+/// Read-only access to root's image index for non-root callers (also for `jobcell run`).
+#[path = "store_access.rs"]
+pub(crate) mod store_access;
 
 /// The variable whose presence selects this mode; the others carry the plugin's settings.
 pub const ARGV0_VAR: &str = "JOBCELL_SPANK_ARGV0";
@@ -62,6 +65,8 @@ fn run(argv0: OsString) -> anyhow::Result<JobExit> {
         let k = utf8("environment variable name", k)?;
         let v = utf8(&format!("environment variable {k}"), v)?;
         match k.strip_prefix(PREFIX) {
+            // The plugin sets every key; an empty value means "not set".
+            Some(_) if v.is_empty() => {}
             Some(name) => {
                 settings.insert(name.to_string(), v);
             }
@@ -95,7 +100,7 @@ fn run(argv0: OsString) -> anyhow::Result<JobExit> {
                 settings.get("STATE_DIR").map(Path::new),
                 settings.get("IMAGES_DIR").map(Path::new),
             );
-            let store = ImageStore::open(&state_dir, &images_dir, cfg.images.clone())
+            let store = store_access::open(&state_dir, &images_dir, cfg.images.clone())
                 .with_context(|| format!("image store {}", state_dir.display()))?;
             Some(
                 store
