@@ -148,7 +148,8 @@ pub fn drop_privileges(
     sys.clear_ambient_caps()?;
     sys.setresuid(id.uid)?;
     sys.clear_caps()?;
-    sys.set_no_new_privs()
+    sys.set_no_new_privs()?;
+    sys.seccomp(&crate::seccomp::keyring_filter())
 }
 
 #[cfg(test)]
@@ -195,7 +196,8 @@ mod tests {
                 "clear_ambient",
                 "setresuid 1000",
                 "clear_caps",
-                "no_new_privs"
+                "no_new_privs",
+                &format!("seccomp {} insns", crate::seccomp::keyring_filter().len()),
             ]
         );
         // A failure stops the sequence: no later step runs as a half-dropped identity.

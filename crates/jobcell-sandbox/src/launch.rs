@@ -17,6 +17,7 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -51,6 +52,8 @@ pub enum LaunchError {
     InitDied(i32),
     #[error("cgroup: {0}")]
     Cgroup(#[from] CgroupError),
+    #[error("interrupted by signal {0} before the job started")]
+    Interrupted(i32),
 }
 
 /// The signals the launcher and the init pass on to the job.
@@ -230,6 +233,7 @@ struct PlanShape {
     image: Option<PathBuf>,
     dev: jobcell_spec::DevMode,
     userns: bool,
+    covers: Vec<PathBuf>,
 }
 
 impl PlanShape {
@@ -267,6 +271,7 @@ impl PlanShape {
             dev: self.dev,
             host_dev: proc_fd(dev.as_raw_fd()),
             userns: self.userns,
+            covers: self.covers.clone(),
         };
         fds.push(scratch);
         fds.push(dev);
@@ -324,6 +329,10 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     let tl = Timeline::new();
     let spec = l.spec;
     let rootless = unsafe { libc::geteuid() } != 0;
+    // Signals are blocked before anything is created: a SIGTERM during setup is read from the
+    // signalfd (and aborts the launch, cleaning up) instead of killing jobcell half-way.
+    let mask = SignalMask::block()?;
+    let sigfd = &mask.fd;
 
     // 1. Resolve everything that can fail before creating anything.
     let identity = if rootless {
@@ -338,7 +347,10 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
             "--bind source"
         };
         open_path(what, &m.src)?;
-        if l.image_root.is_none() {
+        // Mount points are made only in an image view or inside the job's scratch.
+        let in_scratch = m.dst.starts_with(&spec.scratch_base)
+            || spec.private_dirs.iter().any(|p| m.dst.starts_with(p));
+        if l.image_root.is_none() && !in_scratch {
             open_path(
                 "bind destination (without --image it must exist on the host)",
                 &m.dst,
@@ -428,6 +440,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         image: l.image_root.clone(),
         dev: spec.dev,
         userns: rootless,
+        covers: world_writable(&private),
     };
     let env = job_env(spec, &identity, scratch.path(), &l.extra_env);
     let path_dirs = env
@@ -456,7 +469,17 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     // 3. Channels and signals, then clone.
     let (msg_r, msg_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
-    let sigfd = block_signals()?;
+    // A terminating signal that arrived during setup: give up now, before the job exists
+    // (the scratch dir and cgroup are removed as they go out of scope).
+    let mut early = Vec::new();
+    for sig in drain_signals(sigfd) {
+        if TERMINATING.contains(&sig) {
+            return Err(LaunchError::Interrupted(sig));
+        }
+        if sig != libc::SIGCHLD {
+            early.push(sig);
+        }
+    }
 
     let child = ChildPlan {
         shape,
@@ -516,6 +539,9 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         return last_err("releasing the job's init");
     }
     drop(go_w);
+    for sig in early {
+        unsafe { libc::kill(pid, sig) };
+    }
 
     // 7. Wait.
     set_nonblock(msg_r.as_raw_fd());
@@ -523,7 +549,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     let mut oom_seen = false;
     let (status, rusage) = wait_loop(
         pid,
-        &sigfd,
+        sigfd,
         msg_r.as_raw_fd(),
         &mut reader,
         spec.grace,
@@ -542,7 +568,6 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     std::mem::forget(init);
     while let Ok(true) = reader.fill(msg_r.as_raw_fd()) {}
     let wall = started.elapsed();
-    unblock_signals();
 
     tl.mark("init reaped");
     // 8. Interpret, clean up, report.
@@ -625,6 +650,20 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         exec_error,
         report,
     })
+}
+
+/// The cover candidates that are real, world-writable directories here and not private.
+fn world_writable(private: &[(PathBuf, String)]) -> Vec<PathBuf> {
+    plan::COVER_CANDIDATES
+        .iter()
+        .map(PathBuf::from)
+        .filter(|p| !private.iter().any(|(q, _)| q == p))
+        .filter(|p| {
+            std::fs::symlink_metadata(p)
+                .map(|m| m.is_dir() && m.permissions().mode() & 0o002 != 0)
+                .unwrap_or(false)
+        })
+        .collect()
 }
 
 fn explicit_limits(r: &Resources) -> bool {
@@ -711,23 +750,58 @@ fn signal_set() -> libc::sigset_t {
 
 /// Block the forwarded signals and SIGCHLD (the child inherits the mask, so nothing is lost
 /// between clone and the init's first wait) and read them from a signalfd.
-fn block_signals() -> Result<OwnedFd, LaunchError> {
-    let set = signal_set();
-    unsafe {
-        if libc::sigprocmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) < 0 {
+/// Signals that end a job (after the grace period) rather than only being passed on.
+const TERMINATING: [libc::c_int; 4] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT];
+
+/// The launcher's signals, blocked and readable from `fd` for as long as this lives; the
+/// previous mask comes back on drop.
+struct SignalMask {
+    fd: OwnedFd,
+    old: libc::sigset_t,
+}
+
+impl SignalMask {
+    fn block() -> Result<Self, LaunchError> {
+        let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+        let set = signal_set();
+        if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old) } < 0 {
             return last_err("sigprocmask");
         }
-        let fd = libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
         if fd < 0 {
             return last_err("signalfd");
         }
-        Ok(OwnedFd::from_raw_fd(fd))
+        Ok(SignalMask {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            old,
+        })
     }
 }
 
-fn unblock_signals() {
-    let set = signal_set();
-    unsafe { libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut()) };
+impl Drop for SignalMask {
+    fn drop(&mut self) {
+        unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
+    }
+}
+
+/// Read every pending signal from a non-blocking signalfd.
+fn drain_signals(fd: &OwnedFd) -> Vec<libc::c_int> {
+    let mut out = Vec::new();
+    loop {
+        let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
+        let sz = std::mem::size_of::<libc::signalfd_siginfo>();
+        let r = unsafe {
+            libc::read(
+                fd.as_raw_fd(),
+                (&mut si as *mut libc::signalfd_siginfo).cast(),
+                sz,
+            )
+        };
+        if r != sz as isize {
+            return out;
+        }
+        out.push(si.ssi_signo as libc::c_int);
+    }
 }
 
 #[repr(C)]
@@ -873,27 +947,13 @@ fn wait_loop(
             on_oom(w);
         }
         if fds[0].revents & libc::POLLIN != 0 {
-            loop {
-                let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
-                let sz = std::mem::size_of::<libc::signalfd_siginfo>();
-                let r = unsafe {
-                    libc::read(
-                        sigfd.as_raw_fd(),
-                        (&mut si as *mut libc::signalfd_siginfo).cast(),
-                        sz,
-                    )
-                };
-                if r != sz as isize {
-                    break;
+            for sig in drain_signals(sigfd) {
+                if sig == libc::SIGCHLD {
+                    continue;
                 }
-                let sig = si.ssi_signo as libc::c_int;
-                if sig != libc::SIGCHLD {
-                    unsafe { libc::kill(init, sig) };
-                    if deadline.is_none()
-                        && [libc::SIGTERM, libc::SIGINT, libc::SIGHUP, libc::SIGQUIT].contains(&sig)
-                    {
-                        deadline = Some(Instant::now() + grace);
-                    }
+                unsafe { libc::kill(init, sig) };
+                if deadline.is_none() && TERMINATING.contains(&sig) {
+                    deadline = Some(Instant::now() + grace);
                 }
             }
         }

@@ -5,6 +5,7 @@ pub mod launch;
 pub mod plan;
 pub mod report;
 pub mod scratch;
+pub mod seccomp;
 pub mod sync;
 pub mod syscall;
 

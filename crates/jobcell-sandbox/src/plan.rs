@@ -105,7 +105,20 @@ pub struct PlanInput {
     pub host_dev: PathBuf,
     /// In a user namespace (rootless): no uid/gid mount options, no fresh sysfs.
     pub userns: bool,
+    /// World-writable host directories outside the private list (e.g. /run/lock): each gets an
+    /// empty tmpfs of its own, so jobs cannot leave files there for each other.
+    pub covers: Vec<PathBuf>,
 }
+
+/// Host directories that are often world-writable; those that are (and are not private) get
+/// covered in jobs without an image.
+pub const COVER_CANDIDATES: [&str; 5] = [
+    "/run/lock",
+    "/var/lock",
+    "/dev/mqueue",
+    "/var/lib/php/sessions",
+    "/var/spool/uucppublic",
+];
 
 /// Where the image view is assembled before pivot_root (a tmpfs private to the job's mount ns).
 pub const STAGE: &str = "/tmp";
@@ -255,9 +268,23 @@ pub fn plan(i: &PlanInput) -> Vec<Step> {
         recursive: false,
     });
 
+    if !in_image {
+        for c in &i.covers {
+            s.push(Step::Tmpfs {
+                dst: c.clone(),
+                flags: MS_HARDEN | libc::MS_NOEXEC,
+                data: "mode=1777,size=1m".into(),
+            });
+        }
+    }
+
     for b in &i.binds {
         let dst = at(&b.dst);
-        if in_image {
+        // Mount points can be made in the image view and inside the job's own scratch (a
+        // private dir or the covered scratch base); never on the host.
+        let inside_scratch = b.dst.starts_with(&i.scratch_base)
+            || i.private_dirs.iter().any(|(p, _)| b.dst.starts_with(p));
+        if in_image || inside_scratch {
             if b.is_dir {
                 s.push(Step::MkdirAll { path: dst.clone() });
             } else {
@@ -348,6 +375,9 @@ pub fn describe(s: &Step) -> String {
     match s {
         Step::MakeRootPrivate => "making mounts private".into(),
         Step::Tmpfs { dst, .. } => format!("mounting tmpfs on {}", dst.display()),
+        Step::Bind { dst, src, .. } if src.starts_with("/proc/self/fd") => {
+            format!("bind-mounting onto {}", dst.display())
+        }
         Step::Bind { src, dst, .. } => {
             format!("bind-mounting {} on {}", src.display(), dst.display())
         }
@@ -516,6 +546,7 @@ mod tests {
             dev: DevMode::Minimal,
             host_dev: "/proc/self/fd/7".into(),
             userns: false,
+            covers: vec!["/run/lock".into()],
         }
     }
 
@@ -656,27 +687,6 @@ mod tests {
     }
 
     #[test]
-    fn pivot_detaches_the_old_root() {
-        let rec = Recorder::default();
-        apply(
-            &[Step::PivotRoot {
-                new_root: "/tmp/root".into(),
-            }],
-            &rec,
-        )
-        .unwrap();
-        assert_eq!(
-            rec.lines(),
-            [
-                "chdir /tmp/root",
-                "pivot_root . .",
-                "umount_detach .",
-                "chdir /"
-            ]
-        );
-    }
-
-    #[test]
     fn rootless_image_view_binds_the_host_sysfs_under_a_cgroup_cover() {
         let mut i = input();
         i.image = Some("/proc/self/fd/9".into());
@@ -695,5 +705,64 @@ mod tests {
         assert!(b < c);
         i.userns = false;
         assert!(plan(&i).iter().any(|x| matches!(x, Step::Sysfs { .. })));
+    }
+
+    #[test]
+    fn bind_under_a_private_dir_gets_a_mount_point_in_scratch() {
+        let mut i = input();
+        i.binds[0].dst = "/tmp/data".into();
+        let s = plan(&i);
+        let tmp = pos(
+            &s,
+            |x| matches!(x, Step::Bind { dst, .. } if dst == Path::new("/tmp")),
+        );
+        let mk = pos(
+            &s,
+            |x| matches!(x, Step::MkdirAll { path } if path == Path::new("/tmp/data")),
+        );
+        let b = pos(
+            &s,
+            |x| matches!(x, Step::Bind { dst, .. } if dst == Path::new("/tmp/data")),
+        );
+        assert!(tmp < mk && mk < b);
+        // A bind onto the host's own tree never creates anything there.
+        let s = plan(&input());
+        assert!(!s
+            .iter()
+            .any(|x| matches!(x, Step::MkdirAll { path } if path == Path::new("/data"))));
+    }
+
+    #[test]
+    fn world_writable_dirs_are_covered_without_an_image() {
+        let s = plan(&input());
+        assert!(s
+            .iter()
+            .any(|x| matches!(x, Step::Tmpfs { dst, .. } if dst == Path::new("/run/lock"))));
+        let mut i = input();
+        i.image = Some("/img".into());
+        assert!(!plan(&i)
+            .iter()
+            .any(|x| matches!(x, Step::Tmpfs { dst, .. } if dst == Path::new("/run/lock"))));
+    }
+
+    #[test]
+    fn pivot_detaches_the_old_root() {
+        let rec = Recorder::default();
+        apply(
+            &[Step::PivotRoot {
+                new_root: "/tmp/root".into(),
+            }],
+            &rec,
+        )
+        .unwrap();
+        assert_eq!(
+            rec.lines(),
+            [
+                "chdir /tmp/root",
+                "pivot_root . .",
+                "umount_detach .",
+                "chdir /"
+            ]
+        );
     }
 }

@@ -53,6 +53,8 @@ pub trait Syscall {
     fn clear_caps(&self) -> io::Result<()>;
     fn set_no_new_privs(&self) -> io::Result<()>;
     fn setsid(&self) -> io::Result<()>;
+    /// Install a seccomp filter (needs no_new_privs first); an empty program installs nothing.
+    fn seccomp(&self, prog: &[libc::sock_filter]) -> io::Result<()>;
 }
 
 /// The real kernel.
@@ -234,6 +236,23 @@ impl Syscall for Linux {
         }
         Ok(())
     }
+
+    fn seccomp(&self, prog: &[libc::sock_filter]) -> io::Result<()> {
+        if prog.is_empty() {
+            return Ok(());
+        }
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr() as *mut _,
+        };
+        check(unsafe {
+            libc::prctl(
+                libc::PR_SET_SECCOMP,
+                libc::SECCOMP_MODE_FILTER,
+                &fprog as *const libc::sock_fprog,
+            )
+        })
+    }
 }
 
 /// A test double that records every call as one line and succeeds (or fails on a chosen call).
@@ -356,6 +375,9 @@ impl Syscall for Recorder {
     }
     fn setsid(&self) -> io::Result<()> {
         self.rec("setsid".into())
+    }
+    fn seccomp(&self, prog: &[libc::sock_filter]) -> io::Result<()> {
+        self.rec(format!("seccomp {} insns", prog.len()))
     }
 }
 

@@ -1,0 +1,132 @@
+//! A small seccomp filter for the job: the kernel's key management syscalls fail with EPERM.
+//!
+//! Keyrings are not isolated by PID or mount namespaces: every process of a uid shares that
+//! uid's user keyring (`@u`), so two jobs running as the same user (often all `nobody`) could
+//! pass secrets through it or read each other's keys. No batch job needs add_key, request_key
+//! or keyctl; container runtimes block them for the same reason. The x32 ABI, which would let a
+//! job reach the same syscalls under other numbers, is refused too.
+
+/// `struct seccomp_data`: nr at offset 0, arch at offset 4.
+const OFF_NR: u32 = 0;
+const OFF_ARCH: u32 = 4;
+
+const BPF_LD_W_ABS: u16 = 0x20;
+const BPF_JEQ_K: u16 = 0x15;
+const BPF_JGE_K: u16 = 0x35;
+const BPF_RET_K: u16 = 0x06;
+
+const RET_ALLOW: u32 = 0x7fff_0000;
+const RET_ERRNO: u32 = 0x0005_0000;
+
+/// (audit arch, [add_key, request_key, keyctl]) for the native architecture, and for the
+/// compat one whose binaries it also runs (32-bit x86 under x86_64, arm under aarch64).
+#[cfg(target_arch = "x86_64")]
+const ARCHES: &[(u32, [u32; 3])] = &[
+    (0xC000_003E, [248, 249, 250]),
+    (0x4000_0003, [286, 287, 288]),
+];
+#[cfg(target_arch = "aarch64")]
+const ARCHES: &[(u32, [u32; 3])] = &[
+    (0xC000_00B7, [217, 218, 219]),
+    (0x4000_0028, [309, 310, 311]),
+];
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const ARCHES: &[(u32, [u32; 3])] = &[];
+
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+fn stmt(code: u16, k: u32) -> libc::sock_filter {
+    libc::sock_filter {
+        code,
+        jt: 0,
+        jf: 0,
+        k,
+    }
+}
+
+fn jump(code: u16, k: u32, jt: u8, jf: u8) -> libc::sock_filter {
+    libc::sock_filter { code, jt, jf, k }
+}
+
+/// The filter program; empty where jobcell does not know the architecture's numbers.
+pub fn keyring_filter() -> Vec<libc::sock_filter> {
+    if ARCHES.is_empty() {
+        return Vec::new();
+    }
+    let eperm = RET_ERRNO | libc::EPERM as u32;
+    let enosys = RET_ERRNO | libc::ENOSYS as u32;
+    let mut p = Vec::new();
+    for (n, &(arch, [add_key, request_key, keyctl])) in ARCHES.iter().enumerate() {
+        let native = n == 0;
+        // This block: 1 load + 1 arch test, (native: 2 for x32), 1 load, 3 tests, allow, eperm.
+        let body: u8 = if native { 9 } else { 7 };
+        p.push(stmt(BPF_LD_W_ABS, OFF_ARCH));
+        p.push(jump(BPF_JEQ_K, arch, 0, body - 1)); // not this arch: skip to the next block
+        p.push(stmt(BPF_LD_W_ABS, OFF_NR));
+        if native {
+            // x32 reaches the same calls under other numbers: refuse the whole ABI.
+            p.push(jump(BPF_JGE_K, X32_SYSCALL_BIT, 0, 1));
+            p.push(stmt(BPF_RET_K, enosys));
+        }
+        p.push(jump(BPF_JEQ_K, add_key, 3, 0));
+        p.push(jump(BPF_JEQ_K, request_key, 2, 0));
+        p.push(jump(BPF_JEQ_K, keyctl, 1, 0));
+        p.push(stmt(BPF_RET_K, RET_ALLOW));
+        p.push(stmt(BPF_RET_K, eperm));
+    }
+    // Any other architecture: nothing to translate, allow as the host would.
+    p.push(stmt(BPF_RET_K, RET_ALLOW));
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tiny interpreter for the subset of classic BPF the filter uses.
+    fn run(prog: &[libc::sock_filter], nr: u32, arch: u32) -> u32 {
+        let mut acc = 0u32;
+        let mut pc = 0usize;
+        loop {
+            let i = prog[pc];
+            match i.code {
+                BPF_LD_W_ABS => acc = if i.k == OFF_NR { nr } else { arch },
+                BPF_JEQ_K => {
+                    pc += if acc == i.k { i.jt } else { i.jf } as usize;
+                }
+                BPF_JGE_K => {
+                    pc += if acc >= i.k { i.jt } else { i.jf } as usize;
+                }
+                BPF_RET_K => return i.k,
+                c => panic!("unexpected opcode {c:#x}"),
+            }
+            pc += 1;
+        }
+    }
+
+    #[test]
+    #[cfg(target_arch = "x86_64")]
+    fn keyring_calls_fail_and_everything_else_passes() {
+        let p = keyring_filter();
+        let x86 = 0xC000_003E;
+        for nr in [248, 249, 250] {
+            assert_eq!(run(&p, nr, x86), RET_ERRNO | libc::EPERM as u32);
+        }
+        for nr in [0, 1, 59, 56, 247, 251, 435] {
+            assert_eq!(run(&p, nr, x86), RET_ALLOW, "syscall {nr}");
+        }
+        assert_eq!(
+            run(&p, 250 | X32_SYSCALL_BIT, x86),
+            RET_ERRNO | libc::ENOSYS as u32
+        );
+        // 32-bit binaries (old images) still run; only their keyring calls fail.
+        let i386 = 0x4000_0003;
+        for nr in [286, 287, 288] {
+            assert_eq!(run(&p, nr, i386), RET_ERRNO | libc::EPERM as u32);
+        }
+        for nr in [1, 4, 11, 248, 250] {
+            assert_eq!(run(&p, nr, i386), RET_ALLOW, "i386 syscall {nr}");
+        }
+        assert_eq!(run(&p, 250, 0x1234), RET_ALLOW, "unknown arch passes");
+    }
+}
