@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Args;
-use jobcell_sandbox::{launch, Launch};
+use jobcell_sandbox::{launch, Launch, LaunchError};
 use jobcell_spec::{
     parse_bind, parse_env, parse_size, DevMode, JobSpec, MemoryPolicy, NetMode, Unit, UserSpec,
 };
@@ -135,6 +135,16 @@ pub fn build_spec(a: &RunArgs, cfg: &jobcell_spec::Config) -> anyhow::Result<Job
             .filter(|p| p.as_os_str() != "none")
             .cloned()
             .collect();
+        // Asked for by name: it must be a directory the job can be given (an image view
+        // makes its own; /dev/shm lives in the job's own /dev).
+        if a.image.is_none() {
+            for p in &spec.private_dirs {
+                let own_dev = p.starts_with("/dev") && a.dev == DevMode::Minimal;
+                if !own_dev && !p.is_dir() {
+                    anyhow::bail!("--private {}: not a directory on this host", p.display());
+                }
+            }
+        }
     } else if let Some(list) = &cfg.run.mount_under_scratch {
         spec.private_dirs = list.clone();
     }
@@ -188,8 +198,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             let (state_dir, images_dir) =
                 config::store_dirs(&cfg, a.state_dir.as_deref(), a.images_dir.as_deref());
             // Non-root callers read root's index through a snapshot (see store_access.rs).
-            let store =
-                crate::cmd_spank::store_access::open(&state_dir, &images_dir, cfg.images.clone())?;
+            let store = crate::cmd_spank::store_access::open(
+                &state_dir,
+                &images_dir,
+                cfg.images.clone(),
+            )?;
             Some(
                 store
                     .lease(name, unsafe { libc::getuid() })
@@ -212,7 +225,16 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         extra_env,
         cgroup_name: None,
         cgroup_root: None,
-    })?;
+    });
+    let outcome = match outcome {
+        Ok(o) => o,
+        // A signal before the job started: nothing was left behind; die like the job would.
+        Err(LaunchError::Interrupted(sig)) => return Ok(128 + sig),
+        Err(e) => return Err(e.into()),
+    };
+    for w in &outcome.report.warnings {
+        eprintln!("jobcell: warning: {w}");
+    }
     if let Some(e) = &outcome.exec_error {
         eprintln!("jobcell: {e}");
     }
