@@ -670,28 +670,33 @@ impl<'p> Extractor<'p> {
     /// Apply directory attributes deepest-first (a read-only parent would block its children),
     /// removing write permission: images are read-only once imported.
     fn apply_dir_attrs(&mut self) -> Result<(), ImageError> {
-        let mut keys: Vec<Vec<u8>> = self.dirs.keys().cloned().collect();
-        keys.sort_by_key(|k| {
-            std::cmp::Reverse(k.iter().filter(|&&b| b == b'/').count() + usize::from(!k.is_empty()))
-        });
+        // Reverse lexicographic order of component lists = children before parents, and
+        // consecutive keys share prefixes, so the open-directory stack is reused.
+        let mut keys: Vec<Vec<Vec<u8>>> = self
+            .dirs
+            .keys()
+            .map(|k| {
+                if k.is_empty() {
+                    Vec::new()
+                } else {
+                    k.split(|&b| b == b'/').map(|c| c.to_vec()).collect()
+                }
+            })
+            .collect();
+        keys.sort_unstable_by(|a, b| b.cmp(a));
         self.stack.clear();
-        for key in keys {
+        for comps in keys {
+            let key = join(&comps);
             let meta = self.dirs[&key];
-            let comps: Vec<Vec<u8>> = if key.is_empty() {
-                Vec::new()
-            } else {
-                key.split(|&b| b == b'/').map(|c| c.to_vec()).collect()
-            };
-            let fd = self
-                .walk_existing(&comps)
-                .map_err(|e| entry_err(&key, format!("open directory: {e}")))?;
+            let fd = self.parent(&comps, &key)?;
+            let fd = unsafe { BorrowedFd::borrow_raw(fd) };
             let ((u, g), need_chown) = self.owner_of(&meta);
             if need_chown {
-                sys::fchown(fd_b(&fd), u, g).map_err(|e| entry_err(&key, format!("chown: {e}")))?;
+                sys::fchown(fd, u, g).map_err(|e| entry_err(&key, format!("chown: {e}")))?;
             }
             let mode = meta.mode & 0o7777 & !0o4000 & !0o222;
-            sys::fchmod(fd_b(&fd), mode).map_err(|e| entry_err(&key, format!("chmod: {e}")))?;
-            sys::futimens_mtime(fd_b(&fd), meta.mtime)
+            sys::fchmod(fd, mode).map_err(|e| entry_err(&key, format!("chmod: {e}")))?;
+            sys::futimens_mtime(fd, meta.mtime)
                 .map_err(|e| entry_err(&key, format!("utimens: {e}")))?;
             self.records.insert(
                 key,
@@ -703,6 +708,7 @@ impl<'p> Extractor<'p> {
                 },
             );
         }
+        self.stack.clear();
         Ok(())
     }
 

@@ -3,9 +3,13 @@
 //! Layout (all under configurable dirs):
 //! ```text
 //! <state_dir>/images.db            SQLite (WAL), table `images`, PRAGMA user_version = schema
-//! <images_dir>/<sha256-hex>/       image root, read-only once imported, shared by every name
-//!                                  whose content has that digest
-//! <images_dir>/.locks/<hex>.lock   lease lock: jobs hold LOCK_SH, `remove` needs LOCK_EX
+//! <images_dir>/public/<sha256-hex>/       root of a public image, read-only once imported,
+//!                                         shared by every public name with that content
+//! <images_dir>/private-<uid>/<sha256-hex>/ private images of <uid>; the bucket dir is 0700 and
+//!                                         owned by <uid>, so other local users cannot read
+//!                                         the content (jobs still can: the launcher resolves
+//!                                         the path before dropping privileges)
+//! <images_dir>/.locks/<bucket>.<hex>.lock lease lock: jobs hold LOCK_SH, `remove` needs LOCK_EX
 //! <images_dir>/.staging-*          in-flight imports (flock'd by their importer)
 //! ```
 //! The image index is its own database file rather than a table in the daemon's `state.db`:
@@ -252,6 +256,19 @@ fn now_secs() -> i64 {
         .unwrap_or(0)
 }
 
+/// Directory (below the images dir) holding trees of this visibility and owner.
+fn bucket(public: bool, owner: u32) -> String {
+    if public {
+        "public".to_string()
+    } else {
+        format!("private-{owner}")
+    }
+}
+
+fn bucket_of(img: &Image) -> String {
+    bucket(img.visibility == Visibility::Public, img.owner_uid)
+}
+
 fn is_digest(name: &[u8]) -> bool {
     name.len() == 64
         && name
@@ -267,9 +284,14 @@ impl ImageStore {
         images_dir: &Path,
         named: BTreeMap<String, PathBuf>,
     ) -> Result<Self, ImageError> {
+        use std::os::unix::fs::PermissionsExt;
         for d in [state_dir, images_dir] {
             if !d.is_dir() {
                 std::fs::create_dir_all(d).map_err(io_ctx(format!("create {}", d.display())))?;
+                if d == images_dir {
+                    // Traversable, not listable: tree paths are not enumerable by other users.
+                    let _ = std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o711));
+                }
             }
         }
         let images_fd = sys::open_dir_path(images_dir)
@@ -302,8 +324,24 @@ impl ImageStore {
             named,
         };
         if writable {
+            // Keep the -wal/-shm files after the last writer closes, so users without write
+            // access to the state dir can still open the index read-only (WAL readers need them).
+            unsafe {
+                let mut on: libc::c_int = 1;
+                rusqlite::ffi::sqlite3_file_control(
+                    store.conn.handle(),
+                    c"main".as_ptr(),
+                    rusqlite::ffi::SQLITE_FCNTL_PERSIST_WAL,
+                    &mut on as *mut libc::c_int as *mut std::ffi::c_void,
+                );
+            }
             store.migrate()?;
+            for suffix in ["", "-wal", "-shm"] {
+                let p = PathBuf::from(format!("{}{suffix}", db_path.display()));
+                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644));
+            }
             let _ = sys::mkdirat(fd_b(&store.images_fd), c".locks", 0o755);
+            let _ = sys::mkdirat(fd_b(&store.images_fd), c"public", 0o755);
             store.cleanup_stale();
         } else {
             let v: i64 = store
@@ -380,39 +418,66 @@ impl ImageStore {
     }
 
     /// Remove leftovers of crashed imports/removals: unlocked `.staging-*`, `.trash-*`, and
-    /// digest trees without a row. Best effort; errors are ignored (next open retries).
+    /// trees without a row. Best effort; errors are ignored (next open retries).
     fn cleanup_stale(&self) {
         let Ok(names) = sys::read_dir_names(fd_b(&self.images_fd)) else {
             return;
         };
         for name in names {
             let b = name.to_bytes();
-            let candidate =
-                b.starts_with(b".staging-") || b.starts_with(b".trash-") || is_digest(b);
-            if !candidate {
-                continue;
-            }
-            let Ok(fd) = sys::open_dir_at(fd_b(&self.images_fd), &name) else {
-                continue;
-            };
-            // A live import holds LOCK_EX on its staging dir (also across the rename).
-            if !sys::flock(fd_b(&fd), libc::LOCK_EX | libc::LOCK_NB).unwrap_or(false) {
-                continue;
-            }
-            if is_digest(b) {
-                let d = String::from_utf8_lossy(b).into_owned();
-                let n: i64 = self
-                    .conn
-                    .query_row("SELECT COUNT(*) FROM images WHERE digest = ?1", [&d], |r| {
-                        r.get(0)
-                    })
-                    .unwrap_or(1);
-                if n > 0 {
+            if b.starts_with(b".staging-") || b.starts_with(b".trash-") {
+                let Ok(fd) = sys::open_dir_at(fd_b(&self.images_fd), &name) else {
                     continue;
+                };
+                // A live import holds LOCK_EX on its staging dir (also across the rename).
+                if sys::flock(fd_b(&fd), libc::LOCK_EX | libc::LOCK_NB).unwrap_or(false) {
+                    let _ = sys::remove_tree_at(fd_b(&self.images_fd), &name);
+                }
+            } else if b == b"public" || b.starts_with(b"private-") {
+                let Ok(bfd) = sys::open_dir_at(fd_b(&self.images_fd), &name) else {
+                    continue;
+                };
+                let bucket = String::from_utf8_lossy(b).into_owned();
+                for t in sys::read_dir_names(fd_b(&bfd)).unwrap_or_default() {
+                    if !is_digest(t.to_bytes()) {
+                        continue;
+                    }
+                    let Ok(fd) = sys::open_dir_at(fd_b(&bfd), &t) else {
+                        continue;
+                    };
+                    if !sys::flock(fd_b(&fd), libc::LOCK_EX | libc::LOCK_NB).unwrap_or(false) {
+                        continue;
+                    }
+                    let d = String::from_utf8_lossy(t.to_bytes()).into_owned();
+                    if self.tree_refs(&bucket, &d).unwrap_or(1) == 0 {
+                        let _ = sys::remove_tree_at(fd_b(&bfd), &t);
+                    }
                 }
             }
-            let _ = sys::remove_tree_at(fd_b(&self.images_fd), &name);
         }
+    }
+
+    /// Rows whose tree is `<bucket>/<digest>`.
+    fn tree_refs(&self, bucket_name: &str, digest: &str) -> Result<i64, ImageError> {
+        let (public, owner): (i64, i64) = if bucket_name == "public" {
+            (1, -1)
+        } else {
+            match bucket_name
+                .strip_prefix("private-")
+                .and_then(|u| u.parse::<u32>().ok())
+            {
+                Some(u) => (0, i64::from(u)),
+                None => return Ok(1),
+            }
+        };
+        self.conn
+            .query_row(
+                "SELECT COUNT(*) FROM images
+                 WHERE digest = ?1 AND public = ?2 AND (public = 1 OR owner_uid = ?3)",
+                params![digest, public, owner],
+                |r| r.get(0),
+            )
+            .map_err(self.db_err())
     }
 
     pub fn images_dir(&self) -> &Path {
@@ -423,7 +488,10 @@ impl ImageStore {
         let digest: String = r.get(1)?;
         let audit: String = r.get(8)?;
         Ok(Image {
-            root: self.images_dir.join(&digest),
+            root: self
+                .images_dir
+                .join(bucket(r.get::<_, i64>(3)? != 0, r.get(2)?))
+                .join(&digest),
             id: digest,
             name: r.get(0)?,
             kind: ImageKind::Imported,
@@ -521,10 +589,10 @@ impl ImageStore {
         Err(self.not_found(name_or_id, viewer_uid))
     }
 
-    fn lock_path(&self, digest: &str) -> PathBuf {
+    fn lock_path(&self, bucket: &str, digest: &str) -> PathBuf {
         self.images_dir
             .join(".locks")
-            .join(format!("{digest}.lock"))
+            .join(format!("{bucket}.{digest}.lock"))
     }
 
     /// Import a tree under `name`. Nothing is registered (and no staging dir remains) unless
@@ -648,12 +716,37 @@ impl ImageStore {
         guard: &mut Staging,
         _staging: &OwnedFd,
     ) -> Result<Image, ImageError> {
+        let bucket_name = bucket(public, owner_uid);
+        let bucket_c = cstr(bucket_name.as_bytes()).unwrap();
+        let bfd = match sys::open_dir_at(fd_b(&self.images_fd), &bucket_c) {
+            Ok(fd) => fd,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let _ = sys::mkdirat(
+                    fd_b(&self.images_fd),
+                    &bucket_c,
+                    if public { 0o755 } else { 0o700 },
+                );
+                let fd = sys::open_dir_at(fd_b(&self.images_fd), &bucket_c)
+                    .map_err(io_ctx(format!("open {bucket_name} in the images dir")))?;
+                if !public && sys::geteuid() == 0 && owner_uid != 0 {
+                    sys::fchown(fd_b(&fd), owner_uid, u32::MAX)
+                        .map_err(io_ctx("chown private image dir"))?;
+                }
+                fd
+            }
+            Err(e) => {
+                return Err(ImageError::Io {
+                    context: format!("open {bucket_name} in the images dir"),
+                    source: e,
+                })
+            }
+        };
         let lock = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(self.lock_path(&ex.digest))
+            .open(self.lock_path(&bucket_name, &ex.digest))
             .map_err(io_ctx("create image lock file"))?;
         // Shared: a concurrent `remove` of the same content (LOCK_EX) finishes first.
         sys::flock(lock.as_fd(), libc::LOCK_SH).map_err(io_ctx("lock image"))?;
@@ -665,18 +758,13 @@ impl ImageStore {
             if self.name_taken(name)? {
                 return Err(ImageError::NameTaken(name.to_string()));
             }
-            match sys::fstatat(fd_b(&self.images_fd), &digest_c) {
+            match sys::fstatat(fd_b(&bfd), &digest_c) {
                 // Same content already stored (another name, or an orphan from a crash after
                 // rename): share it; the staging copy is dropped by the guard.
                 Ok(st) if sys::is_dir(&st) => {}
                 _ => {
-                    sys::renameat(
-                        fd_b(&self.images_fd),
-                        &guard.name,
-                        fd_b(&self.images_fd),
-                        &digest_c,
-                    )
-                    .map_err(io_ctx("publish image tree"))?;
+                    sys::renameat(fd_b(&self.images_fd), &guard.name, fd_b(&bfd), &digest_c)
+                        .map_err(io_ctx("publish image tree"))?;
                     renamed = true;
                     guard.armed = false;
                 }
@@ -704,21 +792,21 @@ impl ImageStore {
                 entries: ex.entries,
                 format: format.to_string(),
                 created,
-                root: self.images_dir.join(&ex.digest),
+                root: self.images_dir.join(&bucket_name).join(&ex.digest),
                 audit: ex.audit.clone(),
             })
         })();
         let r = r.and_then(|img| self.conn.execute_batch("COMMIT").map_err(&e).map(|_| img));
         match r {
             Ok(img) => {
-                let _ = sys::fsync(fd_b(&self.images_fd));
+                let _ = sys::fsync(fd_b(&bfd));
                 Ok(img)
             }
             Err(err) => {
                 let _ = self.conn.execute_batch("ROLLBACK");
                 if renamed {
                     // Published tree without a row: take it back out.
-                    let _ = sys::remove_tree_at(fd_b(&self.images_fd), &digest_c);
+                    let _ = sys::remove_tree_at(fd_b(&bfd), &digest_c);
                 }
                 Err(err)
             }
@@ -738,7 +826,8 @@ impl ImageStore {
                 img.name, img.owner_uid
             )));
         }
-        let lock_path = self.lock_path(&img.id);
+        let bucket_name = bucket_of(&img);
+        let lock_path = self.lock_path(&bucket_name, &img.id);
         let lock = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -757,13 +846,7 @@ impl ImageStore {
             self.conn
                 .execute("DELETE FROM images WHERE name = ?1", [&img.name])
                 .map_err(&e)?;
-            self.conn
-                .query_row(
-                    "SELECT COUNT(*) FROM images WHERE digest = ?1",
-                    [&img.id],
-                    |r| r.get(0),
-                )
-                .map_err(&e)
+            self.tree_refs(&bucket_name, &img.id)
         })();
         let left = match r.and_then(|n| self.conn.execute_batch("COMMIT").map_err(&e).map(|_| n)) {
             Ok(n) => n,
@@ -776,12 +859,12 @@ impl ImageStore {
             // Rename first so a half-removed tree is never visible under its digest.
             let trash = cstr(format!(".trash-{}", unique_suffix()).as_bytes()).unwrap();
             let digest_c = cstr(img.id.as_bytes()).unwrap();
-            match sys::renameat(
+            let bfd = sys::open_dir_at(
                 fd_b(&self.images_fd),
-                &digest_c,
-                fd_b(&self.images_fd),
-                &trash,
-            ) {
+                &cstr(bucket_name.as_bytes()).unwrap(),
+            )
+            .map_err(io_ctx(format!("open {bucket_name} in the images dir")))?;
+            match sys::renameat(fd_b(&bfd), &digest_c, fd_b(&self.images_fd), &trash) {
                 Ok(()) => sys::remove_tree_at(fd_b(&self.images_fd), &trash)
                     .map_err(io_ctx(format!("remove tree of {}", img.name)))?,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -820,7 +903,8 @@ impl ImageStore {
                 lock: None,
             });
         }
-        let c = sys::path_c(&self.lock_path(&img.id)).map_err(io_ctx("lock path"))?;
+        let c =
+            sys::path_c(&self.lock_path(&bucket_of(&img), &img.id)).map_err(io_ctx("lock path"))?;
         // O_RDONLY is enough for flock and works for non-root users.
         let fd = unsafe {
             libc::open(
@@ -861,7 +945,7 @@ impl ImageStore {
         if img.kind == ImageKind::Configured {
             return false;
         }
-        let Ok(f) = File::open(self.lock_path(&img.id)) else {
+        let Ok(f) = File::open(self.lock_path(&bucket_of(img), &img.id)) else {
             return false;
         };
         match sys::flock(f.as_fd(), libc::LOCK_EX | libc::LOCK_NB) {

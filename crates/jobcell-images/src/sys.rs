@@ -43,12 +43,15 @@ pub(crate) const DIR_FLAGS: libc::c_int =
 /// images dir itself, the source dir of a directory import).
 pub(crate) fn open_dir_path(p: &Path) -> io::Result<OwnedFd> {
     let c = path_c(p)?;
-    let fd = retry(|| unsafe {
-        libc::open(
-            c.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
-        )
-    })?;
+    let open = |flags| {
+        retry(|| unsafe { libc::open(c.as_ptr(), flags | libc::O_DIRECTORY | libc::O_CLOEXEC) })
+    };
+    let fd = match open(libc::O_RDONLY) {
+        // A traversable but unreadable dir (the 0711 images dir, for other users): O_PATH is
+        // enough to resolve names below it.
+        Err(e) if e.raw_os_error() == Some(libc::EACCES) => open(libc::O_PATH)?,
+        r => r?,
+    };
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 

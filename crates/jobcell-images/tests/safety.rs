@@ -415,7 +415,7 @@ fn stale_staging_removed_safely_at_open() {
     std::fs::write(stale.join("a/b/f"), "x").unwrap();
     std::os::unix::fs::symlink(&victim, stale.join("a/link")).unwrap();
     // An unregistered digest tree (crash between rename and commit).
-    let orphan = env.images.join("a".repeat(64));
+    let orphan = env.images.join("private-0").join("a".repeat(64));
     std::fs::create_dir_all(orphan.join("etc")).unwrap();
     let store = env.store();
     assert!(!stale.exists(), "stale staging dir kept");

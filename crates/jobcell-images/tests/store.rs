@@ -42,7 +42,7 @@ fn busybox_image_from_dir_and_tar() {
         .unwrap();
     assert_eq!(img.format, "dir");
     assert_eq!(img.id.len(), 64);
-    assert_eq!(img.root, env.images.join(&img.id));
+    assert_eq!(img.root, env.images.join("private-0").join(&img.id));
     // usable: the static binary runs from the image
     let out = std::process::Command::new(img.root.join("bin/busybox"))
         .args(["echo", "hi"])
@@ -122,9 +122,8 @@ fn compression_detected_from_content_and_id_is_content_digest() {
         "same content must give the same id across compressions"
     );
     // one tree shared by all five names
-    let trees = std::fs::read_dir(&env.images)
+    let trees = std::fs::read_dir(env.images.join("private-0"))
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().len() == 64)
         .count();
     assert_eq!(trees, 1);
     // hardlink in the source survives
@@ -320,7 +319,16 @@ fn directory_import_rules() {
         .unwrap()
         .file_type()
         .is_symlink());
-    assert_eq!(std::fs::read_dir(&env.images).unwrap().count(), 2); // tree + .locks
+    let found = std::process::Command::new("find")
+        .arg(&img.root)
+        .args(["-name", "secret"])
+        .output()
+        .unwrap();
+    assert!(
+        found.stdout.is_empty(),
+        "followed a symlink out of the source: {:?}",
+        found
+    );
     assert!(img
         .audit
         .skipped
@@ -360,4 +368,41 @@ fn rusqlite_version(p: &Path) -> i64 {
     // (offset 60, big-endian) to avoid a second SQLite in the test.
     let b = std::fs::read(p).unwrap();
     i64::from(u32::from_be_bytes([b[60], b[61], b[62], b[63]]))
+}
+
+#[test]
+fn private_content_unreadable_on_host_by_others() {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let store = env.store();
+    let own = ImportOptions {
+        owner_uid: Some(1000),
+        owner_gid: Some(1000),
+        ..opts()
+    };
+    let private = add_bytes(&store, "p", tarball(&[Raw::file("etc/secret", b"s")]), &own).unwrap();
+    let public = add_bytes(
+        &store,
+        "q",
+        tarball(&[Raw::file("etc/open", b"o")]),
+        &ImportOptions {
+            public: true,
+            ..own
+        },
+    )
+    .unwrap();
+    let bucket = private.root.parent().unwrap();
+    let md = std::fs::metadata(bucket).unwrap();
+    assert_eq!(md.permissions().mode() & 0o777, 0o700);
+    if is_root() {
+        assert_eq!(md.uid(), 1000, "private bucket owned by the image owner");
+    }
+    assert_eq!(
+        std::fs::metadata(&env.images).unwrap().permissions().mode() & 0o777,
+        0o711
+    );
+    assert_eq!(public.root.parent().unwrap(), env.images.join("public"));
+    // a non-root import (files owned by the importer) stays removable by its owner's store
+    store.remove("p", 1000, false).unwrap();
+    assert!(!private.root.exists());
 }

@@ -32,19 +32,18 @@ impl Env {
         ImageStore::open(&self.state, &self.images, named).unwrap()
     }
 
-    /// Nothing but the lock dir may be in the images dir (no staging, no tree).
+    /// Nothing but the (empty) lock and bucket dirs may be in the images dir.
     pub fn assert_no_trace(&self, store: &ImageStore) {
         assert!(store.list(0).unwrap().is_empty(), "an image was registered");
-        let left: Vec<String> = std::fs::read_dir(&self.images)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .filter(|n| n != ".locks")
-            .collect();
-        assert!(left.is_empty(), "left behind in images dir: {left:?}");
-        let locks = std::fs::read_dir(self.images.join(".locks"))
-            .unwrap()
-            .count();
-        assert_eq!(locks, 0, "lock file left behind");
+        for e in std::fs::read_dir(&self.images).unwrap() {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            let is_fixed = name == ".locks" || name == "public" || name.starts_with("private-");
+            assert!(is_fixed, "left behind in images dir: {name}");
+            let inner: Vec<_> = std::fs::read_dir(self.images.join(&name))
+                .unwrap()
+                .collect();
+            assert!(inner.is_empty(), "left behind in {name}: {inner:?}");
+        }
     }
 
     pub fn path(&self, p: &str) -> PathBuf {
