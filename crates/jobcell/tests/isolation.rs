@@ -505,6 +505,73 @@ echo from-job > {rw}/written && echo rw=ok"#,
     t.assert_base_empty();
 }
 
+/// A read-only bind of a tree with mounts below it (the host's root: /dev/shm, /run, the job's
+/// own /tmp...) is read-only all the way down, including world-writable host filesystems, and
+/// stays so for a job that makes itself root in a user namespace of its own.
+#[test]
+fn ro_bind_is_read_only_all_the_way_down() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("rorec");
+    let dst = t.subdir("dst", 0o755);
+    let name = unique("jobcell-itest-rorec-");
+    let py = format!(
+        r#"
+import ctypes, os
+l = ctypes.CDLL(None, use_errno=True)
+dst = "{dst}"
+def attempt(tag):
+    for d in ["dev/shm", "tmp", "var/tmp", "run/lock", "run", "etc", ""]:
+        p = os.path.join(dst, d, "{name}")
+        try:
+            open(p, "w").close(); print("%s_wrote=%s" % (tag, p))
+        except OSError as e:
+            if e.errno != 30:
+                print("%s_not_erofs=%s:%d" % (tag, p, e.errno))
+attempt("job")
+rw = [l.split()[4] for l in open("/proc/self/mountinfo")
+      if l.split()[4].startswith(dst) and "ro" not in l.split()[5].split(",")]
+print("rw_mounts=" + ",".join(rw))
+if os.environ.get("NESTED"):
+    for d in ["dev/shm", "run", ""]:
+        l.umount2(os.path.join(dst, d).encode(), 2)
+    l.mount(None, os.path.join(dst, "dev/shm").encode(), None, 32 | 4096, None)
+    attempt("nested")
+"#,
+        dst = dst.display()
+    );
+    let out = Job::new(&t.base())
+        .opt("--ro-bind")
+        .opt(format!("/:{}", dst.display()))
+        .sh(&format!(
+            "python3 -c '{py}' && NESTED=1 unshare -Urm python3 -c '{py}'",
+            py = py.replace('\'', "\"")
+        ));
+    for d in [
+        "/dev/shm",
+        "/tmp",
+        "/var/tmp",
+        "/run/lock",
+        "/run",
+        "/etc",
+        "/",
+    ] {
+        let _ = std::fs::remove_file(Path::new(d).join(&name));
+    }
+    out.expect(0);
+    assert!(!out.stdout.contains("_wrote="), "{}", out.stdout);
+    assert!(!out.stdout.contains("_not_erofs="), "{}", out.stdout);
+    // Both passes ran: the job itself, then as root of its own user namespace.
+    assert_eq!(
+        out.stdout.lines().filter(|l| *l == "rw_mounts=").count(),
+        2,
+        "{}",
+        out.stdout
+    );
+    t.assert_base_empty();
+}
+
 /// A host path under a private dir (here the host's /tmp) bound into the job: the job's /tmp
 /// is its own, so the mount point must be made there (it is scratch, jobcell may create it).
 #[test]
