@@ -398,11 +398,23 @@ fn shared_mapping_is_counted_once() {
             },
         )
         .unwrap();
-    let out = spawn_in(&job, &["shm", "256", "8", "300"])
-        .wait_with_output()
-        .unwrap();
-    assert!(out.status.success(), "shm helper failed: {:?}", out.status);
+    let mut c = spawn_in(&job, &["shm", "256", "8", "300"]);
+    // Sample while it runs: the kernel keeps no per-type peak, sample() does.
+    let st = loop {
+        job.sample().unwrap();
+        if let Some(st) = c.try_wait().unwrap() {
+            break st;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(st.success(), "shm helper failed: {st:?}");
     let u = job.stats().unwrap();
+    let sampled = u.anon_shmem_peak_sampled.unwrap();
+    assert!(
+        (240 * MIB..=256 * MIB + 48 * MIB).contains(&sampled),
+        "sampled anon+shmem peak {} MiB, want ≈ 256",
+        sampled / MIB
+    );
     eprintln!("usage: {}", serde_json::to_string(&u).unwrap());
     assert_eq!(u.memory_peak_source, Source::Kernel);
     assert!(
