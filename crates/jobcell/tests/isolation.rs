@@ -1099,6 +1099,16 @@ fn bad_input_is_125_with_one_line_and_nothing_created() {
         assert_one_line_naming(&out.stderr, &name);
         assert!(!base.exists(), "{opts:?} created the scratch base");
     }
+
+    // Refused only inside the job's init, after scratch (and cgroup) exist: still one line,
+    // 125, and everything removed again.
+    let out = Job::new(&t.base())
+        .opt("--private")
+        .opt("/proc")
+        .run(&["true"]);
+    assert_eq!(out.code(), 125, "{out:?}");
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    t.assert_base_empty();
 }
 
 #[test]
