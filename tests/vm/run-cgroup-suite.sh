@@ -8,7 +8,7 @@
 #
 #   tests/vm/run-cgroup-suite.sh [--layouts root,scope] [RUN-V2 OPTIONS...] [-- HARNESS ARGS...]
 #
-# RUN-V2 OPTIONS go to run-v2.sh (e.g. --timeout 600, --kernel-log,
+# RUN-V2 OPTIONS go to run-v2.sh (e.g. --timeout 600 (default 300 per layout), --kernel-log,
 # --strict-cleanup). HARNESS ARGS go to every test executable (e.g. a name
 # filter). JOBCELL_VM_PACKAGE overrides the package (default jobcell-cgroup).
 set -euo pipefail
@@ -77,7 +77,8 @@ for layout in ${LAYOUTS//,/ }; do
     echo "==================================== $PKG in the v2 VM, layout '$layout'"
     ta=$(date +%s.%N)
     set +e
-    "$VM_DIR/run-v2.sh" --timeout 600 --share-ro "$PKG_DIR" --cwd "$PKG_DIR" \
+    # 300 s per layout: the suite takes 20-50 s here; a hang costs at most 10 min in CI.
+    "$VM_DIR/run-v2.sh" --timeout 300 --share-ro "$PKG_DIR" --cwd "$PKG_DIR" \
         --env "CARGO_MANIFEST_DIR=$PKG_DIR" --env "CARGO_PKG_NAME=$PKG" \
         --results "$RESULTS_DIR" ${LAYOUT_OPTS[@]+"${LAYOUT_OPTS[@]}"} "${WITH[@]}" \
         ${VMOPTS[@]+"${VMOPTS[@]}"} -- "${ARGS[@]}"
