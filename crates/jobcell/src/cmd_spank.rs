@@ -110,6 +110,18 @@ fn run(argv0: OsString) -> anyhow::Result<JobExit> {
         }
         None => None,
     };
+    let batch = settings.get("BATCH").map(String::as_str) == Some("1");
+    if batch
+        && lease.is_none()
+        && spec
+            .private_dirs
+            .iter()
+            .any(|d| Path::new(&spec.argv[0]).starts_with(d))
+    {
+        // A spool dir under a private dir (SlurmdSpoolDir=/tmp/...) would hide the script.
+        let cmd = spec.argv[0].clone();
+        spec.mounts.push(parse_bind(&cmd, true)?);
+    }
     if let Some(l) = &lease {
         // Site binds (shared filesystems such as /home) exist only in image views; the host
         // view has them already.
@@ -119,7 +131,7 @@ fn run(argv0: OsString) -> anyhow::Result<JobExit> {
             }
         }
         let cmd = spec.argv[0].clone();
-        if settings.get("BATCH").map(String::as_str) == Some("1") {
+        if batch {
             // The batch script lives in slurmd's spool on the host: show it to the image.
             spec.mounts.push(parse_bind(&cmd, true)?);
         } else if let Some(rel) = cmd.strip_prefix('/') {
