@@ -1552,6 +1552,20 @@ fn report_has_the_documented_schema_and_counts_cpu() {
     assert_eq!(iso["no_new_privs"], true);
     assert!(Path::new(iso["scratch"].as_str().unwrap()).starts_with(t.base()));
 
+    // CPU of the whole job: an orphaned burner killed only when the job ends still counts.
+    let out = Job::new(&t.base())
+        .opt("--report")
+        .opt("-")
+        .sh("(sh -c 'while :; do :; done' &); sleep 0.6");
+    out.expect(0);
+    let r: serde_json::Value = serde_json::from_str(&out.stderr).unwrap();
+    let cpu = r["cpu_user_us"].as_u64().unwrap() + r["cpu_system_us"].as_u64().unwrap();
+    // Loose (a busy 2-core host): it burned for 0.6 s of wall time.
+    assert!(
+        cpu >= 50_000,
+        "the orphan's CPU is missing: {cpu} us\n{r:#}"
+    );
+
     // A job killed by a signal, reported on stderr.
     let out = Job::new(&t.base())
         .opt("--report")
