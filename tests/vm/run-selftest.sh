@@ -51,8 +51,8 @@ expect "pure v2: no v1 hierarchy can be mounted, root has the controllers" 0 -- 
     sh -c 'test -z "$(awk "\$3 == \"cgroup\"" /proc/mounts)" && test "$(cat /proc/self/cgroup)" = 0::/ &&
            grep -qw memory /sys/fs/cgroup/cgroup.subtree_control && mkdir -p /tmp/v1 &&
            ! mount -t cgroup -o memory none /tmp/v1 2>/dev/null'
-expect "arguments with quotes and spaces arrive intact; --env, --cwd" 0 --env "X=a 'b' \$c" --cwd /work/x -- \
-    sh -c 'test "$1" = "it'"'"'s  two" && test "$X" = "a '"'"'b'"'"' \$c" && test "$(pwd)" = /work/x' sh "it's  two"
+expect "arguments with quotes and spaces arrive intact; --env, --cwd" 0 --env "X=a 'b' \$c" --cwd /srv/jobcell-cwd -- \
+    sh -c 'test "$1" = "it'"'"'s  two" && test "$X" = "a '"'"'b'"'"' \$c" && test "$(pwd)" = /srv/jobcell-cwd' sh "it's  two"
 
 if [ $fails = 0 ]; then
     echo "harness self-test: all checks passed"
