@@ -53,7 +53,7 @@
 //! | memory peak                  | `memory.peak` (≥ 5.19; else sampled)       | `memory.max_usage_in_bytes`                           |
 //! | anon / shmem / file          | `memory.stat` `anon`, `shmem`, `file − shmem` | `memory.stat` `total_rss`, `total_shmem`, `total_cache − total_shmem` |
 //! | swap peak                    | `memory.swap.peak` (≥ 6.5; else sampled)   | sampled from `memory.stat` `total_swap`               |
-//! | io read/write bytes          | `io.stat` `rbytes`/`wbytes`                | `blkio.throttle.io_service_bytes_recursive` (only when `io_weight` created the blkio cgroup) |
+//! | io read/write bytes          | `io.stat` `rbytes`/`wbytes` (io always enabled) | `blkio.throttle.io_service_bytes_recursive` (only when `io_weight` created the blkio cgroup) |
 //! | pids peak                    | `pids.peak` (where present; else sampled)  | `pids.peak` (where present; else sampled)             |
 //! | OOM kills (processes)        | `memory.events` `oom_kill − oom_group_kill` | `memory.oom_control` `oom_kill`                       |
 //! | OOM event fd                 | inotify on `memory.events`                 | eventfd registered via `cgroup.event_control`         |

@@ -14,8 +14,9 @@ use crate::{
     SETTLE_TIMEOUT,
 };
 
-/// Controllers enabled for every job.
-const BASE_CTRLS: [&str; 3] = ["cpu", "memory", "pids"];
+/// Controllers enabled for every job where available (io too: on v2 it is one directory either
+/// way, and it gives io.stat byte counts for every job).
+const BASE_CTRLS: [&str; 4] = ["cpu", "memory", "pids", "io"];
 /// Leaf jobcell moves itself into when its own cgroup must become an inner node.
 const LAUNCHER_LEAF: &str = "launcher";
 

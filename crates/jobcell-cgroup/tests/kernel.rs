@@ -797,6 +797,13 @@ fn stats_serialise_with_sources() {
         j["memory_peak_source"].as_str(),
         Some("kernel" | "sampled")
     ));
+    if root.version() == Version::V2 {
+        // io is enabled for every v2 job, so byte counts are always reported there.
+        assert!(
+            u.io_read_bytes.is_some() && u.io_write_bytes.is_some(),
+            "{j}"
+        );
+    }
     assert!(matches!(
         j["pids_peak_source"].as_str(),
         Some("kernel" | "sampled")
