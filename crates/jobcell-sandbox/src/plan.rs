@@ -353,9 +353,51 @@ pub fn plan(i: &PlanInput) -> Vec<Step> {
             flags: libc::MS_RDONLY | MS_HARDEN,
             recursive: false,
         });
-        s.push(Step::PivotRoot { new_root: root });
+        s.push(Step::PivotRoot {
+            new_root: root.clone(),
+        });
+        if i.userns {
+            premake_in_upper(&mut s, &root);
+        }
     }
     s
+}
+
+/// Rootless image views: root is unmapped in the job's user namespace, so mkdir in a merged
+/// directory whose lower (image) side root owns is refused, whatever owns the upper layer.
+/// Mount points made in the upper layer *before* the overlay is mounted show through it owned
+/// by the job's user; the original steps stay (they then find the path, or run inside a mount
+/// made later).
+fn premake_in_upper(s: &mut Vec<Step>, root: &Path) {
+    let upper = Path::new(STAGE).join("upper");
+    let Some(at) = s.iter().position(|x| matches!(x, Step::Overlay { .. })) else {
+        return;
+    };
+    let mut pre = Vec::new();
+    for st in s.iter() {
+        match st {
+            Step::MkdirAll { path } => {
+                if let Ok(rel) = path.strip_prefix(root) {
+                    pre.push(Step::MkdirAll {
+                        path: upper.join(rel),
+                    });
+                }
+            }
+            Step::Touch { path } => {
+                if let Ok(rel) = path.strip_prefix(root) {
+                    let f = upper.join(rel);
+                    if let Some(parent) = f.parent() {
+                        pre.push(Step::MkdirAll {
+                            path: parent.to_path_buf(),
+                        });
+                    }
+                    pre.push(Step::Touch { path: f });
+                }
+            }
+            _ => {}
+        }
+    }
+    s.splice(at..at, pre);
 }
 
 /// Why a step failed, for the one-line error the launcher prints.
@@ -764,5 +806,29 @@ mod tests {
                 "chdir /"
             ]
         );
+    }
+
+    #[test]
+    fn rootless_image_mount_points_are_made_in_the_upper_layer_first() {
+        let mut i = input();
+        i.image = Some("/proc/self/fd/9".into());
+        i.userns = true;
+        i.scratch_base = "/var/lib/jobcell/slurm".into();
+        i.scratch_path = "/var/lib/jobcell/slurm/slurm-7".into();
+        let s = plan(&i);
+        let ov = pos(&s, |x| matches!(x, Step::Overlay { .. }));
+        let pre = pos(
+            &s,
+            |x| matches!(x, Step::MkdirAll { path } if path == Path::new("/tmp/upper/var/lib/jobcell/slurm/slurm-7")),
+        );
+        let real = pos(
+            &s,
+            |x| matches!(x, Step::MkdirAll { path } if path == Path::new("/tmp/root/var/lib/jobcell/slurm/slurm-7")),
+        );
+        assert!(pre < ov && ov < real);
+        i.userns = false;
+        assert!(!plan(&i)
+            .iter()
+            .any(|x| matches!(x, Step::MkdirAll { path } if path.starts_with("/tmp/upper"))));
     }
 }
