@@ -13,8 +13,8 @@ use thiserror::Error;
 pub enum ClientError {
     #[error("the jobcell daemon is not running (nothing is listening on {0}); start it with `jobcell daemon` or `systemctl start jobcell`")]
     NotRunning(PathBuf),
-    #[error("{path}: {source}")]
-    Io { path: PathBuf, source: io::Error },
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: io::Error },
     /// The daemon refused the request; the message is its own.
     #[error("{msg}")]
     Api { status: u16, msg: String },
@@ -44,7 +44,7 @@ impl Client {
     ) -> Result<(u16, Vec<u8>), ClientError> {
         let io_err = |source| ClientError::Io {
             path: self.socket.clone(),
-            source,
+            err: source,
         };
         let mut s = match UnixStream::connect(&self.socket) {
             Ok(s) => s,

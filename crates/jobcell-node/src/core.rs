@@ -229,7 +229,7 @@ impl Core {
             .unchecked_transaction()
             .map_err(|e| StoreError::Sql {
                 path: PathBuf::new(),
-                source: e,
+                err: e,
             })?;
         let (mut requeued, mut attached, mut ended) = (0, 0, 0);
         for r in rows {
@@ -503,6 +503,22 @@ impl Core {
         caller: u32,
         req: SubmitRequest,
     ) -> Result<SubmitResponse, ApiErr> {
+        if let Some(k) = &req.submit_key {
+            if k.is_empty() || k.len() > 128 {
+                return Err(ApiErr::new(400, "submit_key must be 1 to 128 bytes"));
+            }
+            let mut st = sql(tx.prepare_cached(
+                "SELECT id FROM jobs WHERE owner = ?1 AND submit_key = ?2 ORDER BY id",
+            ));
+            let ids: Vec<u64> = sql(
+                sql(st.query_map(params![caller, k], |r| r.get::<_, i64>(0)))
+                    .map(|r| r.map(|v| v as u64))
+                    .collect::<rusqlite::Result<Vec<_>>>(),
+            );
+            if !ids.is_empty() {
+                return Ok(SubmitResponse { ids });
+            }
+        }
         let mut spec: JobSpec = req.spec;
         let count = req.count.unwrap_or(1);
         if count == 0 || count > 10_000 {
@@ -573,8 +589,8 @@ impl Core {
         let t = now();
         let mut ids = Vec::with_capacity(count as usize);
         let mut ins = sql(tx.prepare_cached(
-            "INSERT INTO jobs (owner, user, state, priority, cpus, memory, command, spec, stdout, stderr, submitted_at, hold_reason)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+            "INSERT INTO jobs (owner, user, state, priority, cpus, memory, command, spec, stdout, stderr, submitted_at, hold_reason, submit_key)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         ));
         for _ in 0..count {
             sql(ins.execute(params![
@@ -589,7 +605,8 @@ impl Core {
                 req.stdout,
                 req.stderr,
                 t,
-                hold_reason
+                hold_reason,
+                req.submit_key
             ]));
             let id = tx.last_insert_rowid() as u64;
             sql(add_event(
@@ -1073,7 +1090,7 @@ impl Core {
                             }
                         }
                     }
-                    jobcell_sandbox::scratch::gc_stale(&self.cfg.scratch_base);
+                    remove_scratch(&self.cfg.scratch_base, &jobdir::cgroup_name(pid, id));
                 }
             }
         }
@@ -1160,5 +1177,30 @@ fn dummy_store() -> Store {
     Store {
         conn: rusqlite::Connection::open_in_memory().expect("in-memory sqlite"),
         path: PathBuf::new(),
+    }
+}
+
+/// Remove a dead supervisor's scratch dir `base/name` with the launcher's own removal (openat,
+/// never following symlinks or crossing mounts).
+fn remove_scratch(base: &Path, name: &str) {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(dir) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(base)
+    else {
+        return;
+    };
+    let Ok(c) = std::ffi::CString::new(name) else {
+        return;
+    };
+    match jobcell_sandbox::scratch::remove_tree_at(dir.as_raw_fd(), &c, &base.join(name)) {
+        Ok(()) => {}
+        Err(e) => {
+            if base.join(name).exists() {
+                warn!("removing scratch {}: {e}", base.join(name).display());
+            }
+        }
     }
 }

@@ -39,14 +39,14 @@ pub struct DaemonOptions {
 
 #[derive(Debug, Error)]
 pub enum DaemonError {
-    #[error("state dir {path}: {source}")]
-    StateDir { path: PathBuf, source: io::Error },
+    #[error("state dir {path}: {err}")]
+    StateDir { path: PathBuf, err: io::Error },
     #[error("state dir {path} is in use by another jobcell daemon{}", .pid.map(|p| format!(" (pid {p})")).unwrap_or_default())]
     Locked { path: PathBuf, pid: Option<u32> },
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("socket {path}: {source}")]
-    Socket { path: PathBuf, source: io::Error },
+    #[error("socket {path}: {err}")]
+    Socket { path: PathBuf, err: io::Error },
     #[error("starting the spawner process: {0}")]
     Spawner(io::Error),
     #[error("starting the async runtime: {0}")]
@@ -58,9 +58,18 @@ pub enum DaemonError {
 }
 
 fn state_err(path: &Path) -> impl FnOnce(io::Error) -> DaemonError + '_ {
-    move |source| DaemonError::StateDir {
-        path: path.to_path_buf(),
-        source,
+    move |e| {
+        let e = match e.raw_os_error() {
+            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => io::Error::new(
+                e.kind(),
+                format!("not writable by uid {}: {e}", unsafe { libc::geteuid() }),
+            ),
+            _ => e,
+        };
+        DaemonError::StateDir {
+            path: path.to_path_buf(),
+            err: e,
+        }
     }
 }
 
@@ -112,10 +121,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
     std::fs::create_dir_all(&jobs_dir).map_err(state_err(sd))?;
     // Fail now, with the state dir named, rather than at the first job.
     let probe = sd.join(".write-test");
-    std::fs::write(&probe, b"").map_err(|e| DaemonError::StateDir {
-        path: sd.clone(),
-        source: io::Error::new(e.kind(), format!("not writable: {e}")),
-    })?;
+    std::fs::write(&probe, b"").map_err(state_err(sd))?;
     let _ = std::fs::remove_file(&probe);
     let _lock = lock_state_dir(sd)?;
     let node = node_resources(&o)?;
@@ -127,8 +133,18 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
     };
     std::fs::create_dir_all(&o.scratch_base).map_err(|e| DaemonError::StateDir {
         path: o.scratch_base.clone(),
-        source: e,
+        err: e,
     })?;
+
+    let supervisor_cgroups: Vec<PathBuf> = cgroups
+        .as_ref()
+        .map(|r| {
+            r.parent_paths()
+                .iter()
+                .map(|p| p.join("supervisors"))
+                .collect()
+        })
+        .unwrap_or_default();
 
     // Fork the spawner while this process has a single thread.
     let spawner = Spawner::start(&o.exe).map_err(DaemonError::Spawner)?;
@@ -168,7 +184,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
     let sock = o.socket.clone();
     let sock_err = |source| DaemonError::Socket {
         path: sock.clone(),
-        source,
+        err: source,
     };
     if let Some(parent) = sock.parent() {
         std::fs::create_dir_all(parent).map_err(sock_err)?;
@@ -206,5 +222,9 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
     });
     let _ = sys::sd_notify("STOPPING=1");
     let _ = std::fs::remove_file(&o.socket);
+    // Only succeeds when no supervisor is left in it (rmdir of a non-empty cgroup fails).
+    for d in supervisor_cgroups {
+        let _ = std::fs::remove_dir(d);
+    }
     Ok(())
 }

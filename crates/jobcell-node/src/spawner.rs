@@ -36,6 +36,15 @@ impl Spawner {
             drop(ours);
             // Die with the daemon; supervisors (grandchildren) do not inherit this.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+            // Hold nothing of the daemon's but the socket: above all not the state dir's lock,
+            // which must die with the daemon so a restart can take it at once.
+            let keep = theirs.as_raw_fd() as u32;
+            unsafe {
+                if keep > 3 {
+                    libc::syscall(libc::SYS_close_range, 3u32, keep - 1, 0u32);
+                }
+                libc::syscall(libc::SYS_close_range, keep + 1, u32::MAX, 0u32);
+            }
             let code = match serve(theirs, &exe) {
                 Ok(()) => 0,
                 Err(_) => 1,

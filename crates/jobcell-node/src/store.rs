@@ -11,11 +11,8 @@ use crate::types::{Event, JobInfo, State};
 
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("state database {path}: {source}")]
-    Sql {
-        path: PathBuf,
-        source: rusqlite::Error,
-    },
+    #[error("state database {path}: {err}")]
+    Sql { path: PathBuf, err: rusqlite::Error },
     #[error("state database {path} has schema version {found}, newer than this jobcell understands ({known}); run a newer jobcell or move the state dir aside")]
     TooNew {
         path: PathBuf,
@@ -60,6 +57,9 @@ const MIGRATIONS: &[&str] = &[
         detail TEXT
      );
      CREATE INDEX events_job ON events(job);",
+    // 1 -> 2: idempotent submission (a client retrying after a lost answer gets the same ids)
+    "ALTER TABLE jobs ADD COLUMN submit_key TEXT;
+     CREATE INDEX jobs_submit_key ON jobs(owner, submit_key) WHERE submit_key IS NOT NULL;",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -118,7 +118,7 @@ impl Store {
     pub fn open(path: &Path) -> Result<Store, StoreError> {
         let err = |source| StoreError::Sql {
             path: path.to_path_buf(),
-            source,
+            err: source,
         };
         let mut conn = Connection::open(path).map_err(err)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
@@ -150,10 +150,10 @@ impl Store {
         })
     }
 
-    pub fn err(&self, source: rusqlite::Error) -> StoreError {
+    pub fn err(&self, err: rusqlite::Error) -> StoreError {
         StoreError::Sql {
             path: self.path.clone(),
-            source,
+            err,
         }
     }
 

@@ -91,14 +91,12 @@ fn run(dir: &Path, attempt: u32, pid: i32) -> Result<JobResult, String> {
         let r =
             CgroupRoot::detect(s.cgroup_parent.as_deref()).map_err(|e| format!("cgroup: {e}"))?;
         for p in r.parent_paths() {
-            let d = p.join("supervisors");
-            match std::fs::create_dir(&d) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-                Err(e) => return Err(format!("creating {}: {e}", d.display())),
+            // A v1 cpuset cgroup needs cpus/mems set before it takes a process; supervisors
+            // need no pinning, so they stay in the daemon's cpuset cgroup.
+            if p.starts_with("/sys/fs/cgroup/cpuset") {
+                continue;
             }
-            std::fs::write(d.join("cgroup.procs"), pid.to_string())
-                .map_err(|e| format!("joining {}: {e}", d.display()))?;
+            join_supervisors(&p.join("supervisors"), pid)?;
         }
         Some(r)
     };
@@ -175,4 +173,22 @@ fn open_output(
         r.map_err(|e| format!("{} (as {}): {e}", p.display(), id.name))?
     };
     Ok(f)
+}
+
+/// Move `pid` into the supervisors cgroup `d`, creating it; a daemon that stops removes it when
+/// empty, so a concurrent removal (ENOENT) is retried.
+fn join_supervisors(d: &Path, pid: i32) -> Result<(), String> {
+    let mut tries = 0;
+    loop {
+        match std::fs::create_dir(d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(format!("creating {}: {e}", d.display())),
+        }
+        match std::fs::write(d.join("cgroup.procs"), pid.to_string()) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 3 => tries += 1,
+            Err(e) => return Err(format!("joining {}: {e}", d.display())),
+        }
+    }
 }

@@ -70,6 +70,10 @@ pub struct SubmitRequest {
     pub stdout: Option<String>,
     #[serde(default)]
     pub stderr: Option<String>,
+    /// A client-chosen key (at most 128 bytes) that makes the submission idempotent: resending
+    /// a request with the same key (after a lost answer) returns the jobs made the first time.
+    #[serde(default)]
+    pub submit_key: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
