@@ -91,10 +91,25 @@ struct Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
+        // A failed check can leave jobs running: cancel them while the daemons still listen,
+        // then stop the daemons, then kill by pid whatever of this cluster is still alive
+        // (slurmstepds and job processes carry our SLURM_CONF or our dir in their command).
+        if self.slurmd.is_some() && self.ctld.is_some() {
+            let _ = self.cmd("scancel", &["--user", USER]).output();
+            wait_until(Duration::from_secs(15), || {
+                self.cmd("squeue", &["-h", "-u", USER])
+                    .output()
+                    .map(|o| text(&o.stdout).trim().is_empty())
+                    .unwrap_or(true)
+            });
+        }
         self.stop_slurmd();
         if let Some(mut c) = self.ctld.take() {
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             wait_or_kill(&mut c, Duration::from_secs(10));
+        }
+        for pid in self.stragglers() {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         if let Some(pid) = self.munged.take() {
             unsafe { libc::kill(pid as i32, libc::SIGTERM) };
@@ -152,6 +167,30 @@ impl Cluster {
         c.start_munge()?;
         c.start_slurm()?;
         Ok(c)
+    }
+
+    /// Processes of this cluster that outlived its daemons (never the test process itself).
+    fn stragglers(&self) -> Vec<i32> {
+        let conf = format!("SLURM_CONF={}", self.conf.display());
+        let dir = self.dir.to_string_lossy().into_owned();
+        let me = std::process::id() as i32;
+        let mut out = Vec::new();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            if pid == me || Some(pid as u32) == self.munged {
+                continue;
+            }
+            let env = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if String::from_utf8_lossy(&env).split('\0').any(|v| v == conf)
+                || String::from_utf8_lossy(&cmd).contains(&dir)
+            {
+                out.push(pid);
+            }
+        }
+        out
     }
 
     fn p(&self, rel: &str) -> PathBuf {
