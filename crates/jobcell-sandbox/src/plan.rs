@@ -226,7 +226,9 @@ pub fn plan(i: &PlanInput) -> Vec<Step> {
     // MOUNT_UNDER_SCRATCH: /tmp, /var/tmp, /dev/shm from subdirectories of scratch.
     for (p, sub) in &i.private_dirs {
         let dst = at(p);
-        if in_image {
+        // The minimal /dev is the job's own tmpfs: private dirs in it get their mount point.
+        let in_own_dev = i.dev == DevMode::Minimal && p.starts_with("/dev");
+        if in_image || in_own_dev {
             s.push(Step::MkdirAll { path: dst.clone() });
         }
         s.push(Step::Bind {

@@ -26,6 +26,8 @@ pub enum SpecError {
     BadIoWeight(u16),
     #[error("private dir '{0}' is listed twice")]
     DuplicatePrivate(String),
+    #[error("--private {0}: a job cannot get a private {0}, it needs the system's own")]
+    SystemPrivate(String),
     #[error("--{0} must be at least 1 byte")]
     ZeroSize(&'static str),
 }
@@ -190,6 +192,14 @@ impl JobSpec {
         let mut seen = Vec::new();
         for d in &mut self.private_dirs {
             *d = clean_abs_path("private dir", d)?;
+            // Bound over these the job would lose its root, /proc, /sys or /dev.
+            let sys = d == Path::new("/")
+                || d == Path::new("/dev")
+                || d.starts_with("/proc")
+                || d.starts_with("/sys");
+            if sys {
+                return Err(SpecError::SystemPrivate(d.display().to_string()));
+            }
             if seen.contains(d) {
                 return Err(SpecError::DuplicatePrivate(d.display().to_string()));
             }
@@ -330,6 +340,14 @@ mod tests {
         let mut s = JobSpec::new(vec!["true".into()]);
         s.private_dirs.push("/tmp/".into());
         assert!(matches!(s.validate(), Err(SpecError::DuplicatePrivate(_))));
+        for d in ["/", "/proc", "/proc/sys", "/sys", "/dev"] {
+            let mut s = JobSpec::new(vec!["true".into()]);
+            s.private_dirs = vec![d.into()];
+            assert!(
+                matches!(s.validate(), Err(SpecError::SystemPrivate(_))),
+                "{d}"
+            );
+        }
         let mut s = JobSpec::new(vec!["true".into()]);
         s.resources.cpus = Some(0.0);
         assert!(matches!(s.validate(), Err(SpecError::BadCpus("cpus", _))));

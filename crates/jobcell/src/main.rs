@@ -93,8 +93,22 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("jobcell: {e:#}");
+            eprintln!("jobcell: {}", one_line(&e));
             std::process::exit(EXIT_JOBCELL_ERROR);
         }
     }
+}
+
+/// The error and its causes on one line, each cause said once (many errors already include
+/// their source's text in their own message).
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg.replace('\n', " ")
 }

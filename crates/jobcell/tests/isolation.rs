@@ -1113,7 +1113,6 @@ fn bad_input_is_125_with_one_line_and_nothing_created() {
 /// builds) must be refused before anything is created, naming the dir, not fail inside the
 /// init with a message about a scratch path, nor be accepted and leave the job an empty /dev.
 #[test]
-#[ignore = "BUG: --private / and /dev are accepted (/dev ends up empty and read-only); /proc and /sys fail inside the init with messages that do not name the option"]
 fn private_dirs_that_cannot_work_are_refused_up_front() {
     if skip_unless_root() {
         return;
@@ -1143,7 +1142,6 @@ fn private_dirs_that_cannot_work_are_refused_up_front() {
 
 /// One line of error says the cause once.
 #[test]
-#[ignore = "BUG: a missing bind destination prints its cause twice: \"...'/proc/x': No such file or directory (os error 2): No such file or directory (os error 2)\""]
 fn error_lines_say_the_cause_once() {
     if skip_unless_root() {
         return;
