@@ -222,8 +222,15 @@ impl Cluster {
         let bin = PathBuf::from(JOBCELL);
         std::fs::copy(&bin, d.join("bin/jobcell")).unwrap();
         mode(&d.join("bin/jobcell"), 0o755);
-        let so = bin.with_file_name("libjobcell_spank.so");
-        if so.exists() {
+        // `cargo build -p jobcell-spank` puts it next to the binary; `cargo test` (through the
+        // dev-dependency) in deps/.
+        let so = [
+            bin.with_file_name("libjobcell_spank.so"),
+            bin.with_file_name("deps").join("libjobcell_spank.so"),
+        ]
+        .into_iter()
+        .find(|p| p.exists());
+        if let Some(so) = so {
             std::fs::copy(&so, d.join("bin/jobcell_spank.so")).unwrap();
             mode(&d.join("bin/jobcell_spank.so"), 0o755);
         }
