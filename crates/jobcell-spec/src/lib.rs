@@ -7,6 +7,7 @@
 mod config;
 mod size;
 mod spec;
+pub mod submit;
 
 pub use config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
 pub use size::{format_size, parse_size, SizeError, Unit};

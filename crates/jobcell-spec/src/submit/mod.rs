@@ -1,0 +1,262 @@
+//! HTCondor's submit description language (`condor_submit` files), for what makes sense on one
+//! node: the same commands, macros, quoting and `queue` forms, deriving the same job attributes
+//! HTCondor derives (checked against HTCondor's own parser by `tests/submit_differential.rs`).
+//!
+//! The crate does no I/O: everything that touches the system (`queue ... from FILE`,
+//! `matching` globs, `$ENV()`, `getenv`, the submit directory) goes through [`SubmitEnv`], which
+//! the binary implements and tests fake.
+//!
+//! Deliberate departures from `condor_submit` (each reported, never silent):
+//! - `request_memory`, `request_disk`, `request_cpus` and `priority` must be numbers (with
+//!   units for sizes); HTCondor also takes ClassAd expressions, which a single node cannot
+//!   evaluate at submit time.
+//! - Universes other than vanilla, and commands that need a pool (grid, docker/container,
+//!   GPUs, cron, x509...), are errors naming the line. Pool-only commands that change nothing on
+//!   one node (`requirements`, `rank`, `notification`...) are warnings.
+//! - A name that is no command and that no macro refers to gets a warning (usually a typo);
+//!   `condor_submit` says nothing.
+//! - Undefined `$(NAME)` expands to nothing, as in HTCondor, with a warning naming the line.
+//! - A queue statement that yields no job, or a file that queues nothing, is an error
+//!   (`condor_submit` would submit an empty cluster).
+
+mod expand;
+mod parse;
+mod quote;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::spec::JobSpec;
+
+pub use parse::parse_submit;
+pub use quote::{args_to_v2_raw, env_to_v2_raw, parse_arguments, parse_environment};
+
+/// Everything the parser needs from the system. Paths are relative to [`SubmitEnv::cwd`]
+/// unless absolute, like `condor_submit`'s.
+pub trait SubmitEnv {
+    /// Contents of a file (`queue VAR from FILE`).
+    fn read_file(&self, path: &Path) -> io::Result<String>;
+    /// Paths matching a shell glob, sorted, as written relative to the cwd; directories end
+    /// with `/` (like glob(3)'s GLOB_MARK).
+    fn glob(&self, pattern: &str) -> Vec<String>;
+    /// One variable of the submitter's environment (`$ENV(NAME)`).
+    fn env(&self, name: &str) -> Option<String>;
+    /// The submitter's whole environment (`getenv`).
+    fn env_vars(&self) -> Vec<(String, String)>;
+    /// The directory `condor_submit` would run in: relative executables, initialdir and
+    /// globs resolve against it.
+    fn cwd(&self) -> PathBuf;
+    /// Whether a directory exists (HTCondor refuses a missing initialdir).
+    fn is_dir(&self, path: &Path) -> bool;
+    /// Randomness for `$RANDOM_INTEGER()` / `$RANDOM_CHOICE()`.
+    fn random_u64(&self) -> u64 {
+        0x9e37_79b9_7f4a_7c15
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubmitOptions {
+    /// The cluster id `$(Cluster)` expands to (`condor_submit -dry-run` uses 1).
+    pub cluster_id: u64,
+}
+
+impl Default for SubmitOptions {
+    fn default() -> Self {
+        SubmitOptions { cluster_id: 1 }
+    }
+}
+
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SubmitError {
+    #[error("line {line}: {msg}")]
+    Syntax { line: usize, msg: String },
+    #[error("line {line}: {command} = {value}: {msg}")]
+    BadValue {
+        line: usize,
+        command: String,
+        value: String,
+        msg: String,
+    },
+    #[error("line {line}: {what} is not supported by jobcell ({why})")]
+    Unsupported {
+        line: usize,
+        what: String,
+        why: String,
+    },
+    #[error("line {line}: cannot read {path}: {msg}")]
+    Read {
+        line: usize,
+        path: String,
+        msg: String,
+    },
+    #[error("line {line}: no executable is set for the jobs of this queue statement")]
+    NoExecutable { line: usize },
+    #[error("no queue statement: the file would queue nothing (end it with `queue`)")]
+    NoQueue,
+    #[error("line {line}: this queue statement yields no job")]
+    EmptyQueue { line: usize },
+    #[error("line {line}: macro {name} expands too deeply (does it refer to itself?)")]
+    Recursion { line: usize, name: String },
+}
+
+impl SubmitError {
+    /// The submit file line at fault, when there is one.
+    pub fn line(&self) -> Option<usize> {
+        match self {
+            SubmitError::Syntax { line, .. }
+            | SubmitError::BadValue { line, .. }
+            | SubmitError::Unsupported { line, .. }
+            | SubmitError::Read { line, .. }
+            | SubmitError::NoExecutable { line }
+            | SubmitError::EmptyQueue { line }
+            | SubmitError::Recursion { line, .. } => Some(*line),
+            SubmitError::NoQueue => None,
+        }
+    }
+}
+
+/// Something jobcell accepted but the user should know about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Warning {
+    pub line: usize,
+    pub msg: String,
+}
+
+impl std::fmt::Display for Warning {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "line {}: {}", self.line, self.msg)
+    }
+}
+
+/// The value of a custom job attribute (`+Attr = value`, `MY.Attr = value`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum CustomValue {
+    String(String),
+    Int(i64),
+    Real(f64),
+    Bool(bool),
+    /// Any other ClassAd expression, as written (after macro expansion).
+    Expr {
+        expr: String,
+    },
+}
+
+/// One job as `condor_submit` would queue it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SubmitJob {
+    pub cluster_id: u64,
+    pub proc_id: u64,
+    /// Absolute (a relative `executable` resolves against the submit directory, as HTCondor's
+    /// `Cmd`; not against initialdir).
+    pub executable: String,
+    /// The arguments (without the executable).
+    pub arguments: Vec<String>,
+    /// `executable` followed by `arguments`.
+    pub argv: Vec<String>,
+    /// The `arguments` value used the old (V1) syntax: HTCondor writes `Args`, not `Arguments`.
+    #[serde(skip)]
+    pub args_v1: bool,
+    pub environment: BTreeMap<String, String>,
+    /// The job's initial working directory (HTCondor's `Iwd`), absolute.
+    pub initialdir: String,
+    /// stdin/stdout/stderr and the job event log, absolute (resolved against `initialdir`);
+    /// `None` is HTCondor's `/dev/null` (no log).
+    pub input: Option<String>,
+    pub output: Option<String>,
+    pub error: Option<String>,
+    pub log: Option<String>,
+    pub request_cpus: f64,
+    /// MiB; `None`: HTCondor's default (the node's default).
+    pub request_memory: Option<u64>,
+    /// KiB; `None`: HTCondor's default.
+    pub request_disk: Option<u64>,
+    pub priority: i64,
+    pub held: bool,
+    /// From `jobcell_image` or a string `+RequestedChroot`.
+    pub image: Option<String>,
+    pub transfer_input_files: Vec<String>,
+    pub should_transfer_files: String,
+    pub when_to_transfer_output: String,
+    pub custom_attributes: BTreeMap<String, CustomValue>,
+}
+
+impl SubmitJob {
+    /// The arguments attribute HTCondor writes: (`Args`, V1 text) or (`Arguments`, V2 text).
+    pub fn arguments_attr(&self) -> (&'static str, String) {
+        if self.args_v1 {
+            ("Args", self.arguments.join(" "))
+        } else {
+            ("Arguments", args_to_v2_raw(&self.arguments))
+        }
+    }
+
+    /// The launcher's view of the job: argv, environment, cpus, memory (bytes), image.
+    /// Stdio, initialdir, priority and hold are the queue's business.
+    pub fn to_job_spec(&self) -> JobSpec {
+        let mut spec = JobSpec::new(self.argv.clone());
+        spec.env = self
+            .environment
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        spec.resources.cpus = (self.request_cpus > 0.0).then_some(self.request_cpus);
+        spec.resources.memory = self.request_memory.map(|m| m << 20);
+        spec.image = self.image.clone();
+        spec
+    }
+}
+
+/// The result of parsing one submit description.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Submission {
+    pub jobs: Vec<SubmitJob>,
+    pub warnings: Vec<Warning>,
+}
+
+/// Shell-style wildcard match (`*`, `?`), used for `getenv` lists; handy for [`SubmitEnv::glob`]
+/// implementations too.
+pub fn wildcard_match(pattern: &str, name: &str) -> bool {
+    let p: Vec<char> = pattern.chars().collect();
+    let n: Vec<char> = name.chars().collect();
+    let (mut pi, mut ni) = (0, 0);
+    let (mut star, mut mark) = (None, 0);
+    while ni < n.len() {
+        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+            pi += 1;
+            ni += 1;
+        } else if pi < p.len() && p[pi] == '*' {
+            star = Some(pi);
+            mark = ni;
+            pi += 1;
+        } else if let Some(s) = star {
+            pi = s + 1;
+            mark += 1;
+            ni = mark;
+        } else {
+            return false;
+        }
+    }
+    while pi < p.len() && p[pi] == '*' {
+        pi += 1;
+    }
+    pi == p.len()
+}
+
+/// `dir` joined with `p` the way HTCondor joins (`dir/p`), unless `p` is absolute.
+fn join(dir: &str, p: &str) -> String {
+    if p.starts_with('/') {
+        p.to_string()
+    } else if dir.ends_with('/') {
+        format!("{dir}{p}")
+    } else {
+        format!("{dir}/{p}")
+    }
+}
+
+#[cfg(test)]
+mod tests;

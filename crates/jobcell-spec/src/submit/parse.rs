@@ -1,0 +1,1113 @@
+//! Statements (`name = value`, `+Attr = value`, `queue ...`), queue items, and the jobs.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::Path;
+
+use super::expand::{Expander, Table};
+use super::quote::{parse_arguments, parse_environment};
+use super::{
+    join, wildcard_match, CustomValue, Submission, SubmitEnv, SubmitError, SubmitJob,
+    SubmitOptions, Warning,
+};
+
+#[derive(Debug)]
+enum Stmt {
+    Assign {
+        line: usize,
+        name: String,
+        value: String,
+    },
+    /// `+Attr = v` / `MY.Attr = v`.
+    Custom {
+        line: usize,
+        attr: String,
+        value: String,
+    },
+    Queue {
+        line: usize,
+        args: String,
+        list: Option<Vec<String>>,
+    },
+}
+
+fn syntax(line: usize, msg: impl Into<String>) -> SubmitError {
+    SubmitError::Syntax {
+        line,
+        msg: msg.into(),
+    }
+}
+
+const UNSUPPORTED_KEYWORDS: [&str; 7] =
+    ["include", "if", "elif", "else", "endif", "error", "warning"];
+
+/// Logical lines: comments dropped, backslash continuations joined; line numbers are 1-based
+/// and name the first physical line.
+fn statements(text: &str) -> Result<Vec<Stmt>, SubmitError> {
+    let phys: Vec<&str> = text.lines().collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < phys.len() {
+        let lineno = i + 1;
+        let mut line = phys[i].to_string();
+        i += 1;
+        if line.trim_start().starts_with('#') {
+            continue;
+        }
+        while line.ends_with('\\') {
+            line.pop();
+            if i >= phys.len() {
+                break;
+            }
+            if phys[i].trim_start().starts_with('#') {
+                return Err(syntax(
+                    i + 1,
+                    "a comment inside a continued line (the line before ends with '\\')",
+                ));
+            }
+            line.push_str(phys[i]);
+            i += 1;
+        }
+        let t = line.trim();
+        if t.is_empty() {
+            continue;
+        }
+        let word_end = t
+            .find(|c: char| c.is_whitespace() || c == '=')
+            .unwrap_or(t.len());
+        let word = &t[..word_end];
+        let rest = &t[word_end..];
+        if word.eq_ignore_ascii_case("queue") && !rest.trim_start().starts_with('=') {
+            let args = rest.trim().to_string();
+            let mut list = None;
+            if args.ends_with('(') {
+                // A list of items on the following lines, up to a line starting with ')'.
+                let mut items = Vec::new();
+                loop {
+                    let Some(l) = phys.get(i) else {
+                        return Err(syntax(
+                            lineno,
+                            "the item list opened here has no closing ')'",
+                        ));
+                    };
+                    i += 1;
+                    let lt = l.trim();
+                    if let Some(after) = lt.strip_prefix(')') {
+                        if !after.trim().is_empty() {
+                            return Err(syntax(
+                                i,
+                                format!("unexpected '{}' after ')'", after.trim()),
+                            ));
+                        }
+                        break;
+                    }
+                    if !lt.is_empty() && !lt.starts_with('#') {
+                        items.push(lt.to_string());
+                    }
+                }
+                list = Some(items);
+            }
+            out.push(Stmt::Queue {
+                line: lineno,
+                args,
+                list,
+            });
+            continue;
+        }
+        if UNSUPPORTED_KEYWORDS
+            .iter()
+            .any(|k| word.eq_ignore_ascii_case(k))
+            && !rest.trim_start().starts_with('=')
+        {
+            return Err(SubmitError::Unsupported {
+                line: lineno,
+                what: format!("'{}'", word.to_ascii_lowercase()),
+                why: "submit-file include and conditionals are not implemented".into(),
+            });
+        }
+        let Some((name, value)) = t.split_once('=') else {
+            return Err(syntax(
+                lineno,
+                format!("expected 'name = value' or 'queue ...', found '{t}'"),
+            ));
+        };
+        let name = name.trim();
+        let value = value.trim().to_string();
+        if name.ends_with('@') {
+            return Err(SubmitError::Unsupported {
+                line: lineno,
+                what: "'@=' multi-line values".into(),
+                why: "write the value on one line or use '\\' continuations".into(),
+            });
+        }
+        let custom = name.strip_prefix('+').or_else(|| {
+            (name.len() > 3 && name[..3].eq_ignore_ascii_case("my.")).then(|| &name[3..])
+        });
+        let valid = |s: &str| {
+            !s.is_empty()
+                && s.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+        };
+        match custom {
+            Some(attr) => {
+                if !valid(attr)
+                    || attr.contains('.')
+                    || attr.starts_with(|c: char| c.is_ascii_digit())
+                {
+                    return Err(syntax(
+                        lineno,
+                        format!("'{name}' is not a valid attribute name"),
+                    ));
+                }
+                out.push(Stmt::Custom {
+                    line: lineno,
+                    attr: attr.to_string(),
+                    value,
+                });
+            }
+            None => {
+                if !valid(name) {
+                    return Err(syntax(
+                        lineno,
+                        format!("'{name}' is not a valid command or macro name"),
+                    ));
+                }
+                out.push(Stmt::Assign {
+                    line: lineno,
+                    name: name.to_string(),
+                    value,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Commands jobcell implements (lowercase; aliases map to the main name).
+fn command_name(lower: &str) -> Option<&'static str> {
+    Some(match lower {
+        "executable" => "executable",
+        "arguments" => "arguments",
+        "environment" => "environment",
+        "getenv" => "getenv",
+        "initialdir" | "initial_dir" => "initialdir",
+        "input" | "stdin" => "input",
+        "output" | "stdout" => "output",
+        "error" | "stderr" => "error",
+        "log" => "log",
+        "request_cpus" => "request_cpus",
+        "request_memory" => "request_memory",
+        "request_disk" => "request_disk",
+        "transfer_input_files" => "transfer_input_files",
+        "should_transfer_files" => "should_transfer_files",
+        "when_to_transfer_output" => "when_to_transfer_output",
+        "priority" => "priority",
+        "hold" => "hold",
+        "universe" => "universe",
+        "jobcell_image" => "jobcell_image",
+        _ => return None,
+    })
+}
+
+/// HTCondor commands that matter only in a pool; accepted with a warning.
+const IGNORED: &[&str] = &[
+    "notification",
+    "notify_user",
+    "email_attributes",
+    "requirements",
+    "rank",
+    "stream_output",
+    "stream_error",
+    "transfer_executable",
+    "transfer_output_files",
+    "transfer_output_remaps",
+    "accounting_group",
+    "accounting_group_user",
+    "batch_name",
+    "job_batch_name",
+    "description",
+    "leave_in_queue",
+    "on_exit_remove",
+    "on_exit_hold",
+    "on_exit_hold_reason",
+    "on_exit_hold_subcode",
+    "periodic_hold",
+    "periodic_release",
+    "periodic_remove",
+    "max_retries",
+    "retry_until",
+    "success_exit_code",
+    "job_max_vacate_time",
+    "nice_user",
+    "copy_to_spool",
+    "coresize",
+    "image_size",
+    "max_idle",
+    "max_materialize",
+    "concurrency_limits",
+    "log_xml",
+    "want_graceful_removal",
+    "kill_sig",
+    "hold_kill_sig",
+    "remove_kill_sig",
+    "job_lease_duration",
+    "allowed_job_duration",
+    "allowed_execute_duration",
+    "submit_event_notes",
+    "preserve_relative_executable",
+    "job_machine_attrs",
+    "job_ad_information_attrs",
+    "dagman_log",
+];
+
+/// HTCondor commands jobcell cannot honour on one node: an error.
+const UNSUPPORTED: &[&str] = &[
+    "grid_resource",
+    "docker_image",
+    "docker_network_type",
+    "container_image",
+    "container_service_names",
+    "machine_count",
+    "request_gpus",
+    "require_gpus",
+    "output_destination",
+    "transfer_plugins",
+    "cron_minute",
+    "cron_hour",
+    "cron_day_of_month",
+    "cron_month",
+    "cron_day_of_week",
+    "cron_prep_time",
+    "cron_window",
+    "deferral_time",
+    "deferral_window",
+    "deferral_prep_time",
+    "x509userproxy",
+    "use_x509userproxy",
+    "use_oauth_services",
+    "vm_type",
+    "vm_memory",
+    "vm_disk",
+    "vm_networking",
+    "jar_files",
+    "java_vm_args",
+    "remote_initialdir",
+    "run_as_owner",
+    "load_profile",
+    "buffer_size",
+    "buffer_block_size",
+    "encrypt_input_files",
+    "encrypt_output_files",
+    "next_job_start_delay",
+    "want_remote_io",
+    "stack_size",
+    "globus_rsl",
+    "cloud_label_names",
+    "transfer_container",
+    "docker_override_entrypoint",
+    "checkpoint_exit_code",
+    "transfer_checkpoint_files",
+];
+
+/// One row of queue items split over the loop variables (HTCondor's `split_item`): each
+/// variable but the last takes one token (separated by a comma or blank), the last takes the
+/// rest of the row.
+fn split_item(row: &str, nvars: usize) -> Vec<String> {
+    if row.contains('\x1f') {
+        let mut v: Vec<String> = row.split('\x1f').map(|s| s.trim().to_string()).collect();
+        v.resize(nvars, String::new());
+        return v;
+    }
+    let mut vals = Vec::with_capacity(nvars);
+    let mut data = row.trim_start_matches([' ', '\t']);
+    for k in 0..nvars {
+        if k == nvars - 1 {
+            vals.push(data.trim_end().to_string());
+            break;
+        }
+        match data.find([',', ' ', '\t']) {
+            Some(p) => {
+                vals.push(data[..p].to_string());
+                data = data[p + 1..].trim_start_matches([' ', '\t']);
+            }
+            None => {
+                vals.push(data.trim_end().to_string());
+                data = "";
+            }
+        }
+    }
+    vals.resize(nvars, String::new());
+    vals
+}
+
+struct QueueSpec {
+    count: u64,
+    /// Loop variables as written; empty means the implicit `Item`.
+    vars: Vec<String>,
+    /// One entry per item row; `None` for a bare `queue [N]`.
+    rows: Option<Vec<String>>,
+}
+
+fn find_keyword(args: &str) -> Option<(usize, &'static str)> {
+    let lower = args.to_ascii_lowercase();
+    let mut best: Option<(usize, &'static str)> = None;
+    for kw in ["in", "from", "matching"] {
+        let mut start = 0;
+        while let Some(p) = lower[start..].find(kw) {
+            let p = start + p;
+            let before_ok = p == 0 || lower[..p].ends_with([' ', '\t', ',']);
+            let after = &lower[p + kw.len()..];
+            let after_ok = after.is_empty() || after.starts_with([' ', '\t', '(']);
+            if before_ok && after_ok {
+                if best.map_or(true, |(b, _)| p < b) {
+                    best = Some((p, kw));
+                }
+                break;
+            }
+            start = p + kw.len();
+        }
+    }
+    best
+}
+
+fn parse_count(s: &str, line: usize) -> Result<u64, SubmitError> {
+    s.parse::<u64>().map_err(|_| SubmitError::BadValue {
+        line,
+        command: "queue".into(),
+        value: s.into(),
+        msg: "the count must be a whole number >= 0".into(),
+    })
+}
+
+fn tokens(s: &str) -> impl Iterator<Item = String> + '_ {
+    s.split([',', ' ', '\t'])
+        .filter(|t| !t.is_empty())
+        .map(String::from)
+}
+
+fn queue_spec(
+    args: &str,
+    list: Option<Vec<String>>,
+    line: usize,
+    ex: &Expander,
+    env: &dyn SubmitEnv,
+    warnings: &RefCell<Vec<Warning>>,
+) -> Result<QueueSpec, SubmitError> {
+    let args = ex.expand(args, line)?;
+    let args = args.trim();
+    let Some((kpos, kw)) = find_keyword(args) else {
+        if list.is_some() {
+            return Err(syntax(
+                line,
+                "an item list needs 'in', 'from' or 'matching' before '('",
+            ));
+        }
+        let count = if args.is_empty() {
+            1
+        } else {
+            parse_count(args, line)?
+        };
+        return Ok(QueueSpec {
+            count,
+            vars: vec![],
+            rows: None,
+        });
+    };
+    let head = args[..kpos].trim();
+    let mut rest = args[kpos + kw.len()..].trim();
+    let mut head_tokens = tokens(head).peekable();
+    let mut count = 1;
+    if let Some(first) = head_tokens.peek() {
+        if first.starts_with(|c: char| c.is_ascii_digit()) {
+            count = parse_count(first, line)?;
+            head_tokens.next();
+        }
+    }
+    let vars: Vec<String> = head_tokens.collect();
+    for v in &vars {
+        if !v.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(syntax(
+                line,
+                format!("'{v}' is not a valid loop variable name"),
+            ));
+        }
+    }
+    // The item text: a multi-line list, or `( ... )` on this line, or the rest of the line.
+    let inline = if list.is_none() && rest.starts_with('(') {
+        let Some(close) = rest.rfind(')') else {
+            return Err(syntax(
+                line,
+                format!("the item list '{rest}' has no closing ')'"),
+            ));
+        };
+        if !rest[close + 1..].trim().is_empty() {
+            return Err(syntax(
+                line,
+                format!("unexpected '{}' after ')'", rest[close + 1..].trim()),
+            ));
+        }
+        let inner = rest[1..close].to_string();
+        rest = "";
+        Some(inner)
+    } else {
+        None
+    };
+    if list.is_some() {
+        rest = rest.trim_end_matches('(').trim();
+    }
+    let rows: Vec<String> = match kw {
+        "in" => match (&list, &inline) {
+            (Some(l), _) => l
+                .iter()
+                .flat_map(|r| tokens(r).collect::<Vec<_>>())
+                .collect(),
+            (None, Some(s)) => tokens(s).collect(),
+            (None, None) => tokens(rest).collect(),
+        },
+        "from" => match (&list, &inline) {
+            (Some(l), _) => l.clone(),
+            (None, Some(s)) => vec![s.trim().to_string()],
+            (None, None) => {
+                if rest.is_empty() {
+                    return Err(syntax(
+                        line,
+                        "'queue ... from' needs a file name or a ( list )",
+                    ));
+                }
+                if rest.ends_with('|') {
+                    return Err(SubmitError::Unsupported {
+                        line,
+                        what: "'queue ... from COMMAND |'".into(),
+                        why: "running a command to make items; write them to a file".into(),
+                    });
+                }
+                let text = env
+                    .read_file(Path::new(rest))
+                    .map_err(|e| SubmitError::Read {
+                        line,
+                        path: rest.to_string(),
+                        msg: e.to_string(),
+                    })?;
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(String::from)
+                    .collect()
+            }
+        },
+        _ => {
+            let text = match (&list, &inline) {
+                (Some(l), _) => l.join(" "),
+                (None, Some(s)) => s.clone(),
+                (None, None) => rest.to_string(),
+            };
+            let mut pats: Vec<String> = tokens(&text).collect();
+            let mut mode = "any";
+            if let Some(first) = pats.first() {
+                let f = first.to_ascii_lowercase();
+                if f == "files" || f == "dirs" {
+                    mode = if f == "files" { "files" } else { "dirs" };
+                    pats.remove(0);
+                }
+            }
+            if pats.is_empty() {
+                return Err(syntax(
+                    line,
+                    "'queue ... matching' needs at least one pattern",
+                ));
+            }
+            let mut items = Vec::new();
+            for p in &pats {
+                let found: Vec<String> = env
+                    .glob(p)
+                    .into_iter()
+                    .filter_map(|m| match (mode, m.ends_with('/')) {
+                        ("files", true) => None,
+                        ("dirs", false) => None,
+                        ("any", true) => Some(m.trim_end_matches('/').to_string()),
+                        _ => Some(m),
+                    })
+                    .collect();
+                if found.is_empty() {
+                    warnings.borrow_mut().push(Warning {
+                        line,
+                        msg: format!(
+                            "'{p}' does not match any {}",
+                            if mode == "dirs" { "directory" } else { "file" }
+                        ),
+                    });
+                }
+                for f in found {
+                    if !items.contains(&f) {
+                        items.push(f);
+                    }
+                }
+            }
+            items
+        }
+    };
+    Ok(QueueSpec {
+        count,
+        vars,
+        rows: Some(rows),
+    })
+}
+
+/// An HTCondor size in `unit_bytes` units, rounded up: a number with an optional K/M/G/T
+/// suffix (optionally followed by B, any case); a bare number is in `bare_bytes` units.
+fn parse_condor_size(s: &str, bare_bytes: u128, unit_bytes: u128) -> Result<u64, String> {
+    let t = s.trim();
+    let num_end = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (num, suffix) = t.split_at(num_end);
+    let suffix = suffix.trim();
+    let bad = || {
+        format!(
+            "'{s}' is not a size (examples: 2048, 2G, 512MB; bare numbers are in {})",
+            if bare_bytes == 1 << 20 { "MiB" } else { "KiB" }
+        )
+    };
+    if num.is_empty() || num == "." || num.matches('.').count() > 1 {
+        return Err(bad());
+    }
+    let factor: u128 = match suffix.to_ascii_uppercase().as_str() {
+        "" => bare_bytes,
+        "K" | "KB" => 1 << 10,
+        "M" | "MB" => 1 << 20,
+        "G" | "GB" => 1 << 30,
+        "T" | "TB" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
+    let digits = format!("{int}{frac}");
+    let mantissa: u128 = digits.parse().map_err(|_| bad())?;
+    let scale = 10u128.checked_pow(frac.len() as u32).ok_or_else(bad)?;
+    let num = mantissa.checked_mul(factor).ok_or_else(bad)?;
+    let den = scale * unit_bytes;
+    u64::try_from(num.div_ceil(den)).map_err(|_| format!("'{s}' is too large"))
+}
+
+fn parse_bool(s: &str) -> Option<bool> {
+    match s.trim().to_ascii_lowercase().as_str() {
+        "true" | "t" | "yes" | "y" | "1" => Some(true),
+        "false" | "f" | "no" | "n" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// A custom attribute's value: a ClassAd literal, or an expression checked for balanced
+/// quotes and parentheses (a full ClassAd parser is out of scope).
+fn custom_value(v: &str) -> Result<CustomValue, String> {
+    let t = v.trim();
+    if t.is_empty() {
+        return Err("empty value".into());
+    }
+    if let Some(body) = t.strip_prefix('"') {
+        if let Some(s) = string_literal(body) {
+            return Ok(CustomValue::String(s));
+        }
+    }
+    if let Ok(i) = t.parse::<i64>() {
+        return Ok(CustomValue::Int(i));
+    }
+    if t.contains(['.', 'e', 'E']) && t.starts_with(|c: char| c.is_ascii_digit() || c == '.') {
+        if let Ok(f) = t.parse::<f64>() {
+            return Ok(CustomValue::Real(f));
+        }
+    }
+    match t.to_ascii_lowercase().as_str() {
+        "true" => return Ok(CustomValue::Bool(true)),
+        "false" => return Ok(CustomValue::Bool(false)),
+        _ => {}
+    }
+    let mut depth = 0i32;
+    let mut chars = t.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => loop {
+                match chars.next() {
+                    None => return Err("unterminated string".into()),
+                    Some('\\') => {
+                        chars.next();
+                    }
+                    Some('"') => break,
+                    _ => {}
+                }
+            },
+            '(' | '[' | '{' => depth += 1,
+            ')' | ']' | '}' => {
+                depth -= 1;
+                if depth < 0 {
+                    return Err("unbalanced parentheses".into());
+                }
+            }
+            _ => {}
+        }
+    }
+    if depth != 0 {
+        return Err("unbalanced parentheses".into());
+    }
+    if t.ends_with([
+        '+', '-', '*', '/', '&', '|', '<', '>', '=', '!', '?', ':', ',',
+    ]) {
+        return Err("the expression is incomplete".into());
+    }
+    Ok(CustomValue::Expr {
+        expr: t.to_string(),
+    })
+}
+
+/// A whole ClassAd string literal (after its opening quote) with `\` escapes, or None.
+fn string_literal(body: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next()? {
+                'n' => out.push('\n'),
+                't' => out.push('\t'),
+                c => out.push(c),
+            },
+            '"' => return chars.as_str().trim().is_empty().then_some(out),
+            c => out.push(c),
+        }
+    }
+    None
+}
+
+/// Parse a submit description. Nothing is queued unless every statement is valid: the caller
+/// gets all the jobs or one error naming the line at fault.
+pub fn parse_submit(
+    text: &str,
+    env: &dyn SubmitEnv,
+    opts: &SubmitOptions,
+) -> Result<Submission, SubmitError> {
+    let stmts = statements(text)?;
+    let mut table = Table::default();
+    // Custom attributes in first-definition order: lowercase -> (name as last written, value, line).
+    let mut custom: Vec<(String, String, String, usize)> = Vec::new();
+    let used = RefCell::new(HashSet::new());
+    let warnings = RefCell::new(Vec::new());
+    let warned_undefined = RefCell::new(HashSet::new());
+    let rng = Cell::new(env.random_u64() | 1);
+    let cwd = env.cwd().to_string_lossy().into_owned();
+    let mut jobs = Vec::new();
+    let mut next_proc = 0u64;
+    let mut last_queue = None;
+
+    // Commands are checked once, where they are defined.
+    for s in &stmts {
+        if let Stmt::Assign { line, name, .. } = s {
+            let lower = name.to_ascii_lowercase();
+            if command_name(&lower).is_some() {
+                continue;
+            }
+            if UNSUPPORTED.contains(&lower.as_str()) {
+                return Err(SubmitError::Unsupported {
+                    line: *line,
+                    what: format!("'{name}'"),
+                    why: "it needs an HTCondor pool; jobcell runs vanilla jobs on one node".into(),
+                });
+            }
+            if IGNORED.contains(&lower.as_str()) {
+                warnings.borrow_mut().push(Warning {
+                    line: *line,
+                    msg: format!("'{name}' has no effect on a single jobcell node; ignored"),
+                });
+            }
+        }
+    }
+
+    for s in stmts {
+        match s {
+            Stmt::Assign { line, name, value } => table.define(&name, &value, line),
+            Stmt::Custom { line, attr, value } => {
+                let lower = attr.to_ascii_lowercase();
+                table.define(&format!("MY.{attr}"), &value, line);
+                let value = table.get(&format!("my.{lower}")).unwrap().value.clone();
+                match custom.iter_mut().find(|c| c.0 == lower) {
+                    Some(c) => {
+                        c.1 = attr;
+                        c.2 = value;
+                        c.3 = line;
+                    }
+                    None => custom.push((lower, attr, value, line)),
+                }
+            }
+            Stmt::Queue { line, args, list } => {
+                last_queue = Some(line);
+                let base = Expander {
+                    table: &table,
+                    live: HashMap::from([
+                        ("cluster".into(), opts.cluster_id.to_string()),
+                        ("clusterid".into(), opts.cluster_id.to_string()),
+                    ]),
+                    env,
+                    used: &used,
+                    warnings: &warnings,
+                    warned_undefined: &warned_undefined,
+                    rng: &rng,
+                };
+                let q = queue_spec(&args, list, line, &base, env, &warnings)?;
+                let implicit = q.vars.is_empty();
+                let vars = if implicit {
+                    vec!["Item".to_string()]
+                } else {
+                    q.vars.clone()
+                };
+                let rows: Vec<Option<&String>> = match &q.rows {
+                    None => vec![None],
+                    Some(r) => r.iter().map(Some).collect(),
+                };
+                let before = jobs.len();
+                for (index, row) in rows.iter().enumerate() {
+                    let values = row.map(|r| split_item(r, vars.len()));
+                    for step in 0..q.count {
+                        let mut ex = Expander {
+                            live: base.live.clone(),
+                            ..base
+                        };
+                        let proc = next_proc;
+                        for (k, v) in [
+                            ("process", proc.to_string()),
+                            ("procid", proc.to_string()),
+                            ("step", step.to_string()),
+                            ("itemindex", index.to_string()),
+                            ("row", index.to_string()),
+                        ] {
+                            ex.live.insert(k.into(), v);
+                        }
+                        match &values {
+                            Some(vals) => {
+                                for (var, val) in vars.iter().zip(vals) {
+                                    ex.live.insert(var.to_ascii_lowercase(), val.clone());
+                                }
+                            }
+                            None => {
+                                ex.live.insert("item".into(), String::new());
+                            }
+                        }
+                        jobs.push(make_job(&ex, &table, &custom, &cwd, env, opts, proc, line)?);
+                        next_proc += 1;
+                    }
+                }
+                if jobs.len() == before {
+                    return Err(SubmitError::EmptyQueue { line });
+                }
+            }
+        }
+    }
+    let Some(_) = last_queue else {
+        return Err(SubmitError::NoQueue);
+    };
+
+    // Names that are neither commands nor referenced: most likely typos.
+    let used = used.into_inner();
+    let mut defs: Vec<_> = table.defs.values().collect();
+    defs.sort_by_key(|d| d.line);
+    for d in defs {
+        let lower = d.name.to_ascii_lowercase();
+        if command_name(&lower).is_none()
+            && !lower.starts_with("my.")
+            && !IGNORED.contains(&lower.as_str())
+            && !used.contains(&lower)
+        {
+            warnings.borrow_mut().push(Warning {
+                line: d.line,
+                msg: format!(
+                    "'{}' is not a submit command jobcell knows, and no $({}) uses it",
+                    d.name, d.name
+                ),
+            });
+        }
+    }
+    let mut warnings = warnings.into_inner();
+    warnings.sort_by_key(|w| w.line);
+    Ok(Submission { jobs, warnings })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn make_job(
+    ex: &Expander,
+    table: &Table,
+    custom: &[(String, String, String, usize)],
+    cwd: &str,
+    env: &dyn SubmitEnv,
+    opts: &SubmitOptions,
+    proc: u64,
+    queue_line: usize,
+) -> Result<SubmitJob, SubmitError> {
+    // The expanded value of a command, with the line it was defined on.
+    let get = |cmd: &str| -> Result<Option<(String, usize)>, SubmitError> {
+        let def = table
+            .defs
+            .values()
+            .filter(|d| command_name(&d.name.to_ascii_lowercase()) == Some(cmd))
+            .max_by_key(|d| d.line);
+        match def {
+            Some(d) => Ok(Some((ex.expand(&d.value, d.line)?, d.line))),
+            None => Ok(None),
+        }
+    };
+    let bad = |line: usize, cmd: &str, value: &str, msg: String| SubmitError::BadValue {
+        line,
+        command: cmd.into(),
+        value: value.into(),
+        msg,
+    };
+
+    if let Some((u, line)) = get("universe")? {
+        let lu = u.trim().to_ascii_lowercase();
+        if lu != "vanilla" && !lu.is_empty() {
+            let why = if lu == "container" || lu == "docker" {
+                "use jobcell_image = NAME (or +RequestedChroot) to run in an image".to_string()
+            } else {
+                "jobcell runs vanilla jobs".to_string()
+            };
+            return Err(SubmitError::Unsupported {
+                line,
+                what: format!("universe '{u}'"),
+                why,
+            });
+        }
+    }
+
+    let executable = match get("executable")? {
+        Some((e, _)) if !e.trim().is_empty() => join(cwd, e.trim()),
+        _ => return Err(SubmitError::NoExecutable { line: queue_line }),
+    };
+
+    let (arguments, args_v1) = match get("arguments")? {
+        Some((a, line)) => parse_arguments(&a).map_err(|m| bad(line, "arguments", &a, m))?,
+        None => (Vec::new(), false),
+    };
+
+    let mut environment = BTreeMap::new();
+    if let Some((g, line)) = get("getenv")? {
+        match parse_bool(&g) {
+            Some(true) => environment.extend(env.env_vars()),
+            Some(false) => {}
+            None => {
+                let pats: Vec<String> = tokens(&g).collect();
+                if pats.is_empty() {
+                    return Err(bad(
+                        line,
+                        "getenv",
+                        &g,
+                        "expected true, false or a list of variable names".into(),
+                    ));
+                }
+                for (k, v) in env.env_vars() {
+                    if pats.iter().any(|p| wildcard_match(p, &k)) {
+                        environment.insert(k, v);
+                    }
+                }
+            }
+        }
+    }
+    if let Some((e, line)) = get("environment")? {
+        parse_environment(&e, &mut environment).map_err(|m| bad(line, "environment", &e, m))?;
+    }
+
+    let initialdir = match get("initialdir")? {
+        Some((d, line)) if !d.trim().is_empty() => {
+            let iwd = join(cwd, d.trim());
+            if !env.is_dir(Path::new(&iwd)) {
+                return Err(bad(
+                    line,
+                    "initialdir",
+                    &d,
+                    format!("no such directory: {iwd}"),
+                ));
+            }
+            iwd
+        }
+        _ => cwd.to_string(),
+    };
+    let path = |cmd: &str| -> Result<Option<String>, SubmitError> {
+        Ok(get(cmd)?
+            .map(|(p, _)| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .map(|p| join(&initialdir, &p)))
+    };
+    let (input, output, error, log) = (
+        path("input")?,
+        path("output")?,
+        path("error")?,
+        path("log")?,
+    );
+
+    let request_cpus = match get("request_cpus")? {
+        Some((c, line)) => match c.trim().parse::<f64>() {
+            Ok(n) if n.is_finite() && n >= 0.0 => n,
+            _ => {
+                return Err(bad(
+                    line,
+                    "request_cpus",
+                    &c,
+                    "expected a number of cores (jobcell does not evaluate expressions)".into(),
+                ))
+            }
+        },
+        None => 1.0,
+    };
+    let size = |cmd: &str, bare: u128, unit: u128| -> Result<Option<u64>, SubmitError> {
+        match get(cmd)? {
+            Some((v, line)) => parse_condor_size(&v, bare, unit)
+                .map(Some)
+                .map_err(|m| bad(line, cmd, &v, m)),
+            None => Ok(None),
+        }
+    };
+    let request_memory = size("request_memory", 1 << 20, 1 << 20)?;
+    let request_disk = size("request_disk", 1 << 10, 1 << 10)?;
+
+    let priority = match get("priority")? {
+        Some((p, line)) => p
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| bad(line, "priority", &p, "expected a whole number".into()))?,
+        None => 0,
+    };
+    let held = match get("hold")? {
+        Some((h, line)) => {
+            parse_bool(&h).ok_or_else(|| bad(line, "hold", &h, "expected true or false".into()))?
+        }
+        None => false,
+    };
+    let transfer_input_files = match get("transfer_input_files")? {
+        Some((t, _)) => t
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
+        None => Vec::new(),
+    };
+    let should_transfer_files = match get("should_transfer_files")? {
+        Some((s, line)) => {
+            let u = s.trim().to_ascii_uppercase();
+            if !["YES", "NO", "IF_NEEDED"].contains(&u.as_str()) {
+                return Err(bad(
+                    line,
+                    "should_transfer_files",
+                    &s,
+                    "expected YES, NO or IF_NEEDED".into(),
+                ));
+            }
+            u
+        }
+        None => "IF_NEEDED".into(),
+    };
+    let when_to_transfer_output = match get("when_to_transfer_output")? {
+        Some((s, line)) => {
+            let u = s.trim().to_ascii_uppercase();
+            if !["ON_EXIT", "ON_EXIT_OR_EVICT", "ON_SUCCESS"].contains(&u.as_str()) {
+                return Err(bad(
+                    line,
+                    "when_to_transfer_output",
+                    &s,
+                    "expected ON_EXIT, ON_EXIT_OR_EVICT or ON_SUCCESS".into(),
+                ));
+            }
+            u
+        }
+        None => "ON_EXIT".into(),
+    };
+
+    let mut custom_attributes = BTreeMap::new();
+    let mut image = None;
+    for (lower, attr, value, line) in custom {
+        let v = ex.expand(value, *line)?;
+        let cv = custom_value(&v).map_err(|m| bad(*line, &format!("+{attr}"), &v, m))?;
+        if lower == "requestedchroot" {
+            if let CustomValue::String(s) = &cv {
+                image = Some(s.clone());
+            }
+        }
+        custom_attributes.insert(attr.clone(), cv);
+    }
+    if let Some((i, _)) = get("jobcell_image")? {
+        if !i.trim().is_empty() {
+            image = Some(i.trim().to_string());
+        }
+    }
+
+    let mut argv = vec![executable.clone()];
+    argv.extend(arguments.iter().cloned());
+    Ok(SubmitJob {
+        cluster_id: opts.cluster_id,
+        proc_id: proc,
+        executable,
+        arguments,
+        argv,
+        args_v1,
+        environment,
+        initialdir,
+        input,
+        output,
+        error,
+        log,
+        request_cpus,
+        request_memory,
+        request_disk,
+        priority,
+        held,
+        image,
+        transfer_input_files,
+        should_transfer_files,
+        when_to_transfer_output,
+        custom_attributes,
+    })
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn sizes_round_up_like_htcondor() {
+        let mib = 1u128 << 20;
+        let kib = 1u128 << 10;
+        assert_eq!(parse_condor_size("100", mib, mib), Ok(100));
+        assert_eq!(parse_condor_size("1.5G", mib, mib), Ok(1536));
+        assert_eq!(parse_condor_size("1.2G", mib, mib), Ok(1229));
+        assert_eq!(parse_condor_size("1.2M", mib, mib), Ok(2));
+        assert_eq!(parse_condor_size("1024K", mib, mib), Ok(1));
+        assert_eq!(parse_condor_size("2 Gb", mib, mib), Ok(2048));
+        assert_eq!(parse_condor_size("10GB", kib, kib), Ok(10485760));
+        assert_eq!(parse_condor_size("1.5", kib, kib), Ok(2));
+        for bad in ["", "12X", "1b", "1000 KiB", "MY.x*2", "1.2.3", "-1"] {
+            assert!(parse_condor_size(bad, mib, mib).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn split_items() {
+        assert_eq!(split_item("  1, 2 3 4  ", 3), ["1", "2", "3 4"]);
+        assert_eq!(split_item("5", 3), ["5", "", ""]);
+        assert_eq!(split_item("\t6 7,8 ", 3), ["6", "7", "8"]);
+        assert_eq!(split_item("a b", 1), ["a b"]);
+    }
+
+    #[test]
+    fn custom_values() {
+        assert_eq!(
+            custom_value("\"a b\""),
+            Ok(CustomValue::String("a b".into()))
+        );
+        assert_eq!(custom_value("3"), Ok(CustomValue::Int(3)));
+        assert_eq!(custom_value("2.5"), Ok(CustomValue::Real(2.5)));
+        assert_eq!(custom_value("TRUE"), Ok(CustomValue::Bool(true)));
+        assert_eq!(
+            custom_value("\"q\" + \"r\""),
+            Ok(CustomValue::Expr {
+                expr: "\"q\" + \"r\"".into()
+            })
+        );
+        assert!(custom_value("1 +").is_err());
+        assert!(custom_value("\"abc").is_err());
+        assert!(custom_value("(1").is_err());
+    }
+}

@@ -1,0 +1,305 @@
+//! Unit tests: features, and every malformed-file error with its line number.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use super::*;
+
+struct Fake {
+    files: HashMap<String, String>,
+    globs: Vec<String>,
+    env: Vec<(String, String)>,
+}
+
+impl Fake {
+    fn new() -> Self {
+        Fake {
+            files: HashMap::from([("items.txt".to_string(), "x 1\ny 2\n".to_string())]),
+            globs: vec!["a.dat".into(), "b.dat".into(), "sub/".into()],
+            env: vec![
+                ("HOME".into(), "/home/u".into()),
+                ("PATH".into(), "/bin".into()),
+            ],
+        }
+    }
+}
+
+impl SubmitEnv for Fake {
+    fn read_file(&self, path: &Path) -> io::Result<String> {
+        self.files
+            .get(path.to_str().unwrap())
+            .cloned()
+            .ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))
+    }
+    fn glob(&self, pattern: &str) -> Vec<String> {
+        self.globs
+            .iter()
+            .filter(|g| wildcard_match(pattern, g.trim_end_matches('/')))
+            .cloned()
+            .collect()
+    }
+    fn env(&self, name: &str) -> Option<String> {
+        self.env
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+    }
+    fn env_vars(&self) -> Vec<(String, String)> {
+        self.env.clone()
+    }
+    fn cwd(&self) -> PathBuf {
+        PathBuf::from("/s")
+    }
+    fn is_dir(&self, path: &Path) -> bool {
+        path == Path::new("/s/sub") || path == Path::new("/tmp")
+    }
+}
+
+fn parse(text: &str) -> Result<Submission, SubmitError> {
+    parse_submit(text, &Fake::new(), &SubmitOptions { cluster_id: 7 })
+}
+
+fn err(text: &str) -> SubmitError {
+    parse(text).expect_err("should be refused")
+}
+
+#[test]
+fn basic_job() {
+    let s = parse(
+        "# a comment\nUniverse = vanilla\nExecutable = bin/x\nARGUMENTS = \"a 'b c'\"\n\
+         environment = A=1;B=2\nrequest_memory = 2G\nrequest_disk = 1000\nrequest_cpus = 2\n\
+         initialdir = sub\noutput = out.$(Cluster).$(Process)\nlog = /tmp/l\npriority = -3\n\
+         hold = True\n+Foo = \"bar\"\nMY.Num = 3\njobcell_image = alma9\nqueue 2\n",
+    )
+    .unwrap();
+    assert_eq!(s.jobs.len(), 2);
+    let j = &s.jobs[1];
+    assert_eq!(j.proc_id, 1);
+    assert_eq!(j.executable, "/s/bin/x");
+    assert_eq!(j.argv, ["/s/bin/x", "a", "b c"]);
+    assert_eq!(j.environment.get("B").map(String::as_str), Some("2"));
+    assert_eq!(j.initialdir, "/s/sub");
+    assert_eq!(j.output.as_deref(), Some("/s/sub/out.7.1"));
+    assert_eq!(j.log.as_deref(), Some("/tmp/l"));
+    assert_eq!(
+        (j.request_cpus, j.request_memory, j.request_disk),
+        (2.0, Some(2048), Some(1000))
+    );
+    assert_eq!((j.priority, j.held), (-3, true));
+    assert_eq!(j.image.as_deref(), Some("alma9"));
+    assert_eq!(
+        j.custom_attributes["Foo"],
+        CustomValue::String("bar".into())
+    );
+    assert_eq!(j.custom_attributes["Num"], CustomValue::Int(3));
+    let spec = j.to_job_spec();
+    assert_eq!(spec.argv, j.argv);
+    assert_eq!(spec.resources.memory, Some(2048 << 20));
+    assert_eq!(spec.resources.cpus, Some(2.0));
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+}
+
+#[test]
+fn queue_forms() {
+    let s =
+        parse("executable=x\narguments=$(Item) $(ItemIndex) $(Step)\nqueue 2 in (a, b)\n").unwrap();
+    let a: Vec<_> = s.jobs.iter().map(|j| j.arguments.join(" ")).collect();
+    assert_eq!(a, ["a 0 0", "a 0 1", "b 1 0", "b 1 1"]);
+    let s = parse("executable=x\narguments=$(x) $(y)\nqueue x,y from items.txt\n").unwrap();
+    assert_eq!(s.jobs[1].arguments, ["y", "2"]);
+    let s = parse("executable=x\narguments=$(a)|$(b)\nqueue a b from (\n 1 2 3\n\n 4\n)\nqueue\n")
+        .unwrap();
+    assert_eq!(s.jobs.len(), 3);
+    assert_eq!(s.jobs[0].arguments, ["1|2", "3"]);
+    assert_eq!(s.jobs[1].arguments, ["4|"]);
+    assert_eq!(s.jobs[2].proc_id, 2);
+    let s =
+        parse("executable=x\narguments=$(Item)\nqueue matching files *\nqueue f matching dirs *\n")
+            .unwrap();
+    let a: Vec<_> = s.jobs.iter().map(|j| j.arguments.join(" ")).collect();
+    assert_eq!(a, ["a.dat", "b.dat", ""]);
+    let s = parse("executable=x\narguments=$(Item)\nqueue in (\n a b\n c\n)\n").unwrap();
+    assert_eq!(s.jobs.len(), 3);
+}
+
+#[test]
+fn macros() {
+    let s = parse(
+        "executable=/bin/$(prog:echo)\nA = $(B)\nB = b\nC = 1\nC = $(C) 2\n\
+         arguments = $(a) $(C) $ENV(HOME) $ENV(NOPE:d) $(DOLLAR)(x) $$(y) $RANDOM_INTEGER(5,5) $Fn(f) $Fx(f)\n\
+         f = /p/q.txt\nqueue\n",
+    )
+    .unwrap();
+    assert_eq!(s.jobs[0].executable, "/bin/echo");
+    assert_eq!(
+        s.jobs[0].arguments,
+        ["b", "1", "2", "/home/u", "d", "$(x)", "$$(y)", "5", "q", ".txt"]
+    );
+}
+
+#[test]
+fn getenv_forms() {
+    let s = parse("executable=x\ngetenv = true\nenvironment = \"HOME=/x\"\nqueue\n").unwrap();
+    assert_eq!(s.jobs[0].environment["HOME"], "/x");
+    assert_eq!(s.jobs[0].environment["PATH"], "/bin");
+    let s = parse("executable=x\ngetenv = HO*\nqueue\n").unwrap();
+    assert_eq!(s.jobs[0].environment.len(), 1);
+}
+
+#[test]
+fn continuation_and_case() {
+    let s = parse("EXECUTABLE = x\narguments = a \\\n  b\\\nc\nQueue\n").unwrap();
+    assert_eq!(s.jobs[0].arguments, ["a", "bc"]);
+}
+
+#[test]
+fn warnings_name_lines() {
+    let s =
+        parse("executable=x\nrequirements = Memory > 1\nfoo_bar = 3\narguments=$(nope)\nqueue\n")
+            .unwrap();
+    let w: Vec<String> = s.warnings.iter().map(|w| w.to_string()).collect();
+    assert!(w[0].starts_with("line 2: 'requirements'"), "{w:?}");
+    assert!(w[1].starts_with("line 3: 'foo_bar'"), "{w:?}");
+    assert!(w[2].starts_with("line 4: $(nope) is not defined"), "{w:?}");
+}
+
+fn assert_line(text: &str, line: usize, needle: &str) {
+    let e = err(text);
+    assert_eq!(e.line(), Some(line), "{e}");
+    let msg = e.to_string();
+    assert!(msg.starts_with(&format!("line {line}: ")), "{msg}");
+    assert!(msg.contains(needle), "'{msg}' lacks '{needle}'");
+}
+
+#[test]
+fn errors_carry_line_numbers() {
+    assert_line(
+        "executable=x\n\narguments = \"a b\nqueue\n",
+        3,
+        "unterminated double quote",
+    );
+    assert_line(
+        "executable=x\narguments = \"a\" b\nqueue\n",
+        2,
+        "after the closing double quote",
+    );
+    assert_line(
+        "executable=x\narguments = \"a 'b\"\nqueue\n",
+        2,
+        "unbalanced single quote",
+    );
+    assert_line(
+        "executable=x\narguments = a \"b\nqueue\n",
+        2,
+        "unescaped double quote",
+    );
+    assert_line("executable=x\nenvironment = A\nqueue\n", 2, "missing '='");
+    assert_line(
+        "executable=x\nenvironment = \"=1\"\nqueue\n",
+        2,
+        "missing variable name",
+    );
+    assert_line(
+        "executable=x\nrequest_memory = 12X\nqueue\n",
+        2,
+        "not a size",
+    );
+    assert_line(
+        "executable=x\nrequest_disk = 1 KiB\nqueue\n",
+        2,
+        "not a size",
+    );
+    assert_line(
+        "executable=x\nrequest_memory = MY.Foo * 2\nqueue\n",
+        2,
+        "not a size",
+    );
+    assert_line(
+        "executable=x\nrequest_cpus = two\nqueue\n",
+        2,
+        "number of cores",
+    );
+    assert_line("executable=x\npriority = high\nqueue\n", 2, "whole number");
+    assert_line("executable=x\nhold = maybe\nqueue\n", 2, "true or false");
+    assert_line(
+        "executable=x\nshould_transfer_files = maybe\nqueue\n",
+        2,
+        "IF_NEEDED",
+    );
+    assert_line(
+        "executable=x\nwhen_to_transfer_output = never\nqueue\n",
+        2,
+        "ON_EXIT",
+    );
+    assert_line(
+        "executable=x\nuniverse = grid\nqueue\n",
+        2,
+        "universe 'grid'",
+    );
+    assert_line(
+        "executable=x\nuniverse = docker\nqueue\n",
+        2,
+        "jobcell_image",
+    );
+    assert_line(
+        "executable=x\ndocker_image = a\nqueue\n",
+        2,
+        "'docker_image' is not supported",
+    );
+    assert_line(
+        "executable=x\nrequest_gpus = 1\nqueue\n",
+        2,
+        "not supported",
+    );
+    assert_line("executable=x\n+Foo = 1 +\nqueue\n", 2, "incomplete");
+    assert_line(
+        "executable=x\n+Foo = \"abc\nqueue\n",
+        2,
+        "unterminated string",
+    );
+    assert_line(
+        "executable=x\nfoo bar\nqueue\n",
+        2,
+        "expected 'name = value'",
+    );
+    assert_line(
+        "executable=x\ninclude : other.sub\nqueue\n",
+        2,
+        "'include' is not supported",
+    );
+    assert_line(
+        "executable=x\ninitialdir = nowhere\nqueue\n",
+        2,
+        "no such directory",
+    );
+    assert_line("arguments = 1\n\nqueue\n", 3, "no executable");
+    assert_line("executable=x\nqueue abc\n", 2, "whole number");
+    assert_line("executable=x\nqueue 0\n", 2, "yields no job");
+    assert_line("executable=x\nqueue x in (a\n", 2, "no closing ')'");
+    assert_line("executable=x\nqueue x in (\n a\n", 2, "no closing ')'");
+    assert_line(
+        "executable=x\nqueue x from nofile.txt\n",
+        2,
+        "cannot read nofile.txt",
+    );
+    assert_line(
+        "executable=x\nqueue x matching nomatch*\n",
+        2,
+        "yields no job",
+    );
+    assert_line("executable=x\nqueue x from ls |\n", 2, "not supported");
+    assert_line(
+        "executable=x\narguments = a \\\n# c\n b\nqueue\n",
+        3,
+        "comment inside a continued line",
+    );
+    assert_line(
+        "executable=x\nA = $(B)\nB = $(A)\narguments = $(A)\nqueue\n",
+        3,
+        "too deeply",
+    );
+    assert_line("executable=x\narguments = $INT(3)\nqueue\n", 2, "$INT()");
+    assert_eq!(err("executable=x\n"), SubmitError::NoQueue);
+    assert_eq!(err(""), SubmitError::NoQueue);
+}
