@@ -261,30 +261,33 @@ impl Core {
                 // No supervisor claimed this attempt: claim it ourselves so a supervisor still
                 // on its way finds it taken, and the job provably never ran.
                 match jobdir::claim(&dir, attempt, &Claim::Fenced) {
-                    Ok(true) => {
-                        self.alloc_cpus -= job.info.cpus;
-                        self.alloc_mem -= job.info.memory;
-                        job.info.state = State::Queued;
-                        sql(tx.execute(
-                            "UPDATE jobs SET state='queued', started_at=NULL WHERE id=?1",
-                            params![id as i64],
-                        ));
-                        sql(add_event(
-                            &tx,
-                            id,
-                            "requeued",
-                            Some(
-                                &serde_json::json!({"why": "the daemon stopped before the job's supervisor started"}),
-                            ),
-                        ));
-                        self.queue.insert((-(job.info.priority as i64), id));
-                        self.jobs.insert(id, job);
-                        requeued += 1;
-                        continue;
-                    }
+                    Ok(true) => claim = Some(Claim::Fenced),
                     Ok(false) => claim = jobdir::read_claim(&dir, attempt).ok().flatten(),
                     Err(e) => warn!("job {id}: cannot claim {}: {e}", dir.display()),
                 }
+            }
+            if claim == Some(Claim::Fenced) {
+                // Fenced now, or by an earlier recovery whose commit did not happen.
+                self.alloc_cpus -= job.info.cpus;
+                self.alloc_mem -= job.info.memory;
+                job.info.state = State::Queued;
+                job.info.started_at = None;
+                sql(tx.execute(
+                    "UPDATE jobs SET state='queued', started_at=NULL WHERE id=?1",
+                    params![id as i64],
+                ));
+                sql(add_event(
+                    &tx,
+                    id,
+                    "requeued",
+                    Some(
+                        &serde_json::json!({"why": "the daemon stopped before the job's supervisor started", "attempt": attempt}),
+                    ),
+                ));
+                self.queue.insert((-(job.info.priority as i64), id));
+                self.jobs.insert(id, job);
+                requeued += 1;
+                continue;
             }
             match claim {
                 Some(Claim::Supervisor { pid, starttime }) => {

@@ -6,7 +6,6 @@
 //!                                        recovering daemon to fence off a late supervisor
 //!                  /result-<attempt>.json  written last by the supervisor (tmp+fsync+rename)
 //!                  /stdout, /stderr      the job's output (owned by the job's user)
-//!                  /supervisor.log       the supervisor's own stderr
 //! ```
 
 use std::io;

@@ -165,9 +165,6 @@ fn spawn_one(exe: &CString, attempt: &CString, dir: &CString) -> io::Result<(i32
         attempt.as_ptr(),
         std::ptr::null(),
     ];
-    let mut log = dir.as_bytes().to_vec();
-    log.extend_from_slice(b"/supervisor.log");
-    let log = CString::new(log).unwrap();
     let devnull = CString::new("/dev/null").unwrap();
     let mut fds = [0; 2];
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
@@ -184,16 +181,11 @@ fn spawn_one(exe: &CString, attempt: &CString, dir: &CString) -> io::Result<(i32
         let b = unsafe { libc::fork() };
         if b == 0 {
             unsafe {
+                // stderr stays the daemon's (the journal): a supervisor's own complaints
+                // before it redirects to the job's files land next to the daemon's log.
                 let null = libc::open(devnull.as_ptr(), libc::O_RDWR);
-                let logfd = libc::open(
-                    log.as_ptr(),
-                    libc::O_WRONLY | libc::O_CREAT | libc::O_APPEND,
-                    0o600,
-                );
-                let logfd = if logfd < 0 { null } else { logfd };
                 libc::dup2(null, 0);
-                libc::dup2(logfd, 1);
-                libc::dup2(logfd, 2);
+                libc::dup2(null, 1);
                 libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
                 libc::execv(exe.as_ptr(), argv.as_ptr());
                 libc::_exit(127);

@@ -1,0 +1,74 @@
+#!/bin/sh
+# End-to-end throughput of the node agent: submit N trivial (/bin/true) jobs, time until the
+# daemon has recorded every result. Run as root from the repo root after
+#   cargo build --release -p jobcell
+# Usage: bench/throughput.sh [N] [MODE]
+#   N     jobs (default 2000)
+#   MODE  batch: one `jobcell submit --count N` (HTCondor's `queue N`), the default
+#         each:  N separate `jobcell submit` processes from 4 parallel shells
+# The scratch base is a tmpfs (/dev/shm): on this machine's root ext4 (mounted with discard)
+# each rmdir costs ~2.8 ms, which would dominate a /bin/true job. The state dir (SQLite,
+# synchronous=FULL, result files fsync'd) is on the real disk under /tmp.
+# Jobs ask for 0.02 cpus and 16 MiB so that many run at once on 2 cores (the default request,
+# 1 cpu, would allow 2 at a time).
+set -eu
+N=${1:-2000}
+MODE=${2:-batch}
+J=${JOBCELL:-$(pwd)/target/release/jobcell}
+[ -x "$J" ] || { echo "build first: cargo build --release -p jobcell (or set JOBCELL)" >&2; exit 2; }
+D=$(mktemp -d /tmp/jobcell-bench.XXXXXX)
+S=$(mktemp -d /dev/shm/jobcell-bench-scratch.XXXXXX)
+chmod 755 "$D" "$S"
+SOCK=$D/api.sock
+DPID=
+cleanup() {
+    if [ -n "$DPID" ]; then
+        "$J" rm --socket "$SOCK" --all-mine >/dev/null 2>&1 || true
+        kill "$DPID" 2>/dev/null || true
+        wait "$DPID" 2>/dev/null || true
+    fi
+    # Supervisors exit with their jobs; give stragglers a moment before removing the dirs.
+    sleep 0.5
+    rm -rf "$D" "$S"
+}
+trap cleanup EXIT INT TERM
+"$J" daemon --state-dir "$D/state" --socket "$SOCK" --scratch-base "$S" --cpus 2 --memory 8G 2>"$D/daemon.log" &
+DPID=$!
+i=0
+while [ ! -S "$SOCK" ]; do
+    i=$((i + 1)); [ $i -lt 500 ] || { cat "$D/daemon.log"; exit 1; }
+    sleep 0.01
+done
+
+now() { date +%s.%N; }
+completed() { "$J" status --socket "$SOCK" --json | sed -n 's/.*"completed": *\([0-9]*\).*/\1/p'; }
+
+t0=$(now)
+case $MODE in
+batch)
+    "$J" submit --socket "$SOCK" --count "$N" --cpus 0.02 --memory 16 -q -- /bin/true >/dev/null
+    ;;
+each)
+    per=$((N / 4))
+    pids=
+    for c in 1 2 3 4; do
+        ( k=0; while [ $k -lt $per ]; do
+            "$J" submit --socket "$SOCK" --cpus 0.02 --memory 16 -q -- /bin/true >/dev/null
+            k=$((k + 1)); done ) &
+        pids="$pids $!"
+    done
+    for p in $pids; do wait "$p"; done
+    N=$((per * 4))
+    ;;
+*) echo "MODE is batch or each" >&2; exit 2 ;;
+esac
+t1=$(now)
+while :; do
+    c=$(completed); c=${c:-0}
+    [ "$c" -ge "$N" ] && break
+    sleep 0.05
+done
+t2=$(now)
+dcpu=$(awk '{ s = $0; sub(/.*\) /, "", s); split(s, f, " "); print f[12] + f[13] }' /proc/$DPID/stat)
+failed=$("$J" status --socket "$SOCK" --json | sed -n 's/.*"failed": *\([0-9]*\).*/\1/p')
+echo "$N jobs ($MODE): submitted in $(echo "$t1 - $t0" | bc) s, all recorded after $(echo "$t2 - $t0" | bc) s: $(echo "scale=1; $N / ($t2 - $t0)" | bc) jobs/s (failed: ${failed:-0}); daemon CPU $(echo "scale=2; $dcpu / $(getconf CLK_TCK)" | bc) s; load $(cut -d' ' -f1-3 /proc/loadavg)"
