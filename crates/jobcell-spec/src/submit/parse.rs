@@ -466,7 +466,7 @@ fn queue_spec(
         },
         "from" => match (&list, &inline) {
             (Some(l), _) => l.clone(),
-            (None, Some(s)) => vec![s.trim().to_string()],
+            (None, Some(s)) => blank_rows(vec![s.trim().to_string()], line, &warnings),
             (None, None) => {
                 if rest.is_empty() {
                     return Err(syntax(
@@ -488,11 +488,9 @@ fn queue_spec(
                         path: rest.to_string(),
                         msg: e.to_string(),
                     })?;
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(String::from)
-                    .collect()
+                // Unlike inline lists, a '#' line of an item file is an item (as in HTCondor).
+                let rows: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+                blank_rows(rows, line, &warnings)
             }
         },
         _ => {
@@ -524,7 +522,6 @@ fn queue_spec(
                     .filter_map(|m| match (mode, m.ends_with('/')) {
                         ("files", true) => None,
                         ("dirs", false) => None,
-                        ("any", true) => Some(m.trim_end_matches('/').to_string()),
                         _ => Some(m),
                     })
                     .collect();
@@ -551,6 +548,20 @@ fn queue_spec(
         vars,
         rows: Some(rows),
     })
+}
+
+/// Drop blank item rows, with a warning: HTCondor 23.10 makes a job for one but gives it the
+/// previous row's values, which is surely not what anyone wants.
+fn blank_rows(rows: Vec<String>, line: usize, warnings: &RefCell<Vec<Warning>>) -> Vec<String> {
+    let n = rows.len();
+    let rows: Vec<String> = rows.into_iter().filter(|r| !r.is_empty()).collect();
+    if rows.len() != n {
+        warnings.borrow_mut().push(Warning {
+            line,
+            msg: format!("{} blank item line(s) skipped", n - rows.len()),
+        });
+    }
+    rows
 }
 
 /// An HTCondor size in `unit_bytes` units, rounded up: a number with an optional K/M/G/T
@@ -899,7 +910,12 @@ fn make_job(
                     ));
                 }
                 for (k, v) in env.env_vars() {
-                    if pats.iter().any(|p| wildcard_match(p, &k)) {
+                    // HTCondor matches these names case-insensitively.
+                    let lk = k.to_ascii_lowercase();
+                    if pats
+                        .iter()
+                        .any(|p| wildcard_match(&p.to_ascii_lowercase(), &lk))
+                    {
                         environment.insert(k, v);
                     }
                 }

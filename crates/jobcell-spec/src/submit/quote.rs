@@ -120,6 +120,10 @@ pub fn split_v1_args(s: &str) -> Result<Vec<String>, String> {
 
 /// Parse an `arguments` value. Returns the words and whether the old syntax was used.
 pub fn parse_arguments(value: &str) -> Result<(Vec<String>, bool), String> {
+    if value.trim().is_empty() {
+        // HTCondor writes an empty `Arguments`, not `Args`.
+        return Ok((Vec::new(), false));
+    }
     if is_v2_quoted(value) {
         let raw = v2_quoted_to_raw(value)?;
         Ok((split_v2_raw(&raw)?, false))
@@ -147,7 +151,12 @@ pub fn parse_environment(value: &str, map: &mut BTreeMap<String, String>) -> Res
             set_env(map, &w)?;
         }
     } else {
-        for e in value.split(';').filter(|e| !e.is_empty()) {
+        // Leading blanks of a name are dropped; a value keeps its blanks.
+        for e in value
+            .split(';')
+            .map(str::trim_start)
+            .filter(|e| !e.is_empty())
+        {
             set_env(map, e)?;
         }
     }
