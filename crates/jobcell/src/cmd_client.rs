@@ -97,9 +97,15 @@ pub struct SubmitArgs {
     /// Print only the job ids.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    /// A submit description file (reserved: not yet supported; use -- COMMAND).
-    #[arg(value_name = "FILE")]
+    /// An HTCondor submit description file (`-` for stdin).
+    #[arg(value_name = "FILE|-")]
     pub file: Option<PathBuf>,
+    /// With FILE: print the jobs it would queue (like condor_submit -dry-run); queue nothing.
+    #[arg(long, requires = "file")]
+    pub dry_run: bool,
+    /// With --dry-run: a JSON list of the jobs.
+    #[arg(long, requires = "dry_run")]
+    pub json: bool,
     /// The command and its arguments.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
@@ -180,8 +186,11 @@ pub fn build_spec(a: &SubmitArgs) -> anyhow::Result<JobSpec> {
 
 pub fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
     if let Some(f) = &a.file {
+        if a.dry_run {
+            return crate::cmd_submit_file::dry_run(f, a.json);
+        }
         anyhow::bail!(
-            "submit description files ({}) are not supported yet; use jobcell submit [OPTIONS] -- COMMAND [ARGS...]",
+            "queueing submit description files ({}) is not supported yet (try --dry-run); use jobcell submit [OPTIONS] -- COMMAND [ARGS...]",
             f.display()
         );
     }

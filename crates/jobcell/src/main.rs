@@ -5,6 +5,7 @@ mod cmd_daemon;
 mod cmd_image;
 mod cmd_run;
 mod cmd_spank;
+mod cmd_submit_file;
 mod config;
 
 #[derive(Parser, Debug)]

@@ -195,6 +195,68 @@ impl SubmitJob {
         }
     }
 
+    /// The job as ClassAd attributes (name, value in ClassAd syntax), in the names HTCondor
+    /// uses: what `condor_submit -dry-run` and `condor_q -l` show.
+    pub fn classad(&self) -> Vec<(String, String)> {
+        let q = |s: &str| classad_string(s);
+        let dev_null = |p: &Option<String>| q(p.as_deref().unwrap_or("/dev/null"));
+        let (args_name, args) = self.arguments_attr();
+        let mut ad = vec![
+            ("ClusterId".to_string(), self.cluster_id.to_string()),
+            ("ProcId".into(), self.proc_id.to_string()),
+            ("Cmd".into(), q(&self.executable)),
+            (args_name.into(), q(&args)),
+            ("Environment".into(), q(&env_to_v2_raw(&self.environment))),
+            ("Iwd".into(), q(&self.initialdir)),
+            ("In".into(), dev_null(&self.input)),
+            ("Out".into(), dev_null(&self.output)),
+            ("Err".into(), dev_null(&self.error)),
+        ];
+        if let Some(l) = &self.log {
+            ad.push(("UserLog".into(), q(l)));
+        }
+        ad.push(("RequestCpus".into(), self.request_cpus.to_string()));
+        if let Some(m) = self.request_memory {
+            ad.push(("RequestMemory".into(), m.to_string()));
+        }
+        if let Some(d) = self.request_disk {
+            ad.push(("RequestDisk".into(), d.to_string()));
+        }
+        ad.push(("JobPrio".into(), self.priority.to_string()));
+        ad.push(("JobStatus".into(), if self.held { "5" } else { "1" }.into()));
+        if self.held {
+            ad.push((
+                "HoldReason".into(),
+                q("submitted on hold at user's request"),
+            ));
+        }
+        if !self.transfer_input_files.is_empty() {
+            ad.push((
+                "TransferInput".into(),
+                q(&self.transfer_input_files.join(",")),
+            ));
+        }
+        ad.push(("ShouldTransferFiles".into(), q(&self.should_transfer_files)));
+        ad.push((
+            "WhenToTransferOutput".into(),
+            q(&self.when_to_transfer_output),
+        ));
+        if let Some(i) = &self.image {
+            ad.push(("JobcellImage".into(), q(i)));
+        }
+        for (k, v) in &self.custom_attributes {
+            let text = match v {
+                CustomValue::String(s) => q(s),
+                CustomValue::Int(i) => i.to_string(),
+                CustomValue::Real(f) => format!("{f:?}"),
+                CustomValue::Bool(b) => b.to_string(),
+                CustomValue::Expr { expr } => expr.clone(),
+            };
+            ad.push((k.clone(), text));
+        }
+        ad
+    }
+
     /// The launcher's view of the job: argv, environment, cpus, memory (bytes), image.
     /// Stdio, initialdir, priority and hold are the queue's business.
     pub fn to_job_spec(&self) -> JobSpec {
@@ -245,6 +307,24 @@ pub fn wildcard_match(pattern: &str, name: &str) -> bool {
         pi += 1;
     }
     pi == p.len()
+}
+
+/// A ClassAd string literal.
+pub fn classad_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' | '\\' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
 }
 
 /// `dir` joined with `p` the way HTCondor joins (`dir/p`), unless `p` is absolute.
