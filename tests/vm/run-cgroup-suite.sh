@@ -50,7 +50,8 @@ done <<<"$list"
 [ ${#TESTS[@]} -gt 0 ] || fatal "package $PKG has no test executables"
 
 # Like cargo test: cwd and CARGO_MANIFEST_DIR are the package's directory,
-# shared read-only at the same path.
+# shared read-only at the same path; CARGO_TARGET_TMPDIR (baked in at compile
+# time) exists.
 meta=$(cargo metadata --no-deps --format-version 1 --manifest-path "$REPO_DIR/Cargo.toml") ||
     fatal "cargo metadata failed (see above)"
 PKG_DIR=$(python3 -c 'import json,sys,os
@@ -80,6 +81,7 @@ for layout in ${LAYOUTS//,/ }; do
     # 300 s per layout: the suite takes 20-50 s here; a hang costs at most 10 min in CI.
     "$VM_DIR/run-v2.sh" --timeout 300 --share-ro "$PKG_DIR" --cwd "$PKG_DIR" \
         --env "CARGO_MANIFEST_DIR=$PKG_DIR" --env "CARGO_PKG_NAME=$PKG" \
+        --mkdir "$(static_target_dir)/tmp" \
         --results "$RESULTS_DIR" ${LAYOUT_OPTS[@]+"${LAYOUT_OPTS[@]}"} "${WITH[@]}" \
         ${VMOPTS[@]+"${VMOPTS[@]}"} -- "${ARGS[@]}"
     rc=$?

@@ -23,6 +23,7 @@ options:
                      (helper binaries tests run via CARGO_BIN_EXE_*); repeatable
   --share-ro DIR     share host DIR read-only at the same path (9p); repeatable
   --cwd DIR          working directory of the tests (default /tmp)
+  --mkdir DIR        create DIR in the guest (e.g. CARGO_TARGET_TMPDIR); repeatable
   --env NAME=VALUE   set in the tests' environment; repeatable
   --scope PATH       run tests in cgroup /sys/fs/cgroup/PATH instead of the
                      root cgroup (ancestors get the controllers enabled, like
@@ -41,7 +42,7 @@ EOF
 }
 
 TIMEOUT=900 MEM=1024 SMP=2 CWD=/tmp SCOPE='' RESULTS='' KLOG=0 KEEP=0 STRICT=0
-WITH=() SHARES=() ENVS=()
+WITH=() SHARES=() ENVS=() MKDIRS=()
 while [ $# -gt 0 ]; do
     case $1 in
     --timeout) TIMEOUT=${2:?}; shift 2 ;;
@@ -50,6 +51,7 @@ while [ $# -gt 0 ]; do
     --with) WITH+=("${2:?}"); shift 2 ;;
     --share-ro) SHARES+=("${2:?}"); shift 2 ;;
     --cwd) CWD=${2:?}; shift 2 ;;
+    --mkdir) MKDIRS+=("${2:?}"); shift 2 ;;
     --env) ENVS+=("${2:?}"); shift 2 ;;
     --scope) SCOPE=${2:?}; shift 2 ;;
     --results) RESULTS=${2:?}; shift 2 ;;
@@ -68,6 +70,9 @@ done
 [[ $SCOPE =~ ^[A-Za-z0-9_.@-]+(/[A-Za-z0-9_.@-]+)*$ || -z $SCOPE ]] ||
     fatal "--scope '$SCOPE' must be a relative cgroup path like user.slice/session.scope"
 [[ $CWD == /* ]] || fatal "--cwd '$CWD' must be an absolute path"
+for d in ${MKDIRS[@]+"${MKDIRS[@]}"}; do
+    [[ $d == /* ]] || fatal "--mkdir '$d' must be an absolute path"
+done
 for e in ${ENVS[@]+"${ENVS[@]}"}; do
     [[ $e =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || fatal "--env '$e' is not NAME=VALUE"
 done
@@ -264,6 +269,9 @@ for d in ${SHARES[@]+"${SHARES[@]}"}; do
     cat >>"$JOB" <<EOF
 mkdir -p $(shquote "$d") && mount -t 9p -o ro,trans=virtio,version=9p2000.L,msize=262144 ro$i $(shquote "$d") || die "cannot mount share ro$i at $(shquote "$d")"
 EOF
+done
+for d in ${MKDIRS[@]+"${MKDIRS[@]}"}; do
+    echo "mkdir -p $(shquote "$d") || die $(shquote "cannot create $d")" >>"$JOB"
 done
 echo "STRICT_CLEANUP=$STRICT" >>"$JOB"
 [ -z "$SCOPE" ] || echo "scope $(shquote "$SCOPE")" >>"$JOB"
