@@ -256,8 +256,8 @@ fn compare(file: &str, i: usize, ours: &SubmitJob, ad: &Value, out: &mut Vec<Str
     );
     check(
         "WhenToTransferOutput",
-        s("WhenToTransferOutput").unwrap_or_default(),
-        ours.when_to_transfer_output.clone(),
+        format!("{:?}", s("WhenToTransferOutput")),
+        format!("{:?}", ours.when_to_transfer_output),
     );
     let theirs: BTreeMap<String, Value> = ad["custom"]
         .as_object()

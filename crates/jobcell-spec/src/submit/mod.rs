@@ -181,7 +181,8 @@ pub struct SubmitJob {
     pub image: Option<String>,
     pub transfer_input_files: Vec<String>,
     pub should_transfer_files: String,
-    pub when_to_transfer_output: String,
+    /// `None` when should_transfer_files is NO.
+    pub when_to_transfer_output: Option<String>,
     pub custom_attributes: BTreeMap<String, CustomValue>,
 }
 
@@ -237,10 +238,9 @@ impl SubmitJob {
             ));
         }
         ad.push(("ShouldTransferFiles".into(), q(&self.should_transfer_files)));
-        ad.push((
-            "WhenToTransferOutput".into(),
-            q(&self.when_to_transfer_output),
-        ));
+        if let Some(w) = &self.when_to_transfer_output {
+            ad.push(("WhenToTransferOutput".into(), q(w)));
+        }
         if let Some(i) = &self.image {
             ad.push(("JobcellImage".into(), q(i)));
         }

@@ -359,7 +359,7 @@ fn find_keyword(args: &str) -> Option<(usize, &'static str)> {
             let after = &lower[p + kw.len()..];
             let after_ok = after.is_empty() || after.starts_with([' ', '\t', '(']);
             if before_ok && after_ok {
-                if best.map_or(true, |(b, _)| p < b) {
+                if best.is_none_or(|(b, _)| p < b) {
                     best = Some((p, kw));
                 }
                 break;
@@ -466,7 +466,7 @@ fn queue_spec(
         },
         "from" => match (&list, &inline) {
             (Some(l), _) => l.clone(),
-            (None, Some(s)) => blank_rows(vec![s.trim().to_string()], line, &warnings),
+            (None, Some(s)) => blank_rows(vec![s.trim().to_string()], line, warnings),
             (None, None) => {
                 if rest.is_empty() {
                     return Err(syntax(
@@ -490,7 +490,7 @@ fn queue_spec(
                     })?;
                 // Unlike inline lists, a '#' line of an item file is an item (as in HTCondor).
                 let rows: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
-                blank_rows(rows, line, &warnings)
+                blank_rows(rows, line, warnings)
             }
         },
         _ => {
@@ -1001,7 +1001,7 @@ fn make_job(
             .collect(),
         None => Vec::new(),
     };
-    let should_transfer_files = match get("should_transfer_files")? {
+    let (mut should_transfer_files, stf_line) = match get("should_transfer_files")? {
         Some((s, line)) => {
             let u = s.trim().to_ascii_uppercase();
             if !["YES", "NO", "IF_NEEDED"].contains(&u.as_str()) {
@@ -1012,24 +1012,58 @@ fn make_job(
                     "expected YES, NO or IF_NEEDED".into(),
                 ));
             }
-            u
+            (u, line)
         }
-        None => "IF_NEEDED".into(),
+        None => ("IF_NEEDED".into(), 0),
     };
-    let when_to_transfer_output = match get("when_to_transfer_output")? {
-        Some((s, line)) => {
-            let u = s.trim().to_ascii_uppercase();
-            if !["ON_EXIT", "ON_EXIT_OR_EVICT", "ON_SUCCESS"].contains(&u.as_str()) {
-                return Err(bad(
-                    line,
-                    "when_to_transfer_output",
-                    &s,
-                    "expected ON_EXIT, ON_EXIT_OR_EVICT or ON_SUCCESS".into(),
-                ));
-            }
-            u
+    let when = get("when_to_transfer_output")?;
+    // HTCondor's consistency rules between the two (and transfer_input_files).
+    let when_to_transfer_output = if should_transfer_files == "NO" {
+        if let Some((w, line)) = when {
+            return Err(bad(
+                line,
+                "when_to_transfer_output",
+                &w,
+                "contradicts should_transfer_files = NO".into(),
+            ));
         }
-        None => "ON_EXIT".into(),
+        if let Some((t, line)) = get("transfer_input_files")? {
+            return Err(bad(
+                line,
+                "transfer_input_files",
+                &t,
+                "files to transfer, but should_transfer_files = NO".into(),
+            ));
+        }
+        None
+    } else {
+        let (u, line) = match when {
+            Some((w, line)) => {
+                let u = w.trim().to_ascii_uppercase();
+                if !["ON_EXIT", "ON_EXIT_OR_EVICT", "ON_SUCCESS"].contains(&u.as_str()) {
+                    return Err(bad(
+                        line,
+                        "when_to_transfer_output",
+                        &w,
+                        "expected ON_EXIT, ON_EXIT_OR_EVICT or ON_SUCCESS".into(),
+                    ));
+                }
+                (u, line)
+            }
+            None => ("ON_EXIT".to_string(), queue_line),
+        };
+        if u == "ON_EXIT_OR_EVICT" && stf_line == 0 {
+            // The default IF_NEEDED gives way to an explicit ON_EXIT_OR_EVICT.
+            should_transfer_files = "YES".into();
+        } else if u == "ON_EXIT_OR_EVICT" && should_transfer_files == "IF_NEEDED" {
+            return Err(bad(
+                line.max(stf_line),
+                "when_to_transfer_output",
+                &u,
+                "ON_EXIT_OR_EVICT needs should_transfer_files = YES (HTCondor refuses IF_NEEDED with it)".into(),
+            ));
+        }
+        Some(u)
     };
 
     let mut custom_attributes = BTreeMap::new();

@@ -300,6 +300,21 @@ fn errors_carry_line_numbers() {
         "too deeply",
     );
     assert_line("executable=x\narguments = $INT(3)\nqueue\n", 2, "$INT()");
+    assert_line(
+        "executable=x\nshould_transfer_files = NO\ntransfer_input_files = a\nqueue\n",
+        3,
+        "should_transfer_files = NO",
+    );
+    assert_line(
+        "executable=x\nshould_transfer_files = NO\nwhen_to_transfer_output = ON_EXIT\nqueue\n",
+        3,
+        "contradicts",
+    );
+    assert_line(
+        "executable=x\nwhen_to_transfer_output = ON_EXIT_OR_EVICT\nshould_transfer_files = if_needed\nqueue\n",
+        3,
+        "needs should_transfer_files = YES",
+    );
     assert_eq!(err("executable=x\n"), SubmitError::NoQueue);
     assert_eq!(err(""), SubmitError::NoQueue);
 }
