@@ -102,6 +102,7 @@ pub(crate) struct Extractor<'p> {
     audit: Audit,
     policy: &'p Policy,
     euid: u32,
+    umask: u32,
     egid: u32,
     now: i64,
     total: u64,
@@ -167,6 +168,7 @@ impl<'p> Extractor<'p> {
             audit,
             policy,
             euid: sys::geteuid(),
+            umask: sys::current_umask(),
             egid: sys::getegid(),
             now,
             total: 0,
@@ -404,12 +406,16 @@ impl<'p> Extractor<'p> {
         let parents = parents.to_vec();
         let pfd = self.parent(&parents, raw)?;
         let pfd = unsafe { BorrowedFd::borrow_raw(pfd) };
+        let mode = self.strip_setuid(&key, meta.mode);
+        // Create with the final permission bits; fchmod only when the umask or special bits
+        // would make them differ (saves a syscall per file in the common case).
         let flags = libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW;
-        let fd = match sys::openat(pfd, &name, flags, 0o600) {
+        let cmode = mode & 0o777;
+        let fd = match sys::openat(pfd, &name, flags, cmode) {
             Ok(fd) => fd,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 self.replace_nondir(pfd, &name, raw)?;
-                sys::openat(pfd, &name, flags, 0o600)
+                sys::openat(pfd, &name, flags, cmode)
                     .map_err(|e| entry_err(raw, format!("create: {e}")))?
             }
             Err(e) => return Err(entry_err(raw, format!("create: {e}"))),
@@ -458,9 +464,10 @@ impl<'p> Extractor<'p> {
         if need_chown {
             sys::fchown(f.as_fd(), u, g).map_err(|e| entry_err(raw, format!("chown: {e}")))?;
         }
-        let mode = self.strip_setuid(&key, meta.mode);
-        // fchmod after fchown: chown clears setuid bits.
-        sys::fchmod(f.as_fd(), mode).map_err(|e| entry_err(raw, format!("chmod: {e}")))?;
+        if mode & !0o777 != 0 || cmode & self.umask != 0 {
+            // After fchown: chown clears setuid bits.
+            sys::fchmod(f.as_fd(), mode).map_err(|e| entry_err(raw, format!("chmod: {e}")))?;
+        }
         sys::futimens_mtime(f.as_fd(), meta.mtime)
             .map_err(|e| entry_err(raw, format!("utimens: {e}")))?;
         drop(f);

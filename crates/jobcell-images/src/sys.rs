@@ -319,6 +319,19 @@ pub(crate) fn raw(fd: &OwnedFd) -> RawFd {
     fd.as_raw_fd()
 }
 
+/// The process umask, read from /proc (calling umask() to read it would briefly change it for
+/// every thread). Unknown -> 0o777, i.e. always fchmod.
+pub(crate) fn current_umask() -> u32 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Umask:"))
+                .and_then(|v| u32::from_str_radix(v.trim(), 8).ok())
+        })
+        .unwrap_or(0o777)
+}
+
 pub(crate) fn geteuid() -> u32 {
     unsafe { libc::geteuid() }
 }

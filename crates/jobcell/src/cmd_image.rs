@@ -82,16 +82,8 @@ pub enum ImageCmd {
 
 fn open_store(a: &StoreArgs) -> anyhow::Result<ImageStore> {
     let cfg = crate::config::load(a.config.as_deref())?;
-    let state_dir = a
-        .state_dir
-        .clone()
-        .or_else(|| cfg.paths.state_dir.clone())
-        .unwrap_or_else(|| PathBuf::from("/var/lib/jobcell"));
-    let images_dir = a
-        .images_dir
-        .clone()
-        .or_else(|| cfg.paths.images_dir.clone())
-        .unwrap_or_else(|| state_dir.join("images"));
+    let (state_dir, images_dir) =
+        crate::config::store_dirs(&cfg, a.state_dir.as_deref(), a.images_dir.as_deref());
     Ok(ImageStore::open(
         &state_dir,
         &images_dir,
