@@ -59,6 +59,7 @@ fn test_environment() -> Vec<(&'static str, &'static str)> {
         ("JC_TWO", "two words"),
         ("JC_quote", "it's"),
         ("jc_lower", "x"),
+        ("JC_SEMI", "a;b"),
     ]
 }
 

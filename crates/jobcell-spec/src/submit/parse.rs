@@ -895,9 +895,15 @@ fn make_job(
     };
 
     let mut environment = BTreeMap::new();
+    let env_cmd = get("environment")?;
+    // HTCondor quirk, kept for equal results: next to an `environment` command, imported
+    // variables whose value holds the old syntax's ';' separator are left out.
+    let importable = |v: &String| env_cmd.is_none() || !v.contains(';');
     if let Some((g, line)) = get("getenv")? {
         match parse_bool(&g) {
-            Some(true) => environment.extend(env.env_vars()),
+            Some(true) => {
+                environment.extend(env.env_vars().into_iter().filter(|(_, v)| importable(v)))
+            }
             Some(false) => {}
             None => {
                 let pats: Vec<String> = tokens(&g).collect();
@@ -912,9 +918,10 @@ fn make_job(
                 for (k, v) in env.env_vars() {
                     // HTCondor matches these names case-insensitively.
                     let lk = k.to_ascii_lowercase();
-                    if pats
-                        .iter()
-                        .any(|p| wildcard_match(&p.to_ascii_lowercase(), &lk))
+                    if importable(&v)
+                        && pats
+                            .iter()
+                            .any(|p| wildcard_match(&p.to_ascii_lowercase(), &lk))
                     {
                         environment.insert(k, v);
                     }
@@ -922,7 +929,7 @@ fn make_job(
             }
         }
     }
-    if let Some((e, line)) = get("environment")? {
+    if let Some((e, line)) = env_cmd {
         parse_environment(&e, &mut environment).map_err(|m| bad(line, "environment", &e, m))?;
     }
 
