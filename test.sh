@@ -14,18 +14,27 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 
-# Debian packages: busybox for test images; qemu, a Debian kernel and cpio for the v2 VM.
+# Debian packages: busybox for test images; qemu, a Debian kernel and cpio for the v2 VM;
+# a single-node Slurm (with munge and the SPANK headers) for the Slurm tests; python3-venv for
+# HTCondor's own submit parser, the differential tests' reference.
 need=()
 command -v busybox >/dev/null || need+=(busybox-static)
 command -v cpio >/dev/null || need+=(cpio)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
 command -v setpriv >/dev/null || need+=(util-linux)
+command -v slurmctld >/dev/null || need+=(slurm-wlm)
+command -v munged >/dev/null || need+=(munge)
+[[ -f /usr/include/slurm/spank.h ]] || need+=(libslurm-dev slurm-wlm-basic-plugins-dev)
+python3 -c 'import ensurepip' >/dev/null 2>&1 || need+=(python3-venv)
 if ((${#need[@]})); then
   echo "test.sh: installing ${need[*]}"
   apt-get update -qq >/dev/null
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+
+echo "== HTCondor's submit parser (PyPI htcondor) for the differential tests"
+tests/submit/setup-venv.sh
 
 status=0
 echo "== cargo test --workspace (host: $(uname -r), $(stat -fc %T /sys/fs/cgroup))"
