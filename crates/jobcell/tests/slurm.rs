@@ -87,6 +87,34 @@ struct Cluster {
     ctld: Option<Child>,
     slurmd: Option<Child>,
     image: bool,
+    /// The freezer cgroups named slurm* before the test (proctrack/cgroup makes one,
+    /// `slurm_<node>` here); only new ones are cleaned up.
+    slurm_freezers_before: Vec<PathBuf>,
+}
+
+const FREEZER: &str = "/sys/fs/cgroup/freezer";
+
+fn slurm_freezers() -> Vec<PathBuf> {
+    std::fs::read_dir(FREEZER)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("slurm"))
+        .map(|e| e.path())
+        .collect()
+}
+
+/// rmdir the empty cgroup directories below `dir` (bottom-up), then `dir`: only what Slurm
+/// made for this test's jobs, and rmdir never removes a cgroup that still has processes.
+fn rmdir_empty_cgroups(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                rmdir_empty_cgroups(&e.path());
+            }
+        }
+    }
+    let _ = std::fs::remove_dir(dir);
 }
 
 impl Drop for Cluster {
@@ -118,6 +146,13 @@ impl Drop for Cluster {
             while unsafe { libc::kill(pid as i32, 0) } == 0 && t.elapsed() < Duration::from_secs(5)
             {
                 std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        if proctrack() == "cgroup" {
+            for d in slurm_freezers() {
+                if !self.slurm_freezers_before.contains(&d) {
+                    rmdir_empty_cgroups(&d);
+                }
             }
         }
         if std::env::var_os("JOBCELL_SLURM_KEEP").is_some() {
@@ -162,6 +197,7 @@ impl Cluster {
             ctld: None,
             slurmd: None,
             image: false,
+            slurm_freezers_before: slurm_freezers(),
         };
         c.setup_files()?;
         c.start_munge()?;
@@ -331,15 +367,23 @@ impl Cluster {
              SlurmctldPidFile={d}/run/slurmctld.pid\nSlurmdPidFile={d}/run/slurmd.pid\n\
              SlurmctldLogFile={d}/log/slurmctld.log\nSlurmdLogFile={d}/log/slurmd.log\n\
              SlurmctldPort={port}\nSlurmdPort={}\n\
-             ProctrackType=proctrack/linuxproc\nTaskPlugin=task/none\n\
+             ProctrackType=proctrack/{}\nTaskPlugin=task/none\n\
              SelectType=select/cons_tres\nSelectTypeParameters=CR_Core_Memory\nReturnToService=2\n\
              JobAcctGatherType=jobacct_gather/none\nAccountingStorageType=accounting_storage/none\n\
              MpiDefault=none\nKillWait=5\nDefMemPerCPU=100\nPlugStackConfig={d}/etc/plugstack.conf\n\
              NodeName=localhost CPUs=2 RealMemory=2000 State=UNKNOWN\n\
              PartitionName=debug Nodes=ALL Default=YES State=UP MaxTime=INFINITE OverSubscribe=YES\n",
-            port + 1
+            port + 1,
+            proctrack()
         );
         std::fs::write(&self.conf, conf).unwrap();
+        // Only freezer tracking: nothing that moves processes between memory or cpu cgroups.
+        std::fs::write(
+            self.p("etc/cgroup.conf"),
+            "CgroupPlugin=cgroup/v1\nCgroupMountpoint=/sys/fs/cgroup\nCgroupAutomount=no\n\
+             ConstrainCores=no\nConstrainRAMSpace=no\nConstrainDevices=no\n",
+        )
+        .unwrap();
         let stack = if plugin {
             format!(
                 "required {d}/bin/jobcell_spank.so jobcell={d}/bin/jobcell scratch={d}/scratch state_dir={d}/store\n"
@@ -485,6 +529,16 @@ impl Cluster {
     }
 }
 
+/// `JOBCELL_SLURM_PROCTRACK=cgroup` runs the suite with Slurm's cgroup process tracking
+/// (freezer cgroups Slurm makes under /sys/fs/cgroup/freezer/slurm; opt-in because those are
+/// cgroups on the host that jobcell did not create). Default: proctrack/linuxproc.
+fn proctrack() -> &'static str {
+    match std::env::var("JOBCELL_SLURM_PROCTRACK").as_deref() {
+        Ok("cgroup") => "cgroup",
+        _ => "linuxproc",
+    }
+}
+
 fn unique() -> String {
     use std::sync::atomic::{AtomicU32, Ordering};
     static N: AtomicU32 = AtomicU32::new(0);
@@ -535,6 +589,28 @@ fn host_pids(needle: &str) -> Vec<i32> {
             {
                 out.push(pid);
             }
+        }
+    }
+    out
+}
+
+/// The command names (comm) of `pid`'s ancestors, nearest first.
+fn ancestors(mut pid: i32) -> Vec<String> {
+    let mut out = Vec::new();
+    while pid > 1 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            break;
+        };
+        // pid (comm) state ppid ...: comm may hold spaces, so split at the last ')'.
+        let Some(close) = stat.rfind(')') else { break };
+        let ppid: i32 = stat[close + 2..]
+            .split_whitespace()
+            .nth(1)
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(0);
+        pid = ppid;
+        if let Ok(comm) = std::fs::read_to_string(format!("/proc/{pid}/comm")) {
+            out.push(comm.trim().to_string());
         }
     }
     out
@@ -746,6 +822,24 @@ fn jobcell_under_a_real_slurm() {
         .is_empty()),
         "job A's sleep never showed up"
     );
+    // Slurm still tracks the job: its process descends from the step's slurmstepd, and with
+    // proctrack/cgroup it sits in the step's freezer cgroup.
+    let sleeper = host_pids(&format!("sleep {tag}"))[0];
+    assert!(
+        ancestors(sleeper)
+            .iter()
+            .any(|c| c.starts_with("slurmstepd")),
+        "job A's process does not descend from slurmstepd: {:?}",
+        ancestors(sleeper)
+    );
+    if proctrack() == "cgroup" {
+        let cg = std::fs::read_to_string(format!("/proc/{sleeper}/cgroup")).unwrap();
+        assert!(
+            cg.lines()
+                .any(|l| l.contains(":freezer:/slurm") && l.contains(&format!("/job_{a}/"))),
+            "job A's process is outside Slurm's freezer cgroup:\n{cg}"
+        );
+    }
     let adir = c.p(&format!("scratch/slurm-{a}"));
     assert!(
         adir.join("tmp").join(format!("mark-{tag}")).exists(),
