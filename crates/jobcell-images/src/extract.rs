@@ -17,7 +17,7 @@ use std::fs::File;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use sha2::{Digest, Sha256};
 
@@ -29,7 +29,6 @@ use crate::{Audit, AuditEntry, Progress, Skipped};
 /// exhaustion in the traversal.
 const MAX_PATH: usize = 4096;
 const MAX_DEPTH: usize = 256;
-const COPY_BUF: usize = 1 << 20;
 
 /// Mount points the launcher needs in every image root, with the mode used when created.
 const MOUNT_POINTS: &[(&str, u32)] = &[
@@ -53,13 +52,14 @@ pub(crate) struct Meta {
 enum Kind {
     Dir,
     File {
-        sha: [u8; 32],
+        /// Index of the content hash in the hasher's results.
+        sha: u32,
         size: u64,
     },
     Symlink(Vec<u8>),
     Hardlink {
         target: Vec<u8>,
-        sha: [u8; 32],
+        sha: u32,
         size: u64,
     },
 }
@@ -70,6 +70,152 @@ struct Record {
     mode: u32,
     uid: u32,
     gid: u32,
+}
+
+/// Content hashing on a second thread, so sha256 overlaps with the kernel's file writes.
+/// File data is read straight into pooled buffers (no copies); small files are packed into
+/// one buffer as segments, so the thread is woken per ~256 KiB, not per file.
+struct Hasher {
+    tx: Option<mpsc::SyncSender<Batch>>,
+    pool: mpsc::Receiver<Vec<u8>>,
+    pool_tx: mpsc::Sender<Vec<u8>>,
+    allocated: usize,
+    files: u32,
+    cur: Vec<u8>,
+    used: usize,
+    /// (end offset in `cur`, this segment ends a file)
+    segs: Vec<(usize, bool)>,
+    handle: Option<std::thread::JoinHandle<Vec<[u8; 32]>>>,
+}
+
+struct Batch {
+    buf: Vec<u8>,
+    segs: Vec<(usize, bool)>,
+}
+
+const HASH_BUFS: usize = 8;
+const HASH_BUF: usize = 256 << 10;
+
+impl Hasher {
+    fn new() -> Hasher {
+        let (tx, rx) = mpsc::sync_channel::<Batch>(HASH_BUFS);
+        let (pool_tx, pool) = mpsc::channel::<Vec<u8>>();
+        let back = pool_tx.clone();
+        let handle = std::thread::Builder::new()
+            .name("jobcell-hash".into())
+            .spawn(move || {
+                let mut out = Vec::new();
+                let mut h = Sha256::new();
+                for b in rx {
+                    let mut start = 0;
+                    for &(end, ends_file) in &b.segs {
+                        h.update(&b.buf[start..end]);
+                        start = end;
+                        if ends_file {
+                            out.push(h.finalize_reset().into());
+                        }
+                    }
+                    let _ = back.send(b.buf);
+                }
+                out
+            })
+            .ok();
+        Hasher {
+            tx: Some(tx),
+            pool,
+            pool_tx,
+            allocated: 1,
+            files: 0,
+            cur: vec![0u8; HASH_BUF],
+            used: 0,
+            segs: Vec::new(),
+            handle,
+        }
+    }
+
+    /// A placeholder with no thread (after `results` took the real one).
+    fn idle() -> Hasher {
+        let (pool_tx, pool) = mpsc::channel();
+        Hasher {
+            tx: None,
+            pool,
+            pool_tx,
+            allocated: 0,
+            files: 0,
+            cur: Vec::new(),
+            used: 0,
+            segs: Vec::new(),
+            handle: None,
+        }
+    }
+
+    fn flush(&mut self) {
+        if self.segs.is_empty() {
+            return;
+        }
+        let next = match self.pool.try_recv() {
+            Ok(b) => b,
+            Err(_) if self.allocated < HASH_BUFS + 2 || self.tx.is_none() => {
+                self.allocated += 1;
+                vec![0u8; HASH_BUF]
+            }
+            Err(_) => self.pool.recv().unwrap_or_else(|_| vec![0u8; HASH_BUF]),
+        };
+        let batch = Batch {
+            buf: std::mem::replace(&mut self.cur, next),
+            segs: std::mem::take(&mut self.segs),
+        };
+        self.used = 0;
+        if let Some(tx) = &self.tx {
+            if let Err(mpsc::SendError(b)) = tx.send(batch) {
+                self.tx = None;
+                let _ = self.pool_tx.send(b.buf);
+            }
+        } else {
+            let _ = self.pool_tx.send(batch.buf);
+        }
+    }
+
+    /// Free space to read the next chunk of file data into.
+    fn space(&mut self) -> &mut [u8] {
+        if self.used == self.cur.len() {
+            self.flush();
+        }
+        &mut self.cur[self.used..]
+    }
+
+    /// `n` bytes were read into `space()`; returns them.
+    fn commit(&mut self, n: usize) -> &[u8] {
+        let start = self.used;
+        self.used += n;
+        self.segs.push((self.used, false));
+        &self.cur[start..self.used]
+    }
+
+    /// Close the current file; returns its index in the results.
+    fn end_file(&mut self) -> u32 {
+        match self.segs.last_mut() {
+            Some(last) if !last.1 => last.1 = true,
+            _ => self.segs.push((self.used, true)),
+        }
+        self.files += 1;
+        self.files - 1
+    }
+
+    fn results(mut self) -> io::Result<Vec<[u8; 32]>> {
+        self.flush();
+        self.tx = None;
+        let out = self
+            .handle
+            .take()
+            .ok_or_else(|| io::Error::other("could not start the hashing thread"))?
+            .join()
+            .map_err(|_| io::Error::other("hashing thread panicked"))?;
+        if out.len() != self.files as usize {
+            return Err(io::Error::other("hashing thread lost files"));
+        }
+        Ok(out)
+    }
 }
 
 pub(crate) struct Policy {
@@ -107,7 +253,7 @@ pub(crate) struct Extractor<'p> {
     now: i64,
     total: u64,
     entries: u64,
-    buf: Vec<u8>,
+    hasher: Hasher,
 }
 
 fn disp(b: &[u8]) -> String {
@@ -173,7 +319,7 @@ impl<'p> Extractor<'p> {
             now,
             total: 0,
             entries: 0,
-            buf: vec![0u8; COPY_BUF],
+            hasher: Hasher::new(),
         };
         let (uid, gid) = policy.owner;
         x.dirs.insert(
@@ -421,11 +567,10 @@ impl<'p> Extractor<'p> {
             Err(e) => return Err(entry_err(raw, format!("create: {e}"))),
         };
         let mut f = File::from(fd);
-        let mut h = Sha256::new();
         let mut done: u64 = 0;
-        let mut buf = std::mem::take(&mut self.buf);
         let res = (|| -> Result<(), ImageError> {
             while done < size {
+                let buf = self.hasher.space();
                 let want = ((size - done) as usize).min(buf.len());
                 let n = match data.read(&mut buf[..want]) {
                     Ok(0) => {
@@ -446,8 +591,7 @@ impl<'p> Extractor<'p> {
                         ))
                     }
                 };
-                h.update(&buf[..n]);
-                f.write_all(&buf[..n])
+                f.write_all(self.hasher.commit(n))
                     .map_err(|e| entry_err(raw, format!("write: {e}")))?;
                 done += n as u64;
                 self.total += n as u64;
@@ -458,8 +602,8 @@ impl<'p> Extractor<'p> {
             }
             Ok(())
         })();
-        self.buf = buf;
         res?;
+        let sha = self.hasher.end_file();
         let ((u, g), need_chown) = self.owner_of(&meta);
         if need_chown {
             sys::fchown(f.as_fd(), u, g).map_err(|e| entry_err(raw, format!("chown: {e}")))?;
@@ -474,10 +618,7 @@ impl<'p> Extractor<'p> {
         self.records.insert(
             key,
             Record {
-                kind: Kind::File {
-                    sha: h.finalize().into(),
-                    size,
-                },
+                kind: Kind::File { sha, size },
                 mode,
                 uid: u,
                 gid: g,
@@ -722,7 +863,7 @@ impl<'p> Extractor<'p> {
     /// sha256 over a canonical stream: entries sorted by path, each as
     /// `path \0 kind mode uid gid payload`, payload = content sha256 / link target.
     /// Order-independent and free of mtimes, so the same content gets the same id.
-    fn digest(&self) -> String {
+    fn digest(&self, shas: &[[u8; 32]]) -> String {
         let mut keys: Vec<&Vec<u8>> = self.records.keys().collect();
         keys.sort();
         let mut h = Sha256::new();
@@ -733,11 +874,15 @@ impl<'p> Extractor<'p> {
             h.update(k);
             let (tag, payload): (u8, Vec<u8>) = match &r.kind {
                 Kind::Dir => (b'd', Vec::new()),
-                Kind::File { sha, size } => (b'f', [&size.to_le_bytes()[..], &sha[..]].concat()),
+                Kind::File { sha, size } => (
+                    b'f',
+                    [&size.to_le_bytes()[..], &shas[*sha as usize][..]].concat(),
+                ),
                 Kind::Symlink(t) => (b'l', t.clone()),
-                Kind::Hardlink { target, sha, size } => {
-                    (b'h', [&size.to_le_bytes()[..], &sha[..], target].concat())
-                }
+                Kind::Hardlink { target, sha, size } => (
+                    b'h',
+                    [&size.to_le_bytes()[..], &shas[*sha as usize][..], target].concat(),
+                ),
             };
             h.update([tag]);
             h.update(r.mode.to_le_bytes());
@@ -765,7 +910,12 @@ impl<'p> Extractor<'p> {
                 _ => 0,
             })
             .sum();
-        let digest = self.digest();
+        let hasher = std::mem::replace(&mut self.hasher, Hasher::idle());
+        let shas = hasher.results().map_err(|e| ImageError::Io {
+            context: "content digest".into(),
+            source: e,
+        })?;
+        let digest = self.digest(&shas);
         // One syncfs instead of an fsync per file: the rename that publishes the tree follows.
         sys::syncfs(self.root.as_fd()).map_err(|e| ImageError::Io {
             context: "syncfs".into(),

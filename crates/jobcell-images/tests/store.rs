@@ -406,3 +406,60 @@ fn private_content_unreadable_on_host_by_others() {
     store.remove("p", 1000, false).unwrap();
     assert!(!private.root.exists());
 }
+
+#[test]
+fn digest_depends_on_content_not_order() {
+    let env = Env::new();
+    let store = env.store();
+    let big = vec![9u8; 700_000]; // spans several hashing buffers
+    let a = add_bytes(
+        &store,
+        "a",
+        tarball(&[
+            Raw::file("x", b"1"),
+            Raw::file("big", &big),
+            Raw::file("e", b""),
+        ]),
+        &opts(),
+    )
+    .unwrap();
+    let b = add_bytes(
+        &store,
+        "b",
+        tarball(&[
+            Raw::file("e", b""),
+            Raw::file("big", &big),
+            Raw::file("x", b"1"),
+        ]),
+        &opts(),
+    )
+    .unwrap();
+    assert_eq!(a.id, b.id, "archive order changed the id");
+    let mut big2 = big.clone();
+    big2[650_000] = 8;
+    let c = add_bytes(
+        &store,
+        "c",
+        tarball(&[
+            Raw::file("x", b"1"),
+            Raw::file("big", &big2),
+            Raw::file("e", b""),
+        ]),
+        &opts(),
+    )
+    .unwrap();
+    assert_ne!(a.id, c.id, "a changed byte kept the id");
+    let d = add_bytes(
+        &store,
+        "d",
+        tarball(&[
+            Raw::file("x", b"2"),
+            Raw::file("big", &big),
+            Raw::file("e", b""),
+        ]),
+        &opts(),
+    )
+    .unwrap();
+    assert_ne!(a.id, d.id);
+    assert_eq!(std::fs::read(c.root.join("big")).unwrap(), big2);
+}
