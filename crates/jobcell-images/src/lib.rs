@@ -335,14 +335,32 @@ impl ImageStore {
                     &mut on as *mut libc::c_int as *mut std::ffi::c_void,
                 );
             }
-            store.migrate()?;
-            for suffix in ["", "-wal", "-shm"] {
-                let p = PathBuf::from(format!("{}{suffix}", db_path.display()));
-                let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644));
+            store
+                .conn
+                .pragma_update(None, "synchronous", "NORMAL")
+                .map_err(dberr)?;
+            // Opening must stay cheap (every `jobcell run --image` does it): migrate only when
+            // the schema is behind, and only sweep the top level of the images dir here.
+            let v: i64 = store
+                .conn
+                .query_row("PRAGMA user_version", [], |r| r.get(0))
+                .map_err(dberr)?;
+            if v < SCHEMA_VERSION {
+                store.migrate()?;
+                for suffix in ["", "-wal", "-shm"] {
+                    let p = PathBuf::from(format!("{}{suffix}", db_path.display()));
+                    let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644));
+                }
+            } else if v > SCHEMA_VERSION {
+                return Err(ImageError::SchemaTooNew {
+                    path: db_path,
+                    found: v,
+                    known: SCHEMA_VERSION,
+                });
             }
             let _ = sys::mkdirat(fd_b(&store.images_fd), c".locks", 0o755);
             let _ = sys::mkdirat(fd_b(&store.images_fd), c"public", 0o755);
-            store.cleanup_stale();
+            store.cleanup_stale(false);
         } else {
             let v: i64 = store
                 .conn
@@ -370,9 +388,6 @@ impl ImageStore {
         let e = self.db_err();
         self.conn
             .pragma_update(None, "journal_mode", "WAL")
-            .map_err(&e)?;
-        self.conn
-            .pragma_update(None, "synchronous", "NORMAL")
             .map_err(&e)?;
         self.conn.execute_batch("BEGIN IMMEDIATE").map_err(&e)?;
         let r = (|| {
@@ -417,9 +432,10 @@ impl ImageStore {
         }
     }
 
-    /// Remove leftovers of crashed imports/removals: unlocked `.staging-*`, `.trash-*`, and
-    /// trees without a row. Best effort; errors are ignored (next open retries).
-    fn cleanup_stale(&self) {
+    /// Remove leftovers of crashed imports/removals: unlocked `.staging-*`, `.trash-*` (at
+    /// every open), and with `trees` also trees without a row (before an add or remove).
+    /// Best effort; errors are ignored (the next call retries).
+    fn cleanup_stale(&self, trees: bool) {
         let Ok(names) = sys::read_dir_names(fd_b(&self.images_fd)) else {
             return;
         };
@@ -433,7 +449,7 @@ impl ImageStore {
                 if sys::flock(fd_b(&fd), libc::LOCK_EX | libc::LOCK_NB).unwrap_or(false) {
                     let _ = sys::remove_tree_at(fd_b(&self.images_fd), &name);
                 }
-            } else if b == b"public" || b.starts_with(b"private-") {
+            } else if trees && (b == b"public" || b.starts_with(b"private-")) {
                 let Ok(bfd) = sys::open_dir_at(fd_b(&self.images_fd), &name) else {
                     continue;
                 };
@@ -612,6 +628,7 @@ impl ImageStore {
         if self.name_taken(name)? {
             return Err(ImageError::NameTaken(name.to_string()));
         }
+        self.cleanup_stale(true);
         let owner_uid = opts.owner_uid.unwrap_or_else(sys::getuid);
         let owner_gid =
             opts.owner_gid

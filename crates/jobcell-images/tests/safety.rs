@@ -419,6 +419,9 @@ fn stale_staging_removed_safely_at_open() {
     std::fs::create_dir_all(orphan.join("etc")).unwrap();
     let store = env.store();
     assert!(!stale.exists(), "stale staging dir kept");
+    // Trees without a row are swept before the next add (open stays cheap).
+    assert!(orphan.exists());
+    assert!(add_bytes(&store, "x", Vec::new(), &opts()).is_err());
     assert!(!orphan.exists(), "orphan tree kept");
     assert!(
         victim.join("precious").exists(),
