@@ -483,11 +483,16 @@ impl Cluster {
 
     /// sbatch a script as the user; returns the job id.
     fn sbatch(&self, script: &str, wait: bool) -> (u32, Output) {
+        self.sbatch_with(&[], script, wait)
+    }
+
+    fn sbatch_with(&self, opts: &[&str], script: &str, wait: bool) -> (u32, Output) {
         let path = self.p(&format!("work/job-{}.sh", unique()));
         std::fs::write(&path, script).unwrap();
         mode(&path, 0o755);
         let out = self.p("work/%j.out").to_string_lossy().into_owned();
         let mut args = vec!["sbatch", "--parsable", "-o", &out];
+        args.extend_from_slice(opts);
         if wait {
             args.push("--wait");
         }
@@ -744,6 +749,15 @@ fn jobcell_under_a_real_slurm() {
             o.status.success() && text(&o.stdout).contains("ID=jobcell-slurmtest"),
             "srun --jobcell-image: {} {}",
             text(&o.stdout),
+            text(&o.stderr)
+        );
+        // sbatch's option reaches the batch step: the script itself runs in the image.
+        let opt = format!("--jobcell-image={IMAGE}");
+        let (id, o) = c.sbatch_with(&[&opt], "#!/bin/sh\ncat /etc/os-release\n", true);
+        let out = c.job_output(id);
+        assert!(
+            o.status.success() && out.contains("ID=jobcell-slurmtest"),
+            "sbatch --jobcell-image: {} {out}",
             text(&o.stderr)
         );
         let o = c.user_out(&["srun", "--jobcell-image=no-such-image", "true"]);
