@@ -808,14 +808,23 @@ fn jobcell_under_a_real_slurm() {
         o.status,
         text(&o.stderr)
     );
-    let (id, o) = c.sbatch("#!/bin/sh\necho batch-ran\nexit 7\n", true);
+    // The batch script and its steps share the job's /tmp (each in its own pid namespace).
+    let (id, o) = c.sbatch(
+        "#!/bin/sh\necho batch-ran\necho shared-$SLURM_JOB_ID > /tmp/f\nsrun cat /tmp/f\nexit 7\n",
+        true,
+    );
     assert_eq!(
         o.status.code(),
         Some(7),
         "sbatch --wait: {}",
         text(&o.stderr)
     );
-    assert!(c.job_output(id).contains("batch-ran"));
+    let out = c.job_output(id);
+    assert!(out.contains("batch-ran"), "{out}");
+    assert!(
+        out.contains(&format!("shared-{id}")),
+        "a step did not see the batch script's /tmp: {out}"
+    );
     assert_eq!(c.job_field(id, "ExitCode"), "7:0");
 
     // Two concurrent jobs of one user: neither sees the other's processes or /tmp. Job A
