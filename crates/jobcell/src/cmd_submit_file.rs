@@ -103,7 +103,8 @@ pub fn parse_for_submit(path: &Path) -> anyhow::Result<Vec<SubmitJob>> {
 /// `jobcell submit --dry-run [--json] FILE|-`: print what would be queued, queue nothing.
 pub fn dry_run(path: &Path, json: bool) -> anyhow::Result<i32> {
     let jobs = parse_for_submit(path)?;
-    let mut out = std::io::stdout().lock();
+    // Buffered: stdout is line-buffered, and a large cluster prints millions of lines.
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if json {
         serde_json::to_writer_pretty(&mut out, &jobs)?;
         writeln!(out)?;
@@ -122,5 +123,6 @@ pub fn dry_run(path: &Path, json: bool) -> anyhow::Result<i32> {
             jobs.len()
         )?;
     }
+    out.flush()?;
     Ok(0)
 }

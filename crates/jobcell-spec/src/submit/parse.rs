@@ -4,7 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use super::expand::{Expander, Table};
+use super::expand::{Def, Expander, Table};
 use super::quote::{parse_arguments, parse_environment};
 use super::{
     join, wildcard_match, CustomValue, Submission, SubmitEnv, SubmitError, SubmitJob,
@@ -771,6 +771,15 @@ pub fn parse_submit(
                     None => vec![None],
                     Some(r) => r.iter().map(Some).collect(),
                 };
+                // Each command's definition in effect here (the last one, aliases included).
+                let mut cmds: HashMap<&'static str, &Def> = HashMap::new();
+                for d in table.defs.values() {
+                    if let Some(c) = command_name(&d.name.to_ascii_lowercase()) {
+                        if cmds.get(c).is_none_or(|p| p.line < d.line) {
+                            cmds.insert(c, d);
+                        }
+                    }
+                }
                 let before = jobs.len();
                 for (index, row) in rows.iter().enumerate() {
                     let values = row.map(|r| split_item(r, vars.len()));
@@ -799,7 +808,7 @@ pub fn parse_submit(
                                 ex.live.insert("item".into(), String::new());
                             }
                         }
-                        jobs.push(make_job(&ex, &table, &custom, &cwd, env, opts, proc, line)?);
+                        jobs.push(make_job(&ex, &cmds, &custom, &cwd, env, opts, proc, line)?);
                         next_proc += 1;
                     }
                 }
@@ -841,7 +850,7 @@ pub fn parse_submit(
 #[allow(clippy::too_many_arguments)]
 fn make_job(
     ex: &Expander,
-    table: &Table,
+    cmds: &HashMap<&'static str, &Def>,
     custom: &[(String, String, String, usize)],
     cwd: &str,
     env: &dyn SubmitEnv,
@@ -851,12 +860,7 @@ fn make_job(
 ) -> Result<SubmitJob, SubmitError> {
     // The expanded value of a command, with the line it was defined on.
     let get = |cmd: &str| -> Result<Option<(String, usize)>, SubmitError> {
-        let def = table
-            .defs
-            .values()
-            .filter(|d| command_name(&d.name.to_ascii_lowercase()) == Some(cmd))
-            .max_by_key(|d| d.line);
-        match def {
+        match cmds.get(cmd) {
             Some(d) => Ok(Some((ex.expand(&d.value, d.line)?, d.line))),
             None => Ok(None),
         }
