@@ -211,7 +211,7 @@ fn compare(file: &str, i: usize, ours: &SubmitJob, ad: &Value, out: &mut Vec<Str
     let resolve = |p: Option<String>| match p {
         Some(p) if p == "/dev/null" => None,
         Some(p) if p.starts_with('/') => Some(p),
-        Some(p) => Some(format!("{iwd}/{p}")),
+        Some(p) => Some(format!("{}/{p}", iwd.trim_end_matches('/'))),
         None => None,
     };
     let dev_null = |p: &Option<String>| p.clone().filter(|p| p != "/dev/null");
