@@ -97,6 +97,17 @@ pub fn parse_for_submit(path: &Path) -> anyhow::Result<Vec<SubmitJob>> {
     for w in &sub.warnings {
         eprintln!("jobcell: warning: {name}: {w}");
     }
+    // condor_submit refuses a missing executable; here it is only a warning, since the job may
+    // create it first or find it inside its image (then the host's view says nothing).
+    let mut seen = std::collections::HashSet::new();
+    for job in sub.jobs.iter().filter(|j| j.image.is_none()) {
+        if seen.insert(&job.executable) && !Path::new(&job.executable).is_file() {
+            eprintln!(
+                "jobcell: warning: {name}: executable {} is not a file on this host",
+                job.executable
+            );
+        }
+    }
     Ok(sub.jobs)
 }
 
