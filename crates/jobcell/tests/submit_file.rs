@@ -146,4 +146,13 @@ fn warnings_name_the_line_and_do_not_stop_the_dry_run() {
         err.contains("warning: <stdin>: line 2: 'requirements'"),
         "{err}"
     );
+    assert!(!err.contains("not a file"), "{err}");
+    let out = run_stdin(
+        &["submit", "--dry-run", "-"],
+        "executable = ./missing\nqueue\n",
+        dir.path(),
+    );
+    assert!(out.status.success());
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("/missing is not a file on this host"), "{err}");
 }
