@@ -406,3 +406,44 @@ fn submit_files_match_htcondor() {
         mismatches.join("\n")
     );
 }
+
+/// Without the reference (or with it): every corpus file jobcell should accept parses, and
+/// every `bad-*` file is refused with an error naming its line.
+#[test]
+fn corpus_accepts_good_files_and_names_the_line_of_bad_ones() {
+    let corpus = repo().join("tests/submit/corpus");
+    let env = CorpusEnv {
+        cwd: corpus.clone(),
+        environ: test_environment()
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+    };
+    let mut names: Vec<String> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| n.ends_with(".sub"))
+        .collect();
+    names.sort();
+    assert!(names.len() >= 40);
+    for name in names {
+        let text = std::fs::read_to_string(corpus.join(&name)).unwrap();
+        match parse_submit(&text, &env, &SubmitOptions::default()) {
+            Ok(s) => {
+                assert!(!name.starts_with("bad-"), "{name} parsed");
+                assert!(!s.jobs.is_empty(), "{name}");
+            }
+            Err(e) => {
+                assert!(name.starts_with("bad-"), "{name}: {e}");
+                let line = e
+                    .line()
+                    .unwrap_or_else(|| panic!("{name}: {e} names no line"));
+                assert!(
+                    e.to_string().starts_with(&format!("line {line}: ")),
+                    "{name}: {e}"
+                );
+                assert!(line <= text.lines().count(), "{name}: {e}");
+            }
+        }
+    }
+}
