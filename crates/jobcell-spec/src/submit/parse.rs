@@ -599,11 +599,14 @@ fn parse_condor_size(s: &str, bare_bytes: u128, unit_bytes: u128) -> Result<u64,
     u64::try_from(num.div_ceil(den)).map_err(|_| format!("'{s}' is too large"))
 }
 
+/// A ClassAd boolean as HTCondor reads `hold`: true/false, or a number (non-zero is true);
+/// empty is false. Other expressions are not evaluated.
 fn parse_bool(s: &str) -> Option<bool> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "true" | "t" | "yes" | "y" | "1" => Some(true),
-        "false" | "f" | "no" | "n" | "0" => Some(false),
-        _ => None,
+    let t = s.trim().to_ascii_lowercase();
+    match t.as_str() {
+        "" | "false" => Some(false),
+        "true" => Some(true),
+        _ => t.parse::<f64>().ok().map(|n| n != 0.0),
     }
 }
 
@@ -903,30 +906,19 @@ fn make_job(
     // HTCondor quirk, kept for equal results: next to an `environment` command, imported
     // variables whose value holds the old syntax's ';' separator are left out.
     let importable = |v: &String| env_cmd.is_none() || !v.contains(';');
-    if let Some((g, line)) = get("getenv")? {
-        match parse_bool(&g) {
-            Some(true) => {
+    if let Some((g, _)) = get("getenv")? {
+        // HTCondor: true/1 imports everything, false/0/empty nothing, anything else is a list
+        // of names (with `*` wildcards, matched case-insensitively; `yes` is a name).
+        match g.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" => {
                 environment.extend(env.env_vars().into_iter().filter(|(_, v)| importable(v)))
             }
-            Some(false) => {}
-            None => {
-                let pats: Vec<String> = tokens(&g).collect();
-                if pats.is_empty() {
-                    return Err(bad(
-                        line,
-                        "getenv",
-                        &g,
-                        "expected true, false or a list of variable names".into(),
-                    ));
-                }
+            "false" | "0" | "" => {}
+            _ => {
+                let pats: Vec<String> = tokens(&g).map(|p| p.to_ascii_lowercase()).collect();
                 for (k, v) in env.env_vars() {
-                    // HTCondor matches these names case-insensitively.
                     let lk = k.to_ascii_lowercase();
-                    if importable(&v)
-                        && pats
-                            .iter()
-                            .any(|p| wildcard_match(&p.to_ascii_lowercase(), &lk))
-                    {
+                    if importable(&v) && pats.iter().any(|p| wildcard_match(p, &lk)) {
                         environment.insert(k, v);
                     }
                 }
@@ -998,9 +990,14 @@ fn make_job(
         None => 0,
     };
     let held = match get("hold")? {
-        Some((h, line)) => {
-            parse_bool(&h).ok_or_else(|| bad(line, "hold", &h, "expected true or false".into()))?
-        }
+        Some((h, line)) => parse_bool(&h).ok_or_else(|| {
+            bad(
+                line,
+                "hold",
+                &h,
+                "expected true or false (jobcell does not evaluate expressions)".into(),
+            )
+        })?,
         None => false,
     };
     let transfer_input_files = match get("transfer_input_files")? {
