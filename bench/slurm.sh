@@ -4,6 +4,8 @@
 #   2. srun jobcell run -- /bin/true                    (rootless jobcell inside the task)
 #   3. srun /bin/true                                   (jobcell_spank.so in plugstack.conf)
 #   4. srun --jobcell-image=bench /bin/true             (plugin, task in an image)
+# each as whole jobs and as steps in one allocation; then the task side alone (jobcell in SPANK
+# task mode and jobcell run, exec'd directly as the user), which Slurm's own noise does not blur.
 # A single-node Slurm (munged, slurmctld, slurmd) is started on loopback ports under a temporary
 # directory and stopped by pid at the end. Needs root, slurm-wlm, munge, hyperfine, and a static
 # busybox for the image.
@@ -156,3 +158,15 @@ echo "-- steps in one allocation, jobcell_spank.so in plugstack.conf"
 hf splugin "srun --jobid=$job --overlap /bin/true" "srun /bin/true"
 hf simage "srun --jobid=$job --overlap --jobcell-image=bench /bin/true" "srun --jobcell-image=bench /bin/true"
 scancel "$job"
+
+# The task side alone, without Slurm's noise: what the plugin adds to each task is one exec of
+# jobcell in SPANK task mode (rootless namespaces, mounts, the per-job dir's private subdirs).
+mkdir -p "$D/scratch/slurm-0"
+chown "$uid:$gid" "$D/scratch/slurm-0"
+chmod 700 "$D/scratch/slurm-0"
+echo "-- the task side alone (no Slurm), as the user"
+spank_env="env JOBCELL_SPANK_ARGV0=/bin/true JOBCELL_SPANK_SCRATCH=$D/scratch/slurm-0 JOBCELL_SPANK_PRIVATE=/tmp,/var/tmp JOBCELL_SPANK_STATE_DIR=$D/store"
+hf tplain "/bin/true" "/bin/true"
+hf tspank "$spank_env $D/bin/jobcell" "jobcell in SPANK task mode, /bin/true"
+hf timage "$spank_env JOBCELL_SPANK_IMAGE=bench $D/bin/jobcell" "jobcell in SPANK task mode, image, /bin/true"
+hf trun "$D/bin/jobcell run --scratch-base $D/uscratch -- /bin/true" "jobcell run -- /bin/true (rootless)"
