@@ -62,8 +62,18 @@ fn run(argv0: OsString) -> anyhow::Result<JobExit> {
     let mut settings = std::collections::BTreeMap::new();
     let mut env = Vec::new();
     for (k, v) in std::env::vars_os() {
-        let k = utf8("environment variable name", k)?;
-        let v = utf8(&format!("environment variable {k}"), v)?;
+        // The job's environment is kept as text; a variable that is not UTF-8 is dropped (with
+        // a word) rather than failing the whole task.
+        let (k, v) = match (k.into_string(), v.into_string()) {
+            (Ok(k), Ok(v)) => (k, v),
+            (k, _) => {
+                eprintln!(
+                    "jobcell: warning: environment variable {:?} is not UTF-8; not passed to the job",
+                    k.unwrap_or_else(|k| k.to_string_lossy().into_owned())
+                );
+                continue;
+            }
+        };
         match k.strip_prefix(PREFIX) {
             // The plugin sets every key; an empty value means "not set".
             Some(_) if v.is_empty() => {}
