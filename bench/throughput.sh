@@ -46,14 +46,14 @@ completed() { "$J" status --socket "$SOCK" --json | sed -n 's/.*"completed": *\(
 t0=$(now)
 case $MODE in
 batch)
-    "$J" submit --socket "$SOCK" --count "$N" --cpus 0.02 --memory 16 -q -- /bin/true >/dev/null
+    "$J" submit --socket "$SOCK" --count "$N" --cpus ${JOB_CPUS:-0.02} --memory 16 -q -- /bin/true >/dev/null
     ;;
 each)
     per=$((N / 4))
     pids=
     for c in 1 2 3 4; do
         ( k=0; while [ $k -lt $per ]; do
-            "$J" submit --socket "$SOCK" --cpus 0.02 --memory 16 -q -- /bin/true >/dev/null
+            "$J" submit --socket "$SOCK" --cpus ${JOB_CPUS:-0.02} --memory 16 -q -- /bin/true >/dev/null
             k=$((k + 1)); done ) &
         pids="$pids $!"
     done

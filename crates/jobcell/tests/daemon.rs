@@ -1129,3 +1129,44 @@ fn suspend_continue_hold_release_and_priority() {
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(d.job(id).state, State::Removed);
 }
+
+#[test]
+fn readiness_is_notified_to_systemd_once_the_socket_is_up() {
+    if !root_or_skip("readiness_is_notified") {
+        return;
+    }
+    let _g = serial();
+    let dir = TempDir::new_in("/tmp");
+    let scratch = TempDir::new_in("/dev/shm");
+    let notify = dir.0.join("notify.sock");
+    let rx = std::os::unix::net::UnixDatagram::bind(&notify).unwrap();
+    rx.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let sock = dir.0.join("api.sock");
+    let mut child = Command::new(BIN)
+        .arg("daemon")
+        .arg("--state-dir")
+        .arg(dir.0.join("state"))
+        .arg("--socket")
+        .arg(&sock)
+        .arg("--scratch-base")
+        .arg(&scratch.0)
+        .args(["--cpus", "1", "--memory", "1G"])
+        .env("NOTIFY_SOCKET", &notify)
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let n = rx.recv(&mut buf);
+    // When READY=1 arrives the API must already answer.
+    let status = Client::new(&sock).call::<NodeStatus>("GET", "/v1/status", None);
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    child.wait().unwrap();
+    remove_supervisors_cgroup();
+    let msg = String::from_utf8_lossy(&buf[..n.expect("no notification")]).into_owned();
+    assert!(
+        msg.contains("READY=1") && msg.contains(&format!("MAINPID={}", child.id())),
+        "{msg}"
+    );
+    assert!(status.is_ok(), "{status:?}");
+    assert!(!sock.exists(), "the socket is removed at a clean stop");
+}
