@@ -4,6 +4,7 @@ mod cmd_client;
 mod cmd_daemon;
 mod cmd_image;
 mod cmd_run;
+mod cmd_selftest;
 mod cmd_spank;
 mod cmd_submit_file;
 mod config;
@@ -51,6 +52,11 @@ enum Cmd {
     /// (internal) Supervise one job for the daemon.
     #[command(hide = true)]
     Supervise(cmd_daemon::SuperviseArgs),
+    /// Attack this node's isolation from inside real jobs (run as root) and print the table.
+    Selftest(cmd_selftest::SelftestArgs),
+    /// (internal) One attack syscall from inside a selftest job.
+    #[command(hide = true, name = "selftest-probe")]
+    SelftestProbe(cmd_selftest::ProbeArgs),
 }
 
 /// jobcell's own failures exit 125 (like `env` and container runtimes); 126/127 and the job's
@@ -90,6 +96,8 @@ fn main() {
         Cmd::Output(a) => cmd_client::output(a),
         Cmd::Daemon(a) => cmd_daemon::run(a),
         Cmd::Supervise(a) => cmd_daemon::supervise(a),
+        Cmd::Selftest(a) => cmd_selftest::run(a),
+        Cmd::SelftestProbe(a) => cmd_selftest::probe(a),
     };
     match result {
         Ok(code) => std::process::exit(code),
