@@ -144,6 +144,22 @@ enum Pending {
     Hold(String),
 }
 
+impl Pending {
+    fn encode(&self) -> String {
+        match self {
+            Pending::Remove(by) => format!("remove:{by}"),
+            Pending::Hold(r) => format!("hold:{r}"),
+        }
+    }
+    fn decode(s: &str) -> Option<Pending> {
+        if let Some(by) = s.strip_prefix("remove:") {
+            return by.parse().ok().map(Pending::Remove);
+        }
+        s.strip_prefix("hold:")
+            .map(|r| Pending::Hold(r.to_string()))
+    }
+}
+
 struct Job {
     info: JobInfo,
     spec: String,
@@ -241,7 +257,7 @@ impl Core {
                 stderr: r.stderr,
                 sup: None,
                 pidfd: None,
-                pending: None,
+                pending: r.pending.as_deref().and_then(Pending::decode),
             };
             let state = job.info.state;
             if !state.active() {
@@ -270,6 +286,38 @@ impl Core {
                 // Fenced now, or by an earlier recovery whose commit did not happen.
                 self.alloc_cpus -= job.info.cpus;
                 self.alloc_mem -= job.info.memory;
+                match job.pending.take() {
+                    Some(Pending::Remove(by)) => {
+                        sql(tx.execute(
+                            "UPDATE jobs SET state='removed', ended_at=?2, reason=?3, pending=NULL WHERE id=?1",
+                            params![id as i64, now(), format!("removed by {}", sys::user_name(by))],
+                        ));
+                        sql(add_event(
+                            &tx,
+                            id,
+                            "removed",
+                            Some(&serde_json::json!({"by": by})),
+                        ));
+                        continue;
+                    }
+                    Some(Pending::Hold(r)) => {
+                        sql(tx.execute(
+                            "UPDATE jobs SET state='held', hold_reason=?2, pending=NULL WHERE id=?1",
+                            params![id as i64, r],
+                        ));
+                        sql(add_event(
+                            &tx,
+                            id,
+                            "held",
+                            Some(&serde_json::json!({"reason": r})),
+                        ));
+                        job.info.state = State::Held;
+                        job.info.hold_reason = Some(r);
+                        self.jobs.insert(id, job);
+                        continue;
+                    }
+                    None => {}
+                }
                 job.info.state = State::Queued;
                 job.info.started_at = None;
                 sql(tx.execute(
@@ -301,6 +349,11 @@ impl Core {
                     }
                     match sys::pidfd_for(pid, starttime) {
                         Ok(fd) => {
+                            if job.pending.is_some() {
+                                // An acknowledged remove/hold the previous daemon may not have
+                                // delivered: deliver it (again; SIGTERM twice is harmless).
+                                let _ = sys::pidfd_signal(&fd, libc::SIGTERM);
+                            }
                             let fd = Arc::new(fd);
                             job.pidfd = Some(fd.clone());
                             self.watch(id, attempt, fd);
@@ -899,6 +952,10 @@ impl Core {
             Pending::Hold(_) => "hold-requested",
         };
         sql(add_event(tx, id, kind, None));
+        sql(tx.execute(
+            "UPDATE jobs SET pending=?2 WHERE id=?1",
+            params![id as i64, p.encode()],
+        ));
         let j = self.jobs.get_mut(&id).expect("present");
         if j.info.state == State::Suspended {
             j.info.state = State::Running;
@@ -990,7 +1047,7 @@ impl Core {
         let report_s = report.as_ref().map(|r| r.to_string());
         if state == State::Held {
             sql(tx.execute(
-                "UPDATE jobs SET state='held', hold_reason=?2, exit_code=?3, signal=?4, report=?5 WHERE id=?1",
+                "UPDATE jobs SET state='held', pending=NULL, hold_reason=?2, exit_code=?3, signal=?4, report=?5 WHERE id=?1",
                 params![id as i64, reason, exit_code, signal, report_s],
             ));
             sql(add_event(
@@ -1008,7 +1065,7 @@ impl Core {
             return;
         }
         sql(tx.execute(
-            "UPDATE jobs SET state=?2, ended_at=?3, reason=?4, exit_code=?5, signal=?6, report=?7 WHERE id=?1",
+            "UPDATE jobs SET state=?2, pending=NULL, ended_at=?3, reason=?4, exit_code=?5, signal=?6, report=?7 WHERE id=?1",
             params![id as i64, state.as_str(), t, reason, exit_code, signal, report_s],
         ));
         let usage = report.as_ref().map(|r| {

@@ -60,6 +60,8 @@ const MIGRATIONS: &[&str] = &[
     // 1 -> 2: idempotent submission (a client retrying after a lost answer gets the same ids)
     "ALTER TABLE jobs ADD COLUMN submit_key TEXT;
      CREATE INDEX jobs_submit_key ON jobs(owner, submit_key) WHERE submit_key IS NOT NULL;",
+    // 2 -> 3: an acknowledged remove/hold of a running job survives a daemon restart
+    "ALTER TABLE jobs ADD COLUMN pending TEXT;",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -78,9 +80,11 @@ pub struct JobRow {
     pub stderr: Option<String>,
     pub sup_pid: Option<i32>,
     pub sup_start: Option<u64>,
+    /// "remove:<uid>" or "hold:<reason>": an eviction acknowledged but not yet finished.
+    pub pending: Option<String>,
 }
 
-pub const JOB_COLUMNS: &str = "id, owner, user, state, priority, cpus, memory, command, submitted_at, started_at, ended_at, hold_reason, reason, attempt, exit_code, signal, report, spec, stdout, stderr, sup_pid, sup_start";
+pub const JOB_COLUMNS: &str = "id, owner, user, state, priority, cpus, memory, command, submitted_at, started_at, ended_at, hold_reason, reason, attempt, exit_code, signal, report, spec, stdout, stderr, sup_pid, sup_start, pending";
 
 pub fn job_from_row(r: &Row) -> rusqlite::Result<JobRow> {
     let state: String = r.get(3)?;
@@ -111,6 +115,7 @@ pub fn job_from_row(r: &Row) -> rusqlite::Result<JobRow> {
         stderr: r.get(19)?,
         sup_pid: r.get(20)?,
         sup_start: r.get::<_, Option<i64>>(21)?.map(|v| v as u64),
+        pending: r.get(22)?,
     })
 }
 

@@ -1170,3 +1170,43 @@ fn readiness_is_notified_to_systemd_once_the_socket_is_up() {
     assert!(status.is_ok(), "{status:?}");
     assert!(!sock.exists(), "the socket is removed at a clean stop");
 }
+
+#[test]
+fn an_acknowledged_remove_survives_a_daemon_kill() {
+    if !root_or_skip("acknowledged_remove_survives") {
+        return;
+    }
+    let _g = serial();
+    let mut d = Daemon::start(&["--cpus", "1", "--memory", "1G"]);
+    // The job ignores SIGTERM: it ends only when the launcher kills it after the grace time,
+    // long after the daemon below is gone.
+    let o = d.cli(&[
+        "submit",
+        "-q",
+        "--cpus",
+        "0.1",
+        "--memory",
+        "32",
+        "--grace",
+        "2",
+        "--",
+        "/bin/sh",
+        "-c",
+        "trap '' TERM; sleep 30",
+    ]);
+    let id: u64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    d.wait_state(id, State::Running, Duration::from_secs(20));
+    d.supervisor_of(id);
+    std::thread::sleep(Duration::from_millis(300));
+    let o = d.cli(&["rm", &id.to_string()]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("stopping"),
+        "{}",
+        stderr(&o)
+    );
+    d.kill9();
+    d.launch();
+    let j = d.wait_state(id, State::Removed, Duration::from_secs(30));
+    assert_eq!(j.signal, Some(9), "{j:?}");
+    assert!(j.reason.unwrap().contains("removed by root"));
+}
