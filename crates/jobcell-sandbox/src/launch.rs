@@ -402,6 +402,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     };
 
     tl.mark("scratch created");
+    crash_point("scratch");
     // 2b. The job's cgroup (root only; rootless jobs live in the scheduler's cgroup).
     let cgroup = if rootless {
         if explicit_limits(&spec.resources) {
@@ -514,6 +515,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
     tl.mark("cgroup created");
+    crash_point("cgroup");
     let child_cgroupns = child.cgroupns;
     let into = cgroup
         .as_ref()
@@ -534,11 +536,13 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     }
 
     tl.mark("cloned");
+    crash_point("clone");
     // 4. Release the child.
     if unsafe { libc::write(go_w.as_raw_fd(), b"G".as_ptr().cast(), 1) } != 1 {
         return last_err("releasing the job's init");
     }
     drop(go_w);
+    crash_point("go");
     for sig in early {
         unsafe { libc::kill(pid, sig) };
     }
@@ -888,6 +892,17 @@ fn clone_fork(flags: libc::c_int) -> Result<libc::pid_t, LaunchError> {
     Ok(r as libc::pid_t)
 }
 
+/// Fault injection (debug builds only): `JOBCELL_CRASH_AT=<point>` makes the launcher SIGKILL
+/// itself at that point of the launch sequence (`scratch`, `cgroup`, `clone`, `go`, `wait`), so
+/// tests can check that the next start's garbage collection leaves nothing behind.
+#[inline]
+fn crash_point(_point: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("JOBCELL_CRASH_AT").is_some_and(|v| v == _point) {
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
+
 /// The launcher's wait: reap the init, pass signals on, enforce the grace period.
 fn wait_loop(
     init: libc::pid_t,
@@ -901,6 +916,7 @@ fn wait_loop(
     let mut deadline: Option<Instant> = None;
     let mut msg_open = true;
     loop {
+        crash_point("wait");
         let mut fds = [
             libc::pollfd {
                 fd: sigfd.as_raw_fd(),
