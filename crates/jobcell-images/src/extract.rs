@@ -226,7 +226,7 @@ pub(crate) struct Policy {
     pub owner: (u32, u32),
     pub max_size: Option<u64>,
     pub cancel: Option<Arc<AtomicBool>>,
-    pub progress: Option<Arc<dyn Fn(&Progress) + Send + Sync>>,
+    pub progress: Option<crate::ProgressFn>,
     pub input_bytes: Arc<AtomicU64>,
     pub input_total: Option<u64>,
 }
@@ -378,7 +378,7 @@ impl<'p> Extractor<'p> {
             self.audit.absolute_paths_made_relative += 1;
         }
         self.entries += 1;
-        if self.entries % 256 == 0 {
+        if self.entries & 255 == 0 {
             self.report();
         }
         Ok(comps)
