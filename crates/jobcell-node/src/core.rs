@@ -135,6 +135,7 @@ pub struct CoreConfig {
     pub jobs_dir: PathBuf,
     pub scratch_base: PathBuf,
     pub cgroup_parent: Option<PathBuf>,
+    pub images: jobdir::ImagesConfig,
 }
 
 /// What is still pending on a job whose supervisor must end first.
@@ -606,6 +607,14 @@ impl Core {
         spec.resources.memory = Some(memory);
         spec.validate()
             .map_err(|e| ApiErr::new(400, e.to_string()))?;
+        if let Some(name) = &spec.image {
+            // Refuse an unknown or invisible image now, not when the job starts.
+            self.cfg
+                .images
+                .open()
+                .and_then(|s| s.show(name, caller))
+                .map_err(|e| ApiErr::new(400, format!("image '{name}': {e}")))?;
+        }
         let node = self.cfg.node;
         if cpus > node.cpus + 1e-9 {
             return Err(ApiErr::new(
@@ -1201,6 +1210,8 @@ impl Core {
                 .map(PathBuf::from)
                 .unwrap_or_else(|| dir.join("stderr")),
             cgroup_parent: self.cfg.cgroup_parent.clone(),
+            owner: j.info.owner,
+            images: Some(self.cfg.images.clone()),
         };
         let data = serde_json::to_vec(&s).map_err(|e| e.to_string())?;
         std::fs::write(jobdir::spec_path(dir), data).map_err(|e| format!("writing spec.json: {e}"))

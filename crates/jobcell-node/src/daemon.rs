@@ -35,6 +35,8 @@ pub struct DaemonOptions {
     pub cgroup_parent: Option<PathBuf>,
     /// The binary the spawner execs as `<exe> supervise DIR ATTEMPT`.
     pub exe: PathBuf,
+    /// The image store (jobs may name an image, as with `jobcell run --image`).
+    pub images: crate::jobdir::ImagesConfig,
 }
 
 #[derive(Debug, Error)]
@@ -163,6 +165,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
         jobs_dir,
         scratch_base: o.scratch_base.clone(),
         cgroup_parent: o.cgroup_parent.clone(),
+        images: o.images.clone(),
     };
     let mut core = Core::new(
         store,

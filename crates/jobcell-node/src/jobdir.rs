@@ -22,6 +22,26 @@ pub struct SupervisorSpec {
     pub stdout: PathBuf,
     pub stderr: PathBuf,
     pub cgroup_parent: Option<PathBuf>,
+    /// Who submitted the job (image visibility is checked for this uid).
+    #[serde(default)]
+    pub owner: u32,
+    /// Where the image store is, for jobs that name an image.
+    #[serde(default)]
+    pub images: Option<ImagesConfig>,
+}
+
+/// The image store's location and the admin-named image trees (`[images]` in the config).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ImagesConfig {
+    pub state_dir: PathBuf,
+    pub images_dir: PathBuf,
+    pub named: std::collections::BTreeMap<String, PathBuf>,
+}
+
+impl ImagesConfig {
+    pub fn open(&self) -> Result<jobcell_images::ImageStore, jobcell_images::ImageError> {
+        jobcell_images::ImageStore::open(&self.state_dir, &self.images_dir, self.named.clone())
+    }
 }
 
 /// Who claimed an attempt.

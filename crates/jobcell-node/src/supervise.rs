@@ -73,9 +73,16 @@ fn run(dir: &Path, attempt: u32, pid: i32) -> Result<JobResult, String> {
     let text = std::fs::read(jobdir::spec_path(dir))
         .map_err(|e| format!("reading {}: {e}", jobdir::spec_path(dir).display()))?;
     let s: SupervisorSpec = serde_json::from_slice(&text).map_err(|e| format!("spec.json: {e}"))?;
-    if s.spec.image.is_some() {
-        return Err("images are not yet supported for jobs submitted to the daemon".into());
-    }
+    // The lease keeps the image from being removed while the job runs.
+    let lease = match (&s.spec.image, &s.images) {
+        (Some(name), Some(cfg)) => Some(
+            cfg.open()
+                .and_then(|st| st.lease(name, s.owner))
+                .map_err(|e| format!("image '{name}': {e}"))?,
+        ),
+        (Some(name), None) => return Err(format!("image '{name}': no image store configured")),
+        _ => None,
+    };
     let rootless = !sys::is_root();
     let identity = if rootless {
         Identity::current()
@@ -109,8 +116,8 @@ fn run(dir: &Path, attempt: u32, pid: i32) -> Result<JobResult, String> {
     drop((out, err));
     let outcome = launch(&Launch {
         spec: &s.spec,
-        image_root: None,
-        image_name: None,
+        image_root: lease.as_ref().map(|l| l.root.clone()),
+        image_name: lease.as_ref().map(|l| l.name.clone()),
         extra_env: Vec::new(),
         cgroup_parent: s.cgroup_parent.clone(),
         cgroup_name: Some(jobdir::cgroup_name(pid, s.id)),

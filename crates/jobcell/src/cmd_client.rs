@@ -79,6 +79,9 @@ pub struct SubmitArgs {
     pub net: String,
     #[arg(long, value_name = "minimal|host", default_value = "minimal")]
     pub dev: String,
+    /// Run inside this registered image (see `jobcell image ls`).
+    #[arg(long, value_name = "NAME")]
+    pub image: Option<String>,
     /// Higher runs first (default 0).
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub priority: i32,
@@ -160,6 +163,7 @@ pub fn build_spec(a: &SubmitArgs) -> anyhow::Result<JobSpec> {
         "none" => NetMode::None,
         n => anyhow::bail!("--net '{n}' is not one of host, none"),
     };
+    spec.image = a.image.clone();
     spec.dev = match a.dev.as_str() {
         "minimal" => DevMode::Minimal,
         "host" => DevMode::Host,

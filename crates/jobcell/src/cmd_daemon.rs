@@ -71,6 +71,14 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
             .unwrap_or_else(|| state_dir.join("scratch")),
         cgroup_parent: a.cgroup_parent.clone().or(cfg.paths.cgroup_parent.clone()),
         exe: PathBuf::from("/proc/self/exe"),
+        images: {
+            let (s, i) = config::store_dirs(&cfg, Some(&state_dir), None);
+            jobcell_node::jobdir::ImagesConfig {
+                state_dir: s,
+                images_dir: i,
+                named: cfg.images.clone(),
+            }
+        },
         state_dir,
     };
     if let Some(c) = opts.cpus {

@@ -70,7 +70,10 @@ struct Daemon {
 
 impl Daemon {
     fn start(args: &[&str]) -> Daemon {
-        let dir = TempDir::new_in("/tmp");
+        Self::start_in(TempDir::new_in("/tmp"), args)
+    }
+
+    fn start_in(dir: TempDir, args: &[&str]) -> Daemon {
         let scratch = TempDir::new_in("/dev/shm");
         let mut d = Daemon {
             child: None,
@@ -1209,4 +1212,50 @@ fn an_acknowledged_remove_survives_a_daemon_kill() {
     let j = d.wait_state(id, State::Removed, Duration::from_secs(30));
     assert_eq!(j.signal, Some(9), "{j:?}");
     assert!(j.reason.unwrap().contains("removed by root"));
+}
+
+#[test]
+fn a_job_can_run_in_a_configured_image() {
+    if !root_or_skip("job_in_image") {
+        return;
+    }
+    if !Path::new("/bin/busybox").exists() {
+        eprintln!("SKIPPED: job_in_image: no static /bin/busybox to build a tiny image from");
+        return;
+    }
+    let _g = serial();
+    let dir = TempDir::new_in("/tmp");
+    // A tiny image tree: a static busybox and a marker file the host does not have.
+    let img = dir.0.join("tiny");
+    std::fs::create_dir_all(img.join("bin")).unwrap();
+    std::fs::create_dir_all(img.join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", img.join("bin/busybox")).unwrap();
+    std::fs::write(img.join("etc/jobcell-marker"), "in-the-image\n").unwrap();
+    let cfg = dir.0.join("config.toml");
+    std::fs::write(&cfg, format!("[images]\ntiny = \"{}\"\n", img.display())).unwrap();
+    let cfg_s = cfg.to_string_lossy().into_owned();
+    let d = Daemon::start_in(dir, &["--cpus", "1", "--memory", "1G", "--config", &cfg_s]);
+    let o = d.cli(&[
+        "submit",
+        "-q",
+        "--image",
+        "tiny",
+        "--memory",
+        "64",
+        "--",
+        "/bin/busybox",
+        "cat",
+        "/etc/jobcell-marker",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let id: u64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
+    let j = d.wait_state(id, State::Completed, Duration::from_secs(30));
+    assert_eq!(j.exit_code, Some(0), "{j:?}");
+    assert_eq!(j.report.unwrap()["isolation"]["image"], "tiny");
+    let o = d.cli(&["output", &id.to_string()]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "in-the-image\n");
+    // An unknown image is refused at submit.
+    let o = d.cli(&["submit", "--image", "nosuch", "--", "/bin/true"]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("image 'nosuch'"), "{}", stderr(&o));
 }
