@@ -774,12 +774,20 @@ fn the_node_is_never_overcommitted_and_oversized_jobs_are_refused() {
     // While they run, the daemon's allocation never exceeds the node.
     let t = Instant::now();
     let mut max_running = 0;
+    let mut max_cg = 0.0f64;
     loop {
         let s: NodeStatus = d.client().call("GET", "/v1/status", None).unwrap();
         assert!(s.cpus_allocated <= 2.0 + 1e-9, "{s:?}");
         assert!(s.memory_allocated <= 1 << 30, "{s:?}");
         let a = d.active();
         max_running = max_running.max(a.iter().filter(|j| j.state.active()).count());
+        // And the kernel's view: the job cgroups that exist now carry at most the node.
+        let (cg_cpus, cg_mem) = live_job_cgroups(&d, &ids);
+        assert!(
+            cg_cpus <= 2.0 + 1e-9 && cg_mem <= 1 << 30,
+            "cgroups: {cg_cpus} cpus, {cg_mem} bytes"
+        );
+        max_cg = max_cg.max(cg_cpus);
         if a.is_empty() {
             break;
         }
@@ -787,6 +795,7 @@ fn the_node_is_never_overcommitted_and_oversized_jobs_are_refused() {
         std::thread::sleep(Duration::from_millis(10));
     }
     assert!(max_running >= 2, "jobs ran in parallel ({max_running})");
+    assert!(max_cg > 0.0, "job cgroups were seen");
     // And from the records: at no instant did running jobs sum to more than the node.
     let h = d.history();
     assert_eq!(h.len(), 16);
@@ -1258,4 +1267,33 @@ fn a_job_can_run_in_a_configured_image() {
     let o = d.cli(&["submit", "--image", "nosuch", "--", "/bin/true"]);
     assert!(!o.status.success());
     assert!(stderr(&o).contains("image 'nosuch'"), "{}", stderr(&o));
+}
+
+/// Sum of cpu.shares/1024 and memory.limit_in_bytes over the job cgroups of `ids` that exist
+/// right now (v1; (0, 0) elsewhere).
+fn live_job_cgroups(d: &Daemon, ids: &[u64]) -> (f64, u64) {
+    let (Some(cpu), Some(mem)) = (own_v1_dir("cpu"), own_v1_dir("memory")) else {
+        return (0.0, 0);
+    };
+    let (mut c, mut m) = (0.0, 0);
+    for id in ids {
+        let Ok(data) = std::fs::read(d.state.join(format!("jobs/{id}/claim-1"))) else {
+            continue;
+        };
+        let v: serde_json::Value = serde_json::from_slice(&data).unwrap();
+        let Some(pid) = v["supervisor"]["pid"].as_i64() else {
+            continue;
+        };
+        let name = format!("jobcell/job-{pid}-{id:x}");
+        let read =
+            |p: PathBuf| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+        if let (Some(sh), Some(lim)) = (
+            read(cpu.join(&name).join("cpu.shares")),
+            read(mem.join(&name).join("memory.limit_in_bytes")),
+        ) {
+            c += sh as f64 / 1024.0;
+            m += lim;
+        }
+    }
+    (c, m)
 }
