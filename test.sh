@@ -42,9 +42,11 @@ JOBCELL_REQUIRE_HTCONDOR=1 cargo test --workspace --locked 2>&1 | tee -a "$log" 
 
 if [[ ${JOBCELL_SKIP_VM:-0} == 1 ]]; then
   echo "SKIPPED: the pure cgroup-v2 VM suite (JOBCELL_SKIP_VM=1)" | tee -a "$log"
-elif [[ -x tests/vm/run-cgroup-suite.sh ]]; then
+else
   echo "== cgroup suite in a pure cgroup-v2 VM"
   tests/vm/run-cgroup-suite.sh 2>&1 | tee -a "$log" || status=1
+  echo "== jobcell run in a pure cgroup-v2 VM"
+  tests/vm/run-launcher-suite.sh 2>&1 | tee -a "$log" || status=1
 fi
 
 passed=$(grep -oE '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')

@@ -30,6 +30,9 @@ mount -t sysfs -o nosuid,nodev,noexec sysfs /sys
 mount -t devtmpfs -o nosuid,mode=0755 devtmpfs /dev
 mkdir -p /dev/pts /dev/shm
 mount -t devpts -o nosuid,noexec,gid=5,mode=620,ptmxmode=666 devpts /dev/pts
+# The initramfs root is unpacked 0700 (its staging dir was mktemp -d): give it the usual
+# 0755 so unprivileged processes (jobs run as nobody) can reach /bin, /etc, /tmp.
+chmod 0755 /
 mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /dev/shm
 mount -t tmpfs -o nosuid,nodev,mode=1777 tmpfs /tmp
 mount -t tmpfs -o nosuid,nodev,mode=0755 tmpfs /run

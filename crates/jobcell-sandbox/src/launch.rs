@@ -174,6 +174,12 @@ fn locked_flags(fd: RawFd) -> libc::c_ulong {
     f
 }
 
+fn current_umask() -> libc::mode_t {
+    let m = unsafe { libc::umask(0o022) };
+    unsafe { libc::umask(m) };
+    m
+}
+
 fn proc_fd(fd: RawFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{fd}"))
 }
@@ -282,6 +288,8 @@ impl PlanShape {
 
 struct ChildPlan {
     shape: PlanShape,
+    /// The caller's umask, for the job.
+    umask: libc::mode_t,
     identity: Identity,
     last_cap: u32,
     userns: Option<(u32, u32)>,
@@ -484,6 +492,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
 
     let child = ChildPlan {
         shape,
+        umask: current_umask(),
         identity: identity.clone(),
         last_cap: identity::last_cap(),
         userns: rootless.then(|| (unsafe { libc::getuid() }, unsafe { libc::getgid() })),
@@ -1012,6 +1021,9 @@ fn init_inner(c: &ChildPlan) -> i32 {
         return 125; // the launcher died or gave up before releasing us
     }
     unsafe { libc::close(c.go_fd) };
+    // Mount points and device files get exactly the modes the plan says, whatever the
+    // caller's umask (the job gets the caller's back before exec).
+    unsafe { libc::umask(0o022) };
     if let Err((what, e)) = setup_namespaces(c, &sys) {
         send_fail(c.msg_fd, Stage::Setup, what, &e);
         return 125;
@@ -1181,6 +1193,7 @@ fn keep_only_kill_cap(last_cap: u32) {
 /// The job process: from root in the new namespaces to the user's command.
 fn job_main(c: &ChildPlan, sys: &dyn Syscall) -> ! {
     unsafe {
+        libc::umask(c.umask);
         let empty: libc::sigset_t = std::mem::zeroed();
         libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
         // Rust ignores SIGPIPE; an ignored signal would survive exec.

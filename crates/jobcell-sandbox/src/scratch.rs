@@ -94,6 +94,9 @@ fn open_base(base: &Path) -> Result<OwnedFd, ScratchError> {
             if e.raw_os_error() != Some(libc::EEXIST) {
                 return Err(err(e));
             }
+        } else {
+            // mkdir applied the umask; a base others cannot pass through breaks their jobs.
+            check(unsafe { libc::chmod(p.as_ptr(), 0o711) }).map_err(err)?;
         }
     }
     let p = cstr(base).map_err(err)?;
