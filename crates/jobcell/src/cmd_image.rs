@@ -213,7 +213,7 @@ fn add(
                 "imported {} as {} ({}, {} entries, {}, setuid stripped: {}, skipped: {})",
                 img.name,
                 img.short_id(),
-                human(img.size),
+                jobcell_spec::format_size(img.size),
                 img.entries,
                 img.format,
                 img.audit.setuid_stripped.len(),
@@ -270,8 +270,8 @@ impl ProgressBar {
             "\r\x1b[K{}: {}{} read, {} unpacked, {} entries",
             self.name,
             bar,
-            human(p.input_bytes),
-            human(p.unpacked_bytes),
+            jobcell_spec::format_size(p.input_bytes),
+            jobcell_spec::format_size(p.unpacked_bytes),
             p.entries
         );
         let _ = e.flush();
@@ -284,20 +284,6 @@ impl ProgressBar {
     }
 }
 
-fn human(n: u64) -> String {
-    const U: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut i = 0;
-    while v >= 1024.0 && i < U.len() - 1 {
-        v /= 1024.0;
-        i += 1;
-    }
-    if i == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", U[i])
-    }
-}
 
 /// `YYYY-MM-DD HH:MM` UTC from unix seconds (civil-from-days, no time crate needed).
 fn utc(ts: i64) -> String {
@@ -361,7 +347,7 @@ fn print_table(imgs: &[Image]) {
                 if configured {
                     "-".into()
                 } else {
-                    human(i.size)
+                    jobcell_spec::format_size(i.size)
                 },
                 utc(i.created),
                 if configured {
@@ -422,7 +408,7 @@ fn print_show(i: &Image, in_use: bool) {
         "owner:",
         &format!("{} ({})", user_name(i.owner_uid), i.owner_uid),
     );
-    kv("size:", &format!("{} ({} bytes)", human(i.size), i.size));
+    kv("size:", &format!("{} ({} bytes)", jobcell_spec::format_size(i.size), i.size));
     kv("entries:", &i.entries);
     kv("format:", &i.format);
     kv("created:", &format!("{} UTC", utc(i.created)));
@@ -483,7 +469,7 @@ mod tests {
 
     #[test]
     fn human_sizes() {
-        assert_eq!(super::human(10), "10 B");
-        assert_eq!(super::human(1536), "1.5 KiB");
+        assert_eq!(super::jobcell_spec::format_size(10), "10 B");
+        assert_eq!(super::jobcell_spec::format_size(1536), "1.5 KiB");
     }
 }
