@@ -469,7 +469,7 @@ mod tests {
 
     #[test]
     fn human_sizes() {
-        assert_eq!(super::jobcell_spec::format_size(10), "10 B");
-        assert_eq!(super::jobcell_spec::format_size(1536), "1.5 KiB");
+        assert_eq!(jobcell_spec::format_size(10), "10 B");
+        assert_eq!(jobcell_spec::format_size(1536), "1.5 KiB");
     }
 }
