@@ -70,7 +70,11 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
             .or_else(|| cfg.paths.scratch_base.clone())
             .unwrap_or_else(|| state_dir.join("scratch")),
         cgroup_parent: a.cgroup_parent.clone().or(cfg.paths.cgroup_parent.clone()),
-        exe: PathBuf::from("/proc/self/exe"),
+        // JOBCELL_EXEC_SUPERVISOR=1: exec `jobcell supervise` per job (the older, costlier way;
+        // kept for comparison and debugging).
+        exe: std::env::var_os("JOBCELL_EXEC_SUPERVISOR")
+            .filter(|v| v == "1")
+            .map(|_| PathBuf::from("/proc/self/exe")),
         images: {
             let (s, i) = config::store_dirs(&cfg, Some(&state_dir), None);
             jobcell_node::jobdir::ImagesConfig {

@@ -197,12 +197,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         Some(name) => {
             let (state_dir, images_dir) =
                 config::store_dirs(&cfg, a.state_dir.as_deref(), a.images_dir.as_deref());
-            // Non-root callers read root's index through a snapshot (see store_access.rs).
-            let store = crate::cmd_spank::store_access::open(
-                &state_dir,
-                &images_dir,
-                cfg.images.clone(),
-            )?;
+            // Non-root callers get a read-only view of root's index.
+            let store =
+                jobcell_images::ImageStore::open(&state_dir, &images_dir, cfg.images.clone())?;
             Some(
                 store
                     .lease(name, unsafe { libc::getuid() })

@@ -20,10 +20,6 @@ use jobcell_spec::{parse_bind, JobSpec, UserSpec};
 
 use crate::config;
 
-/// Read-only access to root's image index for non-root callers (also for `jobcell run`).
-#[path = "store_access.rs"]
-pub(crate) mod store_access;
-
 /// The variable whose presence selects this mode; the others carry the plugin's settings.
 pub const ARGV0_VAR: &str = "JOBCELL_SPANK_ARGV0";
 const PREFIX: &str = "JOBCELL_SPANK_";
@@ -110,8 +106,9 @@ fn run(argv0: OsString) -> anyhow::Result<JobExit> {
                 settings.get("STATE_DIR").map(Path::new),
                 settings.get("IMAGES_DIR").map(Path::new),
             );
-            let store = store_access::open(&state_dir, &images_dir, cfg.images.clone())
-                .with_context(|| format!("image store {}", state_dir.display()))?;
+            let store =
+                jobcell_images::ImageStore::open(&state_dir, &images_dir, cfg.images.clone())
+                    .with_context(|| format!("image store {}", state_dir.display()))?;
             Some(
                 store
                     .lease(name, unsafe { libc::getuid() })
