@@ -33,8 +33,9 @@ pub struct DaemonOptions {
     pub default_memory: u64,
     pub scratch_base: PathBuf,
     pub cgroup_parent: Option<PathBuf>,
-    /// The binary the spawner execs as `<exe> supervise DIR ATTEMPT`.
-    pub exe: PathBuf,
+    /// If set, the spawner execs supervisors as `<exe> supervise DIR ATTEMPT`; if not (the
+    /// default, cheaper), its forked child runs the supervisor code directly.
+    pub exe: Option<PathBuf>,
     /// The image store (jobs may name an image, as with `jobcell run --image`).
     pub images: crate::jobdir::ImagesConfig,
 }
@@ -149,7 +150,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
         .unwrap_or_default();
 
     // Fork the spawner while this process has a single thread.
-    let spawner = Spawner::start(&o.exe).map_err(DaemonError::Spawner)?;
+    let spawner = Spawner::start(o.exe.as_deref()).map_err(DaemonError::Spawner)?;
     let store = Store::open(&sd.join("state.db"))?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()

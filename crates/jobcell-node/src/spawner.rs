@@ -24,8 +24,13 @@ pub struct Spawner {
 
 impl Spawner {
     /// Fork the spawner. Call before any thread exists (before the tokio runtime).
-    pub fn start(exe: &Path) -> io::Result<Spawner> {
-        let exe = CString::new(exe.as_os_str().as_bytes())
+    /// With `exe`, supervisors are `exe supervise DIR ATTEMPT`; without, the spawner's forked
+    /// child runs [`crate::supervise::supervise`] itself (no exec, no dynamic loading: the
+    /// spawner is a single-threaded copy of the daemon from before its runtime existed).
+    pub fn start(exe: Option<&Path>) -> io::Result<Spawner> {
+        let exe = exe
+            .map(|e| CString::new(e.as_os_str().as_bytes()))
+            .transpose()
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "exe path has a NUL"))?;
         let (ours, theirs) = UnixStream::pair()?;
         let pid = unsafe { libc::fork() };
@@ -45,7 +50,7 @@ impl Spawner {
                 }
                 libc::syscall(libc::SYS_close_range, keep + 1, u32::MAX, 0u32);
             }
-            let code = match serve(theirs, &exe) {
+            let code = match serve(theirs, exe.as_ref()) {
                 Ok(()) => 0,
                 Err(_) => 1,
             };
@@ -120,7 +125,7 @@ impl Drop for Spawner {
 }
 
 /// The spawner's loop (in the forked child). Ends at EOF.
-fn serve(sock: UnixStream, exe: &CString) -> io::Result<()> {
+fn serve(sock: UnixStream, exe: Option<&CString>) -> io::Result<()> {
     let mut out = sock.try_clone()?;
     let mut r = BufReader::new(sock);
     let mut line = Vec::new();
@@ -155,7 +160,7 @@ fn parse_req(line: &[u8]) -> Option<(CString, CString)> {
     ))
 }
 
-fn spawn_one(exe: &CString, attempt: &CString, dir: &CString) -> io::Result<(i32, u64)> {
+fn spawn_one(exe: Option<&CString>, attempt: &CString, dir: &CString) -> io::Result<(i32, u64)> {
     let arg0 = CString::new("jobcell").unwrap();
     let sup = CString::new("supervise").unwrap();
     let argv = [
@@ -187,8 +192,22 @@ fn spawn_one(exe: &CString, attempt: &CString, dir: &CString) -> io::Result<(i32
                 libc::dup2(null, 0);
                 libc::dup2(null, 1);
                 libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
-                libc::execv(exe.as_ptr(), argv.as_ptr());
-                libc::_exit(127);
+                match exe {
+                    Some(exe) => {
+                        libc::execv(exe.as_ptr(), argv.as_ptr());
+                        libc::_exit(127);
+                    }
+                    None => {
+                        libc::prctl(libc::PR_SET_NAME, c"jobcell-superv".as_ptr(), 0, 0, 0);
+                        let dir = std::ffi::OsStr::from_bytes(dir.as_bytes());
+                        let attempt = std::str::from_utf8(attempt.as_bytes())
+                            .ok()
+                            .and_then(|a| a.parse().ok())
+                            .unwrap_or(0);
+                        let code = crate::supervise::supervise(Path::new(dir), attempt);
+                        libc::_exit(code);
+                    }
+                }
             }
         }
         let msg = if b < 0 {
