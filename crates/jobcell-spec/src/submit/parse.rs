@@ -141,7 +141,9 @@ fn statements(text: &str) -> Result<Vec<Stmt>, SubmitError> {
             });
         }
         let custom = name.strip_prefix('+').or_else(|| {
-            (name.len() > 3 && name[..3].eq_ignore_ascii_case("my.")).then(|| &name[3..])
+            // `get`, not `[..3]`: a non-ASCII name must not be cut inside a character.
+            (name.len() > 3 && name.get(..3).is_some_and(|p| p.eq_ignore_ascii_case("my.")))
+                .then(|| &name[3..])
         });
         let valid = |s: &str| {
             !s.is_empty()
