@@ -485,11 +485,34 @@ pub struct OutputArgs {
     pub sock: SocketArg,
     pub id: u64,
     /// Show stderr instead of stdout.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "events")]
     pub stderr: bool,
+    /// Show the job's event log (submitted, started, suspended, held, ended with usage).
+    #[arg(long)]
+    pub events: bool,
+    /// With --events: JSON instead of lines.
+    #[arg(long, requires = "events")]
+    pub json: bool,
 }
 
 pub fn output(a: OutputArgs) -> anyhow::Result<i32> {
+    if a.events {
+        let ev: Vec<jobcell_node::types::Event> =
+            a.sock
+                .client()
+                .call("GET", &format!("/v1/jobs/{}/events", a.id), None)?;
+        if a.json {
+            println!("{}", serde_json::to_string_pretty(&ev)?);
+            return Ok(0);
+        }
+        let mut out = std::io::stdout().lock();
+        for e in ev {
+            let t = e.time;
+            let detail = e.detail.map(|d| d.to_string()).unwrap_or_default();
+            writeln!(out, "{t:.3} {:<17} {detail}", e.kind)?;
+        }
+        return Ok(0);
+    }
     let which = if a.stderr { "stderr" } else { "stdout" };
     let data = a
         .sock

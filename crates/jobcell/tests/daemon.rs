@@ -393,6 +393,12 @@ fn a_job_runs_and_its_result_output_and_events_are_recorded() {
     let ev: Vec<Event> = d.client().call("GET", "/v1/jobs/1/events", None).unwrap();
     let kinds: Vec<&str> = ev.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["submitted", "started", "ended"], "{ev:?}");
+    let o = d.cli(&["output", "1", "--events"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        text.contains("ended") && text.contains("\"exit_code\":3"),
+        "{text}"
+    );
     let o = d.cli(&["history"]);
     let h = String::from_utf8_lossy(&o.stdout);
     assert!(h.contains("completed") && h.contains("/bin/sh -c"), "{h}");
