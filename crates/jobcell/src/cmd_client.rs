@@ -3,17 +3,14 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use anyhow::Context;
 use clap::Args;
 use jobcell_node::client::Client;
 use jobcell_node::daemon::DEFAULT_SOCKET;
 use jobcell_node::types::{JobInfo, NodeStatus, State, SubmitResponse};
-use jobcell_spec::{
-    format_size, parse_bind, parse_env, parse_size, DevMode, JobSpec, MemoryPolicy, NetMode, Unit,
-    UserSpec,
-};
+use jobcell_spec::{format_size, JobSpec, UserSpec};
+
+use crate::job_opts::JobOpts;
 use serde_json::json;
 
 #[derive(Args, Debug, Clone)]
@@ -41,47 +38,8 @@ pub struct SubmitArgs {
     /// Run as this user (name or uid); root only. Default: the submitter (root: nobody).
     #[arg(long, short = 'u', value_name = "NAME|UID")]
     pub user: Option<String>,
-    /// CPU request in cores (fractional allowed); the scheduler reserves it and the job's
-    /// cgroup gets the matching weight. Default 1.
-    #[arg(long, value_name = "N")]
-    pub cpus: Option<f64>,
-    /// Hard CPU quota in cores.
-    #[arg(long, value_name = "N")]
-    pub cpu_limit: Option<f64>,
-    /// Pin the job to these CPUs (kernel list syntax).
-    #[arg(long, value_name = "LIST")]
-    pub cpuset: Option<String>,
-    /// Memory request (bare numbers are MiB; 2G, 512MB). Default: the node's default_memory.
-    #[arg(long, value_name = "SIZE")]
-    pub memory: Option<String>,
-    #[arg(long, value_name = "hard|soft|none", default_value = "hard")]
-    pub memory_policy: MemoryPolicy,
-    #[arg(long, value_name = "SIZE")]
-    pub swap: Option<String>,
-    #[arg(long, value_name = "N")]
-    pub pids: Option<u64>,
-    #[arg(long, value_name = "N")]
-    pub io_weight: Option<u16>,
-    /// Set a variable in the job's environment.
-    #[arg(long, short = 'e', value_name = "KEY=VALUE")]
-    pub env: Vec<String>,
-    #[arg(long, value_name = "SRC[:DST]")]
-    pub bind: Vec<String>,
-    #[arg(long = "ro-bind", value_name = "SRC[:DST]")]
-    pub ro_bind: Vec<String>,
-    /// Directories made private (default /tmp, /var/tmp, /dev/shm; `none` for none).
-    #[arg(long = "private", value_name = "DIR")]
-    pub private: Vec<PathBuf>,
-    /// Seconds between SIGTERM and SIGKILL when the job is removed.
-    #[arg(long, value_name = "SECS")]
-    pub grace: Option<f64>,
-    #[arg(long, value_name = "host|none", default_value = "host")]
-    pub net: String,
-    #[arg(long, value_name = "minimal|host", default_value = "minimal")]
-    pub dev: String,
-    /// Run inside this registered image (see `jobcell image ls`).
-    #[arg(long, value_name = "NAME")]
-    pub image: Option<String>,
+    #[command(flatten)]
+    pub job: JobOpts,
     /// Higher runs first (default 0).
     #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
     pub priority: i32,
@@ -134,56 +92,7 @@ pub fn build_spec(a: &SubmitArgs) -> anyhow::Result<JobSpec> {
         None if root => UserSpec::Name("nobody".into()),
         None => UserSpec::Uid(unsafe { libc::getuid() }),
     };
-    if !a.private.is_empty() {
-        spec.private_dirs = a
-            .private
-            .iter()
-            .filter(|p| p.as_os_str() != "none")
-            .cloned()
-            .collect();
-    }
-    for b in &a.bind {
-        spec.mounts.push(parse_bind(b, false)?);
-    }
-    for b in &a.ro_bind {
-        spec.mounts.push(parse_bind(b, true)?);
-    }
-    for e in &a.env {
-        spec.env.push(parse_env(e)?);
-    }
-    if let Some(g) = a.grace {
-        anyhow::ensure!(
-            g.is_finite() && g >= 0.0,
-            "--grace {g} must be a number of seconds >= 0"
-        );
-        spec.grace = Duration::from_secs_f64(g);
-    }
-    spec.net = match a.net.as_str() {
-        "host" => NetMode::Host,
-        "none" => NetMode::None,
-        n => anyhow::bail!("--net '{n}' is not one of host, none"),
-    };
-    spec.image = a.image.clone();
-    spec.dev = match a.dev.as_str() {
-        "minimal" => DevMode::Minimal,
-        "host" => DevMode::Host,
-        d => anyhow::bail!("--dev '{d}' is not one of minimal, host"),
-    };
-    let r = &mut spec.resources;
-    r.cpus = a.cpus;
-    r.cpu_limit = a.cpu_limit;
-    r.cpuset = a.cpuset.clone();
-    r.memory_policy = a.memory_policy;
-    if let Some(m) = &a.memory {
-        r.memory = Some(parse_size(m, Unit::MiB).with_context(|| format!("--memory {m}"))?);
-    }
-    if let Some(m) = &a.swap {
-        r.swap = Some(parse_size(m, Unit::MiB).with_context(|| format!("--swap {m}"))?);
-    }
-    if a.pids.is_some() {
-        r.pids = a.pids;
-    }
-    r.io_weight = a.io_weight;
+    a.job.apply(&mut spec, None)?;
     spec.validate()?;
     Ok(spec)
 }

@@ -8,6 +8,7 @@ mod cmd_selftest;
 mod cmd_spank;
 mod cmd_submit_file;
 mod config;
+mod job_opts;
 
 #[derive(Parser, Debug)]
 #[command(
