@@ -32,9 +32,38 @@ impl SubmitEnv for NoEnv {
 /// multi-byte character panicked (`name[..3]` for the `my.` prefix check).
 #[test]
 fn non_ascii_command_name_is_an_error_not_a_panic() {
-    for text in ["\x0c\0?\u{c0}=", "ab\u{c0} = 1\nqueue\n", "m\u{e9}. = 1\nqueue\n"] {
+    for text in [
+        "\x0c\0?\u{c0}=",
+        "ab\u{c0} = 1\nqueue\n",
+        "m\u{e9}. = 1\nqueue\n",
+    ] {
         let r = parse_submit(text, &NoEnv, &SubmitOptions::default());
         let e = r.expect_err("a name with non-ASCII characters is not a valid command");
         assert!(e.to_string().starts_with("line 1:"), "{e}");
     }
+}
+
+/// fuzz/artifacts/submit/oom-ec45bc3c…: definitions that use each other several times per
+/// level, and self-references (`P = $(P)$(P)`, which copy the previous value at definition
+/// time), grow exponentially (over 2 GiB from 4 KiB); now refused past 1 MiB per value.
+#[test]
+fn exponential_macro_expansion_is_refused() {
+    let text = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz-submit-oom-ec45bc3c.sub"),
+    )
+    .unwrap();
+    let e = parse_submit(&text, &NoEnv, &SubmitOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("MiB"), "{e}");
+}
+
+#[test]
+fn doubling_macros_are_refused() {
+    // A clean, readable form of the same attack: each level doubles, 25 levels (512 MiB).
+    let mut text = String::from("a0 = xxxxxxxxxxxxxxxx\n");
+    for i in 1..26 {
+        text.push_str(&format!("a{i} = $(a{})$(a{})\n", i - 1, i - 1));
+    }
+    text.push_str("arguments = $(a25)\nexecutable = /bin/true\nqueue\n");
+    let e = parse_submit(&text, &NoEnv, &SubmitOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("after expanding macros"), "{e}");
 }

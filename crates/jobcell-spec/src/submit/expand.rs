@@ -29,7 +29,9 @@ impl Table {
 
     /// Define `name`; a reference to `name` itself in the value means the previous value
     /// (HTCondor expands self-references at definition time: `A = $(A) more`).
-    pub fn define(&mut self, name: &str, value: &str, line: usize) {
+    /// Refused past `MAX_EXPANDED`: each self-reference copies the previous value, so a few
+    /// lines of `A = $(A)$(A)` grow exponentially (found by fuzzing).
+    pub fn define(&mut self, name: &str, value: &str, line: usize) -> Result<(), SubmitError> {
         let key = name.to_ascii_lowercase();
         let prev = self
             .defs
@@ -37,6 +39,15 @@ impl Table {
             .map(|d| d.value.clone())
             .unwrap_or_default();
         let value = replace_self_ref(value, name, &prev);
+        if value.len() > MAX_EXPANDED {
+            return Err(SubmitError::Syntax {
+                line,
+                msg: format!(
+                    "{name} is longer than {} MiB after replacing $({name}) with its previous value",
+                    MAX_EXPANDED >> 20
+                ),
+            });
+        }
         self.defs.insert(
             key,
             Def {
@@ -45,6 +56,7 @@ impl Table {
                 line,
             },
         );
+        Ok(())
     }
 }
 
@@ -79,6 +91,9 @@ pub struct Expander<'a> {
 }
 
 const MAX_DEPTH: usize = 32;
+/// Longest value after expansion: nested definitions that each use the next several times
+/// grow exponentially with depth (found by fuzzing: a 4 KiB file took over 2 GiB).
+const MAX_EXPANDED: usize = 1 << 20;
 
 fn is_name(s: &str) -> bool {
     !s.is_empty()
@@ -126,6 +141,15 @@ impl Expander<'_> {
         let mut out = String::with_capacity(value.len());
         let mut i = 0;
         while let Some(off) = value[i..].find('$') {
+            if out.len() > MAX_EXPANDED {
+                return Err(SubmitError::Syntax {
+                    line,
+                    msg: format!(
+                        "the value is longer than {} MiB after expanding macros",
+                        MAX_EXPANDED >> 20
+                    ),
+                });
+            }
             let pos = i + off;
             out.push_str(&value[i..pos]);
             let rest = &value[pos..];

@@ -737,10 +737,10 @@ pub fn parse_submit(
 
     for s in stmts {
         match s {
-            Stmt::Assign { line, name, value } => table.define(&name, &value, line),
+            Stmt::Assign { line, name, value } => table.define(&name, &value, line)?,
             Stmt::Custom { line, attr, value } => {
                 let lower = attr.to_ascii_lowercase();
-                table.define(&format!("MY.{attr}"), &value, line);
+                table.define(&format!("MY.{attr}"), &value, line)?;
                 let value = table.get(&format!("my.{lower}")).unwrap().value.clone();
                 match custom.iter_mut().find(|c| c.0 == lower) {
                     Some(c) => {
