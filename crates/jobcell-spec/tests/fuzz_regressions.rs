@@ -67,3 +67,17 @@ fn doubling_macros_are_refused() {
     let e = parse_submit(&text, &NoEnv, &SubmitOptions::default()).unwrap_err();
     assert!(e.to_string().contains("after expanding macros"), "{e}");
 }
+
+/// The same doubling chain with an empty leaf: no growth, but 2^30 expansions.
+#[test]
+fn doubling_macros_that_expand_to_nothing_are_refused() {
+    let mut text = String::from("a0 =\n");
+    for i in 1..31 {
+        text.push_str(&format!("a{i} = $(a{})$(a{})\n", i - 1, i - 1));
+    }
+    text.push_str("arguments = $(a30)\nexecutable = /bin/true\nqueue\n");
+    let t = std::time::Instant::now();
+    let e = parse_submit(&text, &NoEnv, &SubmitOptions::default()).unwrap_err();
+    assert!(e.to_string().contains("macro expansions"), "{e}");
+    assert!(t.elapsed() < std::time::Duration::from_secs(10));
+}

@@ -94,6 +94,12 @@ const MAX_DEPTH: usize = 32;
 /// Longest value after expansion: nested definitions that each use the next several times
 /// grow exponentially with depth (found by fuzzing: a 4 KiB file took over 2 GiB).
 const MAX_EXPANDED: usize = 1 << 20;
+/// Most nested expansions for one top-level value (real files use a handful).
+const MAX_EXPANSIONS: u64 = 1_000_000;
+
+thread_local! {
+    static EXPANSIONS: Cell<u64> = const { Cell::new(0) };
+}
 
 fn is_name(s: &str) -> bool {
     !s.is_empty()
@@ -104,6 +110,7 @@ fn is_name(s: &str) -> bool {
 impl Expander<'_> {
     /// Expand every macro in `value` (taken from line `line`).
     pub fn expand(&self, value: &str, line: usize) -> Result<String, SubmitError> {
+        EXPANSIONS.with(|n| n.set(0));
         self.expand_depth(value, line, 0)
     }
 
@@ -138,6 +145,18 @@ impl Expander<'_> {
     }
 
     fn expand_depth(&self, value: &str, line: usize, depth: usize) -> Result<String, SubmitError> {
+        // A doubling chain of definitions that expand to nothing costs 2^depth calls without
+        // growing the value: bound the work per top-level value too.
+        let n = EXPANSIONS.with(|n| {
+            n.set(n.get() + 1);
+            n.get()
+        });
+        if n > MAX_EXPANSIONS {
+            return Err(SubmitError::Syntax {
+                line,
+                msg: format!("more than {MAX_EXPANSIONS} macro expansions for one value"),
+            });
+        }
         let mut out = String::with_capacity(value.len());
         let mut i = 0;
         while let Some(off) = value[i..].find('$') {
