@@ -38,7 +38,7 @@ tests/submit/setup-venv.sh
 
 status=0
 echo "== cargo test --workspace (host: $(uname -r), $(stat -fc %T /sys/fs/cgroup))"
-JOBCELL_REQUIRE_HTCONDOR=1 cargo test --workspace --locked 2>&1 | tee -a "$log" || status=1
+JOBCELL_REQUIRE_HTCONDOR=1 cargo test --workspace --locked --no-fail-fast 2>&1 | tee -a "$log" || status=1
 
 if [[ ${JOBCELL_SKIP_VM:-0} == 1 ]]; then
   echo "SKIPPED: the pure cgroup-v2 VM suite (JOBCELL_SKIP_VM=1)" | tee -a "$log"

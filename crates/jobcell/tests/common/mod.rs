@@ -1,8 +1,8 @@
 //! Helpers for the integration tests: run the real `jobcell` binary and look at the host.
 //!
-//! Every job gets a scratch base inside a per-test directory under cargo's target tmp dir (not
-//! under /tmp, so the jobs see the scratch base covered by a tmpfs, as on a real node), and the
-//! tests never touch /var/lib/jobcell.
+//! Every job gets a scratch base inside a per-test directory under /var/lib/jobcell-itest (not
+//! under /tmp, so the jobs see the scratch base covered by a tmpfs, as on a real node, and
+//! wherever the checkout lives), and the tests never touch /var/lib/jobcell.
 
 #![allow(dead_code)]
 
@@ -56,8 +56,16 @@ pub struct TestDir {
 }
 
 impl TestDir {
+    /// Under `$JOBCELL_TEST_DIR`, else /var/lib/jobcell-itest: never under /tmp, /var/tmp or
+    /// /dev/shm (private in jobs, so host files there are invisible to them) nor under a
+    /// checkout that `nobody` may not be able to traverse (/root/...).
     pub fn new(tag: &str) -> TestDir {
-        Self::new_in(Path::new(env!("CARGO_TARGET_TMPDIR")), tag)
+        let parent = std::env::var_os("JOBCELL_TEST_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/var/lib/jobcell-itest"));
+        std::fs::create_dir_all(&parent).unwrap();
+        std::fs::set_permissions(&parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+        Self::new_in(&parent, tag)
     }
 
     /// Under another parent (e.g. the host's /tmp).
