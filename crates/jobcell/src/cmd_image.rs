@@ -284,7 +284,6 @@ impl ProgressBar {
     }
 }
 
-
 /// `YYYY-MM-DD HH:MM` UTC from unix seconds (civil-from-days, no time crate needed).
 fn utc(ts: i64) -> String {
     if ts <= 0 {
@@ -408,7 +407,10 @@ fn print_show(i: &Image, in_use: bool) {
         "owner:",
         &format!("{} ({})", user_name(i.owner_uid), i.owner_uid),
     );
-    kv("size:", &format!("{} ({} bytes)", jobcell_spec::format_size(i.size), i.size));
+    kv(
+        "size:",
+        &format!("{} ({} bytes)", jobcell_spec::format_size(i.size), i.size),
+    );
     kv("entries:", &i.entries);
     kv("format:", &i.format);
     kv("created:", &format!("{} UTC", utc(i.created)));
