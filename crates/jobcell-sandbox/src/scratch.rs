@@ -46,7 +46,8 @@ pub struct ScratchDir {
     borrowed: bool,
 }
 
-fn open_dir_at(dirfd: RawFd, name: &CStr) -> io::Result<OwnedFd> {
+/// Open directory `name` under `dirfd` without following a symlink (CLOEXEC).
+pub fn open_dir_at(dirfd: RawFd, name: &CStr) -> io::Result<OwnedFd> {
     let fd = unsafe {
         libc::openat(
             dirfd,

@@ -21,9 +21,9 @@
 //! The SPANK glue is compiled only when Slurm's headers were found at build time (`have_slurm`);
 //! this module holds the parts that do not need Slurm, tested on their own.
 
-use std::ffi::{CStr, CString};
+use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
 use thiserror::Error;
@@ -219,20 +219,6 @@ fn cpath(p: &Path) -> io::Result<CString> {
         .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))
 }
 
-fn open_dir_at(dirfd: RawFd, name: &CStr) -> io::Result<OwnedFd> {
-    let fd = unsafe {
-        libc::openat(
-            dirfd,
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 fn fstat(fd: RawFd) -> io::Result<libc::stat> {
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
     if unsafe { libc::fstat(fd, &mut st) } < 0 {
@@ -261,7 +247,8 @@ fn open_base(base: &Path, create: bool) -> Result<OwnedFd, JobDirError> {
             }
         }
     }
-    let fd = open_dir_at(libc::AT_FDCWD, &cpath(base).map_err(err)?).map_err(err)?;
+    let fd = jobcell_sandbox::scratch::open_dir_at(libc::AT_FDCWD, &cpath(base).map_err(err)?)
+        .map_err(err)?;
     let st = fstat(fd.as_raw_fd()).map_err(err)?;
     if st.st_uid != 0 || st.st_mode & 0o022 != 0 {
         return Err(JobDirError::BaseUnsafe(base.to_path_buf()));
@@ -285,7 +272,7 @@ pub fn prepare_job_dir(
         source,
     };
     if unsafe { libc::mkdirat(base_fd.as_raw_fd(), name.as_ptr(), 0o700) } == 0 {
-        let fd = open_dir_at(base_fd.as_raw_fd(), &name).map_err(err)?;
+        let fd = jobcell_sandbox::scratch::open_dir_at(base_fd.as_raw_fd(), &name).map_err(err)?;
         if unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) } < 0 {
             let e = io::Error::last_os_error();
             unsafe { libc::unlinkat(base_fd.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) };
@@ -298,7 +285,7 @@ pub fn prepare_job_dir(
         return Err(err(e));
     }
     // Another task of the job made it (or a job with a reused id left it: refuse a stranger's).
-    let fd = open_dir_at(base_fd.as_raw_fd(), &name).map_err(err)?;
+    let fd = jobcell_sandbox::scratch::open_dir_at(base_fd.as_raw_fd(), &name).map_err(err)?;
     let st = fstat(fd.as_raw_fd()).map_err(err)?;
     if st.st_uid != uid {
         return Err(JobDirError::WrongOwner {
