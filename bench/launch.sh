@@ -15,6 +15,7 @@ if ((${#need[@]})); then
   apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 work=$(mktemp -d /var/lib/jobcell-bench.XXXXXX)
+chmod 755 "$work"   # jobs (nobody) pass through it to their scratch dirs
 shm=$(mktemp -d /dev/shm/jobcell-bench.XXXXXX)
 trap 'rm -rf "$work" "$shm"' EXIT
 mkdir -p "$work/tree/bin" "$work/tree/etc"
