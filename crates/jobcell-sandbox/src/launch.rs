@@ -571,10 +571,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
             w.clear();
             if !oom_seen && w.oom_kills().unwrap_or(0) > 0 {
                 oom_seen = true;
-                eprintln!(
-                    "jobcell: the job went over its memory limit ({}) and was killed by the kernel's OOM killer",
-                    jobcell_spec::format_size(spec.resources.memory.unwrap_or(0))
-                );
+                say_oom(spec);
             }
         },
     )?;
@@ -647,6 +644,13 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         },
         warnings,
     );
+    if let Some(u) = &usage {
+        // The event can lose the race with the init's death (v2 kills the whole group): the
+        // kernel's counter is the last word.
+        if u.oom_kills > 0 && !oom_seen {
+            say_oom(spec);
+        }
+    }
     if let Some(u) = usage {
         // v1's cpuacct splits user/system in scheduler ticks: a short job can read 0 there while
         // rusage (the init and every process it reaped) has microseconds. Take the larger.
@@ -677,6 +681,13 @@ fn world_writable(private: &[(PathBuf, String)]) -> Vec<PathBuf> {
                 .unwrap_or(false)
         })
         .collect()
+}
+
+fn say_oom(spec: &JobSpec) {
+    eprintln!(
+        "jobcell: the job went over its memory limit ({}) and was killed by the kernel's OOM killer",
+        jobcell_spec::format_size(spec.resources.memory.unwrap_or(0))
+    );
 }
 
 fn explicit_limits(r: &Resources) -> bool {
