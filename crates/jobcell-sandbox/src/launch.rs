@@ -1167,38 +1167,9 @@ fn keep_only_kill_cap(last_cap: u32) {
             unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
         }
     }
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
     let kill = 1u32 << CAP_KILL;
-    let mut h = Header {
-        version: 0x2008_0522,
-        pid: 0,
-    };
-    let d = [
-        Data {
-            effective: kill,
-            permitted: kill,
-            inheritable: 0,
-        },
-        Data {
-            effective: 0,
-            permitted: 0,
-            inheritable: 0,
-        },
-    ];
-    unsafe {
-        libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr());
-        libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
-    }
+    let _ = crate::syscall::capset(kill, kill, 0);
+    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
 }
 
 /// The job process: from root in the new namespaces to the user's command.

@@ -202,28 +202,7 @@ impl Syscall for Linux {
     }
 
     fn clear_caps(&self) -> io::Result<()> {
-        #[repr(C)]
-        struct Header {
-            version: u32,
-            pid: i32,
-        }
-        #[repr(C)]
-        #[derive(Default, Clone, Copy)]
-        struct Data {
-            effective: u32,
-            permitted: u32,
-            inheritable: u32,
-        }
-        const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
-        let mut h = Header {
-            version: LINUX_CAPABILITY_VERSION_3,
-            pid: 0,
-        };
-        let d = [Data::default(); 2];
-        check(
-            unsafe { libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr()) }
-                as libc::c_int,
-        )
+        capset(0, 0, 0)
     }
 
     fn set_no_new_privs(&self) -> io::Result<()> {
@@ -253,6 +232,40 @@ impl Syscall for Linux {
             )
         })
     }
+}
+
+/// Set this process's effective, permitted and inheritable capability sets (caps 0..=31; the
+/// upper word is zero, so every capability above 31 is dropped).
+pub fn capset(effective: u32, permitted: u32, inheritable: u32) -> io::Result<()> {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Default, Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    let mut h = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let d = [
+        Data {
+            effective,
+            permitted,
+            inheritable,
+        },
+        Data::default(),
+    ];
+    check(
+        unsafe { libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr()) }
+            as libc::c_int,
+    )
 }
 
 /// A test double that records every call as one line and succeeds (or fails on a chosen call).
