@@ -585,7 +585,7 @@ impl Core {
             ));
         }
         // Who the job runs as: a user may only run jobs as themself; root may choose.
-        let (uid, _) = sys::lookup_user(&spec.user.to_string())
+        let (uid, _) = sys::lookup_user(&spec.user)
             .ok_or_else(|| ApiErr::new(400, format!("user '{}' does not exist", spec.user)))?;
         if caller != 0 && uid != caller {
             return Err(ApiErr::new(

@@ -157,28 +157,16 @@ pub fn user_name(uid: u32) -> String {
     uid.to_string()
 }
 
-/// A user's uid and gid by name or number.
-pub fn lookup_user(name: &str) -> Option<(u32, u32)> {
-    let mut buf = vec![0u8; 4096];
-    let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut out: *mut libc::passwd = std::ptr::null_mut();
-    let rc = if let Ok(uid) = name.parse::<u32>() {
-        unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) }
-    } else {
-        let c = std::ffi::CString::new(name).ok()?;
-        unsafe {
-            libc::getpwnam_r(
-                c.as_ptr(),
-                &mut pw,
-                buf.as_mut_ptr().cast(),
-                buf.len(),
-                &mut out,
-            )
-        }
-    };
-    if rc == 0 && !out.is_null() {
-        Some((pw.pw_uid, pw.pw_gid))
-    } else {
-        name.parse::<u32>().ok().map(|u| (u, u))
+/// A user's uid and gid (passwd through NSS, as the launcher resolves it); a numeric uid with
+/// no passwd entry stands for itself.
+pub fn lookup_user(user: &jobcell_spec::UserSpec) -> Option<(u32, u32)> {
+    // A name made only of digits (possible in raw API JSON) is a uid, as on the command line.
+    let user = &jobcell_spec::UserSpec::parse(&user.to_string()).ok()?;
+    match jobcell_sandbox::identity::lookup(user) {
+        Ok(Some((_, uid, gid))) => Some((uid, gid)),
+        _ => match user {
+            jobcell_spec::UserSpec::Uid(u) => Some((*u, *u)),
+            jobcell_spec::UserSpec::Name(_) => None,
+        },
     }
 }

@@ -29,7 +29,8 @@ pub struct Identity {
     pub groups: Vec<u32>,
 }
 
-fn lookup(spec: &UserSpec) -> Result<Option<(String, u32, u32)>, IdentityError> {
+/// The passwd entry (name, uid, gid) for a user, if there is one.
+pub fn lookup(spec: &UserSpec) -> Result<Option<(String, u32, u32)>, IdentityError> {
     let mut buf = vec![0u8; 16 * 1024];
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut out: *mut libc::passwd = std::ptr::null_mut();
