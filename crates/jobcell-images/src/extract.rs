@@ -343,14 +343,14 @@ impl<'p> Extractor<'p> {
         Ok(())
     }
 
-    fn report(&self) {
+    fn report(&self, done: bool) {
         if let Some(p) = &self.policy.progress {
             p(&Progress {
                 input_bytes: self.policy.input_bytes.load(Ordering::Relaxed),
                 input_total: self.policy.input_total,
                 unpacked_bytes: self.total,
                 entries: self.entries,
-                done: false,
+                done,
             });
         }
     }
@@ -379,7 +379,7 @@ impl<'p> Extractor<'p> {
         }
         self.entries += 1;
         if self.entries & 255 == 0 {
-            self.report();
+            self.report(false);
         }
         Ok(comps)
     }
@@ -597,7 +597,7 @@ impl<'p> Extractor<'p> {
                 self.total += n as u64;
                 if done < size && (done & ((16 << 20) - 1)) < n as u64 {
                     self.check_cancel()?;
-                    self.report();
+                    self.report(false);
                 }
             }
             Ok(())
@@ -921,15 +921,7 @@ impl<'p> Extractor<'p> {
             context: "syncfs".into(),
             source: e,
         })?;
-        if let Some(p) = &self.policy.progress {
-            p(&Progress {
-                input_bytes: self.policy.input_bytes.load(Ordering::Relaxed),
-                input_total: self.policy.input_total,
-                unpacked_bytes: self.total,
-                entries: self.entries,
-                done: true,
-            });
-        }
+        self.report(true);
         Ok(Extracted {
             audit: self.audit,
             digest,
