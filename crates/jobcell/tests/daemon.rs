@@ -1293,6 +1293,15 @@ fn live_job_cgroups(d: &Daemon, ids: &[u64]) -> (f64, u64) {
         let name = format!("jobcell/job-{pid}-{id:x}");
         let read =
             |p: PathBuf| -> Option<u64> { std::fs::read_to_string(p).ok()?.trim().parse().ok() };
+        // A cgroup carries a job only once a process is in it: the launcher creates the
+        // directory, writes the limits, then moves the job in, so an empty one seen between
+        // mkdir and the limit writes still shows the kernel defaults (unlimited) and is not a job.
+        let populated = std::fs::read_to_string(mem.join(&name).join("cgroup.procs"))
+            .map(|p| !p.trim().is_empty())
+            .unwrap_or(false);
+        if !populated {
+            continue;
+        }
         if let (Some(sh), Some(lim)) = (
             read(cpu.join(&name).join("cpu.shares")),
             read(mem.join(&name).join("memory.limit_in_bytes")),
