@@ -411,8 +411,9 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
 
     tl.mark("scratch created");
     crash_point("scratch");
-    // 2b. The job's cgroup (root only; rootless jobs live in the scheduler's cgroup).
-    let cgroup = if rootless {
+    // 2b. The job's cgroup. Rootless, only when the caller names a cgroup it may write (a
+    // delegated subtree); otherwise the job lives in the scheduler's cgroup.
+    let cgroup = if rootless && l.cgroup_root.is_none() && l.cgroup_parent.is_none() {
         if explicit_limits(&spec.resources) {
             warnings.push("running rootless: no cgroup of jobcell's own, so limits come from the enclosing scheduler; usage is the kernel's accounting of the job's processes".into());
         }
