@@ -355,6 +355,63 @@ pub(crate) fn cpu_quota_us(cores: f64) -> u64 {
     ((cores * CFS_PERIOD_US as f64).round() as u64).max(1000)
 }
 
+/// The cgroup mounts and this process's cgroups.
+fn read_layout() -> Result<(Vec<detect::Mount>, Vec<(Vec<String>, String)>), CgroupError> {
+    let read =
+        |p: &str| std::fs::read_to_string(p).map_err(|e| CgroupError::io("read", Path::new(p), e));
+    Ok((
+        detect::parse_mountinfo(&read("/proc/self/mountinfo")?),
+        detect::parse_proc_cgroup(&read("/proc/self/cgroup")?),
+    ))
+}
+
+/// Whether this process may write `path` (by its effective ids, as the kernel will check).
+fn may_access(path: &Path, mode: libc::c_int) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    // SAFETY: faccessat on a NUL-terminated absolute path.
+    unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), mode, libc::AT_EACCESS) == 0 }
+}
+
+fn not_delegated(path: &Path, what: &str) -> CgroupError {
+    CgroupError::Delegation {
+        path: path.to_path_buf(),
+        // SAFETY: geteuid has no preconditions.
+        why: format!(
+            "{what} is not writable by uid {} (no cgroup is delegated to this user here)",
+            unsafe { libc::geteuid() }
+        ),
+    }
+}
+
+/// A cgroup file the caller must be able to write.
+pub(crate) fn check_writable(file: &Path) -> Result<(), CgroupError> {
+    if may_access(file, libc::W_OK) {
+        Ok(())
+    } else {
+        Err(not_delegated(file, "this file"))
+    }
+}
+
+/// Directory `dir` (below `mount`) exists and the caller may create cgroups in it, or it is
+/// missing and the caller may create it (its first existing ancestor is writable).
+pub(crate) fn check_creatable(dir: &Path, mount: &Path) -> Result<(), CgroupError> {
+    let mut cur = dir;
+    while !cur.exists() {
+        match cur.parent() {
+            Some(up) if up.starts_with(mount) => cur = up,
+            _ => break,
+        }
+    }
+    if may_access(cur, libc::W_OK | libc::X_OK) {
+        Ok(())
+    } else {
+        Err(not_delegated(cur, "the cgroup directory"))
+    }
+}
+
 enum RootImpl {
     V1(v1::Root),
     V2(v2::Root),
@@ -382,11 +439,7 @@ impl CgroupRoot {
     /// (`/batch/jobcell`), or on v2 also a filesystem path below the cgroup2 mount.
     /// On v2 this may move this process into `<parent>/launcher` (see the crate docs).
     pub fn detect(parent_override: Option<&Path>) -> Result<Self, CgroupError> {
-        let read = |p: &str| {
-            std::fs::read_to_string(p).map_err(|e| CgroupError::io("read", Path::new(p), e))
-        };
-        let mounts = detect::parse_mountinfo(&read("/proc/self/mountinfo")?);
-        let cgs = detect::parse_proc_cgroup(&read("/proc/self/cgroup")?);
+        let (mounts, cgs) = read_layout()?;
         let has_v1_memory = mounts
             .iter()
             .any(|m| !m.v2 && m.controllers.iter().any(|c| c == "memory"));
@@ -420,6 +473,35 @@ impl CgroupRoot {
                 "neither a cgroup v1 memory hierarchy nor a cgroup2 filesystem is mounted".into(),
             ))
         }
+    }
+
+    /// [`detect`](Self::detect) for an unprivileged (rootless) caller: only where a cgroup is
+    /// delegated to it. First checks, creating nothing, that this process can create job cgroups
+    /// below the parent (`parent_override`, else a `jobcell` child of its own cgroup) in every
+    /// hierarchy a job uses, and start jobs there — on v2 also that the common ancestor of its
+    /// own cgroup and the parent has a `cgroup.procs` it may write (what systemd's
+    /// `Delegate=yes` gives: the unit's directory and its `cgroup.procs`,
+    /// `cgroup.subtree_control` chowned to the user). Then detects as usual. Fails with
+    /// [`CgroupError::Delegation`] naming the first directory or file it may not write; the
+    /// caller then leaves limits to the enclosing scheduler.
+    pub fn detect_delegated(parent_override: Option<&Path>) -> Result<Self, CgroupError> {
+        let (mounts, cgs) = read_layout()?;
+        let has_v1_memory = mounts
+            .iter()
+            .any(|m| !m.v2 && m.controllers.iter().any(|c| c == "memory"));
+        if has_v1_memory {
+            v1::Root::check_delegated(&mounts, &cgs, parent_override)?;
+        } else if let Some(m) = mounts.iter().find(|m| m.v2) {
+            let own = cgs
+                .iter()
+                .find(|(c, _)| c.is_empty())
+                .map(|(_, p)| p.clone())
+                .ok_or_else(|| {
+                    CgroupError::NoHierarchy("/proc/self/cgroup has no cgroup2 (0::) line".into())
+                })?;
+            v2::Root::check_delegated(m, &own, parent_override)?;
+        }
+        Self::detect(parent_override)
     }
 
     pub fn version(&self) -> Version {

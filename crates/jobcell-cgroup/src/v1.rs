@@ -57,6 +57,8 @@ impl Ctrl {
 /// One mounted hierarchy jobcell uses.
 struct Hier {
     ctrls: Vec<Ctrl>,
+    /// Where the hierarchy is mounted.
+    mount: PathBuf,
     /// The cgroup this process lives in, in this hierarchy.
     own: PathBuf,
     /// jobcell's parent directory for job cgroups.
@@ -144,11 +146,12 @@ pub(crate) struct Root {
 }
 
 impl Root {
-    pub(crate) fn detect(
+    /// The hierarchies jobcell uses and its parent path in each (nothing opened or created).
+    fn hierarchies(
         mounts: &[Mount],
         cgs: &[(Vec<String>, String)],
         over: Option<&Path>,
-    ) -> Result<Root, CgroupError> {
+    ) -> Vec<Hier> {
         let mut hiers = Vec::new();
         for m in mounts.iter().filter(|m| !m.v2) {
             let ctrls: Vec<Ctrl> = Ctrl::ALL
@@ -171,13 +174,47 @@ impl Root {
             };
             hiers.push(Hier {
                 ctrls,
+                mount: m.mountpoint.clone(),
                 own,
                 parent_path,
                 parent: Mutex::new(None),
             });
         }
+        hiers
+    }
+
+    /// For an unprivileged caller, without creating anything: may it create job cgroups below
+    /// the parent in every hierarchy a job uses? (A delegated subtree: the parent, or its first
+    /// existing ancestor, is a directory the caller can write.) On v1 the launcher attaches
+    /// the job by writing its pid to the job's own `cgroup.procs`, which the caller owns once it
+    /// made the directory, so nothing else needs checking.
+    pub(crate) fn check_delegated(
+        mounts: &[Mount],
+        cgs: &[(Vec<String>, String)],
+        over: Option<&Path>,
+    ) -> Result<(), CgroupError> {
+        let hiers = Root::hierarchies(mounts, cgs, over);
+        if !hiers.iter().any(|h| h.has(Ctrl::Memory)) {
+            return Err(CgroupError::NoHierarchy(
+                "the v1 memory controller is mounted but this process is not in it".into(),
+            ));
+        }
+        for h in hiers
+            .iter()
+            .filter(|h| Ctrl::ALWAYS.iter().any(|c| h.has(*c)))
+        {
+            crate::check_creatable(&h.parent_path, &h.mount)?;
+        }
+        Ok(())
+    }
+
+    pub(crate) fn detect(
+        mounts: &[Mount],
+        cgs: &[(Vec<String>, String)],
+        over: Option<&Path>,
+    ) -> Result<Root, CgroupError> {
         let root = Root {
-            hiers,
+            hiers: Root::hierarchies(mounts, cgs, over),
             overridden: over.is_some(),
         };
         if root.hier(Ctrl::Memory).is_none() {

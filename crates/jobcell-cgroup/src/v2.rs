@@ -45,7 +45,12 @@ pub(crate) struct Root {
 }
 
 impl Root {
-    pub(crate) fn detect(m: &Mount, own: &str, over: Option<&Path>) -> Result<Root, CgroupError> {
+    /// (own cgroup, jobcell's parent, the parent's parent) as filesystem paths.
+    fn paths(
+        m: &Mount,
+        own: &str,
+        over: Option<&Path>,
+    ) -> Result<(PathBuf, PathBuf, PathBuf), CgroupError> {
         let own_fs = fs_path(m, own);
         let parent_path = match over {
             Some(o) => override_path(m, o),
@@ -67,6 +72,50 @@ impl Root {
                 why: "jobcell's parent cannot be the cgroup2 root itself".into(),
             })?
             .to_path_buf();
+        Ok((own_fs, parent_path, base_path))
+    }
+
+    /// For an unprivileged caller, without creating anything: may it create job cgroups below
+    /// the parent and start jobs in them? The parent (or the base, to make it) must be a
+    /// directory it can write; controllers not yet enabled need a writable `subtree_control`;
+    /// and `clone3(CLONE_INTO_CGROUP)` (like any migration) needs write access to
+    /// `cgroup.procs` of the common ancestor of the launcher's cgroup and the job's —
+    /// delegation containment: a user cannot pull its process out of a subtree it was not
+    /// given. (If detect must move the launcher into `<parent>/launcher`, that move needs the
+    /// same file: the common ancestor is then the base, which is the launcher's own cgroup.)
+    pub(crate) fn check_delegated(
+        m: &Mount,
+        own: &str,
+        over: Option<&Path>,
+    ) -> Result<(), CgroupError> {
+        let (own_fs, parent_path, base_path) = Root::paths(m, own, over)?;
+        crate::check_creatable(&parent_path, &m.mountpoint)?;
+        let base = Dir::open(&base_path)?;
+        let available = words(&base.read("cgroup.controllers")?);
+        let want: Vec<&str> = BASE_CTRLS
+            .iter()
+            .copied()
+            .filter(|c| available.iter().any(|a| a == c))
+            .collect();
+        let missing_in = |d: &Path| -> Result<bool, CgroupError> {
+            let on = words(&Dir::open(d)?.read("cgroup.subtree_control")?);
+            Ok(want.iter().any(|c| !on.iter().any(|o| o == c)))
+        };
+        if missing_in(&base_path)? {
+            crate::check_writable(&base_path.join("cgroup.subtree_control"))?;
+        }
+        if parent_path.exists() && missing_in(&parent_path)? {
+            crate::check_writable(&parent_path.join("cgroup.subtree_control"))?;
+        }
+        let common = own_fs
+            .ancestors()
+            .find(|a| parent_path.starts_with(a))
+            .unwrap_or(&m.mountpoint);
+        crate::check_writable(&common.join("cgroup.procs"))
+    }
+
+    pub(crate) fn detect(m: &Mount, own: &str, over: Option<&Path>) -> Result<Root, CgroupError> {
+        let (own_fs, parent_path, base_path) = Root::paths(m, own, over)?;
         let base = Dir::open(&base_path)?;
         let available = words(&base.read("cgroup.controllers")?);
         let want: Vec<&str> = BASE_CTRLS

@@ -112,14 +112,33 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         .filter_map(|k| std::env::var(k).ok().map(|v| (k.clone(), v)))
         .collect();
     let cgroup_parent = a.cgroup_parent.clone().or(cfg.paths.cgroup_parent.clone());
+    // Rootless: a cgroup of the job's own only where one is delegated to the caller (its own
+    // cgroup or --cgroup-parent; the config's parent is the admin's, for root jobs). Otherwise
+    // the job stays in the scheduler's cgroup and the launcher says once that limits are the
+    // scheduler's. A --cgroup-parent the user cannot write is an error, not a silent fallback.
+    let delegated = if config::is_root() {
+        None
+    } else {
+        match jobcell_cgroup::CgroupRoot::detect_delegated(a.cgroup_parent.as_deref()) {
+            Ok(root) => Some(root),
+            Err(e) => match &a.cgroup_parent {
+                Some(p) => anyhow::bail!("--cgroup-parent {}: {e}", p.display()),
+                None => None,
+            },
+        }
+    };
     let outcome = launch(&Launch {
-        cgroup_parent,
+        cgroup_parent: if config::is_root() {
+            cgroup_parent
+        } else {
+            None
+        },
         spec: &spec,
         image_root: lease.as_ref().map(|l| l.root.clone()),
         image_name: lease.as_ref().map(|l| l.name.clone()),
         extra_env,
         cgroup_name: None,
-        cgroup_root: None,
+        cgroup_root: delegated.as_ref(),
     });
     let outcome = match outcome {
         Ok(o) => o,
