@@ -55,6 +55,36 @@ pub enum ImageError {
     BadSource(PathBuf),
     #[error("the image is empty (no entries)")]
     Empty,
+    /// The store was opened read-only (`access(W_OK)` on the state dir failed).
+    #[error("state dir {path} is not writable by uid {uid} ({reason}): images can only be listed")]
+    ReadOnly {
+        path: PathBuf,
+        uid: u32,
+        reason: String,
+    },
+    /// The images dir (or the database's filesystem) ran out of space or quota.
+    #[error("no space left for the image in {dir}: {detail}")]
+    NoSpace { dir: PathBuf, detail: String },
+}
+
+impl ImageError {
+    /// True when the error comes from ENOSPC/EDQUOT (also when only its text carries it, as in
+    /// an entry's write error).
+    pub(crate) fn is_no_space(&self) -> bool {
+        let codes = [libc::ENOSPC, libc::EDQUOT];
+        match self {
+            ImageError::Io { source, .. } => {
+                source.raw_os_error().is_some_and(|c| codes.contains(&c))
+            }
+            ImageError::Db { source, .. } => {
+                source.sqlite_error_code() == Some(rusqlite::ErrorCode::DiskFull)
+            }
+            ImageError::Entry { reason, .. } => codes
+                .iter()
+                .any(|c| reason.contains(&std::io::Error::from_raw_os_error(*c).to_string())),
+            _ => false,
+        }
+    }
 }
 
 pub(crate) fn io_ctx(context: impl Into<String>) -> impl FnOnce(std::io::Error) -> ImageError {

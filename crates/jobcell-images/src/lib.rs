@@ -198,6 +198,8 @@ pub struct ImageStore {
     db_path: PathBuf,
     conn: Connection,
     named: BTreeMap<String, PathBuf>,
+    /// Why the state dir is not writable (the store is then read-only: list, show, lease).
+    read_only: Option<String>,
 }
 
 /// 1–128 chars of `[A-Za-z0-9._-]`, starting with a letter or digit.
@@ -252,6 +254,32 @@ fn unique_suffix() -> String {
     )
 }
 
+/// Whether the process that named a `.staging-<pid>-...`/`.trash-<pid>-...` dir still runs
+/// (this one included: another thread may be importing). A recycled pid only delays the
+/// removal until that process is gone.
+fn creator_alive(name: &[u8]) -> bool {
+    let rest = name.splitn(2, |c| *c == b'-').nth(1).unwrap_or_default();
+    let pid = rest.split(|c| *c == b'-').next().unwrap_or_default();
+    match std::str::from_utf8(pid)
+        .ok()
+        .and_then(|p| p.parse::<i32>().ok())
+    {
+        Some(p) if p > 0 => unsafe {
+            libc::kill(p, 0) == 0 || *libc::__errno_location() == libc::EPERM
+        },
+        _ => false,
+    }
+}
+
+/// Debug builds only: `JOBCELL_CRASH_AT=<point>` SIGKILLs the process at a named step of an
+/// import, so tests can check what a crash there leaves (issue 8).
+fn crash_point(_point: &str) {
+    #[cfg(debug_assertions)]
+    if std::env::var_os("JOBCELL_CRASH_AT").is_some_and(|v| v == _point) {
+        unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
+    }
+}
+
 fn now_secs() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -300,10 +328,12 @@ impl ImageStore {
         let images_fd = sys::open_dir_path(images_dir)
             .map_err(io_ctx(format!("open images dir {}", images_dir.display())))?;
         let db_path = state_dir.join(DB_FILE);
-        let writable = unsafe {
+        let read_only = unsafe {
             let c = sys::path_c(state_dir).map_err(io_ctx("state dir"))?;
-            libc::access(c.as_ptr(), libc::W_OK) == 0
+            (libc::access(c.as_ptr(), libc::W_OK) != 0)
+                .then(|| io::Error::last_os_error().to_string())
         };
+        let writable = read_only.is_none();
         let dberr = |source| ImageError::Db {
             path: db_path.clone(),
             source,
@@ -325,6 +355,7 @@ impl ImageStore {
             db_path: db_path.clone(),
             conn,
             named,
+            read_only,
         };
         if writable {
             // Keep the -wal/-shm files after the last writer closes, so users without write
@@ -378,6 +409,23 @@ impl ImageStore {
             }
         }
         Ok(store)
+    }
+
+    /// Refuse a change up front (rather than after extracting a whole tree) when the state dir
+    /// is not writable, e.g. on a read-only filesystem.
+    fn check_writable(&self) -> Result<(), ImageError> {
+        match &self.read_only {
+            None => Ok(()),
+            Some(reason) => Err(ImageError::ReadOnly {
+                path: self
+                    .db_path
+                    .parent()
+                    .map(Path::to_path_buf)
+                    .unwrap_or_default(),
+                uid: sys::geteuid(),
+                reason: reason.clone(),
+            }),
+        }
     }
 
     fn db_err(&self) -> impl Fn(rusqlite::Error) -> ImageError + '_ {
@@ -445,6 +493,11 @@ impl ImageStore {
         for name in names {
             let b = name.to_bytes();
             if b.starts_with(b".staging-") || b.starts_with(b".trash-") {
+                // The creator is alive: a staging dir is not locked yet right after its
+                // mkdir, and a trash dir is never locked while `remove` empties it.
+                if creator_alive(b) {
+                    continue;
+                }
                 let Ok(fd) = sys::open_dir_at(fd_b(&self.images_fd), &name) else {
                     continue;
                 };
@@ -639,6 +692,24 @@ impl ImageStore {
         source: ImportSource,
         opts: &ImportOptions,
     ) -> Result<Image, ImageError> {
+        self.add_inner(name, source, opts).map_err(|e| {
+            if e.is_no_space() {
+                ImageError::NoSpace {
+                    dir: self.images_dir.clone(),
+                    detail: e.to_string(),
+                }
+            } else {
+                e
+            }
+        })
+    }
+
+    fn add_inner(
+        &self,
+        name: &str,
+        source: ImportSource,
+        opts: &ImportOptions,
+    ) -> Result<Image, ImageError> {
         if !valid_name(name) {
             return Err(ImageError::BadName(name.to_string()));
         }
@@ -648,6 +719,7 @@ impl ImageStore {
         if self.name_taken(name)? {
             return Err(ImageError::NameTaken(name.to_string()));
         }
+        self.check_writable()?;
         self.cleanup_stale(true);
         let owner_uid = opts.owner_uid.unwrap_or_else(sys::getuid);
         let owner_gid =
@@ -671,6 +743,7 @@ impl ImageStore {
         let staging = sys::open_dir_at(fd_b(&self.images_fd), &staging_name)
             .map_err(io_ctx("open staging dir"))?;
         sys::flock(fd_b(&staging), libc::LOCK_EX).map_err(io_ctx("lock staging dir"))?;
+        crash_point("image-staging");
 
         let input_bytes = Arc::new(AtomicU64::new(0));
         let mut policy = extract::Policy {
@@ -725,6 +798,7 @@ impl ImageStore {
                 return Err(ImageError::Interrupted);
             }
         }
+        crash_point("image-extracted");
         self.commit(
             name,
             &ex,
@@ -806,6 +880,7 @@ impl ImageStore {
                         .map_err(io_ctx("publish image tree"))?;
                     renamed = true;
                     guard.armed = false;
+                    crash_point("image-renamed");
                 }
             }
             let audit = serde_json::to_string(&ex.audit).unwrap_or_else(|_| "{}".into());
@@ -838,6 +913,7 @@ impl ImageStore {
         let r = r.and_then(|img| self.conn.execute_batch("COMMIT").map_err(&e).map(|_| img));
         match r {
             Ok(img) => {
+                crash_point("image-committed");
                 let _ = sys::fsync(fd_b(&bfd));
                 Ok(img)
             }
@@ -859,6 +935,7 @@ impl ImageStore {
         if img.kind == ImageKind::Configured {
             return Err(ImageError::Configured(img.name));
         }
+        self.check_writable()?;
         if viewer_uid != 0 && img.owner_uid != viewer_uid {
             return Err(ImageError::PermissionDenied(format!(
                 "image {:?} belongs to uid {}",

@@ -410,7 +410,8 @@ fn stale_staging_removed_safely_at_open() {
     let victim = env.path("keep-me");
     std::fs::create_dir(&victim).unwrap();
     std::fs::write(victim.join("precious"), "x").unwrap();
-    let stale = env.images.join(".staging-999-1-0");
+    // Named by a pid that cannot exist (above any pid_max): its importer is gone.
+    let stale = env.images.join(".staging-2147483647-1-0");
     std::fs::create_dir_all(stale.join("a/b")).unwrap();
     std::fs::write(stale.join("a/b/f"), "x").unwrap();
     std::os::unix::fs::symlink(&victim, stale.join("a/link")).unwrap();
@@ -428,4 +429,19 @@ fn stale_staging_removed_safely_at_open() {
         "cleanup followed a symlink"
     );
     env.assert_no_trace(&store);
+}
+
+#[test]
+fn unlocked_staging_of_a_live_process_is_kept() {
+    // Between its mkdir and its flock a staging dir is unlocked; a concurrent open (every
+    // `jobcell run --image`) must not take it from the live importer. Our own pid is live.
+    let env = Env::new();
+    drop(env.store());
+    let live = env
+        .images
+        .join(format!(".staging-{}-1-0", std::process::id()));
+    std::fs::create_dir(&live).unwrap();
+    drop(env.store());
+    assert!(live.exists(), "a live importer's staging dir was removed");
+    std::fs::remove_dir(&live).unwrap();
 }
