@@ -230,3 +230,346 @@ fn rootless_image_view_binds_and_report() {
     );
     std::fs::remove_dir_all(&t).unwrap();
 }
+
+// ---------------------------------------------------------------- delegated cgroups (v1 host)
+
+/// A cgroup subtree root delegated to uid 65534 for this test: `<own>/jobcell/<name>` in each
+/// v1 hierarchy a job uses, chowned the way systemd's `Delegate=yes` does (the directory and
+/// its `cgroup.procs`). Drop kills the launcher if it is still running and removes every
+/// directory below, bottom-up, waiting until they are empty (rmdir never removes a cgroup
+/// with processes), and `<own>/jobcell` if this test created it and it is empty.
+struct Delegated {
+    dirs: Vec<std::path::PathBuf>,
+    made_parents: Vec<std::path::PathBuf>,
+    launcher: Option<std::process::Child>,
+}
+
+/// (controller, mountpoint, this process's cgroup) for the v1 hierarchies jobs use.
+fn v1_hierarchies() -> Option<Vec<(String, std::path::PathBuf, String)>> {
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let pc = std::fs::read_to_string("/proc/self/cgroup").ok()?;
+    let mut out: Vec<(String, std::path::PathBuf, String)> = Vec::new();
+    for ctrl in ["memory", "cpu", "cpuacct", "pids", "freezer"] {
+        let mount = mi.lines().find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            let post: Vec<&str> = post.split(' ').collect();
+            (post.first() == Some(&"cgroup") && post.get(2)?.split(',').any(|o| o == ctrl))
+                .then(|| std::path::PathBuf::from(pre.split(' ').nth(4).unwrap()))
+        });
+        let Some(mount) = mount else {
+            if ctrl == "memory" {
+                return None;
+            }
+            continue;
+        };
+        let own = pc.lines().find_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let _ = it.next();
+            let c = it.next()?;
+            let p = it.next()?;
+            c.split(',').any(|x| x == ctrl).then(|| p.to_string())
+        })?;
+        if !out.iter().any(|(_, m, _)| *m == mount) {
+            out.push((ctrl.to_string(), mount, own));
+        }
+    }
+    Some(out)
+}
+
+fn rmdir_tree(d: &Path) -> bool {
+    if let Ok(rd) = std::fs::read_dir(d) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                rmdir_tree(&e.path());
+            }
+        }
+    }
+    std::fs::remove_dir(d).is_ok() || !d.exists()
+}
+
+impl Delegated {
+    fn new(name: &str, uid: u32) -> Option<Delegated> {
+        let mut d = Delegated {
+            dirs: Vec::new(),
+            made_parents: Vec::new(),
+            launcher: None,
+        };
+        for (_, mount, own) in v1_hierarchies()? {
+            let parent = mount.join(own.trim_start_matches('/')).join("jobcell");
+            if !parent.exists() {
+                std::fs::create_dir(&parent).unwrap();
+                d.made_parents.push(parent.clone());
+            }
+            let dir = parent.join(name);
+            std::fs::create_dir(&dir).unwrap();
+            d.dirs.push(dir.clone());
+            for p in [dir.clone(), dir.join("cgroup.procs")] {
+                std::os::unix::fs::chown(&p, Some(uid), Some(uid)).unwrap();
+            }
+        }
+        Some(d)
+    }
+}
+
+impl Drop for Delegated {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.launcher.take() {
+            // The launcher's death takes the job with it (the init has PDEATHSIG).
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let start = Instant::now();
+        for d in &self.dirs {
+            while !rmdir_tree(d) && start.elapsed() < Duration::from_secs(20) {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+        for p in &self.made_parents {
+            let _ = std::fs::remove_dir(p);
+        }
+    }
+}
+
+fn scratch_for_nobody(tag: &str) -> (std::path::PathBuf, impl Drop) {
+    struct Rm(std::path::PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let s = std::env::temp_dir().join(format!("jobcell-{tag}-{}", std::process::id()));
+    std::fs::create_dir_all(&s).unwrap();
+    std::os::unix::fs::chown(&s, Some(65534), Some(65534)).unwrap();
+    (s.clone(), Rm(s))
+}
+
+fn read_trim(p: &Path) -> String {
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+/// An unprivileged user whose cgroup was delegated to it (as systemd's `Delegate=yes` does on
+/// v1: the unit's cgroup chowned in every hierarchy, the process living there) gets a cgroup of
+/// its own per job below it, with the limits: checked in the kernel's files while the job runs,
+/// then a memory hog is OOM-killed at 64 MiB and the report has the cgroup's usage; every job
+/// cgroup is gone afterwards.
+#[test]
+fn rootless_with_a_delegated_cgroup_applies_limits_and_reports_usage() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root (to delegate a cgroup to an unprivileged user)");
+        return;
+    }
+    let name = format!("rootless-test-{}", std::process::id());
+    let Some(mut deleg) = Delegated::new(&name, 65534) else {
+        eprintln!(
+            "SKIPPED: no cgroup v1 memory hierarchy here (pure v2: tests/vm/launcher-checks.sh \
+             checks delegation in the v2 VM)"
+        );
+        return;
+    };
+    let (scratch, _rm) = scratch_for_nobody("deleg");
+    // As root, move the shell into the delegated cgroups, then become nobody and exec jobcell:
+    // jobcell lives in a cgroup it may write, like a process of a delegated systemd unit.
+    let script = format!(
+        "for d in \"$@\"; do echo $$ > \"$d/cgroup.procs\" || exit 99; done; \
+         exec setpriv --reuid=65534 --regid=65534 --clear-groups -- {JOBCELL} run \
+         --scratch-base {} --report - --memory 64M --pids 50 --cpus 0.5 -- \
+         sh -c 'echo ready; read go; head -c 300M /dev/zero | tail; echo hog-ended'",
+        scratch.display()
+    );
+    let mut child = Command::new("sh")
+        .args(["-c", &script, "sh"])
+        .args(&deleg.dirs)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut stderr = child.stderr.take().unwrap();
+    deleg.launcher = Some(child);
+    let mut line = String::new();
+    use std::io::{BufRead, Read};
+    stdout.read_line(&mut line).unwrap();
+    if line.trim() != "ready" {
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        if err.contains("user namespaces") {
+            eprintln!("SKIPPED: user namespaces unavailable: {}", err.trim());
+            return;
+        }
+        panic!("the job did not start: {line:?} {err}");
+    }
+    // While the job waits: its cgroup is a child of the delegated one, owned by the user,
+    // with the limits in the kernel's files, and holds the job's processes.
+    let mem = &deleg.dirs[0];
+    let jobs: Vec<std::path::PathBuf> = std::fs::read_dir(mem.join("jobcell"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with("job-"))
+        .collect();
+    assert_eq!(jobs.len(), 1, "one job cgroup expected: {jobs:?}");
+    let job = &jobs[0];
+    assert_eq!(std::fs::metadata(job).unwrap().uid(), 65534);
+    assert_eq!(read_trim(&job.join("memory.limit_in_bytes")), "67108864");
+    assert!(!read_trim(&job.join("cgroup.procs")).is_empty());
+    let rel = job.strip_prefix(mem).unwrap();
+    for d in &deleg.dirs[1..] {
+        let j = d.join(rel);
+        if j.join("pids.max").exists() {
+            assert_eq!(read_trim(&j.join("pids.max")), "50");
+        }
+        if j.join("cpu.shares").exists() {
+            assert_eq!(read_trim(&j.join("cpu.shares")), "512");
+        }
+        assert!(
+            !read_trim(&j.join("cgroup.procs")).is_empty(),
+            "the job is not in {}",
+            j.display()
+        );
+    }
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    let mut out = line;
+    stdout.read_to_string(&mut out).unwrap();
+    let mut err = String::new();
+    stderr.read_to_string(&mut err).unwrap();
+    let status = deleg.launcher.take().unwrap().wait().unwrap();
+    assert!(status.success(), "status {status:?}\n{out}\n{err}");
+    assert!(
+        !err.contains("limits come from the enclosing scheduler"),
+        "a delegated cgroup was not used: {err}"
+    );
+    assert!(err.contains("went over its memory limit"), "{err}");
+    let v: serde_json::Value =
+        serde_json::from_str(&err[err.find('{').expect("a JSON report")..]).unwrap();
+    assert_eq!(v["isolation"]["rootless"], true);
+    assert_eq!(v["oom_killed"], true, "{err}");
+    let peak = v["usage"]["memory_peak"]
+        .as_u64()
+        .expect("cgroup usage in the report");
+    assert!(
+        peak > 32 << 20 && peak <= 64 << 20,
+        "memory peak {peak} is not the hog's"
+    );
+    assert!(v["usage"]["pids_peak"].as_u64().unwrap() >= 2, "{err}");
+    assert!(
+        v["isolation"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n == "cgroup"),
+        "{err}"
+    );
+    // The job's cgroup is gone in every hierarchy (only jobcell's parent remains, empty).
+    for d in &deleg.dirs {
+        let left: Vec<_> = std::fs::read_dir(d.join("jobcell"))
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().unwrap().is_dir())
+            .map(|e| e.path())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+    let dirs = deleg.dirs.clone();
+    drop(deleg);
+    for d in dirs {
+        assert!(!d.exists(), "{} was not removed", d.display());
+    }
+}
+
+/// Without a delegated cgroup (this test's cgroups belong to root): limits asked for are said
+/// once to come from the enclosing scheduler, the report's CPU comes from rusage and has no
+/// cgroup usage; a `--cgroup-parent` the user cannot write is one clear error, exit 125, and
+/// nothing is created.
+#[test]
+fn rootless_without_a_delegated_cgroup_says_so_once() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root (to become an unprivileged user)");
+        return;
+    }
+    let (scratch, _rm) = scratch_for_nobody("nodeleg");
+    let o = setpriv_nobody()
+        .args([
+            "run",
+            "--report",
+            "-",
+            "--memory",
+            "64M",
+            "--cpus",
+            "1",
+            "--scratch-base",
+        ])
+        .arg(&scratch)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 20000 ]; do i=$((i+1)); done",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    if o.status.code() == Some(125) && err.contains("user namespaces") {
+        eprintln!("SKIPPED: user namespaces unavailable: {}", err.trim());
+        return;
+    }
+    assert!(o.status.success(), "{err}");
+    let (said, json) = err.split_at(err.find('{').expect("a JSON report on stderr"));
+    let lines: Vec<&str> = said.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "exactly one line expected: {said}");
+    assert!(
+        lines[0].contains("limits come from the enclosing scheduler"),
+        "{said}"
+    );
+    let v: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(v["cpu_source"], "rusage");
+    assert!(v.get("usage").is_none(), "{json}");
+    assert!(
+        v["cpu_user_us"].as_u64().unwrap() + v["cpu_system_us"].as_u64().unwrap() > 0,
+        "the kernel's accounting of the job's processes is empty: {json}"
+    );
+    // No limits asked: nothing said.
+    let o = setpriv_nobody()
+        .args(["run", "--scratch-base"])
+        .arg(&scratch)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(
+        o.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+
+    let bogus = format!("/jobcell-rootless-test-{}", std::process::id());
+    let o = setpriv_nobody()
+        .args(["run", "--cgroup-parent", &bogus, "--scratch-base"])
+        .arg(&scratch)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    let lines: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "{err}");
+    assert!(
+        lines[0].starts_with("jobcell: --cgroup-parent") && lines[0].contains("not writable"),
+        "{err}"
+    );
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    for m in mi.lines().filter(|l| l.contains(" - cgroup")) {
+        let mp = m.split(' ').nth(4).unwrap();
+        assert!(
+            !Path::new(mp).join(bogus.trim_start_matches('/')).exists(),
+            "{bogus} was created under {mp}"
+        );
+    }
+    assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+}
