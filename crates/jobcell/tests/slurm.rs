@@ -369,7 +369,8 @@ impl Cluster {
              SlurmctldPort={port}\nSlurmdPort={}\n\
              ProctrackType=proctrack/{}\nTaskPlugin=task/none\n\
              SelectType=select/cons_tres\nSelectTypeParameters=CR_Core_Memory\nReturnToService=2\n\
-             JobAcctGatherType=jobacct_gather/none\nAccountingStorageType=accounting_storage/none\n\
+             JobAcctGatherType=jobacct_gather/linux\nJobAcctGatherFrequency=task=1\n\
+             AccountingStorageType=accounting_storage/none\n\
              MpiDefault=none\nKillWait=5\nDefMemPerCPU=100\nPlugStackConfig={d}/etc/plugstack.conf\n\
              NodeName=localhost CPUs=2 RealMemory=2000 State=UNKNOWN\n\
              PartitionName=debug Nodes=ALL Default=YES State=UP MaxTime=INFINITE OverSubscribe=YES\n",
@@ -649,6 +650,42 @@ fn assert_isolated_ps(out: &str, what: &str) {
     );
 }
 
+/// Slurm's elapsed-time format: `[DD-][HH:]MM:SS[.mmm]`, in seconds.
+fn slurm_secs(s: &str) -> Option<f64> {
+    let (days, rest) = match s.split_once('-') {
+        Some((d, r)) => (d.parse::<f64>().ok()?, r),
+        None => (0.0, s),
+    };
+    let mut secs = 0.0;
+    for part in rest.split(':') {
+        secs = secs * 60.0 + part.parse::<f64>().ok()?;
+    }
+    Some(days * 86400.0 + secs)
+}
+
+/// Slurm's sizes: `123K`, `4.5M`, `1G` (or bytes), in bytes.
+fn slurm_bytes(s: &str) -> Option<u64> {
+    let (num, mult) = match s.chars().last()? {
+        'K' => (&s[..s.len() - 1], 1u64 << 10),
+        'M' => (&s[..s.len() - 1], 1 << 20),
+        'G' => (&s[..s.len() - 1], 1 << 30),
+        'T' => (&s[..s.len() - 1], 1 << 40),
+        _ => (s, 1),
+    };
+    Some((num.parse::<f64>().ok()? * mult as f64) as u64)
+}
+
+/// `sstat -n -P -o MaxRSS,AveCPU,NTasks`: (MaxRSS bytes, AveCPU seconds, tasks).
+fn parse_sstat(out: &str) -> Option<(u64, f64, u32)> {
+    let line = out.lines().find(|l| l.matches('|').count() >= 2)?;
+    let f: Vec<&str> = line.split('|').collect();
+    Some((
+        slurm_bytes(f[0].trim())?,
+        slurm_secs(f[1].trim())?,
+        f[2].trim().parse().ok()?,
+    ))
+}
+
 fn skip_reason() -> Option<String> {
     if unsafe { libc::geteuid() } != 0 {
         return Some("needs root (runs slurmctld, slurmd, munged and a test user)".into());
@@ -897,6 +934,62 @@ fn jobcell_under_a_real_slurm() {
         "{} is still there after scancel",
         adir.display()
     );
+    // Slurm's own accounting still sees the task's usage through jobcell: a step that spins a
+    // CPU and holds ~80 MiB (tail buffers a newline-free stream) is measured by slurmstepd's
+    // jobacct_gather/linux (which walks the step's processes, jobcell's init and job included)
+    // and reported by sstat; then scancel ends it.
+    let tag = format!("acct{}", unique());
+    let (id, _) = c.sbatch(
+        &format!(
+            "#!/bin/sh\nsrun sh -c ': {tag}; (while :; do :; done) & (head -c 80M /dev/zero; sleep 600) | tail'\n"
+        ),
+        false,
+    );
+    assert_eq!(
+        c.wait_state(id, &["RUNNING"], Duration::from_secs(30)),
+        "RUNNING"
+    );
+    let step = format!("{id}.0");
+    let mut last = String::new();
+    let measured = wait_until(Duration::from_secs(90), || {
+        let o = c
+            .cmd(
+                "sstat",
+                &["-n", "-P", "-j", &step, "-o", "MaxRSS,AveCPU,NTasks"],
+            )
+            .output()
+            .unwrap();
+        last = format!("{}{}", text(&o.stdout), text(&o.stderr));
+        match parse_sstat(&text(&o.stdout)) {
+            Some((rss, cpu, _)) => rss >= 60 << 20 && cpu >= 2.0,
+            None => false,
+        }
+    });
+    assert!(
+        measured,
+        "sstat never showed the step's CPU (>= 2 s) and memory (>= 60 MiB): {last}"
+    );
+    let (rss, cpu, ntasks) = parse_sstat(&last).unwrap();
+    assert!(
+        rss < 1 << 30,
+        "MaxRSS {rss} is not plausible for an 80 MiB holder: {last}"
+    );
+    assert_eq!(ntasks, 1, "{last}");
+    eprintln!(
+        "sstat of {step} under jobcell_spank: MaxRSS {} MiB, AveCPU {cpu:.1} s",
+        rss >> 20
+    );
+    let o = c.user_out(&["scancel", &id.to_string()]);
+    assert!(o.status.success(), "scancel: {}", text(&o.stderr));
+    assert!(
+        wait_until(Duration::from_secs(30), || host_pids(&tag).is_empty()),
+        "the accounted job's processes survived scancel"
+    );
+    assert_eq!(
+        c.wait_state(id, &["CANCELLED"], Duration::from_secs(30)),
+        "CANCELLED"
+    );
+
     // Nothing of ours is left mounted on the host.
     let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(
