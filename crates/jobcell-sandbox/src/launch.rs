@@ -21,7 +21,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use jobcell_cgroup::{CgroupError, CgroupRoot, Limits, OomWatch};
+use jobcell_cgroup::{CgroupError, CgroupRoot, Limits, OomWatch, Version};
 use jobcell_spec::{JobSpec, MemoryPolicy, NetMode, Resources};
 use thiserror::Error;
 
@@ -388,8 +388,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         .collect();
 
     tl.mark("resolved user and paths");
-    // 2. Scratch (collecting what SIGKILLed launchers left first).
-    scratch::gc_stale(&spec.scratch_base);
+    // 2. Scratch (what SIGKILLed launchers left is collected once the init is released).
     let name = l.cgroup_name.clone().unwrap_or_else(job_name);
     let subs: Vec<String> = private.iter().map(|(_, s)| s.clone()).collect();
     let scratch_base = match &task.job_scratch {
@@ -411,32 +410,40 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
 
     tl.mark("scratch created");
     crash_point("scratch");
-    // 2b. The job's cgroup. Rootless, only when the caller names a cgroup it may write (a
-    // delegated subtree); otherwise the job lives in the scheduler's cgroup.
-    let cgroup = if rootless && l.cgroup_root.is_none() && l.cgroup_parent.is_none() {
+    // 2b. Where the job's cgroup goes. Rootless, only when the caller names a cgroup it may
+    // write (a delegated subtree); otherwise the job lives in the scheduler's cgroup.
+    let detected;
+    let cg_root = if rootless && l.cgroup_root.is_none() && l.cgroup_parent.is_none() {
         if explicit_limits(&spec.resources) {
             warnings.push("running rootless: no cgroup of jobcell's own, so limits come from the enclosing scheduler; usage is the kernel's accounting of the job's processes".into());
         }
         None
     } else {
-        let detected;
-        let root = match l.cgroup_root {
-            Some(r) => r,
+        match l.cgroup_root {
+            Some(r) => Some(r),
             None => {
                 detected = CgroupRoot::detect(l.cgroup_parent.as_deref())?;
-                &detected
+                Some(&detected)
             }
-        };
-        // Leftovers of launchers that were SIGKILLed: empty, and their pid is gone.
-        let _ = root.gc_stale();
-        let cg = root.create(&name, &limits(&spec.resources))?;
+        }
+    };
+    let job_limits = limits(&spec.resources);
+    let make_cgroup = |root: &CgroupRoot, warnings: &mut Vec<String>| {
+        let cg = root.create(&name, &job_limits)?;
         warnings.extend(cg.warnings().iter().cloned());
-        Some(cg)
+        let oom = match spec.resources.memory {
+            Some(_) => Some(cg.oom_watch()?),
+            None => None,
+        };
+        Ok::<_, LaunchError>((cg, oom))
     };
-    let oom = match &cgroup {
-        Some(cg) if spec.resources.memory.is_some() => Some(cg.oom_watch()?),
-        _ => None,
-    };
+    // v2 clones straight into the cgroup, so it must exist first. v1 attaches the init after
+    // the clone, so its cgroup is made then, while the init does its mounts on the other core.
+    let (mut cgroup, mut oom) = (None, None);
+    if let Some(root) = cg_root.filter(|r| r.version() == Version::V2) {
+        let (cg, o) = make_cgroup(root, &mut warnings)?;
+        (cgroup, oom) = (Some(cg), o);
+    }
 
     let shape = PlanShape {
         scratch_path: scratch.path().to_path_buf(),
@@ -498,7 +505,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         last_cap: identity::last_cap(),
         userns: rootless.then(|| (unsafe { libc::getuid() }, unsafe { libc::getgid() })),
         net_none: spec.net == NetMode::None,
-        cgroupns: cgroup.is_some(),
+        cgroupns: cg_root.is_some(),
         workdir: task
             .workdir
             .clone()
@@ -524,8 +531,6 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0);
-    tl.mark("cgroup created");
-    crash_point("cgroup");
     let child_cgroupns = child.cgroupns;
     let into = cgroup
         .as_ref()
@@ -540,19 +545,38 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     drop(msg_w);
     drop(go_r);
     let init = InitGuard(pid);
-    if let (Some(cg), false) = (&cgroup, entered) {
-        // v1 (or no clone3): the init waits for "go", so it runs nothing before this.
-        cg.attach(pid)?;
-    }
-
     tl.mark("cloned");
     crash_point("clone");
-    // 4. Release the child.
-    if unsafe { libc::write(go_w.as_raw_fd(), b"G".as_ptr().cast(), 1) } != 1 {
+    if let (None, Some(root)) = (&cgroup, cg_root) {
+        let (cg, o) = make_cgroup(root, &mut warnings)?;
+        (cgroup, oom) = (Some(cg), o);
+    }
+    tl.mark("cgroup created");
+    crash_point("cgroup");
+    if let (Some(cg), false) = (&cgroup, entered) {
+        // v1 (or no clone3): the init waits for "go" before it forks the job or enters its
+        // cgroup namespace, so nothing of the job runs outside the cgroup. An init that
+        // already failed its setup has its reason in the message pipe: read that below.
+        if let Err(e) = cg.attach(pid) {
+            if !exited(pid) {
+                return Err(e.into());
+            }
+        }
+    }
+
+    // 4. Release the child (EPIPE: it failed its setup and said why; the wait collects that).
+    if unsafe { libc::write(go_w.as_raw_fd(), b"G".as_ptr().cast(), 1) } != 1
+        && io::Error::last_os_error().raw_os_error() != Some(libc::EPIPE)
+    {
         return last_err("releasing the job's init");
     }
     drop(go_w);
     crash_point("go");
+    // Leftovers of launchers that were SIGKILLed, collected while the init sets up.
+    scratch::gc_stale(&spec.scratch_base);
+    if let Some(root) = cg_root {
+        let _ = root.gc_stale();
+    }
     for sig in early {
         unsafe { libc::kill(pid, sig) };
     }
@@ -737,6 +761,20 @@ fn namespaces(flags: libc::c_int) -> Vec<&'static str> {
 /// Kills the init (and so the whole PID namespace) if the launcher bails out early.
 struct InitGuard(libc::pid_t);
 
+/// Whether `pid` (our child) has exited, leaving it to be reaped by the wait.
+fn exited(pid: libc::pid_t) -> bool {
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PID,
+            pid as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
+        )
+    };
+    r == 0 && unsafe { info.si_pid() } == pid
+}
+
 impl Drop for InitGuard {
     fn drop(&mut self) {
         unsafe {
@@ -914,7 +952,7 @@ fn clone_fork(flags: libc::c_int) -> Result<libc::pid_t, LaunchError> {
 }
 
 /// Fault injection (debug builds only): `JOBCELL_CRASH_AT=<point>` makes the launcher SIGKILL
-/// itself at that point of the launch sequence (`scratch`, `cgroup`, `clone`, `go`, `wait`), so
+/// itself at that point of the launch sequence (`scratch`, `clone`, `cgroup`, `go`, `wait`), so
 /// tests can check that the next start's garbage collection leaves nothing behind.
 #[inline]
 fn crash_point(_point: &str) {
@@ -1028,15 +1066,12 @@ fn init_inner(c: &ChildPlan) -> i32 {
     let sys = Linux;
     // The launcher gone means nobody would clean up: take the whole job down with it.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
-    let mut b = [0u8; 1];
-    if unsafe { libc::read(c.go_fd, b.as_mut_ptr().cast(), 1) } != 1 {
-        return 125; // the launcher died or gave up before releasing us
-    }
-    unsafe { libc::close(c.go_fd) };
+    // The mounts are made before "go", while the launcher makes the v1 cgroup: nothing here
+    // depends on it, and nothing of the job runs before "go".
     // Mount points and device files get exactly the modes the plan says, whatever the
     // caller's umask (the job gets the caller's back before exec).
     unsafe { libc::umask(0o022) };
-    if let Err((what, e)) = setup_namespaces(c, &sys) {
+    if let Err((what, e)) = setup_namespaces(c) {
         send_fail(c.msg_fd, Stage::Setup, what, &e);
         return 125;
     }
@@ -1065,6 +1100,23 @@ fn init_inner(c: &ChildPlan) -> i32 {
         send_fail(c.msg_fd, Stage::Setup, plan::describe(&e.step), &e.error);
         return 125;
     }
+    let mut b = [0u8; 1];
+    if unsafe { libc::read(c.go_fd, b.as_mut_ptr().cast(), 1) } != 1 {
+        return 125; // the launcher died or gave up before releasing us
+    }
+    unsafe { libc::close(c.go_fd) };
+    // Now in the job's cgroup: its namespace is rooted there.
+    if c.cgroupns {
+        if let Err(e) = sys.unshare(libc::CLONE_NEWCGROUP) {
+            send_fail(
+                c.msg_fd,
+                Stage::Setup,
+                "creating the cgroup namespace".into(),
+                &e,
+            );
+            return 125;
+        }
+    }
     let job = unsafe { libc::fork() };
     if job < 0 {
         send_fail(
@@ -1081,7 +1133,7 @@ fn init_inner(c: &ChildPlan) -> i32 {
     init_loop(c, job)
 }
 
-fn setup_namespaces(c: &ChildPlan, sys: &dyn Syscall) -> Result<(), (String, io::Error)> {
+fn setup_namespaces(c: &ChildPlan) -> Result<(), (String, io::Error)> {
     if let Some((uid, gid)) = c.userns {
         // Map only the caller to itself: inside, the job is who it was outside.
         let w = |file: &str, text: String| {
@@ -1090,10 +1142,6 @@ fn setup_namespaces(c: &ChildPlan, sys: &dyn Syscall) -> Result<(), (String, io:
         w("/proc/self/setgroups", "deny".into())?;
         w("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
         w("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
-    }
-    if c.cgroupns {
-        sys.unshare(libc::CLONE_NEWCGROUP)
-            .map_err(|e| ("creating the cgroup namespace".into(), e))?;
     }
     if c.net_none {
         loopback_up().map_err(|e| ("bringing up the loopback interface".into(), e))?;
