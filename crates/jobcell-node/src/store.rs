@@ -149,6 +149,7 @@ impl Store {
             }
             tx.commit().map_err(err)?;
         }
+        reserve_space(&conn, path);
         Ok(Store {
             conn,
             path: path.to_path_buf(),
@@ -254,6 +255,35 @@ pub fn add_event(
             detail.map(|d| d.to_string())
         ])?;
     Ok(())
+}
+
+/// Bytes of the state dir's filesystem set aside for the database at open.
+const RESERVE_WAL: i64 = 8 << 20;
+const DB_CHUNK: libc::c_int = 1 << 20;
+
+/// Sets disk space aside so that a full state dir (job output lives there too) does not stop
+/// the daemon from committing (a failed commit ends it): the WAL gets `RESERVE_WAL` bytes
+/// allocated beyond its end (SQLite reuses the WAL from its start after each checkpoint and
+/// never truncates it while open), and the database grows in 1 MiB chunks, so a checkpoint
+/// has room for new pages too. Best effort: on an already full filesystem nothing is reserved.
+fn reserve_space(conn: &Connection, path: &Path) {
+    unsafe {
+        let mut chunk = DB_CHUNK;
+        rusqlite::ffi::sqlite3_file_control(
+            conn.handle(),
+            c"main".as_ptr(),
+            rusqlite::ffi::SQLITE_FCNTL_CHUNK_SIZE,
+            &mut chunk as *mut libc::c_int as *mut std::ffi::c_void,
+        );
+    }
+    // Only the WAL is opened here: closing a second descriptor of the database file itself
+    // would drop SQLite's POSIX locks on it.
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&wal) {
+        use std::os::fd::AsRawFd;
+        unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, RESERVE_WAL) };
+    }
 }
 
 #[cfg(test)]
