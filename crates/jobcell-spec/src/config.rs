@@ -28,6 +28,19 @@ pub struct Config {
     /// What `jobcell daemon` offers jobs and where it listens.
     #[serde(default)]
     pub node: NodeConfig,
+    /// What the daemon does to jobs that overstay or overuse (`[policy]`).
+    #[serde(default)]
+    pub policy: PolicyConfig,
+}
+
+/// `[policy]`: durations are strings like `"90s"`, `"10m"`, `"1h30m"`, `"2d"` (bare numbers
+/// are seconds).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Longest a job may run; a job past it is held with the reason (HTCondor's
+    /// `allowed_job_duration`, as a node-wide cap).
+    pub allowed_job_duration: Option<String>,
 }
 
 /// `[node]`: sizes are strings in HTCondor units (bare numbers are MiB).
