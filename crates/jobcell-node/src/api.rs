@@ -18,6 +18,18 @@ use crate::core::{Action, ApiErr, Cmd, Reply, Stream};
 use crate::types::*;
 
 pub const MAX_BODY: usize = 1 << 20;
+/// A submit file's cluster comes in one request (all or nothing): a larger limit.
+pub const MAX_CLUSTER_BODY: usize = 64 << 20;
+
+/// The body limit of a request to `path`.
+fn body_limit(path: &str) -> usize {
+    let p: Vec<&str> = path.trim_matches('/').split('/').collect();
+    if matches!(p.as_slice(), ["v1", "clusters", _, "jobs"]) {
+        MAX_CLUSTER_BODY
+    } else {
+        MAX_BODY
+    }
+}
 /// The most of a job's output one request returns (the tail beyond this is cut).
 pub const MAX_OUTPUT: u64 = 64 << 20;
 
@@ -76,14 +88,15 @@ async fn ask<T>(tx: &Sender<Cmd>, f: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, 
 }
 
 async fn body_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiErr> {
-    let body = Limited::new(req.into_body(), MAX_BODY)
+    let limit = body_limit(req.uri().path());
+    let body = Limited::new(req.into_body(), limit)
         .collect()
         .await
         .map_err(|e| {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
             {
-                ApiErr::new(413, format!("request body larger than {MAX_BODY} bytes"))
+                ApiErr::new(413, format!("request body larger than {limit} bytes"))
             } else {
                 ApiErr::new(400, format!("reading the request body: {e}"))
             }
@@ -123,10 +136,11 @@ async fn handle(req: Request<Incoming>, uid: u32, tx: Sender<Cmd>) -> Result<Res
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
     {
-        if len > MAX_BODY as u64 {
+        let limit = body_limit(req.uri().path());
+        if len > limit as u64 {
             return Ok(err(ApiErr::new(
                 413,
-                format!("request body of {len} bytes is larger than {MAX_BODY}"),
+                format!("request body of {len} bytes is larger than {limit}"),
             )));
         }
     }
@@ -156,6 +170,47 @@ async fn route(req: Request<Incoming>, uid: u32, tx: &Sender<Cmd>) -> Result<Res
             })
             .await?;
             Ok(json(201, &resp))
+        }
+        (&Method::GET, ["metrics"] | ["v1", "metrics"]) => {
+            let text = ask(tx, |reply| Cmd::Metrics { reply }).await?;
+            Ok(Response::builder()
+                .status(200)
+                .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+                .body(Full::new(Bytes::from(text)))
+                .expect("valid response"))
+        }
+        (&Method::POST, ["v1", "clusters"]) => {
+            let r = ask(tx, |reply| Cmd::NewCluster { caller: uid, reply }).await?;
+            Ok(json(201, &r))
+        }
+        (&Method::POST, ["v1", "clusters", c, "jobs"]) => {
+            let cluster = c.parse().map_err(|_| {
+                ApiErr::new(
+                    400,
+                    format!("'{c}' is not a cluster id (a positive integer)"),
+                )
+            })?;
+            let r: ClusterSubmitRequest = body_json(req).await?;
+            let resp = ask(tx, |reply| Cmd::SubmitCluster {
+                caller: uid,
+                cluster,
+                req: Box::new(r),
+                reply,
+            })
+            .await?;
+            Ok(json(201, &resp))
+        }
+        (&Method::GET, ["v1", "jobs", id, "ad"]) => {
+            let id = parse_id(id)?;
+            Ok(json(
+                200,
+                &ask(tx, |reply| Cmd::Ad {
+                    caller: uid,
+                    id,
+                    reply,
+                })
+                .await?,
+            ))
         }
         (&Method::GET, ["v1", "history"]) => {
             let limit = query_u32(&req, "limit")?.unwrap_or(1000).min(100_000);

@@ -23,6 +23,7 @@ use crate::spawner::Spawner;
 use crate::store::{add_event, Store, StoreError};
 use crate::sys;
 use crate::types::*;
+use crate::userlog;
 
 /// An API error: HTTP status and a one-line message.
 #[derive(Debug, Clone)]
@@ -124,6 +125,33 @@ pub enum Cmd {
         attempt: u32,
         why: String,
     },
+    /// A new, empty cluster for a submit file.
+    NewCluster {
+        caller: u32,
+        reply: Reply<ClusterResponse>,
+    },
+    /// Every job of a submit file, all or nothing.
+    SubmitCluster {
+        caller: u32,
+        cluster: u64,
+        req: Box<ClusterSubmitRequest>,
+        reply: Reply<SubmitResponse>,
+    },
+    /// A job's ClassAd (`jobcell q -l`).
+    Ad {
+        caller: u32,
+        id: u64,
+        reply: Reply<Vec<(String, String)>>,
+    },
+    /// The Prometheus text exposition (`GET /metrics`).
+    Metrics {
+        reply: Reply<String>,
+    },
+    /// Internal: a running job's wall-time limit has passed.
+    Deadline {
+        id: u64,
+        attempt: u32,
+    },
 }
 
 /// What the node is configured with.
@@ -136,7 +164,19 @@ pub struct CoreConfig {
     pub scratch_base: PathBuf,
     pub cgroup_parent: Option<PathBuf>,
     pub images: jobdir::ImagesConfig,
+    pub policy: Policy,
 }
+
+/// The node's job policies (`[policy]` in the config).
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Longest a job may run (seconds); a job past it is held with the reason. A job's own
+    /// `allowed_job_duration` may be shorter, never longer.
+    pub allowed_job_duration: Option<f64>,
+}
+
+/// The hold reason HTCondor gives a job its memory limit killed (HoldReasonCode 34).
+pub const OOM_HOLD_REASON: &str = "memory usage exceeded request_memory";
 
 /// What is still pending on a job whose supervisor must end first.
 #[derive(Debug, Clone)]
@@ -169,7 +209,61 @@ struct Job {
     sup: Option<(i32, u64)>,
     pidfd: Option<Arc<OwnedFd>>,
     pending: Option<Pending>,
+    /// [`JobExtra`] as JSON (submit-file jobs).
+    extra: Option<String>,
+    /// Where its HTCondor user log events go.
+    ulog: Option<userlog::Target>,
+    /// Its own wall-time limit (seconds).
+    max_duration: Option<f64>,
 }
+
+impl Job {
+    fn from_row(r: crate::store::JobRow) -> Job {
+        let x: Option<JobExtra> = r
+            .extra
+            .as_deref()
+            .and_then(|e| serde_json::from_str(e).ok());
+        let ulog = x.as_ref().and_then(|x| x.log.clone()).and_then(|path| {
+            let spec: JobSpec = serde_json::from_str(&r.spec).ok()?;
+            Some(userlog::Target {
+                path,
+                user: spec.user,
+                cluster: r.info.cluster,
+                proc: r.info.proc,
+            })
+        });
+        Job {
+            max_duration: x.as_ref().and_then(|x| x.allowed_job_duration),
+            info: r.info,
+            spec: r.spec,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            sup: None,
+            pidfd: None,
+            pending: r.pending.as_deref().and_then(Pending::decode),
+            extra: r.extra,
+            ulog,
+        }
+    }
+}
+
+/// Counters since the daemon started (Prometheus counters may reset with the process).
+#[derive(Debug, Default)]
+struct Counters {
+    oom_holds: u64,
+    /// Jobs stopped by a node policy, by reason ("memory", "duration", "pressure").
+    preemptions: std::collections::BTreeMap<&'static str, u64>,
+    /// Seconds from submission (or release) to start: histogram buckets, sum, count.
+    sched_buckets: Vec<u64>,
+    sched_sum: f64,
+    sched_count: u64,
+    started: u64,
+    finished: std::collections::BTreeMap<&'static str, u64>,
+}
+
+pub const SCHED_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
 
 pub struct Core {
     store: Store,
@@ -184,6 +278,12 @@ pub struct Core {
     tx: Sender<Cmd>,
     local: VecDeque<Cmd>,
     cgroups: Option<CgroupRoot>,
+    /// User log events of this batch, sent to the writer after the commit.
+    ulog_out: Vec<userlog::Msg>,
+    ulog_tx: Option<Sender<userlog::Msg>>,
+    counters: Counters,
+    /// When each queued job became eligible (submission or release), for the latency metric.
+    queued_at: HashMap<u64, f64>,
 }
 
 /// Effects performed after the commit.
@@ -230,7 +330,34 @@ impl Core {
             tx,
             local: VecDeque::new(),
             cgroups,
+            ulog_out: Vec::new(),
+            ulog_tx: None,
+            counters: Counters {
+                sched_buckets: vec![0; SCHED_BUCKETS.len()],
+                ..Default::default()
+            },
+            queued_at: HashMap::new(),
         }
+    }
+
+    /// Send HTCondor user log events to this writer (see [`userlog`]).
+    pub fn set_userlog(&mut self, tx: Sender<userlog::Msg>) {
+        self.ulog_tx = Some(tx);
+    }
+
+    fn ulog(&mut self, target: &Option<userlog::Target>, event: userlog::Event) {
+        if let (Some(t), Some(_)) = (target, &self.ulog_tx) {
+            self.ulog_out.push(userlog::Msg {
+                target: t.clone(),
+                event,
+                time: now(),
+            });
+        }
+    }
+
+    fn ulog_job(&mut self, id: u64, event: userlog::Event) {
+        let t = self.jobs.get(&id).and_then(|j| j.ulog.clone());
+        self.ulog(&t, event);
     }
 
     fn job_dir(&self, id: u64) -> PathBuf {
@@ -251,15 +378,7 @@ impl Core {
         let (mut requeued, mut attached, mut ended) = (0, 0, 0);
         for r in rows {
             let id = r.info.id;
-            let mut job = Job {
-                info: r.info,
-                spec: r.spec,
-                stdout: r.stdout,
-                stderr: r.stderr,
-                sup: None,
-                pidfd: None,
-                pending: r.pending.as_deref().and_then(Pending::decode),
-            };
+            let mut job = Job::from_row(r);
             let state = job.info.state;
             if !state.active() {
                 if state == State::Queued {
@@ -359,6 +478,10 @@ impl Core {
                             job.pidfd = Some(fd.clone());
                             self.watch(id, attempt, fd);
                             attached += 1;
+                            let started_at = job.info.started_at.unwrap_or_else(now);
+                            self.jobs.insert(id, job);
+                            self.arm_deadline(id, attempt, started_at);
+                            continue;
                         }
                         Err(_) => {
                             self.local.push_back(Cmd::Exited { id, attempt });
@@ -440,6 +563,11 @@ impl Core {
             for r in replies.drain(..) {
                 r();
             }
+            if let Some(u) = &self.ulog_tx {
+                for m in self.ulog_out.drain(..) {
+                    let _ = u.send(m);
+                }
+            }
             self.perform(std::mem::take(&mut effects));
         }
     }
@@ -465,6 +593,28 @@ impl Core {
                 let r = self.submit(tx, caller, *req);
                 later(replies, reply, r);
             }
+            Cmd::NewCluster { caller, reply } => {
+                let cluster = self.new_cluster(tx, caller);
+                later(replies, reply, Ok(ClusterResponse { cluster }));
+            }
+            Cmd::SubmitCluster {
+                caller,
+                cluster,
+                req,
+                reply,
+            } => {
+                let r = self.submit_cluster(tx, caller, cluster, *req);
+                later(replies, reply, r);
+            }
+            Cmd::Ad { caller, id, reply } => {
+                let r = self.ad(tx, caller, id);
+                let _ = reply.send(r);
+            }
+            Cmd::Metrics { reply } => {
+                let r = self.metrics(tx);
+                let _ = reply.send(r);
+            }
+            Cmd::Deadline { id, attempt } => self.deadline(tx, id, attempt, effects),
             Cmd::List { reply } => {
                 let mut v: Vec<JobInfo> = self.jobs.values().map(|j| j.info.clone()).collect();
                 v.sort_by_key(|j| j.id);
@@ -519,6 +669,7 @@ impl Core {
                     exec_error: None,
                     report: None,
                     finished_at: now(),
+                    hold_reason: None,
                 };
                 self.finish(tx, id, Some(res), effects);
             }
@@ -554,36 +705,35 @@ impl Core {
         }
     }
 
-    fn submit(
-        &mut self,
-        tx: &Tx,
+    /// The ids of the caller's jobs made by an earlier request with this key (empty: none).
+    fn resubmitted(&self, tx: &Tx, caller: u32, key: &Option<String>) -> Result<Vec<u64>, ApiErr> {
+        let Some(k) = key else {
+            return Ok(Vec::new());
+        };
+        if k.is_empty() || k.len() > 128 {
+            return Err(ApiErr::new(400, "submit_key must be 1 to 128 bytes"));
+        }
+        let mut st = sql(tx.prepare_cached(
+            "SELECT id FROM jobs WHERE owner = ?1 AND submit_key = ?2 ORDER BY id",
+        ));
+        Ok(sql(sql(
+            st.query_map(params![caller, k], |r| r.get::<_, i64>(0))
+        )
+        .map(|r| r.map(|v| v as u64))
+        .collect::<rusqlite::Result<Vec<_>>>()))
+    }
+
+    /// Check one job's request and settle its defaults; writes nothing. `images` remembers
+    /// the images already found visible to the caller (a cluster names the same one often).
+    fn check_job(
+        &self,
         caller: u32,
-        req: SubmitRequest,
-    ) -> Result<SubmitResponse, ApiErr> {
-        if let Some(k) = &req.submit_key {
-            if k.is_empty() || k.len() > 128 {
-                return Err(ApiErr::new(400, "submit_key must be 1 to 128 bytes"));
-            }
-            let mut st = sql(tx.prepare_cached(
-                "SELECT id FROM jobs WHERE owner = ?1 AND submit_key = ?2 ORDER BY id",
-            ));
-            let ids: Vec<u64> = sql(
-                sql(st.query_map(params![caller, k], |r| r.get::<_, i64>(0)))
-                    .map(|r| r.map(|v| v as u64))
-                    .collect::<rusqlite::Result<Vec<_>>>(),
-            );
-            if !ids.is_empty() {
-                return Ok(SubmitResponse { ids });
-            }
-        }
-        let mut spec: JobSpec = req.spec;
-        let count = req.count.unwrap_or(1);
-        if count == 0 || count > 10_000 {
-            return Err(ApiErr::new(
-                400,
-                format!("count {count} must be between 1 and 10000"),
-            ));
-        }
+        mut spec: JobSpec,
+        stdout: &Option<String>,
+        stderr: &Option<String>,
+        extra: Option<&JobExtra>,
+        images: &mut std::collections::HashSet<String>,
+    ) -> Result<(JobSpec, f64, u64), ApiErr> {
         // Who the job runs as: a user may only run jobs as themself; root may choose.
         let (uid, _) = sys::lookup_user(&spec.user)
             .ok_or_else(|| ApiErr::new(400, format!("user '{}' does not exist", spec.user)))?;
@@ -608,12 +758,15 @@ impl Core {
         spec.validate()
             .map_err(|e| ApiErr::new(400, e.to_string()))?;
         if let Some(name) = &spec.image {
-            // Refuse an unknown or invisible image now, not when the job starts.
-            self.cfg
-                .images
-                .open()
-                .and_then(|s| s.show(name, caller))
-                .map_err(|e| ApiErr::new(400, format!("image '{name}': {e}")))?;
+            if !images.contains(name) {
+                // Refuse an unknown or invisible image now, not when the job starts.
+                self.cfg
+                    .images
+                    .open()
+                    .and_then(|s| s.show(name, caller))
+                    .map_err(|e| ApiErr::new(400, format!("image '{name}': {e}")))?;
+                images.insert(name.clone());
+            }
         }
         let node = self.cfg.node;
         if cpus > node.cpus + 1e-9 {
@@ -635,88 +788,312 @@ impl Core {
                 ),
             ));
         }
-        for (what, p) in [("stdout", &req.stdout), ("stderr", &req.stderr)] {
+        for (what, p) in [("stdout", stdout), ("stderr", stderr)] {
             if let Some(p) = p {
                 jobcell_spec::clean_abs_path(what, Path::new(p))
                     .map_err(|e| ApiErr::new(400, e.to_string()))?;
             }
         }
-        let spec_json =
-            serde_json::to_string(&spec).map_err(|e| ApiErr::new(500, e.to_string()))?;
+        if let Some(x) = extra {
+            // Opened as the job's user by the supervisor: only the shape is checked here.
+            let abs = |what: &str, p: &str| {
+                if p.starts_with('/') && !p.contains('\0') && p.len() <= 4096 {
+                    Ok(())
+                } else {
+                    Err(ApiErr::new(
+                        400,
+                        format!(
+                            "{what} '{p}' must be an absolute path (at most 4096 bytes, no NUL)"
+                        ),
+                    ))
+                }
+            };
+            for (what, p) in [("initialdir", &x.cwd), ("input", &x.stdin), ("log", &x.log)] {
+                if let Some(p) = p {
+                    abs(what, p)?;
+                }
+            }
+            for p in &x.transfer_input {
+                abs("transfer_input_files entry", p)?;
+            }
+            if x.ad.len() > 10_000 {
+                return Err(ApiErr::new(400, "a job ad has at most 10000 attributes"));
+            }
+            if let Some(d) = x.allowed_job_duration {
+                if !(d.is_finite() && d > 0.0) {
+                    return Err(ApiErr::new(
+                        400,
+                        format!("allowed_job_duration {d} must be a number of seconds > 0"),
+                    ));
+                }
+            }
+        }
+        Ok((spec, cpus, memory))
+    }
+
+    fn new_cluster(&self, tx: &Tx, caller: u32) -> u64 {
+        sql(tx.execute(
+            "INSERT INTO clusters (owner, created_at) VALUES (?1, ?2)",
+            params![caller, now()],
+        ));
+        tx.last_insert_rowid() as u64
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn insert_job(
+        &mut self,
+        tx: &Tx,
+        caller: u32,
+        (cluster, proc): (u64, u64),
+        spec: &JobSpec,
+        spec_json: &str,
+        (cpus, memory): (f64, u64),
+        (priority, hold): (i32, bool),
+        (stdout, stderr): (&Option<String>, &Option<String>),
+        extra: Option<&JobExtra>,
+        submit_key: &Option<String>,
+        t: f64,
+    ) -> u64 {
         let command = serde_json::to_string(&spec.argv).unwrap_or_default();
-        let user = spec.user.to_string();
         let user = match &spec.user {
             UserSpec::Uid(u) => sys::user_name(*u),
-            _ => user,
+            u => u.to_string(),
         };
-        let state = if req.hold { State::Held } else { State::Queued };
-        let hold_reason = req.hold.then(|| "held at submission".to_string());
-        let t = now();
-        let mut ids = Vec::with_capacity(count as usize);
+        let state = if hold { State::Held } else { State::Queued };
+        let hold_reason = hold.then(|| "held at submission".to_string());
+        let extra_json = extra.map(|x| serde_json::to_string(x).unwrap_or_default());
         let mut ins = sql(tx.prepare_cached(
-            "INSERT INTO jobs (owner, user, state, priority, cpus, memory, command, spec, stdout, stderr, submitted_at, hold_reason, submit_key)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            "INSERT INTO jobs (owner, user, state, priority, cpus, memory, command, spec, stdout, stderr, submitted_at, hold_reason, submit_key, cluster, proc, extra)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         ));
-        for _ in 0..count {
-            sql(ins.execute(params![
-                caller,
-                user,
-                state.as_str(),
-                req.priority,
-                cpus,
-                memory as i64,
-                command,
-                spec_json,
-                req.stdout,
-                req.stderr,
-                t,
-                hold_reason,
-                req.submit_key
-            ]));
-            let id = tx.last_insert_rowid() as u64;
-            sql(add_event(
-                tx,
-                id,
-                "submitted",
-                Some(&serde_json::json!({"owner": caller, "held": req.hold})),
-            ));
-            let info = JobInfo {
-                id,
-                owner: caller,
-                user: user.clone(),
-                state,
-                priority: req.priority,
-                cpus,
-                memory,
-                command: spec.argv.clone(),
-                submitted_at: t,
-                started_at: None,
-                ended_at: None,
-                hold_reason: hold_reason.clone(),
-                reason: None,
-                attempt: 0,
-                exit_code: None,
-                signal: None,
-                report: None,
-            };
-            if state == State::Queued {
-                self.queue.insert((-(req.priority as i64), id));
-            }
-            self.jobs.insert(
-                id,
-                Job {
-                    info,
-                    spec: spec_json.clone(),
-                    stdout: req.stdout.clone(),
-                    stderr: req.stderr.clone(),
-                    sup: None,
-                    pidfd: None,
-                    pending: None,
-                },
-            );
-            ids.push(id);
+        sql(ins.execute(params![
+            caller,
+            user,
+            state.as_str(),
+            priority,
+            cpus,
+            memory as i64,
+            command,
+            spec_json,
+            stdout,
+            stderr,
+            t,
+            hold_reason,
+            submit_key,
+            cluster as i64,
+            proc as i64,
+            extra_json,
+        ]));
+        let id = tx.last_insert_rowid() as u64;
+        sql(add_event(
+            tx,
+            id,
+            "submitted",
+            Some(
+                &serde_json::json!({"owner": caller, "held": hold, "cluster": cluster, "proc": proc}),
+            ),
+        ));
+        let info = JobInfo {
+            id,
+            cluster,
+            proc,
+            owner: caller,
+            user,
+            state,
+            priority,
+            cpus,
+            memory,
+            command: spec.argv.clone(),
+            submitted_at: t,
+            started_at: None,
+            ended_at: None,
+            hold_reason: hold_reason.clone(),
+            reason: None,
+            attempt: 0,
+            exit_code: None,
+            signal: None,
+            report: None,
+        };
+        if state == State::Queued {
+            self.queue.insert((-(priority as i64), id));
+            self.queued_at.insert(id, t);
         }
-        Ok(SubmitResponse { ids })
+        let ulog = extra
+            .and_then(|x| x.log.clone())
+            .map(|path| userlog::Target {
+                path,
+                user: spec.user.clone(),
+                cluster,
+                proc,
+            });
+        self.jobs.insert(
+            id,
+            Job {
+                info,
+                spec: spec_json.to_string(),
+                stdout: stdout.clone(),
+                stderr: stderr.clone(),
+                sup: None,
+                pidfd: None,
+                pending: None,
+                extra: extra_json,
+                ulog,
+                max_duration: extra.and_then(|x| x.allowed_job_duration),
+            },
+        );
+        self.ulog_job(id, userlog::Event::Submitted);
+        if let Some(r) = hold_reason {
+            self.ulog_job(id, userlog::Event::Held(r));
+        }
+        id
+    }
+
+    fn submit(
+        &mut self,
+        tx: &Tx,
+        caller: u32,
+        req: SubmitRequest,
+    ) -> Result<SubmitResponse, ApiErr> {
+        let ids = self.resubmitted(tx, caller, &req.submit_key)?;
+        if !ids.is_empty() {
+            let cluster = self.jobs.get(&ids[0]).map(|j| j.info.cluster);
+            return Ok(SubmitResponse { ids, cluster });
+        }
+        let count = req.count.unwrap_or(1);
+        if count == 0 || count > 10_000 {
+            return Err(ApiErr::new(
+                400,
+                format!("count {count} must be between 1 and 10000"),
+            ));
+        }
+        let (spec, cpus, memory) = self.check_job(
+            caller,
+            req.spec,
+            &req.stdout,
+            &req.stderr,
+            None,
+            &mut Default::default(),
+        )?;
+        let spec_json =
+            serde_json::to_string(&spec).map_err(|e| ApiErr::new(500, e.to_string()))?;
+        let cluster = self.new_cluster(tx, caller);
+        let t = now();
+        let ids = (0..count as u64)
+            .map(|proc| {
+                self.insert_job(
+                    tx,
+                    caller,
+                    (cluster, proc),
+                    &spec,
+                    &spec_json,
+                    (cpus, memory),
+                    (req.priority, req.hold),
+                    (&req.stdout, &req.stderr),
+                    None,
+                    &req.submit_key,
+                    t,
+                )
+            })
+            .collect();
+        Ok(SubmitResponse {
+            ids,
+            cluster: Some(cluster),
+        })
+    }
+
+    /// A submit file's jobs: every one is checked before any is written, so the cluster is
+    /// queued whole or not at all.
+    fn submit_cluster(
+        &mut self,
+        tx: &Tx,
+        caller: u32,
+        cluster: u64,
+        req: ClusterSubmitRequest,
+    ) -> Result<SubmitResponse, ApiErr> {
+        use rusqlite::OptionalExtension;
+        let ids = self.resubmitted(tx, caller, &req.submit_key)?;
+        if !ids.is_empty() {
+            return Ok(SubmitResponse {
+                ids,
+                cluster: Some(cluster),
+            });
+        }
+        let owner: Option<u32> = sql(tx
+            .query_row(
+                "SELECT owner FROM clusters WHERE id = ?1",
+                params![cluster as i64],
+                |r| r.get(0),
+            )
+            .optional());
+        match owner {
+            None => return Err(ApiErr::new(404, format!("no cluster {cluster}"))),
+            Some(o) if o != caller => {
+                return Err(ApiErr::new(
+                    403,
+                    format!("cluster {cluster} belongs to {}", sys::user_name(o)),
+                ))
+            }
+            _ => {}
+        }
+        let used: i64 = sql(tx.query_row(
+            "SELECT count(*) FROM jobs WHERE cluster = ?1",
+            params![cluster as i64],
+            |r| r.get(0),
+        ));
+        if used > 0 {
+            return Err(ApiErr::new(
+                409,
+                format!("cluster {cluster} already has jobs; ask for a new one"),
+            ));
+        }
+        if req.jobs.is_empty() || req.jobs.len() > 100_000 {
+            return Err(ApiErr::new(
+                400,
+                format!("a cluster has 1 to 100000 jobs, not {}", req.jobs.len()),
+            ));
+        }
+        let mut images = Default::default();
+        let mut checked = Vec::with_capacity(req.jobs.len());
+        for (proc, j) in req.jobs.into_iter().enumerate() {
+            let (spec, cpus, memory) = self
+                .check_job(
+                    caller,
+                    j.spec,
+                    &j.stdout,
+                    &j.stderr,
+                    Some(&j.extra),
+                    &mut images,
+                )
+                .map_err(|e| ApiErr::new(e.code, format!("job {cluster}.{proc}: {}", e.msg)))?;
+            let spec_json =
+                serde_json::to_string(&spec).map_err(|e| ApiErr::new(500, e.to_string()))?;
+            checked.push((
+                spec, spec_json, cpus, memory, j.priority, j.hold, j.stdout, j.stderr, j.extra,
+            ));
+        }
+        let t = now();
+        let mut ids = Vec::with_capacity(checked.len());
+        for (proc, (spec, spec_json, cpus, memory, prio, hold, out, err, extra)) in
+            checked.into_iter().enumerate()
+        {
+            ids.push(self.insert_job(
+                tx,
+                caller,
+                (cluster, proc as u64),
+                &spec,
+                &spec_json,
+                (cpus, memory),
+                (prio, hold),
+                (&out, &err),
+                Some(&extra),
+                &req.submit_key,
+                t,
+            ));
+        }
+        Ok(SubmitResponse {
+            ids,
+            cluster: Some(cluster),
+        })
     }
 
     fn get(&self, tx: &Tx, id: u64) -> Result<JobInfo, ApiErr> {
@@ -740,6 +1117,366 @@ impl Core {
             })
         }));
         Ok(sql(rows.collect::<rusqlite::Result<Vec<_>>>()))
+    }
+
+    /// The job's ClassAd: what its submit file said (or, for a quick submission, what its
+    /// spec says in HTCondor's names), with the live attributes as the daemon knows them now.
+    /// Others than the owner and root do not see the environment (it may hold secrets).
+    fn ad(&self, tx: &Tx, caller: u32, id: u64) -> Result<Vec<(String, String)>, ApiErr> {
+        use jobcell_spec::submit::classad_string as q;
+        let (info, spec, extra) = match self.jobs.get(&id) {
+            Some(j) => (j.info.clone(), j.spec.clone(), j.extra.clone()),
+            None => {
+                let r = load(tx, id)?;
+                (r.info, r.spec, r.extra)
+            }
+        };
+        let x: JobExtra = extra
+            .as_deref()
+            .and_then(|e| serde_json::from_str(e).ok())
+            .unwrap_or_default();
+        let spec: Option<JobSpec> = serde_json::from_str(&spec).ok();
+        let mut ad: Vec<(String, String)> = x.ad.clone();
+        if ad.is_empty() {
+            if let Some(sp) = &spec {
+                let (cmd, args) = sp
+                    .argv
+                    .split_first()
+                    .map(|(c, a)| (c.clone(), a.to_vec()))
+                    .unwrap_or_default();
+                let env: std::collections::BTreeMap<String, String> =
+                    sp.env.iter().cloned().collect();
+                ad.push(("Cmd".into(), q(&cmd)));
+                ad.push((
+                    "Arguments".into(),
+                    q(&jobcell_spec::submit::args_to_v2_raw(&args)),
+                ));
+                ad.push((
+                    "Environment".into(),
+                    q(&jobcell_spec::submit::env_to_v2_raw(&env)),
+                ));
+                if let Some(i) = &sp.image {
+                    ad.push(("JobcellImage".into(), q(i)));
+                }
+            }
+        }
+        let mut set =
+            |k: &str, v: String| match ad.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(k)) {
+                Some(e) => e.1 = v,
+                None => ad.push((k.to_string(), v)),
+            };
+        let status = match info.state {
+            State::Queued => 1,
+            State::Starting | State::Running => 2,
+            State::Removed => 3,
+            State::Completed | State::Failed => 4,
+            State::Held => 5,
+            State::Suspended => 7,
+        };
+        set("ClusterId", info.cluster.to_string());
+        set("ProcId", info.proc.to_string());
+        set("JobcellId", info.id.to_string());
+        set("JobStatus", status.to_string());
+        set("JobcellState", q(info.state.as_str()));
+        set("Owner", q(&sys::user_name(info.owner)));
+        set("JobcellUser", q(&info.user));
+        set("JobPrio", info.priority.to_string());
+        set("RequestCpus", info.cpus.to_string());
+        set("RequestMemory", info.memory.div_ceil(1 << 20).to_string());
+        set("QDate", (info.submitted_at as i64).to_string());
+        set("NumJobStarts", info.attempt.to_string());
+        if let Some(t) = info.started_at {
+            set("JobCurrentStartDate", (t as i64).to_string());
+        }
+        if let Some(t) = info.ended_at {
+            set("CompletionDate", (t as i64).to_string());
+        }
+        if let Some(limit) = x
+            .allowed_job_duration
+            .or(self.cfg.policy.allowed_job_duration)
+        {
+            set("AllowedJobDuration", (limit as i64).to_string());
+        }
+        match (&info.hold_reason, info.state) {
+            (Some(r), State::Held) => {
+                set("HoldReason", q(r));
+                if r == OOM_HOLD_REASON {
+                    set("HoldReasonCode", "34".into());
+                } else if r.starts_with("The job exceeded allowed job duration") {
+                    set("HoldReasonCode", "46".into());
+                }
+            }
+            _ => {
+                ad.retain(|(k, _)| k != "HoldReason" && k != "HoldReasonCode");
+            }
+        }
+        let mut set =
+            |k: &str, v: String| match ad.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(k)) {
+                Some(e) => e.1 = v,
+                None => ad.push((k.to_string(), v)),
+            };
+        if let Some(r) = &info.reason {
+            set(
+                if info.state == State::Removed {
+                    "RemoveReason"
+                } else {
+                    "JobcellReason"
+                },
+                q(r),
+            );
+        }
+        if let Some(c) = info.exit_code {
+            set("ExitCode", c.to_string());
+            set("ExitBySignal", "false".into());
+        }
+        if let Some(sig) = info.signal {
+            set("ExitBySignal", "true".into());
+            set("ExitSignal", sig.to_string());
+        }
+        if let Some(r) = &info.report {
+            if let Some(w) = r["wall_time_s"].as_f64() {
+                set("RemoteWallClockTime", format!("{w:.3}"));
+            }
+            let cpu = |k: &str| r[k].as_u64().map(|us| format!("{:.3}", us as f64 / 1e6));
+            if let Some(u) = cpu("cpu_user_us") {
+                set("RemoteUserCpu", u);
+            }
+            if let Some(u) = cpu("cpu_system_us") {
+                set("RemoteSysCpu", u);
+            }
+            if let Some(p) = r["usage"]["memory_peak"].as_u64() {
+                set("MemoryUsage", p.div_ceil(1 << 20).to_string());
+            }
+            if let Some(o) = r["oom_killed"].as_bool() {
+                set("JobcellOomKilled", o.to_string());
+            }
+        }
+        if caller != 0 && caller != info.owner {
+            ad.retain(|(k, _)| !k.eq_ignore_ascii_case("Environment"));
+        }
+        Ok(ad)
+    }
+
+    /// The Prometheus text exposition format (version 0.0.4).
+    fn metrics(&self, tx: &Tx) -> Result<String, ApiErr> {
+        use std::fmt::Write;
+        let mut o = String::new();
+        let head = |o: &mut String, name: &str, kind: &str, help: &str| {
+            let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        };
+        // Jobs by state: the unfinished from memory, the finished from the database.
+        let mut by_state: std::collections::BTreeMap<&str, u64> = [
+            "queued",
+            "held",
+            "starting",
+            "running",
+            "suspended",
+            "completed",
+            "failed",
+            "removed",
+        ]
+        .iter()
+        .map(|s| (*s, 0))
+        .collect();
+        let mut st = sql(tx.prepare_cached(
+            "SELECT state, count(*) FROM jobs WHERE state IN ('completed','failed','removed') GROUP BY state",
+        ));
+        let rows = sql(st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))));
+        for r in rows {
+            let (k, n) = sql(r);
+            if let Some(State::Completed | State::Failed | State::Removed) = State::parse(&k) {
+                *by_state
+                    .entry(State::parse(&k).expect("parsed").as_str())
+                    .or_default() = n as u64;
+            }
+        }
+        for j in self.jobs.values() {
+            *by_state.entry(j.info.state.as_str()).or_default() += 1;
+        }
+        head(&mut o, "jobcell_jobs", "gauge", "Jobs by state.");
+        for (k, n) in &by_state {
+            let _ = writeln!(o, "jobcell_jobs{{state=\"{k}\"}} {n}");
+        }
+        let node = self.cfg.node;
+        head(
+            &mut o,
+            "jobcell_node_cpus",
+            "gauge",
+            "Cores offered to jobs.",
+        );
+        let _ = writeln!(o, "jobcell_node_cpus {}", node.cpus);
+        head(
+            &mut o,
+            "jobcell_node_cpus_allocated",
+            "gauge",
+            "Cores allocated to starting, running and suspended jobs.",
+        );
+        let _ = writeln!(
+            o,
+            "jobcell_node_cpus_allocated {}",
+            (self.alloc_cpus * 1000.0).round() / 1000.0
+        );
+        head(
+            &mut o,
+            "jobcell_node_memory_bytes",
+            "gauge",
+            "Memory offered to jobs.",
+        );
+        let _ = writeln!(o, "jobcell_node_memory_bytes {}", node.memory);
+        head(
+            &mut o,
+            "jobcell_node_memory_allocated_bytes",
+            "gauge",
+            "Memory allocated to starting, running and suspended jobs.",
+        );
+        let _ = writeln!(o, "jobcell_node_memory_allocated_bytes {}", self.alloc_mem);
+        if let Some(root) = &self.cgroups {
+            let parents = root.parent_paths();
+            let read = |f: &str| {
+                parents
+                    .iter()
+                    .find_map(|p| std::fs::read_to_string(p.join(f)).ok())
+            };
+            if let Some(m) = read("memory.usage_in_bytes").or_else(|| read("memory.current")) {
+                if let Ok(m) = m.trim().parse::<u64>() {
+                    head(&mut o, "jobcell_node_memory_used_bytes", "gauge", "Memory in use by all jobs (their cgroups' parent, as the kernel charges it).");
+                    let _ = writeln!(o, "jobcell_node_memory_used_bytes {m}");
+                }
+            }
+            let cpu_s = read("cpuacct.usage")
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .map(|ns| ns as f64 / 1e9)
+                .or_else(|| {
+                    read("cpu.stat")?
+                        .lines()
+                        .find_map(|l| l.strip_prefix("usage_usec ")?.trim().parse::<u64>().ok())
+                        .map(|us| us as f64 / 1e6)
+                });
+            if let Some(c) = cpu_s {
+                head(
+                    &mut o,
+                    "jobcell_node_cpu_used_seconds_total",
+                    "counter",
+                    "CPU time used by all jobs (their cgroups' parent).",
+                );
+                let _ = writeln!(o, "jobcell_node_cpu_used_seconds_total {c:.6}");
+            }
+            // Per running job, from its own cgroup.
+            let mut running: Vec<&Job> = self
+                .jobs
+                .values()
+                .filter(|j| matches!(j.info.state, State::Running | State::Suspended))
+                .collect();
+            running.sort_by_key(|j| j.info.id);
+            let mut cpu_lines = String::new();
+            let mut mem_lines = String::new();
+            for j in running {
+                let Some((pid, _)) = j.sup else { continue };
+                let Ok(cg) = root.open(&jobdir::cgroup_name(pid, j.info.id)) else {
+                    continue;
+                };
+                let u = cg.stats();
+                cg.leak();
+                let Ok(u) = u else { continue };
+                let labels = format!(
+                    "id=\"{}\",cluster=\"{}\",proc=\"{}\",owner=\"{}\"",
+                    j.info.id,
+                    j.info.cluster,
+                    j.info.proc,
+                    sys::user_name(j.info.owner).replace(['\\', '"', '\n'], "_")
+                );
+                let _ = writeln!(
+                    cpu_lines,
+                    "jobcell_job_cpu_seconds_total{{{labels}}} {:.6}",
+                    (u.cpu_user_us + u.cpu_system_us) as f64 / 1e6
+                );
+                let _ = writeln!(
+                    mem_lines,
+                    "jobcell_job_memory_bytes{{{labels}}} {}",
+                    u.memory_current
+                );
+            }
+            head(
+                &mut o,
+                "jobcell_job_cpu_seconds_total",
+                "counter",
+                "CPU time used by each running job.",
+            );
+            o += &cpu_lines;
+            head(
+                &mut o,
+                "jobcell_job_memory_bytes",
+                "gauge",
+                "Memory charged to each running job now.",
+            );
+            o += &mem_lines;
+        }
+        let c = &self.counters;
+        head(
+            &mut o,
+            "jobcell_oom_kills_total",
+            "counter",
+            "Jobs OOM-killed at their memory limit (and held) since the daemon started.",
+        );
+        let _ = writeln!(o, "jobcell_oom_kills_total {}", c.oom_holds);
+        head(
+            &mut o,
+            "jobcell_preemptions_total",
+            "counter",
+            "Jobs stopped by a node policy since the daemon started, by policy.",
+        );
+        for r in ["memory", "duration", "pressure"] {
+            let _ = writeln!(
+                o,
+                "jobcell_preemptions_total{{reason=\"{r}\"}} {}",
+                c.preemptions.get(r).copied().unwrap_or(0)
+            );
+        }
+        head(
+            &mut o,
+            "jobcell_jobs_started_total",
+            "counter",
+            "Job attempts started since the daemon started.",
+        );
+        let _ = writeln!(o, "jobcell_jobs_started_total {}", c.started);
+        head(
+            &mut o,
+            "jobcell_jobs_ended_total",
+            "counter",
+            "Job attempts that ended since the daemon started, by outcome.",
+        );
+        for r in ["completed", "failed", "removed", "held"] {
+            let _ = writeln!(
+                o,
+                "jobcell_jobs_ended_total{{state=\"{r}\"}} {}",
+                c.finished.get(r).copied().unwrap_or(0)
+            );
+        }
+        head(
+            &mut o,
+            "jobcell_schedule_latency_seconds",
+            "histogram",
+            "From submission or release to the job's supervisor running.",
+        );
+        for (i, b) in SCHED_BUCKETS.iter().enumerate() {
+            let _ = writeln!(
+                o,
+                "jobcell_schedule_latency_seconds_bucket{{le=\"{b}\"}} {}",
+                c.sched_buckets[i]
+            );
+        }
+        let _ = writeln!(
+            o,
+            "jobcell_schedule_latency_seconds_bucket{{le=\"+Inf\"}} {}",
+            c.sched_count
+        );
+        let _ = writeln!(o, "jobcell_schedule_latency_seconds_sum {:.6}", c.sched_sum);
+        let _ = writeln!(
+            o,
+            "jobcell_schedule_latency_seconds_count {}",
+            c.sched_count
+        );
+        Ok(o)
     }
 
     fn owner_of(&self, tx: &Tx, id: u64) -> Result<u32, ApiErr> {
@@ -847,6 +1584,8 @@ impl Core {
                     Some(&serde_json::json!({"by": caller})),
                 ));
                 let mut j = self.jobs.remove(&id).expect("present");
+                self.queued_at.remove(&id);
+                self.ulog(&j.ulog, userlog::Event::Aborted(reason.clone()));
                 j.info.state = State::Removed;
                 j.info.reason = Some(reason);
                 Ok(j.info)
@@ -869,6 +1608,8 @@ impl Core {
                     "held",
                     Some(&serde_json::json!({"reason": reason})),
                 ));
+                self.queued_at.remove(&id);
+                self.ulog_job(id, userlog::Event::Held(reason.clone()));
                 let j = self.jobs.get_mut(&id).expect("present");
                 j.info.state = State::Held;
                 j.info.hold_reason = Some(reason);
@@ -887,6 +1628,8 @@ impl Core {
                     params![id as i64],
                 ));
                 sql(add_event(tx, id, "released", None));
+                self.queued_at.insert(id, now());
+                self.ulog_job(id, userlog::Event::Released);
                 let j = self.jobs.get_mut(&id).expect("present");
                 j.info.state = State::Queued;
                 j.info.hold_reason = None;
@@ -1015,6 +1758,73 @@ impl Core {
             "started",
             Some(&serde_json::json!({"supervisor_pid": pid, "attempt": attempt})),
         ));
+        let t = now();
+        if let Some(q) = self.queued_at.remove(&id) {
+            let c = &mut self.counters;
+            let lat = (t - q).max(0.0);
+            for (i, b) in SCHED_BUCKETS.iter().enumerate() {
+                if lat <= *b {
+                    c.sched_buckets[i] += 1;
+                }
+            }
+            c.sched_sum += lat;
+            c.sched_count += 1;
+        }
+        self.counters.started += 1;
+        self.ulog_job(id, userlog::Event::Executing);
+        let started_at = self.jobs[&id].info.started_at.unwrap_or(t);
+        self.arm_deadline(id, attempt, started_at);
+    }
+
+    /// The job's wall-time limit: its own, capped by the node's.
+    fn duration_limit(&self, id: u64) -> Option<f64> {
+        let own = self.jobs.get(&id).and_then(|j| j.max_duration);
+        match (own, self.cfg.policy.allowed_job_duration) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Send ourselves a [`Cmd::Deadline`] when the job's wall-time limit passes.
+    fn arm_deadline(&self, id: u64, attempt: u32, started_at: f64) {
+        let Some(limit) = self.duration_limit(id) else {
+            return;
+        };
+        let left = (started_at + limit - now()).max(0.0);
+        let tx = self.tx.clone();
+        self.rt.spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_secs_f64(left)).await;
+            let _ = tx.send(Cmd::Deadline { id, attempt });
+        });
+    }
+
+    /// A running job's wall-time limit passed: hold it, with the reason (HTCondor's
+    /// `allowed_job_duration` holds too), through the same eviction as `jobcell hold`.
+    fn deadline(&mut self, tx: &Tx, id: u64, attempt: u32, effects: &mut Vec<Effect>) {
+        let Some(j) = self.jobs.get(&id) else {
+            return;
+        };
+        if j.info.attempt != attempt || !j.info.state.active() || j.pending.is_some() {
+            return;
+        }
+        let limit = self.duration_limit(id).unwrap_or(0.0);
+        let reason = format!(
+            "The job exceeded allowed job duration of {}",
+            fmt_duration(limit)
+        );
+        sql(add_event(
+            tx,
+            id,
+            "policy",
+            Some(
+                &serde_json::json!({"policy": "allowed_job_duration", "limit_s": limit, "action": "hold"}),
+            ),
+        ));
+        warn!("job {id}: {reason}; holding it");
+        *self.counters.preemptions.entry("duration").or_default() += 1;
+        if let Err(e) = self.evict(tx, id, Pending::Hold(reason), effects) {
+            warn!("job {id}: evicting it past its duration: {}", e.msg);
+        }
     }
 
     /// The supervisor is gone: record how the job ended and free its resources.
@@ -1035,10 +1845,26 @@ impl Core {
             None => (None, None, None),
         };
         let sup_pid = j.sup.map(|(p, _)| p);
+        let oom = report
+            .as_ref()
+            .and_then(|r| r.get("oom_killed"))
+            .and_then(|v| v.as_bool())
+            == Some(true);
+        if oom {
+            self.counters.oom_holds += 1;
+        }
         let (state, reason) = match (&j.pending, &res) {
             (Some(Pending::Remove(by)), _) => (State::Removed, Some(format!("removed by {}", sys::user_name(*by)))),
             (Some(Pending::Hold(r)), _) => (State::Held, Some(r.clone())),
+            // A problem the job's owner can fix (an input file they cannot read...): held,
+            // like HTCondor, rather than failed.
+            (None, Some(r)) if r.hold_reason.is_some() => (State::Held, r.hold_reason.clone()),
             (None, Some(r)) if r.error.is_some() => (State::Failed, r.error.clone()),
+            // HTCondor holds a job its memory limit killed; `release` runs it again.
+            (None, Some(_)) if oom => {
+                *self.counters.preemptions.entry("memory").or_default() += 1;
+                (State::Held, Some(OOM_HOLD_REASON.to_string()))
+            }
             (None, Some(_)) => (State::Completed, None),
             (None, None) => (
                 State::Failed,
@@ -1063,8 +1889,13 @@ impl Core {
                 tx,
                 id,
                 "held",
-                Some(&serde_json::json!({"reason": reason, "evicted": true})),
+                Some(&serde_json::json!({"reason": reason, "evicted": true, "oom_killed": oom})),
             ));
+            *self.counters.finished.entry("held").or_default() += 1;
+            self.ulog(
+                &j.ulog,
+                userlog::Event::Held(reason.clone().unwrap_or_default()),
+            );
             j.info.state = State::Held;
             j.info.hold_reason = reason;
             j.pending = None;
@@ -1087,6 +1918,19 @@ impl Core {
         });
         let detail = serde_json::json!({"state": state.as_str(), "reason": reason, "usage": usage});
         sql(add_event(tx, id, "ended", Some(&detail)));
+        *self.counters.finished.entry(state.as_str()).or_default() += 1;
+        let ev = if state == State::Removed {
+            userlog::Event::Aborted(reason.clone().unwrap_or_default())
+        } else {
+            userlog::Event::Terminated {
+                exit_code,
+                signal,
+                report: report.clone(),
+                cpus: j.info.cpus,
+                memory: j.info.memory,
+            }
+        };
+        self.ulog(&j.ulog, ev);
         if state == State::Failed {
             warn!("job {id} failed: {}", reason.as_deref().unwrap_or(""));
         }
@@ -1196,8 +2040,19 @@ impl Core {
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let spec: JobSpec =
             serde_json::from_str(&j.spec).map_err(|e| format!("stored spec: {e}"))?;
+        let x: JobExtra = j
+            .extra
+            .as_deref()
+            .map(serde_json::from_str)
+            .transpose()
+            .map_err(|e| format!("stored job extras: {e}"))?
+            .unwrap_or_default();
         let s = SupervisorSpec {
             id,
+            cwd: x.cwd.map(PathBuf::from),
+            stdin: x.stdin.map(PathBuf::from),
+            transfer_input: x.transfer_input.into_iter().map(PathBuf::from).collect(),
+            transfer: x.transfer,
             spec,
             stdout: j
                 .stdout
@@ -1274,4 +2129,21 @@ fn remove_scratch(base: &Path, name: &str) {
             }
         }
     }
+}
+
+/// `600` -> `10m`, `90` -> `1m30s`.
+pub fn fmt_duration(secs: f64) -> String {
+    let s = secs.round() as u64;
+    let (h, m, sec) = (s / 3600, s / 60 % 60, s % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out += &format!("{h}h");
+    }
+    if m > 0 {
+        out += &format!("{m}m");
+    }
+    if sec > 0 || out.is_empty() {
+        out += &format!("{sec}s");
+    }
+    out
 }

@@ -38,6 +38,8 @@ pub struct DaemonOptions {
     pub exe: Option<PathBuf>,
     /// The image store (jobs may name an image, as with `jobcell run --image`).
     pub images: crate::jobdir::ImagesConfig,
+    /// `[policy]`: wall-time limit...
+    pub policy: crate::core::Policy,
 }
 
 #[derive(Debug, Error)]
@@ -167,6 +169,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
         scratch_base: o.scratch_base.clone(),
         cgroup_parent: o.cgroup_parent.clone(),
         images: o.images.clone(),
+        policy: o.policy.clone(),
     };
     let mut core = Core::new(
         store,
@@ -176,6 +179,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
         tx.clone(),
         cgroups,
     );
+    core.set_userlog(crate::userlog::start().map_err(DaemonError::Runtime)?);
     {
         let _g = rt.enter();
         core.recover()?;

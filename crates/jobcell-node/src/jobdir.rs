@@ -28,6 +28,19 @@ pub struct SupervisorSpec {
     /// Where the image store is, for jobs that name an image.
     #[serde(default)]
     pub images: Option<ImagesConfig>,
+    /// Where the job starts (HTCondor's initialdir), unless `transfer`.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
+    /// The job's stdin (opened as the job's user); default /dev/null.
+    #[serde(default)]
+    pub stdin: Option<PathBuf>,
+    /// Copied into scratch, as the job's user, before the job starts.
+    #[serde(default)]
+    pub transfer_input: Vec<PathBuf>,
+    /// Run in scratch (HTCondor's file transfer) and copy what the job made there back to
+    /// `cwd` at exit.
+    #[serde(default)]
+    pub transfer: bool,
 }
 
 /// The image store's location and the admin-named image trees (`[images]` in the config).
@@ -68,6 +81,10 @@ pub struct JobResult {
     pub exec_error: Option<String>,
     pub report: Option<serde_json::Value>,
     pub finished_at: f64,
+    /// The job could not start for a reason its owner can fix (an input file missing or
+    /// unreadable...): the daemon holds it with this reason instead of failing it.
+    #[serde(default)]
+    pub hold_reason: Option<String>,
 }
 
 pub fn spec_path(dir: &Path) -> PathBuf {

@@ -28,5 +28,6 @@ pub mod store;
 pub mod supervise;
 pub mod sys;
 pub mod types;
+pub mod userlog;
 
 pub use daemon::{run_daemon, DaemonError, DaemonOptions};

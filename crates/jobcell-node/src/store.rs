@@ -62,6 +62,17 @@ const MIGRATIONS: &[&str] = &[
      CREATE INDEX jobs_submit_key ON jobs(owner, submit_key) WHERE submit_key IS NOT NULL;",
     // 2 -> 3: an acknowledged remove/hold of a running job survives a daemon restart
     "ALTER TABLE jobs ADD COLUMN pending TEXT;",
+    // 3 -> 4: HTCondor clusters (a submit file's jobs are one cluster, numbered by proc) and
+    // what a submit file adds to a job (initialdir, stdin, user log, input transfer, its ad)
+    "CREATE TABLE clusters (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        owner INTEGER NOT NULL,
+        created_at REAL NOT NULL
+     );
+     ALTER TABLE jobs ADD COLUMN cluster INTEGER;
+     ALTER TABLE jobs ADD COLUMN proc INTEGER NOT NULL DEFAULT 0;
+     ALTER TABLE jobs ADD COLUMN extra TEXT;
+     INSERT INTO sqlite_sequence (name, seq) SELECT 'clusters', COALESCE(MAX(id), 0) FROM jobs;",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -82,9 +93,11 @@ pub struct JobRow {
     pub sup_start: Option<u64>,
     /// "remove:<uid>" or "hold:<reason>": an eviction acknowledged but not yet finished.
     pub pending: Option<String>,
+    /// [`crate::types::JobExtra`] as JSON (jobs from submit files).
+    pub extra: Option<String>,
 }
 
-pub const JOB_COLUMNS: &str = "id, owner, user, state, priority, cpus, memory, command, submitted_at, started_at, ended_at, hold_reason, reason, attempt, exit_code, signal, report, spec, stdout, stderr, sup_pid, sup_start, pending";
+pub const JOB_COLUMNS: &str = "id, owner, user, state, priority, cpus, memory, command, submitted_at, started_at, ended_at, hold_reason, reason, attempt, exit_code, signal, report, spec, stdout, stderr, sup_pid, sup_start, pending, cluster, proc, extra";
 
 pub fn job_from_row(r: &Row) -> rusqlite::Result<JobRow> {
     let state: String = r.get(3)?;
@@ -109,6 +122,12 @@ pub fn job_from_row(r: &Row) -> rusqlite::Result<JobRow> {
             exit_code: r.get(14)?,
             signal: r.get(15)?,
             report: report.and_then(|s| serde_json::from_str(&s).ok()),
+            // Jobs from before clusters existed are clusters of their own.
+            cluster: r
+                .get::<_, Option<i64>>(23)?
+                .map(|c| c as u64)
+                .unwrap_or(r.get::<_, i64>(0)? as u64),
+            proc: r.get::<_, i64>(24)? as u64,
         },
         spec: r.get(17)?,
         stdout: r.get(18)?,
@@ -116,6 +135,7 @@ pub fn job_from_row(r: &Row) -> rusqlite::Result<JobRow> {
         sup_pid: r.get(20)?,
         sup_start: r.get::<_, Option<i64>>(21)?.map(|v| v as u64),
         pending: r.get(22)?,
+        extra: r.get(25)?,
     })
 }
 

@@ -11,7 +11,9 @@ use std::path::Path;
 
 use jobcell_cgroup::CgroupRoot;
 use jobcell_sandbox::identity::Identity;
-use jobcell_sandbox::{launch, Launch};
+use jobcell_sandbox::scratch::ScratchDir;
+use jobcell_sandbox::{launch_task, Launch, SchedulerTask};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 
 use crate::jobdir::{self, Claim, JobResult, SupervisorSpec};
 use crate::sys;
@@ -49,17 +51,20 @@ pub fn supervise(dir: &Path, attempt: u32) -> i32 {
             return 1;
         }
     }
+    let fail = |error: Option<String>, hold_reason: Option<String>| JobResult {
+        attempt,
+        exit_code: None,
+        signal: None,
+        error,
+        exec_error: None,
+        report: None,
+        finished_at: now(),
+        hold_reason,
+    };
     let res = match run(dir, attempt, pid) {
         Ok(r) => r,
-        Err(e) => JobResult {
-            attempt,
-            exit_code: None,
-            signal: None,
-            error: Some(e),
-            exec_error: None,
-            report: None,
-            finished_at: now(),
-        },
+        Err(Failure::Fail(e)) => fail(Some(e), None),
+        Err(Failure::Hold(e)) => fail(None, Some(e)),
     };
     let data = serde_json::to_vec_pretty(&res).unwrap_or_default();
     if let Err(e) = sys::write_atomic(&jobdir::result_path(dir, attempt), &data) {
@@ -69,7 +74,19 @@ pub fn supervise(dir: &Path, attempt: u32) -> i32 {
     0
 }
 
-fn run(dir: &Path, attempt: u32, pid: i32) -> Result<JobResult, String> {
+/// Why a job did not run: jobcell's own failure, or something its owner can fix (held).
+enum Failure {
+    Fail(String),
+    Hold(String),
+}
+
+impl From<String> for Failure {
+    fn from(s: String) -> Self {
+        Failure::Fail(s)
+    }
+}
+
+fn run(dir: &Path, attempt: u32, pid: i32) -> Result<JobResult, Failure> {
     let text = std::fs::read(jobdir::spec_path(dir))
         .map_err(|e| format!("reading {}: {e}", jobdir::spec_path(dir).display()))?;
     let s: SupervisorSpec = serde_json::from_slice(&text).map_err(|e| format!("spec.json: {e}"))?;
@@ -80,7 +97,9 @@ fn run(dir: &Path, attempt: u32, pid: i32) -> Result<JobResult, String> {
                 .and_then(|st| st.lease(name, s.owner))
                 .map_err(|e| format!("image '{name}': {e}"))?,
         ),
-        (Some(name), None) => return Err(format!("image '{name}': no image store configured")),
+        (Some(name), None) => {
+            return Err(format!("image '{name}': no image store configured").into())
+        }
         _ => None,
     };
     let rootless = !sys::is_root();
@@ -107,23 +126,90 @@ fn run(dir: &Path, attempt: u32, pid: i32) -> Result<JobResult, String> {
         }
         Some(r)
     };
-    let out = open_output(&s.stdout, dir, &identity, rootless)?;
-    let err = open_output(&s.stderr, dir, &identity, rootless)?;
+    // Everything the owner named is opened with the owner's identity; a failure here is
+    // theirs to fix, so the job is held (as HTCondor does), not failed.
+    let hold = Failure::Hold;
+    if let (Some(cwd), None) = (&s.cwd, &lease) {
+        // (In an image the directory is looked up in the image's view, by the launcher.)
+        if !s.transfer {
+            check_dir(cwd, &identity).map_err(hold)?;
+        }
+    }
+    let input = match &s.stdin {
+        Some(p) => Some(open_input(p, &identity).map_err(hold)?),
+        None => None,
+    };
+    let out = open_output(&s.stdout, dir, &identity, rootless).map_err(hold)?;
+    // output = error (one file for both, as HTCondor allows) shares one open file.
+    let err = if s.stderr == s.stdout {
+        out.try_clone().map_err(|e| e.to_string())?
+    } else {
+        open_output(&s.stderr, dir, &identity, rootless).map_err(hold)?
+    };
+    let name = jobdir::cgroup_name(pid, s.id);
+    // HTCondor's file transfer: the job runs in its scratch dir, with its input files copied
+    // there first (as its user); what it makes there comes back to initialdir at exit.
+    let staged = if s.transfer {
+        let sd = ScratchDir::create(
+            &s.spec.scratch_base,
+            &name,
+            identity.uid,
+            identity.gid,
+            &[],
+            false,
+        )
+        .map_err(|e| e.to_string())?;
+        match transfer_in(&s.transfer_input, sd.path(), &identity) {
+            Ok(before) => Some((sd, before)),
+            Err(e) => {
+                let _ = sd.remove();
+                return Err(Failure::Hold(e));
+            }
+        }
+    } else {
+        None
+    };
     unsafe {
+        if let Some(i) = &input {
+            libc::dup2(i.as_raw_fd(), 0);
+        }
         libc::dup2(out.as_raw_fd(), 1);
         libc::dup2(err.as_raw_fd(), 2);
     }
-    drop((out, err));
-    let outcome = launch(&Launch {
-        spec: &s.spec,
-        image_root: lease.as_ref().map(|l| l.root.clone()),
-        image_name: lease.as_ref().map(|l| l.name.clone()),
-        extra_env: Vec::new(),
-        cgroup_parent: s.cgroup_parent.clone(),
-        cgroup_name: Some(jobdir::cgroup_name(pid, s.id)),
-        cgroup_root: root.as_ref(),
-    })
-    .map_err(|e| e.to_string())?;
+    drop((out, err, input));
+    let task = SchedulerTask {
+        workdir: match &staged {
+            Some((sd, _)) => Some(sd.path().to_path_buf()),
+            None => s.cwd.clone(),
+        },
+        job_scratch: staged.as_ref().map(|(sd, _)| sd.path().to_path_buf()),
+    };
+    let outcome = launch_task(
+        &Launch {
+            spec: &s.spec,
+            image_root: lease.as_ref().map(|l| l.root.clone()),
+            image_name: lease.as_ref().map(|l| l.name.clone()),
+            extra_env: Vec::new(),
+            cgroup_parent: s.cgroup_parent.clone(),
+            cgroup_name: Some(name),
+            cgroup_root: root.as_ref(),
+        },
+        &task,
+    );
+    if let Some((sd, before)) = staged {
+        if let (Ok(_), Some(cwd)) = (&outcome, &s.cwd) {
+            if let Err(e) = transfer_out(sd.path(), &before, cwd, &identity) {
+                eprintln!(
+                    "jobcell: transferring output files to {}: {e}",
+                    cwd.display()
+                );
+            }
+        }
+        if let Err(e) = sd.remove() {
+            eprintln!("jobcell: {e}");
+        }
+    }
+    let outcome = outcome.map_err(|e| e.to_string())?;
     if let Some(e) = &outcome.exec_error {
         eprintln!("jobcell: {e}");
     }
@@ -135,6 +221,159 @@ fn run(dir: &Path, attempt: u32, pid: i32) -> Result<JobResult, String> {
         exec_error: outcome.exec_error.clone(),
         report: serde_json::to_value(&outcome.report).ok(),
         finished_at: now(),
+        hold_reason: None,
+    })
+}
+
+/// Run `f` with the job user's filesystem identity.
+fn as_user<T>(id: &Identity, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+    sys::as_user(id.uid, id.gid, &id.groups, f)?
+}
+
+/// The job's initial directory must be one its user may enter.
+fn check_dir(p: &Path, id: &Identity) -> Result<(), String> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+        .map_err(|_| format!("initialdir {}: contains a NUL byte", p.display()))?;
+    as_user(id, || {
+        let r =
+            unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) };
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if !std::fs::metadata(p)?.is_dir() {
+            return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
+        }
+        Ok(())
+    })
+    .map_err(|e| format!("initialdir {} (as {}): {e}", p.display(), id.name))
+}
+
+/// The job's stdin, opened for reading as its user.
+fn open_input(p: &Path, id: &Identity) -> Result<std::fs::File, String> {
+    as_user(id, || {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_CLOEXEC)
+            .open(p)
+    })
+    .map_err(|e| format!("input {} (as {}): {e}", p.display(), id.name))
+}
+
+/// What a top-level entry of scratch was when the job started: (size, mtime ns).
+type Snapshot = std::collections::HashMap<std::ffi::OsString, (u64, i128)>;
+
+fn stamp(m: &std::fs::Metadata) -> (u64, i128) {
+    use std::os::unix::fs::MetadataExt;
+    (
+        m.len(),
+        m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
+    )
+}
+
+/// Copy the input files and directories into scratch as the job's user (so nothing the user
+/// could not read is ever copied), and note what scratch holds then.
+fn transfer_in(
+    inputs: &[std::path::PathBuf],
+    scratch: &Path,
+    id: &Identity,
+) -> Result<Snapshot, String> {
+    as_user(id, || {
+        for src in inputs {
+            let s = src.to_string_lossy();
+            // HTCondor: `dir/` copies the directory's contents, `dir` the directory itself.
+            let contents = s.ends_with('/') && s.len() > 1;
+            let meta = std::fs::metadata(src)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", src.display())))?;
+            if meta.is_dir() && contents {
+                for e in std::fs::read_dir(src)? {
+                    let e = e?;
+                    copy_tree(&e.path(), &scratch.join(e.file_name()), 0)?;
+                }
+            } else {
+                let name = src
+                    .file_name()
+                    .ok_or_else(|| io::Error::other(format!("{}: no file name", src.display())))?;
+                copy_tree(src, &scratch.join(name), 0)?;
+            }
+        }
+        let mut snap = Snapshot::new();
+        for e in std::fs::read_dir(scratch)? {
+            let e = e?;
+            snap.insert(e.file_name(), stamp(&e.metadata()?));
+        }
+        Ok(snap)
+    })
+    .map_err(|e| format!("transfer_input_files (as {}): {e}", id.name))
+}
+
+/// Copy a file or directory tree; the destination must not exist (two inputs with the same
+/// name are an error, as in HTCondor). Symlinks inside directories are skipped.
+fn copy_tree(src: &Path, dst: &Path, depth: u32) -> io::Result<()> {
+    let with = |e: io::Error, p: &Path| io::Error::new(e.kind(), format!("{}: {e}", p.display()));
+    if depth > 64 {
+        return Err(io::Error::other(format!(
+            "{}: nested too deeply",
+            src.display()
+        )));
+    }
+    let meta = if depth == 0 {
+        std::fs::metadata(src)
+    } else {
+        std::fs::symlink_metadata(src)
+    }
+    .map_err(|e| with(e, src))?;
+    if meta.is_dir() {
+        std::fs::DirBuilder::new()
+            .mode(0o755)
+            .create(dst)
+            .map_err(|e| with(e, dst))?;
+        for e in std::fs::read_dir(src).map_err(|e| with(e, src))? {
+            let e = e.map_err(|e| with(e, src))?;
+            copy_tree(&e.path(), &dst.join(e.file_name()), depth + 1)?;
+        }
+        Ok(())
+    } else if meta.is_file() {
+        let mut from = std::fs::File::open(src).map_err(|e| with(e, src))?;
+        let mut to = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(meta.permissions().mode() & 0o777)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(dst)
+            .map_err(|e| with(e, dst))?;
+        io::copy(&mut from, &mut to).map_err(|e| with(e, src))?;
+        Ok(())
+    } else {
+        // Devices, fifos, sockets, symlinks found inside directories: not job input.
+        Ok(())
+    }
+}
+
+/// Copy regular files the job made or changed at the top of scratch back to initialdir, as
+/// the job's user (HTCondor's default output transfer).
+fn transfer_out(scratch: &Path, before: &Snapshot, cwd: &Path, id: &Identity) -> io::Result<()> {
+    as_user(id, || {
+        for e in std::fs::read_dir(scratch)? {
+            let e = e?;
+            let m = e.metadata()?;
+            if !m.is_file() || before.get(&e.file_name()) == Some(&stamp(&m)) {
+                continue;
+            }
+            let src = e.path();
+            let mut from = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                .open(&src)?;
+            let mut to = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(m.permissions().mode() & 0o777)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(cwd.join(e.file_name()))?;
+            io::copy(&mut from, &mut to)?;
+        }
+        Ok(())
     })
 }
 
@@ -168,16 +407,23 @@ fn open_output(
         }
         f
     } else {
+        // The user's own path: opened with the user's identity (a symlink or a file they
+        // may not write gets the refusal they would get), never blocking on a fifo.
+        let f = as_user(id, || {
+            std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o644)
+                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
+                .open(p)
+        })
+        .map_err(|e| format!("{} (as {}): {e}", p.display(), id.name))?;
         unsafe {
-            libc::setfsgid(id.gid);
-            libc::setfsuid(id.uid);
+            let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+            libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
         }
-        let r = open();
-        unsafe {
-            libc::setfsuid(0);
-            libc::setfsgid(0);
-        }
-        r.map_err(|e| format!("{} (as {}): {e}", p.display(), id.name))?
+        f
     };
     Ok(f)
 }

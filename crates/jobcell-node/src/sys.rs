@@ -170,3 +170,61 @@ pub fn lookup_user(user: &jobcell_spec::UserSpec) -> Option<(u32, u32)> {
         },
     }
 }
+
+/// Run `f` with this thread's filesystem identity (fsuid, fsgid and supplementary groups) set
+/// to a user's, so every open, create and path lookup in `f` is checked with that user's
+/// permissions (and a file it creates is the user's), symlinks and all: nothing `f` opens is
+/// something the user could not open themself. Raw syscalls, because the libc wrappers of
+/// setgroups change every thread of the process; these change the calling thread only.
+/// Without root this is the caller's identity already and `f` just runs.
+pub fn as_user<T>(uid: u32, gid: u32, groups: &[u32], f: impl FnOnce() -> T) -> io::Result<T> {
+    if !is_root() {
+        return Ok(f());
+    }
+    let mut old = vec![0 as libc::gid_t; 65536];
+    let n = unsafe {
+        libc::syscall(
+            libc::SYS_getgroups,
+            old.len() as libc::c_int,
+            old.as_mut_ptr(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    old.truncate(n as usize);
+    let set_groups = |g: &[u32]| -> io::Result<()> {
+        if unsafe { libc::syscall(libc::SYS_setgroups, g.len(), g.as_ptr()) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    set_groups(groups)?;
+    unsafe {
+        libc::syscall(libc::SYS_setfsgid, gid);
+        libc::syscall(libc::SYS_setfsuid, uid);
+    }
+    // setfsuid returns the previous value whatever happens: ask again to see it took.
+    let now = unsafe { libc::syscall(libc::SYS_setfsuid, uid) };
+    let r = if now as u32 == uid {
+        Ok(f())
+    } else {
+        Err(io::Error::from_raw_os_error(libc::EPERM))
+    };
+    unsafe {
+        libc::syscall(libc::SYS_setfsuid, 0);
+        libc::syscall(libc::SYS_setfsgid, 0);
+    }
+    set_groups(&old)?;
+    r
+}
+
+/// This machine's host name (for the user log).
+pub fn hostname() -> String {
+    let mut b = [0u8; 256];
+    if unsafe { libc::gethostname(b.as_mut_ptr().cast(), b.len()) } == 0 {
+        let n = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+        return String::from_utf8_lossy(&b[..n]).into_owned();
+    }
+    "localhost".into()
+}

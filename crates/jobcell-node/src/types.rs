@@ -79,12 +79,82 @@ pub struct SubmitRequest {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SubmitResponse {
     pub ids: Vec<u64>,
+    /// The cluster the jobs belong to (their ProcIds are 0, 1, ... in `ids` order).
+    #[serde(default)]
+    pub cluster: Option<u64>,
+}
+
+/// `POST /v1/clusters`: a new, empty cluster id of the caller's, to expand `$(Cluster)` with
+/// before the jobs are sent (`POST /v1/clusters/{id}/jobs`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterResponse {
+    pub cluster: u64,
+}
+
+/// What a submit file adds to a job beyond its [`JobSpec`]; stored with the job.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobExtra {
+    /// The job's working directory on the host (HTCondor's initialdir/`Iwd`), absolute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// The job's stdin (absolute; opened as the job's user).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
+    /// HTCondor's user log (`log`): events are appended as the job's user.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    /// Absolute paths copied (as the job's user) into the job's scratch dir before it starts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub transfer_input: Vec<String>,
+    /// The job runs in its scratch dir (HTCondor's file transfer) instead of `cwd`, and the
+    /// files it makes or changes at the top of scratch are copied back to `cwd` at exit.
+    #[serde(default)]
+    pub transfer: bool,
+    /// The job's ClassAd from the submit file: (name, value in ClassAd syntax).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ad: Vec<(String, String)>,
+    /// Wall-time limit in seconds (HTCondor's `allowed_job_duration`); the node's
+    /// `[policy] allowed_job_duration` applies when this is not set, and caps it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_job_duration: Option<f64>,
+}
+
+/// One job of a cluster.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterJob {
+    pub spec: JobSpec,
+    #[serde(default)]
+    pub priority: i32,
+    #[serde(default)]
+    pub hold: bool,
+    #[serde(default)]
+    pub stdout: Option<String>,
+    #[serde(default)]
+    pub stderr: Option<String>,
+    #[serde(default)]
+    pub extra: JobExtra,
+}
+
+/// `POST /v1/clusters/{id}/jobs`: every job of a submit file, queued all or nothing.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSubmitRequest {
+    pub jobs: Vec<ClusterJob>,
+    #[serde(default)]
+    pub submit_key: Option<String>,
 }
 
 /// One job as the API shows it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct JobInfo {
     pub id: u64,
+    /// HTCondor's ClusterId and ProcId (a quick submission is a cluster too).
+    #[serde(default)]
+    pub cluster: u64,
+    #[serde(default)]
+    pub proc: u64,
     pub owner: u32,
     pub user: String,
     pub state: State,

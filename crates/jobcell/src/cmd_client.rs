@@ -21,7 +21,7 @@ pub struct SocketArg {
 }
 
 impl SocketArg {
-    fn client(&self) -> Client {
+    pub fn client(&self) -> Client {
         let p = self
             .socket
             .clone()
@@ -102,10 +102,18 @@ pub fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
         if a.dry_run {
             return crate::cmd_submit_file::dry_run(f, a.json);
         }
-        anyhow::bail!(
-            "queueing submit description files ({}) is not supported yet (try --dry-run); use jobcell submit [OPTIONS] -- COMMAND [ARGS...]",
-            f.display()
+        anyhow::ensure!(
+            a.command.is_empty(),
+            "give a submit file or a command after --, not both"
         );
+        if a.user.is_some() && unsafe { libc::geteuid() } != 0 {
+            anyhow::bail!("--user needs root: your jobs run as you");
+        }
+        anyhow::ensure!(
+            a.count == 1 && a.output.is_none() && a.error.is_none(),
+            "--count, --output and --error are for the quick form; a submit file says `queue N`, `output`, `error`"
+        );
+        return crate::cmd_submit_file::submit(f, &a);
     }
     anyhow::ensure!(
         !a.command.is_empty(),
@@ -153,6 +161,12 @@ pub struct ListArgs {
     /// How many finished jobs (history only).
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
+    /// Each job's attributes in ClassAd form, like `condor_q -l` (q only).
+    #[arg(short = 'l', long = "long")]
+    pub long: bool,
+    /// Only these jobs (q only; finished ones too).
+    #[arg(value_name = "ID")]
+    pub ids: Vec<u64>,
 }
 
 fn fmt_secs(s: f64) -> String {
@@ -181,7 +195,36 @@ fn state_short(s: State) -> &'static str {
 }
 
 pub fn q(a: ListArgs) -> anyhow::Result<i32> {
-    let jobs: Vec<JobInfo> = a.sock.client().call("GET", "/v1/jobs", None)?;
+    let client = a.sock.client();
+    let mut jobs: Vec<JobInfo> = if a.ids.is_empty() {
+        client.call("GET", "/v1/jobs", None)?
+    } else {
+        a.ids
+            .iter()
+            .map(|id| client.call("GET", &format!("/v1/jobs/{id}"), None))
+            .collect::<Result<_, _>>()?
+    };
+    jobs.sort_by_key(|j| j.id);
+    if a.long {
+        let mut out = std::io::stdout().lock();
+        for j in &jobs {
+            let ad: Vec<(String, String)> =
+                client.call("GET", &format!("/v1/jobs/{}/ad", j.id), None)?;
+            if a.json {
+                let m: serde_json::Map<String, serde_json::Value> = ad
+                    .into_iter()
+                    .map(|(k, v)| (k, serde_json::Value::String(v)))
+                    .collect();
+                writeln!(out, "{}", serde_json::to_string_pretty(&m)?)?;
+                continue;
+            }
+            for (k, v) in ad {
+                writeln!(out, "{k} = {v}")?;
+            }
+            writeln!(out)?;
+        }
+        return Ok(0);
+    }
     if a.json {
         println!("{}", serde_json::to_string_pretty(&jobs)?);
         return Ok(0);

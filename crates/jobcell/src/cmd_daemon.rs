@@ -83,6 +83,17 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
                 named: cfg.images.clone(),
             }
         },
+        policy: jobcell_node::core::Policy {
+            allowed_job_duration: cfg
+                .policy
+                .allowed_job_duration
+                .as_deref()
+                .map(|d| {
+                    parse_duration(d)
+                        .with_context(|| format!("[policy] allowed_job_duration = \"{d}\""))
+                })
+                .transpose()?,
+        },
         state_dir,
     };
     if let Some(c) = opts.cpus {
@@ -94,6 +105,40 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
     init_logging();
     jobcell_node::run_daemon(opts)?;
     Ok(0)
+}
+
+/// `90`, `90s`, `10m`, `1h30m`, `2d` -> seconds.
+pub fn parse_duration(s: &str) -> anyhow::Result<f64> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<f64>() {
+        anyhow::ensure!(
+            n.is_finite() && n > 0.0,
+            "a duration must be greater than 0"
+        );
+        return Ok(n);
+    }
+    let (mut total, mut num) = (0.0, String::new());
+    for c in t.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            num.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1.0,
+            'm' => 60.0,
+            'h' => 3600.0,
+            'd' => 86400.0,
+            _ => anyhow::bail!("'{c}' is not a unit (s, m, h, d)"),
+        };
+        let n: f64 = num
+            .parse()
+            .map_err(|_| anyhow::anyhow!("expected a number before '{c}'"))?;
+        total += n * unit;
+        num.clear();
+    }
+    anyhow::ensure!(num.is_empty(), "'{num}' has no unit (s, m, h, d)");
+    anyhow::ensure!(total > 0.0, "a duration must be greater than 0");
+    Ok(total)
 }
 
 fn init_logging() {

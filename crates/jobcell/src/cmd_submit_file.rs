@@ -8,7 +8,11 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use jobcell_node::types::{ClusterResponse, ClusterSubmitRequest, SubmitResponse};
 use jobcell_spec::submit::{parse_submit, SubmitEnv, SubmitJob, SubmitOptions};
+use jobcell_spec::UserSpec;
+
+use crate::cmd_client::SubmitArgs;
 
 /// The submitting process's view, as `condor_submit` has it: paths relative to its cwd.
 pub struct HostEnv {
@@ -91,8 +95,12 @@ fn read_description(path: &Path) -> anyhow::Result<(String, String)> {
 /// naming the file and line. Nothing is returned unless the whole file is valid.
 pub fn parse_for_submit(path: &Path) -> anyhow::Result<Vec<SubmitJob>> {
     let (name, text) = read_description(path)?;
+    parse_text(&name, &text, 1)
+}
+
+fn parse_text(name: &str, text: &str, cluster_id: u64) -> anyhow::Result<Vec<SubmitJob>> {
     let env = HostEnv::new()?;
-    let sub = parse_submit(&text, &env, &SubmitOptions { cluster_id: 1 })
+    let sub = parse_submit(text, &env, &SubmitOptions { cluster_id })
         .map_err(|e| anyhow::anyhow!("{name}: {e}"))?;
     for w in &sub.warnings {
         eprintln!("jobcell: warning: {name}: {w}");
@@ -135,5 +143,137 @@ pub fn dry_run(path: &Path, json: bool) -> anyhow::Result<i32> {
         )?;
     }
     out.flush()?;
+    Ok(0)
+}
+
+/// A path the submitting user must be able to read (checked as that user, here, before
+/// anything is queued; the supervisor checks again as the job's user when it starts).
+fn check_readable(what: &str, p: &str) -> anyhow::Result<()> {
+    let path = Path::new(p);
+    let m = std::fs::metadata(path).with_context(|| format!("{what} {p}"))?;
+    if m.is_dir() {
+        std::fs::read_dir(path).with_context(|| format!("{what} {p}"))?;
+    } else {
+        std::fs::File::open(path).with_context(|| format!("{what} {p}"))?;
+    }
+    Ok(())
+}
+
+/// The job the daemon is asked to queue for one job of the file.
+fn cluster_job(job: &SubmitJob, a: &SubmitArgs) -> anyhow::Result<jobcell_node::types::ClusterJob> {
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut spec = job.to_job_spec();
+    let from_file = spec.resources.clone();
+    // Options given on the command line add to (or override) what the file says.
+    a.job.apply(&mut spec, None)?;
+    if a.job.cpus.is_none() {
+        spec.resources.cpus = from_file.cpus;
+    }
+    if a.job.memory.is_none() {
+        spec.resources.memory = from_file.memory;
+    }
+    if a.job.image.is_none() {
+        spec.image = job.image.clone();
+    }
+    spec.user = match &a.user {
+        Some(u) => UserSpec::parse(u)?,
+        None if root => UserSpec::Name("nobody".into()),
+        None => UserSpec::Uid(unsafe { libc::getuid() }),
+    };
+    spec.validate()?;
+    // HTCondor's file transfer: YES, or IF_NEEDED with files to send (one node always shares
+    // its file system with itself, so IF_NEEDED without inputs needs no transfer).
+    let transfer = job.should_transfer_files == "YES"
+        || (job.should_transfer_files == "IF_NEEDED" && !job.transfer_input_files.is_empty());
+    let inputs: Vec<String> = job
+        .transfer_input_files
+        .iter()
+        .map(|f| {
+            let full = if f.starts_with('/') {
+                f.clone()
+            } else {
+                format!("{}/{f}", job.initialdir.trim_end_matches('/'))
+            };
+            check_readable("transfer_input_files:", &full)?;
+            Ok(full)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    if let Some(i) = &job.input {
+        check_readable("input", i)?;
+    }
+    Ok(jobcell_node::types::ClusterJob {
+        spec,
+        priority: i32::try_from(job.priority)
+            .map_err(|_| anyhow::anyhow!("priority {} is out of range", job.priority))?
+            .saturating_add(a.priority),
+        hold: job.held || a.hold,
+        stdout: job.output.clone(),
+        stderr: job.error.clone(),
+        extra: jobcell_node::types::JobExtra {
+            cwd: Some(job.initialdir.clone()),
+            stdin: job.input.clone(),
+            log: job.log.clone(),
+            transfer_input: inputs,
+            transfer,
+            ad: job.classad(),
+            allowed_job_duration: job.allowed_job_duration.map(|d| d as f64),
+        },
+    })
+}
+
+/// `jobcell submit FILE|-`: queue every job of the file as one cluster, all or nothing.
+pub fn submit(path: &Path, a: &SubmitArgs) -> anyhow::Result<i32> {
+    let (name, text) = read_description(path)?;
+    // Everything is checked before a cluster is asked for: a bad file leaves no trace.
+    let first = parse_text(&name, &text, 1)?;
+    let _ = first
+        .iter()
+        .map(|j| cluster_job(j, a))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let client = a.sock.client();
+    let c: ClusterResponse = client.call("POST", "/v1/clusters", None)?;
+    // $(Cluster) expands to the real cluster id now; warnings were said the first time.
+    let env = HostEnv::new()?;
+    let jobs = parse_submit(
+        &text,
+        &env,
+        &SubmitOptions {
+            cluster_id: c.cluster,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!("{name}: {e}"))?
+    .jobs;
+    let jobs = jobs
+        .iter()
+        .map(|j| cluster_job(j, a))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let n = jobs.len();
+    let body = serde_json::to_value(ClusterSubmitRequest {
+        jobs,
+        submit_key: None,
+    })?;
+    let r: SubmitResponse = client.call(
+        "POST",
+        &format!("/v1/clusters/{}/jobs", c.cluster),
+        Some(&body),
+    )?;
+    let mut out = std::io::stdout().lock();
+    if a.quiet {
+        for id in &r.ids {
+            writeln!(out, "{id}")?;
+        }
+    } else {
+        writeln!(out, "Submitting job(s){}", ".".repeat(n.min(80)))?;
+        writeln!(
+            out,
+            "{n} job(s) submitted to cluster {} (job ids {}).",
+            c.cluster,
+            match r.ids.as_slice() {
+                [one] => one.to_string(),
+                [first, .., last] => format!("{first}-{last}"),
+                [] => "none".into(),
+            }
+        )?;
+    }
     Ok(0)
 }

@@ -184,6 +184,8 @@ pub struct SubmitJob {
     /// `None` when should_transfer_files is NO.
     pub when_to_transfer_output: Option<String>,
     pub custom_attributes: BTreeMap<String, CustomValue>,
+    /// Seconds the job may run before it is held (HTCondor's `allowed_job_duration`).
+    pub allowed_job_duration: Option<u64>,
 }
 
 impl SubmitJob {
@@ -243,6 +245,9 @@ impl SubmitJob {
         }
         if let Some(i) = &self.image {
             ad.push(("JobcellImage".into(), q(i)));
+        }
+        if let Some(d) = self.allowed_job_duration {
+            ad.push(("AllowedJobDuration".into(), d.to_string()));
         }
         for (k, v) in &self.custom_attributes {
             let text = match v {

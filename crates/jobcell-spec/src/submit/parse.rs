@@ -207,6 +207,7 @@ fn command_name(lower: &str) -> Option<&'static str> {
         "hold" => "hold",
         "universe" => "universe",
         "jobcell_image" => "jobcell_image",
+        "allowed_job_duration" => "allowed_job_duration",
         _ => return None,
     })
 }
@@ -253,7 +254,6 @@ const IGNORED: &[&str] = &[
     "hold_kill_sig",
     "remove_kill_sig",
     "job_lease_duration",
-    "allowed_job_duration",
     "allowed_execute_duration",
     "submit_event_notes",
     "preserve_relative_executable",
@@ -991,6 +991,20 @@ fn make_job(
             .map_err(|_| bad(line, "priority", &p, "expected a whole number".into()))?,
         None => 0,
     };
+    let allowed_job_duration = match get("allowed_job_duration")? {
+        Some((d, line)) => Some(d.trim().parse::<u64>().ok().filter(|d| *d > 0).ok_or_else(
+            || {
+                bad(
+                line,
+                "allowed_job_duration",
+                &d,
+                "expected a whole number of seconds > 0 (jobcell does not evaluate expressions)"
+                    .into(),
+            )
+            },
+        )?),
+        None => None,
+    };
     let held = match get("hold")? {
         Some((h, line)) => parse_bool(&h).ok_or_else(|| {
             bad(
@@ -1119,6 +1133,7 @@ fn make_job(
         should_transfer_files,
         when_to_transfer_output,
         custom_attributes,
+        allowed_job_duration,
     })
 }
 

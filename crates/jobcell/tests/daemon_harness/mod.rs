@@ -1,0 +1,370 @@
+//! A real `jobcell daemon` on a temporary state dir, socket and scratch base, for the submit
+//! file and policy tests (the same shape as the one in daemon.rs).
+
+#![allow(dead_code)]
+
+use std::ffi::CString;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use jobcell_node::client::Client;
+use jobcell_node::types::{JobInfo, State};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_jobcell");
+
+/// Daemon tests share the `supervisors` cgroup and the machine's 2 cores: one at a time.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+pub fn root_or_skip(test: &str) -> bool {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: {test}: needs root (jobs run as other users in their own cgroups)");
+        return false;
+    }
+    true
+}
+
+/// A directory (0755) removed at drop; never holds a mount.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new_in(base: &str) -> TempDir {
+        std::fs::create_dir_all(base).unwrap();
+        let t = CString::new(format!("{base}/jobcell-dsub-test.XXXXXX")).unwrap();
+        let mut b = t.into_bytes_with_nul();
+        let p = unsafe { libc::mkdtemp(b.as_mut_ptr().cast()) };
+        assert!(!p.is_null(), "mkdtemp in {base}");
+        b.pop();
+        let d = PathBuf::from(String::from_utf8(b).unwrap());
+        std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        TempDir(d)
+    }
+
+    /// Under /var/lib/jobcell-itest: visible inside jobs (unlike /tmp, private there).
+    pub fn itest() -> TempDir {
+        std::fs::create_dir_all("/var/lib/jobcell-itest").unwrap();
+        std::fs::set_permissions(
+            "/var/lib/jobcell-itest",
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        TempDir::new_in("/var/lib/jobcell-itest")
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Daemon {
+    child: Option<Child>,
+    pub dir: TempDir,
+    _scratch: TempDir,
+    pub sock: PathBuf,
+    pub state: PathBuf,
+    pub scratch: PathBuf,
+    args: Vec<String>,
+}
+
+impl Daemon {
+    pub fn start(args: &[&str]) -> Daemon {
+        Self::start_with_config(args, None)
+    }
+
+    /// With a config file holding `config` (TOML).
+    pub fn start_with_config(args: &[&str], config: Option<&str>) -> Daemon {
+        let dir = TempDir::new_in("/tmp");
+        let scratch = TempDir::new_in("/dev/shm");
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        if let Some(c) = config {
+            let p = dir.0.join("config.toml");
+            std::fs::write(&p, c).unwrap();
+            args.push("--config".into());
+            args.push(p.to_string_lossy().into_owned());
+        }
+        let mut d = Daemon {
+            child: None,
+            sock: dir.0.join("api.sock"),
+            state: dir.0.join("state"),
+            scratch: scratch.0.clone(),
+            dir,
+            _scratch: scratch,
+            args,
+        };
+        d.launch();
+        d
+    }
+
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.0.join("daemon.log"))
+            .unwrap();
+        let child = Command::new(BIN)
+            .arg("daemon")
+            .arg("--state-dir")
+            .arg(&self.state)
+            .arg("--socket")
+            .arg(&self.sock)
+            .arg("--scratch-base")
+            .arg(&self.scratch)
+            .args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let t = Instant::now();
+        while UnixStream::connect(&self.sock).is_err() {
+            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("daemon exited ({st}): {}", self.log());
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "daemon not ready: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.0.join("daemon.log")).unwrap_or_default()
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            c.wait().unwrap();
+        }
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(&self.sock)
+    }
+
+    /// Run the CLI against this daemon, in `cwd`, as `uid` (default: us), with extra env.
+    pub fn cli_in(
+        &self,
+        cwd: &Path,
+        uid: Option<(u32, u32)>,
+        env: &[(&str, &str)],
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Output {
+        let mut c = Command::new(BIN);
+        c.args(args)
+            .current_dir(cwd)
+            .env("JOBCELL_SOCKET", &self.sock);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        if let Some((u, g)) = uid {
+            c.uid(u).gid(g);
+        }
+        match stdin {
+            Some(text) => {
+                use std::io::Write;
+                c.stdin(Stdio::piped())
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                let mut ch = c.spawn().unwrap();
+                ch.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+                ch.wait_with_output().unwrap()
+            }
+            None => c.output().unwrap(),
+        }
+    }
+
+    pub fn cli(&self, args: &[&str]) -> Output {
+        self.cli_in(Path::new("/"), None, &[], args, None)
+    }
+
+    pub fn job(&self, id: u64) -> JobInfo {
+        self.client()
+            .call("GET", &format!("/v1/jobs/{id}"), None)
+            .unwrap()
+    }
+
+    pub fn active(&self) -> Vec<JobInfo> {
+        self.client().call("GET", "/v1/jobs", None).unwrap()
+    }
+
+    pub fn all_jobs(&self) -> Vec<JobInfo> {
+        let mut v = self.active();
+        let h: Vec<JobInfo> = self
+            .client()
+            .call("GET", "/v1/history?limit=100000", None)
+            .unwrap();
+        v.extend(h);
+        v
+    }
+
+    pub fn wait_state(&self, id: u64, want: State, timeout: Duration) -> JobInfo {
+        let t = Instant::now();
+        loop {
+            let j = self.job(id);
+            if j.state == want {
+                return j;
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "job {id} is {:?}, not {want:?}: {j:?}\n{}",
+                j.state,
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Wait until `f` holds for the job, returning it.
+    pub fn wait_for(&self, id: u64, timeout: Duration, f: impl Fn(&JobInfo) -> bool) -> JobInfo {
+        let t = Instant::now();
+        loop {
+            let j = self.job(id);
+            if f(&j) {
+                return j;
+            }
+            assert!(t.elapsed() < timeout, "job {id}: condition not met: {j:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// `jobcell q -l ID` as a map.
+    pub fn ad(&self, id: u64) -> std::collections::BTreeMap<String, String> {
+        let ad: Vec<(String, String)> = self
+            .client()
+            .call("GET", &format!("/v1/jobs/{id}/ad"), None)
+            .unwrap();
+        ad.into_iter().collect()
+    }
+
+    pub fn metrics(&self) -> String {
+        let (code, body) = self.client().raw("GET", "/metrics", None).unwrap();
+        assert_eq!(code, 200, "{}", String::from_utf8_lossy(&body));
+        String::from_utf8(body).unwrap()
+    }
+
+    fn supervisor_pids(&self) -> Vec<(i32, u64)> {
+        let mut out = Vec::new();
+        let Ok(rd) = std::fs::read_dir(self.state.join("jobs")) else {
+            return out;
+        };
+        for d in rd.flatten() {
+            for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
+                if f.file_name().to_string_lossy().starts_with("claim-") {
+                    let Ok(data) = std::fs::read(f.path()) else {
+                        continue;
+                    };
+                    let c: serde_json::Value = serde_json::from_slice(&data).unwrap();
+                    if let Some(s) = c.get("supervisor") {
+                        out.push((
+                            s["pid"].as_i64().unwrap() as i32,
+                            s["starttime"].as_u64().unwrap(),
+                        ));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+pub fn starttime(pid: i32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &s[s.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            if let Ok(jobs) = self.client().call::<Vec<JobInfo>>("GET", "/v1/jobs", None) {
+                for j in jobs {
+                    let _ = self.client().call::<JobInfo>(
+                        "DELETE",
+                        &format!("/v1/jobs/{}", j.id),
+                        None,
+                    );
+                }
+                let t = Instant::now();
+                while t.elapsed() < Duration::from_secs(15) {
+                    match self.client().call::<Vec<JobInfo>>("GET", "/v1/jobs", None) {
+                        Ok(v) if v.iter().any(|j| j.state.active()) => {
+                            std::thread::sleep(Duration::from_millis(20))
+                        }
+                        _ => break,
+                    }
+                }
+            }
+        }
+        self.stop();
+        let t = Instant::now();
+        for (pid, st) in self.supervisor_pids() {
+            while starttime(pid) == Some(st) {
+                if t.elapsed() > Duration::from_secs(15) {
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        remove_supervisors_cgroup();
+    }
+}
+
+/// The daemon removes its (empty) supervisors cgroup when it stops; make sure.
+fn remove_supervisors_cgroup() {
+    let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    for l in cg.lines() {
+        let mut it = l.splitn(3, ':');
+        let (_, ctrls, path) = (it.next(), it.next().unwrap_or(""), it.next().unwrap_or(""));
+        let Some(first) = ctrls.split(',').next().filter(|c| !c.is_empty()) else {
+            continue;
+        };
+        if ctrls.contains("name=") {
+            continue;
+        }
+        let d = Path::new(&format!("/sys/fs/cgroup/{first}"))
+            .join(path.trim_start_matches('/'))
+            .join("jobcell/supervisors");
+        let _ = std::fs::remove_dir(&d);
+    }
+}
+
+pub fn out(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn err(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// uid and gid of `nobody`.
+pub fn nobody() -> (u32, u32) {
+    let o = Command::new("id").args(["-u", "nobody"]).output().unwrap();
+    let g = Command::new("id").args(["-g", "nobody"]).output().unwrap();
+    (
+        String::from_utf8_lossy(&o.stdout).trim().parse().unwrap(),
+        String::from_utf8_lossy(&g.stdout).trim().parse().unwrap(),
+    )
+}
+
+pub fn owner_of(p: &Path) -> u32 {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(p).unwrap().uid()
+}

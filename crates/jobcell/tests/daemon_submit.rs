@@ -1,0 +1,329 @@
+//! `jobcell submit FILE` end to end: HTCondor submit files queued in a real daemon as one
+//! cluster, run by real supervisors; files opened as the job's user; the HTCondor user log;
+//! `jobcell q -l`. Needs root; without it each test prints SKIPPED.
+
+mod daemon_harness;
+
+use std::os::unix::fs::PermissionsExt;
+use std::time::Duration;
+
+use daemon_harness::*;
+use jobcell_node::types::State;
+
+const T: Duration = Duration::from_secs(60);
+
+fn chmod(p: &std::path::Path, mode: u32) {
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// The ids `-q` printed.
+fn ids(o: &std::process::Output) -> Vec<u64> {
+    out(o)
+        .lines()
+        .map(|l| {
+            l.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("not an id: {l}"))
+        })
+        .collect()
+}
+
+#[test]
+fn a_submit_file_is_one_cluster_with_its_files_environment_and_user_log() {
+    if !root_or_skip("a_submit_file_is_one_cluster_with_its_files_environment_and_user_log") {
+        return;
+    }
+    let _g = serial();
+    let d = Daemon::start(&[]);
+    let work = TempDir::itest();
+    let sub = work.path().join("run");
+    std::fs::create_dir(&sub).unwrap();
+    chmod(&sub, 0o777);
+    std::fs::write(sub.join("in.txt"), "the input\n").unwrap();
+    std::fs::write(sub.join("data.txt"), "transferred\n").unwrap();
+    // Runs in initialdir (no transfer): procs 0 and 1; one with transfer: proc 2.
+    let file = "\
+universe = vanilla
+executable = /bin/sh
+arguments = \"-c 'echo proc=$(Process) cluster=$(Cluster) pwd=$PWD greeting=$GREETING from_env=$JOBCELL_T_VAR; cat; echo to-stderr >&2'\"
+environment = \"GREETING='hi there'\"
+getenv = JOBCELL_T_*
+initialdir = run
+input = in.txt
+output = out.$(Process)
+error = err.$(Process)
+log = cluster.log
+request_cpus = 0.1
+request_memory = 48
+priority = 3
++Project = \"physics\"
++Answer = 42
+queue 2
+
+transfer_input_files = data.txt
+should_transfer_files = YES
+arguments = \"-c 'pwd; cat data.txt; echo made-in-scratch > result.txt'\"
+queue
+";
+    std::fs::write(work.path().join("job.sub"), file).unwrap();
+    let o = d.cli_in(
+        work.path(),
+        None,
+        &[("JOBCELL_T_VAR", "imported")],
+        &["submit", "job.sub"],
+        None,
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let text = out(&o);
+    let cluster: u64 = text
+        .split("submitted to cluster ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no cluster in: {text}"));
+    assert!(text.contains("3 job(s) submitted to cluster"), "{text}");
+    let jobs: Vec<_> = d
+        .all_jobs()
+        .into_iter()
+        .filter(|j| j.cluster == cluster)
+        .collect();
+    assert_eq!(jobs.len(), 3, "{jobs:?}");
+    let mut by_proc = jobs.clone();
+    by_proc.sort_by_key(|j| j.proc);
+    for (i, j) in by_proc.iter().enumerate() {
+        assert_eq!(j.proc, i as u64);
+        assert_eq!(j.priority, 3);
+        assert_eq!(j.memory, 48 << 20);
+        assert!((j.cpus - 0.1).abs() < 1e-9);
+        let done = d.wait_for(j.id, T, |j| j.state.terminal());
+        assert_eq!(done.state, State::Completed, "{done:?}\n{}", d.log());
+        assert_eq!(done.exit_code, Some(0));
+    }
+    let (nobody_uid, _) = nobody();
+    for p in 0..2 {
+        let o = std::fs::read_to_string(sub.join(format!("out.{p}"))).unwrap();
+        assert_eq!(
+            o,
+            format!(
+                "proc={p} cluster={cluster} pwd={} greeting=hi there from_env=imported\nthe input\n",
+                sub.display()
+            )
+        );
+        let e = std::fs::read_to_string(sub.join(format!("err.{p}"))).unwrap();
+        assert_eq!(e, "to-stderr\n");
+        assert_eq!(owner_of(&sub.join(format!("out.{p}"))), nobody_uid);
+    }
+    // Proc 2 ran in its scratch dir with the input there; what it made came back.
+    let o2 = std::fs::read_to_string(sub.join("out.2")).unwrap();
+    assert!(
+        o2.starts_with(&format!("{}/job-", d.scratch.display())),
+        "{o2}"
+    );
+    assert!(o2.ends_with("transferred\n"), "{o2}");
+    assert_eq!(
+        std::fs::read_to_string(sub.join("result.txt")).unwrap(),
+        "made-in-scratch\n"
+    );
+    assert_eq!(owner_of(&sub.join("result.txt")), nobody_uid);
+    // Its scratch dir is gone.
+    assert_eq!(std::fs::read_dir(&d.scratch).unwrap().count(), 0);
+
+    // The user log, as the job's user, with HTCondor's events for every proc.
+    let log_path = sub.join("cluster.log");
+    assert_eq!(owner_of(&log_path), nobody_uid);
+    let t = std::time::Instant::now();
+    let log = loop {
+        let log = std::fs::read_to_string(&log_path).unwrap();
+        if log.matches("005 (").count() == 3 || t.elapsed() > T {
+            break log;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    for p in 0..3 {
+        let id = format!("({cluster:03}.{p:03}.000)");
+        for code in ["000", "001", "005"] {
+            assert!(
+                log.contains(&format!("{code} {id}")),
+                "no {code} for {id} in:\n{log}"
+            );
+        }
+    }
+    assert!(log.contains("Job terminated.\n\t(1) Normal termination (return value 0)"));
+
+    // q -l: the submit file's ad with the live attributes.
+    let ad = d.ad(by_proc[1].id);
+    assert_eq!(ad["ClusterId"], cluster.to_string());
+    assert_eq!(ad["ProcId"], "1");
+    assert_eq!(ad["Project"], "\"physics\"");
+    assert_eq!(ad["Answer"], "42");
+    assert_eq!(ad["JobStatus"], "4");
+    assert_eq!(ad["ExitCode"], "0");
+    assert_eq!(ad["RequestMemory"], "48");
+    assert_eq!(ad["Iwd"], format!("\"{}\"", sub.display()));
+    // HTCondor's canonical V2 form quotes the blank.
+    assert!(ad["Environment"].contains("GREETING=hi' 'there"), "{ad:?}");
+    assert!(
+        ad["Environment"].contains("JOBCELL_T_VAR=imported"),
+        "{ad:?}"
+    );
+    let o = d.cli(&["q", "-l", &by_proc[1].id.to_string()]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(out(&o).contains("Project = \"physics\"\n"), "{}", out(&o));
+    assert!(out(&o).contains("JobStatus = 4\n"), "{}", out(&o));
+}
+
+#[test]
+fn hold_true_queues_held_from_stdin_and_quiet_prints_the_ids() {
+    if !root_or_skip("hold_true_queues_held_from_stdin_and_quiet_prints_the_ids") {
+        return;
+    }
+    let _g = serial();
+    let d = Daemon::start(&[]);
+    let work = TempDir::itest();
+    let file = "executable = /bin/true\nhold = true\nrequest_memory = 32\nqueue 2\n";
+    let o = d.cli_in(work.path(), None, &[], &["submit", "-q", "-"], Some(file));
+    assert!(o.status.success(), "{}", err(&o));
+    let ids = ids(&o);
+    assert_eq!(ids.len(), 2);
+    for id in &ids {
+        let j = d.job(*id);
+        assert_eq!(j.state, State::Held);
+        let ad = d.ad(*id);
+        assert_eq!(ad["JobStatus"], "5");
+        assert!(ad.contains_key("HoldReason"), "{ad:?}");
+    }
+    let o = d.cli(&["release", &ids[0].to_string()]);
+    assert!(o.status.success(), "{}", err(&o));
+    d.wait_state(ids[0], State::Completed, T);
+    assert_eq!(d.job(ids[1]).state, State::Held);
+}
+
+#[test]
+fn a_bad_file_queues_nothing() {
+    if !root_or_skip("a_bad_file_queues_nothing") {
+        return;
+    }
+    let _g = serial();
+    let d = Daemon::start(&[]);
+    let work = TempDir::itest();
+    let cases = [
+        // A bad value in the second queue statement: the first is not queued either.
+        (
+            "executable = /bin/true\nqueue\nrequest_memory = lots\nqueue\n",
+            "line 3",
+        ),
+        (
+            "executable = /bin/true\narguments = \"unbalanced\nqueue\n",
+            "line 2",
+        ),
+        ("executable = /bin/true\n", "no queue statement"),
+        (
+            "executable = /bin/true\nrequest_memory = 100000G\nqueue\n",
+            "this node has",
+        ),
+        (
+            "executable = /bin/true\ntransfer_input_files = /nonexistent/x\nqueue\n",
+            "/nonexistent/x",
+        ),
+        (
+            "executable = /bin/true\ninput = /nonexistent/in\nqueue\n",
+            "/nonexistent/in",
+        ),
+    ];
+    for (file, want) in cases {
+        let o = d.cli_in(work.path(), None, &[], &["submit", "-"], Some(file));
+        assert_eq!(o.status.code(), Some(125), "{file}: {}", out(&o));
+        let e = err(&o);
+        assert!(e.contains(want), "{file}: wanted '{want}' in: {e}");
+        assert_eq!(
+            e.trim().lines().filter(|l| !l.contains("warning")).count(),
+            1,
+            "{e}"
+        );
+    }
+    assert!(d.all_jobs().is_empty(), "{:?}", d.all_jobs());
+    // A file the submitter cannot read is refused before anything is queued.
+    let secret = work.path().join("secret");
+    std::fs::write(&secret, "root only").unwrap();
+    chmod(&secret, 0o600);
+    let file = format!(
+        "executable = /bin/true\ntransfer_input_files = {}\nqueue\n",
+        secret.display()
+    );
+    let o = d.cli_in(
+        work.path(),
+        Some(nobody()),
+        &[],
+        &["submit", "-"],
+        Some(&file),
+    );
+    assert_eq!(o.status.code(), Some(125), "{}", out(&o));
+    assert!(err(&o).contains("Permission denied"), "{}", err(&o));
+    assert!(d.all_jobs().is_empty());
+}
+
+#[test]
+fn files_are_opened_as_the_job_user_so_symlinks_and_foreign_files_get_a_hold() {
+    if !root_or_skip("files_are_opened_as_the_job_user_so_symlinks_and_foreign_files_get_a_hold") {
+        return;
+    }
+    let _g = serial();
+    let d = Daemon::start(&[]);
+    let work = TempDir::itest();
+    // A root-owned file a symlink in a world-writable dir points at: the job (nobody) must
+    // not be able to truncate or write it through its output.
+    let victim = work.path().join("victim");
+    std::fs::write(&victim, "precious\n").unwrap();
+    chmod(&victim, 0o644);
+    let open = work.path().join("open");
+    std::fs::create_dir(&open).unwrap();
+    chmod(&open, 0o777);
+    std::os::unix::fs::symlink(&victim, open.join("out")).unwrap();
+    let secret = work.path().join("secret");
+    std::fs::write(&secret, "root only\n").unwrap();
+    chmod(&secret, 0o600);
+    let closed = work.path().join("closed");
+    std::fs::create_dir(&closed).unwrap();
+    chmod(&closed, 0o755);
+    // Submitted by root, run as nobody: root's client may read everything, the job may not.
+    let files = [
+        (format!("output = {}/out", open.display()), "open/out"),
+        (format!("input = {}", secret.display()), "secret"),
+        (format!("error = {}/err", closed.display()), "closed/err"),
+        (
+            format!(
+                "transfer_input_files = {}\nshould_transfer_files = YES",
+                secret.display()
+            ),
+            "transfer_input_files",
+        ),
+        (
+            format!(
+                "log = {}/log\noutput = {}/o2",
+                closed.display(),
+                open.display()
+            ),
+            "",
+        ),
+    ];
+    for (line, want) in files {
+        let file = format!("executable = /bin/echo\narguments = hi\n{line}\nqueue\n");
+        let o = d.cli_in(work.path(), None, &[], &["submit", "-q", "-"], Some(&file));
+        assert!(o.status.success(), "{line}: {}", err(&o));
+        let id = ids(&o)[0];
+        if want.is_empty() {
+            // The log cannot be written as nobody: the job still runs, the event is dropped.
+            d.wait_state(id, State::Completed, T);
+            assert_eq!(std::fs::read_to_string(open.join("o2")).unwrap(), "hi\n");
+            assert!(!closed.join("log").exists());
+            continue;
+        }
+        let j = d.wait_state(id, State::Held, T);
+        let r = j.hold_reason.unwrap_or_default();
+        assert!(r.contains(want) && r.contains("nobody"), "{line}: {r}");
+        assert!(r.contains("Permission denied"), "{line}: {r}");
+    }
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious\n");
+    assert!(!closed.join("err").exists());
+    assert_eq!(std::fs::read_dir(&d.scratch).unwrap().count(), 0);
+}
