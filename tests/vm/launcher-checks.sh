@@ -40,6 +40,41 @@ check "soft limit: the same kind of hog completes" "$(cat /tmp/o3)" "survived"
 run --pids 16 -- sh -c 'i=0; while [ $i -lt 40 ]; do sleep 5 & i=$((i+1)); done 2>/dev/null; echo spawned' >/dev/null 2>&1
 ok "fork bomb past --pids ends (did not hang)"
 
+# Rootless with a delegated cgroup, as systemd's Delegate=yes gives one to a user: the directory
+# and its cgroup.procs, cgroup.subtree_control, cgroup.threads chowned to the user, who runs in
+# it. jobcell (as nobody) moves itself into <deleg>/jobcell/launcher, makes the job's cgroup
+# next to it (clone3(CLONE_INTO_CGROUP) inside the user's subtree), applies the limits.
+D=/sys/fs/cgroup/jc-deleg
+rl=/tmp/jc-rootless
+mkdir -p $D $rl
+chown 65534:65534 $D $D/cgroup.procs $D/cgroup.subtree_control $D/cgroup.threads $rl
+# The job's script lives outside /tmp (the job gets a private /tmp).
+printf '%s\n' 'cat /proc/self/cgroup' 'x=$(head -c 100000000 /dev/zero | tr "\0" a)' 'echo survived' >/run/jc-hog.sh
+chmod 755 /run/jc-hog.sh
+out=$(sh -c 'echo $$ >"$1/cgroup.procs" || exit 99; shift; exec "$@"' sh $D \
+  su -s /bin/sh nobody -c "exec $J run --scratch-base $rl --report - --memory 32M --pids 20 -- sh /run/jc-hog.sh" \
+  2>/tmp/e5)
+rc=$?
+check "rootless, delegated: memory hog killed (128+9)" "$rc" "137"
+check "rootless, delegated: the job sees its own cgroup as the namespace root" "$(echo "$out" | head -1)" "0::/"
+grep -q '"rootless": true' /tmp/e5 && ok "rootless, delegated: report says rootless" || bad "rootless report: $(cat /tmp/e5)"
+grep -q '"oom_killed": true' /tmp/e5 && ok "rootless, delegated: report says oom_killed" || bad "rootless oom_killed: $(cat /tmp/e5)"
+grep -q '"cpu_source": "cgroup"\|"memory_peak"' /tmp/e5 && ok "rootless, delegated: usage from the cgroup" || bad "rootless usage: $(cat /tmp/e5)"
+grep -q "limits come from the enclosing scheduler" /tmp/e5 && bad "rootless, delegated: the cgroup was not used: $(cat /tmp/e5)" || ok "rootless, delegated: no scheduler warning"
+check "rootless, delegated: no job cgroup left" "$(find $D -name 'job-*' -type d | wc -l)" "0"
+check "rootless, delegated: jobcell's cgroups below it are the user's" "$(stat -c %u $D/jobcell 2>&1)" "65534"
+rmdir $D/jobcell/launcher $D/jobcell $D 2>/dev/null
+rm -f /run/jc-hog.sh
+check "rootless, delegated: the delegated tree removed" "$(ls -d $D 2>/dev/null)" ""
+
+# Rootless without delegation (the root cgroup's children are root's): one line says limits are
+# the scheduler's; the job still runs.
+su -s /bin/sh nobody -c "exec $J run --scratch-base $rl --memory 32M -- true" 2>/tmp/e6
+check "rootless, not delegated: job runs" "$?" "0"
+check "rootless, not delegated: one line on stderr" "$(grep -c 'limits come from the enclosing scheduler' /tmp/e6)/$(wc -l </tmp/e6)" "1/1"
+check "rootless: no scratch left" "$(ls $rl | wc -l)" "0"
+rmdir $rl
+
 left=$(find /sys/fs/cgroup -path '*jobcell*' -name 'job-*' -type d | wc -l)
 check "no job cgroup left" "$left" "0"
 check "no scratch left" "$(ls $base 2>/dev/null | wc -l)" "0"
