@@ -760,11 +760,13 @@ fn image_rows(s: &Suite, image: Option<&str>, rows: &mut Vec<Row>) {
                 name
             }
             Err(e) => {
-                rows.push(skip(
-                    attack,
-                    "denied",
-                    format!("no image (pass --image NAME): {e}"),
-                ));
+                for a in [attack, WRITE_IMAGE] {
+                    rows.push(skip(
+                        a,
+                        "denied",
+                        format!("no image (pass --image NAME): {e}"),
+                    ));
+                }
                 return;
             }
         },
@@ -779,7 +781,26 @@ fn image_rows(s: &Suite, image: Option<&str>, rows: &mut Vec<Row>) {
     );
     let (held, seen) = o.denied();
     rows.push(row(attack, "denied", seen, held));
+
+    // Write into the image. The selftest's own image has a world-writable file owned by the
+    // job's uid, so file modes allow the write and only the read-only image mount stands in
+    // the way (jobcell refuses to run jobs as uid 0, the owner of everything else).
+    let o = s.probe(&opts, "write-image", IMAGE_FILES);
+    let (held, seen) = o.denied();
+    rows.push(row(WRITE_IMAGE, "denied", seen, held));
 }
+
+const WRITE_IMAGE: &str = "write into the image (a file the job owns, mode 0666; create)";
+
+/// Files a write attack tries in an image (those that exist): the loader (in the selftest's
+/// own image) and the usual suspects of a distribution image.
+const IMAGE_FILES: &[&str] = &[
+    "/selftest-writable",
+    "/lib64/ld-linux-x86-64.so.2",
+    "/lib/ld-linux-aarch64.so.1",
+    "/etc/passwd",
+    "/bin/sh",
+];
 
 /// Without --image: an image holding just the shared libraries this binary uses (from its own
 /// /proc/self/maps), registered in a temporary store in the work dir; the probe itself comes in
@@ -820,6 +841,11 @@ fn mini_image(s: &Suite) -> anyhow::Result<(String, String)> {
             std::fs::copy(ld, &dst)?;
         }
     }
+    // For the write-into-the-image row: only the read-only mount may stop this write.
+    let w = src.join("selftest-writable");
+    std::fs::write(&w, "x")?;
+    std::fs::set_permissions(&w, std::fs::Permissions::from_mode(0o666))?;
+    std::os::unix::fs::chown(&w, Some(NOBODY), Some(NOBODY))?;
     let state = s.work.join("state").display().to_string();
     let name = "selftest".to_string();
     let o = Command::new(&s.exe)
@@ -992,7 +1018,60 @@ fn misc_rows(s: &Suite, rows: &mut Vec<Row>) {
     let o = s.probe(&[], "keyctl", &[]);
     let (held, seen) = o.denied();
     rows.push(row("keyctl: read the user keyring", "denied", seen, held));
+    rows.push(proc_keys(s));
     rows.push(abstract_socket(s));
+}
+
+/// Names of keys in `/proc/keys`: host keys of root and of another uid (each held by a host
+/// process in its process keyring while the job looks), and a key another job tries to add.
+fn proc_keys(s: &Suite) -> Row {
+    let attack = "/proc/keys: names of host keys (root, other uid) and another job's key";
+    let expected = "none visible";
+    let marker = unique("key");
+    let mut holders = Vec::new();
+    for uid in [0, NOBODY - 1] {
+        let desc = format!("{marker}-{uid}");
+        let mut c = Command::new(s.probe_path());
+        c.args(["selftest-probe", "hold-key", &desc])
+            .uid(uid)
+            .gid(uid)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = match c.spawn() {
+            Ok(c) => c,
+            Err(e) => return skip(attack, expected, format!("holder as uid {uid}: {e}")),
+        };
+        let mut line = String::new();
+        let _ = BufReader::new(child.stdout.as_mut().unwrap()).read_line(&mut line);
+        if !line.starts_with("held") {
+            let _ = child.kill();
+            let _ = child.wait();
+            return skip(
+                attack,
+                expected,
+                format!("add_key as uid {uid} on the host: {}", line.trim()),
+            );
+        }
+        holders.push(child);
+    }
+    let other = s.probe(&[], "add-key", &[&format!("{marker}-job")]);
+    let o = s.probe(&[], "proc-keys", &[&reversed(&marker)]);
+    for mut h in holders {
+        drop(h.stdin.take()); // EOF: the holder exits and its process keyring goes with it
+        let _ = h.wait();
+    }
+    let found = o
+        .value("found")
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse::<u32>().ok());
+    let seen = format!("{}; the other job's add_key: {}", o.first(), other.first());
+    row(
+        attack,
+        expected,
+        seen,
+        found == Some(0) && other.first().starts_with("denied:"),
+    )
 }
 
 /// TIOCSTI into the terminal jobcell runs on: the job gets a pty as its stdin.
@@ -1264,6 +1343,35 @@ pub fn probe(p: ProbeArgs) -> anyhow::Result<i32> {
                 // KEYCTL_GET_KEYRING_ID (0) of KEY_SPEC_USER_KEYRING (-4), no create.
                 res(libc::syscall(libc::SYS_keyctl, 0, -4i32, 0))
             }
+            "write-image" => write_image(&p.args),
+            "hold-key" => {
+                // Host side of the /proc/keys row: a key in this process's own keyring, kept
+                // until stdin closes.
+                let r = add_key(&arg(0), libc::KEY_SPEC_PROCESS_KEYRING);
+                if r < 0 {
+                    println!("{}", res(r));
+                    return Ok(1);
+                }
+                println!("held {r}");
+                let _ = std::io::stdout().flush();
+                let _ = std::io::stdin().read(&mut [0u8; 1]);
+                return Ok(0);
+            }
+            "add-key" => res(add_key(&arg(0), libc::KEY_SPEC_SESSION_KEYRING)),
+            "proc-keys" => {
+                let marker = reversed(&arg(0));
+                match std::fs::read_to_string("/proc/keys") {
+                    Ok(k) => format!(
+                        "found={} (of {} keys listed)",
+                        k.lines().filter(|l| l.contains(&marker)).count(),
+                        k.lines().count()
+                    ),
+                    Err(e) => format!(
+                        "found=0 (/proc/keys: {})",
+                        errno_name(e.raw_os_error().unwrap_or(0))
+                    ),
+                }
+            }
             "abstract-listen" => abstract_listen(&arg(0)),
             "abstract-connect" => {
                 let fd = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
@@ -1275,6 +1383,63 @@ pub fn probe(p: ProbeArgs) -> anyhow::Result<i32> {
     };
     println!("{line}");
     Ok(0)
+}
+
+/// add_key("user", desc, "x", keyring): the key's id or -1 (errno set).
+unsafe fn add_key(desc: &str, keyring: i32) -> libc::c_long {
+    let d = cs(desc);
+    libc::syscall(
+        libc::SYS_add_key,
+        c"user".as_ptr(),
+        d.as_ptr(),
+        c"x".as_ptr(),
+        1usize,
+        keyring,
+    )
+}
+
+/// Opens existing image files for writing (nothing is written: a success leaves the file as
+/// it was) and creates a file and a directory at the image's root.
+unsafe fn write_image(files: &[String]) -> String {
+    let mut errs = Vec::new();
+    for f in files {
+        if std::fs::symlink_metadata(f).is_err() {
+            continue;
+        }
+        let fd = libc::open(
+            cs(f).as_ptr(),
+            libc::O_WRONLY | libc::O_APPEND | libc::O_CLOEXEC,
+        );
+        if fd >= 0 {
+            libc::close(fd);
+            return format!("SUCCEEDED (opened {f} for writing)");
+        }
+        errs.push(errno_name(*libc::__errno_location()));
+    }
+    let fd = libc::open(
+        c"/jobcell-selftest-new".as_ptr(),
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_CLOEXEC,
+        0o644,
+    );
+    if fd >= 0 {
+        libc::close(fd);
+        libc::unlink(c"/jobcell-selftest-new".as_ptr());
+        return "SUCCEEDED (created /jobcell-selftest-new)".into();
+    }
+    errs.push(errno_name(*libc::__errno_location()));
+    if libc::mkdir(c"/jobcell-selftest-dir".as_ptr(), 0o755) == 0 {
+        libc::rmdir(c"/jobcell-selftest-dir".as_ptr());
+        return "SUCCEEDED (made /jobcell-selftest-dir)".into();
+    }
+    errs.push(errno_name(*libc::__errno_location()));
+    // Distinct errnos in order: the first is the job-owned 0666 file's (EROFS expected).
+    let mut seen: Vec<String> = Vec::new();
+    for e in errs {
+        if !seen.contains(&e) {
+            seen.push(e);
+        }
+    }
+    format!("denied:{}", seen.join(","))
 }
 
 unsafe fn unshare_user(secret: &str) -> String {
