@@ -124,6 +124,10 @@ pub struct Resources {
     pub swap: Option<u64>,
     pub pids: Option<u64>,
     pub io_weight: Option<u16>,
+    /// Bytes the job may write in its scratch (request_disk): a filesystem of that size of
+    /// its own, so a full one is ENOSPC inside the job and never a full host disk.
+    #[serde(default)]
+    pub disk: Option<u64>,
 }
 
 /// A finite default: a fork bomb stops here, and real jobs (threads count too) rarely come near.
@@ -140,6 +144,7 @@ impl Default for Resources {
             swap: None,
             pids: Some(DEFAULT_PIDS),
             io_weight: None,
+            disk: None,
         }
     }
 }

@@ -64,6 +64,10 @@ pub struct JobOpts {
     /// IO weight, 1..10000 (default 100).
     #[arg(long, value_name = "N")]
     pub io_weight: Option<u16>,
+    /// Disk the job may fill in its scratch, as its own filesystem (bare numbers are KiB, like
+    /// HTCondor's request_disk; 10G, 500MB). Root only.
+    #[arg(long, value_name = "SIZE")]
+    pub disk: Option<String>,
 }
 
 fn parse_dev(s: &str) -> Result<DevMode, String> {
@@ -134,6 +138,9 @@ impl JobOpts {
             r.pids = self.pids;
         }
         r.io_weight = self.io_weight;
+        if let Some(d) = &self.disk {
+            r.disk = Some(parse_size(d, Unit::KiB).with_context(|| format!("--disk {d}"))?);
+        }
         Ok(())
     }
 }
