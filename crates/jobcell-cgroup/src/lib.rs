@@ -37,6 +37,12 @@
 //! cgroup, detection fails with an error saying so (start jobcell in its own cgroup, e.g.
 //! `systemd-run --scope -p Delegate=yes`, or pass a parent).
 //!
+//! An unprivileged (rootless) caller uses [`CgroupRoot::detect_delegated`]: the same places,
+//! but only after checking, creating nothing, that they were delegated to it (writable
+//! directories, `subtree_control`, and on v2 the common ancestor's `cgroup.procs` that
+//! `clone3(CLONE_INTO_CGROUP)` needs); otherwise it gets [`CgroupError::Delegation`] and the
+//! caller leaves limits to whoever owns its cgroup.
+//!
 //! ## v1 / v2 mapping
 //! | [`Limits`] / [`Usage`]       | cgroup v2                                  | cgroup v1                                             |
 //! |------------------------------|--------------------------------------------|-------------------------------------------------------|
