@@ -1898,6 +1898,10 @@ impl Core {
             );
             j.info.state = State::Held;
             j.info.hold_reason = reason;
+            // What the evicted or killed attempt did, until the next one ends.
+            j.info.exit_code = exit_code;
+            j.info.signal = signal;
+            j.info.report = report;
             j.pending = None;
             j.pidfd = None;
             j.sup = None;

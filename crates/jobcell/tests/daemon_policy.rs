@@ -1,0 +1,307 @@
+//! The daemon's node policies end to end with real jobs: a job OOM-killed at its memory limit
+//! is held (HTCondor's reason) and `release` runs it again; a job past `allowed_job_duration`
+//! is held; `GET /metrics` parses as Prometheus text and says what the node is doing.
+//! Needs root; without it each test prints SKIPPED.
+
+mod daemon_harness;
+
+use std::collections::HashMap;
+use std::os::unix::fs::PermissionsExt;
+use std::time::{Duration, Instant};
+
+use daemon_harness::*;
+use jobcell_node::types::{Event, State};
+
+const T: Duration = Duration::from_secs(60);
+
+fn ids(o: &std::process::Output) -> Vec<u64> {
+    assert!(o.status.success(), "{}", err(o));
+    out(o)
+        .lines()
+        .map(|l| {
+            l.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("not an id: {l}"))
+        })
+        .collect()
+}
+
+/// A real Prometheus text parse of /metrics: (name, labels) -> value, histogram buckets as
+/// `name_bucket` with an `le` label, plus `name_count`/`name_sum`.
+fn scrape(d: &Daemon) -> HashMap<(String, Vec<(String, String)>), f64> {
+    use prometheus_parse::{Scrape, Value};
+    let text = d.metrics();
+    let s = Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
+        .unwrap_or_else(|e| panic!("not Prometheus text ({e}):\n{text}"));
+    let mut out = HashMap::new();
+    for sm in s.samples {
+        let mut labels: Vec<(String, String)> = sm
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        labels.sort();
+        match sm.value {
+            Value::Counter(v) | Value::Gauge(v) | Value::Untyped(v) => {
+                out.insert((sm.metric, labels), v);
+            }
+            Value::Histogram(buckets) => {
+                for b in buckets {
+                    let mut l = labels.clone();
+                    l.push(("le".into(), format!("{}", b.less_than)));
+                    out.insert((format!("{}_bucket", sm.metric), l), b.count);
+                }
+            }
+            Value::Summary(_) => {}
+        }
+    }
+    // Each HELP'd family must have a TYPE too (the parser read both).
+    assert!(s.docs.contains_key("jobcell_jobs"), "{:?}", s.docs);
+    out
+}
+
+fn get(
+    m: &HashMap<(String, Vec<(String, String)>), f64>,
+    name: &str,
+    labels: &[(&str, &str)],
+) -> f64 {
+    let mut l: Vec<(String, String)> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    l.sort();
+    *m.get(&(name.to_string(), l.clone()))
+        .unwrap_or_else(|| panic!("no {name}{l:?} in {:?}", m.keys().collect::<Vec<_>>()))
+}
+
+fn events(d: &Daemon, id: u64) -> Vec<Event> {
+    d.client()
+        .call("GET", &format!("/v1/jobs/{id}/events"), None)
+        .unwrap()
+}
+
+#[test]
+fn a_job_killed_at_its_memory_limit_is_held_and_release_runs_it_again() {
+    if !root_or_skip("a_job_killed_at_its_memory_limit_is_held_and_release_runs_it_again") {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/perl").exists() {
+        eprintln!("SKIPPED: a_job_killed_at_its_memory_limit_is_held_and_release_runs_it_again: no /usr/bin/perl for the memory hog");
+        return;
+    }
+    let _g = serial();
+    let d = Daemon::start(&[]);
+    let work = TempDir::itest();
+    // Touches 512 MiB against a 32 MiB limit (no swap for jobs: the hard limit kills).
+    let hog = work.path().join("hog.pl");
+    std::fs::write(
+        &hog,
+        "#!/usr/bin/perl\nmy $x = \"x\" x (512 << 20);\nprint length($x), \"\\n\";\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file = format!(
+        "executable = {}\nrequest_memory = 32\nlog = {}/hog.log\nqueue\n",
+        hog.display(),
+        work.path().display()
+    );
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let id = ids(&d.cli_in(work.path(), None, &[], &["submit", "-q", "-"], Some(&file)))[0];
+    let j = d.wait_state(id, State::Held, T);
+    assert_eq!(
+        j.hold_reason.as_deref(),
+        Some("memory usage exceeded request_memory"),
+        "{j:?}"
+    );
+    assert_eq!(j.attempt, 1);
+    assert_eq!(j.report.as_ref().unwrap()["oom_killed"], true, "{j:?}");
+    let ad = d.ad(id);
+    assert_eq!(ad["JobStatus"], "5");
+    assert_eq!(ad["HoldReasonCode"], "34");
+    let m = scrape(&d);
+    assert_eq!(get(&m, "jobcell_oom_kills_total", &[]), 1.0);
+    assert_eq!(
+        get(&m, "jobcell_preemptions_total", &[("reason", "memory")]),
+        1.0
+    );
+    assert_eq!(get(&m, "jobcell_jobs", &[("state", "held")]), 1.0);
+    // Release requeues it: it runs (attempt 2) and is held again for the same reason.
+    let o = d.cli(&["release", &id.to_string()]);
+    assert!(o.status.success(), "{}", err(&o));
+    let j = d.wait_for(id, T, |j| j.attempt == 2 && j.state == State::Held);
+    assert_eq!(
+        j.hold_reason.as_deref(),
+        Some("memory usage exceeded request_memory")
+    );
+    let kinds: Vec<String> = events(&d, id).into_iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "held").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"released".to_string()), "{kinds:?}");
+    // The user log says it too, as HTCondor's: held, released, held.
+    let t = Instant::now();
+    let log_path = work.path().join("hog.log");
+    loop {
+        let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+        if log.matches("012 (").count() == 2 && log.contains("013 (") {
+            assert!(
+                log.contains("Job was held.\n\tmemory usage exceeded request_memory\n"),
+                "{log}"
+            );
+            break;
+        }
+        assert!(t.elapsed() < T, "user log:\n{log}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A pid whose command line contains `needle`.
+fn pid_with(needle: &str) -> Option<i32> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Ok(c) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            if String::from_utf8_lossy(&c).contains(needle) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn a_job_past_its_allowed_duration_is_held_with_the_reason() {
+    if !root_or_skip("a_job_past_its_allowed_duration_is_held_with_the_reason") {
+        return;
+    }
+    let _g = serial();
+    let d = Daemon::start_with_config(&[], Some("[policy]\nallowed_job_duration = \"3s\"\n"));
+    let work = TempDir::itest();
+    let long = format!("1000.{}", std::process::id());
+    // The node's limit.
+    let a = ids(&d.cli(&["submit", "-q", "--memory", "32", "--", "/bin/sleep", &long]))[0];
+    // A job's own, shorter one (a submit file's allowed_job_duration).
+    let long2 = format!("1001.{}", std::process::id());
+    let file = format!(
+        "executable = /bin/sleep\narguments = {long2}\nallowed_job_duration = 1\nrequest_memory = 32\nqueue\n"
+    );
+    let b = ids(&d.cli_in(work.path(), None, &[], &["submit", "-q", "-"], Some(&file)))[0];
+    // A short one finishes normally.
+    let c = ids(&d.cli(&["submit", "-q", "--memory", "32", "--", "/bin/sleep", "0.2"]))[0];
+    d.wait_state(c, State::Completed, T);
+    let ja = d.wait_state(a, State::Held, T);
+    let jb = d.wait_state(b, State::Held, T);
+    assert_eq!(
+        ja.hold_reason.as_deref(),
+        Some("The job exceeded allowed job duration of 3s")
+    );
+    assert_eq!(
+        jb.hold_reason.as_deref(),
+        Some("The job exceeded allowed job duration of 1s")
+    );
+    // It ran at least as long as its limit, and its processes are gone.
+    let ran = |id: u64| {
+        let ev = events(&d, id);
+        let start = ev.iter().find(|e| e.kind == "started").unwrap().time;
+        let held = ev.iter().rfind(|e| e.kind == "held").unwrap().time;
+        held - start
+    };
+    assert!(ran(a) >= 3.0 - 0.1, "held after {}s", ran(a));
+    assert!(ran(b) >= 1.0 - 0.1, "held after {}s", ran(b));
+    assert_eq!(pid_with(&long), None);
+    assert_eq!(pid_with(&long2), None);
+    assert!(events(&d, a).iter().any(|e| e.kind == "policy"));
+    let m = scrape(&d);
+    assert_eq!(
+        get(&m, "jobcell_preemptions_total", &[("reason", "duration")]),
+        2.0
+    );
+    assert_eq!(d.ad(b)["HoldReasonCode"], "46");
+}
+
+#[test]
+fn metrics_are_prometheus_text_with_node_job_and_latency_figures() {
+    if !root_or_skip("metrics_are_prometheus_text_with_node_job_and_latency_figures") {
+        return;
+    }
+    let _g = serial();
+    let d = Daemon::start(&["--cpus", "2", "--memory", "1G"]);
+    let m = scrape(&d);
+    assert_eq!(get(&m, "jobcell_node_cpus", &[]), 2.0);
+    assert_eq!(
+        get(&m, "jobcell_node_memory_bytes", &[]),
+        (1u64 << 30) as f64
+    );
+    assert_eq!(get(&m, "jobcell_node_cpus_allocated", &[]), 0.0);
+    assert_eq!(get(&m, "jobcell_jobs", &[("state", "running")]), 0.0);
+    assert_eq!(get(&m, "jobcell_schedule_latency_seconds_count", &[]), 0.0);
+
+    // One job that uses memory and CPU, and stays.
+    let script = "x=$(head -c 8000000 /dev/zero | tr '\\0' x); i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done; exec sleep 1000";
+    let id = ids(&d.cli(&[
+        "submit", "-q", "--cpus", "0.5", "--memory", "64", "--", "/bin/sh", "-c", script,
+    ]))[0];
+    for _ in 0..3 {
+        ids(&d.cli(&["submit", "-q", "--memory", "32", "--", "/bin/true"]));
+    }
+    d.wait_state(id, State::Running, T);
+    let label = id.to_string();
+    let t = Instant::now();
+    let m = loop {
+        let m = scrape(&d);
+        let ready = m.iter().any(|((n, l), v)| {
+            n == "jobcell_job_cpu_seconds_total"
+                && l.iter().any(|(k, x)| k == "id" && *x == label)
+                && *v > 0.0
+        }) && get(&m, "jobcell_jobs", &[("state", "completed")]) == 3.0;
+        if ready {
+            break m;
+        }
+        assert!(
+            t.elapsed() < T,
+            "no per-job figures for job {id}: {:?}",
+            m.keys()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(get(&m, "jobcell_jobs", &[("state", "running")]), 1.0);
+    assert_eq!(get(&m, "jobcell_node_cpus_allocated", &[]), 0.5);
+    assert_eq!(
+        get(&m, "jobcell_node_memory_allocated_bytes", &[]),
+        (64u64 << 20) as f64
+    );
+    let j = d.job(id);
+    let labels = [
+        ("id", label.as_str()),
+        ("cluster", &j.cluster.to_string()),
+        ("proc", "0"),
+        ("owner", "root"),
+    ];
+    let mem = get(&m, "jobcell_job_memory_bytes", &labels);
+    assert!(mem > 0.0 && mem <= (64u64 << 20) as f64, "{mem}");
+    assert!(get(&m, "jobcell_node_memory_used_bytes", &[]) > 0.0);
+    assert!(get(&m, "jobcell_node_cpu_used_seconds_total", &[]) > 0.0);
+    // Four jobs started; the histogram's +Inf bucket is its count.
+    assert_eq!(get(&m, "jobcell_jobs_started_total", &[]), 4.0);
+    assert_eq!(get(&m, "jobcell_schedule_latency_seconds_count", &[]), 4.0);
+    let inf = m
+        .iter()
+        .find(|((n, l), _)| {
+            n == "jobcell_schedule_latency_seconds_bucket"
+                && l.iter().any(|(k, v)| k == "le" && v.contains("inf"))
+        })
+        .map(|(_, v)| *v);
+    assert_eq!(inf, Some(4.0), "{:?}", m.keys());
+    assert_eq!(get(&m, "jobcell_oom_kills_total", &[]), 0.0);
+    assert_eq!(
+        get(&m, "jobcell_jobs_ended_total", &[("state", "completed")]),
+        3.0
+    );
+    // Also without the v1 prefix, as text/plain.
+    let (code, body) = d.client().raw("GET", "/v1/metrics", None).unwrap();
+    assert_eq!(code, 200);
+    assert!(String::from_utf8_lossy(&body).contains("# TYPE jobcell_jobs gauge"));
+}
