@@ -56,6 +56,9 @@ pub struct NodeConfig {
     /// A job's request when it names none.
     pub default_cpus: Option<f64>,
     pub default_memory: Option<String>,
+    /// Also serve `GET /metrics` on this loopback TCP address (`"9105"`,
+    /// `"127.0.0.1:9105"`, `"[::1]:9105"`); off by default.
+    pub metrics_listen: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
