@@ -64,6 +64,53 @@ pub async fn serve(listener: UnixListener, tx: Sender<Cmd>) {
     }
 }
 
+/// `GET /metrics` alone on a loopback TCP listener (`[node] metrics_listen`), for a
+/// Prometheus that cannot reach a Unix socket. Nothing else is served there: TCP has no peer
+/// credentials.
+pub async fn serve_metrics(listener: tokio::net::TcpListener, tx: Sender<Cmd>) {
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(e) => {
+                warn!("metrics accept: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let tx = tx.clone();
+                async move {
+                    let r = match (req.method(), req.uri().path()) {
+                        (&Method::GET, "/metrics") => metrics(&tx).await,
+                        (m, p) => Err(ApiErr::new(
+                            404,
+                            format!("no such endpoint: {m} {p} (only GET /metrics here)"),
+                        )),
+                    };
+                    Ok::<_, Infallible>(r.unwrap_or_else(err))
+                }
+            });
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await
+            {
+                debug!("metrics connection: {e}");
+            }
+        });
+    }
+}
+
+async fn metrics(tx: &Sender<Cmd>) -> Result<Resp, ApiErr> {
+    let text = ask(tx, |reply| Cmd::Metrics { reply }).await?;
+    Ok(Response::builder()
+        .status(200)
+        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        .body(Full::new(Bytes::from(text)))
+        .expect("valid response"))
+}
+
 type Resp = Response<Full<Bytes>>;
 
 fn json<T: serde::Serialize>(code: u16, v: &T) -> Resp {
@@ -197,14 +244,7 @@ async fn route(req: Request<Incoming>, uid: u32, tx: &Sender<Cmd>) -> Result<Res
             .await?;
             Ok(json(201, &resp))
         }
-        (&Method::GET, ["metrics"] | ["v1", "metrics"]) => {
-            let text = ask(tx, |reply| Cmd::Metrics { reply }).await?;
-            Ok(Response::builder()
-                .status(200)
-                .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                .body(Full::new(Bytes::from(text)))
-                .expect("valid response"))
-        }
+        (&Method::GET, ["metrics"] | ["v1", "metrics"]) => metrics(tx).await,
         (&Method::POST, ["v1", "clusters"]) => {
             let r = ask(tx, |reply| Cmd::NewCluster { caller: uid, reply }).await?;
             Ok(json(201, &r))

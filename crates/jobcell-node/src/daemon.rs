@@ -40,6 +40,8 @@ pub struct DaemonOptions {
     pub images: crate::jobdir::ImagesConfig,
     /// `[policy]`: wall-time limit...
     pub policy: crate::core::Policy,
+    /// Also serve `GET /metrics` here (a loopback address).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Error)]
@@ -206,6 +208,20 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
         let _g = rt.enter();
         tokio::net::UnixListener::bind(&sock).map_err(sock_err)?
     };
+    let metrics_listener = match o.metrics_listen {
+        Some(addr) => {
+            let _g = rt.enter();
+            let l = std::net::TcpListener::bind(addr)
+                .and_then(|l| {
+                    l.set_nonblocking(true)?;
+                    tokio::net::TcpListener::from_std(l)
+                })
+                .map_err(|e| DaemonError::Config(format!("metrics_listen {addr}: {e}")))?;
+            info!("metrics on http://{addr}/metrics");
+            Some(l)
+        }
+        None => None,
+    };
     // Everyone may connect; the API checks who they are.
     std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o666)).map_err(sock_err)?;
     info!(
@@ -222,6 +238,9 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
     rt.block_on(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("signal handler");
+        if let Some(l) = metrics_listener {
+            tokio::spawn(crate::api::serve_metrics(l, tx.clone()));
+        }
         tokio::select! {
             _ = crate::api::serve(listener, tx) => {}
             _ = term.recv() => info!("SIGTERM: stopping; running jobs keep running under their supervisors"),

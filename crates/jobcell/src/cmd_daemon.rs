@@ -33,6 +33,10 @@ pub struct DaemonArgs {
     /// Parent cgroup for job cgroups (default: a `jobcell` child of the daemon's own).
     #[arg(long, value_name = "PATH")]
     pub cgroup_parent: Option<PathBuf>,
+    /// Also serve GET /metrics on this loopback TCP address or port (default: [node]
+    /// metrics_listen, else only on the API socket).
+    #[arg(long, value_name = "[ADDR:]PORT")]
+    pub metrics_listen: Option<String>,
 }
 
 fn size(s: &Option<String>, what: &str) -> anyhow::Result<Option<u64>> {
@@ -94,6 +98,12 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
                 })
                 .transpose()?,
         },
+        metrics_listen: a
+            .metrics_listen
+            .as_deref()
+            .or(n.metrics_listen.as_deref())
+            .map(parse_loopback)
+            .transpose()?,
         state_dir,
     };
     if let Some(c) = opts.cpus {
@@ -105,6 +115,22 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
     init_logging();
     jobcell_node::run_daemon(opts)?;
     Ok(0)
+}
+
+/// `9105` (127.0.0.1), `127.0.0.1:9105`, `[::1]:9105`; anything but loopback is refused:
+/// the metrics name users and jobs, and TCP has no peer credentials to check.
+fn parse_loopback(s: &str) -> anyhow::Result<std::net::SocketAddr> {
+    let addr: std::net::SocketAddr = match s.trim().parse::<u16>() {
+        Ok(port) => ([127, 0, 0, 1], port).into(),
+        Err(_) => s.trim().parse().map_err(|_| {
+            anyhow::anyhow!("metrics_listen '{s}' is not PORT or ADDR:PORT")
+        })?,
+    };
+    anyhow::ensure!(
+        addr.ip().is_loopback(),
+        "metrics_listen '{s}' must be a loopback address (127.0.0.1 or ::1): the metrics name users and jobs"
+    );
+    Ok(addr)
 }
 
 /// `90`, `90s`, `10m`, `1h30m`, `2d` -> seconds.

@@ -228,7 +228,32 @@ fn metrics_are_prometheus_text_with_node_job_and_latency_figures() {
         return;
     }
     let _g = serial();
-    let d = Daemon::start(&["--cpus", "2", "--memory", "1G"]);
+    // A metrics port anywhere but loopback is refused before anything starts.
+    let o = std::process::Command::new(BIN)
+        .args([
+            "daemon",
+            "--state-dir",
+            "/nonexistent/x",
+            "--metrics-listen",
+            "0.0.0.0:9105",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(125));
+    assert!(err(&o).contains("loopback"), "{}", err(&o));
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let d = Daemon::start(&[
+        "--cpus",
+        "2",
+        "--memory",
+        "1G",
+        "--metrics-listen",
+        &port.to_string(),
+    ]);
     let m = scrape(&d);
     assert_eq!(get(&m, "jobcell_node_cpus", &[]), 2.0);
     assert_eq!(
@@ -300,8 +325,26 @@ fn metrics_are_prometheus_text_with_node_job_and_latency_figures() {
         get(&m, "jobcell_jobs_ended_total", &[("state", "completed")]),
         3.0
     );
-    // Also without the v1 prefix, as text/plain.
+    // Also under /v1, and on the loopback TCP port (that one serves nothing else).
     let (code, body) = d.client().raw("GET", "/v1/metrics", None).unwrap();
     assert_eq!(code, 200);
     assert!(String::from_utf8_lossy(&body).contains("# TYPE jobcell_jobs gauge"));
+    let tcp = |path: &str| {
+        use std::io::{Read, Write};
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        write!(
+            c,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut r = String::new();
+        c.read_to_string(&mut r).unwrap();
+        r
+    };
+    let r = tcp("/metrics");
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    assert!(r.contains("text/plain; version=0.0.4"), "{r}");
+    assert!(r.contains("jobcell_jobs{state=\"running\"} 1"), "{r}");
+    let r = tcp("/v1/jobs");
+    assert!(r.starts_with("HTTP/1.1 404"), "{r}");
 }
