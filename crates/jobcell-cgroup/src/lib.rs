@@ -361,8 +361,11 @@ pub(crate) fn cpu_quota_us(cores: f64) -> u64 {
     ((cores * CFS_PERIOD_US as f64).round() as u64).max(1000)
 }
 
+/// This process's cgroups: (v1 controllers or empty for v2, path), from `/proc/self/cgroup`.
+type ProcCgroups = Vec<(Vec<String>, String)>;
+
 /// The cgroup mounts and this process's cgroups.
-fn read_layout() -> Result<(Vec<detect::Mount>, Vec<(Vec<String>, String)>), CgroupError> {
+fn read_layout() -> Result<(Vec<detect::Mount>, ProcCgroups), CgroupError> {
     let read =
         |p: &str| std::fs::read_to_string(p).map_err(|e| CgroupError::io("read", Path::new(p), e));
     Ok((

@@ -891,3 +891,95 @@ fn parent_override_is_used() {
     );
     std::fs::remove_dir(&over).expect("remove override dir");
 }
+
+/// A cgroup delegated to an unprivileged user, as systemd's `Delegate=yes` does (v2: the
+/// directory and its cgroup.procs, cgroup.subtree_control, cgroup.threads chowned; v1: the
+/// directory and its cgroup.procs in every hierarchy), with the user's process living in it:
+/// `detect_delegated` accepts it, and the user makes a job cgroup with limits there, attaches a
+/// process and removes it. The same user outside the delegated cgroup is refused, with nothing
+/// created.
+#[test]
+fn delegated_subtree_for_an_unprivileged_user() {
+    let Some(env) = setup("delegated_subtree_for_an_unprivileged_user") else {
+        return;
+    };
+    const NOBODY: u32 = 65534;
+    let dirs: Vec<PathBuf> = env
+        .root()
+        .parent_paths()
+        .iter()
+        // v1 cpuset would need cpus and mems first; jobs use it only with --cpuset.
+        .filter(|p| env.root().version() == Version::V2 || !p.join("cpuset.cpus").exists())
+        .map(|p| p.join(format!("deleg-{}", std::process::id())))
+        .collect();
+    struct Cleanup(Vec<PathBuf>);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            fn rm(d: &std::path::Path) {
+                if let Ok(rd) = std::fs::read_dir(d) {
+                    for e in rd.flatten() {
+                        if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                            rm(&e.path());
+                        }
+                    }
+                }
+                let _ = std::fs::remove_dir(d);
+            }
+            for d in &self.0 {
+                rm(d);
+            }
+        }
+    }
+    let _cleanup = Cleanup(dirs.clone());
+    for d in &dirs {
+        std::fs::create_dir(d).unwrap();
+        for f in [
+            "",
+            "cgroup.procs",
+            "cgroup.subtree_control",
+            "cgroup.threads",
+        ] {
+            let p = if f.is_empty() { d.clone() } else { d.join(f) };
+            if p.exists() {
+                std::os::unix::fs::chown(&p, Some(NOBODY), Some(NOBODY)).unwrap();
+            }
+        }
+    }
+    let run = |args: &[&std::ffi::OsStr]| {
+        let o = Command::new(helper())
+            .arg("delegated")
+            .arg(NOBODY.to_string())
+            .args(args)
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "{out}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        out
+    };
+    // Outside the delegated cgroup (in root's): refused, nothing created.
+    let out = run(&[]);
+    assert!(
+        out.starts_with("refused: ") && out.contains("not writable by uid 65534"),
+        "{out}"
+    );
+    // Living in it: accepted, limits written, the process attached, everything removed.
+    let args: Vec<&std::ffi::OsStr> = dirs.iter().map(|d| d.as_os_str()).collect();
+    let out = run(&args);
+    assert!(
+        out.contains("limits 67108864 50 procs 1") && out.trim_end().ends_with("ok"),
+        "{out}"
+    );
+    for d in &dirs {
+        let left: Vec<String> = std::fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().unwrap().is_dir())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(left.is_empty(), "left in {}: {left:?}", d.display());
+    }
+}

@@ -10,6 +10,10 @@
 //!   forkbomb               fork pausing children until fork fails; print the count; block on stdin
 //!   sleep MS               sleep
 //!   exit CODE              exit with CODE
+//!   delegated UID [DIR...] (as root) move into every DIR (its cgroup.procs), become UID, then
+//!                          CgroupRoot::detect_delegated(None): print "refused: ERR", or make a
+//!                          job cgroup (memory 64 MiB, pids 50), attach a forked child, print
+//!                          "limits MEMORY PIDS procs N", remove it, restore, print "ok"
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
@@ -151,8 +155,83 @@ fn main() {
             let mut sink = Vec::new();
             let _ = std::io::stdin().read_to_end(&mut sink);
         }
+        "delegated" => delegated(&args),
         "sleep" => std::thread::sleep(Duration::from_millis(arg(&args, 1, "MS"))),
         "exit" => std::process::exit(arg(&args, 1, "CODE")),
         _ => die(&format!("unknown mode {mode:?}")),
     }
+}
+
+/// A process of a user whose cgroup was delegated to it (see the usage above).
+fn delegated(args: &[String]) {
+    let uid: u32 = arg(args, 1, "UID");
+    for d in &args[2..] {
+        if let Err(e) = std::fs::write(format!("{d}/cgroup.procs"), "0") {
+            die(&format!("moving into {d}: {e}"));
+        }
+    }
+    // SAFETY: plain credential syscalls in a single-threaded process.
+    unsafe {
+        if libc::setgroups(0, std::ptr::null()) != 0
+            || libc::setresgid(uid, uid, uid) != 0
+            || libc::setresuid(uid, uid, uid) != 0
+        {
+            die(&format!(
+                "becoming {uid}: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    let root = match jobcell_cgroup::CgroupRoot::detect_delegated(None) {
+        Ok(r) => r,
+        Err(e) => {
+            println!("refused: {e}");
+            return;
+        }
+    };
+    let limits = jobcell_cgroup::Limits {
+        memory: Some(64 * MIB as u64),
+        pids: Some(50),
+        ..Default::default()
+    };
+    let job = root
+        .create(&jobcell_cgroup::job_cgroup_name("deleg"), &limits)
+        .unwrap_or_else(|e| die(&format!("create: {e}")));
+    let read = |file: &str| {
+        job.paths()
+            .iter()
+            .find_map(|p| std::fs::read_to_string(p.join(file)).ok())
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| die(&format!("no {file} in {:?}", job.paths())))
+    };
+    let (mem, pids) = match job.version() {
+        jobcell_cgroup::Version::V1 => (read("memory.limit_in_bytes"), read("pids.max")),
+        jobcell_cgroup::Version::V2 => (read("memory.max"), read("pids.max")),
+    };
+    // SAFETY: single-threaded; the child only pauses until killed.
+    let child = match unsafe { libc::fork() } {
+        -1 => die("fork failed"),
+        0 => loop {
+            // SAFETY: pause until killed.
+            unsafe { libc::pause() };
+        },
+        pid => pid,
+    };
+    if let Err(e) = job.attach(child) {
+        // SAFETY: our own child.
+        unsafe { libc::kill(child, libc::SIGKILL) };
+        die(&format!("attach: {e}"));
+    }
+    let n = job.procs().map(|p| p.len()).unwrap_or(0);
+    println!("limits {mem} {pids} procs {n}");
+    let removed = job.remove();
+    // SAFETY: reap our own (killed) child.
+    unsafe { libc::waitpid(child, std::ptr::null_mut(), 0) };
+    if let Err(e) = removed {
+        die(&format!("remove: {e}"));
+    }
+    if let Err(e) = root.restore() {
+        die(&format!("restore: {e}"));
+    }
+    println!("ok");
 }
