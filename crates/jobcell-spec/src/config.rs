@@ -41,6 +41,16 @@ pub struct PolicyConfig {
     /// Longest a job may run; a job past it is held with the reason (HTCondor's
     /// `allowed_job_duration`, as a node-wide cap).
     pub allowed_job_duration: Option<String>,
+    /// Memory pressure preemption: a running job whose tasks stall on memory (PSI `some`,
+    /// cgroup v2) more than this percentage of the time...
+    pub pressure_stall_percent: Option<f64>,
+    /// ...or that takes more major page faults per second than this (swap-ins and
+    /// refaults; cgroup v1 has no per-cgroup PSI, so this is its signal)...
+    pub pressure_major_faults: Option<f64>,
+    /// ...continuously for this long (default "30s")...
+    pub pressure_duration: Option<String>,
+    /// ...is preempted: "requeue" (killed and queued again, the default) or "hold".
+    pub pressure_action: Option<String>,
 }
 
 /// `[node]`: sizes are strings in HTCondor units (bare numbers are MiB).
