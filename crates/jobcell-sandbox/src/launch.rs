@@ -25,9 +25,10 @@ use jobcell_cgroup::{CgroupError, CgroupRoot, Limits, OomWatch, Version};
 use jobcell_spec::{JobSpec, MemoryPolicy, NetMode, Resources};
 use thiserror::Error;
 
+use crate::disk::{DiskError, ScratchDisk};
 use crate::identity::{self, Identity, IdentityError};
 use crate::plan::{self, BindIn, PlanInput};
-use crate::report::{Isolation, Report};
+use crate::report::{DiskUsage, Isolation, Report};
 use crate::scratch::{self, private_subdir, ScratchDir, ScratchError};
 use crate::sync::{Msg, Reader, Stage};
 use crate::syscall::{cstr, Linux, Syscall};
@@ -38,6 +39,8 @@ pub enum LaunchError {
     Identity(#[from] IdentityError),
     #[error(transparent)]
     Scratch(#[from] ScratchError),
+    #[error(transparent)]
+    Disk(#[from] DiskError),
     #[error("{what} '{path}': {source}")]
     Path {
         what: &'static str,
@@ -303,6 +306,8 @@ struct ChildPlan {
     path_dirs: Vec<Vec<u8>>,
     msg_fd: RawFd,
     go_fd: RawFd,
+    /// The loop device holding the size-limited scratch, mounted over the scratch dir.
+    disk: Option<PathBuf>,
 }
 
 /// `JOBCELL_TIMING=1` prints when each launcher phase ended, for benchmarking.
@@ -387,6 +392,9 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         .map(|p| (p.clone(), private_subdir(p)))
         .collect();
 
+    if rootless && spec.resources.disk.is_some() {
+        return Err(DiskError::Rootless.into());
+    }
     tl.mark("resolved user and paths");
     // 2. Scratch (what SIGKILLed launchers left is collected once the init is released).
     let name = l.cgroup_name.clone().unwrap_or_else(job_name);
@@ -408,6 +416,21 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         )?
     };
 
+    // 2a. A size-limited scratch: its own filesystem, mounted by the init (in the job's mount
+    // namespace only) over the scratch dir. Not in a scheduler's task, whose dir is shared.
+    let disk = match spec.resources.disk {
+        Some(req) if task.job_scratch.is_none() => Some(ScratchDisk::create(
+            scratch.path(),
+            scratch.fd(),
+            req,
+            &name,
+        )?),
+        Some(_) => {
+            warnings.push("--disk is not applied to a scheduler's task (its scratch is shared by the job's tasks); the scheduler's own disk limits apply".into());
+            None
+        }
+        None => None,
+    };
     tl.mark("scratch created");
     crash_point("scratch");
     // 2b. Where the job's cgroup goes. Rootless, only when the caller names a cgroup it may
@@ -516,6 +539,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         path_dirs,
         msg_fd: msg_w.as_raw_fd(),
         go_fd: go_r.as_raw_fd(),
+        disk: disk.as_ref().map(|d| d.device_path().to_path_buf()),
     };
     let mut flags =
         libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
@@ -609,6 +633,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     let mut exec_error = None;
     let mut setup_error = None;
     let mut exit = None;
+    let mut disk_usage = None;
     for m in &reader.msgs {
         match m {
             Msg::Failed {
@@ -621,12 +646,32 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
             }
             Msg::ExitCode(c) => exit = Some(JobExit::Code(*c)),
             Msg::Signaled(s) => exit = Some(JobExit::Signal(*s)),
+            Msg::Disk { used, total, full } => {
+                disk_usage = Some(DiskUsage {
+                    limit_bytes: spec.resources.disk.unwrap_or(0),
+                    size_bytes: *total,
+                    used_bytes: *used,
+                    full: *full,
+                })
+            }
         }
     }
     let usage = cgroup.as_ref().map(|c| c.stats());
     let cg_removed = cgroup.map(|c| c.remove()).transpose();
     tl.mark("cgroup read and removed");
     let mut scratch_path = scratch.path().to_path_buf();
+    if let (Some(d), true) = (&disk, spec.keep_scratch) {
+        // The files are in the filesystem image: give it a name in the kept dir.
+        match d.keep_in(scratch.fd(), "scratch.ext4") {
+            Ok(()) => warnings.push(
+                "the kept scratch's files are in scratch.ext4 inside it (mount -o loop,ro)".into(),
+            ),
+            Err(e) => warnings.push(format!(
+                "--keep-scratch: could not keep the --disk filesystem image: {e}"
+            )),
+        }
+    }
+    drop(disk);
     let removed = scratch.remove();
     if let Some(e) = setup_error {
         return Err(LaunchError::Setup(e));
@@ -687,6 +732,13 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         report.oom_killed = u.oom_kills > 0;
         report.usage = serde_json::to_value(&u).ok();
     }
+    if disk_usage.as_ref().is_some_and(|d| d.full) {
+        eprintln!(
+            "jobcell: the job filled its scratch disk ({}): writes past it got 'No space left on device'",
+            jobcell_spec::format_size(spec.resources.disk.unwrap_or(0))
+        );
+    }
+    report.disk = disk_usage;
     Ok(Outcome {
         exit,
         exec_error,
@@ -1075,6 +1127,16 @@ fn init_inner(c: &ChildPlan) -> i32 {
         send_fail(c.msg_fd, Stage::Setup, what, &e);
         return 125;
     }
+    let disk_fd = match &c.disk {
+        Some(dev) => match mount_disk(c, dev, &sys) {
+            Ok(fd) => Some(fd),
+            Err((what, e)) => {
+                send_fail(c.msg_fd, Stage::Setup, what, &e);
+                return 125;
+            }
+        },
+        None => None,
+    };
     let (steps, _fds) = match c.shape.open() {
         Ok(x) => x,
         Err(LaunchError::Path { what, path, source }) => {
@@ -1130,7 +1192,73 @@ fn init_inner(c: &ChildPlan) -> i32 {
     if job == 0 {
         job_main(c, &sys);
     }
-    init_loop(c, job)
+    init_loop(c, job, disk_fd.as_ref().map(|f| f.as_raw_fd()))
+}
+
+/// Mount the size-limited scratch over the scratch dir, in this (the job's) mount namespace
+/// only, with the dir's owner and mode; returns its root for measuring at the end.
+fn mount_disk(
+    c: &ChildPlan,
+    dev: &Path,
+    sys: &dyn Syscall,
+) -> Result<OwnedFd, (String, io::Error)> {
+    let scratch = &c.shape.scratch_path;
+    let fail = |what: &str| {
+        let e = io::Error::last_os_error();
+        (format!("{what} '{}'", scratch.display()), e)
+    };
+    // Private first: this mount must never propagate to the host.
+    sys.mount(
+        None,
+        Path::new("/"),
+        None,
+        libc::MS_REC | libc::MS_PRIVATE,
+        None,
+    )
+    .map_err(|e| ("making the mount tree private".to_string(), e))?;
+    let (host, _) =
+        open_path("scratch dir", scratch).map_err(|_| fail("opening the scratch dir"))?;
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstat(host.as_raw_fd(), &mut st) } < 0 {
+        return Err(fail("reading the scratch dir"));
+    }
+    let mut flags = libc::MS_NOSUID | libc::MS_NODEV;
+    flags |= locked_flags(host.as_raw_fd()) & libc::MS_NOEXEC;
+    drop(host);
+    sys.mount(
+        Some(dev),
+        scratch,
+        Some("ext4"),
+        flags,
+        Some("noinit_itable"),
+    )
+    .map_err(|e| {
+        (
+            format!("mounting the --disk filesystem on '{}'", scratch.display()),
+            e,
+        )
+    })?;
+    let p = cstr(scratch).map_err(|e| ("scratch path".to_string(), e))?;
+    let fd = unsafe {
+        libc::open(
+            p.as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(fail("opening the --disk filesystem at"));
+    }
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    unsafe {
+        if libc::fchown(fd.as_raw_fd(), st.st_uid, st.st_gid) < 0
+            || libc::fchmod(fd.as_raw_fd(), st.st_mode & 0o7777) < 0
+        {
+            return Err(fail("setting the owner of the --disk filesystem at"));
+        }
+        // mke2fs always makes one; the job has no use for it.
+        libc::unlinkat(fd.as_raw_fd(), c"lost+found".as_ptr(), libc::AT_REMOVEDIR);
+    }
+    Ok(fd)
 }
 
 fn setup_namespaces(c: &ChildPlan) -> Result<(), (String, io::Error)> {
@@ -1172,7 +1300,7 @@ fn loopback_up() -> io::Result<()> {
 }
 
 /// Forward signals to the job, reap every orphan, and report the job's end.
-fn init_loop(c: &ChildPlan, job: libc::pid_t) -> i32 {
+fn init_loop(c: &ChildPlan, job: libc::pid_t, disk_fd: Option<RawFd>) -> i32 {
     // The init keeps only CAP_KILL (to signal the job's uid) for the rest of its life.
     keep_only_kill_cap(c.last_cap);
     let set = signal_set();
@@ -1200,6 +1328,9 @@ fn init_loop(c: &ChildPlan, job: libc::pid_t) -> i32 {
                     let c = libc::WEXITSTATUS(status);
                     (Msg::ExitCode(c), c)
                 };
+                if let Some((used, total, full)) = disk_fd.and_then(crate::disk::usage) {
+                    Msg::Disk { used, total, full }.send(c.msg_fd);
+                }
                 msg.send(c.msg_fd);
                 // Returning ends PID 1: the kernel kills whatever the job left running.
                 return code;

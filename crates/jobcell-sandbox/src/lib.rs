@@ -1,5 +1,6 @@
 //! jobcell's launcher: the only code that clones namespaces. See [`launch`] for the sequence.
 
+pub mod disk;
 pub mod identity;
 pub mod launch;
 pub mod plan;

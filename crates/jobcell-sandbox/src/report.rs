@@ -27,6 +27,17 @@ pub struct Isolation {
 }
 
 #[derive(Debug, Clone, Serialize)]
+pub struct DiskUsage {
+    /// What the job asked for (`--disk` / request_disk).
+    pub limit_bytes: u64,
+    /// The filesystem's size (the request plus ext4's overhead).
+    pub size_bytes: u64,
+    pub used_bytes: u64,
+    /// Less than 1 MiB was left: a write of the job got ENOSPC.
+    pub full: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
 pub struct Report {
     pub schema: &'static str,
     pub command: Vec<String>,
@@ -46,6 +57,9 @@ pub struct Report {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub usage: Option<serde_json::Value>,
     pub oom_killed: bool,
+    /// The size-limited scratch (`--disk`), measured at the job's end.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskUsage>,
     pub isolation: Isolation,
     pub warnings: Vec<String>,
 }
@@ -79,6 +93,7 @@ impl Report {
             cpu_source: "rusage",
             usage: None,
             oom_killed: false,
+            disk: None,
             isolation,
             warnings,
         }

@@ -45,6 +45,12 @@ pub enum Msg {
     },
     ExitCode(i32),
     Signaled(i32),
+    /// The size-limited scratch at the job's end: bytes used, bytes in all, whether full.
+    Disk {
+        used: u64,
+        total: u64,
+        full: bool,
+    },
 }
 
 const MAX_LINE: usize = 4000;
@@ -61,6 +67,7 @@ impl Msg {
             }
             Msg::ExitCode(c) => format!("C\t{c}"),
             Msg::Signaled(s) => format!("S\t{s}"),
+            Msg::Disk { used, total, full } => format!("D\t{used}\t{total}\t{}", *full as u8),
         };
         s.truncate(MAX_LINE);
         s.push('\n');
@@ -77,6 +84,11 @@ impl Msg {
             }),
             "C" => f.next()?.parse().ok().map(Msg::ExitCode),
             "S" => f.next()?.parse().ok().map(Msg::Signaled),
+            "D" => Some(Msg::Disk {
+                used: f.next()?.parse().ok()?,
+                total: f.next()?.parse().ok()?,
+                full: f.next()? == "1",
+            }),
             _ => None,
         }
     }
@@ -137,6 +149,11 @@ mod tests {
             },
             Msg::ExitCode(3),
             Msg::Signaled(9),
+            Msg::Disk {
+                used: 5 << 20,
+                total: 16 << 20,
+                full: true,
+            },
         ] {
             let b = m.encode();
             let line = std::str::from_utf8(&b).unwrap().trim_end_matches('\n');

@@ -1746,3 +1746,155 @@ exit 0"#
     );
     t.assert_base_empty();
 }
+
+/// Loop devices whose backing file lies under `dir` (a size-limited scratch's image).
+fn loop_devices_under(dir: &Path) -> Vec<String> {
+    let needle = dir.display().to_string();
+    let Ok(rd) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let f = std::fs::read_to_string(e.path().join("loop/backing_file")).ok()?;
+            f.contains(&needle)
+                .then(|| e.file_name().to_string_lossy().to_string())
+        })
+        .collect()
+}
+
+#[test]
+fn disk_limit_is_enospc_inside_and_nothing_on_the_host() {
+    if skip_unless_root() {
+        return;
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        eprintln!("SKIPPED: no /dev/loop-control (loop devices are needed for --disk)");
+        return;
+    }
+    let t = TestDir::new("disk");
+    let report = t.path().join("report.json");
+    // The job may write what it asked for (20 MiB, in /tmp: private dirs live on the same
+    // filesystem), and not 16 MiB more. While it runs, the host sees no mount of it.
+    let running = Job::new(&t.base())
+        .opts(["--disk", "20M", "--report"])
+        .opt(&report)
+        .spawn_sh(
+            "df -k \"$JOBCELL_SCRATCH\" | tail -1 | awk '{print \"fs=\" $1}'
+dd if=/dev/zero of=/tmp/a bs=1M count=20 2>/dev/null && echo first=ok
+dd if=/dev/zero of=\"$JOBCELL_SCRATCH/b\" bs=1M count=16 2>/dev/null; echo second=$?
+touch \"$JOBCELL_SCRATCH/ready\"; sleep 1; echo owner=$(stat -c %U \"$JOBCELL_SCRATCH\")",
+        );
+    let t0 = Instant::now();
+    let mut seen_running = false;
+    while t0.elapsed() < Duration::from_secs(30) {
+        if !loop_devices_under(&t.base()).is_empty() {
+            seen_running = true;
+            let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+            assert!(
+                !mi.contains(&t.base().display().to_string()),
+                "the --disk mount is visible on the host:\n{mi}"
+            );
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        seen_running,
+        "no loop device backed by the scratch was seen"
+    );
+    let out = running.wait();
+    out.expect(0);
+    assert!(
+        out.value("fs").unwrap_or("").starts_with("/dev/loop"),
+        "{}",
+        out.stdout
+    );
+    assert_eq!(out.value("first"), Some("ok"), "{}", out.stderr);
+    assert_ne!(out.value("second"), Some("0"), "wrote past --disk");
+    assert_eq!(out.value("owner"), Some("nobody"));
+    assert!(
+        out.stderr.contains("filled its scratch disk (20.0 MiB)"),
+        "{}",
+        out.stderr
+    );
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["disk"]["limit_bytes"], 20 << 20);
+    assert_eq!(r["disk"]["full"], true);
+    assert!(r["disk"]["used_bytes"].as_u64().unwrap() >= 20 << 20);
+    // The device detaches itself once the job's namespace is gone; the scratch is removed.
+    let t0 = Instant::now();
+    while !loop_devices_under(&t.base()).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "loop device left: {:?}",
+            loop_devices_under(&t.base())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    t.assert_base_empty();
+}
+
+#[test]
+fn disk_limits_that_cannot_be_met_are_refused_up_front() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("disk-bad");
+    // More than the scratch base's filesystem has: one line, nothing left.
+    let out = Job::new(&t.base()).opts(["--disk", "1000T"]).run(&["true"]);
+    out.expect(125);
+    assert_eq!(out.stderr.trim().lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.contains("--disk 1000.0 TiB") && out.stderr.contains("free space"),
+        "{}",
+        out.stderr
+    );
+    t.assert_base_empty();
+    assert!(loop_devices_under(&t.base()).is_empty());
+    // Not a size.
+    let out = Job::new(&t.base()).opts(["--disk", "lots"]).run(&["true"]);
+    out.expect(125);
+    assert!(out.stderr.contains("--disk lots"), "{}", out.stderr);
+    t.assert_base_empty();
+    // Rootless: a loop-mounted filesystem needs root; said clearly, before anything is made.
+    let base = t.subdir("rootless", 0o755);
+    std::os::unix::fs::chown(&base, Some(65534), Some(65534)).unwrap();
+    let out = Job::new(&base)
+        .as_caller(65534, 65534)
+        .opts(["--disk", "10M"])
+        .run(&["true"]);
+    out.expect(125);
+    assert!(out.stderr.contains("--disk needs root"), "{}", out.stderr);
+    assert_dir_empty(&base);
+}
+
+#[test]
+fn kept_scratch_with_a_disk_limit_keeps_its_filesystem_image() {
+    if skip_unless_root() {
+        return;
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        eprintln!("SKIPPED: no /dev/loop-control (loop devices are needed for --disk)");
+        return;
+    }
+    let t = TestDir::new("disk-keep");
+    let out = Job::new(&t.base())
+        .opts(["--disk", "8M", "--keep-scratch"])
+        .sh("echo kept > \"$JOBCELL_SCRATCH/result\"");
+    out.expect(0);
+    let kept: Vec<_> = std::fs::read_dir(t.base())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    let image = kept[0].join("scratch.ext4");
+    // The result is inside the image (read back with debugfs, without mounting anything).
+    let cat = std::process::Command::new("debugfs")
+        .args(["-R", "cat /result"])
+        .arg(&image)
+        .output()
+        .expect("debugfs (e2fsprogs)");
+    assert_eq!(String::from_utf8_lossy(&cat.stdout).trim(), "kept");
+    assert!(out.stderr.contains("scratch.ext4"), "{}", out.stderr);
+}
