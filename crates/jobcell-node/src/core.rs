@@ -152,6 +152,8 @@ pub enum Cmd {
         id: u64,
         attempt: u32,
     },
+    /// Internal: sample running jobs' memory pressure (only with a pressure policy).
+    PressureTick,
 }
 
 /// What the node is configured with.
@@ -173,7 +175,25 @@ pub struct Policy {
     /// Longest a job may run (seconds); a job past it is held with the reason. A job's own
     /// `allowed_job_duration` may be shorter, never longer.
     pub allowed_job_duration: Option<f64>,
+    pub pressure: Option<PressurePolicy>,
 }
+
+/// Preempt a job that stays under memory pressure (the seed: "it may be a better use of
+/// resources to preempt a heavily-swapping process and reschedule it").
+#[derive(Debug, Clone)]
+pub struct PressurePolicy {
+    /// PSI `some` stall, percent of each sample interval (cgroup v2 only).
+    pub stall_percent: Option<f64>,
+    /// Major page faults per second (swap-ins, refaults; v1 and v2).
+    pub major_faults: Option<f64>,
+    /// How long a job must stay past a threshold (seconds).
+    pub duration: f64,
+    /// Hold instead of requeue.
+    pub hold: bool,
+}
+
+/// How often running jobs' memory pressure is sampled when the policy is on.
+pub const PRESSURE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The hold reason HTCondor gives a job its memory limit killed (HoldReasonCode 34).
 pub const OOM_HOLD_REASON: &str = "memory usage exceeded request_memory";
@@ -183,6 +203,8 @@ pub const OOM_HOLD_REASON: &str = "memory usage exceeded request_memory";
 enum Pending {
     Remove(u32),
     Hold(String),
+    /// Stop it and queue it again (a policy's preemption), with the reason.
+    Requeue(String),
 }
 
 impl Pending {
@@ -190,11 +212,15 @@ impl Pending {
         match self {
             Pending::Remove(by) => format!("remove:{by}"),
             Pending::Hold(r) => format!("hold:{r}"),
+            Pending::Requeue(r) => format!("requeue:{r}"),
         }
     }
     fn decode(s: &str) -> Option<Pending> {
         if let Some(by) = s.strip_prefix("remove:") {
             return by.parse().ok().map(Pending::Remove);
+        }
+        if let Some(r) = s.strip_prefix("requeue:") {
+            return Some(Pending::Requeue(r.to_string()));
         }
         s.strip_prefix("hold:")
             .map(|r| Pending::Hold(r.to_string()))
@@ -284,6 +310,17 @@ pub struct Core {
     counters: Counters,
     /// When each queued job became eligible (submission or release), for the latency metric.
     queued_at: HashMap<u64, f64>,
+    /// Per running job: the last pressure sample and since when it is past the threshold.
+    pressure: HashMap<u64, PressureSample>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct PressureSample {
+    attempt: u32,
+    time: f64,
+    major_faults: Option<u64>,
+    stall_us: Option<u64>,
+    above_since: Option<f64>,
 }
 
 /// Effects performed after the commit.
@@ -337,6 +374,7 @@ impl Core {
                 ..Default::default()
             },
             queued_at: HashMap::new(),
+            pressure: HashMap::new(),
         }
     }
 
@@ -436,12 +474,12 @@ impl Core {
                         self.jobs.insert(id, job);
                         continue;
                     }
-                    None => {}
+                    Some(Pending::Requeue(_)) | None => {}
                 }
                 job.info.state = State::Queued;
                 job.info.started_at = None;
                 sql(tx.execute(
-                    "UPDATE jobs SET state='queued', started_at=NULL WHERE id=?1",
+                    "UPDATE jobs SET state='queued', started_at=NULL, pending=NULL WHERE id=?1",
                     params![id as i64],
                 ));
                 sql(add_event(
@@ -615,6 +653,7 @@ impl Core {
                 let _ = reply.send(r);
             }
             Cmd::Deadline { id, attempt } => self.deadline(tx, id, attempt, effects),
+            Cmd::PressureTick => self.pressure_tick(tx, effects),
             Cmd::List { reply } => {
                 let mut v: Vec<JobInfo> = self.jobs.values().map(|j| j.info.clone()).collect();
                 v.sort_by_key(|j| j.id);
@@ -1702,6 +1741,7 @@ impl Core {
         let kind = match &p {
             Pending::Remove(_) => "remove-requested",
             Pending::Hold(_) => "hold-requested",
+            Pending::Requeue(_) => "requeue-requested",
         };
         sql(add_event(tx, id, kind, None));
         sql(tx.execute(
@@ -1774,6 +1814,123 @@ impl Core {
         self.ulog_job(id, userlog::Event::Executing);
         let started_at = self.jobs[&id].info.started_at.unwrap_or(t);
         self.arm_deadline(id, attempt, started_at);
+    }
+
+    /// Sample running jobs' memory pressure every [`PRESSURE_INTERVAL`] (only with a pressure
+    /// policy; cgroup v1 has no PSI trigger to wait on, so this samples).
+    pub fn start_pressure_sampler(&self) {
+        if self.cfg.policy.pressure.is_none() || self.cgroups.is_none() {
+            return;
+        }
+        let tx = self.tx.clone();
+        self.rt.spawn(async move {
+            let mut iv = tokio::time::interval(PRESSURE_INTERVAL);
+            iv.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                iv.tick().await;
+                if tx.send(Cmd::PressureTick).is_err() {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// One pressure sample of every running job; a job past a threshold for the policy's
+    /// whole duration is preempted (requeued or held) with the figures in its reason.
+    fn pressure_tick(&mut self, tx: &Tx, effects: &mut Vec<Effect>) {
+        let Some(p) = self.cfg.policy.pressure.clone() else {
+            return;
+        };
+        let Some(root) = &self.cgroups else {
+            return;
+        };
+        let t = now();
+        let running: Vec<(u64, u32, i32)> = self
+            .jobs
+            .values()
+            .filter(|j| j.info.state == State::Running && j.pending.is_none())
+            .filter_map(|j| j.sup.map(|(pid, _)| (j.info.id, j.info.attempt, pid)))
+            .collect();
+        self.pressure
+            .retain(|id, _| running.iter().any(|r| r.0 == *id));
+        let mut preempt = Vec::new();
+        for (id, attempt, pid) in running {
+            let Ok(cg) = root.open(&jobdir::cgroup_name(pid, id)) else {
+                continue;
+            };
+            let faults = cg.paths().iter().find_map(|d| major_faults(d));
+            let stall = cg.memory_pressure().ok().map(|p| p.some.total_us);
+            cg.leak();
+            let prev = self
+                .pressure
+                .get(&id)
+                .copied()
+                .filter(|s| s.attempt == attempt);
+            let mut why = None;
+            if let Some(prev) = prev {
+                let dt = (t - prev.time).max(1e-3);
+                if let (Some(th), Some(a), Some(b)) = (p.major_faults, prev.major_faults, faults) {
+                    let rate = b.saturating_sub(a) as f64 / dt;
+                    if rate > th {
+                        why = Some(format!("{rate:.0} major page faults/s (threshold {th})"));
+                    }
+                }
+                if let (Some(th), Some(a), Some(b)) = (p.stall_percent, prev.stall_us, stall) {
+                    // µs stalled per second of wall time, in percent.
+                    let pct = b.saturating_sub(a) as f64 / 1e4 / dt;
+                    if pct > th {
+                        why = Some(format!(
+                            "memory stalls {pct:.0}% of the time (threshold {th}%)"
+                        ));
+                    }
+                }
+            }
+            // Pressure measured over [prev.time, t] began at prev.time.
+            let above_since = match (&why, prev) {
+                (Some(_), Some(prev)) => Some(prev.above_since.unwrap_or(prev.time)),
+                _ => None,
+            };
+            self.pressure.insert(
+                id,
+                PressureSample {
+                    attempt,
+                    time: t,
+                    major_faults: faults,
+                    stall_us: stall,
+                    above_since,
+                },
+            );
+            if let (Some(since), Some(why)) = (above_since, why) {
+                if t - since >= p.duration {
+                    preempt.push((id, why));
+                }
+            }
+        }
+        for (id, why) in preempt {
+            let reason = format!(
+                "preempted under memory pressure: {why} for {}",
+                fmt_duration(p.duration)
+            );
+            warn!("job {id}: {reason}");
+            sql(add_event(
+                tx,
+                id,
+                "policy",
+                Some(
+                    &serde_json::json!({"policy": "memory pressure", "reason": reason, "action": if p.hold { "hold" } else { "requeue" }}),
+                ),
+            ));
+            *self.counters.preemptions.entry("pressure").or_default() += 1;
+            self.pressure.remove(&id);
+            let pend = if p.hold {
+                Pending::Hold(reason)
+            } else {
+                Pending::Requeue(reason)
+            };
+            if let Err(e) = self.evict(tx, id, pend, effects) {
+                warn!("job {id}: preempting it: {}", e.msg);
+            }
+        }
     }
 
     /// The job's wall-time limit: its own, capped by the node's.
@@ -1856,6 +2013,7 @@ impl Core {
         let (state, reason) = match (&j.pending, &res) {
             (Some(Pending::Remove(by)), _) => (State::Removed, Some(format!("removed by {}", sys::user_name(*by)))),
             (Some(Pending::Hold(r)), _) => (State::Held, Some(r.clone())),
+            (Some(Pending::Requeue(r)), _) => (State::Queued, Some(r.clone())),
             // A problem the job's owner can fix (an input file they cannot read...): held,
             // like HTCondor, rather than failed.
             (None, Some(r)) if r.hold_reason.is_some() => (State::Held, r.hold_reason.clone()),
@@ -1880,6 +2038,38 @@ impl Core {
             }
         }
         let report_s = report.as_ref().map(|r| r.to_string());
+        self.pressure.remove(&id);
+        if state == State::Queued {
+            // Preempted by a policy: back in the queue for a new attempt, the reason kept.
+            sql(tx.execute(
+                "UPDATE jobs SET state='queued', pending=NULL, started_at=NULL, reason=?2, exit_code=?3, signal=?4, report=?5 WHERE id=?1",
+                params![id as i64, reason, exit_code, signal, report_s],
+            ));
+            sql(add_event(
+                tx,
+                id,
+                "requeued",
+                Some(&serde_json::json!({"why": reason, "preempted": true})),
+            ));
+            *self.counters.finished.entry("requeued").or_default() += 1;
+            self.ulog(
+                &j.ulog,
+                userlog::Event::Evicted(reason.clone().unwrap_or_default()),
+            );
+            j.info.state = State::Queued;
+            j.info.started_at = None;
+            j.info.reason = reason;
+            j.info.exit_code = exit_code;
+            j.info.signal = signal;
+            j.info.report = report;
+            j.pending = None;
+            j.pidfd = None;
+            j.sup = None;
+            self.queue.insert((-(j.info.priority as i64), id));
+            self.queued_at.insert(id, now());
+            self.jobs.insert(id, j);
+            return;
+        }
         if state == State::Held {
             sql(tx.execute(
                 "UPDATE jobs SET state='held', pending=NULL, hold_reason=?2, exit_code=?3, signal=?4, report=?5 WHERE id=?1",
@@ -2150,4 +2340,15 @@ pub fn fmt_duration(secs: f64) -> String {
         out += &format!("{sec}s");
     }
     out
+}
+
+/// Major page faults of a memory cgroup so far (`memory.stat`: v1 `total_pgmajfault`,
+/// v2 `pgmajfault`); None for other controllers' dirs.
+fn major_faults(dir: &Path) -> Option<u64> {
+    let s = std::fs::read_to_string(dir.join("memory.stat")).ok()?;
+    let get = |key: &str| {
+        s.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+    };
+    get("total_pgmajfault").or_else(|| get("pgmajfault"))
 }

@@ -185,6 +185,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
     {
         let _g = rt.enter();
         core.recover()?;
+        core.start_pressure_sampler();
     }
     std::thread::Builder::new()
         .name("core".into())

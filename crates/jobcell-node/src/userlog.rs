@@ -41,6 +41,8 @@ pub enum Event {
     Held(String),
     Released,
     Aborted(String),
+    /// Stopped and queued again (a node policy preempted it).
+    Evicted(String),
 }
 
 pub struct Msg {
@@ -132,6 +134,11 @@ pub fn format(m: &Msg, host: &str) -> String {
         Event::Held(reason) => head("012", "Job was held.") + &format!("\t{reason}\n"),
         Event::Released => head("013", "Job was released.") + "\tvia jobcell release\n",
         Event::Aborted(reason) => head("009", "Job was aborted.") + &format!("\t{reason}\n"),
+        Event::Evicted(reason) => {
+            head("004", "Job was evicted.")
+                + "\t(0) Job was not checkpointed.\n"
+                + &format!("\t{reason}\n")
+        }
     };
     s.push_str("...\n");
     s

@@ -97,6 +97,7 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
                         .with_context(|| format!("[policy] allowed_job_duration = \"{d}\""))
                 })
                 .transpose()?,
+            pressure: pressure_policy(&cfg)?,
         },
         metrics_listen: a
             .metrics_listen
@@ -115,6 +116,48 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
     init_logging();
     jobcell_node::run_daemon(opts)?;
     Ok(0)
+}
+
+/// `[policy] pressure_*`: on when a threshold is set.
+fn pressure_policy(
+    cfg: &jobcell_spec::Config,
+) -> anyhow::Result<Option<jobcell_node::core::PressurePolicy>> {
+    let p = &cfg.policy;
+    if p.pressure_stall_percent.is_none() && p.pressure_major_faults.is_none() {
+        anyhow::ensure!(
+            p.pressure_duration.is_none() && p.pressure_action.is_none(),
+            "[policy] pressure_duration/pressure_action need pressure_stall_percent or pressure_major_faults"
+        );
+        return Ok(None);
+    }
+    for (k, v) in [
+        ("pressure_stall_percent", p.pressure_stall_percent),
+        ("pressure_major_faults", p.pressure_major_faults),
+    ] {
+        if let Some(v) = v {
+            anyhow::ensure!(
+                v.is_finite() && v > 0.0,
+                "[policy] {k} = {v} must be a number greater than 0"
+            );
+        }
+    }
+    let duration = match &p.pressure_duration {
+        Some(d) => {
+            parse_duration(d).with_context(|| format!("[policy] pressure_duration = \"{d}\""))?
+        }
+        None => 30.0,
+    };
+    let hold = match p.pressure_action.as_deref() {
+        None | Some("requeue") => false,
+        Some("hold") => true,
+        Some(a) => anyhow::bail!("[policy] pressure_action = \"{a}\" is not requeue or hold"),
+    };
+    Ok(Some(jobcell_node::core::PressurePolicy {
+        stall_percent: p.pressure_stall_percent,
+        major_faults: p.pressure_major_faults,
+        duration,
+        hold,
+    }))
 }
 
 /// `9105` (127.0.0.1), `127.0.0.1:9105`, `[::1]:9105`; anything but loopback is refused:

@@ -348,3 +348,148 @@ fn metrics_are_prometheus_text_with_node_job_and_latency_figures() {
     let r = tcp("/v1/jobs");
     assert!(r.starts_with("HTTP/1.1 404"), "{r}");
 }
+
+/// A job that keeps faulting its program's pages back in (the page cache dropped each time,
+/// as under thrashing) past `pressure_major_faults` for `pressure_duration` is preempted:
+/// killed and queued again, with the reason; `pressure_action = "hold"` holds it instead.
+/// (cgroup v1 has no per-cgroup PSI: the major-fault rate is the signal there.)
+#[test]
+fn a_job_under_memory_pressure_is_preempted_and_requeued_or_held() {
+    if !root_or_skip("a_job_under_memory_pressure_is_preempted_and_requeued_or_held") {
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/perl").exists() {
+        eprintln!("SKIPPED: a_job_under_memory_pressure_is_preempted_and_requeued_or_held: no /usr/bin/perl to fault in");
+        return;
+    }
+    let _g = serial();
+    // On a file system with a page cache (not tmpfs): `dd iflag=nocache` drops the copy's
+    // pages, so every exec faults them in from disk again.
+    let work = TempDir::itest();
+    let prog = work.path().join("p");
+    std::fs::copy("/usr/bin/perl", &prog).unwrap();
+    let script = format!(
+        "cd {}; while :; do dd if=p iflag=nocache count=0 2>/dev/null; ./p -e 1; done",
+        work.path().display()
+    );
+    for (action, want) in [("requeue", State::Queued), ("hold", State::Held)] {
+        let d = Daemon::start_with_config(
+            &[],
+            Some(&format!(
+                "[policy]\npressure_major_faults = 10\npressure_duration = \"2s\"\npressure_action = \"{action}\"\n"
+            )),
+        );
+        let calm = ids(&d.cli(&["submit", "-q", "--memory", "32", "--", "/bin/sleep", "1000"]))[0];
+        let id = ids(&d.cli(&[
+            "submit", "-q", "--memory", "64", "--", "/bin/sh", "-c", &script,
+        ]))[0];
+        d.wait_state(id, State::Running, T);
+        let t = Instant::now();
+        let ev = loop {
+            let ev = events(&d, id);
+            let done = match want {
+                State::Queued => ev.iter().any(|e| e.kind == "requeued"),
+                _ => ev.iter().any(|e| e.kind == "held"),
+            };
+            if done {
+                break ev;
+            }
+            assert!(
+                t.elapsed() < T,
+                "{action}: not preempted: {ev:?}\n{}",
+                d.log()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let policy = ev
+            .iter()
+            .find(|e| e.kind == "policy")
+            .expect("policy event");
+        let reason = policy.detail.as_ref().unwrap()["reason"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert!(
+            reason.starts_with("preempted under memory pressure: ")
+                && reason.contains("major page faults/s (threshold 10)")
+                && reason.ends_with("for 2s"),
+            "{reason}"
+        );
+        // It ran at least the policy's duration before it was stopped.
+        let started = ev.iter().find(|e| e.kind == "started").unwrap().time;
+        assert!(
+            policy.time - started >= 2.0 - 0.1,
+            "{}",
+            policy.time - started
+        );
+        let j = d.job(id);
+        match want {
+            State::Queued => {
+                // Requeued: it runs again (a new attempt), the reason kept.
+                let j = d.wait_for(id, T, |j| j.attempt >= 2);
+                assert_eq!(j.reason.as_deref(), Some(reason.as_str()), "{j:?}");
+            }
+            _ => {
+                assert_eq!(j.state, State::Held);
+                assert_eq!(j.hold_reason.as_deref(), Some(reason.as_str()));
+            }
+        }
+        // A job under no pressure is left alone.
+        assert_eq!(d.job(calm).state, State::Running);
+        let m = scrape(&d);
+        assert!(get(&m, "jobcell_preemptions_total", &[("reason", "pressure")]) >= 1.0);
+    }
+}
+
+/// The seed's case proper: a job swapping heavily against a low limit. Needs swap, which
+/// this test does not turn on for the whole machine (other jobs' OOM kills would turn into
+/// swapping).
+#[test]
+fn a_job_thrashing_against_its_limit_with_swap_is_preempted() {
+    if !root_or_skip("a_job_thrashing_against_its_limit_with_swap_is_preempted") {
+        return;
+    }
+    let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
+    if swaps.lines().count() < 2 {
+        eprintln!("SKIPPED: a_job_thrashing_against_its_limit_with_swap_is_preempted: no swap on this machine (enabling some would change every other job's OOM behaviour); the major-fault test covers the policy");
+        return;
+    }
+    if !std::path::Path::new("/usr/bin/perl").exists() {
+        eprintln!(
+            "SKIPPED: a_job_thrashing_against_its_limit_with_swap_is_preempted: no /usr/bin/perl"
+        );
+        return;
+    }
+    let _g = serial();
+    let d = Daemon::start_with_config(
+        &[],
+        Some("[policy]\npressure_major_faults = 50\npressure_stall_percent = 20\npressure_duration = \"3s\"\npressure_action = \"hold\"\n"),
+    );
+    let work = TempDir::itest();
+    // 96 MiB touched over and over with 32 MiB of memory and 256 MiB of swap.
+    let hog = work.path().join("thrash.pl");
+    std::fs::write(
+        &hog,
+        "#!/usr/bin/perl\nmy @a = map { \"x\" x (1 << 20) } 1..96;\nwhile (1) { for my $s (@a) { substr($s, 0, 1) = 'y'; for (my $i = 0; $i < length($s); $i += 4096) { substr($s, $i, 1) = 'z' } } }\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&hog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let id = ids(&d.cli(&[
+        "submit",
+        "-q",
+        "--memory",
+        "32",
+        "--swap",
+        "256",
+        "--",
+        hog.to_str().unwrap(),
+    ]))[0];
+    let j = d.wait_state(id, State::Held, Duration::from_secs(120));
+    assert!(
+        j.hold_reason
+            .unwrap_or_default()
+            .starts_with("preempted under memory pressure"),
+        "{}",
+        d.log()
+    );
+}
