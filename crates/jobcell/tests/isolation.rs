@@ -1720,12 +1720,15 @@ fn no_world_writable_host_dir_is_shared_between_jobs() {
     }
     let t = TestDir::new("worldw");
     let name = unique("jobcell-itest-ww-");
+    // Other tests' fixtures (dirs they hand to `nobody` for rootless runs) live beside this
+    // test's dir: those are not host dirs, and a concurrent test may own one right now.
+    let fixtures = t.path().parent().unwrap().display().to_string();
     // Every directory the job can write into that is not private: try to leave a file there.
     let script = format!(
         r#"for m in $(awk '{{print $5}}' /proc/self/mountinfo | sort -u); do
   find "$m" -xdev -maxdepth 8 -type d -writable 2>/dev/null
 done | sort -u | while read d; do
-  case "$d" in /tmp|/tmp/*|/var/tmp|/var/tmp/*|/dev/shm|/dev/shm/*|"$JOBCELL_SCRATCH"*) continue;; esac
+  case "$d" in /tmp|/tmp/*|/var/tmp|/var/tmp/*|/dev/shm|/dev/shm/*|"$JOBCELL_SCRATCH"*|{fixtures}/*) continue;; esac
   echo x 2>/dev/null > "$d/{name}" && echo "$d"
 done
 exit 0"#
