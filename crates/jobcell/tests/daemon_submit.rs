@@ -170,6 +170,18 @@ queue
     assert!(o.status.success(), "{}", err(&o));
     assert!(out(&o).contains("Project = \"physics\"\n"), "{}", out(&o));
     assert!(out(&o).contains("JobStatus = 4\n"), "{}", out(&o));
+    // Others see the ad (as condor_q -l) but not the environment, which may hold secrets.
+    let o = d.cli_in(
+        work.path(),
+        Some(nobody()),
+        &[],
+        &["q", "-l", "--json", &by_proc[1].id.to_string()],
+        None,
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let m: serde_json::Value = serde_json::from_str(&out(&o)).unwrap();
+    assert_eq!(m["Project"], "\"physics\"");
+    assert!(m.get("Environment").is_none(), "{m}");
 }
 
 #[test]

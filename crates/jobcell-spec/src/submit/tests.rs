@@ -318,3 +318,25 @@ fn errors_carry_line_numbers() {
     assert_eq!(err("executable=x\n"), SubmitError::NoQueue);
     assert_eq!(err(""), SubmitError::NoQueue);
 }
+
+#[test]
+fn allowed_job_duration_is_whole_seconds() {
+    let s = parse("executable = /bin/true\nallowed_job_duration = 600\nqueue\n").unwrap();
+    assert_eq!(s.jobs[0].allowed_job_duration, Some(600));
+    assert!(s.jobs[0]
+        .classad()
+        .contains(&("AllowedJobDuration".to_string(), "600".to_string())));
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    assert_eq!(
+        parse("executable = /bin/true\nqueue\n").unwrap().jobs[0].allowed_job_duration,
+        None
+    );
+    for bad in ["10m", "0", "-5", "60 * 10"] {
+        let e = parse(&format!(
+            "executable = /bin/true\nallowed_job_duration = {bad}\nqueue\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.line(), Some(2), "{bad}: {e}");
+        assert!(e.to_string().contains("allowed_job_duration"), "{e}");
+    }
+}
