@@ -28,7 +28,10 @@ fn ids(o: &std::process::Output) -> Vec<u64> {
 
 /// A real Prometheus text parse of /metrics: (name, labels) -> value, histogram buckets as
 /// `name_bucket` with an `le` label, plus `name_count`/`name_sum`.
-fn scrape(d: &Daemon) -> HashMap<(String, Vec<(String, String)>), f64> {
+/// (metric name, sorted labels) -> value.
+type Samples = HashMap<(String, Vec<(String, String)>), f64>;
+
+fn scrape(d: &Daemon) -> Samples {
     use prometheus_parse::{Scrape, Value};
     let text = d.metrics();
     let s = Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
@@ -60,11 +63,7 @@ fn scrape(d: &Daemon) -> HashMap<(String, Vec<(String, String)>), f64> {
     out
 }
 
-fn get(
-    m: &HashMap<(String, Vec<(String, String)>), f64>,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> f64 {
+fn get(m: &Samples, name: &str, labels: &[(&str, &str)]) -> f64 {
     let mut l: Vec<(String, String)> = labels
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
