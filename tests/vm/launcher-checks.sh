@@ -63,7 +63,17 @@ grep -q '"cpu_source": "cgroup"\|"memory_peak"' /tmp/e5 && ok "rootless, delegat
 grep -q "limits come from the enclosing scheduler" /tmp/e5 && bad "rootless, delegated: the cgroup was not used: $(cat /tmp/e5)" || ok "rootless, delegated: no scheduler warning"
 check "rootless, delegated: no job cgroup left" "$(find $D -name 'job-*' -type d | wc -l)" "0"
 check "rootless, delegated: jobcell's cgroups below it are the user's" "$(stat -c %u $D/jobcell 2>&1)" "65534"
-rmdir $D/jobcell/launcher $D/jobcell $D 2>/dev/null
+# The same with an explicit --cgroup-parent in the delegated subtree: the launcher lives in a
+# sibling leaf, so the common ancestor of its cgroup and the job's is the user's directory.
+mkdir $D/session
+sh -c 'echo $$ >"$1/cgroup.procs" || exit 99; shift; exec "$@"' sh $D/session \
+  su -s /bin/sh nobody -c "exec $J run --cgroup-parent /jc-deleg/jobs --scratch-base $rl --report - --memory 32M -- sh /run/jc-hog.sh" \
+  >/dev/null 2>/tmp/e7
+check "rootless, --cgroup-parent in the delegated subtree: hog killed (128+9)" "$?" "137"
+grep -q '"oom_killed": true' /tmp/e7 && ok "rootless, --cgroup-parent: report says oom_killed" || bad "rootless --cgroup-parent: $(cat /tmp/e7)"
+check "rootless, --cgroup-parent: jobcell made the parent as the user" "$(stat -c %u $D/jobs 2>&1)" "65534"
+check "rootless, --cgroup-parent: no job cgroup left" "$(find $D/jobs -name 'job-*' -type d | wc -l)" "0"
+rmdir $D/jobs $D/session $D/jobcell/launcher $D/jobcell $D 2>/dev/null
 rm -f /run/jc-hog.sh
 check "rootless, delegated: the delegated tree removed" "$(ls -d $D 2>/dev/null)" ""
 
