@@ -164,7 +164,26 @@ pub fn decode_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Api
         return serde_json::from_slice(b"{}")
             .map_err(|e| ApiErr::new(400, format!("empty request body: {e}")));
     }
-    serde_json::from_slice(body).map_err(|e| ApiErr::new(400, format!("invalid JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiErr::new(400, escape_controls(&format!("invalid JSON: {e}"))))
+}
+
+/// serde_json quotes the offending field name or string value in its message; a `\n` in it
+/// would make the error (and the line the CLI prints) two lines (found by fuzzing).
+fn escape_controls(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_string();
+    }
+    s.chars()
+        .flat_map(|c| {
+            let v: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            v
+        })
+        .collect()
 }
 
 /// The body of `POST /v1/jobs/ID/hold`: an optional reason, one line of at most 1024 bytes.
@@ -398,4 +417,34 @@ fn read_output(p: &std::path::Path) -> Result<Vec<u8>, ApiErr> {
         .read_to_end(&mut v)
         .map_err(|e| ApiErr::new(500, e.to_string()))?;
     Ok(v)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzzing regression (`fuzz/api_decode`): an unknown field or a string value with a
+    /// newline made a two-line error.
+    #[test]
+    fn decode_errors_are_one_line() {
+        for body in [
+            &b"{\"spe\\nc\": 1}"[..],
+            b"{\"x\\ny\": 2}",
+            b"{\"jobs\": \"a\\nb\"}",
+        ] {
+            let e = decode_body::<ClusterSubmitRequest>(body).unwrap_err();
+            assert_eq!(e.code, 400);
+            assert!(!e.msg.contains('\n'), "{:?}", e.msg);
+            assert!(e.msg.contains("\\n"), "{:?}", e.msg);
+        }
+        let e = decode_hold(b"{\"reason\": \"a\\nb\"}").unwrap_err();
+        assert!(
+            !e.msg.contains('\n') && e.msg.contains("one line"),
+            "{:?}",
+            e.msg
+        );
+        assert_eq!(decode_hold(b"").unwrap(), None);
+        assert_eq!(parse_id("12").unwrap(), 12);
+        assert!(parse_id("-1").is_err());
+    }
 }
