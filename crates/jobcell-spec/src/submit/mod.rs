@@ -262,7 +262,7 @@ impl SubmitJob {
         ad
     }
 
-    /// The launcher's view of the job: argv, environment, cpus, memory (bytes), image.
+    /// The launcher's view of the job: argv, environment, cpus, memory and disk (bytes), image.
     /// Stdio, initialdir, priority and hold are the queue's business.
     pub fn to_job_spec(&self) -> JobSpec {
         let mut spec = JobSpec::new(self.argv.clone());
@@ -273,6 +273,8 @@ impl SubmitJob {
             .collect();
         spec.resources.cpus = (self.request_cpus > 0.0).then_some(self.request_cpus);
         spec.resources.memory = self.request_memory.map(|m| m << 20);
+        // KiB -> bytes: the size of the job's scratch file system.
+        spec.resources.disk = self.request_disk.map(|d| d << 10);
         spec.image = self.image.clone();
         spec
     }

@@ -97,6 +97,7 @@ fn basic_job() {
     assert_eq!(spec.argv, j.argv);
     assert_eq!(spec.resources.memory, Some(2048 << 20));
     assert_eq!(spec.resources.cpus, Some(2.0));
+    assert_eq!(spec.resources.disk, Some(1000 << 10));
     assert!(s.warnings.is_empty(), "{:?}", s.warnings);
 }
 
