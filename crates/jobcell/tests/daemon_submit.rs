@@ -339,3 +339,51 @@ fn files_are_opened_as_the_job_user_so_symlinks_and_foreign_files_get_a_hold() {
     assert!(!closed.join("err").exists());
     assert_eq!(std::fs::read_dir(&d.scratch).unwrap().count(), 0);
 }
+
+#[test]
+fn jobcell_image_runs_the_cluster_in_the_image_and_an_unknown_one_queues_nothing() {
+    if !root_or_skip(
+        "jobcell_image_runs_the_cluster_in_the_image_and_an_unknown_one_queues_nothing",
+    ) {
+        return;
+    }
+    if !std::path::Path::new("/bin/busybox").exists() {
+        eprintln!("SKIPPED: jobcell_image_runs_the_cluster_in_the_image_and_an_unknown_one_queues_nothing: no static /bin/busybox to build a tiny image from");
+        return;
+    }
+    let _g = serial();
+    let imgdir = TempDir::new_in("/tmp");
+    let img = imgdir.path().join("tiny");
+    std::fs::create_dir_all(img.join("bin")).unwrap();
+    std::fs::create_dir_all(img.join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", img.join("bin/busybox")).unwrap();
+    std::fs::write(img.join("etc/jobcell-marker"), "in-the-image\n").unwrap();
+    let d = Daemon::start_with_config(
+        &[],
+        Some(&format!("[images]\ntiny = \"{}\"\n", img.display())),
+    );
+    let work = TempDir::itest();
+    chmod(work.path(), 0o777);
+    let file = "executable = /bin/busybox\narguments = cat /etc/jobcell-marker\njobcell_image = tiny\nrequest_memory = 32\noutput = out.$(Process)\nqueue 2\n";
+    let o = d.cli_in(work.path(), None, &[], &["submit", "-q", "-"], Some(file));
+    let ids = ids(&o);
+    for (p, id) in ids.iter().enumerate() {
+        let j = d.wait_for(*id, T, |j| j.state.terminal());
+        assert_eq!(j.exit_code, Some(0), "{j:?}");
+        assert_eq!(
+            std::fs::read_to_string(work.path().join(format!("out.{p}"))).unwrap(),
+            "in-the-image\n"
+        );
+        assert_eq!(d.ad(*id)["JobcellImage"], "\"tiny\"");
+    }
+    let o = d.cli_in(
+        work.path(),
+        None,
+        &[],
+        &["submit", "-"],
+        Some("executable = /bin/true\njobcell_image = nosuch\nqueue 3\n"),
+    );
+    assert_eq!(o.status.code(), Some(125));
+    assert!(err(&o).contains("image 'nosuch'"), "{}", err(&o));
+    assert_eq!(d.all_jobs().len(), 2);
+}
