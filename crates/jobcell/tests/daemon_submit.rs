@@ -229,6 +229,15 @@ fn a_bad_file_queues_nothing() {
             "line 2",
         ),
         ("executable = /bin/true\n", "no queue statement"),
+        ("executable = /bin/true\nqueue 0\n", "line 2"),
+        (
+            "executable = /bin/true\narguments = $INT(x)\nqueue\n",
+            "line 2",
+        ),
+        (
+            "executable = /bin/true\nqueue x matching nothing-matches-*.none\n",
+            "line 2",
+        ),
         (
             "executable = /bin/true\nrequest_memory = 100000G\nqueue\n",
             "this node has",
