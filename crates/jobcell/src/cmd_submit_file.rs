@@ -8,6 +8,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
+use jobcell_node::client::ClientError;
 use jobcell_node::types::{ClusterResponse, ClusterSubmitRequest, SubmitResponse};
 use jobcell_spec::submit::{parse_submit, SubmitEnv, SubmitJob, SubmitOptions};
 use jobcell_spec::UserSpec;
@@ -248,15 +249,39 @@ pub fn submit(path: &Path, a: &SubmitArgs) -> anyhow::Result<i32> {
         .map(|j| cluster_job(j, a))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let n = jobs.len();
+    // The key makes a resend after a lost answer (the daemon restarted between its commit and
+    // its reply) return the jobs made the first time instead of a second copy.
+    let key = format!(
+        "file-{}-{}-{}",
+        c.cluster,
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0)
+    );
     let body = serde_json::to_value(ClusterSubmitRequest {
         jobs,
-        submit_key: None,
+        submit_key: Some(key),
     })?;
-    let r: SubmitResponse = client.call(
-        "POST",
-        &format!("/v1/clusters/{}/jobs", c.cluster),
-        Some(&body),
-    )?;
+    let path = format!("/v1/clusters/{}/jobs", c.cluster);
+    let started = std::time::Instant::now();
+    let r: SubmitResponse = loop {
+        match client.call("POST", &path, Some(&body)) {
+            Ok(r) => break r,
+            // The connection broke or the daemon is restarting: the request may or may not
+            // have been committed; resending with the same key is safe.
+            Err(
+                e @ (ClientError::Io { .. }
+                | ClientError::BadResponse(_)
+                | ClientError::NotRunning(_)),
+            ) if started.elapsed() < std::time::Duration::from_secs(30) => {
+                eprintln!("jobcell: {e}; retrying");
+                std::thread::sleep(std::time::Duration::from_millis(500));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let mut out = std::io::stdout().lock();
     if a.quiet {
         for id in &r.ids {

@@ -396,3 +396,127 @@ fn jobcell_image_runs_the_cluster_in_the_image_and_an_unknown_one_queues_nothing
     assert!(err(&o).contains("image 'nosuch'"), "{}", err(&o));
     assert_eq!(d.all_jobs().len(), 2);
 }
+
+#[test]
+fn the_cluster_api_is_idempotent_per_key_and_guards_its_clusters() {
+    if !root_or_skip("the_cluster_api_is_idempotent_per_key_and_guards_its_clusters") {
+        return;
+    }
+    let _g = serial();
+    let d = Daemon::start(&[]);
+    let c = d.client();
+    let cl: jobcell_node::types::ClusterResponse = c.call("POST", "/v1/clusters", None).unwrap();
+    let mut spec = jobcell_spec::JobSpec::new(vec!["/bin/true".into()]);
+    spec.resources.memory = Some(32 << 20);
+    let job = serde_json::json!({"spec": spec, "hold": true});
+    let body = serde_json::json!({"jobs": [job.clone(), job.clone()], "submit_key": "k1"});
+    let path = format!("/v1/clusters/{}/jobs", cl.cluster);
+    let a: jobcell_node::types::SubmitResponse = c.call("POST", &path, Some(&body)).unwrap();
+    let b: jobcell_node::types::SubmitResponse = c.call("POST", &path, Some(&body)).unwrap();
+    assert_eq!(a.ids.len(), 2);
+    assert_eq!(a.ids, b.ids, "a resend with the same key makes no new jobs");
+    assert_eq!(a.cluster, Some(cl.cluster));
+    assert_eq!(d.job(a.ids[1]).proc, 1);
+    let status = |p: &str, body: &serde_json::Value| {
+        let (code, data) = c
+            .raw("POST", p, Some(&serde_json::to_vec(body).unwrap()))
+            .unwrap();
+        (code, String::from_utf8_lossy(&data).into_owned())
+    };
+    // The cluster is full now; a missing one; an empty list; a bad job names its proc.
+    let (code, msg) = status(&path, &serde_json::json!({"jobs": [job.clone()]}));
+    assert_eq!(code, 409, "{msg}");
+    let (code, msg) = status(
+        "/v1/clusters/999999/jobs",
+        &serde_json::json!({"jobs": [job.clone()]}),
+    );
+    assert_eq!(code, 404, "{msg}");
+    let cl2: jobcell_node::types::ClusterResponse = c.call("POST", "/v1/clusters", None).unwrap();
+    let p2 = format!("/v1/clusters/{}/jobs", cl2.cluster);
+    let (code, msg) = status(&p2, &serde_json::json!({"jobs": []}));
+    assert_eq!(code, 400, "{msg}");
+    let mut big = spec.clone();
+    big.resources.memory = Some(1 << 50);
+    let (code, msg) = status(
+        &p2,
+        &serde_json::json!({"jobs": [job.clone(), {"spec": big}]}),
+    );
+    assert_eq!(code, 422, "{msg}");
+    assert!(msg.contains(&format!("job {}.1", cl2.cluster)), "{msg}");
+    let (code, msg) = status(
+        &p2,
+        &serde_json::json!({"jobs": [{"spec": spec, "extra": {"cwd": "relative"}}]}),
+    );
+    assert_eq!(code, 400, "{msg}");
+    assert!(msg.contains("initialdir 'relative'"), "{msg}");
+    // Nothing of the refused requests was queued.
+    assert_eq!(d.all_jobs().len(), 2);
+    // Another user may not fill someone else's cluster.
+    let (nu, ng) = nobody();
+    let mut theirs = jobcell_spec::JobSpec::new(vec!["/bin/true".into()]);
+    theirs.user = jobcell_spec::UserSpec::Uid(nu);
+    let body = serde_json::to_vec(&serde_json::json!({"jobs": [{"spec": theirs}]})).unwrap();
+    assert_eq!(as_user_request(&d.sock, nu, ng, &p2, &body), 403);
+    assert_eq!(d.all_jobs().len(), 2);
+}
+
+/// POST `body` to `path` on `sock` from a child process running as `uid:gid`; the status.
+fn as_user_request(sock: &std::path::Path, uid: u32, gid: u32, path: &str, body: &[u8]) -> u16 {
+    use std::io::{Read, Write};
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    );
+    let mut data = req.into_bytes();
+    data.extend_from_slice(body);
+    let sock = std::ffi::CString::new(sock.as_os_str().as_encoded_bytes()).unwrap();
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        unsafe {
+            libc::close(fds[0]);
+            if libc::setgroups(0, std::ptr::null()) != 0
+                || libc::setgid(gid) != 0
+                || libc::setuid(uid) != 0
+            {
+                libc::_exit(2);
+            }
+            let s = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (i, b) in sock.as_bytes().iter().enumerate() {
+                addr.sun_path[i] = *b as libc::c_char;
+            }
+            if libc::connect(
+                s,
+                (&addr as *const libc::sockaddr_un).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as u32,
+            ) != 0
+            {
+                libc::_exit(3);
+            }
+            libc::write(s, data.as_ptr().cast(), data.len());
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = libc::read(s, buf.as_mut_ptr().cast(), buf.len());
+                if n <= 0 {
+                    break;
+                }
+                libc::write(fds[1], buf.as_ptr().cast(), n as usize);
+            }
+            libc::_exit(0);
+        }
+    }
+    unsafe { libc::close(fds[1]) };
+    let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
+    let mut out = String::new();
+    f.read_to_string(&mut out).unwrap();
+    let _ = f.flush();
+    let mut st = 0;
+    unsafe { libc::waitpid(pid, &mut st, 0) };
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
