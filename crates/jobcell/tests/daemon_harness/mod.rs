@@ -147,6 +147,19 @@ impl Daemon {
         std::fs::read_to_string(self.dir.0.join("daemon.log")).unwrap_or_default()
     }
 
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// Start the daemon again on the same state dir, socket and config.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "stop or kill9 it first");
+        self.launch();
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
