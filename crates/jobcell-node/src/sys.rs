@@ -176,19 +176,20 @@ pub fn lookup_user(user: &jobcell_spec::UserSpec) -> Option<(u32, u32)> {
 /// permissions (and a file it creates is the user's), symlinks and all: nothing `f` opens is
 /// something the user could not open themself. Raw syscalls, because the libc wrappers of
 /// setgroups change every thread of the process; these change the calling thread only.
-/// Without root this is the caller's identity already and `f` just runs.
+/// Without root this is the caller's identity already and `f` just runs. `f` must not start
+/// threads: a thread inherits its creator's credentials.
 pub fn as_user<T>(uid: u32, gid: u32, groups: &[u32], f: impl FnOnce() -> T) -> io::Result<T> {
     if !is_root() {
         return Ok(f());
     }
-    let mut old = vec![0 as libc::gid_t; 65536];
-    let n = unsafe {
-        libc::syscall(
-            libc::SYS_getgroups,
-            old.len() as libc::c_int,
-            old.as_mut_ptr(),
-        )
-    };
+    // This thread's groups, to restore: how many first (size 0 asks), then the list.
+    let count =
+        unsafe { libc::syscall(libc::SYS_getgroups, 0, std::ptr::null_mut::<libc::gid_t>()) };
+    if count < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut old = vec![0 as libc::gid_t; count as usize];
+    let n = unsafe { libc::syscall(libc::SYS_getgroups, count as libc::c_int, old.as_mut_ptr()) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -227,4 +228,65 @@ pub fn hostname() -> String {
         return String::from_utf8_lossy(&b[..n]).into_owned();
     }
     "localhost".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn as_user_opens_with_the_users_rights_on_this_thread_only() {
+        if !is_root() {
+            eprintln!(
+                "SKIPPED: as_user_opens_with_the_users_rights_on_this_thread_only: needs root"
+            );
+            return;
+        }
+        let d = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(d.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+        let secret = d.path().join("secret");
+        std::fs::write(&secret, "x").unwrap();
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let (uid, gid) = (65534, 65534);
+        let r = as_user(uid, gid, &[], || std::fs::File::open(&secret)).unwrap();
+        assert_eq!(
+            r.unwrap_err().kind(),
+            io::ErrorKind::PermissionDenied,
+            "root's 0600 file must be closed to the user"
+        );
+        // A file made as the user is the user's.
+        let mine = d.path().join("mine");
+        as_user(uid, gid, &[], || std::fs::write(&mine, "y"))
+            .unwrap()
+            .unwrap();
+        let m = std::fs::metadata(&mine).unwrap();
+        assert_eq!((m.uid(), m.gid()), (uid, gid));
+        // And afterwards this thread is root again (groups included).
+        std::fs::File::open(&secret).unwrap();
+        let groups_before = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
+        as_user(uid, gid, &[uid], || ()).unwrap();
+        assert_eq!(
+            unsafe { libc::getgroups(0, std::ptr::null_mut()) },
+            groups_before
+        );
+        // Another thread (made before: a thread inherits its creator's credentials), asked
+        // while this one is the user, keeps root's rights.
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let (res_tx, res_rx) = std::sync::mpsc::channel();
+        let other = std::thread::spawn({
+            let secret = secret.clone();
+            move || {
+                go_rx.recv().unwrap();
+                res_tx.send(std::fs::File::open(&secret).is_ok()).unwrap();
+            }
+        });
+        let seen = as_user(uid, gid, &[], || {
+            go_tx.send(()).unwrap();
+            res_rx.recv().unwrap()
+        })
+        .unwrap();
+        other.join().unwrap();
+        assert!(seen);
+    }
 }
