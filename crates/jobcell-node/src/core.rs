@@ -2113,7 +2113,10 @@ impl Core {
         let detail = serde_json::json!({"state": state.as_str(), "reason": reason, "usage": usage});
         sql(add_event(tx, id, "ended", Some(&detail)));
         *self.counters.finished.entry(state.as_str()).or_default() += 1;
-        let ev = if state == State::Removed {
+        // A job that never ran to an exit (jobcell could not start it, its supervisor died)
+        // is aborted in HTCondor's words, not terminated with a made-up return value.
+        let never_exited = exit_code.is_none() && signal.is_none();
+        let ev = if state == State::Removed || (state == State::Failed && never_exited) {
             userlog::Event::Aborted(reason.clone().unwrap_or_default())
         } else {
             userlog::Event::Terminated {
