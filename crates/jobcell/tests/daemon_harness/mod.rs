@@ -218,14 +218,21 @@ impl Daemon {
         self.client().call("GET", "/v1/jobs", None).unwrap()
     }
 
+    /// Every job, finished or not, once each (a job may finish between the two requests:
+    /// its finished record wins).
     pub fn all_jobs(&self) -> Vec<JobInfo> {
-        let mut v = self.active();
+        let mut by_id = std::collections::BTreeMap::new();
+        for j in self.active() {
+            by_id.insert(j.id, j);
+        }
         let h: Vec<JobInfo> = self
             .client()
             .call("GET", "/v1/history?limit=100000", None)
             .unwrap();
-        v.extend(h);
-        v
+        for j in h {
+            by_id.insert(j.id, j);
+        }
+        by_id.into_values().collect()
     }
 
     pub fn wait_state(&self, id: u64, want: State, timeout: Duration) -> JobInfo {
