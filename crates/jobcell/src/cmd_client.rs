@@ -233,17 +233,21 @@ pub fn q(a: ListArgs) -> anyhow::Result<i32> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "{:>7} {:<10} {:<9} {:>5} {:>9} {:>12} {:>4}  COMMAND",
-        "ID", "OWNER", "STATE", "CPUS", "MEMORY", "RUN_TIME", "PRIO"
+        "{:>7} {:>10} {:<10} {:<9} {:>5} {:>9} {:>12} {:>4}  COMMAND",
+        "ID", "CLUSTER", "OWNER", "STATE", "CPUS", "MEMORY", "RUN_TIME", "PRIO"
     )?;
     let mut counts = std::collections::BTreeMap::new();
     for j in &jobs {
         *counts.entry(j.state.as_str()).or_insert(0) += 1;
-        let run = j.started_at.map(|s| now - s).unwrap_or(0.0);
+        let run = match (j.started_at, j.state.active()) {
+            (Some(s), true) => now - s,
+            _ => 0.0,
+        };
         writeln!(
             out,
-            "{:>7} {:<10} {:<9} {:>5} {:>9} {:>12} {:>4}  {}",
+            "{:>7} {:>10} {:<10} {:<9} {:>5} {:>9} {:>12} {:>4}  {}",
             j.id,
+            format!("{}.{}", j.cluster, j.proc),
             jobcell_node::sys::user_name(j.owner),
             state_short(j.state),
             j.cpus,
@@ -252,6 +256,10 @@ pub fn q(a: ListArgs) -> anyhow::Result<i32> {
             j.priority,
             cmdline(&j.command)
         )?;
+        // Why it waits, like condor_q -hold.
+        if let (State::Held, Some(r)) = (j.state, &j.hold_reason) {
+            writeln!(out, "{:>7} hold: {r}", "")?;
+        }
     }
     let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
     writeln!(

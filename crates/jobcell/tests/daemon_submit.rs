@@ -204,6 +204,16 @@ fn hold_true_queues_held_from_stdin_and_quiet_prints_the_ids() {
         assert_eq!(ad["JobStatus"], "5");
         assert!(ad.contains_key("HoldReason"), "{ad:?}");
     }
+    // The table shows cluster.proc and why each held job waits.
+    let o = d.cli(&["q"]);
+    let table = out(&o);
+    let cluster = d.job(ids[1]).cluster;
+    assert!(table.contains(&format!(" {cluster}.1 ")), "{table}");
+    assert_eq!(
+        table.matches("hold: held at submission").count(),
+        2,
+        "{table}"
+    );
     let o = d.cli(&["release", &ids[0].to_string()]);
     assert!(o.status.success(), "{}", err(&o));
     d.wait_state(ids[0], State::Completed, T);
