@@ -165,9 +165,10 @@ fn pressure_policy(
 fn parse_loopback(s: &str) -> anyhow::Result<std::net::SocketAddr> {
     let addr: std::net::SocketAddr = match s.trim().parse::<u16>() {
         Ok(port) => ([127, 0, 0, 1], port).into(),
-        Err(_) => s.trim().parse().map_err(|_| {
-            anyhow::anyhow!("metrics_listen '{s}' is not PORT or ADDR:PORT")
-        })?,
+        Err(_) => s
+            .trim()
+            .parse()
+            .map_err(|_| anyhow::anyhow!("metrics_listen '{s}' is not PORT or ADDR:PORT"))?,
     };
     anyhow::ensure!(
         addr.ip().is_loopback(),
