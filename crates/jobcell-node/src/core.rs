@@ -197,6 +197,9 @@ pub const PRESSURE_INTERVAL: std::time::Duration = std::time::Duration::from_sec
 
 /// The hold reason HTCondor gives a job its memory limit killed (HoldReasonCode 34).
 pub const OOM_HOLD_REASON: &str = "memory usage exceeded request_memory";
+/// The hold reason of a job that filled its size-limited scratch (request_disk).
+pub const DISK_HOLD_REASON: &str =
+    "disk usage exceeded request_disk (the job's scratch filesystem filled up: its writes got 'No space left on device')";
 
 /// What is still pending on a job whose supervisor must end first.
 #[derive(Debug, Clone)]
@@ -1464,7 +1467,7 @@ impl Core {
             "counter",
             "Jobs stopped by a node policy since the daemon started, by policy.",
         );
-        for r in ["memory", "duration", "pressure"] {
+        for r in ["memory", "disk", "duration", "pressure"] {
             let _ = writeln!(
                 o,
                 "jobcell_preemptions_total{{reason=\"{r}\"}} {}",
@@ -2010,6 +2013,12 @@ impl Core {
         if oom {
             self.counters.oom_holds += 1;
         }
+        let disk_full = report
+            .as_ref()
+            .and_then(|r| r.get("disk"))
+            .and_then(|d| d.get("full"))
+            .and_then(|v| v.as_bool())
+            == Some(true);
         let (state, reason) = match (&j.pending, &res) {
             (Some(Pending::Remove(by)), _) => (State::Removed, Some(format!("removed by {}", sys::user_name(*by)))),
             (Some(Pending::Hold(r)), _) => (State::Held, Some(r.clone())),
@@ -2022,6 +2031,12 @@ impl Core {
             (None, Some(_)) if oom => {
                 *self.counters.preemptions.entry("memory").or_default() += 1;
                 (State::Held, Some(OOM_HOLD_REASON.to_string()))
+            }
+            // Its scratch filled up: whatever it made of the ENOSPC, it did not get the disk
+            // it needed; held so its owner can ask for more.
+            (None, Some(_)) if disk_full => {
+                *self.counters.preemptions.entry("disk").or_default() += 1;
+                (State::Held, Some(DISK_HOLD_REASON.to_string()))
             }
             (None, Some(_)) => (State::Completed, None),
             (None, None) => (

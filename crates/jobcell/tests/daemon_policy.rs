@@ -254,6 +254,43 @@ fn a_restarted_daemon_still_enforces_the_duration_of_jobs_it_reattached() {
 }
 
 #[test]
+fn a_job_that_fills_its_request_disk_is_held() {
+    if !root_or_skip("a_job_that_fills_its_request_disk_is_held") {
+        return;
+    }
+    if !std::path::Path::new("/dev/loop-control").exists() {
+        eprintln!("SKIPPED: a_job_that_fills_its_request_disk_is_held: no /dev/loop-control (loop devices are needed for request_disk)");
+        return;
+    }
+    let _g = serial();
+    let d = Daemon::start(&[]);
+    let work = TempDir::itest();
+    // 10 MiB of scratch; the job tries to write 40 MiB there (and says what it got).
+    let file = "executable = /bin/sh\narguments = \"-c 'head -c 41943040 /dev/zero > $_CONDOR_SCRATCH_DIR/big; echo rc=$?'\"\nrequest_disk = 10M\nrequest_memory = 64\nqueue\n";
+    let small = "executable = /bin/sh\narguments = \"-c 'head -c 1048576 /dev/zero > $_CONDOR_SCRATCH_DIR/small'\"\nrequest_disk = 10M\nrequest_memory = 64\nqueue\n";
+    let id = ids(&d.cli_in(work.path(), None, &[], &["submit", "-q", "-"], Some(file)))[0];
+    let ok = ids(&d.cli_in(work.path(), None, &[], &["submit", "-q", "-"], Some(small)))[0];
+    let j = d.wait_state(id, State::Held, T);
+    assert!(
+        j.hold_reason
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("disk usage exceeded request_disk"),
+        "{j:?}"
+    );
+    assert_eq!(j.report.as_ref().unwrap()["disk"]["full"], true, "{j:?}");
+    let o = d.cli(&["output", &id.to_string()]);
+    assert!(out(&o).contains("rc=1"), "ENOSPC inside: {}", out(&o));
+    let j = d.wait_for(ok, T, |j| j.state.terminal());
+    assert_eq!(j.state, State::Completed, "{j:?}");
+    let m = scrape(&d);
+    assert_eq!(
+        get(&m, "jobcell_preemptions_total", &[("reason", "disk")]),
+        1.0
+    );
+}
+
+#[test]
 fn metrics_are_prometheus_text_with_node_job_and_latency_figures() {
     if !root_or_skip("metrics_are_prometheus_text_with_node_job_and_latency_figures") {
         return;
