@@ -984,6 +984,51 @@ fn limit_rows(s: &Suite, rows: &mut Vec<Row>) {
         bomb,
         !o.stdout.contains("allocated") && o.code.is_some() && survived,
     ));
+    rows.push(disk_fill(s));
+}
+
+/// Fill the scratch past `--disk 32M` with 128 MiB: the writes stop with ENOSPC near the
+/// limit (the job's filesystem adds a little room for its own metadata).
+fn disk_fill(s: &Suite) -> Row {
+    let attack = "fill the scratch past --disk 32M (128 MiB)";
+    let expected = "ENOSPC near 32 MiB";
+    let o = s.sh(
+        &["--disk", "32M"],
+        "head -c 134217728 /dev/zero > \"$JOBCELL_SCRATCH/fill\" 2>/dev/null; \
+         echo \"exit=$? size=$(stat -c %s \"$JOBCELL_SCRATCH/fill\")\"",
+    );
+    if o.code != Some(0) {
+        // jobcell could not set the limit up (no loop devices, no mkfs.ext4): not a pass.
+        if o.stderr.contains("--disk") {
+            return skip(
+                attack,
+                expected,
+                o.stderr.lines().last().unwrap_or("").trim(),
+            );
+        }
+        return row(attack, expected, o.why(), false);
+    }
+    // One line: "exit=N size=BYTES".
+    let line = o.first();
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+            .map(str::to_string)
+    };
+    let size = field("size")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    let stopped = field("exit").is_some_and(|v| v != "0");
+    row(
+        attack,
+        expected,
+        format!(
+            "{} MiB written, then {}",
+            size >> 20,
+            if stopped { "ENOSPC" } else { "no error" }
+        ),
+        stopped && size <= 48 << 20,
+    )
 }
 
 fn misc_rows(s: &Suite, rows: &mut Vec<Row>) {
