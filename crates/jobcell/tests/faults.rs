@@ -305,7 +305,7 @@ fn image_add_killed_at_any_step_leaves_no_half_image() {
         let names = store.names();
         if *point == "image-committed" {
             // Committed: the image is whole.
-            assert_eq!(names, [name.clone()], "{point}");
+            assert_eq!(names, std::slice::from_ref(&name), "{point}");
             let o = store.run(&["show", &name, "--json"]);
             let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
             let root = PathBuf::from(v["root"].as_str().unwrap());
