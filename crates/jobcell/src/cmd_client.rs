@@ -164,9 +164,10 @@ pub struct ListArgs {
     /// Each job's attributes in ClassAd form, like `condor_q -l` (q only).
     #[arg(short = 'l', long = "long")]
     pub long: bool,
-    /// Only these jobs (q only; finished ones too).
-    #[arg(value_name = "ID")]
-    pub ids: Vec<u64>,
+    /// Only these jobs (q only; finished ones too): a job id, or CLUSTER.PROC, or CLUSTER.
+    /// (every job of a cluster), as condor_q takes them.
+    #[arg(value_name = "ID|C.P|C.")]
+    pub ids: Vec<String>,
 }
 
 fn fmt_secs(s: f64) -> String {
@@ -199,10 +200,42 @@ pub fn q(a: ListArgs) -> anyhow::Result<i32> {
     let mut jobs: Vec<JobInfo> = if a.ids.is_empty() {
         client.call("GET", "/v1/jobs", None)?
     } else {
-        a.ids
-            .iter()
-            .map(|id| client.call("GET", &format!("/v1/jobs/{id}"), None))
-            .collect::<Result<_, _>>()?
+        let mut out = Vec::new();
+        // Cluster forms need every job's cluster and proc: the queue and the history.
+        let mut all: Option<Vec<JobInfo>> = None;
+        for sel in &a.ids {
+            if let Ok(id) = sel.parse::<u64>() {
+                out.push(client.call("GET", &format!("/v1/jobs/{id}"), None)?);
+                continue;
+            }
+            let bad = || {
+                anyhow::anyhow!("'{sel}' is not a job id, CLUSTER.PROC or CLUSTER. (e.g. 12, 7.0, 7.)")
+            };
+            let (c, p) = sel.split_once('.').ok_or_else(bad)?;
+            let c: u64 = c.parse().map_err(|_| bad())?;
+            let p: Option<u64> = if p.is_empty() {
+                None
+            } else {
+                Some(p.parse().map_err(|_| bad())?)
+            };
+            if all.is_none() {
+                let mut v: Vec<JobInfo> = client.call("GET", "/v1/jobs", None)?;
+                let h: Vec<JobInfo> = client.call("GET", "/v1/history?limit=100000", None)?;
+                let known: std::collections::HashSet<u64> = v.iter().map(|j| j.id).collect();
+                v.extend(h.into_iter().filter(|h| !known.contains(&h.id)));
+                all = Some(v);
+            }
+            let found: Vec<JobInfo> = all
+                .as_ref()
+                .expect("loaded")
+                .iter()
+                .filter(|j| j.cluster == c && p.is_none_or(|p| j.proc == p))
+                .cloned()
+                .collect();
+            anyhow::ensure!(!found.is_empty(), "no job {sel}");
+            out.extend(found);
+        }
+        out
     };
     jobs.sort_by_key(|j| j.id);
     if a.long {

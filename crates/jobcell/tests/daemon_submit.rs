@@ -214,6 +214,28 @@ fn hold_true_queues_held_from_stdin_and_quiet_prints_the_ids() {
         2,
         "{table}"
     );
+    // condor_q's selectors: CLUSTER.PROC and CLUSTER.
+    let o = d.cli(&["q", "-l", &format!("{cluster}.1")]);
+    assert!(o.status.success(), "{}", err(&o));
+    assert!(
+        out(&o).contains("ProcId = 1\n") && !out(&o).contains("ProcId = 0\n"),
+        "{}",
+        out(&o)
+    );
+    let o = d.cli(&["q", &format!("{cluster}.")]);
+    assert_eq!(
+        out(&o).matches(&format!(" {cluster}.")).count(),
+        2,
+        "{}",
+        out(&o)
+    );
+    let o = d.cli(&["q", &format!("{cluster}.7")]);
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        err(&o).contains(&format!("no job {cluster}.7")),
+        "{}",
+        err(&o)
+    );
     let o = d.cli(&["release", &ids[0].to_string()]);
     assert!(o.status.success(), "{}", err(&o));
     d.wait_state(ids[0], State::Completed, T);
