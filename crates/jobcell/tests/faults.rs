@@ -540,7 +540,7 @@ fn have_sqlite3() -> bool {
     false
 }
 
-fn sha(p: &Path) -> Vec<u8> {
+fn contents(p: &Path) -> Vec<u8> {
     std::fs::read(p).unwrap()
 }
 
@@ -602,7 +602,12 @@ fn locked_or_corrupted_image_database() {
         let mut v: Vec<_> = std::fs::read_dir(p.parent().unwrap())
             .unwrap()
             .flatten()
-            .map(|e| (e.file_name().to_string_lossy().into_owned(), sha(&e.path())))
+            .map(|e| {
+                (
+                    e.file_name().to_string_lossy().into_owned(),
+                    contents(&e.path()),
+                )
+            })
             .collect();
         v.sort();
         v
@@ -961,7 +966,7 @@ fn locked_or_corrupted_state_database() {
         .unwrap();
     assert!(o.status.success());
     corrupt_header(&db);
-    let before = sha(&db);
+    let before = contents(&db);
     let o = d.cmd().stdin(Stdio::null()).output().unwrap();
     assert_one_line_error(
         &o,
@@ -970,6 +975,6 @@ fn locked_or_corrupted_state_database() {
             "not a database",
         ],
     );
-    assert_eq!(sha(&db), before, "the corrupted database was changed");
+    assert_eq!(contents(&db), before, "the corrupted database was changed");
     assert!(UnixStream::connect(&d.sock).is_err());
 }
