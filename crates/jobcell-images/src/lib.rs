@@ -935,13 +935,13 @@ impl ImageStore {
         if img.kind == ImageKind::Configured {
             return Err(ImageError::Configured(img.name));
         }
-        self.check_writable()?;
         if viewer_uid != 0 && img.owner_uid != viewer_uid {
             return Err(ImageError::PermissionDenied(format!(
                 "image {:?} belongs to uid {}",
                 img.name, img.owner_uid
             )));
         }
+        self.check_writable()?;
         let bucket_name = bucket_of(&img);
         let lock_path = self.lock_path(&bucket_name, &img.id);
         let lock = std::fs::OpenOptions::new()
