@@ -58,7 +58,9 @@ pub struct SubmitArgs {
     /// Print only the job ids.
     #[arg(long, short = 'q')]
     pub quiet: bool,
-    /// An HTCondor submit description file (`-` for stdin).
+    /// An HTCondor submit description file (`-` for stdin): all its jobs are queued as one
+    /// cluster, or none; options given here add to or override what the file says
+    /// (docs/submit-files.md).
     #[arg(value_name = "FILE|-")]
     pub file: Option<PathBuf>,
     /// With FILE: print the jobs it would queue (like condor_submit -dry-run); queue nothing.
