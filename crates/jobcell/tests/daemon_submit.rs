@@ -481,6 +481,15 @@ fn the_cluster_api_is_idempotent_per_key_and_guards_its_clusters() {
     );
     assert_eq!(code, 400, "{msg}");
     assert!(msg.contains("initialdir 'relative'"), "{msg}");
+    // A cluster may be larger than other requests (64 MiB), not more.
+    let (code, msg) = raw_status(
+        &d.sock,
+        &format!(
+            "POST {p2} HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            (64 << 20) + 1
+        ),
+    );
+    assert_eq!(code, 413, "{msg}");
     // Nothing of the refused requests was queued.
     assert_eq!(d.all_jobs().len(), 2);
     // Another user may not fill someone else's cluster.
@@ -551,4 +560,21 @@ fn as_user_request(sock: &std::path::Path, uid: u32, gid: u32, path: &str, body:
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0)
+}
+
+/// Send a raw request head (no body) and read the status line's code and the rest.
+fn raw_status(sock: &std::path::Path, head: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(sock).unwrap();
+    s.write_all(head.as_bytes()).unwrap();
+    let _ = s.shutdown(std::net::Shutdown::Write);
+    let mut r = String::new();
+    let _ = s.read_to_string(&mut r);
+    (
+        r.split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0),
+        r,
+    )
 }
