@@ -509,31 +509,90 @@ fn a_job_under_memory_pressure_is_preempted_and_requeued_or_held() {
     }
 }
 
-/// The seed's case proper: a job swapping heavily against a low limit. Needs swap, which
-/// this test does not turn on for the whole machine (other jobs' OOM kills would turn into
-/// swapping).
+/// A swap file turned on for the length of a test, off and removed at drop.
+struct SwapFile(std::path::PathBuf);
+
+impl SwapFile {
+    fn on(dir: &std::path::Path, mib: u64) -> Result<SwapFile, String> {
+        let p = dir.join("swapfile");
+        let run = |cmd: &str, args: &[&str]| -> Result<(), String> {
+            let o = std::process::Command::new(cmd)
+                .args(args)
+                .output()
+                .map_err(|e| format!("{cmd}: {e}"))?;
+            if o.status.success() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{cmd} {args:?}: {}",
+                    String::from_utf8_lossy(&o.stderr).trim()
+                ))
+            }
+        };
+        let ps = p.to_str().unwrap();
+        // dd, not fallocate: swapon refuses files with holes or unwritten extents on some fs.
+        run(
+            "dd",
+            &[
+                "if=/dev/zero",
+                &format!("of={ps}"),
+                "bs=1M",
+                &format!("count={mib}"),
+                "status=none",
+            ],
+        )?;
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        run("mkswap", &[ps])?;
+        let sf = SwapFile(p.clone());
+        run("swapon", &[ps])?;
+        Ok(sf)
+    }
+}
+
+impl Drop for SwapFile {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("swapoff").arg(&self.0).status();
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// The seed's case proper: a job swapping heavily against a low limit is preempted. Without
+/// swap on the machine, `JOBCELL_TEST_SWAPFILE=1` turns a 512 MiB swap file on for the test's
+/// length (not by default: while it is on, other jobs without a swap limit swap instead of
+/// being OOM-killed, which breaks tests running at the same time on a shared machine).
 #[test]
 fn a_job_thrashing_against_its_limit_with_swap_is_preempted() {
     if !root_or_skip("a_job_thrashing_against_its_limit_with_swap_is_preempted") {
         return;
     }
+    // Before the swap goes on: no other test of this file may run while it is.
+    let _g = serial();
+    let work = TempDir::itest();
     let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
-    if swaps.lines().count() < 2 {
-        eprintln!("SKIPPED: a_job_thrashing_against_its_limit_with_swap_is_preempted: no swap on this machine (enabling some would change every other job's OOM behaviour); the major-fault test covers the policy");
+    let _swap = if swaps.lines().count() >= 2 {
+        None
+    } else if std::env::var_os("JOBCELL_TEST_SWAPFILE").is_some_and(|v| v == "1") {
+        match SwapFile::on(work.path(), 512) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                eprintln!("SKIPPED: a_job_thrashing_against_its_limit_with_swap_is_preempted: cannot turn a swap file on: {e}");
+                return;
+            }
+        }
+    } else {
+        eprintln!("SKIPPED: a_job_thrashing_against_its_limit_with_swap_is_preempted: no swap on this machine; JOBCELL_TEST_SWAPFILE=1 turns a swap file on for the test (it changes other jobs' OOM behaviour meanwhile); the major-fault test covers the policy");
         return;
-    }
+    };
     if !std::path::Path::new("/usr/bin/perl").exists() {
         eprintln!(
             "SKIPPED: a_job_thrashing_against_its_limit_with_swap_is_preempted: no /usr/bin/perl"
         );
         return;
     }
-    let _g = serial();
     let d = Daemon::start_with_config(
         &[],
         Some("[policy]\npressure_major_faults = 50\npressure_stall_percent = 20\npressure_duration = \"3s\"\npressure_action = \"hold\"\n"),
     );
-    let work = TempDir::itest();
     // 96 MiB touched over and over with 32 MiB of memory and 256 MiB of swap.
     let hog = work.path().join("thrash.pl");
     std::fs::write(
@@ -553,11 +612,11 @@ fn a_job_thrashing_against_its_limit_with_swap_is_preempted() {
         hog.to_str().unwrap(),
     ]))[0];
     let j = d.wait_state(id, State::Held, Duration::from_secs(120));
+    let reason = j.hold_reason.unwrap_or_default();
     assert!(
-        j.hold_reason
-            .unwrap_or_default()
-            .starts_with("preempted under memory pressure"),
-        "{}",
+        reason.starts_with("preempted under memory pressure"),
+        "{reason}\n{}",
         d.log()
     );
+    eprintln!("thrashing job held: {reason}");
 }
