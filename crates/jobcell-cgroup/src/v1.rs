@@ -235,6 +235,25 @@ impl Root {
         self.hiers.iter().find(|h| h.has(c))
     }
 
+    /// Every hierarchy's parent, opened (and made) now, as descriptors of their own.
+    pub(crate) fn parent_fds(&self) -> Result<Vec<std::os::fd::OwnedFd>, CgroupError> {
+        use std::os::fd::FromRawFd;
+        let mut out = Vec::with_capacity(self.hiers.len());
+        for h in &self.hiers {
+            let d = h.parent()?;
+            let fd = unsafe { libc::fcntl(d.raw(), libc::F_DUPFD_CLOEXEC, 0) };
+            if fd < 0 {
+                return Err(CgroupError::io(
+                    "dup",
+                    d.path(),
+                    std::io::Error::last_os_error(),
+                ));
+            }
+            out.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
+        }
+        Ok(out)
+    }
+
     pub(crate) fn parent_paths(&self) -> Vec<PathBuf> {
         self.hiers
             .iter()

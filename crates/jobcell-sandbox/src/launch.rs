@@ -308,9 +308,15 @@ struct ChildPlan {
     go_fd: RawFd,
     /// The loop device holding the size-limited scratch, mounted over the scratch dir.
     disk: Option<PathBuf>,
+    /// v1: the hierarchies' parent dirs, where the init joins `cgroup_name` after "go".
+    cgroup_join: Vec<RawFd>,
+    cgroup_name: String,
+    tl: Timeline,
 }
 
-/// `JOBCELL_TIMING=1` prints when each launcher phase ended, for benchmarking.
+/// `JOBCELL_TIMING=1` prints when each launcher phase ended, for benchmarking (the init's and
+/// the job's phases too: the clock is the same monotonic one in every process).
+#[derive(Clone, Copy)]
 struct Timeline {
     t0: Instant,
     on: bool,
@@ -506,6 +512,13 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         .map(|(k, v)| to_c(&format!("{k}={v}")))
         .collect::<Result<Vec<_>, _>>()?;
 
+    // v1: the init moves itself into the job's cgroup once it exists (see join_self: far
+    // cheaper than our writing its pid), through the hierarchies' parents opened now.
+    let join_dirs = match cg_root {
+        Some(r) if cgroup.is_none() => r.self_join_dirs()?,
+        _ => Vec::new(),
+    };
+
     // 3. Channels and signals, then clone.
     let (msg_r, msg_w) = pipe()?;
     let (go_r, go_w) = pipe()?;
@@ -540,6 +553,9 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         msg_fd: msg_w.as_raw_fd(),
         go_fd: go_r.as_raw_fd(),
         disk: disk.as_ref().map(|d| d.device_path().to_path_buf()),
+        cgroup_join: join_dirs.iter().map(|f| f.as_raw_fd()).collect(),
+        cgroup_name: name.clone(),
+        tl,
     };
     let mut flags =
         libc::CLONE_NEWPID | libc::CLONE_NEWNS | libc::CLONE_NEWIPC | libc::CLONE_NEWUTS;
@@ -577,8 +593,8 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     }
     tl.mark("cgroup created");
     crash_point("cgroup");
-    if let (Some(cg), false) = (&cgroup, entered) {
-        // v1 (or no clone3): the init waits for "go" before it forks the job or enters its
+    if let (Some(cg), false, true) = (&cgroup, entered, join_dirs.is_empty()) {
+        // v2 without clone3: the init waits for "go" before it forks the job or enters its
         // cgroup namespace, so nothing of the job runs outside the cgroup. An init that
         // already failed its setup has its reason in the message pipe: read that below.
         if let Err(e) = cg.attach(pid) {
@@ -594,7 +610,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     {
         return last_err("releasing the job's init");
     }
-    drop(go_w);
+    // go_w stays open until the init is reaped: its hang-up tells the init we died (below).
     crash_point("go");
     // Leftovers of launchers that were SIGKILLed, collected while the init sets up.
     scratch::gc_stale(&spec.scratch_base);
@@ -1118,6 +1134,18 @@ fn init_inner(c: &ChildPlan) -> i32 {
     let sys = Linux;
     // The launcher gone means nobody would clean up: take the whole job down with it.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    // A launcher that died before that prctl sends no signal (and getppid() is 0 across the
+    // pid namespace). It holds the go pipe's write end for its whole life, so a hang-up there
+    // means it is gone, even if its "go" is already in the pipe.
+    let mut hup = libc::pollfd {
+        fd: c.go_fd,
+        events: 0,
+        revents: 0,
+    };
+    if unsafe { libc::poll(&mut hup, 1, 0) } > 0 && hup.revents & libc::POLLHUP != 0 {
+        return 125;
+    }
+    c.tl.mark("init: started");
     // The mounts are made before "go", while the launcher makes the v1 cgroup: nothing here
     // depends on it, and nothing of the job runs before "go".
     // Mount points and device files get exactly the modes the plan says, whatever the
@@ -1162,11 +1190,32 @@ fn init_inner(c: &ChildPlan) -> i32 {
         send_fail(c.msg_fd, Stage::Setup, plan::describe(&e.step), &e.error);
         return 125;
     }
+    c.tl.mark("init: mounts done");
     let mut b = [0u8; 1];
     if unsafe { libc::read(c.go_fd, b.as_mut_ptr().cast(), 1) } != 1 {
         return 125; // the launcher died or gave up before releasing us
     }
     unsafe { libc::close(c.go_fd) };
+    c.tl.mark("init: released");
+    // v1: into the job's cgroup (made by now), before the job exists.
+    if !c.cgroup_join.is_empty() {
+        let joined = jobcell_cgroup::join_self(&c.cgroup_join, &c.cgroup_name);
+        if !matches!(joined, Ok(n) if n > 0) {
+            let e = joined
+                .err()
+                .unwrap_or_else(|| io::Error::from_raw_os_error(libc::ENOENT));
+            send_fail(
+                c.msg_fd,
+                Stage::Setup,
+                format!("joining the job's cgroup {}", c.cgroup_name),
+                &e,
+            );
+            return 125;
+        }
+        for fd in &c.cgroup_join {
+            unsafe { libc::close(*fd) };
+        }
+    }
     // Now in the job's cgroup: its namespace is rooted there.
     if c.cgroupns {
         if let Err(e) = sys.unshare(libc::CLONE_NEWCGROUP) {
@@ -1179,6 +1228,7 @@ fn init_inner(c: &ChildPlan) -> i32 {
             return 125;
         }
     }
+    c.tl.mark("init: forking the job");
     let job = unsafe { libc::fork() };
     if job < 0 {
         send_fail(
@@ -1328,6 +1378,7 @@ fn init_loop(c: &ChildPlan, job: libc::pid_t, disk_fd: Option<RawFd>) -> i32 {
                     let c = libc::WEXITSTATUS(status);
                     (Msg::ExitCode(c), c)
                 };
+                c.tl.mark("init: job reaped");
                 if let Some((used, total, full)) = disk_fd.and_then(crate::disk::usage) {
                     Msg::Disk { used, total, full }.send(c.msg_fd);
                 }
@@ -1398,6 +1449,7 @@ fn job_main(c: &ChildPlan, sys: &dyn Syscall) -> ! {
             libc::CLOSE_RANGE_CLOEXEC,
         )
     };
+    c.tl.mark("job: exec");
     let e = exec_search(c);
     let code = match e.raw_os_error() {
         Some(libc::ENOENT) | Some(libc::ENOTDIR) => 127,

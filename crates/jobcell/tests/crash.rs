@@ -8,6 +8,7 @@ mod common;
 
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -47,21 +48,41 @@ fn cgroups_of(pid: i32) -> Vec<String> {
 fn crash_at(point: &str) {
     let t = TestDir::new(&format!("crash-{point}"));
     let marker = unique_sleep(100);
-    let started = Instant::now();
-    let child = Job::new(&t.base())
+    // Output to /dev/null: a job that outlived its launcher would hold a pipe open, and the
+    // test would wait for it instead of failing.
+    let mut cmd = Job::new(&t.base())
         .host_env("JOBCELL_CRASH_AT", point)
-        .command(&["sleep", &marker])
-        .spawn()
-        .unwrap();
+        .command(&["sleep", &marker]);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = cmd.spawn().unwrap();
     let pid = child.id() as i32;
-    // For the late points, give the job time to exec before the launcher dies... the crash
-    // itself happens inside jobcell, so just wait for it.
-    let out = finish(child, started);
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "{point}: jobcell did not crash there"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    };
     assert_eq!(
-        out.status.signal(),
+        status.signal(),
         Some(libc::SIGKILL),
-        "{point}: jobcell did not crash there: {out:?}"
+        "{point}: jobcell did not crash there: {status:?}"
     );
+    // Nothing of the job outlives the launcher, whenever it died (PDEATHSIG, or the init
+    // seeing the go pipe hang up when the launcher died before it could set PDEATHSIG).
+    let t0 = Instant::now();
+    while !host_pids_with_exact_arg(&marker).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{point}: the job outlived its launcher: {:?}",
+            host_pids_with_exact_arg(&marker)
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
     // The dead launcher left its scratch dir (every point is after it was made), and from
     // "cgroup" on its cgroup (v2 makes it before the clone, v1 after): the next start
     // collects both.
