@@ -340,7 +340,16 @@ pub fn plan(i: &PlanInput) -> Vec<Step> {
             path: proc_.clone(),
         });
     }
-    s.push(Step::Proc { dst: proc_ });
+    s.push(Step::Proc {
+        dst: proc_.clone(),
+    });
+    // Keyrings are per uid, not per namespace: /proc/keys would list the names of the job
+    // user's keys on the host and in other jobs (the seccomp filter already refuses keyctl).
+    s.push(Step::Bind {
+        src: at(Path::new("/dev/null")),
+        dst: proc_.join("keys"),
+        recursive: false,
+    });
 
     if i.dev == DevMode::Minimal {
         s.push(Step::Remount {
@@ -633,8 +642,15 @@ mod tests {
         let proc_ = pos(&s, |x| matches!(x, Step::Proc { .. }));
         let last_bind = s
             .iter()
-            .rposition(|x| matches!(x, Step::Bind { .. }))
+            .rposition(
+                |x| matches!(x, Step::Bind { src, .. } if src.starts_with("/proc/self/fd")),
+            )
             .unwrap();
+        let keys = pos(
+            &s,
+            |x| matches!(x, Step::Bind { dst, .. } if dst == Path::new("/proc/keys")),
+        );
+        assert!(keys > proc_, "/proc/keys is hidden in the job's own proc");
         assert!(
             proc_ > last_bind,
             "binds from /proc/self/fd need the launcher's /proc"

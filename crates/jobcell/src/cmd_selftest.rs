@@ -1067,14 +1067,15 @@ fn misc_rows(s: &Suite, rows: &mut Vec<Row>) {
     rows.push(abstract_socket(s));
 }
 
-/// Names of keys in `/proc/keys`: host keys of root and of another uid (each held by a host
-/// process in its process keyring while the job looks), and a key another job tries to add.
+/// Names of keys in `/proc/keys`: host keys of root, of another uid and of the job's own uid
+/// (each held by a host process in its process keyring while the job looks; keyrings are per
+/// uid, so only hiding /proc/keys keeps the last one out), and a key another job tries to add.
 fn proc_keys(s: &Suite) -> Row {
-    let attack = "/proc/keys: names of host keys (root, other uid) and another job's key";
+    let attack = "/proc/keys: names of host keys (root, other uid, same uid) and another job's key";
     let expected = "none visible";
     let marker = unique("key");
     let mut holders = Vec::new();
-    for uid in [0, NOBODY - 1] {
+    for uid in [0, NOBODY - 1, NOBODY] {
         let desc = format!("{marker}-{uid}");
         let mut c = Command::new(s.probe_path());
         c.args(["selftest-probe", "hold-key", &desc])
