@@ -4,7 +4,7 @@ use std::fs::File;
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A process's start time in clock ticks since boot (field 22 of /proc/PID/stat): with the pid it
 /// names one process for the life of the system (pids are reused, start times do not repeat).
@@ -94,6 +94,58 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     drop(f);
     std::fs::rename(&tmp, path)?;
     File::open(dir)?.sync_all()
+}
+
+/// Space set aside now for a [`write_atomic`]-like write later that must not fail for a full
+/// filesystem: a supervisor's result, after a job whose output filled the state dir. The
+/// temporary file is allocated up front; committing writes into its blocks, trims it, and
+/// renames it over `path`. Dropped uncommitted, it is removed.
+pub struct Reserved {
+    file: Option<File>,
+    tmp: PathBuf,
+    path: PathBuf,
+}
+
+pub fn reserve_atomic(path: &Path, size: u64) -> io::Result<Reserved> {
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.reserved.{}",
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    let file = File::create(&tmp)?;
+    if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size as libc::off_t) } < 0 {
+        let e = io::Error::last_os_error();
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e);
+    }
+    Ok(Reserved {
+        file: Some(file),
+        tmp,
+        path: path.to_path_buf(),
+    })
+}
+
+impl Reserved {
+    pub fn commit(mut self, data: &[u8]) -> io::Result<()> {
+        let mut f = self.file.take().expect("committed once");
+        f.write_all(data)?;
+        f.set_len(data.len() as u64)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&self.tmp, &self.path)?;
+        File::open(self.path.parent().unwrap_or(Path::new(".")))?.sync_all()
+    }
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
 }
 
 /// systemd's readiness protocol: one datagram to $NOTIFY_SOCKET (a path, or '@' for the
