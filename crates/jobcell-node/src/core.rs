@@ -1306,6 +1306,18 @@ impl Core {
         let head = |o: &mut String, name: &str, kind: &str, help: &str| {
             let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} {kind}");
         };
+        // One sample per label value, 0 for values not seen yet (so every series exists).
+        let labeled =
+            |o: &mut String,
+             name: &str,
+             label: &str,
+             values: &[&str],
+             counts: &std::collections::BTreeMap<&'static str, u64>| {
+                for v in values {
+                    let n = counts.get(v).copied().unwrap_or(0);
+                    let _ = writeln!(o, "{name}{{{label}=\"{v}\"}} {n}");
+                }
+            };
         // Jobs by state: the unfinished from memory, the finished from the database.
         let mut by_state: std::collections::BTreeMap<&str, u64> = [
             "queued",
@@ -1467,13 +1479,13 @@ impl Core {
             "counter",
             "Jobs stopped by a node policy since the daemon started, by policy.",
         );
-        for r in ["memory", "disk", "duration", "pressure"] {
-            let _ = writeln!(
-                o,
-                "jobcell_preemptions_total{{reason=\"{r}\"}} {}",
-                c.preemptions.get(r).copied().unwrap_or(0)
-            );
-        }
+        labeled(
+            &mut o,
+            "jobcell_preemptions_total",
+            "reason",
+            &["memory", "disk", "duration", "pressure"],
+            &c.preemptions,
+        );
         head(
             &mut o,
             "jobcell_jobs_started_total",
@@ -1487,13 +1499,13 @@ impl Core {
             "counter",
             "Job attempts that ended since the daemon started, by outcome.",
         );
-        for r in ["completed", "failed", "removed", "held"] {
-            let _ = writeln!(
-                o,
-                "jobcell_jobs_ended_total{{state=\"{r}\"}} {}",
-                c.finished.get(r).copied().unwrap_or(0)
-            );
-        }
+        labeled(
+            &mut o,
+            "jobcell_jobs_ended_total",
+            "state",
+            &["completed", "failed", "removed", "held"],
+            &c.finished,
+        );
         head(
             &mut o,
             "jobcell_schedule_latency_seconds",

@@ -557,9 +557,10 @@ impl Drop for SwapFile {
 }
 
 /// The seed's case proper: a job swapping heavily against a low limit is preempted. Without
-/// swap on the machine, `JOBCELL_TEST_SWAPFILE=1` turns a 512 MiB swap file on for the test's
-/// length (not by default: while it is on, other jobs without a swap limit swap instead of
-/// being OOM-killed, which breaks tests running at the same time on a shared machine).
+/// swap on the machine, a 512 MiB swap file is on for the test's length. While it is on, jobs
+/// without a swap limit swap instead of being OOM-killed: every test of this file holds the
+/// serial lock (so none runs meanwhile), cargo runs test binaries one at a time, and
+/// `JOBCELL_TEST_SWAPFILE=0` skips the test on a machine shared with other work.
 #[test]
 fn a_job_thrashing_against_its_limit_with_swap_is_preempted() {
     if !root_or_skip("a_job_thrashing_against_its_limit_with_swap_is_preempted") {
@@ -571,7 +572,7 @@ fn a_job_thrashing_against_its_limit_with_swap_is_preempted() {
     let swaps = std::fs::read_to_string("/proc/swaps").unwrap_or_default();
     let _swap = if swaps.lines().count() >= 2 {
         None
-    } else if std::env::var_os("JOBCELL_TEST_SWAPFILE").is_some_and(|v| v == "1") {
+    } else if std::env::var_os("JOBCELL_TEST_SWAPFILE").is_none_or(|v| v != "0") {
         match SwapFile::on(work.path(), 512) {
             Ok(s) => Some(s),
             Err(e) => {
@@ -580,7 +581,7 @@ fn a_job_thrashing_against_its_limit_with_swap_is_preempted() {
             }
         }
     } else {
-        eprintln!("SKIPPED: a_job_thrashing_against_its_limit_with_swap_is_preempted: no swap on this machine; JOBCELL_TEST_SWAPFILE=1 turns a swap file on for the test (it changes other jobs' OOM behaviour meanwhile); the major-fault test covers the policy");
+        eprintln!("SKIPPED: a_job_thrashing_against_its_limit_with_swap_is_preempted: no swap on this machine and JOBCELL_TEST_SWAPFILE=0 (no swap file for the test); the major-fault test covers the policy");
         return;
     };
     if !std::path::Path::new("/usr/bin/perl").exists() {
