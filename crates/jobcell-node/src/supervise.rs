@@ -63,7 +63,7 @@ pub fn supervise(dir: &Path, attempt: u32) -> i32 {
     };
     // The result must land even if the job's output fills the state dir: its space is taken
     // now (a result with the job's report is a few KiB).
-    let reserved = sys::reserve_atomic(&jobdir::result_path(dir, attempt), 256 << 10);
+    let reserved = sys::reserve_atomic(&jobdir::result_path(dir, attempt), 64 << 10);
     let res = match run(dir, attempt, pid) {
         Ok(r) => r,
         Err(Failure::Fail(e)) => fail(Some(e), None),
@@ -71,7 +71,7 @@ pub fn supervise(dir: &Path, attempt: u32) -> i32 {
     };
     let data = serde_json::to_vec_pretty(&res).unwrap_or_default();
     let written = match reserved {
-        Ok(r) if data.len() <= 256 << 10 => r.commit(&data),
+        Ok(r) if data.len() <= 64 << 10 => r.commit(&data),
         _ => sys::write_atomic(&jobdir::result_path(dir, attempt), &data),
     };
     if let Err(e) = written {
