@@ -340,9 +340,7 @@ pub fn plan(i: &PlanInput) -> Vec<Step> {
             path: proc_.clone(),
         });
     }
-    s.push(Step::Proc {
-        dst: proc_.clone(),
-    });
+    s.push(Step::Proc { dst: proc_.clone() });
     // Keyrings are per uid, not per namespace: /proc/keys would list the names of the job
     // user's keys on the host and in other jobs (the seccomp filter already refuses keyctl).
     s.push(Step::Bind {
@@ -642,9 +640,7 @@ mod tests {
         let proc_ = pos(&s, |x| matches!(x, Step::Proc { .. }));
         let last_bind = s
             .iter()
-            .rposition(
-                |x| matches!(x, Step::Bind { src, .. } if src.starts_with("/proc/self/fd")),
-            )
+            .rposition(|x| matches!(x, Step::Bind { src, .. } if src.starts_with("/proc/self/fd")))
             .unwrap();
         let keys = pos(
             &s,

@@ -211,7 +211,9 @@ pub fn q(a: ListArgs) -> anyhow::Result<i32> {
                 continue;
             }
             let bad = || {
-                anyhow::anyhow!("'{sel}' is not a job id, CLUSTER.PROC or CLUSTER. (e.g. 12, 7.0, 7.)")
+                anyhow::anyhow!(
+                    "'{sel}' is not a job id, CLUSTER.PROC or CLUSTER. (e.g. 12, 7.0, 7.)"
+                )
             };
             let (c, p) = sel.split_once('.').ok_or_else(bad)?;
             let c: u64 = c.parse().map_err(|_| bad())?;
