@@ -190,8 +190,10 @@ fn run(dir: &Path, attempt: u32, pid: i32) -> Result<JobResult, Failure> {
             None => s.cwd.clone(),
         },
         job_scratch: staged.as_ref().map(|(sd, _)| sd.path().to_path_buf()),
+        // The staged dir is this job's alone: request_disk applies to it.
+        own_scratch: staged.is_some(),
     };
-    let outcome = launch_task(
+    let mut outcome = launch_task(
         &Launch {
             spec: &s.spec,
             image_root: lease.as_ref().map(|l| l.root.clone()),
@@ -203,6 +205,9 @@ fn run(dir: &Path, attempt: u32, pid: i32) -> Result<JobResult, Failure> {
         },
         &task,
     );
+    // A size-limited scratch is still mounted over the staged dir (in our own mount
+    // namespace) so that its files can be transferred out first; unmounted before removal.
+    let scratch_mount = outcome.as_mut().ok().and_then(|o| o.scratch_mount.take());
     if let Some((sd, before)) = staged {
         if let (Ok(_), Some(cwd)) = (&outcome, &s.cwd) {
             if let Err(e) = transfer_out(sd.path(), &before, cwd, &identity) {
@@ -212,6 +217,7 @@ fn run(dir: &Path, attempt: u32, pid: i32) -> Result<JobResult, Failure> {
                 );
             }
         }
+        drop(scratch_mount);
         if let Err(e) = sd.remove() {
             eprintln!("jobcell: {e}");
         }
@@ -275,6 +281,17 @@ fn stamp(m: &std::fs::Metadata) -> (u64, i128) {
         m.len(),
         m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
     )
+}
+
+/// Whether a file is as it was staged. A size-limited scratch is a copy made by mkfs.ext4 -d,
+/// which keeps whole seconds of mtime but not nanoseconds: a zero there with the same second
+/// is the copy; a file the job wrote has the nanoseconds of its write.
+fn same(before: (u64, i128), now: (u64, i128)) -> bool {
+    const NS: i128 = 1_000_000_000;
+    before == now
+        || (before.0 == now.0
+            && now.1.rem_euclid(NS) == 0
+            && before.1.div_euclid(NS) == now.1.div_euclid(NS))
 }
 
 /// Copy the input files and directories into scratch as the job's user (so nothing the user
@@ -363,7 +380,11 @@ fn transfer_out(scratch: &Path, before: &Snapshot, cwd: &Path, id: &Identity) ->
         for e in std::fs::read_dir(scratch)? {
             let e = e?;
             let m = e.metadata()?;
-            if !m.is_file() || before.get(&e.file_name()) == Some(&stamp(&m)) {
+            if !m.is_file()
+                || before
+                    .get(&e.file_name())
+                    .is_some_and(|b| same(*b, stamp(&m)))
+            {
                 continue;
             }
             let src = e.path();

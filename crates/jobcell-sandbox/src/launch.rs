@@ -114,6 +114,24 @@ pub struct SchedulerTask {
     /// An existing per-job dir owned by the caller, used instead of a fresh scratch dir and
     /// left in place; the tmpfs that hides other jobs' dirs covers its parent.
     pub job_scratch: Option<PathBuf>,
+    /// `job_scratch` is this job's alone (a supervisor's staged dir with the job's input
+    /// files), not shared by a scheduler's tasks: `--disk` applies to it. Its size-limited
+    /// filesystem is then mounted in a mount namespace of this process's own, where it stays
+    /// until [`Outcome::scratch_mount`] is dropped, so the caller can copy results out first.
+    pub own_scratch: bool,
+}
+
+/// A size-limited scratch still mounted over the caller's staged dir (in the launcher's own
+/// mount namespace, invisible to the host). Dropping it unmounts it and frees the filesystem.
+pub struct ScratchMount {
+    path: PathBuf,
+    _disk: ScratchDisk,
+}
+
+impl Drop for ScratchMount {
+    fn drop(&mut self) {
+        let _ = Linux.umount_detach(&self.path);
+    }
 }
 
 pub struct Outcome {
@@ -121,6 +139,8 @@ pub struct Outcome {
     /// A one-line reason when the job never started (exec failed): exit is 126/127 then.
     pub exec_error: Option<String>,
     pub report: Report,
+    /// See [`SchedulerTask::own_scratch`].
+    pub scratch_mount: Option<ScratchMount>,
 }
 
 fn last_err<T>(what: &'static str) -> Result<T, LaunchError> {
@@ -425,7 +445,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     // 2a. A size-limited scratch: its own filesystem, mounted by the init (in the job's mount
     // namespace only) over the scratch dir. Not in a scheduler's task, whose dir is shared.
     let disk = match spec.resources.disk {
-        Some(req) if task.job_scratch.is_none() => Some(ScratchDisk::create(
+        Some(req) if task.job_scratch.is_none() || task.own_scratch => Some(ScratchDisk::create(
             scratch.path(),
             scratch.fd(),
             req,
@@ -437,6 +457,22 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         }
         None => None,
     };
+    // A caller's staged scratch: mounted here, in a mount namespace of our own (the init
+    // inherits it), so the caller still sees the job's files after the job.
+    let (mut disk, mut scratch_mount, mut own_disk_fd) = (disk, None, None);
+    if let (Some(_), true) = (&disk, task.own_scratch) {
+        let d = disk.take().expect("checked");
+        if unsafe { libc::unshare(libc::CLONE_NEWNS) } < 0 {
+            return last_err("a mount namespace for the --disk filesystem");
+        }
+        let fd = mount_disk(scratch.path(), d.device_path(), &Linux)
+            .map_err(|(what, e)| LaunchError::Setup(format!("{what}: {e}")))?;
+        own_disk_fd = Some(fd);
+        scratch_mount = Some(ScratchMount {
+            path: scratch.path().to_path_buf(),
+            _disk: d,
+        });
+    }
     tl.mark("scratch created");
     crash_point("scratch");
     // 2b. Where the job's cgroup goes. Rootless, only when the caller names a cgroup it may
@@ -672,6 +708,16 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
             }
         }
     }
+    if let Some(fd) = own_disk_fd.take() {
+        if let Some((used, total, full)) = crate::disk::usage(fd.as_raw_fd()) {
+            disk_usage = Some(DiskUsage {
+                limit_bytes: spec.resources.disk.unwrap_or(0),
+                size_bytes: total,
+                used_bytes: used,
+                full,
+            });
+        }
+    }
     let usage = cgroup.as_ref().map(|c| c.stats());
     let cg_removed = cgroup.map(|c| c.remove()).transpose();
     tl.mark("cgroup read and removed");
@@ -759,6 +805,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         exit,
         exec_error,
         report,
+        scratch_mount,
     })
 }
 
@@ -1156,7 +1203,7 @@ fn init_inner(c: &ChildPlan) -> i32 {
         return 125;
     }
     let disk_fd = match &c.disk {
-        Some(dev) => match mount_disk(c, dev, &sys) {
+        Some(dev) => match mount_disk(&c.shape.scratch_path, dev, &sys) {
             Ok(fd) => Some(fd),
             Err((what, e)) => {
                 send_fail(c.msg_fd, Stage::Setup, what, &e);
@@ -1248,11 +1295,10 @@ fn init_inner(c: &ChildPlan) -> i32 {
 /// Mount the size-limited scratch over the scratch dir, in this (the job's) mount namespace
 /// only, with the dir's owner and mode; returns its root for measuring at the end.
 fn mount_disk(
-    c: &ChildPlan,
+    scratch: &Path,
     dev: &Path,
     sys: &dyn Syscall,
 ) -> Result<OwnedFd, (String, io::Error)> {
-    let scratch = &c.shape.scratch_path;
     let fail = |what: &str| {
         let e = io::Error::last_os_error();
         (format!("{what} '{}'", scratch.display()), e)

@@ -10,5 +10,7 @@ pub mod seccomp;
 pub mod sync;
 pub mod syscall;
 
-pub use launch::{launch, launch_task, JobExit, Launch, LaunchError, Outcome, SchedulerTask};
+pub use launch::{
+    launch, launch_task, JobExit, Launch, LaunchError, Outcome, SchedulerTask, ScratchMount,
+};
 pub use report::Report;

@@ -167,6 +167,8 @@ fn run(argv0: OsString) -> anyhow::Result<JobExit> {
         &SchedulerTask {
             workdir,
             job_scratch: Some(scratch),
+            // Shared by every task and step of the Slurm job on this node.
+            own_scratch: false,
         },
     )?;
     if let Some(e) = &outcome.exec_error {

@@ -290,6 +290,82 @@ fn a_job_that_fills_its_request_disk_is_held() {
     );
 }
 
+/// With file transfer the job runs in a scratch dir its supervisor staged with the inputs:
+/// request_disk applies there too, and what the job made still comes back to initialdir.
+#[test]
+fn a_transfer_job_gets_its_request_disk_and_its_outputs_back() {
+    if !root_or_skip("a_transfer_job_gets_its_request_disk_and_its_outputs_back") {
+        return;
+    }
+    if !std::path::Path::new("/dev/loop-control").exists() {
+        eprintln!("SKIPPED: a_transfer_job_gets_its_request_disk_and_its_outputs_back: no /dev/loop-control (loop devices are needed for request_disk)");
+        return;
+    }
+    let _g = serial();
+    let d = Daemon::start(&[]);
+    let work = TempDir::itest();
+    std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::write(work.path().join("in.txt"), "the input\n").unwrap();
+    std::fs::write(
+        work.path().join("job.sh"),
+        "df -k . | tail -1 | awk '{print $1}' > fs.txt\ncat in.txt > copy.txt\nhead -c 41943040 /dev/zero > big; echo rc=$?\n",
+    )
+    .unwrap();
+    let in_mtime = std::fs::metadata(work.path().join("in.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    let file = "executable = /bin/sh\narguments = job.sh\nshould_transfer_files = YES\ntransfer_input_files = in.txt, job.sh\nrequest_disk = 10M\nrequest_memory = 64\nqueue\n";
+    let id = ids(&d.cli_in(work.path(), None, &[], &["submit", "-q", "-"], Some(file)))[0];
+    let j = d.wait_state(id, State::Held, T);
+    assert!(
+        j.hold_reason
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("disk usage exceeded request_disk"),
+        "{j:?}\n{}",
+        d.log()
+    );
+    let o = d.cli(&["output", &id.to_string()]);
+    assert!(out(&o).contains("rc=1"), "ENOSPC inside: {}", out(&o));
+    let read = |n: &str| std::fs::read_to_string(work.path().join(n)).unwrap_or_default();
+    assert!(
+        read("fs.txt").starts_with("/dev/loop"),
+        "scratch was {:?}",
+        read("fs.txt")
+    );
+    assert_eq!(read("copy.txt"), "the input\n", "outputs came back");
+    // The inputs were not copied back over themselves.
+    let after = std::fs::metadata(work.path().join("in.txt"))
+        .unwrap()
+        .modified()
+        .unwrap();
+    assert_eq!(after, in_mtime);
+    // Nothing of the filesystem is left: no mount on the host, no loop device on its file.
+    let scratch = d.scratch.display().to_string();
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mi.contains(&scratch), "{mi}");
+    let t0 = Instant::now();
+    loop {
+        let left: Vec<_> = std::fs::read_dir("/sys/block")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read_to_string(e.path().join("loop/backing_file"))
+                    .is_ok_and(|f| f.contains(&scratch))
+            })
+            .collect();
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "loop devices left: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn metrics_are_prometheus_text_with_node_job_and_latency_figures() {
     if !root_or_skip("metrics_are_prometheus_text_with_node_job_and_latency_figures") {
