@@ -247,6 +247,22 @@ struct Job {
 }
 
 impl Job {
+    /// The attempt is over but the job is not: keep what the attempt did (shown until the next
+    /// one ends) and forget its supervisor.
+    fn end_attempt(
+        &mut self,
+        exit_code: Option<i32>,
+        signal: Option<i32>,
+        report: Option<serde_json::Value>,
+    ) {
+        self.info.exit_code = exit_code;
+        self.info.signal = signal;
+        self.info.report = report;
+        self.pending = None;
+        self.pidfd = None;
+        self.sup = None;
+    }
+
     fn from_row(r: crate::store::JobRow) -> Job {
         let x: Option<JobExtra> = r
             .extra
@@ -2086,12 +2102,7 @@ impl Core {
             j.info.state = State::Queued;
             j.info.started_at = None;
             j.info.reason = reason;
-            j.info.exit_code = exit_code;
-            j.info.signal = signal;
-            j.info.report = report;
-            j.pending = None;
-            j.pidfd = None;
-            j.sup = None;
+            j.end_attempt(exit_code, signal, report);
             self.queue.insert((-(j.info.priority as i64), id));
             self.queued_at.insert(id, now());
             self.jobs.insert(id, j);
@@ -2115,13 +2126,7 @@ impl Core {
             );
             j.info.state = State::Held;
             j.info.hold_reason = reason;
-            // What the evicted or killed attempt did, until the next one ends.
-            j.info.exit_code = exit_code;
-            j.info.signal = signal;
-            j.info.report = report;
-            j.pending = None;
-            j.pidfd = None;
-            j.sup = None;
+            j.end_attempt(exit_code, signal, report);
             self.jobs.insert(id, j);
             return;
         }
