@@ -5,333 +5,19 @@
 //! Scratch dirs go to a tmpfs (/dev/shm) dir: on this machine's root ext4 every rmdir costs
 //! ~3 ms (discard), which would dominate short jobs.
 
-use std::ffi::CString;
+mod daemon_harness;
+
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use daemon_harness::*;
 use jobcell_node::client::{Client, ClientError};
-use jobcell_node::types::{Event, JobInfo, NodeStatus, State, SubmitResponse};
+use jobcell_node::types::{Event, NodeStatus, State, SubmitResponse};
 use serde_json::json;
-
-const BIN: &str = env!("CARGO_BIN_EXE_jobcell");
-
-/// Daemon tests share the `supervisors` cgroup and the machine's 2 cores: one at a time.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-fn serial() -> MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-fn root_or_skip(test: &str) -> bool {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("SKIPPED: {test}: needs root (jobs run as other users in their own cgroups)");
-        return false;
-    }
-    true
-}
-
-/// A directory removed at drop (never holds a mount: jobs mount only in their own namespaces).
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new_in(base: &str) -> TempDir {
-        let t = CString::new(format!("{base}/jobcell-daemon-test.XXXXXX")).unwrap();
-        let mut b = t.into_bytes_with_nul();
-        let p = unsafe { libc::mkdtemp(b.as_mut_ptr().cast()) };
-        assert!(!p.is_null(), "mkdtemp in {base}");
-        b.pop();
-        let d = PathBuf::from(String::from_utf8(b).unwrap());
-        // Jobs run as other users: they must reach their scratch dirs and the socket.
-        std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-struct Daemon {
-    child: Option<Child>,
-    dir: TempDir,
-    _scratch: TempDir,
-    pub sock: PathBuf,
-    pub state: PathBuf,
-    pub scratch: PathBuf,
-    args: Vec<String>,
-}
-
-impl Daemon {
-    fn start(args: &[&str]) -> Daemon {
-        Self::start_in(TempDir::new_in("/tmp"), args)
-    }
-
-    fn start_in(dir: TempDir, args: &[&str]) -> Daemon {
-        let scratch = TempDir::new_in("/dev/shm");
-        let mut d = Daemon {
-            child: None,
-            sock: dir.0.join("api.sock"),
-            state: dir.0.join("state"),
-            scratch: scratch.0.clone(),
-            dir,
-            _scratch: scratch,
-            args: args.iter().map(|s| s.to_string()).collect(),
-        };
-        d.launch();
-        d
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = Command::new(BIN);
-        c.arg("daemon")
-            .arg("--state-dir")
-            .arg(&self.state)
-            .arg("--socket")
-            .arg(&self.sock)
-            .arg("--scratch-base")
-            .arg(&self.scratch)
-            .args(&self.args);
-        c
-    }
-
-    fn launch(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.0.join("daemon.log"))
-            .unwrap();
-        let child = self
-            .cmd()
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        let t = Instant::now();
-        while UnixStream::connect(&self.sock).is_err() {
-            if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("daemon exited ({st}): {}", self.log());
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "daemon not ready: {}",
-                self.log()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("daemon.log")).unwrap_or_default()
-    }
-
-    fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-
-    fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-            c.wait().unwrap();
-        }
-    }
-
-    fn client(&self) -> Client {
-        Client::new(&self.sock)
-    }
-
-    fn cli(&self, args: &[&str]) -> Output {
-        self.cli_as(None, args)
-    }
-
-    fn cli_as(&self, uid: Option<(u32, u32)>, args: &[&str]) -> Output {
-        let mut c = Command::new(BIN);
-        c.args(args).env("JOBCELL_SOCKET", &self.sock);
-        if let Some((u, g)) = uid {
-            c.uid(u).gid(g);
-        }
-        c.output().unwrap()
-    }
-
-    fn submit(&self, body: serde_json::Value) -> Vec<u64> {
-        let r: SubmitResponse = self.client().call("POST", "/v1/jobs", Some(&body)).unwrap();
-        r.ids
-    }
-
-    fn job(&self, id: u64) -> JobInfo {
-        self.client()
-            .call("GET", &format!("/v1/jobs/{id}"), None)
-            .unwrap()
-    }
-
-    fn active(&self) -> Vec<JobInfo> {
-        self.client().call("GET", "/v1/jobs", None).unwrap()
-    }
-
-    fn history(&self) -> Vec<JobInfo> {
-        self.client()
-            .call("GET", "/v1/history?limit=100000", None)
-            .unwrap()
-    }
-
-    /// Wait until no job is unfinished.
-    fn wait_idle(&self, timeout: Duration) {
-        let t = Instant::now();
-        loop {
-            let a = self.active();
-            if a.iter().all(|j| j.state == State::Held) {
-                return;
-            }
-            assert!(
-                t.elapsed() < timeout,
-                "{} jobs still unfinished after {timeout:?}: {:?}",
-                a.len(),
-                a.iter()
-                    .take(5)
-                    .map(|j| (j.id, j.state))
-                    .collect::<Vec<_>>()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn wait_state(&self, id: u64, want: State, timeout: Duration) -> JobInfo {
-        let t = Instant::now();
-        loop {
-            let j = self.job(id);
-            if j.state == want {
-                return j;
-            }
-            assert!(
-                t.elapsed() < timeout,
-                "job {id} is {:?}, not {want:?}: {j:?}",
-                j.state
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-
-    /// The supervisor of a running job, once it has claimed the job.
-    fn supervisor_of(&self, id: u64) -> (i32, u64) {
-        let t = Instant::now();
-        loop {
-            let p = self.state.join(format!("jobs/{id}/claim-1"));
-            if let Ok(d) = std::fs::read(&p) {
-                let c: serde_json::Value = serde_json::from_slice(&d).unwrap();
-                let s = &c["supervisor"];
-                return (
-                    s["pid"].as_i64().unwrap() as i32,
-                    s["starttime"].as_u64().unwrap(),
-                );
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "no claim for job {id}"
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// Every supervisor pid recorded in claim files.
-    fn supervisor_pids(&self) -> Vec<(i32, u64)> {
-        let mut out = Vec::new();
-        let Ok(rd) = std::fs::read_dir(self.state.join("jobs")) else {
-            return out;
-        };
-        for d in rd.flatten() {
-            for f in std::fs::read_dir(d.path()).into_iter().flatten().flatten() {
-                if f.file_name().to_string_lossy().starts_with("claim-") {
-                    let c: serde_json::Value =
-                        serde_json::from_slice(&std::fs::read(f.path()).unwrap()).unwrap();
-                    if let Some(s) = c.get("supervisor") {
-                        out.push((
-                            s["pid"].as_i64().unwrap() as i32,
-                            s["starttime"].as_u64().unwrap(),
-                        ));
-                    }
-                }
-            }
-        }
-        out
-    }
-}
-
-fn starttime(pid: i32) -> Option<u64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &s[s.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        // Remove what is left, stop the daemon, make sure every supervisor we caused is gone.
-        if self.child.is_some() {
-            if let Ok(jobs) = self.client().call::<Vec<JobInfo>>("GET", "/v1/jobs", None) {
-                for j in jobs {
-                    let _ = self.client().call::<JobInfo>(
-                        "DELETE",
-                        &format!("/v1/jobs/{}", j.id),
-                        None,
-                    );
-                }
-                let t = Instant::now();
-                while t.elapsed() < Duration::from_secs(15) {
-                    match self.client().call::<Vec<JobInfo>>("GET", "/v1/jobs", None) {
-                        Ok(v) if v.iter().any(|j| j.state.active()) => {
-                            std::thread::sleep(Duration::from_millis(20))
-                        }
-                        _ => break,
-                    }
-                }
-            }
-        }
-        self.stop();
-        let t = Instant::now();
-        for (pid, st) in self.supervisor_pids() {
-            while starttime(pid) == Some(st) {
-                if t.elapsed() > Duration::from_secs(15) {
-                    // Ours (a supervisor this test's daemon started, same start time).
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-        remove_supervisors_cgroup();
-    }
-}
-
-/// The daemon removes its (empty) supervisors cgroup when it stops; after a SIGKILLed daemon
-/// the test does.
-fn remove_supervisors_cgroup() {
-    let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    for l in cg.lines() {
-        let mut it = l.splitn(3, ':');
-        let (_, ctrls, path) = (it.next(), it.next().unwrap_or(""), it.next().unwrap_or(""));
-        let Some(first) = ctrls.split(',').next().filter(|c| !c.is_empty()) else {
-            continue;
-        };
-        let mount = if ctrls.contains("name=") {
-            continue;
-        } else {
-            format!("/sys/fs/cgroup/{first}")
-        };
-        let d = Path::new(&mount)
-            .join(path.trim_start_matches('/'))
-            .join("jobcell/supervisors");
-        let _ = std::fs::remove_dir(&d);
-    }
-}
 
 fn true_job(extra: serde_json::Value) -> serde_json::Value {
     let mut spec = json!({
@@ -353,10 +39,6 @@ fn spec_json(argv: &[&str]) -> serde_json::Value {
     serde_json::to_value(s).unwrap()
 }
 
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
 #[test]
 fn a_job_runs_and_its_result_output_and_events_are_recorded() {
     if !root_or_skip("a_job_runs") {
@@ -375,7 +57,7 @@ fn a_job_runs_and_its_result_output_and_events_are_recorded() {
         "-c",
         "echo out; echo err >&2; exit 3",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("Submitted job 1."), "{out}");
     let j = d.wait_state(1, State::Completed, Duration::from_secs(30));
@@ -597,7 +279,7 @@ fn users_may_act_only_on_their_own_jobs() {
             "echo secret-of-a; sleep 30",
         ],
     );
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     let j = d.wait_state(1, State::Running, Duration::from_secs(20));
     assert_eq!(j.owner, u.a.0);
     // The job runs as its submitter.
@@ -614,7 +296,7 @@ fn users_may_act_only_on_their_own_jobs() {
     ] {
         let o = d.cli_as(Some(u.b), &args);
         assert!(!o.status.success(), "{args:?} as B succeeded");
-        let e = stderr(&o);
+        let e = err(&o);
         assert!(
             e.contains("job 1 belongs to jobcell-test-a") && e.contains("only its owner or root"),
             "{args:?}: {e}"
@@ -655,18 +337,18 @@ fn users_may_act_only_on_their_own_jobs() {
         if String::from_utf8_lossy(&o.stdout).contains("secret-of-a") {
             break;
         }
-        assert!(t.elapsed() < Duration::from_secs(10), "{}", stderr(&o));
+        assert!(t.elapsed() < Duration::from_secs(10), "{}", err(&o));
         std::thread::sleep(Duration::from_millis(20));
     }
     let o = d.cli_as(Some(u.a), &["rm", "1"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     let j = d.wait_state(1, State::Removed, Duration::from_secs(30));
     assert!(j.reason.unwrap().contains("removed by jobcell-test-a"));
     // rm --all-mine touches only mine.
     d.cli_as(Some(u.a), &["submit", "--hold", "--", "/bin/true"]);
     d.cli_as(Some(u.b), &["submit", "--hold", "--", "/bin/true"]);
     let o = d.cli_as(Some(u.b), &["rm", "--all-mine"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     assert_eq!(d.job(2).state, State::Held);
     assert_eq!(d.job(3).state, State::Removed);
 }
@@ -740,15 +422,15 @@ fn the_node_is_never_overcommitted_and_oversized_jobs_are_refused() {
     let o = d.cli(&["submit", "--cpus", "3", "--", "/bin/true"]);
     assert!(!o.status.success());
     assert!(
-        stderr(&o).contains("asks for 3 cpus but this node has 2"),
+        err(&o).contains("asks for 3 cpus but this node has 2"),
         "{}",
-        stderr(&o)
+        err(&o)
     );
     let o = d.cli(&["submit", "--memory", "2G", "--", "/bin/true"]);
     assert!(
-        stderr(&o).contains("asks for 2.0 GiB of memory but this node has 1.0 GiB"),
+        err(&o).contains("asks for 2.0 GiB of memory but this node has 1.0 GiB"),
         "{}",
-        stderr(&o)
+        err(&o)
     );
     // A mix that cannot all run at once.
     let mut ids = Vec::new();
@@ -769,7 +451,7 @@ fn the_node_is_never_overcommitted_and_oversized_jobs_are_refused() {
             "/bin/sleep",
             "0.3",
         ]);
-        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(o.status.success(), "{}", err(&o));
         ids.push(
             String::from_utf8_lossy(&o.stdout)
                 .trim()
@@ -926,7 +608,7 @@ fn clear_errors_when_the_daemon_is_not_running_or_cannot_start() {
         .unwrap();
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_eq!(o.status.code(), Some(125));
-    let e = stderr(&o);
+    let e = err(&o);
     assert!(
         e.contains("the jobcell daemon is not running")
             && e.contains("/nonexistent/jobcell/api.sock"),
@@ -952,7 +634,7 @@ fn clear_errors_when_the_daemon_is_not_running_or_cannot_start() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(125));
-    let e = stderr(&o);
+    let e = err(&o);
     assert!(
         e.contains(&format!("state dir {}", state.display())) && e.contains("not writable"),
         "{e}"
@@ -968,8 +650,8 @@ fn clear_errors_when_the_daemon_is_not_running_or_cannot_start() {
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(125));
-    let e = stderr(&o);
-    let pid = d.child.as_ref().unwrap().id();
+    let e = err(&o);
+    let pid = d.pid();
     assert!(
         e.contains("is in use by another jobcell daemon") && e.contains(&format!("pid {pid}")),
         "{e}"
@@ -1002,7 +684,7 @@ fn a_state_dir_from_a_newer_jobcell_is_refused() {
     }
     let o = d.cmd().output().unwrap();
     assert_eq!(o.status.code(), Some(125));
-    let e = stderr(&o);
+    let e = err(&o);
     assert!(
         e.contains("schema version 42, newer than this jobcell understands"),
         "{e}"
@@ -1107,15 +789,15 @@ fn suspend_continue_hold_release_and_priority() {
         }
     }
     let o = d.cli(&["suspend", &id.to_string()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     assert_eq!(d.job(id).state, State::Suspended);
     if let Some(f) = &state_file {
         assert_eq!(std::fs::read_to_string(f).unwrap().trim(), "FROZEN");
     }
     let o = d.cli(&["suspend", &id.to_string()]);
-    assert!(stderr(&o).contains("not running"), "{}", stderr(&o));
+    assert!(err(&o).contains("not running"), "{}", err(&o));
     let o = d.cli(&["continue", &id.to_string()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     if let Some(f) = &state_file {
         assert_eq!(std::fs::read_to_string(f).unwrap().trim(), "THAWED");
     }
@@ -1125,13 +807,13 @@ fn suspend_continue_hold_release_and_priority() {
     let held =
         d.submit(json!({"spec": spec_json(&["/bin/true"]), "hold": true, "priority": 100}))[0];
     let o = d.cli(&["hold", &low.to_string(), "--reason", "not yet"]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     assert_eq!(d.job(low).hold_reason.as_deref(), Some("not yet"));
     let o = d.cli(&["release", &low.to_string()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     // Evict the running job by holding it: it stops and waits, held.
     let o = d.cli(&["hold", &id.to_string()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     d.wait_state(id, State::Held, Duration::from_secs(30));
     d.wait_state(low, State::Completed, Duration::from_secs(30));
     let (h, l) = (d.job(high), d.job(low));
@@ -1144,7 +826,7 @@ fn suspend_continue_hold_release_and_priority() {
     assert!(o.status.success());
     d.wait_state(held, State::Completed, Duration::from_secs(30));
     let o = d.cli(&["rm", &id.to_string()]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     assert_eq!(d.job(id).state, State::Removed);
 }
 
@@ -1220,7 +902,7 @@ fn an_acknowledged_remove_survives_a_daemon_kill() {
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("stopping"),
         "{}",
-        stderr(&o)
+        err(&o)
     );
     d.kill9();
     d.launch();
@@ -1262,7 +944,7 @@ fn a_job_can_run_in_a_configured_image() {
         "cat",
         "/etc/jobcell-marker",
     ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(o.status.success(), "{}", err(&o));
     let id: u64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap();
     let j = d.wait_state(id, State::Completed, Duration::from_secs(30));
     assert_eq!(j.exit_code, Some(0), "{j:?}");
@@ -1272,7 +954,7 @@ fn a_job_can_run_in_a_configured_image() {
     // An unknown image is refused at submit.
     let o = d.cli(&["submit", "--image", "nosuch", "--", "/bin/true"]);
     assert!(!o.status.success());
-    assert!(stderr(&o).contains("image 'nosuch'"), "{}", stderr(&o));
+    assert!(err(&o).contains("image 'nosuch'"), "{}", err(&o));
 }
 
 /// Sum of cpu.shares/1024 and memory.limit_in_bytes over the job cgroups of `ids` that exist

@@ -1,5 +1,8 @@
-//! A real `jobcell daemon` on a temporary state dir, socket and scratch base, for the submit
-//! file and policy tests (the same shape as the one in daemon.rs).
+//! A real `jobcell daemon` on a temporary state dir, socket and scratch base, shared by the
+//! daemon, submit file and policy tests.
+//!
+//! Scratch dirs go to a tmpfs (/dev/shm) dir: on this machine's root ext4 every rmdir costs
+//! ~3 ms (discard), which would dominate short jobs.
 
 #![allow(dead_code)]
 
@@ -12,7 +15,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use jobcell_node::client::Client;
-use jobcell_node::types::{JobInfo, State};
+use jobcell_node::types::{JobInfo, State, SubmitResponse};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_jobcell");
 
@@ -31,18 +34,20 @@ pub fn root_or_skip(test: &str) -> bool {
     true
 }
 
-/// A directory (0755) removed at drop; never holds a mount.
+/// A directory (0755) removed at drop; never holds a mount (jobs mount only in their own
+/// namespaces).
 pub struct TempDir(pub PathBuf);
 
 impl TempDir {
     pub fn new_in(base: &str) -> TempDir {
         std::fs::create_dir_all(base).unwrap();
-        let t = CString::new(format!("{base}/jobcell-dsub-test.XXXXXX")).unwrap();
+        let t = CString::new(format!("{base}/jobcell-daemon-test.XXXXXX")).unwrap();
         let mut b = t.into_bytes_with_nul();
         let p = unsafe { libc::mkdtemp(b.as_mut_ptr().cast()) };
         assert!(!p.is_null(), "mkdtemp in {base}");
         b.pop();
         let d = PathBuf::from(String::from_utf8(b).unwrap());
+        // Jobs run as other users: they must reach their scratch dirs and the socket.
         std::fs::set_permissions(&d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         TempDir(d)
     }
@@ -87,7 +92,6 @@ impl Daemon {
     /// With a config file holding `config` (TOML).
     pub fn start_with_config(args: &[&str], config: Option<&str>) -> Daemon {
         let dir = TempDir::new_in("/tmp");
-        let scratch = TempDir::new_in("/dev/shm");
         let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         if let Some(c) = config {
             let p = dir.0.join("config.toml");
@@ -95,6 +99,16 @@ impl Daemon {
             args.push("--config".into());
             args.push(p.to_string_lossy().into_owned());
         }
+        Self::launch_in(dir, args)
+    }
+
+    /// With its state dir and socket in `dir` (which may already hold files, e.g. a config).
+    pub fn start_in(dir: TempDir, args: &[&str]) -> Daemon {
+        Self::launch_in(dir, args.iter().map(|s| s.to_string()).collect())
+    }
+
+    fn launch_in(dir: TempDir, args: Vec<String>) -> Daemon {
+        let scratch = TempDir::new_in("/dev/shm");
         let mut d = Daemon {
             child: None,
             sock: dir.0.join("api.sock"),
@@ -108,21 +122,28 @@ impl Daemon {
         d
     }
 
-    fn launch(&mut self) {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.0.join("daemon.log"))
-            .unwrap();
-        let child = Command::new(BIN)
-            .arg("daemon")
+    /// The daemon's command line (not started).
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("daemon")
             .arg("--state-dir")
             .arg(&self.state)
             .arg("--socket")
             .arg(&self.sock)
             .arg("--scratch-base")
             .arg(&self.scratch)
-            .args(&self.args)
+            .args(&self.args);
+        c
+    }
+
+    pub fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.0.join("daemon.log"))
+            .unwrap();
+        let child = self
+            .cmd()
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -141,6 +162,11 @@ impl Daemon {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// The running daemon's pid.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon not running").id()
     }
 
     pub fn log(&self) -> String {
@@ -205,7 +231,16 @@ impl Daemon {
     }
 
     pub fn cli(&self, args: &[&str]) -> Output {
-        self.cli_in(Path::new("/"), None, &[], args, None)
+        self.cli_as(None, args)
+    }
+
+    pub fn cli_as(&self, uid: Option<(u32, u32)>, args: &[&str]) -> Output {
+        self.cli_in(Path::new("/"), uid, &[], args, None)
+    }
+
+    pub fn submit(&self, body: serde_json::Value) -> Vec<u64> {
+        let r: SubmitResponse = self.client().call("POST", "/v1/jobs", Some(&body)).unwrap();
+        r.ids
     }
 
     pub fn job(&self, id: u64) -> JobInfo {
@@ -218,6 +253,33 @@ impl Daemon {
         self.client().call("GET", "/v1/jobs", None).unwrap()
     }
 
+    pub fn history(&self) -> Vec<JobInfo> {
+        self.client()
+            .call("GET", "/v1/history?limit=100000", None)
+            .unwrap()
+    }
+
+    /// Wait until no job is unfinished (held jobs count as idle).
+    pub fn wait_idle(&self, timeout: Duration) {
+        let t = Instant::now();
+        loop {
+            let a = self.active();
+            if a.iter().all(|j| j.state == State::Held) {
+                return;
+            }
+            assert!(
+                t.elapsed() < timeout,
+                "{} jobs still unfinished after {timeout:?}: {:?}",
+                a.len(),
+                a.iter()
+                    .take(5)
+                    .map(|j| (j.id, j.state))
+                    .collect::<Vec<_>>()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Every job, finished or not, once each (a job may finish between the two requests:
     /// its finished record wins).
     pub fn all_jobs(&self) -> Vec<JobInfo> {
@@ -225,11 +287,7 @@ impl Daemon {
         for j in self.active() {
             by_id.insert(j.id, j);
         }
-        let h: Vec<JobInfo> = self
-            .client()
-            .call("GET", "/v1/history?limit=100000", None)
-            .unwrap();
-        for j in h {
+        for j in self.history() {
             by_id.insert(j.id, j);
         }
         by_id.into_values().collect()
@@ -280,7 +338,29 @@ impl Daemon {
         String::from_utf8(body).unwrap()
     }
 
-    fn supervisor_pids(&self) -> Vec<(i32, u64)> {
+    /// The supervisor of a running job, once it has claimed the job.
+    pub fn supervisor_of(&self, id: u64) -> (i32, u64) {
+        let t = Instant::now();
+        loop {
+            let p = self.state.join(format!("jobs/{id}/claim-1"));
+            if let Ok(d) = std::fs::read(&p) {
+                let c: serde_json::Value = serde_json::from_slice(&d).unwrap();
+                let s = &c["supervisor"];
+                return (
+                    s["pid"].as_i64().unwrap() as i32,
+                    s["starttime"].as_u64().unwrap(),
+                );
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "no claim for job {id}"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
+    /// Every supervisor pid recorded in claim files.
+    pub fn supervisor_pids(&self) -> Vec<(i32, u64)> {
         let mut out = Vec::new();
         let Ok(rd) = std::fs::read_dir(self.state.join("jobs")) else {
             return out;
@@ -313,6 +393,7 @@ pub fn starttime(pid: i32) -> Option<u64> {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Remove what is left, stop the daemon, make sure every supervisor we caused is gone.
         if self.child.is_some() {
             if let Ok(jobs) = self.client().call::<Vec<JobInfo>>("GET", "/v1/jobs", None) {
                 for j in jobs {
@@ -338,6 +419,7 @@ impl Drop for Daemon {
         for (pid, st) in self.supervisor_pids() {
             while starttime(pid) == Some(st) {
                 if t.elapsed() > Duration::from_secs(15) {
+                    // Ours (a supervisor this test's daemon started, same start time).
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                 }
                 std::thread::sleep(Duration::from_millis(10));
@@ -347,8 +429,9 @@ impl Drop for Daemon {
     }
 }
 
-/// The daemon removes its (empty) supervisors cgroup when it stops; make sure.
-fn remove_supervisors_cgroup() {
+/// The daemon removes its (empty) supervisors cgroup when it stops; after a SIGKILLed daemon
+/// the test does.
+pub fn remove_supervisors_cgroup() {
     let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     for l in cg.lines() {
         let mut it = l.splitn(3, ':');
