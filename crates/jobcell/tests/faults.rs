@@ -9,6 +9,7 @@
 //! tests (else SKIPPED). Run: `cargo test -p jobcell --test faults`.
 
 mod common;
+mod daemon_harness;
 
 use std::ffi::CString;
 use std::io::{BufRead, BufReader, Write};
@@ -21,6 +22,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use common::*;
+use daemon_harness::remove_supervisors_cgroup;
 use jobcell_node::client::Client;
 use jobcell_node::types::{JobInfo, State};
 
@@ -787,27 +789,6 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
         remove_supervisors_cgroup();
-    }
-}
-
-/// A daemon that stopped while its `supervisors` cgroup was in use (or exited on an error)
-/// leaves it empty; remove it (only ours: `jobcell/supervisors` under this process's cgroups).
-fn remove_supervisors_cgroup() {
-    let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-    for l in cg.lines() {
-        let mut it = l.splitn(3, ':');
-        let (_, ctrls, path) = (it.next(), it.next().unwrap_or(""), it.next().unwrap_or(""));
-        let Some(first) = ctrls.split(',').next().filter(|c| !c.is_empty()) else {
-            continue;
-        };
-        if ctrls.contains("name=") {
-            continue;
-        }
-        let d = Path::new("/sys/fs/cgroup")
-            .join(first)
-            .join(path.trim_start_matches('/'))
-            .join("jobcell/supervisors");
-        let _ = std::fs::remove_dir(&d);
     }
 }
 

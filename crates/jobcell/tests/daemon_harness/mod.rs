@@ -429,8 +429,9 @@ impl Drop for Daemon {
     }
 }
 
-/// The daemon removes its (empty) supervisors cgroup when it stops; after a SIGKILLed daemon
-/// the test does.
+/// The daemon removes its (empty) supervisors cgroup when it stops; after a SIGKILLed daemon,
+/// one that exited on an error or one stopped while the cgroup was in use, the test does (only
+/// ours: `jobcell/supervisors` under this process's cgroups).
 pub fn remove_supervisors_cgroup() {
     let cg = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     for l in cg.lines() {
