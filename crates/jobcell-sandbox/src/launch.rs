@@ -698,25 +698,12 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
             }
             Msg::ExitCode(c) => exit = Some(JobExit::Code(*c)),
             Msg::Signaled(s) => exit = Some(JobExit::Signal(*s)),
-            Msg::Disk { used, total, full } => {
-                disk_usage = Some(DiskUsage {
-                    limit_bytes: spec.resources.disk.unwrap_or(0),
-                    size_bytes: *total,
-                    used_bytes: *used,
-                    full: *full,
-                })
-            }
+            Msg::Disk { used, total, full } => disk_usage = Some((*used, *total, *full)),
         }
     }
+    // A scratch mounted here is measured here (the init measures one it mounted itself).
     if let Some(fd) = own_disk_fd.take() {
-        if let Some((used, total, full)) = crate::disk::usage(fd.as_raw_fd()) {
-            disk_usage = Some(DiskUsage {
-                limit_bytes: spec.resources.disk.unwrap_or(0),
-                size_bytes: total,
-                used_bytes: used,
-                full,
-            });
-        }
+        disk_usage = crate::disk::usage(fd.as_raw_fd()).or(disk_usage);
     }
     let usage = cgroup.as_ref().map(|c| c.stats());
     let cg_removed = cgroup.map(|c| c.remove()).transpose();
@@ -794,6 +781,12 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         report.oom_killed = u.oom_kills > 0;
         report.usage = serde_json::to_value(&u).ok();
     }
+    let disk_usage = disk_usage.map(|(used, total, full)| DiskUsage {
+        limit_bytes: spec.resources.disk.unwrap_or(0),
+        size_bytes: total,
+        used_bytes: used,
+        full,
+    });
     if disk_usage.as_ref().is_some_and(|d| d.full) {
         eprintln!(
             "jobcell: the job filled its scratch disk ({}): writes past it got 'No space left on device'",
