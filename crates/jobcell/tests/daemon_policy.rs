@@ -14,18 +14,6 @@ use jobcell_node::types::{Event, State};
 
 const T: Duration = Duration::from_secs(60);
 
-fn ids(o: &std::process::Output) -> Vec<u64> {
-    assert!(o.status.success(), "{}", err(o));
-    out(o)
-        .lines()
-        .map(|l| {
-            l.trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("not an id: {l}"))
-        })
-        .collect()
-}
-
 /// A real Prometheus text parse of /metrics: (name, labels) -> value, histogram buckets as
 /// `name_bucket` with an `le` label, plus `name_count`/`name_sum`.
 /// (metric name, sorted labels) -> value.

@@ -16,18 +16,6 @@ fn chmod(p: &std::path::Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
 
-/// The ids `-q` printed.
-fn ids(o: &std::process::Output) -> Vec<u64> {
-    out(o)
-        .lines()
-        .map(|l| {
-            l.trim()
-                .parse()
-                .unwrap_or_else(|_| panic!("not an id: {l}"))
-        })
-        .collect()
-}
-
 #[test]
 fn a_submit_file_is_one_cluster_with_its_files_environment_and_user_log() {
     if !root_or_skip("a_submit_file_is_one_cluster_with_its_files_environment_and_user_log") {

@@ -450,6 +450,19 @@ pub fn remove_supervisors_cgroup() {
     }
 }
 
+/// The ids `submit -q` printed (the submit must have succeeded).
+pub fn ids(o: &Output) -> Vec<u64> {
+    assert!(o.status.success(), "{}", err(o));
+    out(o)
+        .lines()
+        .map(|l| {
+            l.trim()
+                .parse()
+                .unwrap_or_else(|_| panic!("not an id: {l}"))
+        })
+        .collect()
+}
+
 pub fn out(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
