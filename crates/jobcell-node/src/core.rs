@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use jobcell_cgroup::CgroupRoot;
 use jobcell_spec::{JobSpec, UserSpec};
-use rusqlite::{params, Transaction};
+use rusqlite::{params, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
@@ -331,6 +331,9 @@ pub struct Core {
     queued_at: HashMap<u64, f64>,
     /// Per running job: the last pressure sample and since when it is past the threshold.
     pressure: HashMap<u64, PressureSample>,
+    /// Attempts that were starting or running when the machine went down (found at recovery,
+    /// see [`Core::recover`]): without a result file they are failed, never run again.
+    lost_in_reboot: std::collections::HashSet<(u64, u32)>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -394,6 +397,7 @@ impl Core {
             },
             queued_at: HashMap::new(),
             pressure: HashMap::new(),
+            lost_in_reboot: Default::default(),
         }
     }
 
@@ -432,6 +436,22 @@ impl Core {
                 path: PathBuf::new(),
                 err: e,
             })?;
+        // Whether the machine went down since the state was last written: then no supervisor of
+        // that boot survives, and the job dirs may have lost what was never fsync'd (a claim,
+        // a result: see ARCHITECTURE.md, "Durability").
+        let boot = sys::boot_id().ok();
+        let last: Option<String> = sql(tx
+            .query_row("SELECT value FROM node WHERE key = 'boot_id'", [], |r| {
+                r.get(0)
+            })
+            .optional());
+        let rebooted = matches!((&last, &boot), (Some(a), Some(b)) if a != b);
+        if let Some(b) = &boot {
+            sql(tx.execute(
+                "INSERT INTO node (key, value) VALUES ('boot_id', ?1) ON CONFLICT (key) DO UPDATE SET value = ?1",
+                params![b],
+            ));
+        }
         let (mut requeued, mut attached, mut ended) = (0, 0, 0);
         for r in rows {
             let id = r.info.id;
@@ -450,6 +470,21 @@ impl Core {
             let dir = self.cfg.jobs_dir.join(id.to_string());
             let _ = std::fs::create_dir_all(&dir);
             let mut claim = jobdir::read_claim(&dir, attempt).ok().flatten();
+            if rebooted && claim != Some(Claim::Fenced) {
+                // The attempt's supervisor died with the machine. A missing claim proves
+                // nothing now (the claim may not have reached the disk): the job may have run,
+                // to its end even, so it is never requeued; Exited records its result if the
+                // result file survived, else fails it saying so. Fencing stops nothing here
+                // but keeps every attempt claimed once.
+                if claim.is_none() {
+                    let _ = jobdir::claim(&dir, attempt, &Claim::Fenced);
+                }
+                self.lost_in_reboot.insert((id, attempt));
+                self.local.push_back(Cmd::Exited { id, attempt });
+                ended += 1;
+                self.jobs.insert(id, job);
+                continue;
+            }
             if claim.is_none() {
                 // No supervisor claimed this attempt: claim it ourselves so a supervisor still
                 // on its way finds it taken, and the job provably never ran.
@@ -555,6 +590,9 @@ impl Core {
             self.jobs.insert(id, job);
         }
         sql(tx.commit());
+        if rebooted {
+            warn!("the machine restarted since this state was written: jobs that were starting or running are recorded as ended (with their result if it reached the disk), none is run again");
+        }
         info!(
             "recovered {} unfinished jobs: {attached} running re-attached, {ended} ended while down, {requeued} requeued (never started)",
             self.jobs.len()
@@ -636,6 +674,8 @@ impl Core {
         replies: &mut Vec<Box<dyn FnOnce()>>,
         effects: &mut Vec<Effect>,
     ) {
+        // Every reply, reads included, is sent after the batch's commit: a read must not show
+        // a change (a job's result folded in this batch, say) that a crash could still undo.
         fn later<T: Send + 'static>(
             replies: &mut Vec<Box<dyn FnOnce()>>,
             reply: Reply<T>,
@@ -665,30 +705,30 @@ impl Core {
             }
             Cmd::Ad { caller, id, reply } => {
                 let r = self.ad(tx, caller, id);
-                let _ = reply.send(r);
+                later(replies, reply, r);
             }
             Cmd::Metrics { reply } => {
                 let r = self.metrics(tx);
-                let _ = reply.send(r);
+                later(replies, reply, r);
             }
             Cmd::Deadline { id, attempt } => self.deadline(tx, id, attempt, effects),
             Cmd::PressureTick => self.pressure_tick(tx, effects),
             Cmd::List { reply } => {
                 let mut v: Vec<JobInfo> = self.jobs.values().map(|j| j.info.clone()).collect();
                 v.sort_by_key(|j| j.id);
-                let _ = reply.send(Ok(v));
+                later(replies, reply, Ok(v));
             }
             Cmd::Get { id, reply } => {
                 let r = self.get(tx, id);
-                let _ = reply.send(r);
+                later(replies, reply, r);
             }
             Cmd::History { limit, reply } => {
                 let r = history(tx, limit);
-                let _ = reply.send(r);
+                later(replies, reply, r);
             }
             Cmd::Events { caller, id, reply } => {
                 let r = self.events(tx, caller, id);
-                let _ = reply.send(r);
+                later(replies, reply, r);
             }
             Cmd::Output {
                 caller,
@@ -697,11 +737,11 @@ impl Core {
                 reply,
             } => {
                 let r = self.output(tx, caller, id, which);
-                let _ = reply.send(r);
+                later(replies, reply, r);
             }
             Cmd::Status { reply } => {
                 let r = self.status(tx);
-                let _ = reply.send(r);
+                later(replies, reply, r);
             }
             Cmd::Act {
                 caller,
@@ -737,12 +777,33 @@ impl Core {
                     return;
                 }
                 let dir = self.job_dir(id);
+                let lost = self.lost_in_reboot.remove(&(id, attempt));
+                let failed = |why: String| JobResult {
+                    attempt,
+                    exit_code: None,
+                    signal: None,
+                    error: Some(why),
+                    exec_error: None,
+                    report: None,
+                    finished_at: now(),
+                    hold_reason: None,
+                };
                 let res = match jobdir::read_result(&dir, attempt) {
-                    Ok(r) => r,
-                    Err(e) => {
-                        warn!("job {id}: unreadable result: {e}");
-                        None
-                    }
+                    Ok(jobdir::ResultFile::Found(r)) => Some(r),
+                    // The job ran to its end but what it ended with was lost (a power loss
+                    // between the supervisor's write and the daemon's commit): recorded as
+                    // failed with the reason, never run again.
+                    Ok(jobdir::ResultFile::Damaged(why)) => Some(failed(format!(
+                        "attempt {attempt} ended but its result was lost ({why}; the machine went down before it reached the disk?); the job is not run again"
+                    ))),
+                    Ok(jobdir::ResultFile::Missing) if lost => Some(failed(format!(
+                        "the machine went down (reboot or power loss) while attempt {attempt} was starting or running, and no result of it reached the disk; the job is not run again"
+                    ))),
+                    Ok(jobdir::ResultFile::Missing) => None,
+                    Err(e) => Some(failed(format!(
+                        "attempt {attempt}'s result could not be read ({}: {e}); the job is not run again",
+                        jobdir::result_path(&dir, attempt).display()
+                    ))),
                 };
                 self.finish(tx, id, res, effects);
             }
@@ -1068,7 +1129,6 @@ impl Core {
         cluster: u64,
         req: ClusterSubmitRequest,
     ) -> Result<SubmitResponse, ApiErr> {
-        use rusqlite::OptionalExtension;
         let ids = self.resubmitted(tx, caller, &req.submit_key)?;
         if !ids.is_empty() {
             return Ok(SubmitResponse {
@@ -2303,7 +2363,6 @@ impl Core {
 }
 
 fn load(tx: &Tx, id: u64) -> Result<crate::store::JobRow, ApiErr> {
-    use rusqlite::OptionalExtension;
     sql(tx
         .query_row(
             &format!(

@@ -4,7 +4,8 @@
 //! <state>/jobs/<id>/spec.json            written by the daemon before spawning
 //!                  /claim-<attempt>      made atomically (link) by the supervisor, or by a
 //!                                        recovering daemon to fence off a late supervisor
-//!                  /result-<attempt>.json  written last by the supervisor (tmp+fsync+rename)
+//!                  /result-<attempt>.json  written last by the supervisor (tmp+rename, not
+//!                                        fsync'd: the daemon's commit makes it durable)
 //!                  /stdout, /stderr      the job's output (owned by the job's user)
 //! ```
 
@@ -123,13 +124,45 @@ pub fn read_claim(dir: &Path, attempt: u32) -> io::Result<Option<Claim>> {
     }
 }
 
-pub fn read_result(dir: &Path, attempt: u32) -> io::Result<Option<JobResult>> {
-    match std::fs::read(result_path(dir, attempt)) {
-        Ok(d) => serde_json::from_slice(&d)
-            .map(Some)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
+/// What an attempt's result file holds.
+#[derive(Debug)]
+pub enum ResultFile {
+    /// No result file: the supervisor has not written one (or is gone without writing it).
+    Missing,
+    Found(JobResult),
+    /// A result file that is not a result: after a power loss the renamed name can be on disk
+    /// without its data (the supervisor does not fsync it), which reads as an empty file,
+    /// zeros, or a cut-off JSON document. Why, in words.
+    Damaged(String),
+}
+
+pub fn read_result(dir: &Path, attempt: u32) -> io::Result<ResultFile> {
+    let p = result_path(dir, attempt);
+    let d = match std::fs::read(&p) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(ResultFile::Missing),
+        Err(e) => return Err(e),
+    };
+    let name = p.file_name().unwrap_or_default().to_string_lossy();
+    if d.is_empty() {
+        return Ok(ResultFile::Damaged(format!("{name} is empty")));
+    }
+    if d.iter().all(|&b| b == 0) {
+        return Ok(ResultFile::Damaged(format!(
+            "{name} holds {} zero bytes",
+            d.len()
+        )));
+    }
+    match serde_json::from_slice::<JobResult>(&d) {
+        Ok(r) if r.attempt == attempt => Ok(ResultFile::Found(r)),
+        Ok(r) => Ok(ResultFile::Damaged(format!(
+            "{name} is the result of attempt {}",
+            r.attempt
+        ))),
+        Err(e) => Ok(ResultFile::Damaged(format!(
+            "{name} is not a complete result ({} bytes: {e})",
+            d.len()
+        ))),
     }
 }
 

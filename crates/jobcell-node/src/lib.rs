@@ -15,7 +15,8 @@
 //! The job directory is the contract between daemon and supervisor ([`jobdir`]): the daemon
 //! writes `spec.json`; the supervisor atomically claims `claim-<attempt>` (so a daemon
 //! recovering from a crash can prove a job never started by claiming it first), writes its
-//! output files and finally `result-<attempt>.json` (tmp + fsync + rename).
+//! output files and finally `result-<attempt>.json` (tmp + rename; made durable by the daemon's
+//! commit, not by an fsync of its own).
 
 pub mod api;
 pub mod client;

@@ -73,6 +73,10 @@ const MIGRATIONS: &[&str] = &[
      ALTER TABLE jobs ADD COLUMN proc INTEGER NOT NULL DEFAULT 0;
      ALTER TABLE jobs ADD COLUMN extra TEXT;
      INSERT INTO sqlite_sequence (name, seq) SELECT 'clusters', COALESCE(MAX(id), 0) FROM jobs;",
+    // 4 -> 5: facts about the node the state was written on: the kernel boot it was written
+    // in, so a restart after a power loss or reboot knows that files not fsync'd (claims,
+    // results) may be lost or empty (see Core::recover)
+    "CREATE TABLE node (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;

@@ -77,8 +77,12 @@ pub fn try_flock(f: &File) -> io::Result<bool> {
     }
 }
 
-/// Write `data` to `path` atomically and durably: a temporary file in the same dir, fsync,
-/// rename, fsync of the directory.
+/// Write `data` to `path` atomically: a temporary file in the same dir, renamed over `path`.
+/// Not durable (no fsync): a reader sees the old state or the whole new file, never a partial
+/// one, as long as the machine stays up. Used for a supervisor's result, which the daemon
+/// makes durable in its own group commit before anyone is told (ARCHITECTURE.md,
+/// "Durability"); after a power loss the name may survive without its data, and the daemon's
+/// restart path reads such a file as damaged, never as a result.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
@@ -90,16 +94,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
     ));
     let mut f = File::create(&tmp)?;
     f.write_all(data)?;
-    f.sync_all()?;
     drop(f);
-    std::fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
+    std::fs::rename(&tmp, path)
 }
 
-/// Space set aside now for a [`write_atomic`]-like write later that must not fail for a full
-/// filesystem: a supervisor's result, after a job whose output filled the state dir. The
-/// temporary file is allocated up front; committing writes into its blocks, trims it, and
-/// renames it over `path`. Dropped uncommitted, it is removed.
+/// Space set aside now for a [`write_atomic`] later that must not fail for a full filesystem:
+/// a supervisor's result, after a job whose output filled the state dir. The temporary file is
+/// allocated up front; committing writes into its blocks, trims it, and renames it over
+/// `path` (atomic, not durable, as [`write_atomic`]). Dropped uncommitted, it is removed.
 pub struct Reserved {
     file: Option<File>,
     tmp: PathBuf,
@@ -133,10 +135,8 @@ impl Reserved {
         let mut f = self.file.take().expect("committed once");
         f.write_all(data)?;
         f.set_len(data.len() as u64)?;
-        f.sync_all()?;
         drop(f);
-        std::fs::rename(&self.tmp, &self.path)?;
-        File::open(self.path.parent().unwrap_or(Path::new(".")))?.sync_all()
+        std::fs::rename(&self.tmp, &self.path)
     }
 }
 
@@ -270,6 +270,14 @@ pub fn as_user<T>(uid: u32, gid: u32, groups: &[u32], f: impl FnOnce() -> T) -> 
     }
     set_groups(&old)?;
     r
+}
+
+/// This boot of the kernel (a random UUID per boot): a daemon that finds another one recorded
+/// knows the machine went down since, with whatever had not reached the disk.
+pub fn boot_id() -> io::Result<String> {
+    Ok(std::fs::read_to_string("/proc/sys/kernel/random/boot_id")?
+        .trim()
+        .to_string())
 }
 
 /// This machine's host name (for the user log).

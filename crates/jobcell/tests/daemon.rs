@@ -911,6 +911,141 @@ fn an_acknowledged_remove_survives_a_daemon_kill() {
     assert!(j.reason.unwrap().contains("removed by root"));
 }
 
+/// What a power loss can do to a job dir that the daemon had not yet folded into its commit:
+/// supervisors rename their result into place without an fsync (the daemon's SQLite commit is
+/// the durable record), so after a crash of the machine a result file can be empty, cut off or
+/// zeros (the name reached the disk, the data did not), and a claim can be gone. The test
+/// makes those files by hand while the daemon is down, and makes the daemon see another boot
+/// (the boot id it recorded is changed). Every such job is recorded once, failed with the
+/// reason, never run again and never left running; an intact result is recorded as usual.
+#[test]
+fn results_lost_to_a_power_loss_fail_their_jobs_once_with_the_reason() {
+    if !root_or_skip("results_lost_to_a_power_loss") {
+        return;
+    }
+    let _g = serial();
+    let mut d = Daemon::start(&["--cpus", "2", "--memory", "1G"]);
+    // Each job waits for `go`, then appends its token to a shared log: a job run twice would
+    // show up twice.
+    let out = TempDir::new_in("/dev/shm");
+    std::fs::set_permissions(&out.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    let names = ["empty", "truncated", "zeros", "lost", "intact"];
+    let mut ids = Vec::new();
+    for name in names {
+        let mut spec = jobcell_spec::JobSpec::new(vec![
+            "/bin/sh".into(),
+            "-c".into(),
+            "while [ ! -e $OUT/go ]; do sleep 0.02; done; echo $TOKEN >> $OUT/log".into(),
+        ]);
+        spec.env.push(("TOKEN".into(), name.into()));
+        spec.env
+            .push(("OUT".into(), out.0.to_string_lossy().into_owned()));
+        spec.mounts.push(jobcell_spec::MountSpec {
+            src: out.0.clone(),
+            dst: out.0.clone(),
+            readonly: false,
+        });
+        spec.resources.cpus = Some(0.1);
+        spec.resources.memory = Some(32 << 20);
+        ids.extend(d.submit(json!({ "spec": spec })));
+    }
+    let sups: Vec<(i32, u64)> = ids
+        .iter()
+        .map(|&id| {
+            d.wait_state(id, State::Running, Duration::from_secs(20));
+            d.supervisor_of(id)
+        })
+        .collect();
+    d.kill9();
+    // The jobs end while the daemon is down; their supervisors write their results and exit.
+    std::fs::write(out.0.join("go"), "").unwrap();
+    let t = Instant::now();
+    for (&id, &(pid, st)) in ids.iter().zip(&sups) {
+        let res = d.state.join(format!("jobs/{id}/result-1.json"));
+        while !res.exists() || starttime(pid) == Some(st) {
+            assert!(t.elapsed() < Duration::from_secs(30), "job {id}: no result");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // What the disk may hold after a power loss.
+    let state = d.state.clone();
+    let file = |i: usize, f: &str| state.join(format!("jobs/{}/{f}", ids[i]));
+    let whole = std::fs::read(file(1, "result-1.json")).unwrap();
+    std::fs::write(file(0, "result-1.json"), b"").unwrap();
+    std::fs::write(file(1, "result-1.json"), &whole[..whole.len() / 2]).unwrap();
+    let n = std::fs::metadata(file(2, "result-1.json")).unwrap().len() as usize;
+    std::fs::write(file(2, "result-1.json"), vec![0u8; n]).unwrap();
+    std::fs::remove_file(file(3, "result-1.json")).unwrap();
+    std::fs::remove_file(file(3, "claim-1")).unwrap();
+    // The machine "restarted": the daemon's recorded boot differs from this one.
+    {
+        let db = jobcell_node::store::Store::open(&d.state.join("state.db")).unwrap();
+        let changed = db
+            .conn
+            .execute(
+                "UPDATE node SET value = 'a-boot-before-the-power-loss' WHERE key = 'boot_id'",
+                [],
+            )
+            .unwrap();
+        assert_eq!(changed, 1, "the daemon recorded its boot");
+    }
+    d.launch();
+    d.wait_idle(Duration::from_secs(30));
+    let want = [
+        Some("result-1.json is empty"),
+        Some("result-1.json is not a complete result"),
+        Some(&*format!("result-1.json holds {n} zero bytes")),
+        None,
+        None,
+    ];
+    for (i, &id) in ids.iter().enumerate() {
+        let j = d.job(id);
+        assert_eq!(j.attempt, 1, "{}: run once: {j:?}", names[i]);
+        assert!(
+            !file(i, "claim-2").exists(),
+            "{}: no second attempt",
+            names[i]
+        );
+        let reason = j.reason.clone().unwrap_or_default();
+        match i {
+            0..=2 => {
+                assert_eq!(j.state, State::Failed, "{}: {j:?}", names[i]);
+                assert!(
+                    reason.contains("attempt 1 ended but its result was lost")
+                        && reason.contains(want[i].unwrap())
+                        && reason.contains("not run again"),
+                    "{}: {reason}",
+                    names[i]
+                );
+            }
+            3 => {
+                assert_eq!(j.state, State::Failed, "{j:?}");
+                assert!(
+                    reason.contains("the machine went down") && reason.contains("not run again"),
+                    "{reason}"
+                );
+            }
+            _ => {
+                assert_eq!(j.state, State::Completed, "{j:?}");
+                assert_eq!(j.exit_code, Some(0), "{j:?}");
+            }
+        }
+    }
+    let mut log: Vec<String> = std::fs::read_to_string(out.0.join("log"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    log.sort();
+    let mut all: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    all.sort();
+    assert_eq!(log, all, "every job ran exactly once");
+    // And the node goes on: a new job runs.
+    let id = d.submit(true_job(json!({})))[0];
+    let j = d.wait_state(id, State::Completed, Duration::from_secs(20));
+    assert_eq!(j.exit_code, Some(0));
+}
+
 #[test]
 fn a_job_can_run_in_a_configured_image() {
     if !root_or_skip("job_in_image") {
