@@ -8,7 +8,8 @@
 #         each:  N separate `jobcell submit` processes from 4 parallel shells
 # The scratch base is a tmpfs (/dev/shm): on this machine's root ext4 (mounted with discard)
 # each rmdir costs ~2.8 ms, which would dominate a /bin/true job. The state dir (SQLite,
-# synchronous=FULL, result files fsync'd) is on the real disk under /tmp.
+# synchronous=FULL: one fsync per group commit) is on the real disk under /tmp, or under
+# STATE_BASE (e.g. STATE_BASE=/dev/shm to compare with a tmpfs, where fsync costs nothing).
 # Jobs ask for 0.02 cpus and 16 MiB so that many run at once on 2 cores (the default request,
 # 1 cpu, would allow 2 at a time).
 set -eu
@@ -16,7 +17,7 @@ N=${1:-2000}
 MODE=${2:-batch}
 J=${JOBCELL:-$(pwd)/target/release/jobcell}
 [ -x "$J" ] || { echo "build first: cargo build --release -p jobcell (or set JOBCELL)" >&2; exit 2; }
-D=$(mktemp -d /tmp/jobcell-bench.XXXXXX)
+D=$(mktemp -d "${STATE_BASE:-/tmp}/jobcell-bench.XXXXXX")
 S=$(mktemp -d /dev/shm/jobcell-bench-scratch.XXXXXX)
 chmod 755 "$D" "$S"
 SOCK=$D/api.sock

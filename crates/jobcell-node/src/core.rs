@@ -2260,14 +2260,14 @@ impl Core {
     }
 
     fn perform(&mut self, effects: Vec<Effect>) {
-        let mut starts: Vec<(u64, u32, PathBuf)> = Vec::new();
+        let mut starts: Vec<(u64, u32, PathBuf, Vec<u8>)> = Vec::new();
         for e in effects {
             match e {
                 Effect::Start(id) => {
                     let j = &self.jobs[&id];
                     let dir = self.job_dir(id);
                     match self.prepare_dir(id, &dir) {
-                        Ok(()) => starts.push((id, j.info.attempt, dir)),
+                        Ok(spec) => starts.push((id, j.info.attempt, dir, spec)),
                         Err(why) => self.local.push_back(Cmd::SpawnFailed {
                             id,
                             attempt: j.info.attempt,
@@ -2299,10 +2299,13 @@ impl Core {
         if starts.is_empty() {
             return;
         }
-        let reqs: Vec<(&Path, u32)> = starts.iter().map(|(_, a, d)| (d.as_path(), *a)).collect();
+        let reqs: Vec<(&Path, u32, &[u8])> = starts
+            .iter()
+            .map(|(_, a, d, s)| (d.as_path(), *a, s.as_slice()))
+            .collect();
         match self.spawner.spawn_many(&reqs) {
             Ok(results) => {
-                for ((id, attempt, _), r) in starts.iter().zip(results) {
+                for ((id, attempt, _, _), r) in starts.iter().zip(results) {
                     let (id, attempt) = (*id, *attempt);
                     self.local.push_back(match r {
                         Ok((pid, start)) => Cmd::Started {
@@ -2324,7 +2327,9 @@ impl Core {
         }
     }
 
-    fn prepare_dir(&self, id: u64, dir: &Path) -> Result<(), String> {
+    /// The job's dir, and its supervisor's spec: handed to a forked supervisor in the spawn
+    /// request (empty here), written to `spec.json` for an exec'd one.
+    fn prepare_dir(&self, id: u64, dir: &Path) -> Result<Vec<u8>, String> {
         let j = &self.jobs[&id];
         std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let spec: JobSpec =
@@ -2358,7 +2363,12 @@ impl Core {
             images: Some(self.cfg.images.clone()),
         };
         let data = serde_json::to_vec(&s).map_err(|e| e.to_string())?;
-        std::fs::write(jobdir::spec_path(dir), data).map_err(|e| format!("writing spec.json: {e}"))
+        if !self.spawner.execs() {
+            return Ok(data);
+        }
+        std::fs::write(jobdir::spec_path(dir), data)
+            .map_err(|e| format!("writing spec.json: {e}"))?;
+        Ok(Vec::new())
     }
 }
 

@@ -1,7 +1,8 @@
 //! The job directory: the contract between the daemon and a job's supervisor.
 //!
 //! ```text
-//! <state>/jobs/<id>/spec.json            written by the daemon before spawning
+//! <state>/jobs/<id>/spec.json            written by the daemon before spawning an exec'd
+//!                                        supervisor (a forked one gets it in memory)
 //!                  /claim-<attempt>      made atomically (link) by the supervisor, or by a
 //!                                        recovering daemon to fence off a late supervisor
 //!                  /result-<attempt>.json  written last by the supervisor (tmp+rename, not

@@ -13,10 +13,11 @@
 //! ```
 //!
 //! The job directory is the contract between daemon and supervisor ([`jobdir`]): the daemon
-//! writes `spec.json`; the supervisor atomically claims `claim-<attempt>` (so a daemon
-//! recovering from a crash can prove a job never started by claiming it first), writes its
-//! output files and finally `result-<attempt>.json` (tmp + rename; made durable by the daemon's
-//! commit, not by an fsync of its own).
+//! hands the supervisor its spec (in the spawn request; `spec.json` for an exec'd one); the
+//! supervisor atomically claims `claim-<attempt>` (so a daemon recovering from a crash can
+//! prove a job never started by claiming it first), writes its output files and finally
+//! `result-<attempt>.json` (tmp + rename; made durable by the daemon's commit, not by an fsync
+//! of its own).
 
 pub mod api;
 pub mod client;

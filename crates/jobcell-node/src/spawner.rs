@@ -20,6 +20,7 @@ pub struct Spawner {
     sock: UnixStream,
     reader: BufReader<UnixStream>,
     pid: i32,
+    execs: bool,
 }
 
 impl Spawner {
@@ -28,6 +29,7 @@ impl Spawner {
     /// child runs [`crate::supervise::supervise`] itself (no exec, no dynamic loading: the
     /// spawner is a single-threaded copy of the daemon from before its runtime existed).
     pub fn start(exe: Option<&Path>) -> io::Result<Spawner> {
+        let execs = exe.is_some();
         let exe = exe
             .map(|e| CString::new(e.as_os_str().as_bytes()))
             .transpose()
@@ -62,6 +64,7 @@ impl Spawner {
             sock: ours,
             reader,
             pid,
+            execs,
         })
     }
 
@@ -69,15 +72,22 @@ impl Spawner {
         self.pid
     }
 
-    /// Start supervisors for `(job dir, attempt)` pairs; requests are pipelined. Returns, in
-    /// order, each supervisor's pid and start time, or why it could not be started.
+    /// Whether supervisors are exec'd (they read the job's `spec.json`); forked supervisors
+    /// are handed their spec in the spawn request instead, so no file is written for it.
+    pub fn execs(&self) -> bool {
+        self.execs
+    }
+
+    /// Start supervisors for `(job dir, attempt, spec)`; requests are pipelined. `spec` is the
+    /// supervisor's spec (JSON) for a forked supervisor (an exec'd one reads `spec.json`).
+    /// Returns, in order, each supervisor's pid and start time, or why it could not be started.
     pub fn spawn_many(
         &mut self,
-        reqs: &[(&Path, u32)],
+        reqs: &[(&Path, u32, &[u8])],
     ) -> io::Result<Vec<Result<(i32, u64), String>>> {
         let mut out = Vec::with_capacity(reqs.len());
         let mut buf = Vec::new();
-        for (dir, attempt) in reqs {
+        for (dir, attempt, spec) in reqs {
             let d = dir.as_os_str().as_bytes();
             if d.contains(&b'\n') {
                 return Err(io::Error::new(
@@ -85,9 +95,11 @@ impl Spawner {
                     "newline in job dir",
                 ));
             }
-            buf.extend_from_slice(format!("{attempt} ").as_bytes());
+            // "<attempt> <spec length> <dir>\n<spec bytes>"
+            buf.extend_from_slice(format!("{attempt} {} ", spec.len()).as_bytes());
             buf.extend_from_slice(d);
             buf.push(b'\n');
+            buf.extend_from_slice(spec);
         }
         self.sock.write_all(&buf)?;
         for _ in reqs {
@@ -138,29 +150,38 @@ fn serve(sock: UnixStream, exe: Option<&CString>) -> io::Result<()> {
             line.pop();
         }
         let reply = match parse_req(&line) {
-            Some((attempt, dir)) => match spawn_one(exe, &attempt, &dir) {
-                Ok((pid, st)) => format!("ok {pid} {st}\n"),
-                Err(e) => format!("err spawning a supervisor: {e}\n"),
-            },
-            None => "err malformed spawn request\n".to_string(),
+            Some((attempt, len, dir)) => {
+                let mut spec = vec![0; len];
+                r.read_exact(&mut spec)?;
+                match spawn_one(exe, &attempt, &dir, &spec) {
+                    Ok((pid, st)) => format!("ok {pid} {st}\n"),
+                    Err(e) => format!("err spawning a supervisor: {e}\n"),
+                }
+            }
+            // The stream cannot be trusted past a malformed request (a spec of unknown
+            // length may follow): end, and the daemon exits for a restart to recover.
+            None => return Err(io::Error::other("malformed spawn request")),
         };
         out.write_all(reply.as_bytes())?;
     }
 }
 
-fn parse_req(line: &[u8]) -> Option<(CString, CString)> {
-    let sp = line.iter().position(|&b| b == b' ')?;
-    let attempt = &line[..sp];
+fn parse_req(line: &[u8]) -> Option<(CString, usize, CString)> {
+    let mut it = line.splitn(3, |&b| b == b' ');
+    let (attempt, len, dir) = (it.next()?, it.next()?, it.next()?);
     if attempt.is_empty() || !attempt.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    Some((
-        CString::new(attempt).ok()?,
-        CString::new(&line[sp + 1..]).ok()?,
-    ))
+    let len = std::str::from_utf8(len).ok()?.parse().ok()?;
+    Some((CString::new(attempt).ok()?, len, CString::new(dir).ok()?))
 }
 
-fn spawn_one(exe: Option<&CString>, attempt: &CString, dir: &CString) -> io::Result<(i32, u64)> {
+fn spawn_one(
+    exe: Option<&CString>,
+    attempt: &CString,
+    dir: &CString,
+    spec: &[u8],
+) -> io::Result<(i32, u64)> {
     let arg0 = CString::new("jobcell").unwrap();
     let sup = CString::new("supervise").unwrap();
     let argv = [
@@ -204,7 +225,11 @@ fn spawn_one(exe: Option<&CString>, attempt: &CString, dir: &CString) -> io::Res
                             .ok()
                             .and_then(|a| a.parse().ok())
                             .unwrap_or(0);
-                        let code = crate::supervise::supervise(Path::new(dir), attempt);
+                        let code = crate::supervise::supervise_with(
+                            Path::new(dir),
+                            attempt,
+                            (!spec.is_empty()).then_some(spec),
+                        );
                         libc::_exit(code);
                     }
                 }

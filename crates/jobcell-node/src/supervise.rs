@@ -21,6 +21,12 @@ use crate::types::now;
 
 /// Run the supervisor; the process exit code (0 unless the result could not be written).
 pub fn supervise(dir: &Path, attempt: u32) -> i32 {
+    supervise_with(dir, attempt, None)
+}
+
+/// [`supervise`] with the spec handed over in memory (a supervisor forked by the spawner)
+/// instead of read from the job's `spec.json` (an exec'd one): one file fewer per job.
+pub fn supervise_with(dir: &Path, attempt: u32, spec: Option<&[u8]>) -> i32 {
     let pid = std::process::id() as i32;
     let start = match sys::starttime(pid) {
         Ok(s) => s,
@@ -64,7 +70,7 @@ pub fn supervise(dir: &Path, attempt: u32) -> i32 {
     // The result must land even if the job's output fills the state dir: its space is taken
     // now (a result with the job's report is a few KiB).
     let reserved = sys::reserve_atomic(&jobdir::result_path(dir, attempt), 64 << 10);
-    let res = match run(dir, attempt, pid) {
+    let res = match run(dir, attempt, pid, spec) {
         Ok(r) => r,
         Err(Failure::Fail(e)) => fail(Some(e), None),
         Err(Failure::Hold(e)) => fail(None, Some(e)),
@@ -93,10 +99,15 @@ impl From<String> for Failure {
     }
 }
 
-fn run(dir: &Path, attempt: u32, pid: i32) -> Result<JobResult, Failure> {
-    let text = std::fs::read(jobdir::spec_path(dir))
-        .map_err(|e| format!("reading {}: {e}", jobdir::spec_path(dir).display()))?;
-    let s: SupervisorSpec = serde_json::from_slice(&text).map_err(|e| format!("spec.json: {e}"))?;
+fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobResult, Failure> {
+    let s: SupervisorSpec = match spec {
+        Some(b) => serde_json::from_slice(b).map_err(|e| format!("supervisor spec: {e}"))?,
+        None => {
+            let text = std::fs::read(jobdir::spec_path(dir))
+                .map_err(|e| format!("reading {}: {e}", jobdir::spec_path(dir).display()))?;
+            serde_json::from_slice(&text).map_err(|e| format!("spec.json: {e}"))?
+        }
+    };
     // The lease keeps the image from being removed while the job runs.
     let lease = match (&s.spec.image, &s.images) {
         (Some(name), Some(cfg)) => Some(
