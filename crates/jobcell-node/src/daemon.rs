@@ -126,6 +126,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
     std::fs::create_dir_all(sd).map_err(state_err(sd))?;
     let jobs_dir = sd.join("jobs");
     std::fs::create_dir_all(&jobs_dir).map_err(state_err(sd))?;
+    sys::spread_subdirs(&jobs_dir);
     // Fail now, with the state dir named, rather than at the first job.
     let probe = sd.join(".write-test");
     std::fs::write(&probe, b"").map_err(state_err(sd))?;
