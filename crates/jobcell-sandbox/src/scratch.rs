@@ -454,6 +454,12 @@ pub fn remove_tree_at(parent: RawFd, name: &CStr, shown: &Path) -> Result<(), Sc
         }
         let top = stack.last_mut().unwrap();
         let fd = top.fd.as_ref().unwrap().as_raw_fd();
+        // Most directories are empty by now (the private dirs of a job that cleaned up): rmdir
+        // needs no descent. It never follows a symlink (ENOTDIR) and never removes a mount
+        // point (EBUSY); anything it refuses is walked below.
+        if unsafe { libc::unlinkat(fd, child.as_ptr(), libc::AT_REMOVEDIR) } == 0 {
+            continue;
+        }
         let cfd = open_for_removal(fd, &child).map_err(err)?;
         let cid = ident_at(cfd.as_raw_fd(), c"").map_err(err)?;
         if cid != id {
