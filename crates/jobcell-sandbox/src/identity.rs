@@ -89,18 +89,32 @@ impl Identity {
     /// Resolve `--user` on the host. Root jobs are refused: with every capability gone, uid 0
     /// would still own most of the host's files.
     pub fn resolve(spec: &UserSpec) -> Result<Self, IdentityError> {
+        let mut id = Self::resolve_user(spec)?;
+        id.load_groups();
+        Ok(id)
+    }
+
+    /// [`Identity::resolve`] without the supplementary groups (only the primary group), which
+    /// [`Identity::load_groups`] adds later. The launcher looks them up while the job's init
+    /// makes its mounts: the passwd entry is usually found in /etc/passwd alone, but
+    /// getgrouplist asks every `group:` source of nsswitch.conf, which loads their modules.
+    pub fn resolve_user(spec: &UserSpec) -> Result<Self, IdentityError> {
         let (name, uid, gid) =
             lookup(spec)?.ok_or_else(|| IdentityError::UnknownUser(spec.to_string()))?;
         if uid == 0 {
             return Err(IdentityError::Root);
         }
-        let groups = grouplist(&name, gid);
         Ok(Identity {
             name,
             uid,
             gid,
-            groups,
+            groups: vec![gid],
         })
+    }
+
+    /// The user's supplementary groups, from every source nsswitch.conf names.
+    pub fn load_groups(&mut self) {
+        self.groups = grouplist(&self.name, self.gid);
     }
 
     /// The caller itself, for rootless jobs inside a user namespace that maps only the caller.

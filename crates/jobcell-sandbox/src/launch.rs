@@ -331,7 +331,68 @@ struct ChildPlan {
     /// v1: the hierarchies' parent dirs, where the init joins `cgroup_name` after "go".
     cgroup_join: Vec<RawFd>,
     cgroup_name: String,
+    /// The caller's CPUs, given back to the job (see CpuSplit).
+    cpus: Option<CpuSplit>,
     tl: Timeline,
+}
+
+/// The launcher and the job's init work at the same time: the cgroup and the group lookup
+/// here while the init makes its mounts, then the clean-up here while the init exits. The
+/// kernel starts a child on its parent's CPU and pulls a pipe's reader to the writer's, which
+/// would run the two one after the other; so for the job's set-up and tear-down each gets
+/// CPUs of its own. Best effort: a single CPU, or a cpuset that refuses a mask, changes
+/// nothing. The job gets all the caller's CPUs back before exec, and the launcher when done.
+#[derive(Clone, Copy)]
+struct CpuSplit {
+    all: libc::cpu_set_t,
+    here: libc::cpu_set_t,
+    others: libc::cpu_set_t,
+}
+
+impl CpuSplit {
+    fn new() -> Option<Self> {
+        let mut all: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        unsafe {
+            if libc::sched_getaffinity(0, size, &mut all) < 0 || libc::CPU_COUNT(&all) < 2 {
+                return None;
+            }
+            let cpu = libc::sched_getcpu();
+            if cpu < 0 || !libc::CPU_ISSET(cpu as usize, &all) {
+                return None;
+            }
+            let mut here: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu as usize, &mut here);
+            let mut others = all;
+            libc::CPU_CLR(cpu as usize, &mut others);
+            Some(CpuSplit { all, here, others })
+        }
+    }
+
+    /// Move the (new) init off this CPU and keep the launcher on it.
+    fn apply(self, init: libc::pid_t) -> RestoreCpus {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        unsafe {
+            libc::sched_setaffinity(init, size, &self.others);
+            libc::sched_setaffinity(0, size, &self.here);
+        }
+        RestoreCpus(self)
+    }
+
+    /// Give this process all the caller's CPUs again.
+    fn restore(&self) {
+        let size = std::mem::size_of::<libc::cpu_set_t>();
+        unsafe { libc::sched_setaffinity(0, size, &self.all) };
+    }
+}
+
+/// Gives the launcher its CPUs back however launch_task returns.
+struct RestoreCpus(CpuSplit);
+
+impl Drop for RestoreCpus {
+    fn drop(&mut self) {
+        self.0.restore();
+    }
 }
 
 /// `JOBCELL_TIMING=1` prints when each launcher phase ended, for benchmarking (the init's and
@@ -374,10 +435,11 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     let sigfd = &mask.fd;
 
     // 1. Resolve everything that can fail before creating anything.
-    let identity = if rootless {
+    // The supplementary groups are looked up after the clone (see Identity::resolve_user).
+    let mut identity = if rootless {
         Identity::current()
     } else {
-        Identity::resolve(&spec.user)?
+        Identity::resolve_user(&spec.user)?
     };
     for m in &spec.mounts {
         let what = if m.readonly {
@@ -570,6 +632,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         }
     }
 
+    let split = CpuSplit::new();
     let child = ChildPlan {
         shape,
         umask: current_umask(),
@@ -591,6 +654,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         disk: disk.as_ref().map(|d| d.device_path().to_path_buf()),
         cgroup_join: join_dirs.iter().map(|f| f.as_raw_fd()).collect(),
         cgroup_name: name.clone(),
+        cpus: split,
         tl,
     };
     let mut flags =
@@ -621,6 +685,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     drop(msg_w);
     drop(go_r);
     let init = InitGuard(pid);
+    let _cpus = split.map(|s| s.apply(pid));
     tl.mark("cloned");
     crash_point("clone");
     if let (None, Some(root)) = (&cgroup, cg_root) {
@@ -629,6 +694,10 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     }
     tl.mark("cgroup created");
     crash_point("cgroup");
+    if !rootless {
+        identity.load_groups();
+    }
+    tl.mark("groups looked up");
     if let (Some(cg), false, true) = (&cgroup, entered, join_dirs.is_empty()) {
         // v2 without clone3: the init waits for "go" before it forks the job or enters its
         // cgroup namespace, so nothing of the job runs outside the cgroup. An init that
@@ -641,10 +710,19 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     }
 
     // 4. Release the child (EPIPE: it failed its setup and said why; the wait collects that).
-    if unsafe { libc::write(go_w.as_raw_fd(), b"G".as_ptr().cast(), 1) } != 1
-        && io::Error::last_os_error().raw_os_error() != Some(libc::EPIPE)
-    {
-        return last_err("releasing the job's init");
+    let go = crate::sync::encode_go(&identity.groups);
+    let mut off = 0;
+    while off < go.len() {
+        let n = unsafe { libc::write(go_w.as_raw_fd(), go[off..].as_ptr().cast(), go.len() - off) };
+        if n > 0 {
+            off += n as usize;
+            continue;
+        }
+        match io::Error::last_os_error().raw_os_error() {
+            Some(libc::EINTR) => continue,
+            Some(libc::EPIPE) => break,
+            _ => return last_err("releasing the job's init"),
+        }
     }
     // go_w stays open until the init is reaped: its hang-up tells the init we died (below).
     crash_point("go");
@@ -657,10 +735,14 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         unsafe { libc::kill(pid, sig) };
     }
 
-    // 7. Wait.
+    // 7. Wait. Once the init reports the job's status, every process of the job is gone: the
+    // job's usage is final and scratch can go while the init still exits (on the other core,
+    // its namespaces' teardown). A --disk scratch waits for that teardown (its loop device).
     set_nonblock(msg_r.as_raw_fd());
     let mut reader = Reader::default();
     let mut oom_seen = false;
+    let mut scratch = Some(scratch);
+    let (mut usage, mut removed) = (None, None);
     let (status, rusage) = wait_loop(
         pid,
         sigfd,
@@ -674,6 +756,13 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
                 oom_seen = true;
                 say_oom(spec);
             }
+        },
+        &mut || {
+            usage = cgroup.as_ref().map(|c| c.stats());
+            if disk.is_none() {
+                removed = scratch.take().map(|s| (s.path().to_path_buf(), s.remove()));
+            }
+            tl.mark("usage read, scratch removed");
         },
     )?;
     std::mem::forget(init);
@@ -705,23 +794,28 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     if let Some(fd) = own_disk_fd.take() {
         disk_usage = crate::disk::usage(fd.as_raw_fd()).or(disk_usage);
     }
-    let usage = cgroup.as_ref().map(|c| c.stats());
+    if usage.is_none() {
+        usage = cgroup.as_ref().map(|c| c.stats());
+    }
     let cg_removed = cgroup.map(|c| c.remove()).transpose();
     tl.mark("cgroup read and removed");
-    let mut scratch_path = scratch.path().to_path_buf();
-    if let (Some(d), true) = (&disk, spec.keep_scratch) {
-        // The files are in the filesystem image: give it a name in the kept dir.
-        match d.keep_in(scratch.fd(), "scratch.ext4") {
-            Ok(()) => warnings.push(
-                "the kept scratch's files are in scratch.ext4 inside it (mount -o loop,ro)".into(),
-            ),
-            Err(e) => warnings.push(format!(
-                "--keep-scratch: could not keep the --disk filesystem image: {e}"
-            )),
+    if let Some(scratch) = scratch.take() {
+        if let (Some(d), true) = (&disk, spec.keep_scratch) {
+            // The files are in the filesystem image: give it a name in the kept dir.
+            match d.keep_in(scratch.fd(), "scratch.ext4") {
+                Ok(()) => warnings.push(
+                    "the kept scratch's files are in scratch.ext4 inside it (mount -o loop,ro)"
+                        .into(),
+                ),
+                Err(e) => warnings.push(format!(
+                    "--keep-scratch: could not keep the --disk filesystem image: {e}"
+                )),
+            }
         }
+        drop(disk);
+        removed = Some((scratch.path().to_path_buf(), scratch.remove()));
     }
-    drop(disk);
-    let removed = scratch.remove();
+    let (mut scratch_path, removed) = removed.expect("scratch is removed once, above or here");
     if let Some(e) = setup_error {
         return Err(LaunchError::Setup(e));
     }
@@ -1079,9 +1173,11 @@ fn wait_loop(
     grace: Duration,
     oom: Option<&OomWatch>,
     on_oom: &mut dyn FnMut(&OomWatch),
+    on_status: &mut dyn FnMut(),
 ) -> Result<(libc::c_int, libc::rusage), LaunchError> {
     let mut deadline: Option<Instant> = None;
     let mut msg_open = true;
+    let mut status_seen = false;
     loop {
         crash_point("wait");
         let mut fds = [
@@ -1125,6 +1221,10 @@ fn wait_loop(
         }
         if fds[1].revents != 0 {
             msg_open = reader.fill(msg_fd).unwrap_or(false);
+            if !status_seen && reader.has_status() {
+                status_seen = true;
+                on_status();
+            }
         }
         if let (Some(w), true) = (oom, fds[2].revents != 0) {
             on_oom(w);
@@ -1231,11 +1331,15 @@ fn init_inner(c: &ChildPlan) -> i32 {
         return 125;
     }
     c.tl.mark("init: mounts done");
-    let mut b = [0u8; 1];
-    if unsafe { libc::read(c.go_fd, b.as_mut_ptr().cast(), 1) } != 1 {
-        return 125; // the launcher died or gave up before releasing us
-    }
+    // The launcher died or gave up before releasing us: an error here.
+    let Ok(groups) = crate::sync::read_go(c.go_fd) else {
+        return 125;
+    };
     unsafe { libc::close(c.go_fd) };
+    let user = Identity {
+        groups,
+        ..c.identity.clone()
+    };
     c.tl.mark("init: released");
     // v1: into the job's cgroup (made by now), before the job exists.
     if !c.cgroup_join.is_empty() {
@@ -1280,7 +1384,7 @@ fn init_inner(c: &ChildPlan) -> i32 {
         return 125;
     }
     if job == 0 {
-        job_main(c, &sys);
+        job_main(c, &user, &sys);
     }
     init_loop(c, job, disk_fd.as_ref().map(|f| f.as_raw_fd()))
 }
@@ -1418,11 +1522,19 @@ fn init_loop(c: &ChildPlan, job: libc::pid_t, disk_fd: Option<RawFd>) -> i32 {
                     (Msg::ExitCode(c), c)
                 };
                 c.tl.mark("init: job reaped");
+                // Everything the job left is killed and reaped before the status goes out, so
+                // that the launcher may clean up scratch while this process still exits (its
+                // mount namespace's teardown takes a while): nothing of the job writes there
+                // any more.
+                unsafe { libc::kill(-1, libc::SIGKILL) };
+                while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::__WALL) } > 0
+                    || io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+                {
+                }
                 if let Some((used, total, full)) = disk_fd.and_then(crate::disk::usage) {
                     Msg::Disk { used, total, full }.send(c.msg_fd);
                 }
                 msg.send(c.msg_fd);
-                // Returning ends PID 1: the kernel kills whatever the job left running.
                 return code;
             }
         }
@@ -1443,7 +1555,7 @@ fn keep_only_kill_cap(last_cap: u32) {
 }
 
 /// The job process: from root in the new namespaces to the user's command.
-fn job_main(c: &ChildPlan, sys: &dyn Syscall) -> ! {
+fn job_main(c: &ChildPlan, user: &Identity, sys: &dyn Syscall) -> ! {
     unsafe {
         libc::umask(c.umask);
         let empty: libc::sigset_t = std::mem::zeroed();
@@ -1456,19 +1568,16 @@ fn job_main(c: &ChildPlan, sys: &dyn Syscall) -> ! {
         }
         libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0);
     }
+    if let Some(cpus) = &c.cpus {
+        cpus.restore();
+    }
     // A new session: no controlling terminal, so no TIOCSTI into the caller's shell.
     let step = sys
         .setsid()
         .map_err(|e| ("setsid".to_string(), e))
         .and_then(|_| {
-            identity::drop_privileges(sys, &c.identity, c.last_cap, c.userns.is_some()).map_err(
-                |e| {
-                    (
-                        format!("becoming user {} ({})", c.identity.name, c.identity.uid),
-                        e,
-                    )
-                },
-            )
+            identity::drop_privileges(sys, user, c.last_cap, c.userns.is_some())
+                .map_err(|e| (format!("becoming user {} ({})", user.name, user.uid), e))
         })
         .and_then(|_| {
             sys.chdir(&c.workdir)

@@ -100,6 +100,55 @@ impl Msg {
     }
 }
 
+/// The launcher's "go" to the init, with the job user's supplementary groups (looked up while
+/// the init made its mounts): `G`, a count, then that many gids, all native-endian u32.
+pub fn encode_go(groups: &[u32]) -> Vec<u8> {
+    let mut b = Vec::with_capacity(5 + 4 * groups.len());
+    b.push(b'G');
+    b.extend_from_slice(&(groups.len() as u32).to_ne_bytes());
+    for g in groups {
+        b.extend_from_slice(&g.to_ne_bytes());
+    }
+    b
+}
+
+/// Read a whole "go" (blocking); an error or end of file means the launcher gave up or died.
+pub fn read_go(fd: RawFd) -> io::Result<Vec<u32>> {
+    let mut head = [0u8; 5];
+    read_exact(fd, &mut head)?;
+    if head[0] != b'G' {
+        return Err(io::Error::from_raw_os_error(libc::EPROTO));
+    }
+    let n = u32::from_ne_bytes(head[1..].try_into().expect("4 bytes")) as usize;
+    if n > 65536 {
+        return Err(io::Error::from_raw_os_error(libc::EPROTO));
+    }
+    let mut body = vec![0u8; 4 * n];
+    read_exact(fd, &mut body)?;
+    Ok(body
+        .chunks_exact(4)
+        .map(|c| u32::from_ne_bytes(c.try_into().expect("4 bytes")))
+        .collect())
+}
+
+fn read_exact(fd: RawFd, mut buf: &mut [u8]) -> io::Result<()> {
+    while !buf.is_empty() {
+        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            return Err(e);
+        }
+        if n == 0 {
+            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
+        }
+        buf = &mut buf[n as usize..];
+    }
+    Ok(())
+}
+
 /// Accumulates bytes from the pipe and yields whole messages.
 #[derive(Default)]
 pub struct Reader {
@@ -108,6 +157,13 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// The init reported the job's end (it sends that last, once the job's processes are gone).
+    pub fn has_status(&self) -> bool {
+        self.msgs
+            .iter()
+            .any(|m| matches!(m, Msg::ExitCode(_) | Msg::Signaled(_)))
+    }
+
     /// Read what is available; returns Ok(false) at end of file.
     pub fn fill(&mut self, fd: RawFd) -> io::Result<bool> {
         let mut chunk = [0u8; 4096];
@@ -138,6 +194,29 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_carries_the_groups_through_a_pipe() {
+        let mut p = [0; 2];
+        assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
+        let groups: Vec<u32> = (0..3000).collect(); // more than one pipe write's atomic size
+        let writer = std::thread::spawn(move || {
+            let b = encode_go(&groups);
+            let mut off = 0;
+            while off < b.len() {
+                let n = unsafe { libc::write(p[1], b[off..].as_ptr().cast(), b.len() - off) };
+                assert!(n > 0);
+                off += n as usize;
+            }
+            unsafe { libc::close(p[1]) };
+        });
+        let got = read_go(p[0]).unwrap();
+        writer.join().unwrap();
+        assert_eq!(got, (0..3000).collect::<Vec<u32>>());
+        // The launcher gone before a whole "go": an error, never a job.
+        assert!(read_go(p[0]).is_err());
+        unsafe { libc::close(p[0]) };
+    }
 
     #[test]
     fn roundtrip() {
