@@ -455,6 +455,8 @@ impl Core {
         let (mut requeued, mut attached, mut ended) = (0, 0, 0);
         for r in rows {
             let id = r.info.id;
+            // The supervisor the daemon saw started (committed with `running`).
+            let row_sup = r.sup_pid.zip(r.sup_start);
             let mut job = Job::from_row(r);
             let state = job.info.state;
             if !state.active() {
@@ -476,8 +478,14 @@ impl Core {
                 // to its end even, so it is never requeued; Exited records its result if the
                 // result file survived, else fails it saying so. Fencing stops nothing here
                 // but keeps every attempt claimed once.
-                if claim.is_none() {
-                    let _ = jobdir::claim(&dir, attempt, &Claim::Fenced);
+                match claim {
+                    None => {
+                        let _ = jobdir::claim(&dir, attempt, &Claim::Fenced);
+                        job.sup = row_sup;
+                    }
+                    // Names its cgroup and scratch dir, for the cleanup.
+                    Some(Claim::Supervisor { pid, starttime }) => job.sup = Some((pid, starttime)),
+                    Some(Claim::Fenced) => {}
                 }
                 self.lost_in_reboot.insert((id, attempt));
                 self.local.push_back(Cmd::Exited { id, attempt });
@@ -788,7 +796,15 @@ impl Core {
                     finished_at: now(),
                     hold_reason: None,
                 };
-                let res = match jobdir::read_result(&dir, attempt) {
+                let sup_pid = j.sup.map(|(p, _)| p);
+                let file = jobdir::read_result(&dir, attempt);
+                let unusable = match &file {
+                    Ok(jobdir::ResultFile::Found(_)) => false,
+                    // (Missing in the same boot: finish() cleans up after a killed supervisor.)
+                    Ok(jobdir::ResultFile::Missing) => lost,
+                    _ => true,
+                };
+                let res = match file {
                     Ok(jobdir::ResultFile::Found(r)) => Some(r),
                     // The job ran to its end but what it ended with was lost (a power loss
                     // between the supervisor's write and the daemon's commit): recorded as
@@ -805,6 +821,12 @@ impl Core {
                         jobdir::result_path(&dir, attempt).display()
                     ))),
                 };
+                // Without a usable result the supervisor may not have cleaned up (and on a
+                // disk-backed scratch base a machine restart leaves its scratch dir): as for a
+                // killed supervisor, its cgroup and scratch dir go (gone already is fine).
+                if let (Some(pid), true) = (sup_pid, unusable) {
+                    effects.push(Effect::Cleanup { id, pid });
+                }
                 self.finish(tx, id, res, effects);
             }
         }

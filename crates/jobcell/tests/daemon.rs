@@ -976,6 +976,11 @@ fn results_lost_to_a_power_loss_fail_their_jobs_once_with_the_reason() {
     let n = std::fs::metadata(file(2, "result-1.json")).unwrap().len() as usize;
     std::fs::write(file(2, "result-1.json"), vec![0u8; n]).unwrap();
     std::fs::remove_file(file(3, "result-1.json")).unwrap();
+    // A "lost" supervisor's scratch dir, as a machine restart leaves it on a disk-backed
+    // scratch base: the daemon removes it.
+    let left = d.scratch.join(format!("job-{}-{:x}", sups[3].0, ids[3]));
+    std::fs::create_dir_all(left.join("tmp")).unwrap();
+    std::fs::write(left.join("tmp/data"), "x").unwrap();
     std::fs::remove_file(file(3, "claim-1")).unwrap();
     // The machine "restarted": the daemon's recorded boot differs from this one.
     {
@@ -1030,6 +1035,15 @@ fn results_lost_to_a_power_loss_fail_their_jobs_once_with_the_reason() {
                 assert_eq!(j.exit_code, Some(0), "{j:?}");
             }
         }
+    }
+    let t = Instant::now();
+    while left.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "{} left",
+            left.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
     }
     let mut log: Vec<String> = std::fs::read_to_string(out.0.join("log"))
         .unwrap()
