@@ -815,6 +815,18 @@ impl Core {
                     Ok(jobdir::ResultFile::Missing) if lost => Some(failed(format!(
                         "the machine went down (reboot or power loss) while attempt {attempt} was starting or running, and no result of it reached the disk; the job is not run again"
                     ))),
+                    // A supervisor that died before claiming never started the job: say so
+                    // (it could not write its claim: a full or read-only state dir) rather
+                    // than suggest it was killed mid-job.
+                    Ok(jobdir::ResultFile::Missing)
+                        if sup_pid.is_some()
+                            && matches!(jobdir::read_claim(&dir, attempt), Ok(None)) =>
+                    {
+                        Some(failed(format!(
+                            "the job's supervisor (pid {}) ended before claiming attempt {attempt}, so the job never ran (its complaint is in the daemon's log; a full or read-only state dir?)",
+                            sup_pid.unwrap_or(0)
+                        )))
+                    }
                     Ok(jobdir::ResultFile::Missing) => None,
                     Err(e) => Some(failed(format!(
                         "attempt {attempt}'s result could not be read ({}: {e}); the job is not run again",

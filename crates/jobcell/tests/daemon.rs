@@ -1060,6 +1060,50 @@ fn results_lost_to_a_power_loss_fail_their_jobs_once_with_the_reason() {
     assert_eq!(j.exit_code, Some(0));
 }
 
+/// A supervisor that cannot write its claim (here: the job dir is immutable; in life a full or
+/// read-only state dir) exits before starting the job: the job is failed saying it never ran,
+/// not that its supervisor was killed.
+#[test]
+fn a_supervisor_that_cannot_claim_fails_its_job_as_never_run() {
+    if !root_or_skip("supervisor_that_cannot_claim") {
+        return;
+    }
+    let _g = serial();
+    let d = Daemon::start(&["--cpus", "1", "--memory", "1G"]);
+    // The first job of a new state dir is job 1.
+    let dir = d.state.join("jobs/1");
+    std::fs::create_dir_all(&dir).unwrap();
+    let chattr = |flag: &str| {
+        Command::new("chattr")
+            .arg(flag)
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !chattr("+i") {
+        eprintln!(
+            "SKIPPED: a_supervisor_that_cannot_claim: chattr +i failed on {}",
+            dir.display()
+        );
+        return;
+    }
+    let ids = d.submit(true_job(json!({})));
+    let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        assert_eq!(ids, vec![1]);
+        let j = d.wait_state(1, State::Failed, Duration::from_secs(20));
+        let reason = j.reason.unwrap_or_default();
+        assert!(
+            reason.contains("ended before claiming attempt 1, so the job never ran"),
+            "{reason}"
+        );
+        assert_eq!(j.attempt, 1);
+    }));
+    assert!(chattr("-i"), "chattr -i {}", dir.display());
+    if let Err(e) = r {
+        std::panic::resume_unwind(e);
+    }
+}
+
 #[test]
 fn a_job_can_run_in_a_configured_image() {
     if !root_or_skip("job_in_image") {
