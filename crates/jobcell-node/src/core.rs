@@ -767,16 +767,7 @@ impl Core {
                 start,
             } => self.started(tx, id, attempt, pid, start, effects),
             Cmd::SpawnFailed { id, attempt, why } => {
-                let res = JobResult {
-                    attempt,
-                    exit_code: None,
-                    signal: None,
-                    error: Some(why),
-                    exec_error: None,
-                    report: None,
-                    finished_at: now(),
-                    hold_reason: None,
-                };
+                let res = JobResult::failed(attempt, why, now());
                 self.finish(tx, id, Some(res), effects);
             }
             Cmd::Exited { id, attempt } => {
@@ -786,16 +777,7 @@ impl Core {
                 }
                 let dir = self.job_dir(id);
                 let lost = self.lost_in_reboot.remove(&(id, attempt));
-                let failed = |why: String| JobResult {
-                    attempt,
-                    exit_code: None,
-                    signal: None,
-                    error: Some(why),
-                    exec_error: None,
-                    report: None,
-                    finished_at: now(),
-                    hold_reason: None,
-                };
+                let failed = |why: String| JobResult::failed(attempt, why, now());
                 let sup_pid = j.sup.map(|(p, _)| p);
                 let file = jobdir::read_result(&dir, attempt);
                 let unusable = match &file {

@@ -89,6 +89,22 @@ pub struct JobResult {
     pub hold_reason: Option<String>,
 }
 
+impl JobResult {
+    /// An attempt that jobcell could not run or whose end it could not learn: `why`, one line.
+    pub fn failed(attempt: u32, why: String, finished_at: f64) -> Self {
+        JobResult {
+            attempt,
+            exit_code: None,
+            signal: None,
+            error: Some(why),
+            exec_error: None,
+            report: None,
+            finished_at,
+            hold_reason: None,
+        }
+    }
+}
+
 pub fn spec_path(dir: &Path) -> PathBuf {
     dir.join("spec.json")
 }
