@@ -1342,6 +1342,56 @@ fn host_mounts_unchanged_after_100_jobs() {
 
 // ------------------------------------------------------------------------------ environment
 
+/// `Cpus_allowed_list` of /proc/self/status, e.g. "0-1".
+fn own_cpus() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim()
+        .to_string()
+}
+
+/// While it sets a job up, the launcher keeps the job's init off its own CPU (launch.rs,
+/// CpuSplit). The job itself, and what it starts, must run on exactly the CPUs jobcell was
+/// given: all of them, and no others.
+#[test]
+fn the_job_runs_on_all_of_the_callers_cpus() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("cpus");
+    let script = "sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status; \
+                  sh -c \"sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' /proc/self/status\"";
+    let mine = own_cpus();
+    let out = Job::new(&t.base()).sh(script);
+    out.expect(0);
+    assert_eq!(
+        out.lines(),
+        [mine.as_str(), mine.as_str()],
+        "{}",
+        out.stderr
+    );
+    // A caller pinned to one CPU (the last one it has): the job is on that one alone.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    assert_eq!(unsafe { libc::sched_getaffinity(0, size, &mut set) }, 0);
+    let last = (0..libc::CPU_SETSIZE as usize)
+        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
+        .last()
+        .unwrap();
+    let out = Job::new(&t.base()).on_cpus(&[last]).sh(script);
+    out.expect(0);
+    let want = last.to_string();
+    assert_eq!(
+        out.lines(),
+        [want.as_str(), want.as_str()],
+        "{}",
+        out.stderr
+    );
+}
+
 #[test]
 fn environment_is_clean() {
     if skip_unless_root() {

@@ -212,6 +212,25 @@ impl Job {
         self
     }
 
+    /// Run jobcell pinned to these CPUs (as `taskset` would).
+    pub fn on_cpus(mut self, cpus: &[usize]) -> Job {
+        use std::os::unix::process::CommandExt;
+        let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+        for &c in cpus {
+            unsafe { libc::CPU_SET(c, &mut set) };
+        }
+        unsafe {
+            self.cmd.pre_exec(move || {
+                let size = std::mem::size_of::<libc::cpu_set_t>();
+                if libc::sched_setaffinity(0, size, &set) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self
+    }
+
     /// A variable in jobcell's own environment (not the job's).
     pub fn host_env(mut self, k: &str, v: &str) -> Job {
         self.cmd.env(k, v);
