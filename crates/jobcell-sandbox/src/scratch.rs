@@ -131,19 +131,21 @@ impl ScratchDir {
             source,
         };
         check(unsafe { libc::mkdirat(base_fd.as_raw_fd(), cname.as_ptr(), 0o700) }).map_err(err)?;
+        // The job's user gets its dir only once it is complete: while root still owns it (0700),
+        // nobody can swap a subdir for a symlink between our mkdir and chmod. And the subdirs
+        // are changed through their own descriptors, never by name again.
         let setup = || -> io::Result<OwnedFd> {
             let fd = open_dir_at(base_fd.as_raw_fd(), &cname)?;
             let raw = fd.as_raw_fd();
-            check(unsafe { libc::fchownat(raw, c"".as_ptr(), uid, gid, libc::AT_EMPTY_PATH) })?;
             for sub in subdirs {
                 let c = CString::new(sub.as_str()).expect("subdir names have no NUL");
                 check(unsafe { libc::mkdirat(raw, c.as_ptr(), 0o700) })?;
-                check(unsafe {
-                    libc::fchownat(raw, c.as_ptr(), uid, gid, libc::AT_SYMLINK_NOFOLLOW)
-                })?;
+                let sfd = open_dir_at(raw, &c)?;
+                check(unsafe { libc::fchown(sfd.as_raw_fd(), uid, gid) })?;
                 // mkdirat applies the umask and cannot set the sticky bit: chmod explicitly.
-                check(unsafe { libc::fchmodat(raw, c.as_ptr(), 0o1777, 0) })?;
+                check(unsafe { libc::fchmod(sfd.as_raw_fd(), 0o1777) })?;
             }
+            check(unsafe { libc::fchown(raw, uid, gid) })?;
             Ok(fd)
         };
         match setup() {
@@ -187,8 +189,10 @@ impl ScratchDir {
         for sub in subdirs {
             let c = CString::new(sub.as_str()).expect("subdir names have no NUL");
             if unsafe { libc::mkdirat(fd.as_raw_fd(), c.as_ptr(), 0o700) } == 0 {
-                check(unsafe { libc::fchmodat(fd.as_raw_fd(), c.as_ptr(), 0o1777, 0) })
-                    .map_err(err)?;
+                // Through its own descriptor: the dir is the user's, who could swap the name
+                // for a symlink before a chmod by name.
+                let sfd = open_dir_at(fd.as_raw_fd(), &c).map_err(err)?;
+                check(unsafe { libc::fchmod(sfd.as_raw_fd(), 0o1777) }).map_err(err)?;
             } else if io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
                 return Err(err(io::Error::last_os_error()));
             }
@@ -543,6 +547,32 @@ mod tests {
             0o1777
         );
         fs::write(p.join("tmp/f"), b"x").unwrap();
+        s.remove().unwrap();
+        assert!(!p.exists());
+        fs::remove_dir_all(&base).unwrap();
+    }
+
+    #[test]
+    fn the_job_user_gets_its_dir_and_subdirs_with_their_modes() {
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIPPED: needs root (chown to another user)");
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let base = tmp("owner");
+        let subs = vec!["tmp".to_string(), "dev_shm".to_string()];
+        let s = ScratchDir::create(&base, "job-2", 65534, 65534, &subs, false).unwrap();
+        let p = s.path().to_path_buf();
+        for (path, mode) in [
+            (p.clone(), 0o700),
+            (p.join("tmp"), 0o1777),
+            (p.join("dev_shm"), 0o1777),
+        ] {
+            let m = fs::symlink_metadata(&path).unwrap();
+            assert!(m.is_dir(), "{path:?}");
+            assert_eq!((m.uid(), m.gid()), (65534, 65534), "{path:?}");
+            assert_eq!(m.mode() & 0o7777, mode, "{path:?}");
+        }
         s.remove().unwrap();
         assert!(!p.exists());
         fs::remove_dir_all(&base).unwrap();
