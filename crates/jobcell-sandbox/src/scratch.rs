@@ -69,6 +69,19 @@ fn check(r: libc::c_int) -> io::Result<()> {
     }
 }
 
+/// Make `name` in `dir` the source of a private dir: mode 01777, given to `owner` if any. After
+/// the mkdir it is changed through its own O_NOFOLLOW descriptor, never by name: in a dir the
+/// job's user owns, a name could be swapped for a symlink before a chmod by name.
+fn make_private_subdir(dir: RawFd, name: &CStr, owner: Option<(u32, u32)>) -> io::Result<()> {
+    check(unsafe { libc::mkdirat(dir, name.as_ptr(), 0o700) })?;
+    let fd = open_dir_at(dir, name)?;
+    if let Some((uid, gid)) = owner {
+        check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) })?;
+    }
+    // mkdirat applies the umask and cannot set the sticky bit: chmod explicitly.
+    check(unsafe { libc::fchmod(fd.as_raw_fd(), 0o1777) })
+}
+
 /// The scratch subdirectory a private dir comes from: `/var/tmp` -> `var_tmp`.
 pub fn private_subdir(p: &Path) -> String {
     let s = p.to_string_lossy();
@@ -132,18 +145,13 @@ impl ScratchDir {
         };
         check(unsafe { libc::mkdirat(base_fd.as_raw_fd(), cname.as_ptr(), 0o700) }).map_err(err)?;
         // The job's user gets its dir only once it is complete: while root still owns it (0700),
-        // nobody can swap a subdir for a symlink between our mkdir and chmod. And the subdirs
-        // are changed through their own descriptors, never by name again.
+        // nobody else can touch the subdirs being made.
         let setup = || -> io::Result<OwnedFd> {
             let fd = open_dir_at(base_fd.as_raw_fd(), &cname)?;
             let raw = fd.as_raw_fd();
             for sub in subdirs {
                 let c = CString::new(sub.as_str()).expect("subdir names have no NUL");
-                check(unsafe { libc::mkdirat(raw, c.as_ptr(), 0o700) })?;
-                let sfd = open_dir_at(raw, &c)?;
-                check(unsafe { libc::fchown(sfd.as_raw_fd(), uid, gid) })?;
-                // mkdirat applies the umask and cannot set the sticky bit: chmod explicitly.
-                check(unsafe { libc::fchmod(sfd.as_raw_fd(), 0o1777) })?;
+                make_private_subdir(raw, &c, Some((uid, gid)))?;
             }
             check(unsafe { libc::fchown(raw, uid, gid) })?;
             Ok(fd)
@@ -188,13 +196,9 @@ impl ScratchDir {
         }
         for sub in subdirs {
             let c = CString::new(sub.as_str()).expect("subdir names have no NUL");
-            if unsafe { libc::mkdirat(fd.as_raw_fd(), c.as_ptr(), 0o700) } == 0 {
-                // Through its own descriptor: the dir is the user's, who could swap the name
-                // for a symlink before a chmod by name.
-                let sfd = open_dir_at(fd.as_raw_fd(), &c).map_err(err)?;
-                check(unsafe { libc::fchmod(sfd.as_raw_fd(), 0o1777) }).map_err(err)?;
-            } else if io::Error::last_os_error().raw_os_error() != Some(libc::EEXIST) {
-                return Err(err(io::Error::last_os_error()));
+            match make_private_subdir(fd.as_raw_fd(), &c, None) {
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+                r => r.map_err(err)?,
             }
         }
         Ok(ScratchDir {
