@@ -684,6 +684,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     }
     drop(msg_w);
     drop(go_r);
+    let mut go_w = std::fs::File::from(go_w);
     let init = InitGuard(pid);
     let _cpus = split.map(|s| s.apply(pid));
     tl.mark("cloned");
@@ -710,19 +711,11 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     }
 
     // 4. Release the child (EPIPE: it failed its setup and said why; the wait collects that).
-    let go = crate::sync::encode_go(&identity.groups);
-    let mut off = 0;
-    while off < go.len() {
-        let n = unsafe { libc::write(go_w.as_raw_fd(), go[off..].as_ptr().cast(), go.len() - off) };
-        if n > 0 {
-            off += n as usize;
-            continue;
+    match std::io::Write::write_all(&mut go_w, &crate::sync::encode_go(&identity.groups)) {
+        Err(e) if e.raw_os_error() != Some(libc::EPIPE) => {
+            return Err(LaunchError::Sys("releasing the job's init", e));
         }
-        match io::Error::last_os_error().raw_os_error() {
-            Some(libc::EINTR) => continue,
-            Some(libc::EPIPE) => break,
-            _ => return last_err("releasing the job's init"),
-        }
+        _ => {}
     }
     // go_w stays open until the init is reaped: its hang-up tells the init we died (below).
     crash_point("go");

@@ -6,7 +6,7 @@
 //! in its own exit status).
 
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{FromRawFd, RawFd};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stage {
@@ -114,8 +114,11 @@ pub fn encode_go(groups: &[u32]) -> Vec<u8> {
 
 /// Read a whole "go" (blocking); an error or end of file means the launcher gave up or died.
 pub fn read_go(fd: RawFd) -> io::Result<Vec<u32>> {
+    use std::io::Read;
+    // The descriptor stays the caller's: borrowed as a File for std's read_exact only.
+    let mut pipe = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
     let mut head = [0u8; 5];
-    read_exact(fd, &mut head)?;
+    pipe.read_exact(&mut head)?;
     if head[0] != b'G' {
         return Err(io::Error::from_raw_os_error(libc::EPROTO));
     }
@@ -124,29 +127,11 @@ pub fn read_go(fd: RawFd) -> io::Result<Vec<u32>> {
         return Err(io::Error::from_raw_os_error(libc::EPROTO));
     }
     let mut body = vec![0u8; 4 * n];
-    read_exact(fd, &mut body)?;
+    pipe.read_exact(&mut body)?;
     Ok(body
         .chunks_exact(4)
         .map(|c| u32::from_ne_bytes(c.try_into().expect("4 bytes")))
         .collect())
-}
-
-fn read_exact(fd: RawFd, mut buf: &mut [u8]) -> io::Result<()> {
-    while !buf.is_empty() {
-        let n = unsafe { libc::read(fd, buf.as_mut_ptr().cast(), buf.len()) };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() == Some(libc::EINTR) {
-                continue;
-            }
-            return Err(e);
-        }
-        if n == 0 {
-            return Err(io::Error::from(io::ErrorKind::UnexpectedEof));
-        }
-        buf = &mut buf[n as usize..];
-    }
-    Ok(())
 }
 
 /// Accumulates bytes from the pipe and yields whole messages.
