@@ -213,6 +213,7 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
             cgroup_parent: s.cgroup_parent.clone(),
             cgroup_name: Some(name),
             cgroup_root: root.as_ref(),
+            identity: Some(&identity),
         },
         &task,
     );

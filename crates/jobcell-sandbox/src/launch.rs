@@ -102,6 +102,9 @@ pub struct Launch<'a> {
     /// An already detected cgroup root (a supervisor detects it before leaving the daemon's
     /// cgroup); default: detected here from `cgroup_parent`.
     pub cgroup_root: Option<&'a CgroupRoot>,
+    /// The job's user, already resolved by the caller (a supervisor needs it before the launch,
+    /// to stage files as that user); default: resolved here.
+    pub identity: Option<&'a Identity>,
 }
 
 /// When jobcell runs as one task of an enclosing scheduler (the SPANK plugin execs it in place
@@ -436,10 +439,10 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
 
     // 1. Resolve everything that can fail before creating anything.
     // The supplementary groups are looked up after the clone (see Identity::resolve_user).
-    let mut identity = if rootless {
-        Identity::current()
-    } else {
-        Identity::resolve_user(&spec.user)?
+    let (mut identity, groups_pending) = match l.identity {
+        Some(id) => (id.clone(), false),
+        None if rootless => (Identity::current(), false),
+        None => (Identity::resolve_user(&spec.user)?, true),
     };
     for m in &spec.mounts {
         let what = if m.readonly {
@@ -695,7 +698,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     }
     tl.mark("cgroup created");
     crash_point("cgroup");
-    if !rootless {
+    if groups_pending {
         identity.load_groups();
     }
     tl.mark("groups looked up");

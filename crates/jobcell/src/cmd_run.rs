@@ -139,6 +139,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         extra_env,
         cgroup_name: None,
         cgroup_root: delegated.as_ref(),
+        identity: None,
     });
     let outcome = match outcome {
         Ok(o) => o,

@@ -163,6 +163,7 @@ fn run(argv0: OsString) -> anyhow::Result<JobExit> {
             cgroup_parent: None,
             cgroup_name: None,
             cgroup_root: None,
+            identity: None,
         },
         &SchedulerTask {
             workdir,
