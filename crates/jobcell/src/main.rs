@@ -23,7 +23,7 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Run one job isolated, in the foreground: jobcell run [OPTIONS] -- COMMAND [ARGS...]
+    #[command(about = RUN_ABOUT)]
     Run(Box<cmd_run::RunArgs>),
     /// Manage the image registry.
     #[command(subcommand)]
@@ -60,6 +60,25 @@ enum Cmd {
     SelftestProbe(cmd_selftest::ProbeArgs),
 }
 
+const RUN_ABOUT: &str =
+    "Run one job isolated, in the foreground: jobcell run [OPTIONS] -- COMMAND [ARGS...]";
+
+/// `jobcell run` parsed without the other subcommands. Every launch starts this binary, and
+/// building clap's whole command tree first (every subcommand's arguments, ~150 KiB of heap)
+/// was a tenth of a launch's start-up; `run`'s own options, help and errors are the same.
+#[derive(Parser, Debug)]
+#[command(name = "jobcell", version)]
+struct RunOnly {
+    #[command(subcommand)]
+    cmd: RunCmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum RunCmd {
+    #[command(about = RUN_ABOUT)]
+    Run(Box<cmd_run::RunArgs>),
+}
+
 /// jobcell's own failures exit 125 (like `env` and container runtimes); 126/127 and the job's
 /// own codes come from the job.
 pub(crate) const EXIT_JOBCELL_ERROR: i32 = 125;
@@ -70,7 +89,14 @@ fn main() {
     if let Some(argv0) = std::env::var_os(cmd_spank::ARGV0_VAR) {
         std::process::exit(cmd_spank::main(argv0));
     }
-    let cli = match Cli::try_parse() {
+    let parsed = if std::env::args_os().nth(1).is_some_and(|a| a == "run") {
+        RunOnly::try_parse().map(|r| match r.cmd {
+            RunCmd::Run(a) => Cli { cmd: Cmd::Run(a) },
+        })
+    } else {
+        Cli::try_parse()
+    };
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() {
