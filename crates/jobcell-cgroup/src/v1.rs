@@ -79,6 +79,23 @@ impl Hier {
         if let Some(d) = guard.as_ref() {
             return Ok(d.clone());
         }
+        // Usually there already (one open, no stat first); else made, missing levels and all.
+        let dir = match Dir::open(&self.parent_path) {
+            Ok(d) => d,
+            Err(e) if e.is_enoent() => self.make_parent()?,
+            Err(e) => return Err(e),
+        };
+        if self.has(Ctrl::Cpuset) && dir.read("cpuset.cpus")?.trim().is_empty() {
+            // Our own parent left empty by an interrupted earlier run.
+            let up = Dir::open(dir.path().parent().unwrap_or(Path::new("/")))?;
+            init_cpuset(&up, &dir)?;
+        }
+        let d = Arc::new(dir);
+        *guard = Some(d.clone());
+        Ok(d)
+    }
+
+    fn make_parent(&self) -> Result<Dir, CgroupError> {
         let mut missing = Vec::new();
         let mut cur = self.parent_path.clone();
         while !cur.exists() {
@@ -104,14 +121,7 @@ impl Hier {
             };
             dir = child;
         }
-        if self.has(Ctrl::Cpuset) && dir.read("cpuset.cpus")?.trim().is_empty() {
-            // Our own parent left empty by an interrupted earlier run.
-            let up = Dir::open(dir.path().parent().unwrap_or(Path::new("/")))?;
-            init_cpuset(&up, &dir)?;
-        }
-        let d = Arc::new(dir);
-        *guard = Some(d.clone());
-        Ok(d)
+        Ok(dir)
     }
 
     /// Forget the cached parent (it was removed underneath us).
@@ -559,6 +569,18 @@ impl Job {
         first.map_or(Ok(()), Err)
     }
 
+    /// Remove the cgroup in every hierarchy if it has no process; `Ok(false)` if it has.
+    /// A cgroup's processes are in all its hierarchies, so a busy one fails on the first
+    /// rmdir, before any directory is gone.
+    pub(crate) fn rmdir_if_empty(&self) -> Result<bool, CgroupError> {
+        for d in self.dirs.iter().rev() {
+            if !crate::rmdir_once(&d.parent, &self.name)? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     pub(crate) fn attach(&self, pid: i32) -> Result<(), CgroupError> {
         let s = pid.to_string();
         for d in &self.dirs {
@@ -678,8 +700,11 @@ impl Job {
         Ok(s)
     }
 
-    pub(crate) fn stats(&self) -> Result<Usage, CgroupError> {
+    /// The usage, and a [`sample`](Self::sample) taken from the same reads (the final figures
+    /// are read on a job's critical path: no file twice).
+    pub(crate) fn stats(&self) -> Result<(Usage, Sample), CgroupError> {
         let mut u = Usage::default();
+        let mut s = Sample::default();
         if let Some(a) = self.dir(Ctrl::Cpuacct) {
             match (
                 a.read_opt("cpuacct.usage_user")?,
@@ -706,6 +731,9 @@ impl Job {
             let st = m.read("memory.stat")?;
             u.memory_anon = keyed(&st, "total_rss").unwrap_or(0);
             u.memory_shmem = keyed(&st, "total_shmem").unwrap_or(0);
+            s.memory = u.memory_current;
+            s.anon_shmem = u.memory_anon + u.memory_shmem;
+            s.swap = keyed(&st, "total_swap").unwrap_or(0);
             u.memory_file = keyed(&st, "total_cache")
                 .unwrap_or(0)
                 .saturating_sub(u.memory_shmem);
@@ -724,6 +752,7 @@ impl Job {
                 None => {
                     u.pids_peak = single(&p.read("pids.current")?).unwrap_or(0);
                     u.pids_peak_source = Source::Sampled;
+                    s.pids = u.pids_peak;
                 }
             }
         }
@@ -734,7 +763,7 @@ impl Job {
                 u.io_write_bytes = Some(w);
             }
         }
-        Ok(u)
+        Ok((u, s))
     }
 
     pub(crate) fn oom_watch(&self) -> Result<OomWatch, CgroupError> {

@@ -563,6 +563,11 @@ impl Job {
         rmdir_retry(&self.parent, &self.name)
     }
 
+    /// Remove the cgroup if it has no process; `Ok(false)` if it has.
+    pub(crate) fn rmdir_if_empty(&self) -> Result<bool, CgroupError> {
+        crate::rmdir_once(&self.parent, &self.name)
+    }
+
     pub(crate) fn attach(&self, pid: i32) -> Result<(), CgroupError> {
         self.dir.write("cgroup.procs", &pid.to_string())
     }
@@ -669,7 +674,13 @@ impl Job {
         })
     }
 
-    pub(crate) fn stats(&self) -> Result<Usage, CgroupError> {
+    /// The usage and a [`sample`](Self::sample) (taken first, as before).
+    pub(crate) fn stats(&self) -> Result<(Usage, Sample), CgroupError> {
+        let s = self.sample()?;
+        Ok((self.usage()?, s))
+    }
+
+    fn usage(&self) -> Result<Usage, CgroupError> {
         let d = &self.dir;
         let mut u = Usage::default();
         let cpu = d.read("cpu.stat")?;
