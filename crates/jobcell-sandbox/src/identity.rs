@@ -143,28 +143,33 @@ pub fn last_cap() -> u32 {
         .unwrap_or(40)
 }
 
-/// Become `id` with no way back: groups, gid, bounding set (needs CAP_SETPCAP, so before the
-/// uid change), ambient set, uid (which clears permitted and effective), the inheritable set,
-/// then no_new_privs so no setuid or file-capability binary can raise privileges again.
-/// `userns`: inside a user namespace that maps only the caller, groups cannot be set.
-pub fn drop_privileges(
-    sys: &dyn Syscall,
-    id: &Identity,
-    last_cap: u32,
-    userns: bool,
-) -> io::Result<()> {
+/// What the job inherits from its init, applied by the init before the job exists (while it
+/// waits for the launcher's "go", off the launch's critical path): an empty capability
+/// bounding set (needs CAP_SETPCAP, which the init still has) and the keyring filter (a
+/// process with CAP_SYS_ADMIN may install one without no_new_privs). Both pass to every
+/// child, and neither can be undone; the init itself never execs and keeps the capabilities
+/// it already holds. Dropping 41 capabilities one by one is 41 new credentials, ~50 µs.
+pub fn confine_init(sys: &dyn Syscall, last_cap: u32) -> io::Result<()> {
+    for cap in 0..=last_cap {
+        sys.capbset_drop(cap)?;
+    }
+    sys.seccomp(&crate::seccomp::keyring_filter())
+}
+
+/// Become `id` with no way back: groups, gid, ambient set, uid (which clears permitted and
+/// effective), the inheritable set, then no_new_privs so no setuid or file-capability binary
+/// can raise privileges again. The bounding set and the seccomp filter come from the init
+/// ([`confine_init`]). `userns`: inside a user namespace that maps only the caller, groups
+/// cannot be set.
+pub fn drop_privileges(sys: &dyn Syscall, id: &Identity, userns: bool) -> io::Result<()> {
     if !userns {
         sys.setgroups(&id.groups)?;
     }
     sys.setresgid(id.gid)?;
-    for cap in 0..=last_cap {
-        sys.capbset_drop(cap)?;
-    }
     sys.clear_ambient_caps()?;
     sys.setresuid(id.uid)?;
     sys.clear_caps()?;
-    sys.set_no_new_privs()?;
-    sys.seccomp(&crate::seccomp::keyring_filter())
+    sys.set_no_new_privs()
 }
 
 #[cfg(test)]
@@ -199,20 +204,21 @@ mod tests {
             gid: 100,
             groups: vec![100, 27],
         };
-        drop_privileges(&rec, &id, 2, false).unwrap();
+        confine_init(&rec, 2).unwrap();
+        drop_privileges(&rec, &id, false).unwrap();
         assert_eq!(
             rec.lines(),
             [
-                "setgroups [100, 27]",
-                "setresgid 100",
                 "capbset_drop 0",
                 "capbset_drop 1",
                 "capbset_drop 2",
+                &format!("seccomp {} insns", crate::seccomp::keyring_filter().len()),
+                "setgroups [100, 27]",
+                "setresgid 100",
                 "clear_ambient",
                 "setresuid 1000",
                 "clear_caps",
                 "no_new_privs",
-                &format!("seccomp {} insns", crate::seccomp::keyring_filter().len()),
             ]
         );
         // A failure stops the sequence: no later step runs as a half-dropped identity.
@@ -220,7 +226,7 @@ mod tests {
             fail_on: Some("setresgid".into()),
             ..Default::default()
         };
-        assert!(drop_privileges(&rec, &id, 2, false).is_err());
+        assert!(drop_privileges(&rec, &id, false).is_err());
         assert_eq!(rec.lines().last().unwrap(), "setresgid 100");
     }
 }

@@ -1326,6 +1326,16 @@ fn init_inner(c: &ChildPlan) -> i32 {
         send_fail(c.msg_fd, Stage::Setup, plan::describe(&e.step), &e.error);
         return 125;
     }
+    // What the job inherits (bounding set, seccomp filter), while the launcher still works.
+    if let Err(e) = identity::confine_init(&sys, c.last_cap) {
+        send_fail(
+            c.msg_fd,
+            Stage::Setup,
+            "confining the job's init".into(),
+            &e,
+        );
+        return 125;
+    }
     c.tl.mark("init: mounts done");
     // The launcher died or gave up before releasing us: an error here.
     let Ok(groups) = crate::sync::read_go(c.go_fd) else {
@@ -1623,7 +1633,7 @@ fn job_main(c: &ChildPlan, user: &Identity, sys: &dyn Syscall) -> ! {
         .setsid()
         .map_err(|e| ("setsid".to_string(), e))
         .and_then(|_| {
-            identity::drop_privileges(sys, user, c.last_cap, c.userns.is_some())
+            identity::drop_privileges(sys, user, c.userns.is_some())
                 .map_err(|e| (format!("becoming user {} ({})", user.name, user.uid), e))
         })
         .and_then(|_| {
