@@ -738,7 +738,10 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     let mut reader = Reader::default();
     let mut oom_seen = false;
     let mut scratch = Some(scratch);
-    let (mut usage, mut removed) = (None, None);
+    let (mut usage, mut removed, mut cg_removed) = (None, None, None);
+    // v1: the init never joins the job's cgroup (the job does), so it is empty once the init
+    // reports the status. v2's init is cloned into it and keeps it busy until reaped.
+    let cgroup_free_at_status = !join_dirs.is_empty();
     let (status, rusage) = wait_loop(
         pid,
         sigfd,
@@ -755,6 +758,9 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         },
         &mut || {
             usage = cgroup.as_ref().map(|c| c.stats());
+            if cgroup_free_at_status {
+                cg_removed = cgroup.take().map(|c| c.remove());
+            }
             if disk.is_none() {
                 removed = scratch.take().map(|s| (s.path().to_path_buf(), s.remove()));
             }
@@ -793,7 +799,9 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     if usage.is_none() {
         usage = cgroup.as_ref().map(|c| c.stats());
     }
-    let cg_removed = cgroup.map(|c| c.remove()).transpose();
+    if let Some(c) = cgroup.take() {
+        cg_removed = Some(c.remove());
+    }
     tl.mark("cgroup read and removed");
     if let Some(scratch) = scratch.take() {
         if let (Some(d), true) = (&disk, spec.keep_scratch) {
@@ -824,7 +832,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     if let Some(kept) = removed? {
         scratch_path = kept;
     }
-    cg_removed?;
+    cg_removed.transpose()?;
     let usage = usage.transpose()?;
 
     let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
@@ -1215,15 +1223,17 @@ fn wait_loop(
                 deadline = None;
             }
         }
+        // OOM before the status: the kernel signals an OOM kill before its victim is reaped,
+        // and the status hook may remove the cgroup the OOM count is read from.
+        if let (Some(w), true) = (oom, fds[2].revents != 0) {
+            on_oom(w);
+        }
         if fds[1].revents != 0 {
             msg_open = reader.fill(msg_fd).unwrap_or(false);
             if !status_seen && reader.has_status() {
                 status_seen = true;
                 on_status();
             }
-        }
-        if let (Some(w), true) = (oom, fds[2].revents != 0) {
-            on_oom(w);
         }
         if fds[0].revents & libc::POLLIN != 0 {
             for sig in drain_signals(sigfd) {
@@ -1347,37 +1357,6 @@ fn init_inner(c: &ChildPlan) -> i32 {
         ..c.identity.clone()
     };
     c.tl.mark("init: released");
-    // v1: into the job's cgroup (made by now), before the job exists.
-    if !c.cgroup_join.is_empty() {
-        let joined = jobcell_cgroup::join_self(&c.cgroup_join, &c.cgroup_name);
-        if !matches!(joined, Ok(n) if n > 0) {
-            let e = joined
-                .err()
-                .unwrap_or_else(|| io::Error::from_raw_os_error(libc::ENOENT));
-            send_fail(
-                c.msg_fd,
-                Stage::Setup,
-                format!("joining the job's cgroup {}", c.cgroup_name),
-                &e,
-            );
-            return 125;
-        }
-        for fd in &c.cgroup_join {
-            unsafe { libc::close(*fd) };
-        }
-    }
-    // Now in the job's cgroup: its namespace is rooted there.
-    if c.cgroupns {
-        if let Err(e) = sys.unshare(libc::CLONE_NEWCGROUP) {
-            send_fail(
-                c.msg_fd,
-                Stage::Setup,
-                "creating the cgroup namespace".into(),
-                &e,
-            );
-            return 125;
-        }
-    }
     c.tl.mark("init: forking the job");
     let job = match spawn_job(c, &user, &sys) {
         Ok(pid) => pid,
@@ -1386,6 +1365,9 @@ fn init_inner(c: &ChildPlan) -> i32 {
             return 125;
         }
     };
+    for fd in &c.cgroup_join {
+        unsafe { libc::close(*fd) };
+    }
     init_loop(c, job, disk_fd.as_ref().map(|f| f.as_raw_fd()))
 }
 
@@ -1627,6 +1609,37 @@ fn job_main(c: &ChildPlan, user: &Identity, sys: &dyn Syscall) -> ! {
     }
     if let Some(cpus) = &c.cpus {
         cpus.restore();
+    }
+    // v1: the job moves itself into its cgroup (made by now) before anything of the user's
+    // runs. The init stays out of it, so that the cgroup is empty, and can be removed while
+    // the init still exits, as soon as the init has reaped the job's last process (an exiting
+    // process keeps its cgroup busy until it is reaped).
+    if !c.cgroup_join.is_empty() {
+        let joined = jobcell_cgroup::join_self(&c.cgroup_join, &c.cgroup_name);
+        if !matches!(joined, Ok(n) if n > 0) {
+            let e = joined
+                .err()
+                .unwrap_or_else(|| io::Error::from_raw_os_error(libc::ENOENT));
+            send_fail(
+                c.msg_fd,
+                Stage::Setup,
+                format!("joining the job's cgroup {}", c.cgroup_name),
+                &e,
+            );
+            unsafe { libc::_exit(125) };
+        }
+    }
+    // In the job's cgroup now: its cgroup namespace is rooted there.
+    if c.cgroupns {
+        if let Err(e) = sys.unshare(libc::CLONE_NEWCGROUP) {
+            send_fail(
+                c.msg_fd,
+                Stage::Setup,
+                "creating the cgroup namespace".into(),
+                &e,
+            );
+            unsafe { libc::_exit(125) };
+        }
     }
     // A new session: no controlling terminal, so no TIOCSTI into the caller's shell.
     let step = sys
