@@ -414,28 +414,13 @@ fn read_layout() -> Result<(Vec<detect::Mount>, ProcCgroups), CgroupError> {
     ))
 }
 
-/// A /proc file, read with a buffer large enough for it at once. (`fs::read_to_string` asks
-/// for the size first, which /proc reports as 0, then reads 32 bytes and grows from there:
-/// ten system calls for a mountinfo, before every launch.)
+/// A /proc file, read in page-sized chunks. (`fs::read_to_string` asks for the size first,
+/// which /proc reports as 0, then reads 32 bytes and grows from there: ten system calls for a
+/// mountinfo, before every launch.)
 fn read_proc(path: &str) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut f = std::fs::File::open(path)?;
-    let mut buf = vec![0u8; 16 << 10];
-    let mut len = 0;
-    loop {
-        match f.read(&mut buf[len..]) {
-            Ok(0) => break,
-            Ok(n) => len += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        }
-        if len == buf.len() {
-            buf.resize(2 * len, 0);
-        }
-    }
-    buf.truncate(len);
-    String::from_utf8(buf)
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not UTF-8"))
+    use std::os::fd::AsRawFd;
+    let f = std::fs::File::open(path)?;
+    dir::read_fd_to_string(f.as_raw_fd())
 }
 
 /// Whether this process may write `path` (by its effective ids, as the kernel will check).

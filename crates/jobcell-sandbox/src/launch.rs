@@ -331,7 +331,7 @@ struct ChildPlan {
     go_fd: RawFd,
     /// The loop device holding the size-limited scratch, mounted over the scratch dir.
     disk: Option<PathBuf>,
-    /// v1: the hierarchies' parent dirs, where the init joins `cgroup_name` after "go".
+    /// v1: the hierarchies' parent dirs, where the job joins `cgroup_name` (see job_main).
     cgroup_join: Vec<RawFd>,
     cgroup_name: String,
     /// The caller's CPUs, given back to the job (see CpuSplit).
@@ -613,8 +613,8 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         .map(|(k, v)| to_c(&format!("{k}={v}")))
         .collect::<Result<Vec<_>, _>>()?;
 
-    // v1: the init moves itself into the job's cgroup once it exists (see join_self: far
-    // cheaper than our writing its pid), through the hierarchies' parents opened now.
+    // v1: the job moves itself into its cgroup once it exists (see join_self: far cheaper
+    // than our writing its pid), through the hierarchies' parents opened now.
     let join_dirs = match cg_root {
         Some(r) if cgroup.is_none() => r.self_join_dirs()?,
         _ => Vec::new(),
@@ -703,8 +703,8 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     }
     tl.mark("groups looked up");
     if let (Some(cg), false, true) = (&cgroup, entered, join_dirs.is_empty()) {
-        // v2 without clone3: the init waits for "go" before it forks the job or enters its
-        // cgroup namespace, so nothing of the job runs outside the cgroup. An init that
+        // v2 without clone3: the init waits for "go" before it starts the job, so nothing of
+        // the job runs outside the cgroup. An init that
         // already failed its setup has its reason in the message pipe: read that below.
         if let Err(e) = cg.attach(pid) {
             if !exited(pid) {
@@ -1356,8 +1356,7 @@ fn init_inner(c: &ChildPlan) -> i32 {
         groups,
         ..c.identity.clone()
     };
-    c.tl.mark("init: released");
-    c.tl.mark("init: forking the job");
+    c.tl.mark("init: released, forking the job");
     let job = match spawn_job(c, &user, &sys) {
         Ok(pid) => pid,
         Err(e) => {
@@ -1613,33 +1612,29 @@ fn job_main(c: &ChildPlan, user: &Identity, sys: &dyn Syscall) -> ! {
     // v1: the job moves itself into its cgroup (made by now) before anything of the user's
     // runs. The init stays out of it, so that the cgroup is empty, and can be removed while
     // the init still exits, as soon as the init has reaped the job's last process (an exiting
-    // process keeps its cgroup busy until it is reaped).
-    if !c.cgroup_join.is_empty() {
-        let joined = jobcell_cgroup::join_self(&c.cgroup_join, &c.cgroup_name);
-        if !matches!(joined, Ok(n) if n > 0) {
-            let e = joined
-                .err()
-                .unwrap_or_else(|| io::Error::from_raw_os_error(libc::ENOENT));
-            send_fail(
-                c.msg_fd,
-                Stage::Setup,
-                format!("joining the job's cgroup {}", c.cgroup_name),
-                &e,
-            );
-            unsafe { libc::_exit(125) };
+    // process keeps its cgroup busy until it is reaped). Then its cgroup namespace, rooted
+    // there.
+    let joined = if c.cgroup_join.is_empty() {
+        Ok(())
+    } else {
+        // Joined nowhere: the cgroup is gone.
+        match jobcell_cgroup::join_self(&c.cgroup_join, &c.cgroup_name) {
+            Ok(0) => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+            r => r.map(|_| ()),
         }
-    }
-    // In the job's cgroup now: its cgroup namespace is rooted there.
-    if c.cgroupns {
-        if let Err(e) = sys.unshare(libc::CLONE_NEWCGROUP) {
-            send_fail(
-                c.msg_fd,
-                Stage::Setup,
-                "creating the cgroup namespace".into(),
-                &e,
-            );
-            unsafe { libc::_exit(125) };
+        .map_err(|e| (format!("joining the job's cgroup {}", c.cgroup_name), e))
+    };
+    let setup = joined.and_then(|_| {
+        if c.cgroupns {
+            sys.unshare(libc::CLONE_NEWCGROUP)
+                .map_err(|e| ("creating the cgroup namespace".to_string(), e))
+        } else {
+            Ok(())
         }
+    });
+    if let Err((what, e)) = setup {
+        send_fail(c.msg_fd, Stage::Setup, what, &e);
+        unsafe { libc::_exit(125) };
     }
     // A new session: no controlling terminal, so no TIOCSTI into the caller's shell.
     let step = sys
