@@ -1533,7 +1533,7 @@ fn loopback_up() -> io::Result<()> {
 /// Forward signals to the job, reap every orphan, and report the job's end.
 fn init_loop(c: &ChildPlan, job: libc::pid_t, disk_fd: Option<RawFd>) -> i32 {
     // The init keeps only CAP_KILL (to signal the job's uid) for the rest of its life.
-    keep_only_kill_cap(c.last_cap);
+    keep_only_kill_cap();
     let set = signal_set();
     loop {
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -1581,12 +1581,9 @@ fn init_loop(c: &ChildPlan, job: libc::pid_t, disk_fd: Option<RawFd>) -> i32 {
 
 const CAP_KILL: u32 = 5;
 
-fn keep_only_kill_cap(last_cap: u32) {
-    for cap in 0..=last_cap {
-        if cap != CAP_KILL {
-            unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) };
-        }
-    }
+/// Its bounding set is already empty ([`identity::confine_init`], before "go"); dropping
+/// every capability a second time would make 41 more credentials while the job starts.
+fn keep_only_kill_cap() {
     let kill = 1u32 << CAP_KILL;
     let _ = crate::syscall::capset(kill, kill, 0);
     unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
