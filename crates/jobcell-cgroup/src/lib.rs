@@ -818,6 +818,16 @@ impl JobCgroup {
         Ok(u)
     }
 
+    /// How many of this cgroup's processes the OOM killer killed: the one figure of
+    /// [`stats`](Self::stats) that a launch needs when nobody asked for the usage (one file
+    /// instead of eight on the job's exit path). 0 without a memory controller.
+    pub fn oom_kills(&self) -> Result<u64, CgroupError> {
+        match &self.inner {
+            JobImpl::V1(j) => j.oom_kills(),
+            JobImpl::V2(j) => j.oom_kills(),
+        }
+    }
+
     /// A pollable fd that becomes readable on OOM events of this cgroup.
     pub fn oom_watch(&self) -> Result<OomWatch, CgroupError> {
         match &self.inner {

@@ -700,6 +700,15 @@ impl Job {
         Ok(s)
     }
 
+    pub(crate) fn oom_kills(&self) -> Result<u64, CgroupError> {
+        match self.dir(Ctrl::Memory) {
+            Some(m) => Ok(crate::events::oom_kills_from(
+                &m.read("memory.oom_control")?,
+            )),
+            None => Ok(0),
+        }
+    }
+
     /// The usage, and a [`sample`](Self::sample) taken from the same reads (the final figures
     /// are read on a job's critical path: no file twice).
     pub(crate) fn stats(&self) -> Result<(Usage, Sample), CgroupError> {

@@ -674,6 +674,12 @@ impl Job {
         })
     }
 
+    pub(crate) fn oom_kills(&self) -> Result<u64, CgroupError> {
+        Ok(crate::events::oom_kills_from(
+            &self.dir.read("memory.events")?,
+        ))
+    }
+
     /// The usage and a [`sample`](Self::sample) (taken first, as before).
     pub(crate) fn stats(&self) -> Result<(Usage, Sample), CgroupError> {
         let s = self.sample()?;

@@ -214,6 +214,7 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
             cgroup_name: Some(name),
             cgroup_root: root.as_ref(),
             identity: Some(&identity),
+            usage: true,
         },
         &task,
     );

@@ -4,14 +4,17 @@
 //! ```text
 //! launcher (host)                          init = PID 1 of the job (root, new namespaces)
 //!  1. resolve user, image, bind sources
-//!  2. create scratch dir (and cgroup)
-//!  3. block forwarded signals; clone  ───►  wait for "go"
-//!  4. (v1) put init in the cgroup; "go" ──►  5. uid maps (rootless); mount plan; fork job:
-//!                                               job: setsid, drop privileges, chdir, exec
+//!  2. create scratch dir (v2: and cgroup)
+//!  3. block forwarded signals; clone  ───►  uid maps (rootless); mount plan; empty bounding
+//!  4. (v1) cgroup; groups; "go" ────────►     set, seccomp; wait for "go"
+//!                                            5. start the job: (v1) join the cgroup, setsid,
+//!                                               drop privileges, chdir, exec
 //!                                            6. reap orphans, forward signals, and on the
-//!  7. wait: forward signals, grace, ◄─────────   job's exit report its status and exit
-//!     read messages, reap init                    (the kernel kills what is left)
-//!  8. usage; remove cgroup and scratch; report
+//!  7. wait: forward signals, grace; on ◄─────   job's exit kill what is left, report its
+//!     the status: usage (only the OOM           status and exit
+//!     count without a report), remove
+//!     cgroup (v1) and scratch; reap init
+//!  8. (v2) remove cgroup; report
 //! ```
 
 use std::ffi::CString;
@@ -21,7 +24,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use jobcell_cgroup::{CgroupError, CgroupRoot, Limits, OomWatch, Version};
+use jobcell_cgroup::{CgroupError, CgroupRoot, JobCgroup, Limits, OomWatch, Usage, Version};
 use jobcell_spec::{JobSpec, MemoryPolicy, NetMode, Resources};
 use thiserror::Error;
 
@@ -105,6 +108,10 @@ pub struct Launch<'a> {
     /// The job's user, already resolved by the caller (a supervisor needs it before the launch,
     /// to stage files as that user); default: resolved here.
     pub identity: Option<&'a Identity>,
+    /// Read the job's cgroup usage when it ends, for the report. Without it (`jobcell run`
+    /// with no `--report`: nobody would see it) only the OOM-kill count is read, for the OOM
+    /// message: one file instead of eight, on the way out of every launch.
+    pub usage: bool,
 }
 
 /// When jobcell runs as one task of an enclosing scheduler (the SPANK plugin execs it in place
@@ -757,7 +764,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
             }
         },
         &mut || {
-            usage = cgroup.as_ref().map(|c| c.stats());
+            usage = cgroup.as_ref().map(|c| final_usage(c, l.usage));
             if cgroup_free_at_status {
                 cg_removed = cgroup.take().map(|c| c.remove());
             }
@@ -797,7 +804,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         disk_usage = crate::disk::usage(fd.as_raw_fd()).or(disk_usage);
     }
     if usage.is_none() {
-        usage = cgroup.as_ref().map(|c| c.stats());
+        usage = cgroup.as_ref().map(|c| final_usage(c, l.usage));
     }
     if let Some(c) = cgroup.take() {
         cg_removed = Some(c.remove());
@@ -868,7 +875,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
             say_oom(spec);
         }
     }
-    if let Some(u) = usage {
+    if let Some(u) = usage.filter(|_| l.usage) {
         // v1's cpuacct splits user/system in scheduler ticks: a short job can read 0 there while
         // rusage (the init and every process it reaped) has microseconds. Take the larger.
         if u.cpu_user_us + u.cpu_system_us >= report.cpu_user_us + report.cpu_system_us {
@@ -897,6 +904,17 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         exec_error,
         report,
         scratch_mount,
+    })
+}
+
+/// The job's usage as its cgroup accounted it; with `all` false, only the OOM-kill count.
+fn final_usage(cg: &JobCgroup, all: bool) -> Result<Usage, CgroupError> {
+    if all {
+        return cg.stats();
+    }
+    Ok(Usage {
+        oom_kills: cg.oom_kills()?,
+        ..Usage::default()
     })
 }
 

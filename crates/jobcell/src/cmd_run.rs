@@ -140,6 +140,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         cgroup_name: None,
         cgroup_root: delegated.as_ref(),
         identity: None,
+        usage: a.report.is_some(),
     });
     let outcome = match outcome {
         Ok(o) => o,

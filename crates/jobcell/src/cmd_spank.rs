@@ -164,6 +164,8 @@ fn run(argv0: OsString) -> anyhow::Result<JobExit> {
             cgroup_name: None,
             cgroup_root: None,
             identity: None,
+            // Slurm accounts the task itself; nothing here reports usage.
+            usage: false,
         },
         &SchedulerTask {
             workdir,

@@ -1686,6 +1686,39 @@ fn report_has_the_documented_schema_and_counts_cpu() {
     t.assert_base_empty();
 }
 
+/// Without --report only the OOM count is read at the end (the rest of the usage would go
+/// unseen): the OOM line must still come, and with a report so must the usage.
+#[test]
+fn an_oom_kill_is_said_with_or_without_a_report() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("oom");
+    let hog = "x=$(head -c 100000000 /dev/zero | tr '\\0' a); echo survived";
+    let out = Job::new(&t.base()).opt("--memory").opt("32M").sh(hog);
+    out.expect(137);
+    assert!(out.stderr.contains("OOM killer"), "{}", out.stderr);
+    assert!(!out.stdout.contains("survived"));
+
+    let out = Job::new(&t.base())
+        .opt("--memory")
+        .opt("32M")
+        .opt("--report")
+        .opt("-")
+        .sh(hog);
+    out.expect(137);
+    assert!(out.stderr.contains("OOM killer"), "{}", out.stderr);
+    let json = &out.stderr[out.stderr.find('{').expect("a report")..];
+    let r: serde_json::Value = serde_json::from_str(json).unwrap();
+    assert_eq!(r["oom_killed"], true, "{r:#}");
+    let peak = r["usage"]["memory_peak"].as_u64().unwrap();
+    assert!(
+        peak > 16 << 20 && peak <= 33 << 20,
+        "memory_peak {peak}\n{r:#}"
+    );
+    t.assert_base_empty();
+}
+
 // ------------------------------------------------------------------------------ shared kernel state
 
 /// The kernel keyring of a uid is shared by every process of that uid in the same user
