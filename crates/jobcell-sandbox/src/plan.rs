@@ -545,6 +545,12 @@ fn apply_one(step: &Step, sys: &dyn Syscall) -> io::Result<()> {
         ),
         Step::Mkdir { path, mode } => ok_if_exists(sys.mkdir(path, *mode)),
         Step::MkdirAll { path } => {
+            // Most mount points' parents exist (or the point itself does): one call, and the
+            // walk from / only when a parent is missing.
+            match sys.mkdir(path, 0o755) {
+                Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+                r => return ok_if_exists(r),
+            }
             let mut cur = PathBuf::from("/");
             for c in path.components().skip(1) {
                 cur.push(c);
