@@ -1,4 +1,4 @@
-//! `jobcell daemon` and `jobcell supervise`: thin wrappers over jobcell-node.
+//! `jobcelld` (the daemon) and `jobcelld supervise`: thin wrappers over jobcell-node.
 
 use std::path::PathBuf;
 

@@ -32,7 +32,7 @@ pub fn main(argv0: OsString) -> i32 {
         Ok(JobExit::Signal(s)) => reraise(s),
         Err(e) => {
             eprintln!("jobcell (slurm task): {e:#}");
-            crate::EXIT_JOBCELL_ERROR
+            crate::exit::EXIT_JOBCELL_ERROR
         }
     }
 }

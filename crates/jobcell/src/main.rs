@@ -4,14 +4,16 @@
 use clap::{Parser, Subcommand};
 
 mod cmd_client;
-mod cmd_daemon;
 mod cmd_image;
 mod cmd_run;
 mod cmd_selftest;
 mod cmd_spank;
 mod cmd_submit_file;
 mod config;
+mod exit;
 mod job_opts;
+
+use exit::{one_line, EXIT_JOBCELL_ERROR};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -51,11 +53,14 @@ enum Cmd {
     Status(cmd_client::StatusArgs),
     /// Print a job's stdout (or --stderr).
     Output(cmd_client::OutputArgs),
-    /// Run the node agent in the foreground.
-    Daemon(cmd_daemon::DaemonArgs),
-    /// (internal) Supervise one job for the daemon.
-    #[command(hide = true)]
-    Supervise(cmd_daemon::SuperviseArgs),
+    /// Run the node agent in the foreground (the jobcelld binary beside this one; see
+    /// `jobcell daemon --help`).
+    #[command(disable_help_flag = true)]
+    Daemon {
+        /// jobcelld's options.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<std::ffi::OsString>,
+    },
     /// Attack this node's isolation from inside real jobs (run as root) and print the table.
     Selftest(cmd_selftest::SelftestArgs),
     /// (internal) One attack syscall from inside a selftest job.
@@ -81,10 +86,6 @@ enum RunCmd {
     #[command(about = RUN_ABOUT)]
     Run(Box<cmd_run::RunArgs>),
 }
-
-/// jobcell's own failures exit 125 (like `env` and container runtimes); 126/127 and the job's
-/// own codes come from the job.
-pub(crate) const EXIT_JOBCELL_ERROR: i32 = 125;
 
 /// The C entry point instead of std's `lang_start`. Every `jobcell run` and every supervisor
 /// starts this binary, and std's start-up reads and parses /proc/self/maps (to find the main
@@ -155,8 +156,7 @@ fn jobcell_main() -> ! {
         Cmd::History(a) => cmd_client::history(a),
         Cmd::Status(a) => cmd_client::status(a),
         Cmd::Output(a) => cmd_client::output(a),
-        Cmd::Daemon(a) => cmd_daemon::run(a),
-        Cmd::Supervise(a) => cmd_daemon::supervise(a),
+        Cmd::Daemon { args } => exec_jobcelld(args),
         Cmd::Selftest(a) => cmd_selftest::run(a),
         Cmd::SelftestProbe(a) => cmd_selftest::probe(a),
     };
@@ -169,16 +169,19 @@ fn jobcell_main() -> ! {
     }
 }
 
-/// The error and its causes on one line, each cause said once (many errors already include
-/// their source's text in their own message).
-fn one_line(e: &anyhow::Error) -> String {
-    let mut msg = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !msg.contains(&c) {
-            msg.push_str(": ");
-            msg.push_str(&c);
-        }
-    }
-    msg.replace('\n', " ")
+/// `jobcell daemon ARGS` is `jobcelld ARGS`, from the directory this binary is in (where
+/// `cargo build` and an install put both). Exec'd, so the daemon keeps this pid (systemd's
+/// `Type=notify`, a caller's `kill`).
+fn exec_jobcelld(args: Vec<std::ffi::OsString>) -> anyhow::Result<i32> {
+    use anyhow::Context;
+    use std::os::unix::process::CommandExt;
+    let me = std::env::current_exe().context("finding the jobcell binary")?;
+    let d = me.with_file_name("jobcelld");
+    let e = std::process::Command::new(&d).args(args).exec();
+    Err(e).with_context(|| {
+        format!(
+            "jobcell daemon: cannot run {} (the node agent, installed beside jobcell)",
+            d.display()
+        )
+    })
 }
