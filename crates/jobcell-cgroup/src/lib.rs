@@ -184,6 +184,14 @@ pub struct Limits {
     pub pids: Option<u64>,
     /// IO weight on the v2 scale, 1..=10000 (default 100).
     pub io_weight: Option<u16>,
+    /// v1: no cgroup in the freezer hierarchy, for a job nothing will suspend (`jobcell run`;
+    /// the daemon's `suspend` needs it). Each v1 hierarchy is a mkdir, a join and an rmdir
+    /// per launch, and a css the kernel frees later. v2 has the freezer in every cgroup.
+    pub v1_without_freezer: bool,
+    /// v1: no cgroup in a cpuacct hierarchy of its own, for a job whose CPU accounting nobody
+    /// reads (no report; the init's rusage counts the job's CPU anyway). Where cpuacct is
+    /// mounted with cpu, as usual, it comes with the cpu cgroup regardless.
+    pub v1_without_cpuacct: bool,
 }
 
 /// Where a figure came from.

@@ -33,7 +33,7 @@ impl Ctrl {
         Ctrl::Blkio,
         Ctrl::Cpuset,
     ];
-    /// Created for every job.
+    /// Created for every job (freezer and cpuacct unless the limits leave them out).
     const ALWAYS: [Ctrl; 5] = [
         Ctrl::Memory,
         Ctrl::Cpu,
@@ -278,7 +278,14 @@ impl Root {
         l: &Limits,
         warnings: &mut Vec<String>,
     ) -> Result<Job, CgroupError> {
-        let mut wanted: Vec<Ctrl> = Ctrl::ALWAYS.to_vec();
+        let mut wanted: Vec<Ctrl> = Ctrl::ALWAYS
+            .into_iter()
+            .filter(|c| match c {
+                Ctrl::Freezer => !l.v1_without_freezer,
+                Ctrl::Cpuacct => !l.v1_without_cpuacct,
+                _ => true,
+            })
+            .collect();
         if l.io_weight.is_some() {
             wanted.push(Ctrl::Blkio);
         }

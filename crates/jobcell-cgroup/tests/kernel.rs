@@ -131,6 +131,59 @@ fn detect_is_stable_and_parents_exist() {
     }
 }
 
+/// A job nothing suspends gets no freezer cgroup, one without a report no cpuacct cgroup of its
+/// own (v1); by default it gets both. On v2 one directory holds every controller anyway.
+#[test]
+fn left_out_v1_hierarchies_get_no_cgroup() {
+    let Some(env) = setup("left_out_v1_hierarchies_get_no_cgroup") else {
+        return;
+    };
+    let root = env.root();
+    let hier = |job: &jobcell_cgroup::JobCgroup, c: &str| {
+        job.paths().iter().any(|p| {
+            p.components()
+                .any(|x| x.as_os_str().to_string_lossy().split(',').any(|n| n == c))
+        })
+    };
+    let full = root
+        .create(&job_cgroup_name("full"), &Limits::default())
+        .expect("create");
+    let lean = root
+        .create(
+            &job_cgroup_name("lean"),
+            &Limits {
+                v1_without_freezer: true,
+                v1_without_cpuacct: true,
+                ..Limits::default()
+            },
+        )
+        .expect("create");
+    match root.version() {
+        Version::V1 => {
+            assert!(hier(&full, "freezer"), "{:?}", full.paths());
+            assert!(hier(&full, "cpuacct"), "{:?}", full.paths());
+            assert!(!hier(&lean, "freezer"), "{:?}", lean.paths());
+            // cpuacct mounted with cpu comes with the cpu cgroup.
+            let with_cpu = lean.paths().iter().any(|p| {
+                p.to_string_lossy().contains("cpu,cpuacct")
+                    || p.to_string_lossy().contains("cpuacct,cpu")
+            });
+            assert_eq!(hier(&lean, "cpuacct"), with_cpu, "{:?}", lean.paths());
+            for c in ["memory", "cpu", "pids"] {
+                assert!(hier(&lean, c), "{c} missing: {:?}", lean.paths());
+            }
+            assert!(lean.freeze().is_err(), "a lean job has no freezer");
+        }
+        Version::V2 => {
+            assert_eq!(lean.paths().len(), 1);
+            lean.freeze().expect("v2 freezes any cgroup");
+            lean.thaw().expect("thaw");
+        }
+    }
+    full.remove().expect("remove");
+    lean.remove().expect("remove");
+}
+
 #[test]
 fn limits_are_written_where_they_belong() {
     let Some(env) = setup("limits_are_written_where_they_belong") else {
@@ -146,6 +199,7 @@ fn limits_are_written_where_they_belong() {
         swap: Some(0),
         pids: Some(100),
         io_weight: Some(200),
+        ..Limits::default()
     };
     let job = root.create(&job_cgroup_name("limits"), &l).expect("create");
     eprintln!("warnings: {:?}", job.warnings());

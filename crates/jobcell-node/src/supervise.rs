@@ -215,6 +215,7 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
             cgroup_root: root.as_ref(),
             identity: Some(&identity),
             usage: true,
+            suspendable: true,
         },
         &task,
     );

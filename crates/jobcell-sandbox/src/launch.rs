@@ -112,6 +112,9 @@ pub struct Launch<'a> {
     /// with no `--report`: nobody would see it) only the OOM-kill count is read, for the OOM
     /// message: one file instead of eight, on the way out of every launch.
     pub usage: bool,
+    /// The caller may freeze the job later (the daemon's `jobcell suspend`): on v1 the job
+    /// then needs a freezer cgroup too.
+    pub suspendable: bool,
 }
 
 /// When jobcell runs as one task of an enclosing scheduler (the SPANK plugin execs it in place
@@ -564,7 +567,12 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
             }
         }
     };
-    let job_limits = limits(&spec.resources);
+    let job_limits = Limits {
+        v1_without_freezer: !l.suspendable,
+        // Without a report nothing reads it (see `usage`).
+        v1_without_cpuacct: !l.usage,
+        ..limits(&spec.resources)
+    };
     let make_cgroup = |root: &CgroupRoot, warnings: &mut Vec<String>| {
         let cg = root.create(&name, &job_limits)?;
         warnings.extend(cg.warnings().iter().cloned());
@@ -963,6 +971,7 @@ pub fn limits(r: &Resources) -> Limits {
         swap: r.swap,
         pids: r.pids,
         io_weight: r.io_weight,
+        ..Limits::default()
     }
 }
 

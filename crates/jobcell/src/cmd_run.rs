@@ -141,6 +141,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         cgroup_root: delegated.as_ref(),
         identity: None,
         usage: a.report.is_some(),
+        // Nothing suspends a `jobcell run` job (only the daemon's `jobcell suspend` does).
+        suspendable: false,
     });
     let outcome = match outcome {
         Ok(o) => o,

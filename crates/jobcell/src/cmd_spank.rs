@@ -166,6 +166,7 @@ fn run(argv0: OsString) -> anyhow::Result<JobExit> {
             identity: None,
             // Slurm accounts the task itself; nothing here reports usage.
             usage: false,
+            suspendable: false,
         },
         &SchedulerTask {
             workdir,
