@@ -757,7 +757,7 @@ impl Job {
                 u.swap_peak = Some(keyed(&st, "total_swap").unwrap_or(0));
                 u.swap_peak_source = Source::Sampled;
             }
-            u.oom_kills = crate::events::oom_kills_from(&m.read("memory.oom_control")?);
+            u.oom_kills = self.oom_kills()?;
         }
         if let Some(p) = self.dir(Ctrl::Pids) {
             match p.read_opt("pids.peak")? {

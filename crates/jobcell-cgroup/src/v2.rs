@@ -719,7 +719,7 @@ impl Job {
                 u.swap_peak_source = Source::Sampled;
             }
         }
-        u.oom_kills = crate::events::oom_kills_from(&d.read("memory.events")?);
+        u.oom_kills = self.oom_kills()?;
         match d.read_opt("pids.peak")? {
             Some(s) => {
                 u.pids_peak = single(&s).unwrap_or(0);
