@@ -581,12 +581,16 @@ impl CgroupRoot {
         self.layout
     }
 
-    /// v1: jobcell's parent directory in every hierarchy, opened (and made) now, for a process
-    /// forked before its job cgroup exists to move itself in later with [`join_self`]. Empty on
-    /// v2, where the job is cloned straight into its cgroup.
-    pub fn self_join_dirs(&self) -> Result<Vec<std::os::fd::OwnedFd>, CgroupError> {
+    /// v1: jobcell's parent directory in every hierarchy a job with `limits` gets a cgroup in
+    /// (what [`create`](Self::create) will make), opened (and made) now, for a process forked
+    /// before its job cgroup exists to move itself in later with [`join_self`]. Empty on v2,
+    /// where the job is cloned straight into its cgroup.
+    pub fn self_join_dirs(
+        &self,
+        limits: &Limits,
+    ) -> Result<Vec<std::os::fd::OwnedFd>, CgroupError> {
         match &self.inner {
-            RootImpl::V1(r) => r.parent_fds(),
+            RootImpl::V1(r) => r.parent_fds(limits),
             RootImpl::V2(_) => Ok(Vec::new()),
         }
     }

@@ -33,14 +33,27 @@ impl Ctrl {
         Ctrl::Blkio,
         Ctrl::Cpuset,
     ];
-    /// Created for every job (freezer and cpuacct unless the limits leave them out).
-    const ALWAYS: [Ctrl; 5] = [
-        Ctrl::Memory,
-        Ctrl::Cpu,
-        Ctrl::Cpuacct,
-        Ctrl::Pids,
-        Ctrl::Freezer,
-    ];
+    /// Created for every job.
+    const ALWAYS: [Ctrl; 3] = [Ctrl::Memory, Ctrl::Cpu, Ctrl::Pids];
+
+    /// The controllers a job with these limits gets a cgroup in: [`Ctrl::ALWAYS`], cpuacct and
+    /// freezer unless left out, blkio and cpuset when limited.
+    fn wanted(l: &Limits) -> Vec<Ctrl> {
+        let mut w = Ctrl::ALWAYS.to_vec();
+        if !l.v1_without_cpuacct {
+            w.push(Ctrl::Cpuacct);
+        }
+        if !l.v1_without_freezer {
+            w.push(Ctrl::Freezer);
+        }
+        if l.io_weight.is_some() {
+            w.push(Ctrl::Blkio);
+        }
+        if l.cpuset.is_some() {
+            w.push(Ctrl::Cpuset);
+        }
+        w
+    }
     fn name(self) -> &'static str {
         match self {
             Ctrl::Memory => "memory",
@@ -209,10 +222,9 @@ impl Root {
                 "the v1 memory controller is mounted but this process is not in it".into(),
             ));
         }
-        for h in hiers
-            .iter()
-            .filter(|h| Ctrl::ALWAYS.iter().any(|c| h.has(*c)))
-        {
+        // Every hierarchy a job may use (the default limits leave none out).
+        let used = Ctrl::wanted(&Limits::default());
+        for h in hiers.iter().filter(|h| used.iter().any(|c| h.has(*c))) {
             crate::check_creatable(&h.parent_path, &h.mount)?;
         }
         Ok(())
@@ -245,11 +257,17 @@ impl Root {
         self.hiers.iter().find(|h| h.has(c))
     }
 
-    /// Every hierarchy's parent, opened (and made) now, as descriptors of their own.
-    pub(crate) fn parent_fds(&self) -> Result<Vec<std::os::fd::OwnedFd>, CgroupError> {
+    /// The parent in every hierarchy a job with limits `l` gets a cgroup in, opened (and made)
+    /// now, as descriptors of their own.
+    pub(crate) fn parent_fds(&self, l: &Limits) -> Result<Vec<std::os::fd::OwnedFd>, CgroupError> {
         use std::os::fd::FromRawFd;
+        let wanted = Ctrl::wanted(l);
         let mut out = Vec::with_capacity(self.hiers.len());
-        for h in &self.hiers {
+        for h in self
+            .hiers
+            .iter()
+            .filter(|h| wanted.iter().any(|c| h.has(*c)))
+        {
             let d = h.parent()?;
             let fd = unsafe { libc::fcntl(d.raw(), libc::F_DUPFD_CLOEXEC, 0) };
             if fd < 0 {
@@ -278,20 +296,7 @@ impl Root {
         l: &Limits,
         warnings: &mut Vec<String>,
     ) -> Result<Job, CgroupError> {
-        let mut wanted: Vec<Ctrl> = Ctrl::ALWAYS
-            .into_iter()
-            .filter(|c| match c {
-                Ctrl::Freezer => !l.v1_without_freezer,
-                Ctrl::Cpuacct => !l.v1_without_cpuacct,
-                _ => true,
-            })
-            .collect();
-        if l.io_weight.is_some() {
-            wanted.push(Ctrl::Blkio);
-        }
-        if l.cpuset.is_some() {
-            wanted.push(Ctrl::Cpuset);
-        }
+        let wanted = Ctrl::wanted(l);
         // Which hierarchies, in order; refuse limits whose controller is missing.
         let mut idx: Vec<usize> = Vec::new();
         for c in &wanted {

@@ -631,7 +631,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     // v1: the job moves itself into its cgroup once it exists (see join_self: far cheaper
     // than our writing its pid), through the hierarchies' parents opened now.
     let join_dirs = match cg_root {
-        Some(r) if cgroup.is_none() => r.self_join_dirs()?,
+        Some(r) if cgroup.is_none() => r.self_join_dirs(&job_limits)?,
         _ => Vec::new(),
     };
 
