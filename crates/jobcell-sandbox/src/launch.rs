@@ -4,9 +4,10 @@
 //! ```text
 //! launcher (host)                          init = PID 1 of the job (root, new namespaces)
 //!  1. resolve user, image, bind sources
-//!  2. create scratch dir (v2: and cgroup)
-//!  3. block forwarded signals; clone  ───►  uid maps (rootless); mount plan; empty bounding
-//!  4. (v1) cgroup; groups; "go" ────────►     set, seccomp; wait for "go"
+//!  2. (v2) create the cgroup; (--disk) scratch and its filesystem
+//!  3. block forwarded signals; clone  ───►  uid maps (rootless); empty bounding set, seccomp
+//!  4. scratch, "S" ─────────────────────►  mount plan;
+//!     (v1) cgroup; groups; "go" ────────►  wait for "go"
 //!                                            5. start the job: (v1) join the cgroup, setsid,
 //!                                               drop privileges, chdir, exec
 //!                                            6. reap orphans, forward signals, and on the
@@ -497,16 +498,16 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         return Err(DiskError::Rootless.into());
     }
     tl.mark("resolved user and paths");
-    // 2. Scratch (what SIGKILLed launchers left is collected once the init is released).
+    // 2. Scratch (what SIGKILLed launchers left is collected once the init is released). A
+    // fresh one is made after the clone (step 3b), while the init confines itself, unless a
+    // --disk filesystem or a scheduler's dir needs it now: only its path is needed before.
     let name = l.cgroup_name.clone().unwrap_or_else(job_name);
     let subs: Vec<String> = private.iter().map(|(_, s)| s.clone()).collect();
     let scratch_base = match &task.job_scratch {
         Some(p) => p.parent().unwrap_or(Path::new("/")).to_path_buf(),
         None => spec.scratch_base.clone(),
     };
-    let scratch = if let Some(p) = &task.job_scratch {
-        ScratchDir::existing(p, identity.uid, &subs)?
-    } else {
+    let make_scratch = |identity: &Identity| {
         ScratchDir::create(
             &spec.scratch_base,
             &name,
@@ -514,23 +515,29 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
             identity.gid,
             &subs,
             spec.keep_scratch,
-        )?
+        )
+    };
+    let early_scratch = match &task.job_scratch {
+        Some(p) => Some(ScratchDir::existing(p, identity.uid, &subs)?),
+        None if spec.resources.disk.is_some() => Some(make_scratch(&identity)?),
+        None => None,
+    };
+    let scratch_path = match &early_scratch {
+        Some(s) => s.path().to_path_buf(),
+        None => spec.scratch_base.join(&name),
     };
 
     // 2a. A size-limited scratch: its own filesystem, mounted by the init (in the job's mount
     // namespace only) over the scratch dir. Not in a scheduler's task, whose dir is shared.
-    let disk = match spec.resources.disk {
-        Some(req) if task.job_scratch.is_none() || task.own_scratch => Some(ScratchDisk::create(
-            scratch.path(),
-            scratch.fd(),
-            req,
-            &name,
-        )?),
-        Some(_) => {
+    let disk = match (spec.resources.disk, &early_scratch) {
+        (Some(req), Some(s)) if task.job_scratch.is_none() || task.own_scratch => {
+            Some(ScratchDisk::create(s.path(), s.fd(), req, &name)?)
+        }
+        (Some(_), _) => {
             warnings.push("--disk is not applied to a scheduler's task (its scratch is shared by the job's tasks); the scheduler's own disk limits apply".into());
             None
         }
-        None => None,
+        (None, _) => None,
     };
     // A caller's staged scratch: mounted here, in a mount namespace of our own (the init
     // inherits it), so the caller still sees the job's files after the job.
@@ -540,16 +547,14 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         if unsafe { libc::unshare(libc::CLONE_NEWNS) } < 0 {
             return last_err("a mount namespace for the --disk filesystem");
         }
-        let fd = mount_disk(scratch.path(), d.device_path(), &Linux)
+        let fd = mount_disk(&scratch_path, d.device_path(), &Linux)
             .map_err(|(what, e)| LaunchError::Setup(format!("{what}: {e}")))?;
         own_disk_fd = Some(fd);
         scratch_mount = Some(ScratchMount {
-            path: scratch.path().to_path_buf(),
+            path: scratch_path.clone(),
             _disk: d,
         });
     }
-    tl.mark("scratch created");
-    crash_point("scratch");
     // 2b. Where the job's cgroup goes. Rootless, only when the caller names a cgroup it may
     // write (a delegated subtree); otherwise the job lives in the scheduler's cgroup.
     let detected;
@@ -591,7 +596,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     }
 
     let shape = PlanShape {
-        scratch_path: scratch.path().to_path_buf(),
+        scratch_path: scratch_path.clone(),
         scratch_base,
         private_dirs: private.clone(),
         binds: spec
@@ -604,7 +609,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         userns: rootless,
         covers: world_writable(&private),
     };
-    let env = job_env(spec, &identity, scratch.path(), &l.extra_env);
+    let env = job_env(spec, &identity, &scratch_path, &l.extra_env);
     let path_dirs = env
         .iter()
         .find(|(k, _)| k == "PATH")
@@ -659,11 +664,8 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         userns: rootless.then(|| (unsafe { libc::getuid() }, unsafe { libc::getgid() })),
         net_none: spec.net == NetMode::None,
         cgroupns: cg_root.is_some(),
-        workdir: task
-            .workdir
-            .clone()
-            .unwrap_or_else(|| scratch.path().to_path_buf()),
-        workdir_fallback: scratch.path().to_path_buf(),
+        workdir: task.workdir.clone().unwrap_or_else(|| scratch_path.clone()),
+        workdir_fallback: scratch_path.clone(),
         argv,
         envp,
         path_dirs,
@@ -707,6 +709,23 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     let _cpus = split.map(|s| s.apply(pid));
     tl.mark("cloned");
     crash_point("clone");
+    // 3b. Scratch, on this disk while the init confines itself; its mounts wait for "S". A
+    // failure here kills the init (InitGuard) before it mounted anything.
+    let scratch = match early_scratch {
+        Some(s) => s,
+        None => make_scratch(&identity)?,
+    };
+    match std::io::Write::write_all(&mut go_w, &[crate::sync::SCRATCH_READY]) {
+        Err(e) if e.raw_os_error() != Some(libc::EPIPE) => {
+            return Err(LaunchError::Sys(
+                "telling the job's init its scratch is ready",
+                e,
+            ));
+        }
+        _ => {}
+    }
+    tl.mark("scratch created");
+    crash_point("scratch");
     if let (None, Some(root)) = (&cgroup, cg_root) {
         let (cg, o) = make_cgroup(root, &mut warnings)?;
         (cgroup, oom) = (Some(cg), o);
@@ -1328,6 +1347,22 @@ fn init_inner(c: &ChildPlan) -> i32 {
         send_fail(c.msg_fd, Stage::Setup, what, &e);
         return 125;
     }
+    // What the job inherits (bounding set, seccomp filter), while the launcher makes scratch:
+    // neither limits what the init does itself (its own capabilities stay; no mount uses a
+    // keyring).
+    if let Err(e) = identity::confine_init(&sys, c.last_cap) {
+        send_fail(
+            c.msg_fd,
+            Stage::Setup,
+            "confining the job's init".into(),
+            &e,
+        );
+        return 125;
+    }
+    // The launcher gave up or died before the scratch dir was there: nothing to say.
+    if crate::sync::read_scratch_ready(c.go_fd).is_err() {
+        return 125;
+    }
     let disk_fd = match &c.disk {
         Some(dev) => match mount_disk(&c.shape.scratch_path, dev, &sys) {
             Ok(fd) => Some(fd),
@@ -1361,16 +1396,6 @@ fn init_inner(c: &ChildPlan) -> i32 {
     };
     if let Err(e) = plan::apply(&steps, &sys) {
         send_fail(c.msg_fd, Stage::Setup, plan::describe(&e.step), &e.error);
-        return 125;
-    }
-    // What the job inherits (bounding set, seccomp filter), while the launcher still works.
-    if let Err(e) = identity::confine_init(&sys, c.last_cap) {
-        send_fail(
-            c.msg_fd,
-            Stage::Setup,
-            "confining the job's init".into(),
-            &e,
-        );
         return 125;
     }
     c.tl.mark("init: mounts done");

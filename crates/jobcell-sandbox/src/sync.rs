@@ -100,6 +100,29 @@ impl Msg {
     }
 }
 
+/// "Scratch is there": the launcher makes the scratch dir after the clone, while the init
+/// confines itself, and sends this one byte before "go"; the init's mounts wait for it.
+pub const SCRATCH_READY: u8 = b'S';
+
+/// Wait for [`SCRATCH_READY`]; an error or end of file means the launcher gave up or died.
+pub fn read_scratch_ready(fd: RawFd) -> io::Result<()> {
+    let mut b = 0u8;
+    loop {
+        let r = unsafe { libc::read(fd, (&mut b as *mut u8).cast(), 1) };
+        match r {
+            1 if b == SCRATCH_READY => return Ok(()),
+            1 => return Err(io::Error::from_raw_os_error(libc::EPROTO)),
+            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
+            _ => {
+                let e = io::Error::last_os_error();
+                if e.kind() != io::ErrorKind::Interrupted {
+                    return Err(e);
+                }
+            }
+        }
+    }
+}
+
 /// The launcher's "go" to the init, with the job user's supplementary groups (looked up while
 /// the init made its mounts): `G`, a count, then that many gids, all native-endian u32.
 pub fn encode_go(groups: &[u32]) -> Vec<u8> {
