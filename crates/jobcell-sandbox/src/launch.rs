@@ -709,7 +709,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     let _cpus = split.map(|s| s.apply(pid));
     tl.mark("cloned");
     crash_point("clone");
-    // 3b. Scratch, on this disk while the init confines itself; its mounts wait for "S". A
+    // 3b. Scratch, made while the init confines itself; its mounts wait for "S". A
     // failure here kills the init (InitGuard) before it mounted anything.
     let scratch = match early_scratch {
         Some(s) => s,
