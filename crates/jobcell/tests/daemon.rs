@@ -725,15 +725,7 @@ fn a_killed_supervisor_fails_its_job_and_leaves_nothing() {
     );
     // The job's cgroup and scratch are gone.
     if let Some(f) = &freezer {
-        let t = Instant::now();
-        while f.exists() {
-            assert!(
-                t.elapsed() < Duration::from_secs(10),
-                "{} left",
-                f.display()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        wait_gone(f, Duration::from_secs(10));
     }
     let t = Instant::now();
     while std::fs::read_dir(&d.scratch).unwrap().count() > 0 {
@@ -1036,15 +1028,7 @@ fn results_lost_to_a_power_loss_fail_their_jobs_once_with_the_reason() {
             }
         }
     }
-    let t = Instant::now();
-    while left.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "{} left",
-            left.display()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_gone(&left, Duration::from_secs(10));
     let mut log: Vec<String> = std::fs::read_to_string(out.0.join("log"))
         .unwrap()
         .lines()

@@ -19,6 +19,15 @@ use jobcell_node::types::{JobInfo, State, SubmitResponse};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_jobcell");
 
+/// Waits for `p` (a job's cgroup or scratch dir) to be gone, panicking after `timeout`.
+pub fn wait_gone(p: &Path, timeout: Duration) {
+    let t = Instant::now();
+    while p.exists() {
+        assert!(t.elapsed() < timeout, "{} left", p.display());
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 /// Daemon tests share the `supervisors` cgroup and the machine's 2 cores: one at a time.
 static SERIAL: Mutex<()> = Mutex::new(());
 
