@@ -106,21 +106,19 @@ pub const SCRATCH_READY: u8 = b'S';
 
 /// Wait for [`SCRATCH_READY`]; an error or end of file means the launcher gave up or died.
 pub fn read_scratch_ready(fd: RawFd) -> io::Result<()> {
-    let mut b = 0u8;
-    loop {
-        let r = unsafe { libc::read(fd, (&mut b as *mut u8).cast(), 1) };
-        match r {
-            1 if b == SCRATCH_READY => return Ok(()),
-            1 => return Err(io::Error::from_raw_os_error(libc::EPROTO)),
-            0 => return Err(io::Error::from(io::ErrorKind::UnexpectedEof)),
-            _ => {
-                let e = io::Error::last_os_error();
-                if e.kind() != io::ErrorKind::Interrupted {
-                    return Err(e);
-                }
-            }
-        }
+    let mut b = [0u8];
+    read_exact_from(fd, &mut b)?;
+    if b[0] != SCRATCH_READY {
+        return Err(io::Error::from_raw_os_error(libc::EPROTO));
     }
+    Ok(())
+}
+
+/// `read_exact` on a descriptor that stays the caller's (borrowed as a File for std's loop).
+fn read_exact_from(fd: RawFd, buf: &mut [u8]) -> io::Result<()> {
+    use std::io::Read;
+    let mut pipe = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
+    pipe.read_exact(buf)
 }
 
 /// The launcher's "go" to the init, with the job user's supplementary groups (looked up while
@@ -137,11 +135,8 @@ pub fn encode_go(groups: &[u32]) -> Vec<u8> {
 
 /// Read a whole "go" (blocking); an error or end of file means the launcher gave up or died.
 pub fn read_go(fd: RawFd) -> io::Result<Vec<u32>> {
-    use std::io::Read;
-    // The descriptor stays the caller's: borrowed as a File for std's read_exact only.
-    let mut pipe = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
     let mut head = [0u8; 5];
-    pipe.read_exact(&mut head)?;
+    read_exact_from(fd, &mut head)?;
     if head[0] != b'G' {
         return Err(io::Error::from_raw_os_error(libc::EPROTO));
     }
@@ -150,7 +145,7 @@ pub fn read_go(fd: RawFd) -> io::Result<Vec<u32>> {
         return Err(io::Error::from_raw_os_error(libc::EPROTO));
     }
     let mut body = vec![0u8; 4 * n];
-    pipe.read_exact(&mut body)?;
+    read_exact_from(fd, &mut body)?;
     Ok(body
         .chunks_exact(4)
         .map(|c| u32::from_ne_bytes(c.try_into().expect("4 bytes")))
