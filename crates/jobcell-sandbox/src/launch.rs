@@ -774,7 +774,8 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     let mut scratch = Some(scratch);
     let (mut usage, mut removed, mut cg_removed) = (None, None, None);
     // v1: the init never joins the job's cgroup (the job does), so it is empty once the init
-    // reports the status. v2's init is cloned into it and keeps it busy until reaped.
+    // reports the status, and its usage final. v2's init is cloned into it and keeps it busy
+    // (and its CPU counted) until reaped: usage and removal wait for that.
     let cgroup_free_at_status = !join_dirs.is_empty();
     let (status, rusage) = wait_loop(
         pid,
@@ -791,8 +792,8 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
             }
         },
         &mut || {
-            usage = cgroup.as_ref().map(|c| final_usage(c, l.usage));
             if cgroup_free_at_status {
+                usage = cgroup.as_ref().map(|c| final_usage(c, l.usage));
                 cg_removed = cgroup.take().map(|c| c.remove());
             }
             if disk.is_none() {
