@@ -905,8 +905,12 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     }
     if let Some(u) = usage.filter(|_| l.usage) {
         // v1's cpuacct splits user/system in scheduler ticks: a short job can read 0 there while
-        // rusage (the init and every process it reaped) has microseconds. Take the larger.
-        if u.cpu_user_us + u.cpu_system_us >= report.cpu_user_us + report.cpu_system_us {
+        // rusage (the init and every process it reaped) has microseconds. Take the larger;
+        // where both count the same nanoseconds they round them to microseconds differently
+        // (the cgroup's sum, each reaped process's share), which must not flip the source.
+        const ROUNDING_US: u64 = 10;
+        let cg = u.cpu_user_us + u.cpu_system_us;
+        if cg + ROUNDING_US >= report.cpu_user_us + report.cpu_system_us {
             report.cpu_user_us = u.cpu_user_us;
             report.cpu_system_us = u.cpu_system_us;
             report.cpu_source = "cgroup";
