@@ -12,10 +12,10 @@
 //!                                               drop privileges, chdir, exec
 //!                                            6. reap orphans, forward signals, and on the
 //!  7. wait: forward signals, grace; on ◄─────   job's exit kill what is left, report its
-//!     the status: usage (only the OOM           status and exit
-//!     count without a report), remove
-//!     cgroup (v1) and scratch; reap init
-//!  8. (v2) remove cgroup; report
+//!     the status: (v1) usage (only the          status and exit
+//!     OOM count without a report) and
+//!     cgroup; scratch; reap init
+//!  8. (v2) usage, remove cgroup; report
 //! ```
 
 use std::ffi::CString;
