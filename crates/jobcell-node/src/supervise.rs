@@ -219,6 +219,11 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
         },
         &task,
     );
+    // The init's exit (its namespaces' teardown) is waited for here, before the staged dir
+    // is touched: this process goes on (see ExitingInit).
+    if let Ok(o) = outcome.as_mut() {
+        drop(o.init.take());
+    }
     // A size-limited scratch is still mounted over the staged dir (in our own mount
     // namespace) so that its files can be transferred out first; unmounted before removal.
     let scratch_mount = outcome.as_mut().ok().and_then(|o| o.scratch_mount.take());

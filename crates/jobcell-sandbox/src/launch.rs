@@ -155,6 +155,35 @@ pub struct Outcome {
     pub report: Report,
     /// See [`SchedulerTask::own_scratch`].
     pub scratch_mount: Option<ScratchMount>,
+    /// The job's init, still exiting; `None` when it was reaped already (see [`ExitingInit`]).
+    pub init: Option<ExitingInit>,
+}
+
+/// The job's init after it reported the job's end: every process of the job is dead and
+/// reaped, scratch is removed, and the init only exits (the kernel tears down its namespaces;
+/// on a disk mounted with `discard` that includes freeing scratch's directories, ~0.3 ms). The
+/// launch returns without waiting for that, as bwrap's monitor does for its PID 1. Dropping
+/// this waits and reaps the init. A caller about to exit [`leave`](Self::leave)s it instead:
+/// like any orphan it is then reaped by whoever adopts it, a moment later.
+pub struct ExitingInit(libc::pid_t);
+
+impl ExitingInit {
+    pub fn pid(&self) -> libc::pid_t {
+        self.0
+    }
+
+    /// The caller exits now: the init's own exit is not waited for.
+    pub fn leave(self) {
+        std::mem::forget(self)
+    }
+}
+
+impl Drop for ExitingInit {
+    fn drop(&mut self) {
+        while unsafe { libc::waitpid(self.0, std::ptr::null_mut(), 0) } < 0
+            && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
+        {}
+    }
 }
 
 fn last_err<T>(what: &'static str) -> Result<T, LaunchError> {
@@ -766,8 +795,9 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     }
 
     // 7. Wait. Once the init reports the job's status, every process of the job is gone: the
-    // job's usage is final and scratch can go while the init still exits (on the other core,
-    // its namespaces' teardown). A --disk scratch waits for that teardown (its loop device).
+    // job's usage is final, scratch can go, and the launch is over while the init still exits
+    // (its namespaces' teardown; see ExitingInit). A --disk scratch waits for that teardown
+    // (its loop device), and so does a v2 cgroup (below).
     set_nonblock(msg_r.as_raw_fd());
     let mut reader = Reader::default();
     let mut oom_seen = false;
@@ -777,7 +807,9 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     // reports the status, and its usage final. v2's init is cloned into it and keeps it busy
     // (and its CPU counted) until reaped: usage and removal wait for that.
     let cgroup_free_at_status = !join_dirs.is_empty();
-    let (status, rusage) = wait_loop(
+    let ends_at_status =
+        disk.is_none() && own_disk_fd.is_none() && (cgroup.is_none() || cgroup_free_at_status);
+    let waited = wait_loop(
         pid,
         sigfd,
         msg_r.as_raw_fd(),
@@ -800,18 +832,25 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
                 removed = scratch.take().map(|s| (s.path().to_path_buf(), s.remove()));
             }
             tl.mark("usage read, scratch removed");
+            ends_at_status
         },
     )?;
-    std::mem::forget(init);
-    while let Ok(true) = reader.fill(msg_r.as_raw_fd()) {}
     let wall = started.elapsed();
-
-    tl.mark("init reaped");
+    std::mem::forget(init);
+    let (status, init_rusage, exiting_init) = match waited {
+        Waited::Reaped(status, rusage) => {
+            while let Ok(true) = reader.fill(msg_r.as_raw_fd()) {}
+            tl.mark("init reaped");
+            (Some(status), Some(rusage), None)
+        }
+        Waited::Reported => (None, None, Some(ExitingInit(pid))),
+    };
     // 8. Interpret, clean up, report.
     let mut exec_error = None;
     let mut setup_error = None;
     let mut exit = None;
     let mut disk_usage = None;
+    let mut job_cpu = None;
     for m in &reader.msgs {
         match m {
             Msg::Failed {
@@ -824,6 +863,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
             }
             Msg::ExitCode(c) => exit = Some(JobExit::Code(*c)),
             Msg::Signaled(s) => exit = Some(JobExit::Signal(*s)),
+            Msg::Usage { user_us, system_us } => job_cpu = Some((*user_us, *system_us)),
             Msg::Disk { used, total, full } => disk_usage = Some((*used, *total, *full)),
         }
     }
@@ -858,10 +898,11 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     if let Some(e) = setup_error {
         return Err(LaunchError::Setup(e));
     }
-    let exit = match exit {
-        Some(e) => e,
-        None if libc::WIFSIGNALED(status) => JobExit::Signal(libc::WTERMSIG(status)),
-        None => return Err(LaunchError::InitDied(libc::WEXITSTATUS(status))),
+    let exit = match (exit, status) {
+        (Some(e), _) => e,
+        (None, Some(s)) if libc::WIFSIGNALED(s) => JobExit::Signal(libc::WTERMSIG(s)),
+        (None, Some(s)) => return Err(LaunchError::InitDied(libc::WEXITSTATUS(s))),
+        (None, None) => unreachable!("the wait ends before the init's exit only at a status"),
     };
     tl.mark("scratch removed");
     if let Some(kept) = removed? {
@@ -870,14 +911,19 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     cg_removed.transpose()?;
     let usage = usage.transpose()?;
 
+    // The job's processes as the init reaped them; an init killed before it could say (the
+    // grace ran out) is reaped here, and its rusage includes what it reaped.
     let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+    let (cpu_user_us, cpu_system_us) = job_cpu
+        .or(init_rusage.map(|r| (tv(r.ru_utime), tv(r.ru_stime))))
+        .unwrap_or((0, 0));
     let mut report = Report::new(
         spec,
         exit,
         wall,
         started_unix,
-        tv(rusage.ru_utime),
-        tv(rusage.ru_stime),
+        cpu_user_us,
+        cpu_system_us,
         Isolation {
             namespaces: namespaces(if child_cgroupns {
                 flags | libc::CLONE_NEWCGROUP
@@ -905,7 +951,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     }
     if let Some(u) = usage.filter(|_| l.usage) {
         // v1's cpuacct splits user/system in scheduler ticks: a short job can read 0 there while
-        // rusage (the init and every process it reaped) has microseconds. Take the larger;
+        // rusage (every process the init reaped) has microseconds. Take the larger;
         // where both count the same nanoseconds they round them to microseconds differently
         // (the cgroup's sum, each reaped process's share), which must not flip the source.
         const ROUNDING_US: u64 = 10;
@@ -936,6 +982,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         exec_error,
         report,
         scratch_mount,
+        init: exiting_init,
     })
 }
 
@@ -1219,7 +1266,16 @@ fn crash_point(_point: &str) {
     }
 }
 
-/// The launcher's wait: reap the init, pass signals on, enforce the grace period.
+/// How [`wait_loop`] ended.
+enum Waited {
+    /// The init exited and was reaped: its wait status and rusage.
+    Reaped(libc::c_int, libc::rusage),
+    /// The init reported the job's status, and `on_status` said that is the end.
+    Reported,
+}
+
+/// The launcher's wait: pass signals on, enforce the grace period, run `on_status` once the
+/// init reports the job's end, and reap the init (unless `on_status` returns true).
 fn wait_loop(
     init: libc::pid_t,
     sigfd: &OwnedFd,
@@ -1228,8 +1284,8 @@ fn wait_loop(
     grace: Duration,
     oom: Option<&OomWatch>,
     on_oom: &mut dyn FnMut(&OomWatch),
-    on_status: &mut dyn FnMut(),
-) -> Result<(libc::c_int, libc::rusage), LaunchError> {
+    on_status: &mut dyn FnMut() -> bool,
+) -> Result<Waited, LaunchError> {
     let mut deadline: Option<Instant> = None;
     let mut msg_open = true;
     let mut status_seen = false;
@@ -1283,7 +1339,9 @@ fn wait_loop(
             msg_open = reader.fill(msg_fd).unwrap_or(false);
             if !status_seen && reader.has_status() {
                 status_seen = true;
-                on_status();
+                if on_status() {
+                    return Ok(Waited::Reported);
+                }
             }
         }
         if fds[0].revents & libc::POLLIN != 0 {
@@ -1301,7 +1359,7 @@ fn wait_loop(
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
         let r = unsafe { libc::wait4(init, &mut status, libc::WNOHANG, &mut ru) };
         if r == init {
-            return Ok((status, ru));
+            return Ok(Waited::Reaped(status, ru));
         }
         if r < 0 {
             return last_err("waiting for the job");
@@ -1629,6 +1687,16 @@ fn init_loop(c: &ChildPlan, job: libc::pid_t, disk_fd: Option<RawFd>) -> i32 {
                 if let Some((used, total, full)) = disk_fd.and_then(crate::disk::usage) {
                     Msg::Disk { used, total, full }.send(c.msg_fd);
                 }
+                // Every process of the job is reaped: its CPU is all in our children's usage.
+                // Said now, so that the launcher need not wait for this process's own exit.
+                let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+                unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
+                let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
+                Msg::Usage {
+                    user_us: us(ru.ru_utime),
+                    system_us: us(ru.ru_stime),
+                }
+                .send(c.msg_fd);
                 msg.send(c.msg_fd);
                 return code;
             }
@@ -1767,5 +1835,47 @@ fn exec_search(c: &ChildPlan) -> io::Error {
         io::Error::from_raw_os_error(libc::EACCES)
     } else {
         last
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A child that exits after `ms` milliseconds (only async-signal-safe calls after fork).
+    fn child_exiting_after(ms: u64) -> libc::pid_t {
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            let ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: (ms * 1_000_000) as libc::c_long,
+            };
+            unsafe {
+                libc::nanosleep(&ts, std::ptr::null_mut());
+                libc::_exit(0)
+            }
+        }
+        pid
+    }
+
+    #[test]
+    fn an_exiting_init_is_reaped_when_dropped_and_left_when_left() {
+        let pid = child_exiting_after(20);
+        drop(ExitingInit(pid));
+        // Reaped: no longer our child.
+        assert_eq!(
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) },
+            -1
+        );
+        assert_eq!(
+            io::Error::last_os_error().raw_os_error(),
+            Some(libc::ECHILD)
+        );
+
+        let pid = child_exiting_after(20);
+        ExitingInit(pid).leave();
+        // Left alone: still ours to reap (a process that exits leaves it to its adopter).
+        assert_eq!(unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) }, pid);
     }
 }

@@ -45,6 +45,12 @@ pub enum Msg {
     },
     ExitCode(i32),
     Signaled(i32),
+    /// The CPU time of the job's processes, as the init reaped them (its `RUSAGE_CHILDREN`):
+    /// sent before the status, so the launcher need not wait for the init's own exit.
+    Usage {
+        user_us: u64,
+        system_us: u64,
+    },
     /// The size-limited scratch at the job's end: bytes used, bytes in all, whether full.
     Disk {
         used: u64,
@@ -67,6 +73,7 @@ impl Msg {
             }
             Msg::ExitCode(c) => format!("C\t{c}"),
             Msg::Signaled(s) => format!("S\t{s}"),
+            Msg::Usage { user_us, system_us } => format!("U\t{user_us}\t{system_us}"),
             Msg::Disk { used, total, full } => format!("D\t{used}\t{total}\t{}", *full as u8),
         };
         s.truncate(MAX_LINE);
@@ -84,6 +91,10 @@ impl Msg {
             }),
             "C" => f.next()?.parse().ok().map(Msg::ExitCode),
             "S" => f.next()?.parse().ok().map(Msg::Signaled),
+            "U" => Some(Msg::Usage {
+                user_us: f.next()?.parse().ok()?,
+                system_us: f.next()?.parse().ok()?,
+            }),
             "D" => Some(Msg::Disk {
                 used: f.next()?.parse().ok()?,
                 total: f.next()?.parse().ok()?,
@@ -231,6 +242,10 @@ mod tests {
             },
             Msg::ExitCode(3),
             Msg::Signaled(9),
+            Msg::Usage {
+                user_us: 1_234_567,
+                system_us: 89,
+            },
             Msg::Disk {
                 used: 5 << 20,
                 total: 16 << 20,
@@ -249,5 +264,6 @@ mod tests {
         }
         assert_eq!(Msg::decode("garbage"), None);
         assert_eq!(Msg::decode("C\tnotanumber"), None);
+        assert_eq!(Msg::decode("U\t12"), None);
     }
 }

@@ -144,12 +144,18 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         // Nothing suspends a `jobcell run` job (only the daemon's `jobcell suspend` does).
         suspendable: false,
     });
-    let outcome = match outcome {
+    let mut outcome = match outcome {
         Ok(o) => o,
         // A signal before the job started: nothing was left behind; die like the job would.
         Err(LaunchError::Interrupted(sig)) => return Ok(128 + sig),
         Err(e) => return Err(e.into()),
     };
+    // The job is over and its scratch gone; jobcell exits next, so the init's own exit (its
+    // namespaces' teardown) is left to the kernel and whoever adopts it, as bwrap leaves its
+    // PID 1's.
+    if let Some(init) = outcome.init.take() {
+        init.leave();
+    }
     for w in &outcome.report.warnings {
         eprintln!("jobcell: warning: {w}");
     }

@@ -250,6 +250,107 @@ fn sigkill_of_jobcell_takes_the_whole_job_down() {
     // Scratch removal is not promised for this one exit path; TestDir removes it.
 }
 
+#[test]
+fn the_init_left_exiting_takes_the_job_namespaces_with_it() {
+    if skip_unless_root() {
+        return;
+    }
+    // `jobcell run` returns once the init has reported the job's end (every process of the job
+    // killed and reaped, scratch removed), without waiting for the init's own exit, as bwrap
+    // does for its PID 1. Nothing may then be left in the job's namespaces, and the init may
+    // run nothing more: it is gone, or a zombie for whoever adopted it to reap.
+    let t = TestDir::new("initexit");
+    let ctl = t.subdir("ctl", 0o777);
+    let c = ctl.display();
+    let job = Job::new(&t.base())
+        .opt("--bind")
+        .opt(&ctl)
+        .spawn_sh(&format!(
+            "{{ readlink /proc/self/ns/mnt; readlink /proc/self/ns/pid; }} > {c}/ns.tmp
+mv {c}/ns.tmp {c}/ns
+sleep 0.5"
+        ));
+    wait_for_file(&ctl.join("ns"), Duration::from_secs(10));
+    let ns: Vec<String> = std::fs::read_to_string(ctl.join("ns"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(ns.len(), 2, "{ns:?}");
+    // The launcher's only child is the job's init.
+    let inits = host_children_of(job.pid());
+    assert_eq!(inits.len(), 1, "children of the launcher: {inits:?}");
+    let init = inits[0];
+    let inside = host_pids_in_namespaces(&ns);
+    assert!(
+        inside.contains(&init),
+        "the init {init} is not seen in the job's namespaces {ns:?}: {inside:?}"
+    );
+    job.wait().expect(0);
+    let t0 = Instant::now();
+    loop {
+        let holders = host_pids_in_namespaces(&ns);
+        let state = proc_state(init);
+        if holders.is_empty() && state.is_none_or(|s| s == 'Z') {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "5 s after jobcell: processes {holders:?} still in the job's namespaces {ns:?}, init {init} in state {state:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    t.assert_base_empty();
+}
+
+fn host_children_of(parent: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
+            continue;
+        };
+        if status
+            .lines()
+            .any(|l| l.strip_prefix("PPid:").map(str::trim) == Some(&parent.to_string()))
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Live host pids in any of these namespaces (`readlink /proc/PID/ns/...` strings). A zombie
+/// runs nothing and holds no mount; only its pid keeps a number in its PID namespace.
+fn host_pids_in_namespaces(ns: &[String]) -> Vec<i32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if proc_state(pid) == Some('Z') {
+            continue;
+        }
+        for kind in ["mnt", "pid"] {
+            if let Ok(l) = std::fs::read_link(e.path().join("ns").join(kind)) {
+                if ns.iter().any(|n| Path::new(n) == l) {
+                    out.push(pid);
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The state letter of a process (`R`, `S`, `Z`, ...), `None` once it is gone.
+fn proc_state(pid: i32) -> Option<char> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?.1.trim_start().chars().next()
+}
+
 // ------------------------------------------------------------------------------ files
 
 #[test]
