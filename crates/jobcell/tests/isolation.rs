@@ -268,7 +268,7 @@ fn the_init_left_exiting_takes_the_job_namespaces_with_it() {
         .spawn_sh(&format!(
             "{{ readlink /proc/self/ns/mnt; readlink /proc/self/ns/pid; }} > {c}/ns.tmp
 mv {c}/ns.tmp {c}/ns
-sleep 0.5"
+until [ -e {c}/done ]; do sleep 0.01; done"
         ));
     wait_for_file(&ctl.join("ns"), Duration::from_secs(10));
     let ns: Vec<String> = std::fs::read_to_string(ctl.join("ns"))
@@ -286,6 +286,7 @@ sleep 0.5"
         inside.contains(&init),
         "the init {init} is not seen in the job's namespaces {ns:?}: {inside:?}"
     );
+    std::fs::write(ctl.join("done"), "").unwrap();
     job.wait().expect(0);
     let t0 = Instant::now();
     loop {
