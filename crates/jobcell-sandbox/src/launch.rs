@@ -913,9 +913,8 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
 
     // The job's processes as the init reaped them; an init killed before it could say (the
     // grace ran out) is reaped here, and its rusage includes what it reaped.
-    let tv = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
     let (cpu_user_us, cpu_system_us) = job_cpu
-        .or(init_rusage.map(|r| (tv(r.ru_utime), tv(r.ru_stime))))
+        .or(init_rusage.map(|r| (micros(r.ru_utime), micros(r.ru_stime))))
         .unwrap_or((0, 0));
     let mut report = Report::new(
         spec,
@@ -1264,6 +1263,10 @@ fn crash_point(_point: &str) {
     if std::env::var_os("JOBCELL_CRASH_AT").is_some_and(|v| v == _point) {
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
+}
+
+fn micros(t: libc::timeval) -> u64 {
+    t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64
 }
 
 /// How [`wait_loop`] ended.
@@ -1691,10 +1694,9 @@ fn init_loop(c: &ChildPlan, job: libc::pid_t, disk_fd: Option<RawFd>) -> i32 {
                 // Said now, so that the launcher need not wait for this process's own exit.
                 let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
                 unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
-                let us = |t: libc::timeval| t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64;
                 Msg::Usage {
-                    user_us: us(ru.ru_utime),
-                    system_us: us(ru.ru_stime),
+                    user_us: micros(ru.ru_utime),
+                    system_us: micros(ru.ru_stime),
                 }
                 .send(c.msg_fd);
                 msg.send(c.msg_fd);
