@@ -305,51 +305,37 @@ until [ -e {c}/done ]; do sleep 0.01; done"
 }
 
 fn host_children_of(parent: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(status) = std::fs::read_to_string(e.path().join("status")) else {
-            continue;
-        };
-        if status
-            .lines()
-            .any(|l| l.strip_prefix("PPid:").map(str::trim) == Some(&parent.to_string()))
-        {
-            out.push(pid);
-        }
-    }
-    out
+    host_pids()
+        .into_iter()
+        .filter(|pid| proc_stat(*pid).is_some_and(|(_, ppid)| ppid == parent))
+        .collect()
 }
 
 /// Live host pids in any of these namespaces (`readlink /proc/PID/ns/...` strings). A zombie
 /// runs nothing and holds no mount; only its pid keeps a number in its PID namespace.
 fn host_pids_in_namespaces(ns: &[String]) -> Vec<i32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if proc_state(pid) == Some('Z') {
-            continue;
-        }
-        for kind in ["mnt", "pid"] {
-            if let Ok(l) = std::fs::read_link(e.path().join("ns").join(kind)) {
-                if ns.iter().any(|n| Path::new(n) == l) {
-                    out.push(pid);
-                    break;
-                }
-            }
-        }
-    }
-    out
+    host_pids()
+        .into_iter()
+        .filter(|pid| proc_state(*pid) != Some('Z'))
+        .filter(|pid| {
+            ["mnt", "pid"].iter().any(|kind| {
+                std::fs::read_link(format!("/proc/{pid}/ns/{kind}"))
+                    .is_ok_and(|l| ns.iter().any(|n| Path::new(n) == l))
+            })
+        })
+        .collect()
 }
 
 /// The state letter of a process (`R`, `S`, `Z`, ...), `None` once it is gone.
 fn proc_state(pid: i32) -> Option<char> {
+    proc_stat(pid).map(|(state, _)| state)
+}
+
+/// State and parent pid from `/proc/PID/stat` (the command name may hold spaces and ')').
+fn proc_stat(pid: i32) -> Option<(char, i32)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
+    let mut f = stat.rsplit_once(')')?.1.split_whitespace();
+    Some((f.next()?.chars().next()?, f.next()?.parse().ok()?))
 }
 
 // ------------------------------------------------------------------------------ files

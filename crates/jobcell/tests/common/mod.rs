@@ -357,26 +357,26 @@ pub fn host_pids_with_exact_arg(arg: &str) -> Vec<i32> {
 }
 
 fn host_pids_where(pred: impl Fn(&str) -> bool) -> Vec<i32> {
-    let mut out = Vec::new();
+    host_pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|cmd| {
+                cmd.split(|b| *b == 0)
+                    .any(|a| pred(&String::from_utf8_lossy(a)))
+            })
+        })
+        .collect()
+}
+
+/// Every host pid but this test process's.
+pub fn host_pids() -> Vec<i32> {
     let me = std::process::id() as i32;
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if pid == me {
-            continue;
-        }
-        let Ok(cmd) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        if cmd
-            .split(|b| *b == 0)
-            .any(|a| pred(&String::from_utf8_lossy(a)))
-        {
-            out.push(pid);
-        }
-    }
-    out
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|pid| *pid != me)
+        .collect()
 }
 
 /// A host process the test started, killed by its pid when dropped.
