@@ -12,9 +12,10 @@
 //!                                               drop privileges, chdir, exec
 //!                                            6. reap orphans, forward signals, and on the
 //!  7. wait: forward signals, grace; on ◄─────   job's exit kill what is left, report its
-//!     the status: (v1) usage (only the          status and exit
+//!     the status: (v1) usage (only the          children's rusage and the status, and exit
 //!     OOM count without a report) and
-//!     cgroup; scratch; reap init
+//!     cgroup; scratch; done, the init still
+//!     exiting (v2, --disk: reap it first)
 //!  8. (v2) usage, remove cgroup; report
 //! ```
 
@@ -168,10 +169,6 @@ pub struct Outcome {
 pub struct ExitingInit(libc::pid_t);
 
 impl ExitingInit {
-    pub fn pid(&self) -> libc::pid_t {
-        self.0
-    }
-
     /// The caller exits now: the init's own exit is not waited for.
     pub fn leave(self) {
         std::mem::forget(self)
