@@ -1,5 +1,5 @@
 #!/bin/sh
-# Benchmark (issue 4): `jobcell image add` of a ~200 MB tarball vs GNU tar extracting the same
+# Benchmark: `jobcell image add` of a ~200 MB tarball vs GNU tar extracting the same
 # file into a directory on the same filesystem, side by side.
 #
 #   bench/image-import.sh [JOBCELL_BINARY] [WORK_DIR]

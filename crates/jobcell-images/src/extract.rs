@@ -1,6 +1,6 @@
 //! The safe extractor: every entry of a tarball or a directory walk lands here.
 //!
-//! Rules (issue 4, "Import safety"):
+//! Rules:
 //! - paths are normalised component by component: `..` is refused, a leading `/` is dropped;
 //! - each parent component is opened with `openat(O_NOFOLLOW|O_DIRECTORY)` from the staging root
 //!   fd, so a symlink created earlier in the archive is never written through;

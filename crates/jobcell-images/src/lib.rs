@@ -272,7 +272,7 @@ fn creator_alive(name: &[u8]) -> bool {
 }
 
 /// Debug builds only: `JOBCELL_CRASH_AT=<point>` SIGKILLs the process at a named step of an
-/// import, so tests can check what a crash there leaves (issue 8).
+/// import, so tests can check what a crash there leaves.
 fn crash_point(_point: &str) {
     #[cfg(debug_assertions)]
     if std::env::var_os("JOBCELL_CRASH_AT").is_some_and(|v| v == _point) {

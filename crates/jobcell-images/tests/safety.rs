@@ -1,4 +1,4 @@
-//! Import safety: every rule of issue 4 with a crafted tarball.
+//! Import safety: every rule of the extractor (`src/extract.rs`) with a crafted tarball.
 
 mod common;
 

@@ -1,4 +1,4 @@
-//! Property test for the mount plan's `under(root, p)` (issue 8): for every path the spec
+//! Property test for the mount plan's `under(root, p)`: for every path the spec
 //! accepts (`clean_abs_path`), the join stays inside the root, so no step of a plan built on a
 //! stage or image root can name a host path outside it.
 

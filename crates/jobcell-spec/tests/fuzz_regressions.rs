@@ -1,4 +1,4 @@
-//! Inputs found by the cargo-fuzz targets in `fuzz/` (issue 8), kept as regression tests.
+//! Inputs found by the cargo-fuzz targets in `fuzz/`, kept as regression tests.
 
 use std::io;
 use std::path::{Path, PathBuf};

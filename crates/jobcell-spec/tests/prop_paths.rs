@@ -1,4 +1,4 @@
-//! Property tests for `clean_abs_path` (issue 8): whatever the input, an accepted path is
+//! Property tests for `clean_abs_path`: whatever the input, an accepted path is
 //! absolute, normal (no `.`, `..` or empty components) and names what the input named.
 
 use std::path::{Component, Path};

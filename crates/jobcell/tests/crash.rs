@@ -1,4 +1,4 @@
-//! Fault injection (issue 8): the launcher SIGKILLed at each point of the launch sequence
+//! Fault injection: the launcher SIGKILLed at each point of the launch sequence
 //! (`JOBCELL_CRASH_AT`, debug builds only) leaves nothing once the next `jobcell run` has
 //! garbage-collected: no mount, no cgroup of the dead launcher, no scratch dir, no job process.
 //!

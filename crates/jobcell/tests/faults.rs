@@ -1,4 +1,4 @@
-//! Faults (issue 8): what a crash, a full disk, a read-only filesystem, a locked or corrupted
+//! Faults: what a crash, a full disk, a read-only filesystem, a locked or corrupted
 //! database do to `jobcell image add` and `jobcell daemon`. Each must end with a clear one-line
 //! error naming the thing at fault, nothing half-created, and no acknowledged data lost.
 //!

@@ -1,5 +1,5 @@
 //! Integration tests that try to break each isolation claim of `jobcell run` from inside a real
-//! job (issue 2). They run the built binary as root; without root each test prints
+//! job. They run the built binary as root; without root each test prints
 //! `SKIPPED: needs root` and returns.
 //!
 //! Run: `cargo test -p jobcell --test isolation -- --test-threads=2`

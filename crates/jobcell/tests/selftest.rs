@@ -1,4 +1,4 @@
-//! `jobcell selftest` on this machine: every attack of the suite must be refused (issue 8).
+//! `jobcell selftest` on this machine: every attack of the suite must be refused.
 //!
 //! Run: `cargo test -p jobcell --test selftest`
 
