@@ -767,7 +767,9 @@ fn jobcell_under_a_real_slurm() {
     let o = c.user_out(&["srun", "--help"]);
     assert!(
         text(&o.stdout).contains("--jobcell-image"),
-        "srun --help lacks --jobcell-image"
+        "srun --help lacks --jobcell-image: {}{}",
+        text(&o.stdout),
+        text(&o.stderr)
     );
 
     // A plain srun is isolated, in its own pid namespace, with its own /tmp.
