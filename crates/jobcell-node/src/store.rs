@@ -313,22 +313,26 @@ fn reserve_space(conn: &Connection, path: &Path) {
             &mut chunk as *mut libc::c_int as *mut std::ffi::c_void,
         );
     }
-    reserve_wal(path);
+    let _ = reserve_wal(path);
 }
 
 /// Allocates `RESERVE_WAL` bytes beyond the WAL's end (where its next frames go unless SQLite
-/// starts it over). Best effort; also called by the core when the reserve has been used up.
-pub fn reserve_wal(db: &Path) {
+/// starts it over). Also called by the core when the reserve has been used up; an error says
+/// why nothing was reserved (EOPNOTSUPP: the filesystem cannot, no use trying again).
+pub fn reserve_wal(db: &Path) -> std::io::Result<()> {
     // Only the WAL is opened here: closing a second descriptor of the database file itself
     // would drop SQLite's POSIX locks on it.
     let mut wal = db.as_os_str().to_owned();
     wal.push("-wal");
-    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&wal) {
-        use std::os::fd::AsRawFd;
-        let end = f.metadata().map_or(0, |m| m.len()) as libc::off_t;
-        // SAFETY: a plain syscall on a descriptor we own; the file's size is kept.
-        unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, end, RESERVE_WAL) };
+    let f = std::fs::OpenOptions::new().write(true).open(&wal)?;
+    use std::os::fd::AsRawFd;
+    let end = f.metadata()?.len() as libc::off_t;
+    // SAFETY: a plain syscall on a descriptor we own; the file's size is kept.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, end, RESERVE_WAL) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
 }
 
 #[cfg(test)]
