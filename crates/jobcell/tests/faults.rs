@@ -1182,6 +1182,80 @@ fn a_result_lost_to_a_full_disk_names_the_cause() {
     assert_no_mount_under(t.path());
 }
 
+/// With no room even for the database's reserve (the daemon restarted on a state dir with
+/// 512 KiB left and no WAL to take its reserve back from), the daemon writes nothing: a job that ends meanwhile stays running in the
+/// queue, requests that write get 507, reads are answered; once space is back the job's end
+/// is recorded with its own status, by the same daemon, within seconds.
+#[test]
+fn with_no_room_to_write_a_jobs_end_waits_for_space() {
+    if skip_unless_root() {
+        return;
+    }
+    let _g = serial();
+    let t = TestDir::new("faults-defer");
+    let state_fs = t.path().join("statefs");
+    let ran = in_private_mount_ns(|| {
+        let _m = Mounted::tmpfs(&state_fs, 32 << 20);
+        let mut d = Daemon::start(t.path(), &state_fs.join("state"));
+        let ready = t.subdir("ready", 0o777);
+        let job = d
+            .submit(&[
+                "/bin/sh",
+                "-c",
+                &format!(
+                    "touch {}/up; while [ ! -e {}/go ]; do sleep 0.05; done; exit 5",
+                    ready.display(),
+                    t.path().display()
+                ),
+            ])
+            .unwrap();
+        let t0 = Instant::now();
+        while !ready.join("up").exists() {
+            assert!(t0.elapsed() < WAIT, "the job did not start: {}", d.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The job keeps running while the daemon is down. Closing the database as its last
+        // user removes the WAL and with it the space reserved there.
+        d.stop();
+        let db = state_fs.join("state/state.db");
+        drop(jobcell_node::store::Store::open(&db).unwrap());
+        assert!(!state_fs.join("state/state.db-wal").exists());
+        let filler = fill(&state_fs, 512 << 10);
+        d.launch().unwrap_or_else(|e| panic!("{e}"));
+        let pid = d.pid();
+        std::fs::write(t.path().join("go"), b"").unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        let j = d.job(job);
+        eprintln!("the job's record while the disk is full: {:?}", j.state);
+        assert!(j.state.active(), "recorded without room: {j:?}");
+        let e = d.submit(&["/bin/true"]).unwrap_err();
+        eprintln!("a submission: {e}");
+        assert!(e.contains("full"), "{e}");
+        let o = Command::new(JOBCELL)
+            .args(["hold", &job.to_string()])
+            .env("JOBCELL_SOCKET", &d.sock)
+            .output()
+            .unwrap();
+        eprintln!("jobcell hold: {:?} {}", o.status.code(), err(&o));
+        assert!(
+            !o.status.success() && err(&o).contains("full"),
+            "{}",
+            err(&o)
+        );
+        let _: serde_json::Value = d.client().call("GET", "/v1/status", None).unwrap();
+        std::fs::remove_file(&filler).unwrap();
+        let j = d.wait_ended(job);
+        assert_eq!((j.state, j.exit_code), (State::Completed, Some(5)), "{j:?}");
+        d.assert_alive();
+        assert_eq!(d.pid(), pid);
+        d.stop();
+    });
+    if ran.is_none() {
+        return;
+    }
+    assert_no_mount_under(t.path());
+}
+
 #[test]
 fn locked_or_corrupted_state_database() {
     if skip_unless_root() {
