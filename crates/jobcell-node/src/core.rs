@@ -765,18 +765,18 @@ impl Core {
     /// A batch on a state dir without room to commit anything: reads are answered, requests
     /// that write are refused, internal changes wait in `deferred`.
     fn hold_writes(&mut self, batch: Vec<Cmd>) -> Vec<Cmd> {
+        fn refuse<T>(reply: Reply<T>, e: &ApiErr) {
+            let _ = reply.send(Err(e.clone()));
+        }
         let refusal = self.full(space::WRITE_FLOOR);
-        let refuse = |reply: Box<dyn FnOnce(ApiErr)>| reply(refusal.clone());
         let mut reads = Vec::new();
         for c in batch {
             match c {
                 Cmd::Submit { reply, .. } | Cmd::SubmitCluster { reply, .. } => {
-                    refuse(Box::new(move |e| drop(reply.send(Err(e)))))
+                    refuse(reply, &refusal)
                 }
-                Cmd::NewCluster { reply, .. } => {
-                    refuse(Box::new(move |e| drop(reply.send(Err(e)))))
-                }
-                Cmd::Act { reply, .. } => refuse(Box::new(move |e| drop(reply.send(Err(e))))),
+                Cmd::NewCluster { reply, .. } => refuse(reply, &refusal),
+                Cmd::Act { reply, .. } => refuse(reply, &refusal),
                 Cmd::Exited { .. }
                 | Cmd::Started { .. }
                 | Cmd::SpawnFailed { .. }
@@ -904,7 +904,9 @@ impl Core {
                 let sup_pid = j.sup.map(|(p, _)| p);
                 let file = jobdir::read_result(&dir, attempt);
                 let unwritten = match &file {
-                    Ok(jobdir::ResultFile::Missing) => jobdir::read_unwritten(&dir, attempt),
+                    Ok(jobdir::ResultFile::Missing) => {
+                        jobdir::read_unwritten(&dir, attempt).map(|e| e.to_string())
+                    }
                     _ => None,
                 };
                 let unusable = match &file {
@@ -929,7 +931,7 @@ impl Core {
                     Ok(jobdir::ResultFile::Missing) if unwritten.is_some() => Some(failed(format!(
                         "attempt {attempt} ended but its result could not be written ({}: {}); the job is not run again",
                         jobdir::result_path(&dir, attempt).display(),
-                        unwritten.unwrap_or_else(|| std::io::Error::other("?"))
+                        unwritten.unwrap_or_default()
                     ))),
                     // A supervisor that died before claiming never started the job: say so
                     // (it could not write its claim: a full or read-only state dir) rather
