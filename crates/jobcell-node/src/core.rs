@@ -3,12 +3,14 @@
 //! one transaction (group commit: one fsync for many state changes), commits, and only then
 //! replies and acts (spawn, signal). A failed commit ends the daemon (crash-only: the state on
 //! disk is the truth and a restart recovers from it), so no reply ever acknowledges a change
-//! that was not committed.
+//! that was not committed. A full state dir must not be what fails a commit: the room is
+//! measured before each batch ([`space`]) and work that does not fit is refused (507) or, for
+//! supervisors' exits, waits until there is room.
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, Sender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 
 use jobcell_cgroup::CgroupRoot;
@@ -19,6 +21,7 @@ use tracing::{error, info, warn};
 
 use crate::jobdir::{self, Claim, JobResult, SupervisorSpec};
 use crate::resources::NodeResources;
+use crate::space::{self, Room, StateSpace};
 use crate::spawner::Spawner;
 use crate::store::{add_event, Store, StoreError};
 use crate::sys;
@@ -334,6 +337,16 @@ pub struct Core {
     /// Attempts that were starting or running when the machine went down (found at recovery,
     /// see [`Core::recover`]): without a result file they are failed, never run again.
     lost_in_reboot: std::collections::HashSet<(u64, u32)>,
+    /// The state dir's room, measured before each batch (see [`space`]).
+    space: StateSpace,
+    room: Room,
+    /// What submissions of this batch may still take (free bytes beyond the floor).
+    submit_budget: u64,
+    /// False once the filesystem said it cannot allocate ahead (no reserve to top up).
+    wal_reservable: bool,
+    /// Supervisors' exits and other internal changes that came while the state dir had no
+    /// room to record them: applied, in order, once it has.
+    deferred: VecDeque<Cmd>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -353,6 +366,9 @@ enum Effect {
 }
 
 type Tx<'a> = Transaction<'a>;
+
+/// What a new cluster's row takes, at most.
+const CLUSTER_NEED: u64 = 4 << 10;
 
 /// A failing statement inside a batch poisons the batch: crash-only (see the module docs).
 fn sql<T>(r: rusqlite::Result<T>) -> T {
@@ -377,6 +393,7 @@ impl Core {
         tx: Sender<Cmd>,
         cgroups: Option<CgroupRoot>,
     ) -> Core {
+        let store_path = store.path.clone();
         Core {
             store,
             cfg,
@@ -398,6 +415,14 @@ impl Core {
             queued_at: HashMap::new(),
             pressure: HashMap::new(),
             lost_in_reboot: Default::default(),
+            space: StateSpace::new(&store_path),
+            room: Room {
+                free: u64::MAX / 4,
+                wal_reserve: 0,
+            },
+            submit_budget: u64::MAX / 4,
+            wal_reservable: true,
+            deferred: VecDeque::new(),
         }
     }
 
@@ -641,9 +666,16 @@ impl Core {
         loop {
             let mut batch: Vec<Cmd> = self.local.drain(..).collect();
             if batch.is_empty() {
-                match rx.recv() {
+                // With changes waiting for room, look at the state dir again every second.
+                let next = if self.deferred.is_empty() {
+                    rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+                } else {
+                    rx.recv_timeout(std::time::Duration::from_secs(1))
+                };
+                match next {
                     Ok(c) => batch.push(c),
-                    Err(_) => return,
+                    Err(RecvTimeoutError::Timeout) => {}
+                    Err(RecvTimeoutError::Disconnected) => return,
                 }
             }
             while batch.len() < 1024 {
@@ -652,6 +684,12 @@ impl Core {
                     Err(_) => break,
                 }
             }
+            let writable = self.measure_room(&store.path);
+            if writable {
+                batch.splice(0..0, self.deferred.drain(..));
+            } else {
+                batch = self.hold_writes(batch);
+            }
             let tx = match store.conn.transaction() {
                 Ok(t) => t,
                 Err(e) => panic_db(e),
@@ -659,7 +697,9 @@ impl Core {
             for c in batch {
                 self.apply(&tx, c, &mut replies, &mut effects);
             }
-            self.schedule(&tx, &mut effects);
+            if writable {
+                self.schedule(&tx, &mut effects);
+            }
             if let Err(e) = tx.commit() {
                 panic_db(e);
             }
@@ -673,6 +713,87 @@ impl Core {
             }
             self.perform(std::mem::take(&mut effects));
         }
+    }
+
+    /// Measures the state dir's room for this batch; whether the batch may write. Tops the
+    /// queue database's reserve up again once its commits have used half of it.
+    fn measure_room(&mut self, db: &Path) -> bool {
+        let was = self.room.writable();
+        self.room = self.space.measure();
+        if self.wal_reservable
+            && self.room.wal_reserve < crate::store::RESERVE_WAL as u64 / 2
+            && self.room.free >= space::SUBMIT_FLOOR
+        {
+            if let Err(e) = crate::store::reserve_wal(db) {
+                if e.raw_os_error() == Some(libc::EOPNOTSUPP) {
+                    self.wal_reservable = false;
+                }
+            }
+        }
+        self.submit_budget = self.room.free.saturating_sub(space::SUBMIT_FLOOR);
+        let now = self.room.writable();
+        if was && !now {
+            warn!(
+                "state dir {} full ({} free): changes wait and requests that write are refused until there is room",
+                self.space.dir().display(),
+                space::fmt_bytes(self.room.free)
+            );
+        } else if now && !was {
+            info!(
+                "state dir {} has room again ({} free): recording {} waiting changes",
+                self.space.dir().display(),
+                space::fmt_bytes(self.room.free),
+                self.deferred.len()
+            );
+        }
+        now
+    }
+
+    /// The one-line refusal of a request that needs `need` bytes of free space.
+    fn full(&self, need: u64) -> ApiErr {
+        ApiErr::new(
+            507,
+            format!(
+                "state dir {} full: {} free, need {}",
+                self.space.dir().display(),
+                space::fmt_bytes(self.room.free),
+                space::fmt_bytes(need)
+            ),
+        )
+    }
+
+    /// A batch on a state dir without room to commit anything: reads are answered, requests
+    /// that write are refused, internal changes wait in `deferred`.
+    fn hold_writes(&mut self, batch: Vec<Cmd>) -> Vec<Cmd> {
+        fn refuse<T>(reply: Reply<T>, e: &ApiErr) {
+            let _ = reply.send(Err(e.clone()));
+        }
+        let refusal = self.full(space::WRITE_FLOOR);
+        let mut reads = Vec::new();
+        for c in batch {
+            match c {
+                Cmd::Submit { reply, .. } | Cmd::SubmitCluster { reply, .. } => {
+                    refuse(reply, &refusal)
+                }
+                Cmd::NewCluster { reply, .. } => refuse(reply, &refusal),
+                Cmd::Act { reply, .. } => refuse(reply, &refusal),
+                Cmd::Exited { .. }
+                | Cmd::Started { .. }
+                | Cmd::SpawnFailed { .. }
+                | Cmd::Deadline { .. } => self.deferred.push_back(c),
+                // The next tick samples again.
+                Cmd::PressureTick => {}
+                Cmd::List { .. }
+                | Cmd::Get { .. }
+                | Cmd::History { .. }
+                | Cmd::Events { .. }
+                | Cmd::Output { .. }
+                | Cmd::Status { .. }
+                | Cmd::Ad { .. }
+                | Cmd::Metrics { .. } => reads.push(c),
+            }
+        }
+        reads
     }
 
     fn apply(
@@ -699,8 +820,10 @@ impl Core {
                 later(replies, reply, r);
             }
             Cmd::NewCluster { caller, reply } => {
-                let cluster = self.new_cluster(tx, caller);
-                later(replies, reply, Ok(ClusterResponse { cluster }));
+                let r = self.take_room(CLUSTER_NEED).map(|()| ClusterResponse {
+                    cluster: self.new_cluster(tx, caller),
+                });
+                later(replies, reply, r);
             }
             Cmd::SubmitCluster {
                 caller,
@@ -780,6 +903,12 @@ impl Core {
                 let failed = |why: String| JobResult::failed(attempt, why, now());
                 let sup_pid = j.sup.map(|(p, _)| p);
                 let file = jobdir::read_result(&dir, attempt);
+                let unwritten = match &file {
+                    Ok(jobdir::ResultFile::Missing) => {
+                        jobdir::read_unwritten(&dir, attempt).map(|e| e.to_string())
+                    }
+                    _ => None,
+                };
                 let unusable = match &file {
                     Ok(jobdir::ResultFile::Found(_)) => false,
                     // (Missing in the same boot: finish() cleans up after a killed supervisor.)
@@ -796,6 +925,13 @@ impl Core {
                     ))),
                     Ok(jobdir::ResultFile::Missing) if lost => Some(failed(format!(
                         "the machine went down (reboot or power loss) while attempt {attempt} was starting or running, and no result of it reached the disk; the job is not run again"
+                    ))),
+                    // The supervisor could not write the result (a full state dir): say so
+                    // rather than suggest it was killed.
+                    Ok(jobdir::ResultFile::Missing) if unwritten.is_some() => Some(failed(format!(
+                        "attempt {attempt} ended but its result could not be written ({}: {}); the job is not run again",
+                        jobdir::result_path(&dir, attempt).display(),
+                        unwritten.unwrap_or_default()
                     ))),
                     // A supervisor that died before claiming never started the job: say so
                     // (it could not write its claim: a full or read-only state dir) rather
@@ -1111,7 +1247,17 @@ impl Core {
         )?;
         let spec_json =
             serde_json::to_string(&spec).map_err(|e| ApiErr::new(500, e.to_string()))?;
+        self.take_room(space::jobs_need(count as u64, spec_json.len() as u64))?;
+        // The cluster's insert comes first: it takes the write lock (waiting out another
+        // writer), which a transaction that has only read cannot wait for.
         let cluster = self.new_cluster(tx, caller);
+        if let Err(e) = self.make_job_dirs(tx, count as u64) {
+            sql(tx.execute(
+                "DELETE FROM clusters WHERE id = ?1",
+                params![cluster as i64],
+            ));
+            return Err(e);
+        }
         let t = now();
         let ids = (0..count as u64)
             .map(|proc| {
@@ -1205,6 +1351,9 @@ impl Core {
                 spec, spec_json, cpus, memory, j.priority, j.hold, j.stdout, j.stderr, j.extra,
             ));
         }
+        let spec_bytes: u64 = checked.iter().map(|c| c.1.len() as u64).sum();
+        self.take_room(space::jobs_need(checked.len() as u64, 0) + 2 * spec_bytes)?;
+        self.make_job_dirs(tx, checked.len() as u64)?;
         let t = now();
         let mut ids = Vec::with_capacity(checked.len());
         for (proc, (spec, spec_json, cpus, memory, prio, hold, out, err, extra)) in
@@ -1228,6 +1377,50 @@ impl Core {
             ids,
             cluster: Some(cluster),
         })
+    }
+
+    /// Takes `need` bytes of this batch's room for a submission, or refuses it (507).
+    fn take_room(&mut self, need: u64) -> Result<(), ApiErr> {
+        if need > self.submit_budget {
+            return Err(self.full(space::SUBMIT_FLOOR + need));
+        }
+        self.submit_budget -= need;
+        Ok(())
+    }
+
+    /// Makes the dirs of the next `count` jobs (the ids their rows will get) before they are
+    /// acknowledged: a job whose dir cannot be made is refused now rather than accepted and
+    /// failed at its start.
+    fn make_job_dirs(&self, tx: &Tx, count: u64) -> Result<(), ApiErr> {
+        let last: i64 = sql(tx.query_row(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0)",
+            [],
+            |r| r.get(0),
+        ));
+        let first = last as u64 + 1;
+        let mut made = Vec::new();
+        for id in first..first + count {
+            let dir = self.job_dir(id);
+            match std::fs::create_dir(&dir) {
+                Ok(()) => made.push(dir),
+                // Left by a batch whose commit never happened: the id is free again.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => {
+                    for d in made {
+                        let _ = std::fs::remove_dir(d);
+                    }
+                    let code = match e.raw_os_error() {
+                        Some(libc::ENOSPC | libc::EDQUOT) => 507,
+                        _ => 500,
+                    };
+                    return Err(ApiErr::new(
+                        code,
+                        format!("creating {}: {e}", dir.display()),
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     fn get(&self, tx: &Tx, id: u64) -> Result<JobInfo, ApiErr> {

@@ -7,6 +7,8 @@
 //!                                        recovering daemon to fence off a late supervisor
 //!                  /result-<attempt>.json  written last by the supervisor (tmp+rename, not
 //!                                        fsync'd: the daemon's commit makes it durable)
+//!                  /result-<attempt>.unwritten-<errno>  an empty file instead, when the
+//!                                        result could not be written (a full disk)
 //!                  /stdout, /stderr      the job's output (owned by the job's user)
 //! ```
 
@@ -141,6 +143,23 @@ pub fn read_claim(dir: &Path, attempt: u32) -> io::Result<Option<Claim>> {
     }
 }
 
+/// Leaves word that the attempt's result could not be written, and why: an empty file (it
+/// takes an inode and a directory entry, no data block) named after the error number.
+pub fn mark_unwritten(dir: &Path, attempt: u32, e: &io::Error) -> io::Result<()> {
+    let errno = e.raw_os_error().unwrap_or(libc::EIO);
+    std::fs::File::create(dir.join(format!("result-{attempt}.unwritten-{errno}"))).map(drop)
+}
+
+/// Why the attempt's result could not be written, if its supervisor said so.
+pub fn read_unwritten(dir: &Path, attempt: u32) -> Option<io::Error> {
+    let prefix = format!("result-{attempt}.unwritten-");
+    std::fs::read_dir(dir).ok()?.flatten().find_map(|e| {
+        let name = e.file_name();
+        let errno = name.to_str()?.strip_prefix(&prefix)?.parse().ok()?;
+        Some(io::Error::from_raw_os_error(errno))
+    })
+}
+
 /// What an attempt's result file holds.
 #[derive(Debug)]
 pub enum ResultFile {
@@ -208,5 +227,15 @@ mod tests {
         assert_eq!(read_claim(d.path(), 3).unwrap(), None);
         // No temporary files left.
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn an_unwritten_result_says_why() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(read_unwritten(d.path(), 1).is_none());
+        mark_unwritten(d.path(), 1, &io::Error::from_raw_os_error(libc::ENOSPC)).unwrap();
+        assert!(read_unwritten(d.path(), 2).is_none());
+        let e = read_unwritten(d.path(), 1).unwrap();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
     }
 }

@@ -25,6 +25,7 @@ pub mod core;
 pub mod daemon;
 pub mod jobdir;
 pub mod resources;
+pub mod space;
 pub mod spawner;
 pub mod store;
 pub mod supervise;

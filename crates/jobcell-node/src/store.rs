@@ -173,6 +173,19 @@ impl Store {
             }
             tx.commit().map_err(err)?;
         }
+        // A WAL left by a daemon that was killed (or that exited on a full disk) can be larger
+        // than the reserve below: moved into the database and cut to nothing first, so that
+        // the first commits after a restart land in reserved space instead of failing again.
+        match conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| {
+            r.get::<_, i64>(0)
+        }) {
+            Ok(0) => {}
+            Ok(_) => tracing::warn!(
+                "state database {}: the checkpoint at open could not finish",
+                path.display()
+            ),
+            Err(e) => tracing::warn!("state database {}: checkpoint at open: {e}", path.display()),
+        }
         reserve_space(&conn, path);
         Ok(Store {
             conn,
@@ -282,7 +295,7 @@ pub fn add_event(
 }
 
 /// Bytes of the state dir's filesystem set aside for the database at open.
-const RESERVE_WAL: i64 = 8 << 20;
+pub const RESERVE_WAL: i64 = 8 << 20;
 const DB_CHUNK: libc::c_int = 1 << 20;
 
 /// Sets disk space aside so that a full state dir (job output lives there too) does not stop
@@ -300,14 +313,26 @@ fn reserve_space(conn: &Connection, path: &Path) {
             &mut chunk as *mut libc::c_int as *mut std::ffi::c_void,
         );
     }
+    let _ = reserve_wal(path);
+}
+
+/// Allocates `RESERVE_WAL` bytes beyond the WAL's end (where its next frames go unless SQLite
+/// starts it over). Also called by the core when the reserve has been used up; an error says
+/// why nothing was reserved (EOPNOTSUPP: the filesystem cannot, no use trying again).
+pub fn reserve_wal(db: &Path) -> std::io::Result<()> {
     // Only the WAL is opened here: closing a second descriptor of the database file itself
     // would drop SQLite's POSIX locks on it.
-    let mut wal = path.as_os_str().to_owned();
+    let mut wal = db.as_os_str().to_owned();
     wal.push("-wal");
-    if let Ok(f) = std::fs::OpenOptions::new().write(true).open(&wal) {
-        use std::os::fd::AsRawFd;
-        unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, 0, RESERVE_WAL) };
+    let f = std::fs::OpenOptions::new().write(true).open(&wal)?;
+    use std::os::fd::AsRawFd;
+    let end = f.metadata()?.len() as libc::off_t;
+    // SAFETY: a plain syscall on a descriptor we own; the file's size is kept.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, end, RESERVE_WAL) };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -4,7 +4,7 @@
 //! spawner in its own session, so it outlives the daemon; if it is SIGKILLed, the job's init
 //! dies with it (PR_SET_PDEATHSIG) and the daemon records the job as failed.
 
-use std::io;
+use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
@@ -81,7 +81,18 @@ pub fn supervise_with(dir: &Path, attempt: u32, spec: Option<&[u8]>) -> i32 {
         _ => sys::write_atomic(&jobdir::result_path(dir, attempt), &data),
     };
     if let Err(e) = written {
-        eprintln!("jobcell supervise: writing the result: {e}");
+        // The daemon would otherwise only see a supervisor gone without a result. (Said
+        // first, and without eprintln!, which panics when stderr — by now the job's stderr
+        // file, on the same full disk — cannot be written.)
+        let marked = jobdir::mark_unwritten(dir, attempt, &e);
+        let mut err = std::io::stderr();
+        let _ = writeln!(err, "jobcell supervise: writing the result: {e}");
+        if let Err(m) = marked {
+            let _ = writeln!(
+                err,
+                "jobcell supervise: saying why the result is missing: {m}"
+            );
+        }
         return 1;
     }
     0

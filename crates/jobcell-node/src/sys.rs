@@ -93,9 +93,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
         std::process::id()
     ));
     let mut f = File::create(&tmp)?;
-    f.write_all(data)?;
-    drop(f);
-    std::fs::rename(&tmp, path)
+    let r = f.write_all(data).and_then(|()| {
+        drop(f);
+        std::fs::rename(&tmp, path)
+    });
+    if r.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    r
 }
 
 /// Space set aside now for a [`write_atomic`] later that must not fail for a full filesystem:

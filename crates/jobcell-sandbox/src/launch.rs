@@ -1553,15 +1553,16 @@ fn mount_disk(
         let e = io::Error::last_os_error();
         (format!("{what} '{}'", scratch.display()), e)
     };
-    // Private first: this mount must never propagate to the host.
+    // A slave first: this mount must never propagate to the host (the host's unmounts still
+    // reach the job, see plan::Step::MakeRootSlave).
     sys.mount(
         None,
         Path::new("/"),
         None,
-        libc::MS_REC | libc::MS_PRIVATE,
+        libc::MS_REC | libc::MS_SLAVE,
         None,
     )
-    .map_err(|e| ("making the mount tree private".to_string(), e))?;
+    .map_err(|e| ("making the mount tree a slave of the host's".to_string(), e))?;
     let (host, _) =
         open_path("scratch dir", scratch).map_err(|_| fail("opening the scratch dir"))?;
     let mut st: libc::stat = unsafe { std::mem::zeroed() };

@@ -20,8 +20,10 @@ pub const DEV_NODES: [&str; 6] = ["null", "zero", "full", "random", "urandom", "
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
-    /// Stop mount events from propagating to the host (and back).
-    MakeRootPrivate,
+    /// Make the job's copy of the host tree a slave of the host's: the host's mounts and
+    /// unmounts reach the job (it does not keep a filesystem the host unmounts busy), nothing
+    /// mounted for the job reaches the host.
+    MakeRootSlave,
     Tmpfs {
         dst: PathBuf,
         flags: libc::c_ulong,
@@ -124,7 +126,7 @@ pub const COVER_CANDIDATES: [&str; 5] = [
 pub const STAGE: &str = "/tmp";
 
 pub fn plan(i: &PlanInput) -> Vec<Step> {
-    let mut s = vec![Step::MakeRootPrivate];
+    let mut s = vec![Step::MakeRootSlave];
     let root: PathBuf = match &i.image {
         Some(image) => {
             let stage = PathBuf::from(STAGE);
@@ -424,7 +426,7 @@ impl std::fmt::Display for StepError {
 
 pub fn describe(s: &Step) -> String {
     match s {
-        Step::MakeRootPrivate => "making mounts private".into(),
+        Step::MakeRootSlave => "making the mount tree a slave of the host's".into(),
         Step::Tmpfs { dst, .. } => format!("mounting tmpfs on {}", dst.display()),
         Step::Bind { dst, src, .. } if src.starts_with("/proc/self/fd") => {
             format!("bind-mounting onto {}", dst.display())
@@ -458,11 +460,11 @@ pub fn apply(steps: &[Step], sys: &dyn Syscall) -> Result<(), StepError> {
 
 fn apply_one(step: &Step, sys: &dyn Syscall) -> io::Result<()> {
     match step {
-        Step::MakeRootPrivate => sys.mount(
+        Step::MakeRootSlave => sys.mount(
             None,
             Path::new("/"),
             None,
-            libc::MS_REC | libc::MS_PRIVATE,
+            libc::MS_REC | libc::MS_SLAVE,
             None,
         ),
         Step::Tmpfs { dst, flags, data } => sys.mount(
@@ -616,8 +618,8 @@ mod tests {
         let s = plan(&input());
         assert_eq!(
             s[0],
-            Step::MakeRootPrivate,
-            "propagation must be private before any mount"
+            Step::MakeRootSlave,
+            "propagation must be one-way before any mount"
         );
         let dev = pos(
             &s,
@@ -732,7 +734,7 @@ mod tests {
         let rec = Recorder::default();
         apply(&plan(&input()), &rec).unwrap();
         let lines = rec.lines();
-        assert_eq!(lines[0], "mount - / - rec|private -");
+        assert_eq!(lines[0], "mount - / - rec|slave -");
         assert!(lines.contains(&"mount /proc/self/fd/6 /data - bind|rec -".to_string()));
         assert!(lines.contains(&"mount_setattr /data 0x7".to_string()));
         assert_eq!(

@@ -77,8 +77,13 @@ struct Mounted(PathBuf);
 impl Mounted {
     /// A tmpfs of `size` bytes at `at` (created if missing).
     fn tmpfs(at: &Path, size: u64) -> Mounted {
+        Self::tmpfs_with(at, &format!("size={size}"))
+    }
+
+    /// A tmpfs at `at` with these options (`size=...,nr_inodes=...`).
+    fn tmpfs_with(at: &Path, opts: &str) -> Mounted {
         std::fs::create_dir_all(at).unwrap();
-        let opts = CString::new(format!("size={size},mode=0755")).unwrap();
+        let opts = CString::new(format!("{opts},mode=0755")).unwrap();
         let r = unsafe {
             libc::mount(
                 c"jobcell-faults".as_ptr(),
@@ -131,6 +136,36 @@ fn fs_used(p: &Path) -> u64 {
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     assert_eq!(unsafe { libc::statvfs(cpath(p).as_ptr(), &mut st) }, 0);
     (st.f_blocks - st.f_bfree) * st.f_frsize
+}
+
+/// Bytes an unprivileged writer may still use on the filesystem holding `p`.
+fn fs_free(p: &Path) -> u64 {
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::statvfs(cpath(p).as_ptr(), &mut st) }, 0);
+    st.f_bavail * st.f_frsize
+}
+
+/// Fills the filesystem holding `dir` with `dir/filler` until ENOSPC, then gives `keep` bytes
+/// of it back. The filler's path (remove it to free the space).
+fn fill(dir: &Path, keep: u64) -> PathBuf {
+    let p = dir.join("filler");
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&p)
+        .unwrap();
+    let chunk = vec![0xa5u8; 1 << 16];
+    loop {
+        match f.write(&chunk) {
+            Ok(0) => break,
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(libc::ENOSPC) => break,
+            Err(e) => panic!("filling {}: {e}", p.display()),
+        }
+    }
+    let len = f.metadata().unwrap().len();
+    f.set_len(len.saturating_sub(keep)).unwrap();
+    p
 }
 
 /// No mount of the host's namespace lies under `dir` (the tests mount only in their own).
@@ -707,14 +742,34 @@ impl Daemon {
         Ok(())
     }
 
+    fn pid(&self) -> u32 {
+        self.child.as_ref().expect("daemon running").id()
+    }
+
+    fn assert_alive(&mut self) {
+        let st = self
+            .child
+            .as_mut()
+            .expect("daemon running")
+            .try_wait()
+            .unwrap();
+        assert!(st.is_none(), "the daemon exited ({st:?}): {}", self.log());
+    }
+
     fn client(&self) -> Client {
         Client::new(&self.sock)
     }
 
     fn submit(&self, argv: &[&str]) -> Result<u64, String> {
+        self.submit_with(&[], argv)
+    }
+
+    /// `jobcell submit` with extra options (`--hold`, `--count N`); the first job's id.
+    fn submit_with(&self, opts: &[&str], argv: &[&str]) -> Result<u64, String> {
         let o = Command::new(JOBCELL)
             .arg("submit")
             .args(["--cpus", "0.1", "--memory", "32"])
+            .args(opts)
             .arg("--")
             .args(argv)
             .env("JOBCELL_SOCKET", &self.sock)
@@ -858,6 +913,341 @@ fn job_output_filling_the_state_dir_leaves_the_daemon_running() {
         d.launch().unwrap();
         assert_eq!(d.job(first).state, State::Completed);
         assert_eq!(d.job(again).state, State::Completed);
+        d.stop();
+    });
+    if ran.is_none() {
+        return;
+    }
+    assert_no_mount_under(t.path());
+}
+
+/// A large submission (the database must grow by more than is free).
+fn many_held_jobs(count: u32) -> Vec<u8> {
+    let spec = jobcell_spec::JobSpec::new(vec!["/bin/true".into()]);
+    serde_json::to_vec(&serde_json::json!({"spec": spec, "count": count, "hold": true})).unwrap()
+}
+
+/// A submission on a full state dir is refused with 507 and one line saying what is free and
+/// what is needed; the daemon stays up (same pid), reads keep working, and once space is back
+/// the same daemon takes work again.
+#[test]
+fn a_full_state_dir_refuses_submissions_and_recovers_without_a_restart() {
+    if skip_unless_root() {
+        return;
+    }
+    let _g = serial();
+    let t = TestDir::new("faults-full");
+    let state_fs = t.path().join("statefs");
+    let ran = in_private_mount_ns(|| {
+        let _m = Mounted::tmpfs(&state_fs, 32 << 20);
+        let state = state_fs.join("state");
+        let mut d = Daemon::start(t.path(), &state);
+        let first = d.submit(&["/bin/echo", "first"]).unwrap();
+        assert_eq!(d.wait_ended(first).exit_code, Some(0));
+        let pid = d.pid();
+        let filler = fill(&state_fs, 1 << 20);
+        let big = many_held_jobs(2000);
+        let r = d.client().raw("POST", "/v1/jobs", Some(&big));
+        let (code, data) = r.unwrap_or_else(|e| panic!("no answer ({e}): {}", d.log()));
+        eprintln!(
+            "2000 jobs submitted on the full disk: {code} {}",
+            String::from_utf8_lossy(&data[..data.len().min(200)])
+        );
+        let msg = String::from_utf8_lossy(&data).to_string();
+        assert_eq!(code, 507, "{msg}");
+        assert!(
+            msg.contains(&format!("state dir {} full: ", state.display()))
+                && msg.contains(" free, need "),
+            "{msg}"
+        );
+        // The command-line client says it in one line.
+        let e = d.submit(&["/bin/true"]).unwrap_err();
+        eprintln!("jobcell submit on the full disk: {e}");
+        assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+        assert!(e.contains("full"), "{e}");
+        d.assert_alive();
+        assert_eq!(d.pid(), pid);
+        // Reads work: the queue, history, status and the earlier job's output.
+        let q: Vec<JobInfo> = d.client().call("GET", "/v1/jobs", None).unwrap();
+        assert!(q.is_empty(), "a refused submission left jobs: {q:?}");
+        let hist: Vec<JobInfo> = d
+            .client()
+            .call("GET", "/v1/history?limit=10", None)
+            .unwrap();
+        assert!(hist.iter().any(|j| j.id == first));
+        let _: serde_json::Value = d.client().call("GET", "/v1/status", None).unwrap();
+        assert_eq!(d.output(first), b"first\n");
+        // Space comes back: the same daemon takes work again.
+        std::fs::remove_file(&filler).unwrap();
+        let again = d.submit(&["/bin/echo", "again"]).unwrap();
+        let j = d.wait_ended(again);
+        assert_eq!((j.state, j.exit_code), (State::Completed, Some(0)), "{j:?}");
+        let (code, data) = d.client().raw("POST", "/v1/jobs", Some(&big)).unwrap();
+        assert_eq!(code, 201, "{}", String::from_utf8_lossy(&data));
+        d.assert_alive();
+        assert_eq!(d.pid(), pid, "the daemon was restarted");
+        d.stop();
+    });
+    if ran.is_none() {
+        return;
+    }
+    assert_no_mount_under(t.path());
+}
+
+/// Large submissions on a nearly full state dir, then a restart there: the daemon neither
+/// exits on them nor, restarted, at its first write (under systemd's `Restart=` that would be
+/// a restart loop); it answers reads, takes a small write (rm), refuses submissions with one
+/// line, and takes them again once space is back.
+#[test]
+fn a_restart_on_a_nearly_full_state_dir_stays_up() {
+    if skip_unless_root() {
+        return;
+    }
+    let _g = serial();
+    let t = TestDir::new("faults-restart-full");
+    let state_fs = t.path().join("statefs");
+    let ran = in_private_mount_ns(|| {
+        let _m = Mounted::tmpfs(&state_fs, 48 << 20);
+        let state = state_fs.join("state");
+        let mut d = Daemon::start(t.path(), &state);
+        let held = d.submit_with(&["--hold"], &["/bin/true"]).unwrap();
+        let filler = fill(&state_fs, 1 << 20);
+        for i in 0..3 {
+            let r = d
+                .client()
+                .raw("POST", "/v1/jobs", Some(&many_held_jobs(10_000)));
+            let r = r.map(|(code, body)| {
+                (
+                    code,
+                    String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned(),
+                )
+            });
+            eprintln!("10000 jobs on the nearly full disk ({i}): {r:?}");
+        }
+        let wal = std::fs::metadata(state.join("state.db-wal")).map_or(0, |m| m.len());
+        eprintln!("the WAL: {wal} bytes; free: {} bytes", fs_free(&state_fs));
+        let survived = d.child.as_mut().unwrap().try_wait().unwrap();
+        // Killed (or exited on its own): started again on the same disk.
+        if let Some(mut c) = d.child.take() {
+            let _ = c.kill();
+            eprintln!("the daemon before the restart: {:?}", c.wait().unwrap());
+        }
+        for attempt in 1..=3 {
+            d.launch().unwrap_or_else(|e| panic!("{e}"));
+            let q: Vec<JobInfo> = d.client().call("GET", "/v1/jobs", None).unwrap();
+            let o = Command::new(JOBCELL)
+                .args(["rm", &held.to_string()])
+                .env("JOBCELL_SOCKET", &d.sock)
+                .output()
+                .unwrap();
+            eprintln!(
+                "restart {attempt}: {} jobs; rm on the nearly full disk: {:?} {}",
+                q.len(),
+                o.status,
+                err(&o)
+            );
+            std::thread::sleep(Duration::from_millis(300));
+            if d.child.as_mut().unwrap().try_wait().unwrap().is_none() {
+                break;
+            }
+            eprintln!(
+                "the restarted daemon exited: {}",
+                d.log()
+                    .lines()
+                    .rev()
+                    .take(2)
+                    .collect::<Vec<_>>()
+                    .join(" | ")
+            );
+            d.child = None;
+            assert!(attempt < 3, "the daemon exits at each restart");
+        }
+        assert!(
+            survived.is_none(),
+            "the large submissions ended the daemon ({survived:?})"
+        );
+        let pid = d.pid();
+        let e = d.submit(&["/bin/true"]).unwrap_err();
+        eprintln!("jobcell submit on the nearly full disk: {e}");
+        assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+        assert!(e.contains("full"), "{e}");
+        d.assert_alive();
+        std::fs::remove_file(&filler).unwrap();
+        let again = d.submit(&["/bin/echo", "again"]).unwrap();
+        let j = d.wait_ended(again);
+        assert_eq!((j.state, j.exit_code), (State::Completed, Some(0)), "{j:?}");
+        d.assert_alive();
+        assert_eq!(d.pid(), pid);
+        d.stop();
+    });
+    if ran.is_none() {
+        return;
+    }
+    assert_no_mount_under(t.path());
+}
+
+/// A submission whose job dir cannot be made (here: the state dir's filesystem has no inodes
+/// left, though bytes are free) is refused with one line, not acknowledged and failed later.
+#[test]
+fn a_submission_whose_job_dir_cannot_be_made_is_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let _g = serial();
+    let t = TestDir::new("faults-jobdir");
+    let state_fs = t.path().join("statefs");
+    let ran = in_private_mount_ns(|| {
+        let _m = Mounted::tmpfs_with(&state_fs, "size=32m,nr_inodes=100");
+        let mut d = Daemon::start(t.path(), &state_fs.join("state"));
+        let first = d.submit(&["/bin/echo", "first"]).unwrap();
+        assert_eq!(d.wait_ended(first).exit_code, Some(0));
+        let inodes = state_fs.join("inodes");
+        std::fs::create_dir(&inodes).unwrap();
+        let mut made = 0;
+        while std::fs::File::create(inodes.join(made.to_string())).is_ok() {
+            made += 1;
+        }
+        let r = d.submit(&["/bin/true"]);
+        eprintln!("a submission without inodes for its job dir: {r:?}");
+        if let Ok(id) = r {
+            let j = d.wait_ended(id);
+            panic!("acknowledged, then: {:?} {:?}", j.state, j.reason);
+        }
+        let e = r.unwrap_err();
+        assert_eq!(e.trim_end().lines().count(), 1, "{e}");
+        assert!(e.contains("jobs/") && e.contains("No space left"), "{e}");
+        let q: Vec<JobInfo> = d.client().call("GET", "/v1/jobs", None).unwrap();
+        assert!(q.is_empty(), "{q:?}");
+        d.assert_alive();
+        std::fs::remove_dir_all(&inodes).unwrap();
+        let again = d.submit(&["/bin/echo", "again"]).unwrap();
+        let j = d.wait_ended(again);
+        assert_eq!((j.state, j.exit_code), (State::Completed, Some(0)), "{j:?}");
+        d.stop();
+    });
+    if ran.is_none() {
+        return;
+    }
+    assert_no_mount_under(t.path());
+}
+
+/// A job started when the state dir had too little room for its result (the supervisor's
+/// reservation failed) and filled the rest with its output: its record says the result could
+/// not be written for lack of space, not that its supervisor was killed.
+#[test]
+fn a_result_lost_to_a_full_disk_names_the_cause() {
+    if skip_unless_root() {
+        return;
+    }
+    let _g = serial();
+    let t = TestDir::new("faults-result");
+    let state_fs = t.path().join("statefs");
+    let ran = in_private_mount_ns(|| {
+        let _m = Mounted::tmpfs(&state_fs, 32 << 20);
+        let mut d = Daemon::start(t.path(), &state_fs.join("state"));
+        let first = d.submit(&["/bin/echo", "first"]).unwrap();
+        assert_eq!(d.wait_ended(first).exit_code, Some(0));
+        let hog = d
+            .submit_with(
+                &["--hold"],
+                &["/bin/sh", "-c", "head -c 4M /dev/zero; exit 3"],
+            )
+            .unwrap();
+        let filler = fill(&state_fs, 32 << 10);
+        let o = Command::new(JOBCELL)
+            .args(["release", &hog.to_string()])
+            .env("JOBCELL_SOCKET", &d.sock)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "release: {}", err(&o));
+        let j = d.wait_ended(hog);
+        eprintln!(
+            "the job whose result was lost: {:?} {:?}",
+            j.state, j.reason
+        );
+        let why = j.reason.clone().unwrap_or_default();
+        assert_eq!(j.state, State::Failed, "{j:?}");
+        assert!(
+            why.contains("could not be written") && why.contains("No space left on device"),
+            "{why}"
+        );
+        assert!(!why.contains("killed"), "{why}");
+        d.assert_alive();
+        std::fs::remove_file(&filler).unwrap();
+        d.stop();
+    });
+    if ran.is_none() {
+        return;
+    }
+    assert_no_mount_under(t.path());
+}
+
+/// With no room even for the database's reserve (the daemon restarted on a state dir with
+/// 512 KiB left and no WAL to take its reserve back from), the daemon writes nothing: a job that ends meanwhile stays running in the
+/// queue, requests that write get 507, reads are answered; once space is back the job's end
+/// is recorded with its own status, by the same daemon, within seconds.
+#[test]
+fn with_no_room_to_write_a_jobs_end_waits_for_space() {
+    if skip_unless_root() {
+        return;
+    }
+    let _g = serial();
+    let t = TestDir::new("faults-defer");
+    let state_fs = t.path().join("statefs");
+    let ran = in_private_mount_ns(|| {
+        let _m = Mounted::tmpfs(&state_fs, 32 << 20);
+        let mut d = Daemon::start(t.path(), &state_fs.join("state"));
+        let ready = t.subdir("ready", 0o777);
+        let job = d
+            .submit(&[
+                "/bin/sh",
+                "-c",
+                &format!(
+                    "touch {}/up; while [ ! -e {}/go ]; do sleep 0.05; done; exit 5",
+                    ready.display(),
+                    t.path().display()
+                ),
+            ])
+            .unwrap();
+        let t0 = Instant::now();
+        while !ready.join("up").exists() {
+            assert!(t0.elapsed() < WAIT, "the job did not start: {}", d.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // The job keeps running while the daemon is down. Closing the database as its last
+        // user removes the WAL and with it the space reserved there.
+        d.stop();
+        let db = state_fs.join("state/state.db");
+        drop(jobcell_node::store::Store::open(&db).unwrap());
+        assert!(!state_fs.join("state/state.db-wal").exists());
+        let filler = fill(&state_fs, 512 << 10);
+        d.launch().unwrap_or_else(|e| panic!("{e}"));
+        let pid = d.pid();
+        std::fs::write(t.path().join("go"), b"").unwrap();
+        std::thread::sleep(Duration::from_secs(2));
+        let j = d.job(job);
+        eprintln!("the job's record while the disk is full: {:?}", j.state);
+        assert!(j.state.active(), "recorded without room: {j:?}");
+        let e = d.submit(&["/bin/true"]).unwrap_err();
+        eprintln!("a submission: {e}");
+        assert!(e.contains("full"), "{e}");
+        let o = Command::new(JOBCELL)
+            .args(["hold", &job.to_string()])
+            .env("JOBCELL_SOCKET", &d.sock)
+            .output()
+            .unwrap();
+        eprintln!("jobcell hold: {:?} {}", o.status.code(), err(&o));
+        assert!(
+            !o.status.success() && err(&o).contains("full"),
+            "{}",
+            err(&o)
+        );
+        let _: serde_json::Value = d.client().call("GET", "/v1/status", None).unwrap();
+        std::fs::remove_file(&filler).unwrap();
+        let j = d.wait_ended(job);
+        assert_eq!((j.state, j.exit_code), (State::Completed, Some(5)), "{j:?}");
+        d.assert_alive();
+        assert_eq!(d.pid(), pid);
         d.stop();
     });
     if ran.is_none() {
