@@ -6,8 +6,11 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -15,6 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
@@ -48,7 +52,8 @@ pub struct ApiLimits {
     /// A connection must send a whole request head within this of connecting or of its last
     /// answer (an idle keep-alive and a trickled head end alike).
     pub idle_timeout: Duration,
-    /// A request's body must have arrived within this of its head.
+    /// A request's body must have arrived within this of its head, and a client that reads
+    /// nothing of its answer for this long is dropped.
     pub body_timeout: Duration,
 }
 
@@ -182,6 +187,73 @@ fn refuse(stream: UnixStream, code: u16, msg: String) {
     while matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {}
 }
 
+/// A connection whose answers must be read: a client that takes none of its answer for
+/// `stall` (an answer holds up to [`MAX_OUTPUT`] of job output in the daemon's memory) gets
+/// its connection closed.
+struct ReadOrDrop<S> {
+    inner: S,
+    stall: Duration,
+    since: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> ReadOrDrop<S> {
+    fn new(inner: S, stall: Duration) -> Self {
+        ReadOrDrop {
+            inner,
+            stall,
+            since: None,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ReadOrDrop<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ReadOrDrop<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                this.since = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let stall = this.stall;
+                let timer = this
+                    .since
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.since = None;
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client read nothing of its answer",
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
 pub async fn serve(listener: UnixListener, tx: Sender<Cmd>, limits: ApiLimits) {
     let open = Arc::new(Mutex::new(Open::default()));
     let mut refusals = RateLimitedLog::new();
@@ -227,7 +299,10 @@ pub async fn serve(listener: UnixListener, tx: Sender<Cmd>, limits: ApiLimits) {
                 .max_buf_size(MAX_BODY + 64 * 1024)
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.idle_timeout)
-                .serve_connection(TokioIo::new(stream), svc)
+                .serve_connection(
+                    TokioIo::new(ReadOrDrop::new(stream, limits.body_timeout)),
+                    svc,
+                )
                 .await
             {
                 debug!("connection: {e}");

@@ -77,7 +77,8 @@ pub struct NodeConfig {
     /// A connection that sends no whole request head within this of connecting or of its
     /// last answer is closed (default "15s").
     pub api_idle_timeout: Option<String>,
-    /// A request whose body has not arrived within this gets 408 (default "60s").
+    /// A request whose body has not arrived within this gets 408, and a client that reads
+    /// nothing of its answer for this long is dropped (default "60s").
     pub api_body_timeout: Option<String>,
 }
 

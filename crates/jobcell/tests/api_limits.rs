@@ -312,6 +312,42 @@ fn idle_and_slow_requests_are_closed_after_their_timeouts() {
     assert!(resp.starts_with("HTTP/1.1 408"), "{resp}");
     assert!(resp.contains(r#"{"error":"#), "{resp}");
 
+    // An answer of 8 MiB of job output that the client does not read: dropped after the
+    // 2 s (before, the daemon kept the connection and the whole answer for as long as the
+    // client liked).
+    let o = d.cli(&[
+        "submit",
+        "-q",
+        "--",
+        "/bin/sh",
+        "-c",
+        "head -c 8388608 /dev/zero",
+    ]);
+    let id = ids(&o)[0];
+    d.wait_state(
+        id,
+        jobcell_node::types::State::Completed,
+        Duration::from_secs(60),
+    );
+    let mut unread = UnixStream::connect(&d.sock).unwrap();
+    write!(
+        unread,
+        "GET /v1/jobs/{id}/stdout HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    std::thread::sleep(Duration::from_secs(5));
+    let (_, resp) = read_until_closed(&mut unread, Duration::from_secs(10));
+    assert!(
+        resp.starts_with("HTTP/1.1 200"),
+        "{}",
+        &resp[..resp.len().min(200)]
+    );
+    assert!(
+        resp.len() < 8 << 20,
+        "the whole answer ({} bytes) waited for a client that read nothing",
+        resp.len()
+    );
+
     // Others are served throughout, and afterwards.
     let o = d.cli(&["q"]);
     assert!(o.status.success(), "{}", err(&o));
