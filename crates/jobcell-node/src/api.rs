@@ -160,7 +160,8 @@ impl RateLimitedLog {
             0 => String::new(),
             n => format!(" ({n} more since the last such line)"),
         };
-        warn!("{}{more}", line());
+        let line = line();
+        warn!("{line}{more}");
         self.last = Some(Instant::now());
     }
 }
@@ -719,6 +720,55 @@ fn read_output(p: &std::path::Path) -> Result<Vec<u8>, ApiErr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_are_admitted_per_uid_and_in_all_with_room_for_root() {
+        let limits = ApiLimits {
+            max_connections: ROOT_RESERVED_CONNECTIONS + 3,
+            max_connections_per_uid: 2,
+            ..ApiLimits::default()
+        };
+        let open = Arc::new(Mutex::new(Open::default()));
+        let a1 = admit(&open, &limits, 1000).unwrap();
+        let _a2 = admit(&open, &limits, 1000).unwrap();
+        let (code, msg) = admit(&open, &limits, 1000).err().unwrap();
+        assert_eq!(code, 429);
+        assert!(
+            msg.contains("uid 1000") && msg.contains("at most 2"),
+            "{msg}"
+        );
+        let _b = admit(&open, &limits, 1001).unwrap();
+        // Three non-root connections fill what is not root's.
+        let (code, _) = admit(&open, &limits, 1002).err().unwrap();
+        assert_eq!(code, 503);
+        let roots: Vec<Admitted> = (0..ROOT_RESERVED_CONNECTIONS)
+            .map(|_| admit(&open, &limits, 0).unwrap())
+            .collect();
+        assert_eq!(admit(&open, &limits, 0).err().unwrap().0, 503);
+        // A closed connection gives its place back.
+        drop(a1);
+        drop(roots);
+        let _a3 = admit(&open, &limits, 1000).unwrap();
+        let o = open.lock().unwrap();
+        assert_eq!(o.total, 3);
+        assert_eq!(o.by_uid.get(&0), None);
+    }
+
+    #[test]
+    fn a_burst_of_refusals_is_one_line_then_a_count() {
+        let mut log = RateLimitedLog::new();
+        let mut lines = 0;
+        for _ in 0..1000 {
+            log.warn(|| {
+                lines += 1;
+                String::new()
+            });
+        }
+        assert_eq!((lines, log.suppressed), (1, 999));
+        log.last = Some(Instant::now() - LOG_EVERY);
+        log.warn(String::new);
+        assert_eq!(log.suppressed, 0);
+    }
 
     /// Fuzzing regression (`fuzz/api_decode`): an unknown field or a string value with a
     /// newline made a two-line error.
