@@ -18,9 +18,6 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long it waits for an answer once connected, by default.
 pub const DEFAULT_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// How long an idempotent request is resent while the daemon restarts.
-pub const RESTART_WAIT: Duration = Duration::from_secs(30);
-
 /// What the client was waiting for when its time ran out.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Waiting {
@@ -63,6 +60,9 @@ pub enum ClientError {
     Api { status: u16, msg: String },
     #[error("unexpected answer from the daemon: {0}")]
     BadResponse(String),
+    /// A request that may have been carried out: sent, then the daemon went away.
+    #[error("{0} (the daemon went away before answering: the request may have been carried out; look with `jobcell q`)")]
+    Unconfirmed(Box<ClientError>),
 }
 
 impl ClientError {
@@ -250,30 +250,33 @@ impl Client {
     }
 
     /// Like [`Client::call`] for a request the daemon carries out once however often it is
-    /// sent (a submission with a `submit_key`): sent again while the connection breaks or the
-    /// daemon restarts, for up to [`RESTART_WAIT`]. A daemon not running at the first try is
-    /// an error at once. `on_retry` hears why.
+    /// sent (a submission with a `submit_key`): sent again, quietly, while the connection
+    /// breaks or the daemon restarts, for as long as the connect timeout. A daemon not running
+    /// at the first try is an error at once.
     pub fn call_idempotent<T: DeserializeOwned>(
         &self,
         method: &str,
         path: &str,
         body: &serde_json::Value,
-        mut on_retry: impl FnMut(&ClientError),
     ) -> Result<T, ClientError> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(100);
-        let mut first = true;
+        let mut sent_once = false;
         loop {
             match self.call(method, path, Some(body)) {
-                Err(ClientError::NotRunning(p)) if first => return Err(ClientError::NotRunning(p)),
-                Err(e) if e.is_lost_connection() && started.elapsed() < RESTART_WAIT => {
-                    on_retry(&e);
+                Err(ClientError::NotRunning(p)) if !sent_once => {
+                    return Err(ClientError::NotRunning(p))
+                }
+                Err(e) if e.is_lost_connection() => {
+                    if started.elapsed() >= self.connect_timeout {
+                        return Err(ClientError::Unconfirmed(Box::new(e)));
+                    }
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_secs(1));
                 }
                 r => return r,
             }
-            first = false;
+            sent_once = true;
         }
     }
 

@@ -171,9 +171,7 @@ pub fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
     let r: SubmitResponse = a
         .sock
         .client()?
-        .call_idempotent("POST", "/v1/jobs", &body, |e| {
-            eprintln!("jobcell: {e}; retrying");
-        })?;
+        .call_idempotent("POST", "/v1/jobs", &body)?;
     let mut out = std::io::stdout().lock();
     if a.quiet {
         for id in &r.ids {

@@ -267,9 +267,7 @@ pub fn submit(path: &Path, a: &SubmitArgs) -> anyhow::Result<i32> {
             client.with_timeouts(connect, CLUSTER_ANSWER_TIMEOUT)
         }
     };
-    let r: SubmitResponse = cluster_client.call_idempotent("POST", &path, &body, |e| {
-        eprintln!("jobcell: {e}; retrying");
-    })?;
+    let r: SubmitResponse = cluster_client.call_idempotent("POST", &path, &body)?;
     let mut out = std::io::stdout().lock();
     if a.quiet {
         for id in &r.ids {
