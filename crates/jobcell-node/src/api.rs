@@ -1,16 +1,25 @@
 //! The HTTP/JSON API on a Unix socket (docs/api.yaml). The caller is who the kernel says it is
 //! (SO_PEERCRED); bodies are limited to [`MAX_BODY`]; every error is a JSON `{"error": "..."}`
-//! with a 4xx/5xx status.
+//! with a 4xx/5xx status. The socket is open to every local user, so no one of them may hold
+//! the daemon's descriptors: connections are counted per uid and in all ([`ApiLimits`]), and a
+//! connection that sends no request head, or no body, in time is closed.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::net::UnixListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
@@ -33,13 +42,236 @@ fn body_limit(path: &str) -> usize {
 /// The most of a job's output one request returns (the tail beyond this is cut).
 pub const MAX_OUTPUT: u64 = 64 << 20;
 
-pub async fn serve(listener: UnixListener, tx: Sender<Cmd>) {
+/// How much of the daemon API clients may take.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ApiLimits {
+    /// Open connections in all; the last [`ROOT_RESERVED_CONNECTIONS`] of them only for root.
+    pub max_connections: usize,
+    /// Open connections of one non-root uid.
+    pub max_connections_per_uid: usize,
+    /// A connection must send a whole request head within this of connecting or of its last
+    /// answer (an idle keep-alive and a trickled head end alike).
+    pub idle_timeout: Duration,
+    /// A request's body must have arrived within this of its head, and a client that reads
+    /// nothing of its answer for this long is dropped.
+    pub body_timeout: Duration,
+}
+
+/// Connections only root may open: root's `jobcell q` works while users hold the rest.
+pub const ROOT_RESERVED_CONNECTIONS: usize = 16;
+
+impl Default for ApiLimits {
+    fn default() -> Self {
+        ApiLimits {
+            max_connections: 4096,
+            max_connections_per_uid: 64,
+            idle_timeout: Duration::from_secs(15),
+            body_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Open connections, in all and per uid.
+#[derive(Default)]
+struct Open {
+    total: usize,
+    by_uid: HashMap<u32, usize>,
+}
+
+/// One admitted connection; gives its place back when dropped.
+struct Admitted {
+    open: Arc<Mutex<Open>>,
+    uid: u32,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut o = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        o.total -= 1;
+        if let Some(n) = o.by_uid.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                o.by_uid.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Why a connection was not admitted: the status and one line for the client.
+fn admit(open: &Arc<Mutex<Open>>, limits: &ApiLimits, uid: u32) -> Result<Admitted, (u16, String)> {
+    let mut o = open.lock().unwrap_or_else(|e| e.into_inner());
+    let cap = if uid == 0 {
+        limits.max_connections
+    } else {
+        limits
+            .max_connections
+            .saturating_sub(ROOT_RESERVED_CONNECTIONS)
+    };
+    if o.total >= cap {
+        return Err((
+            503,
+            format!(
+                "the daemon is at its connection limit ({} open); try again later",
+                o.total
+            ),
+        ));
+    }
+    let mine = o.by_uid.get(&uid).copied().unwrap_or(0);
+    if uid != 0 && mine >= limits.max_connections_per_uid {
+        return Err((
+            429,
+            format!(
+                "too many connections from uid {uid} (at most {} at once); close some and try again",
+                limits.max_connections_per_uid
+            ),
+        ));
+    }
+    o.total += 1;
+    *o.by_uid.entry(uid).or_insert(0) += 1;
+    Ok(Admitted {
+        open: open.clone(),
+        uid,
+    })
+}
+
+/// At most one log line per [`LOG_EVERY`] about one kind of trouble, saying how many were
+/// not logged: a flood must not fill the journal.
+struct RateLimitedLog {
+    last: Option<Instant>,
+    suppressed: u64,
+}
+
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl RateLimitedLog {
+    const fn new() -> Self {
+        RateLimitedLog {
+            last: None,
+            suppressed: 0,
+        }
+    }
+
+    fn warn(&mut self, line: impl FnOnce() -> String) {
+        if self.last.is_some_and(|t| t.elapsed() < LOG_EVERY) {
+            self.suppressed += 1;
+            return;
+        }
+        let more = match std::mem::take(&mut self.suppressed) {
+            0 => String::new(),
+            n => format!(" ({n} more since the last such line)"),
+        };
+        let line = line();
+        warn!("{line}{more}");
+        self.last = Some(Instant::now());
+    }
+}
+
+/// The whole answer to a connection that was not admitted, sent without reading its request
+/// (a fresh socket's send buffer holds it, so the accept loop never waits on the client).
+fn refuse(stream: UnixStream, code: u16, msg: String) {
+    let body = serde_json::to_vec(&ApiError { error: msg }).unwrap_or_default();
+    let reason = if code == 429 {
+        "Too Many Requests"
+    } else {
+        "Service Unavailable"
+    };
+    let mut resp = format!(
+        "HTTP/1.1 {code} {reason}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    resp.extend_from_slice(&body);
+    let _ = stream.try_write(&resp);
+    // Read what already came: closing a Unix socket with unread data makes the client's read
+    // fail with ECONNRESET once it has read the answer.
+    let mut sink = [0u8; 4096];
+    while matches!(stream.try_read(&mut sink), Ok(n) if n > 0) {}
+}
+
+/// A connection whose answers must be read: a client that takes none of its answer for
+/// `stall` (an answer holds up to [`MAX_OUTPUT`] of job output in the daemon's memory) gets
+/// its connection closed.
+struct ReadOrDrop<S> {
+    inner: S,
+    stall: Duration,
+    since: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> ReadOrDrop<S> {
+    fn new(inner: S, stall: Duration) -> Self {
+        ReadOrDrop {
+            inner,
+            stall,
+            since: None,
+        }
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for ReadOrDrop<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for ReadOrDrop<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_write(cx, buf) {
+            Poll::Ready(r) => {
+                this.since = None;
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let stall = this.stall;
+                let timer = this
+                    .since
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(stall)));
+                if timer.as_mut().poll(cx).is_ready() {
+                    this.since = None;
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "the client read nothing of its answer",
+                    )));
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+pub async fn serve(listener: UnixListener, tx: Sender<Cmd>, limits: ApiLimits) {
+    let open = Arc::new(Mutex::new(Open::default()));
+    let mut refusals = RateLimitedLog::new();
+    let mut accept_errors = RateLimitedLog::new();
+    let mut backoff = Duration::ZERO;
     loop {
         let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
+            Ok(s) => {
+                backoff = Duration::ZERO;
+                s
+            }
             Err(e) => {
-                warn!("accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                // Out of descriptors (EMFILE/ENFILE) or memory: the pending connection stays
+                // in the backlog; wait for some to close instead of retrying at once.
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                accept_errors.warn(|| format!("accept: {e}; waiting {backoff:?}"));
+                tokio::time::sleep(backoff).await;
                 continue;
             }
         };
@@ -50,12 +282,28 @@ pub async fn serve(listener: UnixListener, tx: Sender<Cmd>) {
                 continue;
             }
         };
+        let admitted = match admit(&open, &limits, uid) {
+            Ok(a) => a,
+            Err((code, msg)) => {
+                refusals.warn(|| format!("refused a connection of uid {uid}: {msg}"));
+                refuse(stream, code, msg);
+                continue;
+            }
+        };
         let tx = tx.clone();
         tokio::spawn(async move {
-            let svc = hyper::service::service_fn(move |req| handle(req, uid, tx.clone()));
+            let _admitted = admitted;
+            let body_timeout = limits.body_timeout;
+            let svc =
+                hyper::service::service_fn(move |req| handle(req, uid, tx.clone(), body_timeout));
             if let Err(e) = hyper::server::conn::http1::Builder::new()
                 .max_buf_size(MAX_BODY + 64 * 1024)
-                .serve_connection(TokioIo::new(stream), svc)
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.idle_timeout)
+                .serve_connection(
+                    TokioIo::new(ReadOrDrop::new(stream, limits.body_timeout)),
+                    svc,
+                )
                 .await
             {
                 debug!("connection: {e}");
@@ -67,18 +315,41 @@ pub async fn serve(listener: UnixListener, tx: Sender<Cmd>) {
 /// `GET /metrics` alone on a loopback TCP listener (`[node] metrics_listen`), for a
 /// Prometheus that cannot reach a Unix socket. Nothing else is served there: TCP has no peer
 /// credentials.
-pub async fn serve_metrics(listener: tokio::net::TcpListener, tx: Sender<Cmd>) {
+pub async fn serve_metrics(listener: tokio::net::TcpListener, tx: Sender<Cmd>, limits: ApiLimits) {
+    // Any local user can reach a loopback port too: bounded like the API socket, with no
+    // uid to count by (a scraper needs one connection).
+    let open = Arc::new(Mutex::new(Open::default()));
+    let metrics_limits = ApiLimits {
+        max_connections: METRICS_MAX_CONNECTIONS,
+        ..limits
+    };
+    let mut refusals = RateLimitedLog::new();
+    let mut accept_errors = RateLimitedLog::new();
+    let mut backoff = Duration::ZERO;
     loop {
         let (stream, _) = match listener.accept().await {
-            Ok(s) => s,
+            Ok(s) => {
+                backoff = Duration::ZERO;
+                s
+            }
             Err(e) => {
-                warn!("metrics accept: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                backoff = (backoff * 2).clamp(Duration::from_millis(10), Duration::from_secs(1));
+                accept_errors.warn(|| format!("metrics accept: {e}; waiting {backoff:?}"));
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        };
+        // Counted as root's: only the total cap applies.
+        let admitted = match admit(&open, &metrics_limits, 0) {
+            Ok(a) => a,
+            Err((_, msg)) => {
+                refusals.warn(|| format!("refused a metrics connection: {msg}"));
                 continue;
             }
         };
         let tx = tx.clone();
         tokio::spawn(async move {
+            let _admitted = admitted;
             let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                 let tx = tx.clone();
                 async move {
@@ -93,6 +364,8 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, tx: Sender<Cmd>) {
                 }
             });
             if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.idle_timeout)
                 .serve_connection(TokioIo::new(stream), svc)
                 .await
             {
@@ -101,6 +374,9 @@ pub async fn serve_metrics(listener: tokio::net::TcpListener, tx: Sender<Cmd>) {
         });
     }
 }
+
+/// Open connections on the metrics port.
+const METRICS_MAX_CONNECTIONS: usize = 16;
 
 async fn metrics(tx: &Sender<Cmd>) -> Result<Resp, ApiErr> {
     let text = ask(tx, |reply| Cmd::Metrics { reply }).await?;
@@ -134,15 +410,27 @@ async fn ask<T>(tx: &Sender<Cmd>, f: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, 
         .map_err(|_| ApiErr::new(503, "the daemon is shutting down"))?
 }
 
-async fn body_json<T: serde::de::DeserializeOwned>(req: Request<Incoming>) -> Result<T, ApiErr> {
-    decode_body(&body_bytes(req).await?)
+async fn body_json<T: serde::de::DeserializeOwned>(
+    req: Request<Incoming>,
+    timeout: Duration,
+) -> Result<T, ApiErr> {
+    decode_body(&body_bytes(req, timeout).await?)
 }
 
-async fn body_bytes(req: Request<Incoming>) -> Result<Bytes, ApiErr> {
+async fn body_bytes(req: Request<Incoming>, timeout: Duration) -> Result<Bytes, ApiErr> {
     let limit = body_limit(req.uri().path());
-    let body = Limited::new(req.into_body(), limit)
-        .collect()
+    let collected = tokio::time::timeout(timeout, Limited::new(req.into_body(), limit).collect())
         .await
+        .map_err(|_| {
+            ApiErr::new(
+                408,
+                format!(
+                    "the request body did not arrive within {} s",
+                    timeout.as_secs_f64()
+                ),
+            )
+        })?;
+    let body = collected
         .map_err(|e| {
             if e.downcast_ref::<http_body_util::LengthLimitError>()
                 .is_some()
@@ -221,7 +509,12 @@ fn query_u32(req: &Request<Incoming>, key: &str) -> Result<Option<u32>, ApiErr> 
     Ok(None)
 }
 
-async fn handle(req: Request<Incoming>, uid: u32, tx: Sender<Cmd>) -> Result<Resp, Infallible> {
+async fn handle(
+    req: Request<Incoming>,
+    uid: u32,
+    tx: Sender<Cmd>,
+    body_timeout: Duration,
+) -> Result<Resp, Infallible> {
     if let Some(len) = req
         .headers()
         .get(hyper::header::CONTENT_LENGTH)
@@ -236,13 +529,18 @@ async fn handle(req: Request<Incoming>, uid: u32, tx: Sender<Cmd>) -> Result<Res
             )));
         }
     }
-    Ok(match route(req, uid, &tx).await {
+    Ok(match route(req, uid, &tx, body_timeout).await {
         Ok(r) => r,
         Err(e) => err(e),
     })
 }
 
-async fn route(req: Request<Incoming>, uid: u32, tx: &Sender<Cmd>) -> Result<Resp, ApiErr> {
+async fn route(
+    req: Request<Incoming>,
+    uid: u32,
+    tx: &Sender<Cmd>,
+    body_timeout: Duration,
+) -> Result<Resp, ApiErr> {
     let path = req.uri().path().to_string();
     let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
     let method = req.method().clone();
@@ -254,7 +552,7 @@ async fn route(req: Request<Incoming>, uid: u32, tx: &Sender<Cmd>) -> Result<Res
             Ok(json(200, &ask(tx, |reply| Cmd::List { reply }).await?))
         }
         (&Method::POST, ["v1", "jobs"]) => {
-            let r: SubmitRequest = body_json(req).await?;
+            let r: SubmitRequest = body_json(req, body_timeout).await?;
             let resp = ask(tx, |reply| Cmd::Submit {
                 caller: uid,
                 req: Box::new(r),
@@ -275,7 +573,7 @@ async fn route(req: Request<Incoming>, uid: u32, tx: &Sender<Cmd>) -> Result<Res
                     format!("'{c}' is not a cluster id (a positive integer)"),
                 )
             })?;
-            let r: ClusterSubmitRequest = body_json(req).await?;
+            let r: ClusterSubmitRequest = body_json(req, body_timeout).await?;
             let resp = ask(tx, |reply| Cmd::SubmitCluster {
                 caller: uid,
                 cluster,
@@ -315,7 +613,7 @@ async fn route(req: Request<Incoming>, uid: u32, tx: &Sender<Cmd>) -> Result<Res
         (&Method::POST, ["v1", "jobs", id, verb]) => {
             let id = parse_id(id)?;
             let action = match *verb {
-                "hold" => Action::Hold(decode_hold(&body_bytes(req).await?)?),
+                "hold" => Action::Hold(decode_hold(&body_bytes(req, body_timeout).await?)?),
                 "release" => Action::Release,
                 "suspend" => Action::Suspend,
                 "continue" => Action::Continue,
@@ -422,6 +720,55 @@ fn read_output(p: &std::path::Path) -> Result<Vec<u8>, ApiErr> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn connections_are_admitted_per_uid_and_in_all_with_room_for_root() {
+        let limits = ApiLimits {
+            max_connections: ROOT_RESERVED_CONNECTIONS + 3,
+            max_connections_per_uid: 2,
+            ..ApiLimits::default()
+        };
+        let open = Arc::new(Mutex::new(Open::default()));
+        let a1 = admit(&open, &limits, 1000).unwrap();
+        let _a2 = admit(&open, &limits, 1000).unwrap();
+        let (code, msg) = admit(&open, &limits, 1000).err().unwrap();
+        assert_eq!(code, 429);
+        assert!(
+            msg.contains("uid 1000") && msg.contains("at most 2"),
+            "{msg}"
+        );
+        let _b = admit(&open, &limits, 1001).unwrap();
+        // Three non-root connections fill what is not root's.
+        let (code, _) = admit(&open, &limits, 1002).err().unwrap();
+        assert_eq!(code, 503);
+        let roots: Vec<Admitted> = (0..ROOT_RESERVED_CONNECTIONS)
+            .map(|_| admit(&open, &limits, 0).unwrap())
+            .collect();
+        assert_eq!(admit(&open, &limits, 0).err().unwrap().0, 503);
+        // A closed connection gives its place back.
+        drop(a1);
+        drop(roots);
+        let _a3 = admit(&open, &limits, 1000).unwrap();
+        let o = open.lock().unwrap();
+        assert_eq!(o.total, 3);
+        assert_eq!(o.by_uid.get(&0), None);
+    }
+
+    #[test]
+    fn a_burst_of_refusals_is_one_line_then_a_count() {
+        let mut log = RateLimitedLog::new();
+        let mut lines = 0;
+        for _ in 0..1000 {
+            log.warn(|| {
+                lines += 1;
+                String::new()
+            });
+        }
+        assert_eq!((lines, log.suppressed), (1, 999));
+        log.last = Some(Instant::now() - LOG_EVERY);
+        log.warn(String::new);
+        assert_eq!(log.suppressed, 0);
+    }
 
     /// Fuzzing regression (`fuzz/api_decode`): an unknown field or a string value with a
     /// newline made a two-line error.

@@ -1,18 +1,58 @@
 //! A small blocking HTTP/1.1 client for the daemon's Unix socket: the CLI starts fast and needs
-//! no runtime.
+//! no runtime. Every wait is bounded: the connect (a stopped daemon's full backlog) and the
+//! whole exchange (a daemon that accepted but does not answer).
 
+use std::fmt;
 use std::io::{self, Read, Write};
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 use thiserror::Error;
+
+/// How long the CLI waits for the daemon to accept its connection, by default.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long it waits for an answer once connected, by default.
+pub const DEFAULT_ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What the client was waiting for when its time ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Waiting {
+    Connecting,
+    Answer,
+}
+
+impl fmt::Display for Waiting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Waiting::Connecting => "connecting",
+            Waiting::Answer => "waiting for its answer",
+        })
+    }
+}
+
+/// `10 s`, `2.5 s`.
+struct Secs(Duration);
+
+impl fmt::Display for Secs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} s", self.0.as_secs_f64())
+    }
+}
 
 #[derive(Debug, Error)]
 pub enum ClientError {
     #[error("the jobcell daemon is not running (nothing is listening on {0}); start it with `jobcell daemon` or `systemctl start jobcell`")]
     NotRunning(PathBuf),
+    #[error("no answer from the daemon on {} within {} ({waiting})", .path.display(), Secs(*.after))]
+    Timeout {
+        path: PathBuf,
+        after: Duration,
+        waiting: Waiting,
+    },
     #[error("{path}: {err}")]
     Io { path: PathBuf, err: io::Error },
     /// The daemon refused the request; the message is its own.
@@ -20,19 +60,122 @@ pub enum ClientError {
     Api { status: u16, msg: String },
     #[error("unexpected answer from the daemon: {0}")]
     BadResponse(String),
+    /// A request that may have been carried out: sent, then the daemon went away.
+    #[error("{0} (the daemon went away before answering: the request may have been carried out; look with `jobcell q`)")]
+    Unconfirmed(Box<ClientError>),
+}
+
+impl ClientError {
+    /// The connection broke or the daemon is (re)starting: a request may or may not have been
+    /// carried out, so only an idempotent one may be sent again.
+    pub fn is_lost_connection(&self) -> bool {
+        matches!(
+            self,
+            ClientError::Io { .. } | ClientError::BadResponse(_) | ClientError::NotRunning(_)
+        )
+    }
 }
 
 pub struct Client {
     socket: PathBuf,
-    timeout: Duration,
+    connect_timeout: Duration,
+    answer_timeout: Duration,
 }
 
 impl Client {
     pub fn new(socket: &Path) -> Self {
         Client {
             socket: socket.to_path_buf(),
-            timeout: Duration::from_secs(120),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            answer_timeout: DEFAULT_ANSWER_TIMEOUT,
         }
+    }
+
+    /// Waits at most `connect` for the daemon to accept, then at most `answer` for the whole
+    /// exchange.
+    pub fn with_timeouts(mut self, connect: Duration, answer: Duration) -> Self {
+        self.connect_timeout = connect;
+        self.answer_timeout = answer;
+        self
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub fn answer_timeout(&self) -> Duration {
+        self.answer_timeout
+    }
+
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    fn io_err(&self, err: io::Error) -> ClientError {
+        ClientError::Io {
+            path: self.socket.clone(),
+            err,
+        }
+    }
+
+    fn timed_out(&self, waiting: Waiting) -> ClientError {
+        ClientError::Timeout {
+            path: self.socket.clone(),
+            after: match waiting {
+                Waiting::Connecting => self.connect_timeout,
+                Waiting::Answer => self.answer_timeout,
+            },
+            waiting,
+        }
+    }
+
+    /// A connection, waiting at most the connect timeout. A blocking connect to a Unix socket
+    /// whose backlog is full (a stopped or saturated daemon) waits for room for as long as
+    /// the socket's send timeout, and then fails with EAGAIN.
+    fn connect(&self) -> Result<UnixStream, ClientError> {
+        // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+        let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+        addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+        let path = self.socket.as_os_str().as_bytes();
+        if path.len() >= addr.sun_path.len() {
+            return Err(self.io_err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "socket path too long",
+            )));
+        }
+        for (d, s) in addr.sun_path.iter_mut().zip(path) {
+            *d = *s as libc::c_char;
+        }
+        // SAFETY: a new descriptor, owned at once.
+        let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        if fd < 0 {
+            return Err(self.io_err(io::Error::last_os_error()));
+        }
+        // SAFETY: fd is a fresh descriptor no one else owns.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let stream = UnixStream::from(fd);
+        stream
+            .set_write_timeout(Some(self.connect_timeout.max(Duration::from_millis(1))))
+            .map_err(|e| self.io_err(e))?;
+        // SAFETY: a valid address of the stated length on a socket we own.
+        let r = unsafe {
+            libc::connect(
+                std::os::fd::AsRawFd::as_raw_fd(&stream),
+                (&addr as *const libc::sockaddr_un).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            let e = io::Error::last_os_error();
+            return Err(match e.raw_os_error() {
+                Some(libc::ENOENT) | Some(libc::ECONNREFUSED) | Some(libc::ENOTDIR) => {
+                    ClientError::NotRunning(self.socket.clone())
+                }
+                Some(libc::EAGAIN) | Some(libc::EINPROGRESS) => self.timed_out(Waiting::Connecting),
+                _ => self.io_err(e),
+            });
+        }
+        Ok(stream)
     }
 
     /// One request; returns status and body (any status).
@@ -42,24 +185,13 @@ impl Client {
         path: &str,
         body: Option<&[u8]>,
     ) -> Result<(u16, Vec<u8>), ClientError> {
-        let io_err = |source| ClientError::Io {
-            path: self.socket.clone(),
-            err: source,
+        let mut s = self.connect()?;
+        let deadline = Instant::now() + self.answer_timeout;
+        let left = || {
+            deadline
+                .checked_duration_since(Instant::now())
+                .filter(|d| !d.is_zero())
         };
-        let mut s = match UnixStream::connect(&self.socket) {
-            Ok(s) => s,
-            Err(e)
-                if matches!(
-                    e.raw_os_error(),
-                    Some(libc::ENOENT) | Some(libc::ECONNREFUSED) | Some(libc::ENOTDIR)
-                ) =>
-            {
-                return Err(ClientError::NotRunning(self.socket.clone()))
-            }
-            Err(e) => return Err(io_err(e)),
-        };
-        s.set_read_timeout(Some(self.timeout)).map_err(io_err)?;
-        s.set_write_timeout(Some(self.timeout)).map_err(io_err)?;
         let body = body.unwrap_or(b"");
         let mut req = format!(
             "{method} {path} HTTP/1.1\r\nHost: jobcell\r\nConnection: close\r\nContent-Length: {}\r\n",
@@ -71,9 +203,36 @@ impl Client {
         req.push_str("\r\n");
         let mut buf = req.into_bytes();
         buf.extend_from_slice(body);
-        s.write_all(&buf).map_err(io_err)?;
+        let mut sent = 0;
+        while sent < buf.len() {
+            let t = left().ok_or_else(|| self.timed_out(Waiting::Answer))?;
+            s.set_write_timeout(Some(t)).map_err(|e| self.io_err(e))?;
+            match s.write(&buf[sent..]) {
+                Ok(0) => break,
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => return Err(self.timed_out(Waiting::Answer)),
+                // The daemon answered and closed without reading (a refusal): read it.
+                Err(e) if is_closed(&e) => break,
+                Err(e) => return Err(self.io_err(e)),
+            }
+        }
         let mut resp = Vec::new();
-        s.read_to_end(&mut resp).map_err(io_err)?;
+        let mut chunk = [0u8; 64 * 1024];
+        loop {
+            let t = left().ok_or_else(|| self.timed_out(Waiting::Answer))?;
+            s.set_read_timeout(Some(t)).map_err(|e| self.io_err(e))?;
+            match s.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => resp.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_timeout(&e) => return Err(self.timed_out(Waiting::Answer)),
+                // A Unix socket closed with our unread request in it reports ECONNRESET after
+                // the last of its data: what came is the answer.
+                Err(e) if is_closed(&e) && !resp.is_empty() => break,
+                Err(e) => return Err(self.io_err(e)),
+            }
+        }
         parse_response(&resp)
     }
 
@@ -90,12 +249,78 @@ impl Client {
         serde_json::from_slice(&data).map_err(|e| ClientError::BadResponse(e.to_string()))
     }
 
+    /// Like [`Client::call`] for a request the daemon carries out once however often it is
+    /// sent (a submission with a `submit_key`): sent again, quietly, while the connection
+    /// breaks or the daemon restarts, for as long as the connect timeout. A daemon not running
+    /// at the first try is an error at once.
+    pub fn call_idempotent<T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &serde_json::Value,
+    ) -> Result<T, ClientError> {
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(100);
+        let mut sent_once = false;
+        loop {
+            match self.call(method, path, Some(body)) {
+                Err(ClientError::NotRunning(p)) if !sent_once => {
+                    return Err(ClientError::NotRunning(p))
+                }
+                Err(e) if e.is_lost_connection() => {
+                    if started.elapsed() >= self.connect_timeout {
+                        return Err(ClientError::Unconfirmed(Box::new(e)));
+                    }
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_secs(1));
+                }
+                r => return r,
+            }
+            sent_once = true;
+        }
+    }
+
     /// A request whose answer is bytes (job output).
     pub fn bytes(&self, path: &str) -> Result<Vec<u8>, ClientError> {
         let (status, data) = self.raw("GET", path, None)?;
         check(status, &data)?;
         Ok(data)
     }
+}
+
+fn is_timeout(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+    )
+}
+
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+    )
+}
+
+/// A fresh key for an idempotent submission: 128 random bits in hex.
+pub fn new_submit_key() -> String {
+    let mut b = [0u8; 16];
+    let mut got = 0;
+    while got < b.len() {
+        // SAFETY: getrandom into the unfilled rest of a local buffer.
+        let n = unsafe { libc::getrandom(b[got..].as_mut_ptr().cast(), b.len() - got, 0) };
+        if n > 0 {
+            got += n as usize;
+        } else if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            // No entropy source at all: unique enough for one user's keys.
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            return format!("{:x}-{t:x}", std::process::id());
+        }
+    }
+    b.iter().map(|x| format!("{x:02x}")).collect()
 }
 
 fn check(status: u16, data: &[u8]) -> Result<(), ClientError> {

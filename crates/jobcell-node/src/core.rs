@@ -690,7 +690,13 @@ impl Core {
             } else {
                 batch = self.hold_writes(batch);
             }
-            let tx = match store.conn.transaction() {
+            // IMMEDIATE: the write lock is taken (waiting the busy timeout) at BEGIN. A
+            // deferred transaction that reads first (a keyed submission looks its key up)
+            // cannot wait when it upgrades: SQLite returns BUSY at once.
+            let tx = match store
+                .conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            {
                 Ok(t) => t,
                 Err(e) => panic_db(e),
             };

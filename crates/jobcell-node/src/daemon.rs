@@ -42,6 +42,12 @@ pub struct DaemonOptions {
     pub policy: crate::core::Policy,
     /// Also serve `GET /metrics` here (a loopback address).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `[node] api_*`: connection limits and timeouts; `max_connections` None: what the
+    /// descriptor limit allows.
+    pub api_max_connections: Option<usize>,
+    pub api_max_connections_per_uid: usize,
+    pub api_idle_timeout: std::time::Duration,
+    pub api_body_timeout: std::time::Duration,
 }
 
 #[derive(Debug, Error)]
@@ -105,6 +111,64 @@ fn lock_state_dir(dir: &Path) -> Result<File, DaemonError> {
     Ok(f)
 }
 
+/// Descriptors the daemon keeps for itself beyond API connections (the database, the
+/// spawner's and supervisors' pipes, job dirs being read, the log).
+const DAEMON_OWN_FDS: usize = 256;
+
+/// Raises RLIMIT_NOFILE's soft limit to the hard one (a distribution's default soft limit,
+/// 1024, is what a few hundred idle clients would exhaust); returns the soft limit now.
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: lim.rlim_max,
+                rlim_max: lim.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            } else {
+                warn!(
+                    "raising the descriptor limit to {}: {}",
+                    lim.rlim_max,
+                    io::Error::last_os_error()
+                );
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// The API's limits: the global cap stays below the descriptor limit (`nofile`), so a flood
+/// is refused with an answer instead of making accept fail.
+fn api_limits(o: &DaemonOptions, nofile: u64) -> crate::api::ApiLimits {
+    let room = usize::try_from(nofile)
+        .unwrap_or(usize::MAX)
+        .saturating_sub(DAEMON_OWN_FDS)
+        .max(2 * crate::api::ROOT_RESERVED_CONNECTIONS);
+    let max_connections = match o.api_max_connections {
+        Some(n) if n > room => {
+            warn!("api_max_connections = {n} is more than the descriptor limit ({nofile}) leaves room for: {room} instead");
+            room
+        }
+        Some(n) => n,
+        None => room.min(crate::api::ApiLimits::default().max_connections),
+    };
+    crate::api::ApiLimits {
+        max_connections,
+        max_connections_per_uid: o.api_max_connections_per_uid,
+        idle_timeout: o.api_idle_timeout,
+        body_timeout: o.api_body_timeout,
+    }
+}
+
 /// The node's offer: explicit values, else detection minus the reserve.
 pub fn node_resources(o: &DaemonOptions) -> Result<NodeResources, DaemonError> {
     let d = resources::detect();
@@ -156,6 +220,8 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
 
     // Fork the spawner while this process has a single thread.
     let spawner = Spawner::start(o.exe.as_deref()).map_err(DaemonError::Spawner)?;
+    // After the spawner's fork: supervisors and jobs keep the limit the daemon was started with.
+    let limits = api_limits(&o, raise_nofile());
     let store = Store::open(&sd.join("state.db"))?;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -234,6 +300,14 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
         node.cpus,
         jobcell_spec::format_size(node.memory)
     );
+    info!(
+        "API limits: {} connections ({} of them root's), {} per uid; request head within {:?}, body within {:?}",
+        limits.max_connections,
+        crate::api::ROOT_RESERVED_CONNECTIONS,
+        limits.max_connections_per_uid,
+        limits.idle_timeout,
+        limits.body_timeout
+    );
     if let Err(e) = sys::sd_notify(&format!("READY=1\nMAINPID={}", std::process::id())) {
         warn!("sd_notify: {e}");
     }
@@ -241,10 +315,10 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("signal handler");
         if let Some(l) = metrics_listener {
-            tokio::spawn(crate::api::serve_metrics(l, tx.clone()));
+            tokio::spawn(crate::api::serve_metrics(l, tx.clone(), limits));
         }
         tokio::select! {
-            _ = crate::api::serve(listener, tx) => {}
+            _ = crate::api::serve(listener, tx, limits) => {}
             _ = term.recv() => info!("SIGTERM: stopping; running jobs keep running under their supervisors"),
             _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping; running jobs keep running under their supervisors"),
         }

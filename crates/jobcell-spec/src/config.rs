@@ -69,6 +69,17 @@ pub struct NodeConfig {
     /// Also serve `GET /metrics` on this loopback TCP address (`"9105"`,
     /// `"127.0.0.1:9105"`, `"[::1]:9105"`); off by default.
     pub metrics_listen: Option<String>,
+    /// API connections open at once, all clients (default: what the descriptor limit leaves,
+    /// at most 4096); the last 16 only for root.
+    pub api_max_connections: Option<usize>,
+    /// API connections open at once from one non-root uid (default 64).
+    pub api_max_connections_per_uid: Option<usize>,
+    /// A connection that sends no whole request head within this of connecting or of its
+    /// last answer is closed (default "15s").
+    pub api_idle_timeout: Option<String>,
+    /// A request whose body has not arrived within this gets 408, and a client that reads
+    /// nothing of its answer for this long is dropped (default "60s").
+    pub api_body_timeout: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]

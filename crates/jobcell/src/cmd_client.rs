@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::Args;
 use jobcell_node::client::Client;
@@ -18,16 +19,47 @@ pub struct SocketArg {
     /// The daemon's API socket (default: $JOBCELL_SOCKET, else /run/jobcell/api.sock).
     #[arg(long, value_name = "PATH", global = true)]
     pub socket: Option<PathBuf>,
+    /// Wait at most SECS for the daemon to accept, and SECS for its answer (default:
+    /// $JOBCELL_TIMEOUT, else 10 s to connect and 60 s for the answer, 600 s for a submit
+    /// file's cluster).
+    #[arg(long, value_name = "SECS", global = true, value_parser = parse_timeout)]
+    pub timeout: Option<Duration>,
+}
+
+fn parse_timeout(s: &str) -> Result<Duration, String> {
+    s.trim()
+        .parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .and_then(|v| Duration::try_from_secs_f64(v).ok())
+        .ok_or_else(|| format!("'{s}' is not a number of seconds greater than 0"))
 }
 
 impl SocketArg {
-    pub fn client(&self) -> Client {
+    /// `--timeout`, else `$JOBCELL_TIMEOUT`; None: the defaults.
+    pub fn timeout(&self) -> anyhow::Result<Option<Duration>> {
+        if let Some(t) = self.timeout {
+            return Ok(Some(t));
+        }
+        match std::env::var("JOBCELL_TIMEOUT") {
+            Ok(v) => parse_timeout(&v)
+                .map(Some)
+                .map_err(|e| anyhow::anyhow!("JOBCELL_TIMEOUT: {e}")),
+            Err(_) => Ok(None),
+        }
+    }
+
+    pub fn client(&self) -> anyhow::Result<Client> {
         let p = self
             .socket
             .clone()
             .or_else(|| std::env::var_os("JOBCELL_SOCKET").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
-        Client::new(&p)
+        let c = Client::new(&p);
+        Ok(match self.timeout()? {
+            Some(t) => c.with_timeouts(t, t),
+            None => c,
+        })
     }
 }
 
@@ -125,6 +157,8 @@ pub fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
         anyhow::bail!("--user needs root: your jobs run as you");
     }
     let spec = build_spec(&a)?;
+    // One key per invocation: if the answer is lost (the daemon restarted between its commit
+    // and its reply), the resend gets the jobs made the first time instead of a second copy.
     let body = json!({
         "spec": spec,
         "priority": a.priority,
@@ -132,8 +166,12 @@ pub fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
         "count": a.count,
         "stdout": a.output.as_deref().map(abs).transpose()?,
         "stderr": a.error.as_deref().map(abs).transpose()?,
+        "submit_key": jobcell_node::client::new_submit_key(),
     });
-    let r: SubmitResponse = a.sock.client().call("POST", "/v1/jobs", Some(&body))?;
+    let r: SubmitResponse = a
+        .sock
+        .client()?
+        .call_idempotent("POST", "/v1/jobs", &body)?;
     let mut out = std::io::stdout().lock();
     if a.quiet {
         for id in &r.ids {
@@ -198,7 +236,7 @@ fn state_short(s: State) -> &'static str {
 }
 
 pub fn q(a: ListArgs) -> anyhow::Result<i32> {
-    let client = a.sock.client();
+    let client = a.sock.client()?;
     let mut jobs: Vec<JobInfo> = if a.ids.is_empty() {
         client.call("GET", "/v1/jobs", None)?
     } else {
@@ -263,7 +301,11 @@ pub fn q(a: ListArgs) -> anyhow::Result<i32> {
         return Ok(0);
     }
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&jobs)?
+        )?;
         return Ok(0);
     }
     let now = jobcell_node::types::now();
@@ -312,10 +354,14 @@ pub fn q(a: ListArgs) -> anyhow::Result<i32> {
 pub fn history(a: ListArgs) -> anyhow::Result<i32> {
     let jobs: Vec<JobInfo> =
         a.sock
-            .client()
+            .client()?
             .call("GET", &format!("/v1/history?limit={}", a.limit), None)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&jobs)?);
+        writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&jobs)?
+        )?;
         return Ok(0);
     }
     let mut out = std::io::stdout().lock();
@@ -375,31 +421,35 @@ pub struct StatusArgs {
 }
 
 pub fn status(a: StatusArgs) -> anyhow::Result<i32> {
-    let s: NodeStatus = a.sock.client().call("GET", "/v1/status", None)?;
+    let s: NodeStatus = a.sock.client()?.call("GET", "/v1/status", None)?;
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&s)?)?;
         return Ok(0);
     }
-    println!("jobcell daemon {} (pid {})", s.version, s.daemon_pid);
-    println!(
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "jobcell daemon {} (pid {})", s.version, s.daemon_pid)?;
+    writeln!(
+        out,
         "cpus:   {} total, {} allocated, load {:.2}",
         s.cpus_total, s.cpus_allocated, s.load_1m
-    );
-    println!(
+    )?;
+    writeln!(
+        out,
         "memory: {} total, {} allocated, {} used by jobs",
         format_size(s.memory_total),
         format_size(s.memory_allocated),
         s.memory_used.map(format_size).unwrap_or_else(|| "-".into())
-    );
+    )?;
     let jobs: Vec<String> = s.jobs.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    println!(
+    writeln!(
+        out,
         "jobs:   {}",
         if jobs.is_empty() {
             "none".into()
         } else {
             jobs.join(", ")
         }
-    );
+    )?;
     Ok(0)
 }
 
@@ -443,14 +493,14 @@ pub fn act(verb: &str, a: ActArgs) -> anyhow::Result<i32> {
     let body = (verb == "hold").then(|| json!({"reason": a.reason}));
     let j: JobInfo =
         a.sock
-            .client()
+            .client()?
             .call("POST", &format!("/v1/jobs/{}/{verb}", a.id), body.as_ref())?;
-    println!("{}", describe(verb, &j));
+    writeln!(std::io::stdout(), "{}", describe(verb, &j))?;
     Ok(0)
 }
 
 pub fn rm(a: RmArgs) -> anyhow::Result<i32> {
-    let c = a.sock.client();
+    let c = a.sock.client()?;
     let ids: Vec<u64> = match a.id {
         Some(id) => vec![id],
         None => {
@@ -465,7 +515,7 @@ pub fn rm(a: RmArgs) -> anyhow::Result<i32> {
     let mut failed = 0;
     for id in ids {
         match c.call::<JobInfo>("DELETE", &format!("/v1/jobs/{id}"), None) {
-            Ok(j) => println!("{}", describe("remove", &j)),
+            Ok(j) => writeln!(std::io::stdout(), "{}", describe("remove", &j))?,
             Err(e) if a.id.is_some() => return Err(e.into()),
             Err(e) => {
                 eprintln!("jobcell: job {id}: {e}");
@@ -496,10 +546,10 @@ pub fn output(a: OutputArgs) -> anyhow::Result<i32> {
     if a.events {
         let ev: Vec<jobcell_node::types::Event> =
             a.sock
-                .client()
+                .client()?
                 .call("GET", &format!("/v1/jobs/{}/events", a.id), None)?;
         if a.json {
-            println!("{}", serde_json::to_string_pretty(&ev)?);
+            writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&ev)?)?;
             return Ok(0);
         }
         let mut out = std::io::stdout().lock();
@@ -513,7 +563,7 @@ pub fn output(a: OutputArgs) -> anyhow::Result<i32> {
     let which = if a.stderr { "stderr" } else { "stdout" };
     let data = a
         .sock
-        .client()
+        .client()?
         .bytes(&format!("/v1/jobs/{}/{which}", a.id))?;
     std::io::stdout().write_all(&data)?;
     Ok(0)

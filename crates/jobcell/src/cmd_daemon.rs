@@ -105,6 +105,14 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
             .or(n.metrics_listen.as_deref())
             .map(parse_loopback)
             .transpose()?,
+        api_max_connections: positive(n.api_max_connections, "api_max_connections")?,
+        api_max_connections_per_uid: positive(
+            n.api_max_connections_per_uid,
+            "api_max_connections_per_uid",
+        )?
+        .unwrap_or(64),
+        api_idle_timeout: timeout(&n.api_idle_timeout, "api_idle_timeout", 15.0)?,
+        api_body_timeout: timeout(&n.api_body_timeout, "api_body_timeout", 60.0)?,
         state_dir,
     };
     if let Some(c) = opts.cpus {
@@ -116,6 +124,24 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
     init_logging();
     jobcell_node::run_daemon(opts)?;
     Ok(0)
+}
+
+/// `[node] KEY`, a count that must be at least 1.
+fn positive(v: Option<usize>, key: &str) -> anyhow::Result<Option<usize>> {
+    if v == Some(0) {
+        anyhow::bail!("[node] {key} = 0: must be at least 1");
+    }
+    Ok(v)
+}
+
+/// `[node] KEY = "DURATION"`, else `default` seconds.
+fn timeout(v: &Option<String>, key: &str, default: f64) -> anyhow::Result<std::time::Duration> {
+    let secs = match v {
+        Some(d) => parse_duration(d).with_context(|| format!("[node] {key} = \"{d}\""))?,
+        None => default,
+    };
+    std::time::Duration::try_from_secs_f64(secs)
+        .with_context(|| format!("[node] {key}: {secs} s is out of range"))
 }
 
 /// `[policy] pressure_*`: on when a threshold is set.

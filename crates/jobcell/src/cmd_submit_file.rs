@@ -8,7 +8,6 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use jobcell_node::client::ClientError;
 use jobcell_node::types::{ClusterResponse, ClusterSubmitRequest, SubmitResponse};
 use jobcell_spec::submit::{parse_submit, SubmitEnv, SubmitJob, SubmitOptions};
 use jobcell_spec::UserSpec;
@@ -222,6 +221,9 @@ fn cluster_job(job: &SubmitJob, a: &SubmitArgs) -> anyhow::Result<jobcell_node::
     })
 }
 
+/// How long a submit file's cluster may take to be answered, by default.
+const CLUSTER_ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// `jobcell submit FILE|-`: queue every job of the file as one cluster, all or nothing.
 pub fn submit(path: &Path, a: &SubmitArgs) -> anyhow::Result<i32> {
     let (name, text) = read_description(path)?;
@@ -231,7 +233,7 @@ pub fn submit(path: &Path, a: &SubmitArgs) -> anyhow::Result<i32> {
         .iter()
         .map(|j| cluster_job(j, a))
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let client = a.sock.client();
+    let client = a.sock.client()?;
     let c: ClusterResponse = client.call("POST", "/v1/clusters", None)?;
     // $(Cluster) expands to the real cluster id now; warnings were said the first time.
     let env = HostEnv::new()?;
@@ -251,37 +253,21 @@ pub fn submit(path: &Path, a: &SubmitArgs) -> anyhow::Result<i32> {
     let n = jobs.len();
     // The key makes a resend after a lost answer (the daemon restarted between its commit and
     // its reply) return the jobs made the first time instead of a second copy.
-    let key = format!(
-        "file-{}-{}-{}",
-        c.cluster,
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0)
-    );
     let body = serde_json::to_value(ClusterSubmitRequest {
         jobs,
-        submit_key: Some(key),
+        submit_key: Some(jobcell_node::client::new_submit_key()),
     })?;
     let path = format!("/v1/clusters/{}/jobs", c.cluster);
-    let started = std::time::Instant::now();
-    let r: SubmitResponse = loop {
-        match client.call("POST", &path, Some(&body)) {
-            Ok(r) => break r,
-            // The connection broke or the daemon is restarting: the request may or may not
-            // have been committed; resending with the same key is safe.
-            Err(
-                e @ (ClientError::Io { .. }
-                | ClientError::BadResponse(_)
-                | ClientError::NotRunning(_)),
-            ) if started.elapsed() < std::time::Duration::from_secs(30) => {
-                eprintln!("jobcell: {e}; retrying");
-                std::thread::sleep(std::time::Duration::from_millis(500));
-            }
-            Err(e) => return Err(e.into()),
+    // A large cluster is checked and committed in one request: give it longer than a query
+    // unless the user chose.
+    let cluster_client = match a.sock.timeout()? {
+        Some(_) => client,
+        None => {
+            let connect = client.connect_timeout();
+            client.with_timeouts(connect, CLUSTER_ANSWER_TIMEOUT)
         }
     };
+    let r: SubmitResponse = cluster_client.call_idempotent("POST", &path, &body)?;
     let mut out = std::io::stdout().lock();
     if a.quiet {
         for id in &r.ids {

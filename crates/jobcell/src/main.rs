@@ -162,11 +162,34 @@ fn jobcell_main() -> ! {
     };
     match result {
         Ok(code) => std::process::exit(code),
+        // The reader has what it wanted (`jobcell q | head -1`): end quietly, with 0, as
+        // `jobcell image ls` (which skips what it cannot write) does.
+        Err(e) if stdout_lost_its_reader(&e) => std::process::exit(0),
         Err(e) => {
             eprintln!("jobcell: {}", one_line(&e));
             std::process::exit(EXIT_JOBCELL_ERROR);
         }
     }
+}
+
+/// The command failed on EPIPE, and it was stdout's: its pipe or socket has no reader (an
+/// EPIPE from the daemon's socket is an error to report).
+fn stdout_lost_its_reader(e: &anyhow::Error) -> bool {
+    let epipe = e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    });
+    if !epipe {
+        return false;
+    }
+    let mut p = libc::pollfd {
+        fd: 1,
+        events: libc::POLLOUT,
+        revents: 0,
+    };
+    // SAFETY: poll on one valid pollfd, no waiting.
+    let n = unsafe { libc::poll(&mut p, 1, 0) };
+    n == 1 && p.revents & (libc::POLLERR | libc::POLLHUP) != 0
 }
 
 /// `jobcell daemon ARGS` is `jobcelld ARGS`, from the directory this binary is in (where

@@ -100,15 +100,9 @@ impl Daemon {
 
     /// With a config file holding `config` (TOML).
     pub fn start_with_config(args: &[&str], config: Option<&str>) -> Daemon {
-        let dir = TempDir::new_in("/tmp");
-        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        if let Some(c) = config {
-            let p = dir.0.join("config.toml");
-            std::fs::write(&p, c).unwrap();
-            args.push("--config".into());
-            args.push(p.to_string_lossy().into_owned());
-        }
-        Self::launch_in(dir, args)
+        let mut d = Self::prepare_with_config(args, config);
+        d.launch();
+        d
     }
 
     /// With its state dir and socket in `dir` (which may already hold files, e.g. a config).
@@ -117,8 +111,27 @@ impl Daemon {
     }
 
     fn launch_in(dir: TempDir, args: Vec<String>) -> Daemon {
+        let mut d = Self::prepare_in(dir, args);
+        d.launch();
+        d
+    }
+
+    /// Like [`Daemon::start_with_config`], not started yet: [`Daemon::launch_with`] starts it.
+    pub fn prepare_with_config(args: &[&str], config: Option<&str>) -> Daemon {
+        let dir = TempDir::new_in("/tmp");
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        if let Some(c) = config {
+            let p = dir.0.join("config.toml");
+            std::fs::write(&p, c).unwrap();
+            args.push("--config".into());
+            args.push(p.to_string_lossy().into_owned());
+        }
+        Self::prepare_in(dir, args)
+    }
+
+    fn prepare_in(dir: TempDir, args: Vec<String>) -> Daemon {
         let scratch = TempDir::new_in("/dev/shm");
-        let mut d = Daemon {
+        Daemon {
             child: None,
             sock: dir.0.join("api.sock"),
             state: dir.0.join("state"),
@@ -126,9 +139,7 @@ impl Daemon {
             dir,
             _scratch: scratch,
             args,
-        };
-        d.launch();
-        d
+        }
     }
 
     /// The daemon's command line (not started).
@@ -146,13 +157,19 @@ impl Daemon {
     }
 
     pub fn launch(&mut self) {
+        self.launch_with(|_| {});
+    }
+
+    /// Start it with `adjust` applied to its command (environment, limits).
+    pub fn launch_with(&mut self, adjust: impl FnOnce(&mut Command)) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.dir.0.join("daemon.log"))
             .unwrap();
-        let child = self
-            .cmd()
+        let mut cmd = self.cmd();
+        adjust(&mut cmd);
+        let child = cmd
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
