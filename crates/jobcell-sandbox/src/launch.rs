@@ -533,14 +533,20 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         Some(p) => p.parent().unwrap_or(Path::new("/")).to_path_buf(),
         None => spec.scratch_base.clone(),
     };
+    // The node's bound applies where no --disk filesystem does.
+    let bound = spec
+        .resources
+        .scratch_bound
+        .filter(|_| spec.resources.disk.is_none());
     let make_scratch = |identity: &Identity| {
-        ScratchDir::create(
+        ScratchDir::create_bounded(
             &spec.scratch_base,
             &name,
             identity.uid,
             identity.gid,
             &subs,
             spec.keep_scratch,
+            bound,
         )
     };
     let early_scratch = match &task.job_scratch {

@@ -80,11 +80,50 @@ pub fn build_spec(a: &RunArgs, cfg: &jobcell_spec::Config) -> anyhow::Result<Job
     Ok(spec)
 }
 
+/// The node's bound on scratch for a root job without `--disk`: on the node's scratch base the
+/// scratch pool is made or mounted on first use (afterwards a `statfs` per launch); a
+/// `--scratch-base` of the caller's is bounded only if it is on btrfs. Returns a warning when
+/// the job's scratch stays unbounded.
+fn bound_scratch(
+    a: &RunArgs,
+    cfg: &jobcell_spec::Config,
+    spec: &mut JobSpec,
+) -> anyhow::Result<Option<String>> {
+    if !config::is_root() || spec.resources.disk.is_some() {
+        return Ok(None);
+    }
+    let Some(bound) = cfg.scratch.bound()? else {
+        return Ok(Some(
+            "scratch is not bounded: the node config sets [scratch] disk = \"none\"".into(),
+        ));
+    };
+    if a.scratch_base.is_some() {
+        if !jobcell_sandbox::quota::on_btrfs(&spec.scratch_base) {
+            return Ok(Some(format!(
+                "scratch is not bounded: --scratch-base {} is not on btrfs (the node's scratch base gets a scratch pool, a caller's does not)",
+                spec.scratch_base.display()
+            )));
+        }
+    } else {
+        let (state_dir, _) = config::store_dirs(cfg, a.state_dir.as_deref(), None);
+        jobcell_sandbox::quota::ensure_pool(
+            &state_dir,
+            &spec.scratch_base,
+            cfg.scratch.pool_size()?,
+        )?;
+    }
+    spec.resources.scratch_bound = Some(bound);
+    Ok(None)
+}
+
 pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     let cfg = config::load(a.config.as_deref())?;
-    let spec = build_spec(&a, &cfg)?;
+    let mut spec = build_spec(&a, &cfg)?;
     if !config::is_root() && a.user.is_some() {
         anyhow::bail!("--user needs root: rootless jobs run as their caller");
+    }
+    if let Some(w) = bound_scratch(&a, &cfg, &mut spec)? {
+        eprintln!("jobcell: warning: {w}");
     }
     // The lease keeps the image from being removed while the job runs; the store stays open
     // (closing SQLite costs ~0.35 ms, not worth adding to the launch).

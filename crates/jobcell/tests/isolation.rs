@@ -2072,3 +2072,125 @@ fn kept_scratch_with_a_disk_limit_keeps_its_filesystem_image() {
     assert_eq!(String::from_utf8_lossy(&cat.stdout).trim(), "kept");
     assert!(out.stderr.contains("scratch.ext4"), "{}", out.stderr);
 }
+
+// ------------------------------------------------------------------------ default disk bound
+
+/// A node config whose scratch base and state dir live in `t`, with `[scratch]` keys `extra`.
+fn node_config(t: &TestDir, extra: &str) -> std::path::PathBuf {
+    let cfg = t.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[paths]\nstate_dir = \"{}\"\nscratch_base = \"{}\"\n[scratch]\n{extra}\n",
+            t.path().join("state").display(),
+            t.base().display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// Writes 64 MiB into scratch; prints the writer's exit code, the size written and its error.
+const FILL_64M: &str = "err=$(head -c 67108864 /dev/zero 2>&1 >\"$JOBCELL_SCRATCH/fill\"); \
+     echo rc=$?; echo size=$(stat -c %s \"$JOBCELL_SCRATCH/fill\"); echo err=$err";
+
+#[test]
+fn scratch_without_disk_stops_near_the_node_default_bound() {
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = scratch_pool_missing() {
+        eprintln!("SKIPPED: the node's default scratch bound needs a scratch pool: {why}");
+        return;
+    }
+    let t = TestDir::new("bound");
+    let pool = PoolMount(t.base());
+    let cfg = node_config(&t, "disk = \"16M\"\npool_size = \"512M\"");
+    let out = Job::with_config(&cfg).sh(FILL_64M);
+    out.expect(0);
+    let size: u64 = out.value("size").unwrap_or("").parse().unwrap_or(u64::MAX);
+    assert_ne!(
+        out.value("rc"),
+        Some("0"),
+        "wrote 64 MiB past a 16 MiB bound: {}",
+        out.stdout
+    );
+    assert!(
+        (12 << 20..=20 << 20).contains(&size),
+        "stopped at {size} bytes, not near 16 MiB: {}",
+        out.stdout
+    );
+    let err = out.value("err").unwrap_or("");
+    assert!(
+        err.contains("quota exceeded") || err.contains("No space left"),
+        "{err}"
+    );
+    // The node is unharmed: the pool took the writes, the next job writes again (the bound
+    // is per job, not used up), and the scratch dirs are gone.
+    assert!(
+        pool.is_mounted(),
+        "no scratch pool at {}",
+        t.base().display()
+    );
+    let out =
+        Job::with_config(&cfg).sh("head -c 8388608 /dev/zero > \"$JOBCELL_SCRATCH/f\"; echo rc=$?");
+    out.expect(0);
+    assert_eq!(out.value("rc"), Some("0"), "{}", out.stderr);
+    t.assert_base_empty();
+    let image = t.path().join("state/scratch-pool.img");
+    drop(pool);
+    assert!(
+        loop_devices_backed_by(&image).is_empty(),
+        "loop device left for {}",
+        image.display()
+    );
+}
+
+#[test]
+fn an_explicit_disk_request_uses_its_own_size_over_the_default_bound() {
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = scratch_pool_missing() {
+        eprintln!("SKIPPED: the node's default scratch bound needs a scratch pool: {why}");
+        return;
+    }
+    let t = TestDir::new("bound-disk");
+    let pool = PoolMount(t.base());
+    let cfg = node_config(&t, "disk = \"16M\"\npool_size = \"512M\"");
+    let out = Job::with_config(&cfg).opts(["--disk", "40M"]).sh(FILL_64M);
+    out.expect(0);
+    let size: u64 = out.value("size").unwrap_or("").parse().unwrap_or(u64::MAX);
+    assert_ne!(out.value("rc"), Some("0"), "{}", out.stdout);
+    assert!(
+        (36 << 20..=48 << 20).contains(&size),
+        "--disk 40M stopped at {size} bytes: {}",
+        out.stdout
+    );
+    t.assert_base_empty();
+    drop(pool);
+}
+
+#[test]
+fn disk_none_leaves_scratch_unbounded_and_says_so() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("bound-none");
+    let pool = PoolMount(t.base());
+    let cfg = node_config(&t, "disk = \"none\"");
+    let out = Job::with_config(&cfg).sh(FILL_64M);
+    out.expect(0);
+    assert_eq!(out.value("rc"), Some("0"), "{}", out.stdout);
+    assert_eq!(out.value("size"), Some("67108864"));
+    assert!(
+        out.stderr.contains("scratch is not bounded") && out.stderr.contains("disk = \"none\""),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !pool.is_mounted(),
+        "a scratch pool was made with disk = \"none\""
+    );
+    t.assert_base_empty();
+}
