@@ -2194,3 +2194,56 @@ fn disk_none_leaves_scratch_unbounded_and_says_so() {
     );
     t.assert_base_empty();
 }
+
+#[test]
+fn a_job_cannot_leave_its_bound_through_a_subvolume_of_its_own() {
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = scratch_pool_missing() {
+        eprintln!("SKIPPED: the node's default scratch bound needs a scratch pool: {why}");
+        return;
+    }
+    let Some(btrfs) = [
+        "/usr/bin/btrfs",
+        "/bin/btrfs",
+        "/usr/sbin/btrfs",
+        "/sbin/btrfs",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists()) else {
+        eprintln!("SKIPPED: no btrfs tool (btrfs-progs) for the job to make a subvolume with");
+        return;
+    };
+    let t = TestDir::new("bound-subvol");
+    let pool = PoolMount(t.base());
+    let cfg = node_config(&t, "disk = \"16M\"\npool_size = \"512M\"");
+    // A new subvolume (or a snapshot of the scratch) would have a qgroup of its own, unbounded.
+    let out = Job::with_config(&cfg).sh(&format!(
+        "cd \"$JOBCELL_SCRATCH\"; {btrfs} subvolume create escape >/dev/null 2>&1; echo made=$?; \
+         {btrfs} subvolume snapshot . snap >/dev/null 2>&1; echo snap=$?; \
+         d=escape; [ -d escape ] || d=.; head -c 33554432 /dev/zero > $d/fill 2>/dev/null; \
+         echo size=$(stat -c %s $d/fill); rm -f $d/fill"
+    ));
+    out.expect(0);
+    assert_ne!(
+        out.value("made"),
+        Some("0"),
+        "the job made a subvolume: {}",
+        out.stdout
+    );
+    assert_ne!(
+        out.value("snap"),
+        Some("0"),
+        "the job made a snapshot: {}",
+        out.stdout
+    );
+    let size: u64 = out.value("size").unwrap_or("").parse().unwrap_or(u64::MAX);
+    assert!(
+        size <= 20 << 20,
+        "wrote {size} bytes past a 16 MiB bound: {}",
+        out.stdout
+    );
+    t.assert_base_empty();
+    drop(pool);
+}
