@@ -32,6 +32,9 @@ pub struct DaemonOptions {
     pub default_cpus: f64,
     pub default_memory: u64,
     pub scratch_base: PathBuf,
+    /// The node's bound on a job's scratch when it asks for no request_disk (`[scratch]
+    /// disk`); the scratch base is then on btrfs (see `jobcell_sandbox::quota`).
+    pub scratch_bound: Option<u64>,
     pub cgroup_parent: Option<PathBuf>,
     /// If set, the spawner execs supervisors as `<exe> supervise DIR ATTEMPT`; if not (the
     /// default, cheaper), its forked child runs the supervisor code directly.
@@ -170,6 +173,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
         default_memory: o.default_memory,
         jobs_dir,
         scratch_base: o.scratch_base.clone(),
+        scratch_bound: o.scratch_bound,
         cgroup_parent: o.cgroup_parent.clone(),
         images: o.images.clone(),
         policy: o.policy.clone(),

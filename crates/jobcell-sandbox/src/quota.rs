@@ -356,6 +356,8 @@ mod tests {
     use super::*;
 
     #[test]
+    // c_ulong is u64 only on 64-bit targets.
+    #[allow(clippy::unnecessary_cast)]
     fn ioctl_numbers_match_the_kernel_header_encoding() {
         let iow = |nr: u64, size: u64| (1u64 << 30) | (size << 16) | (0x94 << 8) | nr;
         let ior = |nr: u64, size: u64| (2u64 << 30) | (size << 16) | (0x94 << 8) | nr;
