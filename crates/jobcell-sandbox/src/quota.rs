@@ -15,8 +15,9 @@
 //!   launchers make and mount it once. Freed space goes back to the host (btrfs discards
 //!   freed extents, which punches holes in the image).
 //! - A job cannot step outside its qgroup: making a subvolume or snapshot inside its scratch
-//!   (which would get a qgroup of its own) is refused by the job's seccomp filter, and changing
-//!   a limit needs CAP_SYS_ADMIN.
+//!   (which would get a qgroup of its own), or making its scratch subvolume read-only (out of
+//!   cleanup's reach), is refused by the job's seccomp filter; changing a limit needs
+//!   CAP_SYS_ADMIN.
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
@@ -58,10 +59,17 @@ const BTRFS_IOC_QUOTA_CTL: libc::c_ulong = 0xC010_9428;
 const BTRFS_QUOTA_CTL_ENABLE: u64 = 1;
 const BTRFS_QGROUP_LIMIT_MAX_RFER: u64 = 1;
 
-/// The ioctls that make a new subvolume (each would come with a qgroup of its own, outside the
-/// job's): `SNAP_CREATE`, `SUBVOL_CREATE`, `SNAP_CREATE_V2`, `SUBVOL_CREATE_V2`. The job's
-/// seccomp filter refuses them.
-pub const SUBVOLUME_IOCTLS: [u32; 4] = [0x5000_9401, 0x5000_940E, 0x5000_9417, 0x5000_9418];
+/// The btrfs ioctls the job's seccomp filter refuses: those that make a new subvolume (each
+/// would come with a qgroup of its own, outside the job's): `SNAP_CREATE`, `SUBVOL_CREATE`,
+/// `SNAP_CREATE_V2`, `SUBVOL_CREATE_V2`; and `SUBVOL_SETFLAGS`, with which the owner of its
+/// scratch subvolume's root (the job) could make it read-only, out of cleanup's reach.
+pub const REFUSED_BTRFS_IOCTLS: [u32; 5] = [
+    0x5000_9401,
+    0x5000_940E,
+    0x5000_9417,
+    0x5000_9418,
+    0x4008_941A,
+];
 
 #[repr(C)]
 struct VolArgs {
@@ -369,13 +377,14 @@ mod tests {
         );
         assert_eq!(std::mem::size_of::<VolArgs>(), 4096);
         assert_eq!(std::mem::size_of::<QgroupLimitArgs>(), 48);
-        let subvol: Vec<u64> = [1, 14, 23, 24].iter().map(|&n| iow(n, 4096)).collect();
+        let mut refused: Vec<u64> = [1, 14, 23, 24].iter().map(|&n| iow(n, 4096)).collect();
+        refused.push(iow(26, 8));
         assert_eq!(
-            SUBVOLUME_IOCTLS
+            REFUSED_BTRFS_IOCTLS
                 .iter()
                 .map(|&n| n as u64)
                 .collect::<Vec<_>>(),
-            subvol
+            refused
         );
     }
 }

@@ -1,12 +1,12 @@
-//! A small seccomp filter for the job: the kernel's key management syscalls, and the ioctls
-//! that make a btrfs subvolume, fail with EPERM.
+//! A small seccomp filter for the job: the kernel's key management syscalls, and the btrfs
+//! ioctls that make a subvolume or change its flags, fail with EPERM.
 //!
 //! Keyrings are not isolated by PID or mount namespaces: every process of a uid shares that
 //! uid's user keyring (`@u`), so two jobs running as the same user (often all `nobody`) could
 //! pass secrets through it or read each other's keys. No batch job needs add_key, request_key
 //! or keyctl; container runtimes block them for the same reason. A subvolume or snapshot made
-//! in a bounded scratch would have a qgroup of its own, outside the job's bound (see
-//! `quota.rs`). The x32 ABI, which would let a job reach the same syscalls under other
+//! in a bounded scratch would have a qgroup of its own, outside the job's bound, and a
+//! read-only scratch subvolume could not be cleaned up (see `quota.rs`). The x32 ABI, which would let a job reach the same syscalls under other
 //! numbers, is refused too.
 
 /// `struct seccomp_data`: nr at offset 0, arch at offset 4, args[1] (an ioctl's request, an
@@ -63,7 +63,7 @@ pub fn job_filter() -> Vec<libc::sock_filter> {
     }
     let eperm = RET_ERRNO | libc::EPERM as u32;
     let enosys = RET_ERRNO | libc::ENOSYS as u32;
-    let ioctls = crate::quota::SUBVOLUME_IOCTLS;
+    let ioctls = crate::quota::REFUSED_BTRFS_IOCTLS;
     let n = ioctls.len() as u8;
     let mut p = Vec::new();
     for (i, &(arch, [add_key, request_key, keyctl, ioctl])) in ARCHES.iter().enumerate() {
@@ -160,11 +160,11 @@ mod tests {
 
     #[test]
     #[cfg(target_arch = "x86_64")]
-    fn subvolume_ioctls_fail_and_other_ioctls_pass() {
+    fn refused_btrfs_ioctls_fail_and_other_ioctls_pass() {
         let p = job_filter();
         let eperm = RET_ERRNO | libc::EPERM as u32;
         for (arch, ioctl) in [(0xC000_003E, 16), (0x4000_0003, 54)] {
-            for req in crate::quota::SUBVOLUME_IOCTLS {
+            for req in crate::quota::REFUSED_BTRFS_IOCTLS {
                 assert_eq!(run_with(&p, ioctl, arch, req), eperm, "{req:#x}");
             }
             // TCGETS, FIONREAD, the qgroup limit (root's; the job has no CAP_SYS_ADMIN).

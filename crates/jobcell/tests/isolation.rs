@@ -2252,3 +2252,42 @@ fn a_job_cannot_leave_its_bound_through_a_subvolume_of_its_own() {
     t.assert_base_empty();
     drop(pool);
 }
+
+#[test]
+fn a_job_cannot_make_its_bounded_scratch_read_only_to_outlive_cleanup() {
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = scratch_pool_missing() {
+        eprintln!("SKIPPED: the node's default scratch bound needs a scratch pool: {why}");
+        return;
+    }
+    let Some(btrfs) = [
+        "/usr/bin/btrfs",
+        "/bin/btrfs",
+        "/usr/sbin/btrfs",
+        "/sbin/btrfs",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists()) else {
+        eprintln!("SKIPPED: no btrfs tool (btrfs-progs) for the job to set subvolume flags with");
+        return;
+    };
+    let t = TestDir::new("bound-ro");
+    let pool = PoolMount(t.base());
+    let cfg = node_config(&t, "disk = \"16M\"\npool_size = \"512M\"");
+    // The job owns its scratch subvolume's root: a read-only subvolume could be removed by
+    // nobody, its files (up to the bound) left on the node for good.
+    let out = Job::with_config(&cfg).sh(&format!(
+        "head -c 1048576 /dev/zero > \"$JOBCELL_SCRATCH/data\"; \
+         {btrfs} property set \"$JOBCELL_SCRATCH\" ro true >/dev/null 2>&1; echo ro=$?"
+    ));
+    out.expect(0);
+    assert_ne!(
+        out.value("ro"),
+        Some("0"),
+        "the job made its scratch read-only"
+    );
+    t.assert_base_empty();
+    drop(pool);
+}
