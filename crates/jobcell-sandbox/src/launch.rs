@@ -936,6 +936,8 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
             private_dirs: private.iter().map(|(p, _)| p.clone()).collect(),
             scratch: scratch_path,
             scratch_kept: spec.keep_scratch,
+            // A staged scratch of the job's own got the same bound from its maker.
+            scratch_bound_bytes: bound.filter(|_| task.job_scratch.is_none() || task.own_scratch),
             image: l.image_name.clone(),
             dev: spec.dev,
             no_new_privs: true,

@@ -82,27 +82,22 @@ pub fn build_spec(a: &RunArgs, cfg: &jobcell_spec::Config) -> anyhow::Result<Job
 
 /// The node's bound on scratch for a root job without `--disk`: on the node's scratch base the
 /// scratch pool is made or mounted on first use (afterwards a `statfs` per launch); a
-/// `--scratch-base` of the caller's is bounded only if it is on btrfs. Returns a warning when
-/// the job's scratch stays unbounded.
+/// `--scratch-base` of the caller's is bounded only if it is on btrfs. Whether the job got the
+/// bound is in its report (`isolation.scratch_bound_bytes`).
 fn bound_scratch(
     a: &RunArgs,
     cfg: &jobcell_spec::Config,
     spec: &mut JobSpec,
-) -> anyhow::Result<Option<String>> {
+) -> anyhow::Result<()> {
     if !config::is_root() || spec.resources.disk.is_some() {
-        return Ok(None);
+        return Ok(());
     }
     let Some(bound) = cfg.scratch.bound()? else {
-        return Ok(Some(
-            "scratch is not bounded: the node config sets [scratch] disk = \"none\"".into(),
-        ));
+        return Ok(());
     };
     if a.scratch_base.is_some() {
         if !jobcell_sandbox::quota::on_btrfs(&spec.scratch_base) {
-            return Ok(Some(format!(
-                "scratch is not bounded: --scratch-base {} is not on btrfs (the node's scratch base gets a scratch pool, a caller's does not)",
-                spec.scratch_base.display()
-            )));
+            return Ok(());
         }
     } else {
         let (state_dir, _) = config::store_dirs(cfg, a.state_dir.as_deref(), None);
@@ -113,7 +108,7 @@ fn bound_scratch(
         )?;
     }
     spec.resources.scratch_bound = Some(bound);
-    Ok(None)
+    Ok(())
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<i32> {
@@ -122,9 +117,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     if !config::is_root() && a.user.is_some() {
         anyhow::bail!("--user needs root: rootless jobs run as their caller");
     }
-    if let Some(w) = bound_scratch(&a, &cfg, &mut spec)? {
-        eprintln!("jobcell: warning: {w}");
-    }
+    bound_scratch(&a, &cfg, &mut spec)?;
     // The lease keeps the image from being removed while the job runs; the store stays open
     // (closing SQLite costs ~0.35 ms, not worth adding to the launch).
     let mut store = None;

@@ -1415,6 +1415,7 @@ fn host_mounts_unchanged_after_100_jobs() {
         return;
     }
     let t = TestDir::new("mounts");
+    let _mounts = mount_table();
     let before = mountinfo();
     for _ in 0..100 {
         Job::new(&t.base()).run(&["/bin/true"]).expect(0);
@@ -2075,6 +2076,13 @@ fn kept_scratch_with_a_disk_limit_keeps_its_filesystem_image() {
 
 // ------------------------------------------------------------------------ default disk bound
 
+/// Held by the tests that mount a scratch pool and by the one that compares the host's mount
+/// table before and after, so that one's pool is not taken for the other's leftover.
+fn mount_table() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// A node config whose scratch base and state dir live in `t`, with `[scratch]` keys `extra`.
 fn node_config(t: &TestDir, extra: &str) -> std::path::PathBuf {
     let cfg = t.path().join("config.toml");
@@ -2103,6 +2111,7 @@ fn scratch_without_disk_stops_near_the_node_default_bound() {
         eprintln!("SKIPPED: the node's default scratch bound needs a scratch pool: {why}");
         return;
     }
+    let _mounts = mount_table();
     let t = TestDir::new("bound");
     let pool = PoolMount(t.base());
     let cfg = node_config(&t, "disk = \"16M\"\npool_size = \"512M\"");
@@ -2132,10 +2141,15 @@ fn scratch_without_disk_stops_near_the_node_default_bound() {
         "no scratch pool at {}",
         t.base().display()
     );
-    let out =
-        Job::with_config(&cfg).sh("head -c 8388608 /dev/zero > \"$JOBCELL_SCRATCH/f\"; echo rc=$?");
+    let report = t.path().join("report.json");
+    let out = Job::with_config(&cfg)
+        .opt("--report")
+        .opt(&report)
+        .sh("head -c 8388608 /dev/zero > \"$JOBCELL_SCRATCH/f\"; echo rc=$?");
     out.expect(0);
     assert_eq!(out.value("rc"), Some("0"), "{}", out.stderr);
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["isolation"]["scratch_bound_bytes"], 16 << 20, "{r}");
     t.assert_base_empty();
     let image = t.path().join("state/scratch-pool.img");
     drop(pool);
@@ -2160,6 +2174,7 @@ fn an_explicit_disk_request_uses_its_own_size_over_the_default_bound() {
         eprintln!("SKIPPED: the node's default scratch bound needs a scratch pool: {why}");
         return;
     }
+    let _mounts = mount_table();
     let t = TestDir::new("bound-disk");
     let pool = PoolMount(t.base());
     let cfg = node_config(&t, "disk = \"16M\"\npool_size = \"512M\"");
@@ -2181,6 +2196,7 @@ fn disk_none_leaves_scratch_unbounded_and_says_so() {
     if skip_unless_root() {
         return;
     }
+    let _mounts = mount_table();
     let t = TestDir::new("bound-none");
     let pool = PoolMount(t.base());
     let cfg = node_config(&t, "disk = \"none\"");
@@ -2188,10 +2204,16 @@ fn disk_none_leaves_scratch_unbounded_and_says_so() {
     out.expect(0);
     assert_eq!(out.value("rc"), Some("0"), "{}", out.stdout);
     assert_eq!(out.value("size"), Some("67108864"));
+    let report = t.path().join("report.json");
+    let out = Job::with_config(&cfg)
+        .opt("--report")
+        .opt(&report)
+        .run(&["true"]);
+    out.expect(0);
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert!(
-        out.stderr.contains("scratch is not bounded") && out.stderr.contains("disk = \"none\""),
-        "{}",
-        out.stderr
+        r["isolation"]["scratch_bound_bytes"].is_null(),
+        "the report says the scratch is bounded: {r}"
     );
     assert!(
         !pool.is_mounted(),
@@ -2220,6 +2242,7 @@ fn a_job_cannot_leave_its_bound_through_a_subvolume_of_its_own() {
         eprintln!("SKIPPED: no btrfs tool (btrfs-progs) for the job to make a subvolume with");
         return;
     };
+    let _mounts = mount_table();
     let t = TestDir::new("bound-subvol");
     let pool = PoolMount(t.base());
     let cfg = node_config(&t, "disk = \"16M\"\npool_size = \"512M\"");
@@ -2273,6 +2296,7 @@ fn a_job_cannot_make_its_bounded_scratch_read_only_to_outlive_cleanup() {
         eprintln!("SKIPPED: no btrfs tool (btrfs-progs) for the job to set subvolume flags with");
         return;
     };
+    let _mounts = mount_table();
     let t = TestDir::new("bound-ro");
     let pool = PoolMount(t.base());
     let cfg = node_config(&t, "disk = \"16M\"\npool_size = \"512M\"");
