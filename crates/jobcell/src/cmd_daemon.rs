@@ -215,7 +215,8 @@ pub fn parse_duration(s: &str) -> anyhow::Result<f64> {
 
 /// The node's bound on scratch for jobs without request_disk. The daemon's scratch base gets
 /// the scratch pool at start (made on first start, mounted after a reboot); a `--scratch-base`
-/// given on the command line is bounded only if it is on btrfs already.
+/// given on the command line is bounded only if it is on btrfs already. Each job's report says
+/// whether it got the bound (`isolation.scratch_bound_bytes`).
 fn daemon_scratch_bound(
     a: &DaemonArgs,
     cfg: &jobcell_spec::Config,
@@ -223,7 +224,6 @@ fn daemon_scratch_bound(
     scratch_base: &std::path::Path,
 ) -> anyhow::Result<Option<u64>> {
     let Some(bound) = cfg.scratch.bound()? else {
-        eprintln!("jobcell daemon: warning: jobs' scratch is not bounded: the node config sets [scratch] disk = \"none\"");
         return Ok(None);
     };
     if !config::is_root() {
@@ -231,10 +231,6 @@ fn daemon_scratch_bound(
     }
     if a.scratch_base.is_some() {
         if !jobcell_sandbox::quota::on_btrfs(scratch_base) {
-            eprintln!(
-                "jobcell daemon: warning: jobs' scratch is not bounded: --scratch-base {} is not on btrfs (the node's scratch base gets a scratch pool, a given one does not)",
-                scratch_base.display()
-            );
             return Ok(None);
         }
     } else {
