@@ -53,7 +53,7 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
         .clone()
         .or_else(|| cfg.paths.state_dir.clone())
         .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR));
-    let mut opts = DaemonOptions {
+    let opts = DaemonOptions {
         socket: a
             .socket
             .clone()
@@ -73,7 +73,14 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
             .clone()
             .or_else(|| cfg.paths.scratch_base.clone())
             .unwrap_or_else(|| state_dir.join("scratch")),
-        scratch_bound: None,
+        // The daemon's own scratch base gets the scratch pool (made on first start, mounted
+        // after a reboot); one given as --scratch-base is bounded only if it is on btrfs.
+        // Each job's report says whether it got the bound (isolation.scratch_bound_bytes).
+        scratch_bound: cfg.scratch.bound()?,
+        scratch_pool: match a.scratch_base {
+            Some(_) => None,
+            None => Some(cfg.scratch.pool_size()?),
+        },
         cgroup_parent: a.cgroup_parent.clone().or(cfg.paths.cgroup_parent.clone()),
         // JOBCELL_EXEC_SUPERVISOR=1: exec `jobcell supervise` per job (the older, costlier way;
         // kept for comparison and debugging).
@@ -108,7 +115,6 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
             .transpose()?,
         state_dir,
     };
-    opts.scratch_bound = daemon_scratch_bound(&a, &cfg, &opts.state_dir, &opts.scratch_base)?;
     if let Some(c) = opts.cpus {
         anyhow::ensure!(
             c.is_finite() && c > 0.0,
@@ -211,32 +217,6 @@ pub fn parse_duration(s: &str) -> anyhow::Result<f64> {
     anyhow::ensure!(num.is_empty(), "'{num}' has no unit (s, m, h, d)");
     anyhow::ensure!(total > 0.0, "a duration must be greater than 0");
     Ok(total)
-}
-
-/// The node's bound on scratch for jobs without request_disk. The daemon's scratch base gets
-/// the scratch pool at start (made on first start, mounted after a reboot); a `--scratch-base`
-/// given on the command line is bounded only if it is on btrfs already. Each job's report says
-/// whether it got the bound (`isolation.scratch_bound_bytes`).
-fn daemon_scratch_bound(
-    a: &DaemonArgs,
-    cfg: &jobcell_spec::Config,
-    state_dir: &std::path::Path,
-    scratch_base: &std::path::Path,
-) -> anyhow::Result<Option<u64>> {
-    let Some(bound) = cfg.scratch.bound()? else {
-        return Ok(None);
-    };
-    if !config::is_root() {
-        return Ok(None);
-    }
-    if a.scratch_base.is_some() {
-        if !jobcell_sandbox::quota::on_btrfs(scratch_base) {
-            return Ok(None);
-        }
-    } else {
-        jobcell_sandbox::quota::ensure_pool(state_dir, scratch_base, cfg.scratch.pool_size()?)?;
-    }
-    Ok(Some(bound))
 }
 
 fn init_logging() {
