@@ -2315,3 +2315,32 @@ fn a_job_cannot_make_its_bounded_scratch_read_only_to_outlive_cleanup() {
     t.assert_base_empty();
     drop(pool);
 }
+
+#[test]
+fn a_scratch_pool_is_not_mounted_over_a_scratch_base_in_use() {
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = scratch_pool_missing() {
+        eprintln!("SKIPPED: the node's default scratch bound needs a scratch pool: {why}");
+        return;
+    }
+    let _mounts = mount_table();
+    let t = TestDir::new("bound-busy");
+    let pool = PoolMount(t.base());
+    std::fs::create_dir_all(t.base().join("job-1-kept.kept")).unwrap();
+    let cfg = node_config(&t, "disk = \"16M\"\npool_size = \"512M\"");
+    let out = Job::with_config(&cfg).run(&["true"]);
+    out.expect(125);
+    let line = format!("scratch base {} is not empty", t.base().display());
+    assert!(
+        out.stderr.lines().count() == 1 && out.stderr.contains(&line),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !pool.is_mounted(),
+        "a pool was mounted over a scratch base in use"
+    );
+    assert!(!t.path().join("state/scratch-pool.img").exists());
+}
