@@ -100,8 +100,9 @@ const POOL_LOCK: &str = "scratch-pool.lock";
 /// Whether `dir` is on btrfs (a scratch pool, or a btrfs scratch base of the admin's).
 pub fn on_btrfs(dir: &Path) -> bool {
     let Ok(c) = cstr(dir) else { return false };
+    // SAFETY: statfs is plain data; all zeroes is a valid value. `c` is a valid C string and
+    // `s` a writable statfs buffer.
     let mut s: libc::statfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid C string and `s` a writable statfs buffer.
     (unsafe { libc::statfs(c.as_ptr(), &mut s) } == 0)
         && s.f_type as libc::c_long == BTRFS_SUPER_MAGIC
 }
@@ -238,15 +239,22 @@ pub fn ensure_pool(
     };
     // SAFETY: `ctl` is a properly laid out `btrfs_ioctl_quota_ctl_args`; enabling quotas
     // that are on already is a no-op.
-    let quota = unsafe { libc::ioctl(root.as_raw_fd(), BTRFS_IOC_QUOTA_CTL, &mut ctl) };
+    let quota = match unsafe { libc::ioctl(root.as_raw_fd(), BTRFS_IOC_QUOTA_CTL, &mut ctl) } {
+        r if r < 0 => Err(("turning the pool's quotas on", io::Error::last_os_error())),
+        _ => Ok(()),
+    };
     // SAFETY: a valid descriptor. Others pass through to their own job dir, not list it.
-    let chmod = unsafe { libc::fchmod(root.as_raw_fd(), 0o711) };
-    if quota < 0 || chmod < 0 {
-        let e = io::Error::last_os_error();
+    let ready = quota.and_then(
+        |()| match unsafe { libc::fchmod(root.as_raw_fd(), 0o711) } {
+            r if r < 0 => Err(("making the pool's root 0711", io::Error::last_os_error())),
+            _ => Ok(()),
+        },
+    );
+    if let Err((what, e)) = ready {
         drop(root);
         // SAFETY: `target` is a valid C string; the mount is the one made just above.
         unsafe { libc::umount2(target.as_ptr(), 0) };
-        return Err(sys(scratch_base, "turning the pool's quotas on")(e));
+        return Err(sys(scratch_base, what)(e));
     }
     Ok(true)
 }
@@ -254,8 +262,9 @@ pub fn ensure_pool(
 /// A quarter of the filesystem holding the state dir, in whole MiB, at least 1 GiB.
 fn default_pool_size(state_dir: &Path) -> io::Result<u64> {
     let c = cstr(state_dir)?;
+    // SAFETY: statvfs is plain data; all zeroes is a valid value. `c` is a valid C string and
+    // `v` a writable statvfs buffer.
     let mut v: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a valid C string and `v` a writable statvfs buffer.
     if unsafe { libc::statvfs(c.as_ptr(), &mut v) } < 0 {
         return Err(io::Error::last_os_error());
     }

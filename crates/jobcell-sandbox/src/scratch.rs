@@ -185,6 +185,7 @@ impl ScratchDir {
             let raw = fd.as_raw_fd();
             if let Some(bytes) = bound {
                 // A new subvolume's root has the creator's umask, not 0700.
+                // SAFETY: `raw` is the open scratch dir's descriptor.
                 check(unsafe { libc::fchmod(raw, 0o700) })?;
                 quota::limit_subvolume(raw, bytes).map_err(|e| {
                     io::Error::new(

@@ -475,6 +475,7 @@ impl Drop for PoolMount {
     fn drop(&mut self) {
         while self.is_mounted() {
             let c = CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: `c` is a valid C string; only the mount at exactly this path goes.
             if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
                 eprintln!(
                     "unmounting the scratch pool {}: {}",

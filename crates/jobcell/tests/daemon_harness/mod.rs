@@ -484,6 +484,7 @@ pub fn unmount_scratch_pool(path: &Path) {
             return;
         }
         let c = CString::new(me.as_str()).unwrap();
+        // SAFETY: `c` is a valid C string; only the mount at exactly this path goes.
         if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
             eprintln!("unmounting {me}: {}", std::io::Error::last_os_error());
             return;
