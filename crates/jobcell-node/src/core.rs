@@ -167,6 +167,8 @@ pub struct CoreConfig {
     pub default_memory: u64,
     pub jobs_dir: PathBuf,
     pub scratch_base: PathBuf,
+    /// `[scratch] disk`: what a job without request_disk may write in its scratch.
+    pub scratch_bound: Option<u64>,
     pub cgroup_parent: Option<PathBuf>,
     pub images: jobdir::ImagesConfig,
     pub policy: Policy,
@@ -1028,6 +1030,10 @@ impl Core {
         }
         // The node decides where scratch dirs go.
         spec.scratch_base = self.cfg.scratch_base.clone();
+        spec.resources.scratch_bound = match spec.resources.disk {
+            None => self.cfg.scratch_bound,
+            Some(_) => None,
+        };
         let cpus = spec.resources.cpus.unwrap_or(self.cfg.default_cpus);
         let memory = spec.resources.memory.unwrap_or(self.cfg.default_memory);
         spec.resources.cpus = Some(cpus);

@@ -32,6 +32,13 @@ pub struct DaemonOptions {
     pub default_cpus: f64,
     pub default_memory: u64,
     pub scratch_base: PathBuf,
+    /// The node's bound on a job's scratch when it asks for no request_disk (`[scratch]
+    /// disk`; see `jobcell_sandbox::quota`).
+    pub scratch_bound: Option<u64>,
+    /// Where the scratch base is not on btrfs: mount the node's scratch pool there (of this
+    /// size, default a quarter of the state dir's filesystem) once the state dir is ours; if
+    /// None, such a scratch base leaves jobs' scratch unbounded.
+    pub scratch_pool: Option<Option<u64>>,
     pub cgroup_parent: Option<PathBuf>,
     /// If set, the spawner execs supervisors as `<exe> supervise DIR ATTEMPT`; if not (the
     /// default, cheaper), its forked child runs the supervisor code directly.
@@ -64,6 +71,8 @@ pub enum DaemonError {
     Spawner(io::Error),
     #[error("starting the async runtime: {0}")]
     Runtime(io::Error),
+    #[error(transparent)]
+    ScratchPool(#[from] jobcell_sandbox::quota::QuotaError),
     #[error("cgroups: {0}")]
     Cgroup(#[from] jobcell_cgroup::CgroupError),
     #[error("{0}")]
@@ -207,6 +216,17 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
         path: o.scratch_base.clone(),
         err: e,
     })?;
+    // The pool is mounted only by the daemon that holds the state dir.
+    let scratch_bound = match (o.scratch_bound, o.scratch_pool) {
+        (Some(b), Some(size)) if sys::is_root() => {
+            jobcell_sandbox::quota::ensure_pool(sd, &o.scratch_base, size)?;
+            Some(b)
+        }
+        (Some(b), _) if sys::is_root() && jobcell_sandbox::quota::on_btrfs(&o.scratch_base) => {
+            Some(b)
+        }
+        _ => None,
+    };
 
     let supervisor_cgroups: Vec<PathBuf> = cgroups
         .as_ref()
@@ -236,6 +256,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
         default_memory: o.default_memory,
         jobs_dir,
         scratch_base: o.scratch_base.clone(),
+        scratch_bound,
         cgroup_parent: o.cgroup_parent.clone(),
         images: o.images.clone(),
         policy: o.policy.clone(),

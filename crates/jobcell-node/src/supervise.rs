@@ -179,13 +179,17 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
     // HTCondor's file transfer: the job runs in its scratch dir, with its input files copied
     // there first (as its user); what it makes there comes back to initialdir at exit.
     let staged = if s.transfer {
-        let sd = ScratchDir::create(
+        let sd = ScratchDir::create_bounded(
             &s.spec.scratch_base,
             &name,
             identity.uid,
             identity.gid,
             &[],
             false,
+            s.spec
+                .resources
+                .scratch_bound
+                .filter(|_| s.spec.resources.disk.is_none()),
         )
         .map_err(|e| e.to_string())?;
         match transfer_in(&s.transfer_input, sd.path(), &identity) {

@@ -210,7 +210,7 @@ fn mkfs(image: &OwnedFd, populate: &Path) -> Result<(), DiskError> {
     Ok(())
 }
 
-fn attach_loop(image: &OwnedFd, label: &str) -> Result<(OwnedFd, PathBuf), DiskError> {
+pub(crate) fn attach_loop(image: &OwnedFd, label: &str) -> Result<(OwnedFd, PathBuf), DiskError> {
     let ctl = unsafe {
         libc::open(
             c"/dev/loop-control".as_ptr(),

@@ -153,7 +153,7 @@ pub fn confine_init(sys: &dyn Syscall, last_cap: u32) -> io::Result<()> {
     for cap in 0..=last_cap {
         sys.capbset_drop(cap)?;
     }
-    sys.seccomp(&crate::seccomp::keyring_filter())
+    sys.seccomp(&crate::seccomp::job_filter())
 }
 
 /// Become `id` with no way back: groups, gid, ambient set, uid (which clears permitted and
@@ -212,7 +212,7 @@ mod tests {
                 "capbset_drop 0",
                 "capbset_drop 1",
                 "capbset_drop 2",
-                &format!("seccomp {} insns", crate::seccomp::keyring_filter().len()),
+                &format!("seccomp {} insns", crate::seccomp::job_filter().len()),
                 "setgroups [100, 27]",
                 "setresgid 100",
                 "clear_ambient",

@@ -533,14 +533,20 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         Some(p) => p.parent().unwrap_or(Path::new("/")).to_path_buf(),
         None => spec.scratch_base.clone(),
     };
+    // The node's bound applies where no --disk filesystem does.
+    let bound = spec
+        .resources
+        .scratch_bound
+        .filter(|_| spec.resources.disk.is_none());
     let make_scratch = |identity: &Identity| {
-        ScratchDir::create(
+        ScratchDir::create_bounded(
             &spec.scratch_base,
             &name,
             identity.uid,
             identity.gid,
             &subs,
             spec.keep_scratch,
+            bound,
         )
     };
     let early_scratch = match &task.job_scratch {
@@ -930,6 +936,8 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
             private_dirs: private.iter().map(|(p, _)| p.clone()).collect(),
             scratch: scratch_path,
             scratch_kept: spec.keep_scratch,
+            // A staged scratch of the job's own got the same bound from its maker.
+            scratch_bound_bytes: bound.filter(|_| task.job_scratch.is_none() || task.own_scratch),
             image: l.image_name.clone(),
             dev: spec.dev,
             no_new_privs: true,

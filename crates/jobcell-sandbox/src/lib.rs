@@ -4,6 +4,7 @@ pub mod disk;
 pub mod identity;
 pub mod launch;
 pub mod plan;
+pub mod quota;
 pub mod report;
 pub mod scratch;
 pub mod seccomp;

@@ -19,6 +19,9 @@ pub struct Isolation {
     pub private_dirs: Vec<PathBuf>,
     pub scratch: PathBuf,
     pub scratch_kept: bool,
+    /// The node's bound on the job's scratch (`[scratch] disk`); null when the job has its
+    /// own `--disk` filesystem or its scratch is not bounded.
+    pub scratch_bound_bytes: Option<u64>,
     pub image: Option<String>,
     pub dev: DevMode,
     pub no_new_privs: bool,

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 use thiserror::Error;
 
+use crate::quota;
 use crate::syscall::cstr;
 
 #[derive(Debug, Error)]
@@ -23,6 +24,8 @@ pub enum ScratchError {
     BaseUnsafe(PathBuf),
     #[error("creating scratch dir {path}: {source}")]
     Create { path: PathBuf, source: io::Error },
+    #[error("scratch dir {path}: the node's disk bound needs a scratch base on btrfs with quotas on (a scratch pool; or set [scratch] disk = \"none\"): {source}")]
+    Bound { path: PathBuf, source: io::Error },
     #[error("removing scratch dir {path}: {source}")]
     Remove { path: PathBuf, source: io::Error },
     #[error("removing scratch dir {path}: left {left} entries on other mounts in place ({first})")]
@@ -96,7 +99,7 @@ pub fn private_subdir(p: &Path) -> String {
 }
 
 /// Create `base` (mode 0711: others may pass through to their own job dir, not list it) if missing.
-fn open_base(base: &Path) -> Result<OwnedFd, ScratchError> {
+pub(crate) fn open_base(base: &Path) -> Result<OwnedFd, ScratchError> {
     let err = |source| ScratchError::Base {
         path: base.to_path_buf(),
         source,
@@ -138,6 +141,20 @@ impl ScratchDir {
         subdirs: &[String],
         keep: bool,
     ) -> Result<Self, ScratchError> {
+        Self::create_bounded(base, name, uid, gid, subdirs, keep, None)
+    }
+
+    /// [`ScratchDir::create`], and with `bound`, the dir is a subvolume of the btrfs scratch
+    /// base that may reference at most `bound` bytes (see `quota.rs`).
+    pub fn create_bounded(
+        base: &Path,
+        name: &str,
+        uid: u32,
+        gid: u32,
+        subdirs: &[String],
+        keep: bool,
+        bound: Option<u64>,
+    ) -> Result<Self, ScratchError> {
         let base_fd = open_base(base)?;
         let path = base.join(name);
         let cname = CString::new(name).expect("scratch names are generated without NUL");
@@ -145,7 +162,18 @@ impl ScratchDir {
             path: path.clone(),
             source,
         };
-        check(unsafe { libc::mkdirat(base_fd.as_raw_fd(), cname.as_ptr(), 0o700) }).map_err(err)?;
+        match bound {
+            None => check(unsafe { libc::mkdirat(base_fd.as_raw_fd(), cname.as_ptr(), 0o700) })
+                .map_err(err)?,
+            Some(_) => {
+                quota::make_subvolume(base_fd.as_raw_fd(), cname.as_bytes()).map_err(|source| {
+                    ScratchError::Bound {
+                        path: path.clone(),
+                        source,
+                    }
+                })?
+            }
+        }
         // The job's user gets its dir only once it is complete: while root still owns it (0700),
         // nobody else can touch the subdirs being made.
         let subdirs: Vec<CString> = subdirs
@@ -155,6 +183,19 @@ impl ScratchDir {
         let setup = || -> io::Result<OwnedFd> {
             let fd = open_dir_at(base_fd.as_raw_fd(), &cname)?;
             let raw = fd.as_raw_fd();
+            if let Some(bytes) = bound {
+                // A new subvolume's root has the creator's umask, not 0700.
+                // SAFETY: `raw` is the open scratch dir's descriptor.
+                check(unsafe { libc::fchmod(raw, 0o700) })?;
+                quota::limit_subvolume(raw, bytes).map_err(|e| {
+                    io::Error::new(
+                        e.kind(),
+                        format!(
+                            "setting its disk bound (are the scratch base's btrfs quotas on?): {e}"
+                        ),
+                    )
+                })?;
+            }
             for sub in &subdirs {
                 make_private_subdir(raw, sub, Some((uid, gid)))?;
             }
@@ -333,6 +374,8 @@ impl Drop for ScratchDir {
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Ident {
     mnt_id: u64,
+    /// The device too: btrfs subvolumes of one mount number their inodes each from 256.
+    dev: (u32, u32),
     ino: u64,
     is_dir: bool,
 }
@@ -356,6 +399,7 @@ fn ident_at(dirfd: RawFd, name: &CStr) -> io::Result<Ident> {
     }
     Ok(Ident {
         mnt_id: stx.stx_mnt_id,
+        dev: (stx.stx_dev_major, stx.stx_dev_minor),
         ino: stx.stx_ino,
         is_dir: (stx.stx_mode as u32 & libc::S_IFMT) == libc::S_IFDIR,
     })

@@ -31,6 +31,42 @@ pub struct Config {
     /// What the daemon does to jobs that overstay or overuse (`[policy]`).
     #[serde(default)]
     pub policy: PolicyConfig,
+    /// How every job's scratch is bounded (`[scratch]`).
+    #[serde(default)]
+    pub scratch: ScratchConfig,
+}
+
+/// The bound when `[scratch] disk` is not set.
+pub const DEFAULT_SCRATCH_DISK: &str = "10G";
+
+/// `[scratch]`: sizes in HTCondor units (bare numbers are KiB, as `request_disk`).
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ScratchConfig {
+    /// What a job that asks for no `--disk`/`request_disk` may write in its scratch (default
+    /// "10G"); `"none"` leaves such scratch unbounded.
+    pub disk: Option<String>,
+    /// The size of the node's scratch pool, made when the scratch base is not on btrfs
+    /// (default: a quarter of the state dir's filesystem).
+    pub pool_size: Option<String>,
+}
+
+impl ScratchConfig {
+    /// The default bound in bytes, or None for `"none"`.
+    pub fn bound(&self) -> Result<Option<u64>, crate::SizeError> {
+        let s = self.disk.as_deref().unwrap_or(DEFAULT_SCRATCH_DISK);
+        if s.trim().eq_ignore_ascii_case("none") {
+            return Ok(None);
+        }
+        crate::parse_size(s, crate::Unit::KiB).map(Some)
+    }
+
+    pub fn pool_size(&self) -> Result<Option<u64>, crate::SizeError> {
+        self.pool_size
+            .as_deref()
+            .map(|s| crate::parse_size(s, crate::Unit::KiB))
+            .transpose()
+    }
 }
 
 /// `[policy]`: durations are strings like `"90s"`, `"10m"`, `"1h30m"`, `"2d"` (bare numbers
@@ -103,10 +139,17 @@ pub struct RunDefaults {
 impl Config {
     /// Parse config text; `path` only names the file in errors.
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
+        let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
             path: path.to_string(),
             message: e.message().to_string(),
-        })
+        })?;
+        let bad = |key: &str, e: crate::SizeError| ConfigError::Parse {
+            path: path.to_string(),
+            message: format!("[scratch] {key}: {e} (or \"none\")"),
+        };
+        c.scratch.bound().map_err(|e| bad("disk", e))?;
+        c.scratch.pool_size().map_err(|e| bad("pool_size", e))?;
+        Ok(c)
     }
 }
 
@@ -131,6 +174,24 @@ mod tests {
         assert_eq!(c.paths.scratch_base, Some("/scratch".into()));
         assert_eq!(c.run.mount_under_scratch.unwrap().len(), 2);
         assert_eq!(c.images["RHEL5"], PathBuf::from("/chroot/sl5-v3/root"));
+    }
+
+    #[test]
+    fn scratch_bound_defaults_on_and_none_turns_it_off() {
+        let c = Config::parse("", "x.toml").unwrap();
+        assert_eq!(c.scratch.bound().unwrap(), Some(10 << 30));
+        let c = Config::parse("[scratch]\ndisk = \"16M\"\npool_size = \"2G\"\n", "x.toml").unwrap();
+        assert_eq!(c.scratch.bound().unwrap(), Some(16 << 20));
+        assert_eq!(c.scratch.pool_size().unwrap(), Some(2 << 30));
+        let c = Config::parse("[scratch]\ndisk = \"none\"\n", "x.toml").unwrap();
+        assert_eq!(c.scratch.bound().unwrap(), None);
+        let e = Config::parse("[scratch]\ndisk = \"lots\"\n", "/etc/j.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("/etc/j.toml") && e.contains("[scratch] disk") && e.contains("'lots'"),
+            "{e}"
+        );
     }
 
     #[test]

@@ -128,6 +128,10 @@ pub struct Resources {
     /// its own, so a full one is ENOSPC inside the job and never a full host disk.
     #[serde(default)]
     pub disk: Option<u64>,
+    /// The node's bound on scratch (`[scratch] disk`) for a job without `disk`: its scratch
+    /// dir is a subvolume of the scratch pool that may hold at most this many bytes.
+    #[serde(default)]
+    pub scratch_bound: Option<u64>,
 }
 
 /// A finite default: a fork bomb stops here, and real jobs (threads count too) rarely come near.
@@ -145,6 +149,7 @@ impl Default for Resources {
             pids: Some(DEFAULT_PIDS),
             io_weight: None,
             disk: None,
+            scratch_bound: None,
         }
     }
 }

@@ -73,6 +73,14 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
             .clone()
             .or_else(|| cfg.paths.scratch_base.clone())
             .unwrap_or_else(|| state_dir.join("scratch")),
+        // The daemon's own scratch base gets the scratch pool (made on first start, mounted
+        // after a reboot); one given as --scratch-base is bounded only if it is on btrfs.
+        // Each job's report says whether it got the bound (isolation.scratch_bound_bytes).
+        scratch_bound: cfg.scratch.bound()?,
+        scratch_pool: match a.scratch_base {
+            Some(_) => None,
+            None => Some(cfg.scratch.pool_size()?),
+        },
         cgroup_parent: a.cgroup_parent.clone().or(cfg.paths.cgroup_parent.clone()),
         // JOBCELL_EXEC_SUPERVISOR=1: exec `jobcell supervise` per job (the older, costlier way;
         // kept for comparison and debugging).

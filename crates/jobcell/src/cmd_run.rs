@@ -80,12 +80,44 @@ pub fn build_spec(a: &RunArgs, cfg: &jobcell_spec::Config) -> anyhow::Result<Job
     Ok(spec)
 }
 
+/// The node's bound on scratch for a root job without `--disk`: on the node's scratch base the
+/// scratch pool is made or mounted on first use (afterwards a `statfs` per launch); a
+/// `--scratch-base` of the caller's is bounded only if it is on btrfs. Whether the job got the
+/// bound is in its report (`isolation.scratch_bound_bytes`).
+fn bound_scratch(
+    a: &RunArgs,
+    cfg: &jobcell_spec::Config,
+    spec: &mut JobSpec,
+) -> anyhow::Result<()> {
+    if !config::is_root() || spec.resources.disk.is_some() {
+        return Ok(());
+    }
+    let Some(bound) = cfg.scratch.bound()? else {
+        return Ok(());
+    };
+    if a.scratch_base.is_some() {
+        if !jobcell_sandbox::quota::on_btrfs(&spec.scratch_base) {
+            return Ok(());
+        }
+    } else {
+        let (state_dir, _) = config::store_dirs(cfg, a.state_dir.as_deref(), None);
+        jobcell_sandbox::quota::ensure_pool(
+            &state_dir,
+            &spec.scratch_base,
+            cfg.scratch.pool_size()?,
+        )?;
+    }
+    spec.resources.scratch_bound = Some(bound);
+    Ok(())
+}
+
 pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     let cfg = config::load(a.config.as_deref())?;
-    let spec = build_spec(&a, &cfg)?;
+    let mut spec = build_spec(&a, &cfg)?;
     if !config::is_root() && a.user.is_some() {
         anyhow::bail!("--user needs root: rootless jobs run as their caller");
     }
+    bound_scratch(&a, &cfg, &mut spec)?;
     // The lease keeps the image from being removed while the job runs; the store stays open
     // (closing SQLite costs ~0.35 ms, not worth adding to the launch).
     let mut store = None;

@@ -985,6 +985,87 @@ fn limit_rows(s: &Suite, rows: &mut Vec<Row>) {
         !o.stdout.contains("allocated") && o.code.is_some() && survived,
     ));
     rows.push(disk_fill(s));
+    rows.push(bound_fill(s));
+}
+
+/// Fill the scratch of a job without `--disk` (128 MiB) on a node whose `[scratch] disk` is
+/// 32M: a config of the suite's own, whose scratch pool is made in the work dir and unmounted
+/// at the end. The writes stop with EDQUOT near the bound.
+fn bound_fill(s: &Suite) -> Row {
+    let attack = "fill the scratch without --disk (node default 32M, 128 MiB)";
+    let expected = "ENOSPC/EDQUOT near 32 MiB";
+    let (state, base) = (s.work.join("pool-state"), s.work.join("pool-scratch"));
+    let config = s.work.join("bound.toml");
+    let text = format!(
+        "[paths]\nstate_dir = \"{}\"\nscratch_base = \"{}\"\n[scratch]\ndisk = \"32M\"\npool_size = \"512M\"\n",
+        state.display(),
+        base.display()
+    );
+    if let Err(e) = std::fs::write(&config, text) {
+        return row(
+            attack,
+            expected,
+            format!("writing {}: {e}", config.display()),
+            false,
+        );
+    }
+    /// Unmounts the suite's pool (only that one) before the work dir goes.
+    struct Pool(PathBuf, PathBuf);
+    impl Drop for Pool {
+        fn drop(&mut self) {
+            if let Err(e) = jobcell_sandbox::quota::unmount_pool(&self.0, &self.1) {
+                eprintln!("jobcell selftest: {e}");
+            }
+        }
+    }
+    let _pool = Pool(state, base);
+    let mut c = Command::new(&s.exe);
+    c.arg("run").arg("--config").arg(&config).args(&s.run_opt);
+    c.args([
+        "--",
+        "/bin/sh",
+        "-c",
+        "head -c 134217728 /dev/zero > \"$JOBCELL_SCRATCH/fill\" 2>/dev/null; \
+         echo \"exit=$? size=$(stat -c %s \"$JOBCELL_SCRATCH/fill\")\"",
+    ]);
+    c.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let o = match c.spawn() {
+        Ok(child) => finish(child),
+        Err(e) => return row(attack, expected, format!("spawning jobcell: {e}"), false),
+    };
+    if o.code != Some(0) {
+        // No scratch pool here (no btrfs, no mkfs.btrfs, no loop devices): not a pass.
+        if o.stderr.contains("scratch pool") {
+            return skip(
+                attack,
+                expected,
+                o.stderr.lines().last().unwrap_or("").trim(),
+            );
+        }
+        return row(attack, expected, o.why(), false);
+    }
+    let line = o.first();
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|w| w.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+            .map(str::to_string)
+    };
+    let size = field("size")
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(u64::MAX);
+    let stopped = field("exit").is_some_and(|v| v != "0");
+    row(
+        attack,
+        expected,
+        format!(
+            "{} MiB written, then {}",
+            size >> 20,
+            if stopped { "refused" } else { "no error" }
+        ),
+        stopped && size <= 40 << 20,
+    )
 }
 
 /// Fill the scratch past `--disk 32M` with 128 MiB: the writes stop with ENOSPC near the

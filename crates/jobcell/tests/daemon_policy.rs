@@ -685,3 +685,56 @@ fn a_job_thrashing_against_its_limit_with_swap_is_preempted() {
     );
     eprintln!("thrashing job held: {reason}");
 }
+
+#[test]
+fn a_job_without_request_disk_stops_near_the_node_default_bound() {
+    let test = "a_job_without_request_disk_stops_near_the_node_default_bound";
+    if !root_or_skip(test) {
+        return;
+    }
+    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !fs.lines().any(|l| l.trim_end().ends_with("btrfs"))
+        || !std::path::Path::new("/usr/sbin/mkfs.btrfs").exists()
+        || !std::path::Path::new("/dev/loop-control").exists()
+    {
+        eprintln!("SKIPPED: {test}: the scratch pool needs btrfs in the kernel, mkfs.btrfs (btrfs-progs) and loop devices");
+        return;
+    }
+    let _g = serial();
+    let d =
+        Daemon::start_with_node_scratch(&[], "[scratch]\ndisk = \"16M\"\npool_size = \"512M\"\n");
+    let fill = "err=$(head -c 67108864 /dev/zero 2>&1 >\"$JOBCELL_SCRATCH/fill\"); \
+                echo rc=$?; echo size=$(stat -c %s \"$JOBCELL_SCRATCH/fill\"); echo err=$err";
+    let o = d.cli(&["submit", "--memory", "64", "--", "/bin/sh", "-c", fill]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let j = d.wait_for(1, T, |j| j.state.terminal());
+    assert_eq!(j.state, State::Completed, "{j:?}");
+    let text = out(&d.cli(&["output", "1"]));
+    let value = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
+            .unwrap_or("")
+            .to_string()
+    };
+    assert_ne!(value("rc"), "0", "wrote 64 MiB past a 16 MiB bound: {text}");
+    let size: u64 = value("size").parse().unwrap_or(u64::MAX);
+    assert!(
+        (12 << 20..=20 << 20).contains(&size),
+        "stopped at {size}: {text}"
+    );
+    assert!(value("err").contains("quota exceeded"), "{text}");
+    // The pool is the daemon's scratch base; the job's subvolume went with the job.
+    let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        mi.contains(&format!(" {} ", d.scratch.display())),
+        "no scratch pool at {}",
+        d.scratch.display()
+    );
+    wait_gone(&d.scratch.join("job-1"), T);
+    let left: Vec<_> = std::fs::read_dir(&d.scratch)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(left.is_empty(), "scratch pool holds {left:?}");
+}

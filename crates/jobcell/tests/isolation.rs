@@ -1415,6 +1415,7 @@ fn host_mounts_unchanged_after_100_jobs() {
         return;
     }
     let t = TestDir::new("mounts");
+    let _mounts = mount_table();
     let before = mountinfo();
     for _ in 0..100 {
         Job::new(&t.base()).run(&["/bin/true"]).expect(0);
@@ -2071,4 +2072,275 @@ fn kept_scratch_with_a_disk_limit_keeps_its_filesystem_image() {
         .expect("debugfs (e2fsprogs)");
     assert_eq!(String::from_utf8_lossy(&cat.stdout).trim(), "kept");
     assert!(out.stderr.contains("scratch.ext4"), "{}", out.stderr);
+}
+
+// ------------------------------------------------------------------------ default disk bound
+
+/// Held by the tests that mount a scratch pool and by the one that compares the host's mount
+/// table before and after, so that one's pool is not taken for the other's leftover.
+fn mount_table() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A node config whose scratch base and state dir live in `t`, with `[scratch]` keys `extra`.
+fn node_config(t: &TestDir, extra: &str) -> std::path::PathBuf {
+    let cfg = t.path().join("config.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[paths]\nstate_dir = \"{}\"\nscratch_base = \"{}\"\n[scratch]\n{extra}\n",
+            t.path().join("state").display(),
+            t.base().display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+/// Writes 64 MiB into scratch; prints the writer's exit code, the size written and its error.
+const FILL_64M: &str = "err=$(head -c 67108864 /dev/zero 2>&1 >\"$JOBCELL_SCRATCH/fill\"); \
+     echo rc=$?; echo size=$(stat -c %s \"$JOBCELL_SCRATCH/fill\"); echo err=$err";
+
+#[test]
+fn scratch_without_disk_stops_near_the_node_default_bound() {
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = scratch_pool_missing() {
+        eprintln!("SKIPPED: the node's default scratch bound needs a scratch pool: {why}");
+        return;
+    }
+    let _mounts = mount_table();
+    let t = TestDir::new("bound");
+    let pool = PoolMount(t.base());
+    let cfg = node_config(&t, "disk = \"16M\"\npool_size = \"512M\"");
+    let out = Job::with_config(&cfg).sh(FILL_64M);
+    out.expect(0);
+    let size: u64 = out.value("size").unwrap_or("").parse().unwrap_or(u64::MAX);
+    assert_ne!(
+        out.value("rc"),
+        Some("0"),
+        "wrote 64 MiB past a 16 MiB bound: {}",
+        out.stdout
+    );
+    assert!(
+        (12 << 20..=20 << 20).contains(&size),
+        "stopped at {size} bytes, not near 16 MiB: {}",
+        out.stdout
+    );
+    let err = out.value("err").unwrap_or("");
+    assert!(
+        err.contains("quota exceeded") || err.contains("No space left"),
+        "{err}"
+    );
+    // The node is unharmed: the pool took the writes, the next job writes again (the bound
+    // is per job, not used up), and the scratch dirs are gone.
+    assert!(
+        pool.is_mounted(),
+        "no scratch pool at {}",
+        t.base().display()
+    );
+    let report = t.path().join("report.json");
+    let out = Job::with_config(&cfg)
+        .opt("--report")
+        .opt(&report)
+        .sh("head -c 8388608 /dev/zero > \"$JOBCELL_SCRATCH/f\"; echo rc=$?");
+    out.expect(0);
+    assert_eq!(out.value("rc"), Some("0"), "{}", out.stderr);
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(r["isolation"]["scratch_bound_bytes"], 16 << 20, "{r}");
+    t.assert_base_empty();
+    let image = t.path().join("state/scratch-pool.img");
+    drop(pool);
+    // The device detaches itself once the unmounted filesystem lets go of it.
+    let t0 = Instant::now();
+    while !loop_devices_backed_by(&image).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "loop device left for {}",
+            image.display()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn an_explicit_disk_request_uses_its_own_size_over_the_default_bound() {
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = scratch_pool_missing() {
+        eprintln!("SKIPPED: the node's default scratch bound needs a scratch pool: {why}");
+        return;
+    }
+    let _mounts = mount_table();
+    let t = TestDir::new("bound-disk");
+    let pool = PoolMount(t.base());
+    let cfg = node_config(&t, "disk = \"16M\"\npool_size = \"512M\"");
+    let out = Job::with_config(&cfg).opts(["--disk", "40M"]).sh(FILL_64M);
+    out.expect(0);
+    let size: u64 = out.value("size").unwrap_or("").parse().unwrap_or(u64::MAX);
+    assert_ne!(out.value("rc"), Some("0"), "{}", out.stdout);
+    assert!(
+        (36 << 20..=48 << 20).contains(&size),
+        "--disk 40M stopped at {size} bytes: {}",
+        out.stdout
+    );
+    t.assert_base_empty();
+    drop(pool);
+}
+
+#[test]
+fn disk_none_leaves_scratch_unbounded_and_says_so() {
+    if skip_unless_root() {
+        return;
+    }
+    let _mounts = mount_table();
+    let t = TestDir::new("bound-none");
+    let pool = PoolMount(t.base());
+    let cfg = node_config(&t, "disk = \"none\"");
+    let out = Job::with_config(&cfg).sh(FILL_64M);
+    out.expect(0);
+    assert_eq!(out.value("rc"), Some("0"), "{}", out.stdout);
+    assert_eq!(out.value("size"), Some("67108864"));
+    let report = t.path().join("report.json");
+    let out = Job::with_config(&cfg)
+        .opt("--report")
+        .opt(&report)
+        .run(&["true"]);
+    out.expect(0);
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert!(
+        r["isolation"]["scratch_bound_bytes"].is_null(),
+        "the report says the scratch is bounded: {r}"
+    );
+    assert!(
+        !pool.is_mounted(),
+        "a scratch pool was made with disk = \"none\""
+    );
+    t.assert_base_empty();
+}
+
+#[test]
+fn a_job_cannot_leave_its_bound_through_a_subvolume_of_its_own() {
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = scratch_pool_missing() {
+        eprintln!("SKIPPED: the node's default scratch bound needs a scratch pool: {why}");
+        return;
+    }
+    let Some(btrfs) = [
+        "/usr/bin/btrfs",
+        "/bin/btrfs",
+        "/usr/sbin/btrfs",
+        "/sbin/btrfs",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists()) else {
+        eprintln!("SKIPPED: no btrfs tool (btrfs-progs) for the job to make a subvolume with");
+        return;
+    };
+    let _mounts = mount_table();
+    let t = TestDir::new("bound-subvol");
+    let pool = PoolMount(t.base());
+    let cfg = node_config(&t, "disk = \"16M\"\npool_size = \"512M\"");
+    // A new subvolume (or a snapshot of the scratch) would have a qgroup of its own, unbounded.
+    let out = Job::with_config(&cfg).sh(&format!(
+        "cd \"$JOBCELL_SCRATCH\"; {btrfs} subvolume create escape >/dev/null 2>&1; echo made=$?; \
+         {btrfs} subvolume snapshot . snap >/dev/null 2>&1; echo snap=$?; \
+         d=escape; [ -d escape ] || d=.; head -c 33554432 /dev/zero > $d/fill 2>/dev/null; \
+         echo size=$(stat -c %s $d/fill); rm -f $d/fill"
+    ));
+    out.expect(0);
+    assert_ne!(
+        out.value("made"),
+        Some("0"),
+        "the job made a subvolume: {}",
+        out.stdout
+    );
+    assert_ne!(
+        out.value("snap"),
+        Some("0"),
+        "the job made a snapshot: {}",
+        out.stdout
+    );
+    let size: u64 = out.value("size").unwrap_or("").parse().unwrap_or(u64::MAX);
+    assert!(
+        size <= 20 << 20,
+        "wrote {size} bytes past a 16 MiB bound: {}",
+        out.stdout
+    );
+    t.assert_base_empty();
+    drop(pool);
+}
+
+#[test]
+fn a_job_cannot_make_its_bounded_scratch_read_only_to_outlive_cleanup() {
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = scratch_pool_missing() {
+        eprintln!("SKIPPED: the node's default scratch bound needs a scratch pool: {why}");
+        return;
+    }
+    let Some(btrfs) = [
+        "/usr/bin/btrfs",
+        "/bin/btrfs",
+        "/usr/sbin/btrfs",
+        "/sbin/btrfs",
+    ]
+    .into_iter()
+    .find(|p| Path::new(p).exists()) else {
+        eprintln!("SKIPPED: no btrfs tool (btrfs-progs) for the job to set subvolume flags with");
+        return;
+    };
+    let _mounts = mount_table();
+    let t = TestDir::new("bound-ro");
+    let pool = PoolMount(t.base());
+    let cfg = node_config(&t, "disk = \"16M\"\npool_size = \"512M\"");
+    // The job owns its scratch subvolume's root: a read-only subvolume could be removed by
+    // nobody, its files (up to the bound) left on the node for good.
+    let out = Job::with_config(&cfg).sh(&format!(
+        "head -c 1048576 /dev/zero > \"$JOBCELL_SCRATCH/data\"; \
+         {btrfs} property set \"$JOBCELL_SCRATCH\" ro true >/dev/null 2>&1; echo ro=$?"
+    ));
+    out.expect(0);
+    assert_ne!(
+        out.value("ro"),
+        Some("0"),
+        "the job made its scratch read-only"
+    );
+    t.assert_base_empty();
+    drop(pool);
+}
+
+#[test]
+fn a_scratch_pool_is_not_mounted_over_a_scratch_base_in_use() {
+    if skip_unless_root() {
+        return;
+    }
+    if let Some(why) = scratch_pool_missing() {
+        eprintln!("SKIPPED: the node's default scratch bound needs a scratch pool: {why}");
+        return;
+    }
+    let _mounts = mount_table();
+    let t = TestDir::new("bound-busy");
+    let pool = PoolMount(t.base());
+    std::fs::create_dir_all(t.base().join("job-1-kept.kept")).unwrap();
+    let cfg = node_config(&t, "disk = \"16M\"\npool_size = \"512M\"");
+    let out = Job::with_config(&cfg).run(&["true"]);
+    out.expect(125);
+    let line = format!("scratch base {} is not empty", t.base().display());
+    assert!(
+        out.stderr.lines().count() == 1 && out.stderr.contains(&line),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !pool.is_mounted(),
+        "a pool was mounted over a scratch base in use"
+    );
+    assert!(!t.path().join("state/scratch-pool.img").exists());
 }

@@ -179,6 +179,17 @@ impl Job {
         Job { cmd }
     }
 
+    /// A `jobcell run` with the node config `config` and the scratch base it names (no
+    /// `--scratch-base`: the node's own base, as a node's jobs get it).
+    pub fn with_config(config: &Path) -> Job {
+        let mut cmd = Command::new(JOBCELL);
+        cmd.arg("run").arg("--config").arg(config);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        Job { cmd }
+    }
+
     /// A jobcell option (before `--`).
     pub fn opt(mut self, a: impl AsRef<std::ffi::OsStr>) -> Job {
         self.cmd.arg(a);
@@ -423,4 +434,77 @@ pub fn ensure_user(name: &str) -> bool {
             "/usr/sbin/nologin",
         ])
         .arg(name))
+}
+
+/// Why a scratch pool (a loop-mounted btrfs with quotas) cannot be made here, if it cannot.
+pub fn scratch_pool_missing() -> Option<String> {
+    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
+    if !fs.lines().any(|l| l.trim_end().ends_with("btrfs")) {
+        return Some("the kernel has no btrfs (the scratch pool's filesystem)".into());
+    }
+    if ![
+        "/usr/sbin/mkfs.btrfs",
+        "/sbin/mkfs.btrfs",
+        "/usr/bin/mkfs.btrfs",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists())
+    {
+        return Some("mkfs.btrfs is missing (install btrfs-progs)".into());
+    }
+    if !Path::new("/dev/loop-control").exists() {
+        return Some("no /dev/loop-control".into());
+    }
+    None
+}
+
+/// A scratch pool mounted at `path` by jobcell during a test: unmounted on drop (its loop
+/// device detaches itself with the mount). Only a mount at exactly `path` is touched.
+pub struct PoolMount(pub PathBuf);
+
+impl PoolMount {
+    pub fn is_mounted(&self) -> bool {
+        let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let me = self.0.display().to_string();
+        mi.lines()
+            .any(|l| l.split_whitespace().nth(4) == Some(me.as_str()))
+    }
+}
+
+impl Drop for PoolMount {
+    fn drop(&mut self) {
+        while self.is_mounted() {
+            let c = CString::new(self.0.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: `c` is a valid C string; only the mount at exactly this path goes.
+            if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+                eprintln!(
+                    "unmounting the scratch pool {}: {}",
+                    self.0.display(),
+                    std::io::Error::last_os_error()
+                );
+                break;
+            }
+        }
+    }
+}
+
+/// Loop devices whose backing file is `image`.
+pub fn loop_devices_backed_by(image: &Path) -> Vec<String> {
+    let want = image.display().to_string();
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let n = e.file_name().to_string_lossy().into_owned();
+        if !n.starts_with("loop") {
+            continue;
+        }
+        let f = std::fs::read_to_string(e.path().join("loop/backing_file")).unwrap_or_default();
+        if f.trim_end() == want {
+            out.push(n);
+        }
+    }
+    out
 }

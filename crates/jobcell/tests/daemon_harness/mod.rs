@@ -90,6 +90,9 @@ pub struct Daemon {
     pub sock: PathBuf,
     pub state: PathBuf,
     pub scratch: PathBuf,
+    /// The scratch base is the daemon's own (`<state>/scratch`, given no `--scratch-base`),
+    /// where it mounts its scratch pool; unmounted at drop.
+    node_scratch: bool,
     args: Vec<String>,
 }
 
@@ -101,6 +104,31 @@ impl Daemon {
     /// With a config file holding `config` (TOML).
     pub fn start_with_config(args: &[&str], config: Option<&str>) -> Daemon {
         let mut d = Self::prepare_with_config(args, config);
+        d.launch();
+        d
+    }
+
+    /// With a config file holding `config` and the node's own scratch base (`<state>/scratch`,
+    /// no `--scratch-base`): with a `[scratch] disk` bound, the daemon mounts its scratch pool
+    /// there.
+    pub fn start_with_node_scratch(args: &[&str], config: &str) -> Daemon {
+        let dir = TempDir::itest();
+        let p = dir.0.join("config.toml");
+        std::fs::write(&p, config).unwrap();
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        args.push("--config".into());
+        args.push(p.to_string_lossy().into_owned());
+        let scratch = TempDir::new_in("/dev/shm");
+        let mut d = Daemon {
+            child: None,
+            sock: dir.0.join("api.sock"),
+            state: dir.0.join("state"),
+            scratch: dir.0.join("state/scratch"),
+            node_scratch: true,
+            dir,
+            _scratch: scratch,
+            args,
+        };
         d.launch();
         d
     }
@@ -136,6 +164,7 @@ impl Daemon {
             sock: dir.0.join("api.sock"),
             state: dir.0.join("state"),
             scratch: scratch.0.clone(),
+            node_scratch: false,
             dir,
             _scratch: scratch,
             args,
@@ -149,10 +178,11 @@ impl Daemon {
             .arg("--state-dir")
             .arg(&self.state)
             .arg("--socket")
-            .arg(&self.sock)
-            .arg("--scratch-base")
-            .arg(&self.scratch)
-            .args(&self.args);
+            .arg(&self.sock);
+        if !self.node_scratch {
+            c.arg("--scratch-base").arg(&self.scratch);
+        }
+        c.args(&self.args);
         c
     }
 
@@ -452,6 +482,30 @@ impl Drop for Daemon {
             }
         }
         remove_supervisors_cgroup();
+        if self.node_scratch {
+            unmount_scratch_pool(&self.scratch);
+        }
+    }
+}
+
+/// Unmount what is mounted at exactly `path` (a test daemon's scratch pool; its loop device
+/// detaches itself), before the test's dir is removed.
+pub fn unmount_scratch_pool(path: &Path) {
+    let me = path.display().to_string();
+    loop {
+        let mi = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        if !mi
+            .lines()
+            .any(|l| l.split_whitespace().nth(4) == Some(me.as_str()))
+        {
+            return;
+        }
+        let c = CString::new(me.as_str()).unwrap();
+        // SAFETY: `c` is a valid C string; only the mount at exactly this path goes.
+        if unsafe { libc::umount2(c.as_ptr(), 0) } != 0 {
+            eprintln!("unmounting {me}: {}", std::io::Error::last_os_error());
+            return;
+        }
     }
 }
 
