@@ -219,8 +219,14 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
     // The pool is mounted only by the daemon that holds the state dir.
     let scratch_bound = match (o.scratch_bound, o.scratch_pool) {
         (Some(b), Some(size)) if sys::is_root() => {
-            jobcell_sandbox::quota::ensure_pool(sd, &o.scratch_base, size)?;
-            Some(b)
+            match jobcell_sandbox::quota::ensure_pool(sd, &o.scratch_base, size) {
+                Ok(_) => Some(b),
+                Err(e) if e.btrfs_unavailable() => {
+                    warn!("jobs' scratch is not size-bounded on this node: {e}");
+                    None
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
         (Some(b), _) if sys::is_root() && jobcell_sandbox::quota::on_btrfs(&o.scratch_base) => {
             Some(b)

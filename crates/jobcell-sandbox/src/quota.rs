@@ -46,6 +46,20 @@ pub enum QuotaError {
     Rootless,
 }
 
+impl QuotaError {
+    /// This machine cannot have a btrfs pool at all (no mkfs.btrfs, or a kernel without
+    /// btrfs), as opposed to a pool that failed: callers then run jobs unbounded and say so.
+    pub fn btrfs_unavailable(&self) -> bool {
+        match self {
+            QuotaError::NoMkfs => true,
+            QuotaError::Sys { what, source, .. } => {
+                *what == "mounting the pool" && source.raw_os_error() == Some(libc::ENODEV)
+            }
+            _ => false,
+        }
+    }
+}
+
 /// `statfs` f_type of btrfs.
 const BTRFS_SUPER_MAGIC: libc::c_long = 0x9123_683E;
 
