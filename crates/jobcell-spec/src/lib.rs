@@ -9,9 +9,9 @@ mod size;
 mod spec;
 pub mod submit;
 
-pub use config::{Config, ConfigError, DEFAULT_CONFIG_PATH};
+pub use config::{Config, ConfigError, ImportConfig, LimitsConfig, DEFAULT_CONFIG_PATH};
 pub use size::{format_size, parse_size, SizeError, Unit};
 pub use spec::{
     clean_abs_path, parse_bind, parse_env, DevMode, JobSpec, MemoryPolicy, MountSpec, NetMode,
-    Resources, SpecError, UserSpec,
+    Resources, SpecError, UserSpec, DEFAULT_PIDS, DEFAULT_PRIVATE_DIRS,
 };
