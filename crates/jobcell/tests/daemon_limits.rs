@@ -342,3 +342,94 @@ fn roots_requests_are_not_bounded() {
     assert!(o.status.success(), "{}", err(&o));
     assert_eq!(d.job(1).state, State::Held);
 }
+
+/// A bind source is reached as the job's user: a user cannot bind a directory that sits behind
+/// a dir it may not enter (root opening it would hand the job what its user cannot reach).
+#[test]
+fn a_users_bind_source_is_opened_as_that_user() {
+    if !root_or_skip("a_users_bind_source_is_opened_as_that_user") {
+        return;
+    }
+    let Some(user) = test_user() else {
+        eprintln!("SKIPPED: bind sources: cannot create a test user");
+        return;
+    };
+    let _g = serial();
+    use std::os::unix::fs::PermissionsExt;
+    let host = TempDir::itest();
+    let locked = host.path().join("locked");
+    let public = locked.join("pub");
+    std::fs::create_dir_all(&public).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&public, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(public.join("f"), "the-secret\n").unwrap();
+    std::fs::set_permissions(public.join("f"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let d = Daemon::start_with_config(&["--cpus", "2", "--memory", "1G"], Some(CONFIG));
+    let bind = format!("{}:/tmp/pub", public.display());
+    let o = d.cli_as(
+        Some(user),
+        &[
+            "submit",
+            "--cpus",
+            "0.1",
+            "--memory",
+            "64",
+            "--ro-bind",
+            &bind,
+            "--",
+            "/bin/cat",
+            "/tmp/pub/f",
+        ],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let j = d.wait_for(1, Duration::from_secs(20), |j| {
+        j.state != State::Queued && j.state != State::Running
+    });
+    let out = d.cli(&["output", "1"]);
+    let seen = String::from_utf8_lossy(&out.stdout).into_owned();
+    eprintln!(
+        "job 1: {:?} exit {:?}, reason {:?}, hold {:?}, stdout {:?}",
+        j.state,
+        j.exit_code,
+        j.reason,
+        j.hold_reason,
+        seen.trim()
+    );
+    assert!(!seen.contains("the-secret"), "the job read {seen:?}");
+    assert_eq!(j.state, State::Held, "{j:?}");
+    let why = j.hold_reason.unwrap_or_default();
+    assert!(
+        why.contains(&public.display().to_string()) && why.contains("Permission denied"),
+        "{why}"
+    );
+    assert!(!why.contains('\n'), "{why}");
+    // Once the user may enter the dir, the same bind works (dir and file sources alike).
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let file_bind = format!("{}:/tmp/f", public.join("f").display());
+    let o = d.cli_as(
+        Some(user),
+        &[
+            "submit",
+            "--cpus",
+            "0.1",
+            "--memory",
+            "64",
+            "--ro-bind",
+            &bind,
+            "--ro-bind",
+            &file_bind,
+            "--",
+            "/bin/sh",
+            "-c",
+            "cat /tmp/pub/f /tmp/f",
+        ],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let j = d.wait_state(2, State::Completed, Duration::from_secs(20));
+    assert_eq!(j.exit_code, Some(0), "{j:?}");
+    let out = d.cli(&["output", "2"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "the-secret\nthe-secret\n"
+    );
+}
