@@ -433,3 +433,52 @@ fn a_users_bind_source_is_opened_as_that_user() {
         "the-secret\nthe-secret\n"
     );
 }
+
+/// A `[limits]` the daemon cannot honour stops it at start with one line naming the key.
+#[test]
+fn a_bad_limits_config_stops_the_daemon_with_one_line() {
+    let dir = TempDir::new_in("/tmp");
+    for (config, key) in [
+        (
+            "[limits]\nuser_memory_policies = [\"hard\", \"none\"]\n",
+            "[limits] user_memory_policies = \"none\": never open to users",
+        ),
+        (
+            "[limits]\nmax_disk = \"plenty\"\n",
+            "[limits] max_disk = \"plenty\"",
+        ),
+        (
+            "[limits]\ndefault_pids = 500\nmax_pids = 100\n",
+            "[limits] default_pids = 500: must be between 1 and max_pids (100)",
+        ),
+    ] {
+        let p = dir.path().join("config.toml");
+        std::fs::write(&p, config).unwrap();
+        let mut child = Command::new(BIN)
+            .arg("daemon")
+            .arg("--config")
+            .arg(&p)
+            .arg("--state-dir")
+            .arg(dir.path().join("state"))
+            .arg("--socket")
+            .arg(dir.path().join("api.sock"))
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // A daemon that accepted the config would serve forever: stop it and fail.
+        let t = Instant::now();
+        while child.try_wait().unwrap().is_none() {
+            if t.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{config}: the daemon started");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let o = child.wait_with_output().unwrap();
+        let e = err(&o);
+        assert_eq!(o.status.code(), Some(125), "{config}: {e}");
+        assert!(e.contains(key) && one_line(&e), "{config}: {e}");
+    }
+}
