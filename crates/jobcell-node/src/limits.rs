@@ -299,6 +299,15 @@ mod tests {
         let mut s = spec();
         s.resources.memory_policy = MemoryPolicy::None;
         assert_eq!(l.apply(&mut s), Err(LimitRefused::MeasureOnly));
+        let closed_net = UserLimits {
+            net_host: false,
+            ..UserLimits::default()
+        };
+        let e = closed_net.apply(&mut spec()).unwrap_err().to_string();
+        assert!(e.contains("limits.user_net_host = false"), "{e}");
+        let mut s = spec();
+        s.net = NetMode::None;
+        closed_net.apply(&mut s).unwrap();
     }
 
     #[test]

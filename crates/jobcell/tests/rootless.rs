@@ -618,7 +618,8 @@ fn a_squatted_rootless_scratch_base_is_refused_and_a_private_one_used() {
             .success();
         assert!(ok, "squatter: {args:?}");
     };
-    for variant in ["dir", "symlink"] {
+    // "xdg": the victim has a private $XDG_RUNTIME_DIR, which is then used.
+    for variant in ["dir", "symlink", "xdg"] {
         let tmp = std::env::temp_dir().join(format!(
             "jobcell-squat-test-{variant}-{}",
             std::process::id()
@@ -630,16 +631,27 @@ fn a_squatted_rootless_scratch_base_is_refused_and_a_private_one_used() {
         let trap = tmp.join("trap");
         squatter(&["mkdir", "-m", "0777", trap.to_str().unwrap()]);
         match variant {
-            "dir" => squatter(&["mkdir", "-m", "0777", base.to_str().unwrap()]),
-            _ => squatter(&["ln", "-s", trap.to_str().unwrap(), base.to_str().unwrap()]),
+            "symlink" => squatter(&["ln", "-s", trap.to_str().unwrap(), base.to_str().unwrap()]),
+            _ => squatter(&["mkdir", "-m", "0777", base.to_str().unwrap()]),
         }
-        let o = setpriv_nobody()
-            .args(["run", "--", "/bin/sh", "-c", "echo $JOBCELL_SCRATCH"])
-            .env("TMPDIR", &tmp)
-            .env_remove("SLURM_TMPDIR")
-            .env_remove("XDG_RUNTIME_DIR")
-            .output()
-            .unwrap();
+        let run_dir = tmp.join("run-65534");
+        if variant == "xdg" {
+            std::fs::create_dir(&run_dir).unwrap();
+            std::os::unix::fs::chown(&run_dir, Some(65534), Some(65534)).unwrap();
+            std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let victim = || {
+            let mut c = setpriv_nobody();
+            c.args(["run", "--", "/bin/sh", "-c", "echo $JOBCELL_SCRATCH"])
+                .env("TMPDIR", &tmp)
+                .env_remove("SLURM_TMPDIR")
+                .env_remove("XDG_RUNTIME_DIR");
+            if variant == "xdg" {
+                c.env("XDG_RUNTIME_DIR", &run_dir);
+            }
+            c.output().unwrap()
+        };
+        let o = victim();
         let err = String::from_utf8_lossy(&o.stderr);
         let scratch = String::from_utf8_lossy(&o.stdout).trim().to_string();
         eprintln!(
@@ -666,14 +678,11 @@ fn a_squatted_rootless_scratch_base_is_refused_and_a_private_one_used() {
                 assert!(names.is_empty(), "{variant}: written into {d:?}: {names:?}");
             }
         }
+        if variant == "xdg" {
+            assert_eq!(used, run_dir.join("jobcell"));
+        }
         // A second run uses the same private dir (so its leftovers stay collected).
-        let o = setpriv_nobody()
-            .args(["run", "--", "/bin/sh", "-c", "echo $JOBCELL_SCRATCH"])
-            .env("TMPDIR", &tmp)
-            .env_remove("SLURM_TMPDIR")
-            .env_remove("XDG_RUNTIME_DIR")
-            .output()
-            .unwrap();
+        let o = victim();
         assert!(o.status.success());
         let again = String::from_utf8_lossy(&o.stdout).trim().to_string();
         assert_eq!(
@@ -694,4 +703,26 @@ fn a_squatted_rootless_scratch_base_is_refused_and_a_private_one_used() {
             "{variant}: scratch left in {used:?}"
         );
     }
+    // Nowhere private to go (a TMPDIR the victim cannot write): one line, exit 125.
+    let tmp = std::env::temp_dir().join(format!("jobcell-squat-test-ro-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _rm = Rm(tmp.clone());
+    let o = setpriv_nobody()
+        .args(["run", "--", "/bin/true"])
+        .env("TMPDIR", &tmp)
+        .env_remove("SLURM_TMPDIR")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    eprintln!(
+        "read-only TMPDIR: exit {:?}, stderr: {}",
+        o.status.code(),
+        err.trim()
+    );
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("no private scratch base"), "{err}");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }
