@@ -26,7 +26,9 @@ pub const DEFAULT_MAX_GRACE_SECS: u64 = 60;
 /// leave files there (in /dev/shm, memory) after it ends.
 const USER_PRIVATE_DIRS: [&str; 3] = jobcell_spec::DEFAULT_PRIVATE_DIRS;
 
-#[derive(Debug, Error)]
+/// A `[limits]` the daemon cannot honour (at start), or why a user's request is refused (each
+/// message one line naming the config key).
+#[derive(Debug, Error, PartialEq, Eq)]
 pub enum LimitsError {
     #[error("[limits] {key} = {value}: {reason}")]
     Config {
@@ -34,11 +36,6 @@ pub enum LimitsError {
         value: String,
         reason: String,
     },
-}
-
-/// Why a user's request is refused; each message is one line naming the config key.
-#[derive(Debug, Error, PartialEq, Eq)]
-pub enum LimitRefused {
     #[error("{what} exceeds the node's limit (limits.{key} = {max})")]
     Exceeds {
         what: String,
@@ -157,15 +154,15 @@ impl UserLimits {
 
     /// Bound a non-root user's job: refuse what is above a maximum or closed, fill in the
     /// defaults of what is missing.
-    pub fn apply(&self, spec: &mut JobSpec) -> Result<(), LimitRefused> {
-        let closed = |what: &str, key, value: &str| LimitRefused::Closed {
+    pub fn apply(&self, spec: &mut JobSpec) -> Result<(), LimitsError> {
+        let closed = |what: &str, key, value: &str| LimitsError::Closed {
             what: what.to_string(),
             key,
             value: value.to_string(),
         };
         let r = &mut spec.resources;
         if r.memory_policy == MemoryPolicy::None {
-            return Err(LimitRefused::MeasureOnly);
+            return Err(LimitsError::MeasureOnly);
         }
         if !self.memory_policies.contains(&r.memory_policy) {
             let open: Vec<String> = self
@@ -182,7 +179,7 @@ impl UserLimits {
         match r.pids {
             None => r.pids = Some(self.default_pids),
             Some(p) if p > self.max_pids => {
-                return Err(LimitRefused::Exceeds {
+                return Err(LimitsError::Exceeds {
                     what: format!("--pids {p}"),
                     key: "max_pids",
                     max: self.max_pids.to_string(),
@@ -196,7 +193,7 @@ impl UserLimits {
             }
             if let Some(max) = self.max_disk {
                 if d > max {
-                    return Err(LimitRefused::Exceeds {
+                    return Err(LimitsError::Exceeds {
                         what: format!("--disk (request_disk) {}", jobcell_spec::format_size(d)),
                         key: "max_disk",
                         max: format!("{:?}", self.max_disk_text),
@@ -206,7 +203,7 @@ impl UserLimits {
         }
         if let Some(w) = r.io_weight {
             if w > self.max_io_weight {
-                return Err(LimitRefused::Exceeds {
+                return Err(LimitsError::Exceeds {
                     what: format!("--io-weight {w}"),
                     key: "max_io_weight",
                     max: self.max_io_weight.to_string(),
@@ -214,7 +211,7 @@ impl UserLimits {
             }
         }
         if spec.grace > self.max_grace {
-            return Err(LimitRefused::Exceeds {
+            return Err(LimitsError::Exceeds {
                 what: format!("--grace {}", spec.grace.as_secs_f64()),
                 key: "max_grace_secs",
                 max: self.max_grace.as_secs().to_string(),
@@ -298,7 +295,7 @@ mod tests {
         }
         let mut s = spec();
         s.resources.memory_policy = MemoryPolicy::None;
-        assert_eq!(l.apply(&mut s), Err(LimitRefused::MeasureOnly));
+        assert_eq!(l.apply(&mut s), Err(LimitsError::MeasureOnly));
         let closed_net = UserLimits {
             net_host: false,
             ..UserLimits::default()
