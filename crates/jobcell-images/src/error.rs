@@ -47,8 +47,10 @@ pub enum ImageError {
     /// The archive stream itself is unreadable (corrupt, truncated, not a tar).
     #[error("archive {where_}: {reason}")]
     Archive { where_: String, reason: String },
-    #[error("unpacked size exceeds --max-size {limit} bytes (at entry {entry:?})")]
+    #[error("unpacked size exceeds the limit of {limit} bytes (at entry {entry:?})")]
     TooBig { limit: u64, entry: String },
+    #[error("more than {limit} entries (at entry {entry:?})")]
+    TooManyEntries { limit: u64, entry: String },
     #[error("import interrupted")]
     Interrupted,
     #[error("source {0}: not a regular file, directory or stream")]

@@ -225,6 +225,8 @@ pub(crate) struct Policy {
     /// Owner of everything when not preserving (the importer).
     pub owner: (u32, u32),
     pub max_size: Option<u64>,
+    /// Bound on entries (an archive of millions of empty files costs inodes, not bytes).
+    pub max_entries: Option<u64>,
     pub cancel: Option<Arc<AtomicBool>>,
     pub progress: Option<crate::ProgressFn>,
     pub input_bytes: Arc<AtomicU64>,
@@ -378,6 +380,14 @@ impl<'p> Extractor<'p> {
             self.audit.absolute_paths_made_relative += 1;
         }
         self.entries += 1;
+        if let Some(limit) = self.policy.max_entries {
+            if self.entries > limit {
+                return Err(ImageError::TooManyEntries {
+                    limit,
+                    entry: disp(raw),
+                });
+            }
+        }
         if self.entries & 255 == 0 {
             self.report(false);
         }

@@ -158,6 +158,8 @@ pub struct ImportOptions {
     pub keep_setuid: bool,
     /// Bound on unpacked bytes (tar bombs).
     pub max_size: Option<u64>,
+    /// Bound on entries: files, directories, links.
+    pub max_entries: Option<u64>,
     /// Owner of the image; defaults to getuid(). Anything but 0 means files are owned by
     /// this uid instead of the archive's owners.
     pub owner_uid: Option<u32>,
@@ -751,6 +753,7 @@ impl ImageStore {
             preserve_owner: owner_uid == 0,
             owner: (owner_uid, owner_gid),
             max_size: opts.max_size,
+            max_entries: opts.max_entries,
             cancel: opts.cancel.clone(),
             progress: opts.progress.clone(),
             input_bytes: input_bytes.clone(),

@@ -338,6 +338,30 @@ fn max_size_bounds_unpacked_size() {
 }
 
 #[test]
+fn max_entries_bounds_the_entry_count() {
+    let env = Env::new();
+    let store = env.store();
+    let names: Vec<String> = (0..20).map(|i| format!("d/f{i}")).collect();
+    let files: Vec<Raw> = names.iter().map(|n| Raw::file(n, b"")).collect();
+    let t = tarball(&files);
+    let o = ImportOptions {
+        max_entries: Some(10),
+        ..opts()
+    };
+    let e = add_bytes(&store, "flood", t.clone(), &o).unwrap_err();
+    assert!(
+        matches!(&e, ImageError::TooManyEntries { limit: 10, entry } if entry == "d/f10"),
+        "{e}"
+    );
+    env.assert_no_trace(&store);
+    let o = ImportOptions {
+        max_entries: Some(20),
+        ..opts()
+    };
+    add_bytes(&store, "fits", t, &o).unwrap();
+}
+
+#[test]
 fn truncated_archive_names_entry() {
     let env = Env::new();
     let store = env.store();

@@ -172,6 +172,8 @@ pub struct CoreConfig {
     pub cgroup_parent: Option<PathBuf>,
     pub images: jobdir::ImagesConfig,
     pub policy: Policy,
+    /// What users other than root may ask for (`[limits]`).
+    pub limits: crate::limits::UserLimits,
 }
 
 /// The node's job policies (`[policy]` in the config).
@@ -1040,6 +1042,12 @@ impl Core {
         spec.resources.memory = Some(memory);
         spec.validate()
             .map_err(|e| ApiErr::new(400, e.to_string()))?;
+        if caller != 0 {
+            self.cfg
+                .limits
+                .apply(&mut spec)
+                .map_err(|e| ApiErr::new(403, e.to_string()))?;
+        }
         if let Some(name) = &spec.image {
             if !images.contains(name) {
                 // Refuse an unknown or invisible image now, not when the job starts.

@@ -47,6 +47,8 @@ pub struct DaemonOptions {
     pub images: crate::jobdir::ImagesConfig,
     /// `[policy]`: wall-time limit...
     pub policy: crate::core::Policy,
+    /// `[limits]`: what users other than root may ask for.
+    pub limits: crate::limits::UserLimits,
     /// Also serve `GET /metrics` here (a loopback address).
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// `[node] api_*`: connection limits and timeouts; `max_connections` None: what the
@@ -266,6 +268,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
         cgroup_parent: o.cgroup_parent.clone(),
         images: o.images.clone(),
         policy: o.policy.clone(),
+        limits: o.limits.clone(),
     };
     let mut core = Core::new(
         store,

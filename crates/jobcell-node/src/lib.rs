@@ -24,6 +24,7 @@ pub mod client;
 pub mod core;
 pub mod daemon;
 pub mod jobdir;
+pub mod limits;
 pub mod resources;
 pub mod space;
 pub mod spawner;

@@ -34,6 +34,12 @@ pub struct Config {
     /// How every job's scratch is bounded (`[scratch]`).
     #[serde(default)]
     pub scratch: ScratchConfig,
+    /// What non-root submitters to the daemon may ask for, and get by default (`[limits]`).
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Bounds on `jobcell image add`, for every caller (`[import]`).
+    #[serde(default)]
+    pub import: ImportConfig,
 }
 
 /// The bound when `[scratch] disk` is not set.
@@ -67,6 +73,45 @@ impl ScratchConfig {
             .map(|s| crate::parse_size(s, crate::Unit::KiB))
             .transpose()
     }
+}
+
+/// `[limits]`: applied by the daemon to jobs submitted by users other than root (root's
+/// requests are the admin's and pass unchanged). Sizes are strings in HTCondor units (bare
+/// numbers are MiB); `"none"` lifts a maximum.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Memory policies users may ask for (default `["hard"]`; "soft" may be added, "none"
+    /// never: a measure-only job has no memory limit at all).
+    pub user_memory_policies: Option<Vec<String>>,
+    /// A job's pids limit when it names none (default 4096).
+    pub default_pids: Option<u64>,
+    /// Most pids a user's job may ask for (default 32768).
+    pub max_pids: Option<u64>,
+    /// Largest `--disk`/`request_disk` a user may ask for (default "100G"; "none": any).
+    pub max_disk: Option<String>,
+    /// Whether users may ask for a size-limited scratch at all (default true).
+    pub user_disk: Option<bool>,
+    /// Whether users may have the host's /dev (default false).
+    pub user_dev_host: Option<bool>,
+    /// Whether users may have the host's network (default true).
+    pub user_net_host: Option<bool>,
+    /// Whether users may keep their scratch dir after the job (default false).
+    pub user_keep_scratch: Option<bool>,
+    /// Highest IO weight a user may ask for (default 100, the kernel's default weight).
+    pub max_io_weight: Option<u16>,
+    /// Longest grace between SIGTERM and SIGKILL a user may ask for, in seconds (default 60).
+    pub max_grace_secs: Option<u64>,
+}
+
+/// `[import]`: sizes are strings (bare numbers are MiB); `"none"` lifts the bound.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ImportConfig {
+    /// Most bytes an imported image may unpack to (default "20G").
+    pub max_unpacked_size: Option<String>,
+    /// Most entries (files, dirs, links) an imported image may have (default 1000000).
+    pub max_entries: Option<u64>,
 }
 
 /// `[policy]`: durations are strings like `"90s"`, `"10m"`, `"1h30m"`, `"2d"` (bare numbers
@@ -192,6 +237,38 @@ mod tests {
             e.contains("/etc/j.toml") && e.contains("[scratch] disk") && e.contains("'lots'"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn parses_limits_and_import() {
+        let c = Config::parse(
+            r#"
+            [limits]
+            user_memory_policies = ["hard", "soft"]
+            max_pids = 10000
+            max_disk = "none"
+            user_dev_host = true
+            [import]
+            max_unpacked_size = "5G"
+            max_entries = 1000
+            "#,
+            "x.toml",
+        )
+        .unwrap();
+        assert_eq!(c.limits.max_pids, Some(10000));
+        assert_eq!(c.limits.max_disk.as_deref(), Some("none"));
+        assert_eq!(c.limits.user_dev_host, Some(true));
+        assert_eq!(c.limits.user_keep_scratch, None);
+        assert_eq!(c.import.max_entries, Some(1000));
+        let e = Config::parse(
+            "[limits]
+max_pid = 1
+",
+            "x.toml",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("max_pid"), "{e}");
     }
 
     #[test]

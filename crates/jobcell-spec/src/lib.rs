@@ -9,9 +9,12 @@ mod size;
 mod spec;
 pub mod submit;
 
-pub use config::{Config, ConfigError, ScratchConfig, DEFAULT_CONFIG_PATH, DEFAULT_SCRATCH_DISK};
+pub use config::{
+    Config, ConfigError, ImportConfig, LimitsConfig, ScratchConfig, DEFAULT_CONFIG_PATH,
+    DEFAULT_SCRATCH_DISK,
+};
 pub use size::{format_size, parse_size, SizeError, Unit};
 pub use spec::{
     clean_abs_path, parse_bind, parse_env, DevMode, JobSpec, MemoryPolicy, MountSpec, NetMode,
-    Resources, SpecError, UserSpec,
+    Resources, SpecError, UserSpec, DEFAULT_PIDS, DEFAULT_PRIVATE_DIRS,
 };

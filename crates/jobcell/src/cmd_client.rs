@@ -127,6 +127,10 @@ pub fn build_spec(a: &SubmitArgs) -> anyhow::Result<JobSpec> {
         None => UserSpec::Uid(unsafe { libc::getuid() }),
     };
     a.job.apply(&mut spec, None)?;
+    if !root && a.job.pids.is_none() {
+        // The node's default for users (`[limits] default_pids`) applies.
+        spec.resources.pids = None;
+    }
     spec.validate()?;
     Ok(spec)
 }

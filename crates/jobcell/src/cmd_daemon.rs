@@ -107,6 +107,7 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
                 .transpose()?,
             pressure: pressure_policy(&cfg)?,
         },
+        limits: jobcell_node::limits::UserLimits::from_config(&cfg.limits)?,
         metrics_listen: a
             .metrics_listen
             .as_deref()

@@ -176,13 +176,14 @@ fn add(
     max_size: Option<String>,
     store: &StoreArgs,
 ) -> anyhow::Result<i32> {
-    let max_size = match max_size {
+    let flag = match max_size {
         Some(s) => Some(
             jobcell_images::parse_size(&s)
                 .with_context(|| format!("--max-size {s:?}: expected e.g. 500M or 2G"))?,
         ),
         None => None,
     };
+    let bounds = ImportBounds::new(&crate::config::load(store.config.as_deref())?, flag)?;
     let s = open_store(store)?;
     let cancel = install_cancel_handler();
     let progress = std::io::stderr()
@@ -191,7 +192,8 @@ fn add(
     let opts = ImportOptions {
         public,
         keep_setuid,
-        max_size,
+        max_size: bounds.size.map(|(v, _)| v),
+        max_entries: Some(bounds.entries),
         cancel: Some(cancel.clone()),
         progress: progress.clone().map(|p| {
             Arc::new(move |pr: &Progress| p.update(pr)) as Arc<dyn Fn(&Progress) + Send + Sync>
@@ -226,7 +228,56 @@ fn add(
             eprintln!("jobcell: image add {name}: interrupted; nothing was registered");
             Ok(130)
         }
+        // Name the key that set the bound, so the user knows whom to ask.
+        Err(ImageError::TooBig { limit, entry }) => anyhow::bail!(
+            "image add {name}: unpacked size exceeds {} ({}) at entry {entry:?}",
+            jobcell_spec::format_size(limit),
+            bounds.size.map_or("--max-size", |(_, k)| k)
+        ),
+        Err(ImageError::TooManyEntries { limit, entry }) => anyhow::bail!(
+            "image add {name}: more than {limit} entries (import.max_entries) at entry {entry:?}"
+        ),
         Err(e) => Err(anyhow::Error::new(e).context(format!("image add {name}"))),
+    }
+}
+
+/// The node's bounds on an import (`[import]`), for every caller: a gzip bomb of a few
+/// hundred KiB unpacks to gigabytes, and a flood of empty files eats inodes. `--max-size`
+/// may lower the size bound, never raise it.
+struct ImportBounds {
+    /// (bytes, the key that set it)
+    size: Option<(u64, &'static str)>,
+    entries: u64,
+}
+
+const DEFAULT_MAX_UNPACKED_SIZE: &str = "20G";
+const DEFAULT_MAX_ENTRIES: u64 = 1_000_000;
+
+impl ImportBounds {
+    fn new(cfg: &jobcell_spec::Config, flag: Option<u64>) -> anyhow::Result<Self> {
+        let text = cfg
+            .import
+            .max_unpacked_size
+            .as_deref()
+            .unwrap_or(DEFAULT_MAX_UNPACKED_SIZE);
+        let node = match text.trim() {
+            "none" => None,
+            t => Some(
+                jobcell_spec::parse_size(t, jobcell_spec::Unit::MiB)
+                    .with_context(|| format!("[import] max_unpacked_size = {text:?}"))?,
+            ),
+        };
+        let size = match (flag, node) {
+            (Some(f), Some(n)) if n < f => Some((n, "import.max_unpacked_size")),
+            (Some(f), _) => Some((f, "--max-size")),
+            (None, n) => n.map(|n| (n, "import.max_unpacked_size")),
+        };
+        let entries = cfg.import.max_entries.unwrap_or(DEFAULT_MAX_ENTRIES);
+        anyhow::ensure!(
+            entries > 0,
+            "[import] max_entries = 0: an image has at least one entry"
+        );
+        Ok(ImportBounds { size, entries })
     }
 }
 

@@ -55,10 +55,10 @@ pub fn build_spec(a: &RunArgs, cfg: &jobcell_spec::Config) -> anyhow::Result<Job
         .or_else(|| cfg.run.user.clone())
         .unwrap_or_else(|| "nobody".into());
     spec.user = UserSpec::parse(&user)?;
-    spec.scratch_base = a
-        .scratch_base
-        .clone()
-        .unwrap_or_else(|| config::default_scratch_base(cfg));
+    spec.scratch_base = match &a.scratch_base {
+        Some(p) => p.clone(),
+        None => config::default_scratch_base(cfg)?,
+    };
     spec.keep_scratch = a.keep_scratch;
     a.job
         .apply(&mut spec, cfg.run.grace_secs.map(|g| g as f64))?;

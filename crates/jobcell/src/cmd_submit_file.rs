@@ -180,6 +180,10 @@ fn cluster_job(job: &SubmitJob, a: &SubmitArgs) -> anyhow::Result<jobcell_node::
         None if root => UserSpec::Name("nobody".into()),
         None => UserSpec::Uid(unsafe { libc::getuid() }),
     };
+    if !root && a.job.pids.is_none() {
+        // The node's default for users (`[limits] default_pids`) applies.
+        spec.resources.pids = None;
+    }
     spec.validate()?;
     // HTCondor's file transfer: YES, or IF_NEEDED with files to send (one node always shares
     // its file system with itself, so IF_NEEDED without inputs needs no transfer).

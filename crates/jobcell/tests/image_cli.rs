@@ -283,3 +283,105 @@ fn private_image_invisible_to_nobody() {
     let out = text(&env.run(&["ls"]).stdout);
     assert!(out.contains("open") && out.contains("secret"));
 }
+
+/// A .tar.gz of `files` (name, size in bytes of zeros), compressed by the system's gzip.
+fn gzip_bomb(dir: &Path, name: &str, files: &[(String, u64)]) -> PathBuf {
+    let p = dir.join(name);
+    let mut gz = Command::new("gzip")
+        .arg("-9c")
+        .stdin(Stdio::piped())
+        .stdout(std::fs::File::create(&p).unwrap())
+        .spawn()
+        .expect("gzip is needed to make the test's archive");
+    {
+        let mut b = tar::Builder::new(gz.stdin.take().unwrap());
+        for (name, size) in files {
+            let mut h = tar::Header::new_gnu();
+            h.set_path(name).unwrap();
+            h.set_size(*size);
+            h.set_mode(0o644);
+            h.set_uid(0);
+            h.set_gid(0);
+            h.set_mtime(1_700_000_000);
+            h.set_cksum();
+            b.append(&h, std::io::Read::take(std::io::repeat(0), *size))
+                .unwrap();
+        }
+        b.into_inner().unwrap().flush().unwrap();
+    }
+    assert!(gz.wait().unwrap().success());
+    p
+}
+
+/// The node's `[import]` bounds hold for root too: a 600 KiB gzip bomb (600 MiB of zeros)
+/// and an archive of too many entries are refused with one line naming the key, and leave
+/// no staging dir, no tree and no row.
+#[test]
+fn import_bounds_stop_a_gzip_bomb_and_an_entry_flood() {
+    let env = Env::new();
+    std::fs::write(
+        env.tmp.path().join("config.toml"),
+        "[import]\nmax_unpacked_size = \"64M\"\nmax_entries = 1000\n",
+    )
+    .unwrap();
+    let bomb = gzip_bomb(
+        env.tmp.path(),
+        "bomb.tar.gz",
+        &[("zeros".into(), 600 << 20)],
+    );
+    let packed = std::fs::metadata(&bomb).unwrap().len();
+    assert!(packed < 1 << 20, "the bomb is {packed} bytes");
+    let t = std::time::Instant::now();
+    let o = env.run(&["add", "bomb", bomb.to_str().unwrap()]);
+    let e = text(&o.stderr);
+    eprintln!(
+        "{packed}-byte bomb: exit {:?} after {:.1} s, stderr: {}",
+        o.status.code(),
+        t.elapsed().as_secs_f64(),
+        e.trim()
+    );
+    assert_eq!(o.status.code(), Some(125), "{e}");
+    assert_eq!(
+        e.trim(),
+        "jobcell: image add bomb: unpacked size exceeds 64.0 MiB (import.max_unpacked_size) at entry \"zeros\""
+    );
+    let flood: Vec<(String, u64)> = (0..1500).map(|i| (format!("f{i}"), 0)).collect();
+    let many = gzip_bomb(env.tmp.path(), "many.tar.gz", &flood);
+    let o = env.run(&["add", "many", many.to_str().unwrap()]);
+    let e = text(&o.stderr);
+    eprintln!(
+        "1500 entries: exit {:?}, stderr: {}",
+        o.status.code(),
+        e.trim()
+    );
+    assert_eq!(o.status.code(), Some(125), "{e}");
+    assert_eq!(
+        e.trim(),
+        "jobcell: image add many: more than 1000 entries (import.max_entries) at entry \"f1000\""
+    );
+    assert!(env.staging_left().is_empty(), "{:?}", env.staging_left());
+    let o = env.run(&["ls", "--json"]);
+    assert_eq!(text(&o.stdout).trim(), "[]");
+    // The store's bucket dirs may exist; no image tree is in any of them.
+    let mut trees = Vec::new();
+    for b in std::fs::read_dir(env.state().join("images")).unwrap() {
+        let b = b.unwrap();
+        let n = b.file_name().to_string_lossy().into_owned();
+        if n.starts_with('.') || !b.file_type().unwrap().is_dir() {
+            continue;
+        }
+        trees.extend(
+            std::fs::read_dir(b.path())
+                .unwrap()
+                .map(|e| e.unwrap().path()),
+        );
+    }
+    assert!(trees.is_empty(), "left in the images dir: {trees:?}");
+    // --max-size on the command line is named as such.
+    let o = env.run(&["add", "bomb", bomb.to_str().unwrap(), "--max-size", "1M"]);
+    assert!(
+        text(&o.stderr).contains("(--max-size)"),
+        "{}",
+        text(&o.stderr)
+    );
+}

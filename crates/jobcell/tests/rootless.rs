@@ -6,7 +6,7 @@
 //! descendants), and runs jobcell there as an unprivileged uid.
 
 use std::io::Write;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -586,4 +586,143 @@ fn rootless_without_a_delegated_cgroup_says_so_once() {
         );
     }
     assert_eq!(std::fs::read_dir(&scratch).unwrap().count(), 0);
+}
+
+/// Another user pre-creates the victim's default rootless scratch base
+/// (`$TMPDIR/jobcell-<uid>`) as a world-writable dir of theirs, or as a symlink to such a dir.
+/// The victim's `jobcell run -- true` still works, in a private dir of its own, and writes
+/// nothing into (or through) what the squatter made. The test's TMPDIR is a sticky 1777 dir of
+/// its own, so the host's /tmp/jobcell-* are never touched.
+#[test]
+fn a_squatted_rootless_scratch_base_is_refused_and_a_private_one_used() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("SKIPPED: needs root (to act as two unprivileged users)");
+        return;
+    }
+    if Command::new("setpriv").arg("--version").output().is_err() {
+        eprintln!("SKIPPED: needs setpriv (util-linux)");
+        return;
+    }
+    struct Rm(std::path::PathBuf);
+    impl Drop for Rm {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let squatter = |args: &[&str]| {
+        let ok = Command::new("setpriv")
+            .args(["--reuid=4242", "--regid=4242", "--clear-groups", "--"])
+            .args(args)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "squatter: {args:?}");
+    };
+    // "xdg": the victim has a private $XDG_RUNTIME_DIR, which is then used.
+    for variant in ["dir", "symlink", "xdg"] {
+        let tmp = std::env::temp_dir().join(format!(
+            "jobcell-squat-test-{variant}-{}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&tmp).unwrap();
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        let _rm = Rm(tmp.clone());
+        let base = tmp.join("jobcell-65534");
+        let trap = tmp.join("trap");
+        squatter(&["mkdir", "-m", "0777", trap.to_str().unwrap()]);
+        match variant {
+            "symlink" => squatter(&["ln", "-s", trap.to_str().unwrap(), base.to_str().unwrap()]),
+            _ => squatter(&["mkdir", "-m", "0777", base.to_str().unwrap()]),
+        }
+        let run_dir = tmp.join("run-65534");
+        if variant == "xdg" {
+            std::fs::create_dir(&run_dir).unwrap();
+            std::os::unix::fs::chown(&run_dir, Some(65534), Some(65534)).unwrap();
+            std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        }
+        let victim = || {
+            let mut c = setpriv_nobody();
+            c.args(["run", "--", "/bin/sh", "-c", "echo $JOBCELL_SCRATCH"])
+                .env("TMPDIR", &tmp)
+                .env_remove("SLURM_TMPDIR")
+                .env_remove("XDG_RUNTIME_DIR");
+            if variant == "xdg" {
+                c.env("XDG_RUNTIME_DIR", &run_dir);
+            }
+            c.output().unwrap()
+        };
+        let o = victim();
+        let err = String::from_utf8_lossy(&o.stderr);
+        let scratch = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        eprintln!(
+            "{variant}: exit {:?}, scratch {scratch:?}, stderr: {}",
+            o.status.code(),
+            err.trim()
+        );
+        assert!(o.status.success(), "{variant}: {err}");
+        assert!(err.trim().is_empty(), "{variant}: said {err}");
+        // The job's scratch was in a dir of the victim's own, not in or through the squatter's.
+        let used = Path::new(&scratch).parent().unwrap().to_path_buf();
+        assert!(used.starts_with(&tmp), "{variant}: {scratch}");
+        assert_ne!(used, base, "{variant}: the squatted base was used");
+        let md = std::fs::symlink_metadata(&used).unwrap();
+        assert!(md.is_dir() && md.uid() == 65534, "{variant}: {used:?}");
+        assert_eq!(
+            md.mode() & 0o077,
+            0,
+            "{variant}: {used:?} is open to others"
+        );
+        for d in [&trap, &base] {
+            if let Ok(rd) = std::fs::read_dir(d) {
+                let names: Vec<_> = rd.map(|e| e.unwrap().file_name()).collect();
+                assert!(names.is_empty(), "{variant}: written into {d:?}: {names:?}");
+            }
+        }
+        if variant == "xdg" {
+            assert_eq!(used, run_dir.join("jobcell"));
+        }
+        // A second run uses the same private dir (so its leftovers stay collected).
+        let o = victim();
+        assert!(o.status.success());
+        let again = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        assert_eq!(
+            Path::new(&again).parent(),
+            Some(used.as_path()),
+            "{variant}"
+        );
+        // Nothing but the private base and the squatter's two entries.
+        let mut names: Vec<String> = std::fs::read_dir(&tmp)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names.len(), 3, "{variant}: {names:?}");
+        assert_eq!(
+            std::fs::read_dir(&used).unwrap().count(),
+            0,
+            "{variant}: scratch left in {used:?}"
+        );
+    }
+    // Nowhere private to go (a TMPDIR the victim cannot write): one line, exit 125.
+    let tmp = std::env::temp_dir().join(format!("jobcell-squat-test-ro-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let _rm = Rm(tmp.clone());
+    let o = setpriv_nobody()
+        .args(["run", "--", "/bin/true"])
+        .env("TMPDIR", &tmp)
+        .env_remove("SLURM_TMPDIR")
+        .env_remove("XDG_RUNTIME_DIR")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    eprintln!(
+        "read-only TMPDIR: exit {:?}, stderr: {}",
+        o.status.code(),
+        err.trim()
+    );
+    assert_eq!(o.status.code(), Some(125), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("no private scratch base"), "{err}");
+    assert_eq!(std::fs::read_dir(&tmp).unwrap().count(), 0);
 }
