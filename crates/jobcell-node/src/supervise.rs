@@ -164,13 +164,6 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
             check_dir(cwd, &identity).map_err(hold)?;
         }
     }
-    // A user's bind sources must be ones that user reaches: root opening them by name would
-    // hand the job what lies behind dirs its user may not enter.
-    let bind_ids = if s.owner != 0 && !rootless {
-        bind_source_ids(&s.spec, &identity).map_err(hold)?
-    } else {
-        Vec::new()
-    };
     let input = match &s.stdin {
         Some(p) => Some(open_input(p, &identity).map_err(hold)?),
         None => None,
@@ -225,7 +218,6 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
         job_scratch: staged.as_ref().map(|(sd, _)| sd.path().to_path_buf()),
         // The staged dir is this job's alone: request_disk applies to it.
         own_scratch: staged.is_some(),
-        bind_ids,
     };
     let mut outcome = launch_task(
         &Launch {
@@ -283,35 +275,6 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
 /// Run `f` with the job user's filesystem identity.
 fn as_user<T>(id: &Identity, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
     sys::as_user(id.uid, id.gid, &id.groups, f)?
-}
-
-/// Open each bind source as `id` and return its (dev, ino), which the launcher's init checks
-/// when it opens the source again by name as root.
-fn bind_source_ids(spec: &jobcell_spec::JobSpec, id: &Identity) -> Result<Vec<(u64, u64)>, String> {
-    let mut ids = Vec::with_capacity(spec.mounts.len());
-    for m in &spec.mounts {
-        let what = if m.readonly { "--ro-bind" } else { "--bind" };
-        let c = std::ffi::CString::new(m.src.as_os_str().as_encoded_bytes())
-            .map_err(|_| format!("{what} source {}: contains a NUL byte", m.src.display()))?;
-        let found = as_user(id, || {
-            // SAFETY: c is a valid NUL-terminated path; the result is checked before use.
-            let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
-            if fd < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            let mut st: libc::stat = unsafe { std::mem::zeroed() };
-            // SAFETY: fd was just opened; st is a valid stat buffer; fd is closed once.
-            let r = unsafe { libc::fstat(fd, &mut st) };
-            unsafe { libc::close(fd) };
-            if r < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            Ok((st.st_dev, st.st_ino))
-        })
-        .map_err(|e| format!("{what} source {} (as {}): {e}", m.src.display(), id.name))?;
-        ids.push(found);
-    }
-    Ok(ids)
 }
 
 /// The job's initial directory must be one its user may enter.

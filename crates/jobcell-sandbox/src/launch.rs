@@ -134,12 +134,6 @@ pub struct SchedulerTask {
     /// filesystem is then mounted in a mount namespace of this process's own, where it stays
     /// until [`Outcome::scratch_mount`] is dropped, so the caller can copy results out first.
     pub own_scratch: bool,
-    /// Each bind source's (st_dev, st_ino) as the job's user opened it, in `spec.mounts`
-    /// order (empty: not checked). The init opens the sources again by name, as root (a bind
-    /// mount's source must live in the job's mount namespace), and refuses one that is not
-    /// that file any more: a name the user controls could be swapped in between for a symlink
-    /// to what the user may not reach.
-    pub bind_ids: Vec<(u64, u64)>,
 }
 
 /// A size-limited scratch still mounted over the caller's staged dir (in the launcher's own
@@ -304,19 +298,11 @@ struct PlanShape {
     scratch_path: PathBuf,
     scratch_base: PathBuf,
     private_dirs: Vec<(PathBuf, String)>,
-    binds: Vec<BindShape>,
+    binds: Vec<(PathBuf, PathBuf, bool)>,
     image: Option<PathBuf>,
     dev: jobcell_spec::DevMode,
     userns: bool,
     covers: Vec<PathBuf>,
-}
-
-/// One bind of the plan: the source's (dev, ino) when its user's view was checked.
-struct BindShape {
-    src: PathBuf,
-    dst: PathBuf,
-    readonly: bool,
-    checked: Option<(u64, u64)>,
 }
 
 impl PlanShape {
@@ -332,26 +318,8 @@ impl PlanShape {
         };
         let mut binds = Vec::new();
         let mut fds = Vec::new();
-        for BindShape {
-            src,
-            dst,
-            readonly,
-            checked,
-        } in &self.binds
-        {
+        for (src, dst, readonly) in &self.binds {
             let (fd, is_dir) = open_path("bind source", src)?;
-            if let Some(want) = checked {
-                let mut st: libc::stat = unsafe { std::mem::zeroed() };
-                // SAFETY: fd is open; st is a valid stat buffer.
-                let r = unsafe { libc::fstat(fd.as_raw_fd(), &mut st) };
-                if r < 0 || (st.st_dev, st.st_ino) != *want {
-                    return Err(LaunchError::Path {
-                        what: "bind source (changed since its user opened it)",
-                        path: src.clone(),
-                        source: io::Error::from_raw_os_error(libc::ESTALE),
-                    });
-                }
-            }
             binds.push(BindIn {
                 src: proc_fd(fd.as_raw_fd()),
                 dst: dst.clone(),
@@ -666,13 +634,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         binds: spec
             .mounts
             .iter()
-            .enumerate()
-            .map(|(i, m)| BindShape {
-                src: m.src.clone(),
-                dst: m.dst.clone(),
-                readonly: m.readonly,
-                checked: task.bind_ids.get(i).copied(),
-            })
+            .map(|m| (m.src.clone(), m.dst.clone(), m.readonly))
             .collect(),
         image: l.image_root.clone(),
         dev: spec.dev,

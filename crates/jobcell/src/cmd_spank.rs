@@ -173,7 +173,6 @@ fn run(argv0: OsString) -> anyhow::Result<JobExit> {
             job_scratch: Some(scratch),
             // Shared by every task and step of the Slurm job on this node.
             own_scratch: false,
-            bind_ids: Vec::new(),
         },
     )?;
     if let Some(e) = &outcome.exec_error {
