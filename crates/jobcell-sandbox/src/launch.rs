@@ -373,6 +373,8 @@ struct ChildPlan {
     cgroup_name: String,
     /// The caller's CPUs, given back to the job (see CpuSplit).
     cpus: Option<CpuSplit>,
+    /// The job's seccomp program, built before the clone (the job only makes syscalls).
+    seccomp: Vec<libc::sock_filter>,
     tl: Timeline,
 }
 
@@ -701,6 +703,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         cgroup_join: join_dirs.iter().map(|f| f.as_raw_fd()).collect(),
         cgroup_name: name.clone(),
         cpus: split,
+        seccomp: crate::seccomp::job_filter(),
         tl,
     };
     let mut flags =
@@ -1745,14 +1748,21 @@ fn job_main(c: &ChildPlan, user: &Identity, sys: &dyn Syscall) -> ! {
         }
         .map_err(|e| (format!("joining the job's cgroup {}", c.cgroup_name), e))
     };
-    let setup = joined.and_then(|_| {
-        if c.cgroupns {
-            sys.unshare(libc::CLONE_NEWCGROUP)
-                .map_err(|e| ("creating the cgroup namespace".to_string(), e))
-        } else {
-            Ok(())
-        }
-    });
+    let setup = joined
+        .and_then(|_| {
+            if c.cgroupns {
+                sys.unshare(libc::CLONE_NEWCGROUP)
+                    .map_err(|e| ("creating the cgroup namespace".to_string(), e))
+            } else {
+                Ok(())
+            }
+        })
+        // Only now: the filter refuses new cgroup namespaces (still root, so no_new_privs is
+        // not needed yet; it passes to every process of the job and cannot be undone).
+        .and_then(|_| {
+            sys.seccomp(&c.seccomp)
+                .map_err(|e| ("installing the job's seccomp filter".to_string(), e))
+        });
     if let Err((what, e)) = setup {
         send_fail(c.msg_fd, Stage::Setup, what, &e);
         unsafe { libc::_exit(125) };

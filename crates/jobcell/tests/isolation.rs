@@ -2072,3 +2072,34 @@ fn kept_scratch_with_a_disk_limit_keeps_its_filesystem_image() {
     assert_eq!(String::from_utf8_lossy(&cat.stdout).trim(), "kept");
     assert!(out.stderr.contains("scratch.ext4"), "{}", out.stderr);
 }
+
+// ------------------------------------------------------------------------ jobcell's own state
+
+#[test]
+fn a_cgroup2_mount_in_a_user_and_cgroup_namespace_shows_no_host_process() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("cg2");
+    // Each line of a cgroup.procs is a process of that cgroup; one outside the job's pid
+    // namespace reads as 0. (-r: mount(8) wants uid 0, which the new user namespace maps.)
+    let script = r#"mkdir "$JOBCELL_SCRATCH/cg"
+unshare -r -U -C -m sh -c 'mount -t cgroup2 none "$JOBCELL_SCRATCH/cg" && echo mounted=yes &&
+  find "$JOBCELL_SCRATCH/cg" -name cgroup.procs -exec cat {} + |
+  awk "\$1 == 0 { z++ } END { print \"outside=\" z+0; print \"procs=\" NR }"'
+echo unshare=$?"#;
+    let out = Job::new(&t.base()).sh(script);
+    out.expect(0);
+    if out.value("mounted") == Some("yes") {
+        assert_eq!(out.value("outside"), Some("0"), "{}", out.stdout);
+        let procs: usize = out.value("procs").unwrap().parse().unwrap();
+        assert!(
+            procs < 10,
+            "the job counts {procs} processes: {}",
+            out.stdout
+        );
+    } else {
+        assert_ne!(out.value("unshare"), Some("0"), "{}", out.stdout);
+    }
+    t.assert_base_empty();
+}
