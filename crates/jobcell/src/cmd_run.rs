@@ -33,7 +33,7 @@ pub struct RunArgs {
     /// Parent cgroup for job cgroups (default: a `jobcell` child of jobcell's own cgroup).
     #[arg(long, value_name = "PATH")]
     pub cgroup_parent: Option<PathBuf>,
-    /// State dir holding the image index (default /var/lib/jobcell).
+    /// State dir holding the image index (default /var/lib/jobcell); hidden in jobs.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Directory of image trees (default <state-dir>/images).
@@ -89,10 +89,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     // The lease keeps the image from being removed while the job runs; the store stays open
     // (closing SQLite costs ~0.35 ms, not worth adding to the launch).
     let mut store = None;
+    let (state_dir, images_dir) =
+        config::store_dirs(&cfg, a.state_dir.as_deref(), a.images_dir.as_deref());
     let lease = match &spec.image {
         Some(name) => {
-            let (state_dir, images_dir) =
-                config::store_dirs(&cfg, a.state_dir.as_deref(), a.images_dir.as_deref());
             // Non-root callers get a read-only view of root's index.
             let s = store.insert(jobcell_images::ImageStore::open(
                 &state_dir,
@@ -143,6 +143,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         usage: a.report.is_some(),
         // Nothing suspends a `jobcell run` job (only the daemon's `jobcell suspend` does).
         suspendable: false,
+        // Root is trusted with what it names; rootless, the caller's rights apply anyway.
+        binds_as: None,
+        hidden: [state_dir, images_dir]
+            .into_iter()
+            .filter_map(|d| std::path::absolute(d).ok())
+            .collect(),
     });
     let mut outcome = match outcome {
         Ok(o) => o,

@@ -2076,6 +2076,55 @@ fn kept_scratch_with_a_disk_limit_keeps_its_filesystem_image() {
 // ------------------------------------------------------------------------ jobcell's own state
 
 #[test]
+fn the_state_images_and_jobs_dirs_are_hidden_while_scratch_works() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("state");
+    let state = t.subdir("state", 0o755);
+    std::fs::write(state.join("state.db"), "queue-of-every-job\n").unwrap();
+    let other = state.join("jobs/7");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("stdout"), "output-of-another-job\n").unwrap();
+    let images = t.subdir("images", 0o755);
+    std::fs::write(images.join("marker"), "image-tree\n").unwrap();
+    // The scratch base inside the state dir, as by default (<state_dir>/scratch).
+    let base = state.join("scratch");
+    let script = format!(
+        r#"test -e {s}/state.db && echo db=visible
+ls -A {s}/jobs {i} 2>/dev/null
+cat {s}/jobs/7/stdout {i}/marker 2>/dev/null
+echo hello > "$JOBCELL_SCRATCH/f" && cat "$JOBCELL_SCRATCH/f" | sed 's/^/scratch=/'
+echo end=yes"#,
+        s = state.display(),
+        i = images.display()
+    );
+    let out = Job::new(&base)
+        .opt("--state-dir")
+        .opt(&state)
+        .opt("--images-dir")
+        .opt(&images)
+        .sh(&script);
+    out.expect(0);
+    for leak in [
+        "db=visible",
+        "queue-of-every-job",
+        "output-of-another-job",
+        "image-tree",
+    ] {
+        assert!(
+            !out.stdout.contains(leak),
+            "{leak} seen in the job: {}",
+            out.stdout
+        );
+    }
+    assert!(!out.stdout.contains("marker\n"), "{}", out.stdout);
+    assert_eq!(out.value("scratch"), Some("hello"), "{}", out.stderr);
+    assert_eq!(out.value("end"), Some("yes"));
+    assert_dir_empty(&base);
+}
+
+#[test]
 fn a_cgroup2_mount_in_a_user_and_cgroup_namespace_shows_no_host_process() {
     if skip_unless_root() {
         return;
