@@ -127,6 +127,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             },
         }
     };
+    let _terminal = TerminalModes::save();
     let outcome = launch(&Launch {
         cgroup_parent: if config::is_root() {
             cgroup_parent
@@ -180,4 +181,45 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     // SQLite's own close (a WAL checkpoint, ~0.35 ms) would only delay the exit.
     std::mem::forget(store);
     Ok(outcome.exit.shell_code())
+}
+
+/// The modes of the terminals on jobcell's stdin, stdout and stderr, put back when `run` ends
+/// however the job ended: the job may change them (`stty -echo`, a full-screen program that
+/// was killed) and would leave the caller's shell without echo. Nothing to do off a terminal.
+struct TerminalModes(Vec<(libc::c_int, libc::termios)>);
+
+impl TerminalModes {
+    fn save() -> Self {
+        let mut saved = Vec::new();
+        for fd in 0..3 {
+            // SAFETY: tcgetattr writes one termios into `t`, which lives on this stack.
+            let mut t: libc::termios = unsafe { std::mem::zeroed() };
+            if unsafe { libc::tcgetattr(fd, &mut t) } == 0 {
+                saved.push((fd, t));
+            }
+        }
+        TerminalModes(saved)
+    }
+}
+
+impl Drop for TerminalModes {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        // From a background process group the kernel would stop jobcell with SIGTTOU instead
+        // of changing the modes; with it blocked the change is made.
+        // SAFETY: plain signal-mask calls on sets that live on this stack.
+        unsafe {
+            let mut ttou: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut ttou);
+            libc::sigaddset(&mut ttou, libc::SIGTTOU);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &ttou, &mut old);
+            for (fd, t) in &self.0 {
+                libc::tcsetattr(*fd, libc::TCSANOW, t);
+            }
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        }
+    }
 }

@@ -2152,3 +2152,101 @@ echo unshare=$?"#;
     }
     t.assert_base_empty();
 }
+
+// ------------------------------------------------------------------------ the caller's terminal
+
+fn termios_of(fd: std::os::fd::RawFd) -> libc::termios {
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::tcgetattr(fd, &mut t) }, 0);
+    t
+}
+
+#[test]
+fn the_callers_terminal_modes_come_back_however_the_job_ends() {
+    if skip_unless_root() {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    let t = TestDir::new("termios");
+    let ctl = t.subdir("ctl", 0o777);
+    let (mut master, mut slave) = (0, 0);
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    let master = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(master) };
+    let slave = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(slave) };
+    let before = termios_of(slave.as_raw_fd());
+    let modes = libc::ECHO | libc::ICANON;
+    assert_eq!(
+        before.c_lflag & modes,
+        modes,
+        "the pty starts in cooked mode"
+    );
+    let ready = ctl.join("ready");
+    let changed = format!("stty -echo -icanon; touch {}", ready.display());
+    let cases: [(&str, String, i32, Option<i32>); 4] = [
+        ("normal end", changed.clone(), 0, None),
+        (
+            "job killed",
+            format!("{changed}; kill -9 $$"),
+            128 + 9,
+            None,
+        ),
+        (
+            "SIGTERM forwarded",
+            format!("{changed}; exec sleep 60"),
+            128 + libc::SIGTERM,
+            Some(libc::SIGTERM),
+        ),
+        (
+            "SIGINT forwarded",
+            format!("{changed}; exec sleep 60"),
+            128 + libc::SIGINT,
+            Some(libc::SIGINT),
+        ),
+    ];
+    for (case, script, code, signal) in cases {
+        let _ = std::fs::remove_file(&ready);
+        let mut cmd = Job::new(&t.base())
+            .opt("--bind")
+            .opt(&ctl)
+            .command(&["sh", "-c", &script]);
+        cmd.stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave.try_clone().unwrap());
+        // The pty as jobcell's controlling terminal, as from an interactive shell.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        let started = Instant::now();
+        let child = cmd.spawn().unwrap();
+        drop(cmd);
+        if let Some(sig) = signal {
+            wait_for_file(&ready, Duration::from_secs(10));
+            unsafe { libc::kill(child.id() as i32, sig) };
+        }
+        let out = finish(child, started);
+        assert_eq!(out.status.code(), Some(code), "{case}");
+        assert!(ready.exists(), "{case}: the job did not run");
+        let after = termios_of(slave.as_raw_fd());
+        assert_eq!(
+            after.c_lflag & modes,
+            modes,
+            "{case}: the caller's terminal was left without echo/icanon"
+        );
+    }
+    drop(master);
+    t.assert_base_empty();
+}
