@@ -2153,6 +2153,43 @@ echo unshare=$?"#;
     t.assert_base_empty();
 }
 
+#[test]
+fn a_caller_cannot_bind_a_file_of_another_users_home_directly_or_through_a_symlink() {
+    if skip_unless_root() {
+        return; // root is needed to become an unprivileged caller
+    }
+    let t = TestDir::new("bindhome");
+    let (uid, gid) = (4242, 4242);
+    let base = t.subdir("scratch", 0o755);
+    std::os::unix::fs::chown(&base, Some(uid), Some(gid)).unwrap();
+    let home = t.subdir("home", 0o700);
+    let secret = home.join("secret");
+    std::fs::write(&secret, "secret-of-root\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let lair = t.subdir("lair", 0o755);
+    std::os::unix::fs::chown(&lair, Some(uid), Some(gid)).unwrap();
+    let link = lair.join("link");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(uid), Some(gid)).unwrap();
+    for src in [&secret, &link] {
+        let out = Job::new(&base)
+            .as_caller(uid, gid)
+            .opt("--ro-bind")
+            .opt(format!("{}:/tmp/loot", src.display()))
+            .run(&["cat", "/tmp/loot"]);
+        assert!(!out.stdout.contains("secret-of-root"), "{}", src.display());
+        out.expect(125);
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{}", out.stderr);
+        assert!(
+            lines[0].contains(&src.display().to_string()) && lines[0].contains("Permission denied"),
+            "{}",
+            out.stderr
+        );
+    }
+    assert_dir_empty(&base);
+}
+
 // ------------------------------------------------------------------------ the caller's terminal
 
 fn termios_of(fd: std::os::fd::RawFd) -> libc::termios {
