@@ -20,6 +20,14 @@ check "ps sees only the job (init, sh, ps, wc)" "$(echo $out)" "4"
 out=$(run -- cat /proc/self/cgroup)
 check "the job's cgroup namespace is rooted at its cgroup" "$out" "0::/"
 
+# A cgroup namespace of the job's own and a cgroup2 mount in it: refused by the job's seccomp
+# filter (on v2 its root would be the job's own cgroup anyway).
+out=$(run -- "$J" selftest-probe cgroup2-userns)
+case "$out" in
+  denied:* | "no host pids"*) ok "cgroup2 mount of the job's own: $out" ;;
+  *) bad "cgroup2 mount of the job's own shows host processes: $out" ;;
+esac
+
 run --report /tmp/r1.json --cpus 2 --pids 64 --memory 64M -- sh -c 'cat /sys/fs/cgroup/../cgroup.procs >/dev/null 2>&1; exit 3'
 check "exit code" "$?" "3"
 grep -q '"cpu_source": "cgroup"' /tmp/r1.json && ok "usage from the cgroup" || bad "usage from the cgroup: $(cat /tmp/r1.json)"

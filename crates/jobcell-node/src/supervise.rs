@@ -158,6 +158,16 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
     // Everything the owner named is opened with the owner's identity; a failure here is
     // theirs to fix, so the job is held (as HTCondor does), not failed.
     let hold = Failure::Hold;
+    // Bind sources: with the submitter's rights (root's are its own; the job's user may be
+    // another, chosen by root).
+    let binds_as = match s.owner {
+        0 => None,
+        _ if rootless || s.spec.mounts.is_empty() => None,
+        owner => Some(
+            Identity::resolve(&jobcell_spec::UserSpec::Uid(owner))
+                .map_err(|e| Failure::Hold(format!("bind sources: the submitter: {e}")))?,
+        ),
+    };
     if let (Some(cwd), None) = (&s.cwd, &lease) {
         // (In an image the directory is looked up in the image's view, by the launcher.)
         if !s.transfer {
@@ -231,6 +241,14 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
             identity: Some(&identity),
             usage: true,
             suspendable: true,
+            binds_as: binds_as.as_ref(),
+            // The daemon's own state: its queue, the job dirs (every job's output), images.
+            hidden: s
+                .images
+                .iter()
+                .flat_map(|i| [i.state_dir.clone(), i.images_dir.clone()])
+                .chain(dir.parent().map(Path::to_path_buf))
+                .collect(),
         },
         &task,
     );
@@ -256,7 +274,10 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
             eprintln!("jobcell: {e}");
         }
     }
-    let outcome = outcome.map_err(|e| e.to_string())?;
+    let outcome = outcome.map_err(|e| match e {
+        jobcell_sandbox::LaunchError::BindSource { .. } => Failure::Hold(e.to_string()),
+        e => Failure::Fail(e.to_string()),
+    })?;
     if let Some(e) = &outcome.exec_error {
         eprintln!("jobcell: {e}");
     }

@@ -145,21 +145,21 @@ pub fn last_cap() -> u32 {
 
 /// What the job inherits from its init, applied by the init before the job exists (while it
 /// waits for the launcher's "go", off the launch's critical path): an empty capability
-/// bounding set (needs CAP_SETPCAP, which the init still has) and the keyring filter (a
-/// process with CAP_SYS_ADMIN may install one without no_new_privs). Both pass to every
-/// child, and neither can be undone; the init itself never execs and keeps the capabilities
-/// it already holds. Dropping 41 capabilities one by one is 41 new credentials, ~50 µs.
+/// bounding set (needs CAP_SETPCAP, which the init still has). It passes to every child and
+/// cannot be undone; the init itself never execs and keeps the capabilities it already holds.
+/// Dropping 41 capabilities one by one is 41 new credentials, ~50 µs. (The seccomp filter
+/// comes later, from the job itself: it refuses the cgroup namespace the job still makes.)
 pub fn confine_init(sys: &dyn Syscall, last_cap: u32) -> io::Result<()> {
     for cap in 0..=last_cap {
         sys.capbset_drop(cap)?;
     }
-    sys.seccomp(&crate::seccomp::job_filter())
+    Ok(())
 }
 
 /// Become `id` with no way back: groups, gid, ambient set, uid (which clears permitted and
 /// effective), the inheritable set, then no_new_privs so no setuid or file-capability binary
-/// can raise privileges again. The bounding set and the seccomp filter come from the init
-/// ([`confine_init`]). `userns`: inside a user namespace that maps only the caller, groups
+/// can raise privileges again. The bounding set comes from the init ([`confine_init`]), the
+/// seccomp filter from the job just before (see launch.rs, job_main). `userns`: inside a user namespace that maps only the caller, groups
 /// cannot be set.
 pub fn drop_privileges(sys: &dyn Syscall, id: &Identity, userns: bool) -> io::Result<()> {
     if !userns {
@@ -212,7 +212,6 @@ mod tests {
                 "capbset_drop 0",
                 "capbset_drop 1",
                 "capbset_drop 2",
-                &format!("seccomp {} insns", crate::seccomp::job_filter().len()),
                 "setgroups [100, 27]",
                 "setresgid 100",
                 "clear_ambient",

@@ -31,6 +31,7 @@ use jobcell_spec::{JobSpec, MemoryPolicy, NetMode, Resources};
 use thiserror::Error;
 
 use crate::disk::{DiskError, ScratchDisk};
+use crate::fsid::{self, FsIdError};
 use crate::identity::{self, Identity, IdentityError};
 use crate::plan::{self, BindIn, PlanInput};
 use crate::report::{DiskUsage, Isolation, Report};
@@ -52,6 +53,15 @@ pub enum LaunchError {
         path: PathBuf,
         source: io::Error,
     },
+    #[error("{what} '{path}' (opened as {user}): {source}")]
+    BindSource {
+        what: &'static str,
+        path: PathBuf,
+        user: String,
+        source: io::Error,
+    },
+    #[error(transparent)]
+    FsId(#[from] FsIdError),
     #[error("{0}")]
     Setup(String),
     #[error("{0}: {1}")]
@@ -117,6 +127,13 @@ pub struct Launch<'a> {
     /// The caller may freeze the job later (the daemon's `jobcell suspend`): on v1 the job
     /// then needs a freezer cgroup too.
     pub suspendable: bool,
+    /// Whose rights the bind sources are opened with: their submitter's, so that every
+    /// directory on the way and every symlink is checked as that user. `None`: the launcher's
+    /// own (root running `jobcell run` is trusted; rootless, they are the caller's anyway).
+    pub binds_as: Option<&'a Identity>,
+    /// jobcell's own state on this host (state dir, image trees, job dirs): in a job without an
+    /// image each is covered by an empty tmpfs. One that does not exist is skipped.
+    pub hidden: Vec<PathBuf>,
 }
 
 /// When jobcell runs as one task of an enclosing scheduler (the SPANK plugin execs it in place
@@ -185,6 +202,24 @@ impl Drop for ExitingInit {
 
 fn last_err<T>(what: &'static str) -> Result<T, LaunchError> {
     Err(LaunchError::Sys(what, io::Error::last_os_error()))
+}
+
+/// Run `open` (of bind sources) with `user`'s filesystem rights, or the launcher's own; a
+/// source the user may not open is named with the user.
+fn opened_as<T>(
+    user: Option<&Identity>,
+    open: impl FnOnce() -> Result<T, LaunchError>,
+) -> Result<T, LaunchError> {
+    let Some(u) = user else { return open() };
+    fsid::with_rights_of(u, open)?.map_err(|e| match e {
+        LaunchError::Path { what, path, source } => LaunchError::BindSource {
+            what,
+            path,
+            user: u.name.clone(),
+            source,
+        },
+        e => e,
+    })
 }
 
 fn open_path(what: &'static str, p: &Path) -> Result<(OwnedFd, bool), LaunchError> {
@@ -303,6 +338,8 @@ struct PlanShape {
     dev: jobcell_spec::DevMode,
     userns: bool,
     covers: Vec<PathBuf>,
+    state_covers: Vec<PathBuf>,
+    binds_as: Option<Identity>,
 }
 
 impl PlanShape {
@@ -318,16 +355,21 @@ impl PlanShape {
         };
         let mut binds = Vec::new();
         let mut fds = Vec::new();
-        for (src, dst, readonly) in &self.binds {
-            let (fd, is_dir) = open_path("bind source", src)?;
-            binds.push(BindIn {
-                src: proc_fd(fd.as_raw_fd()),
-                dst: dst.clone(),
-                readonly: *readonly,
-                is_dir,
-                keep: locked_flags(fd.as_raw_fd()),
-            });
-            fds.push(fd);
+        if !self.binds.is_empty() {
+            opened_as(self.binds_as.as_ref(), || {
+                for (src, dst, readonly) in &self.binds {
+                    let (fd, is_dir) = open_path("bind source", src)?;
+                    binds.push(BindIn {
+                        src: proc_fd(fd.as_raw_fd()),
+                        dst: dst.clone(),
+                        readonly: *readonly,
+                        is_dir,
+                        keep: locked_flags(fd.as_raw_fd()),
+                    });
+                    fds.push(fd);
+                }
+                Ok(())
+            })?;
         }
         let input = PlanInput {
             scratch_src: proc_fd(scratch.as_raw_fd()),
@@ -341,6 +383,7 @@ impl PlanShape {
             host_dev: proc_fd(dev.as_raw_fd()),
             userns: self.userns,
             covers: self.covers.clone(),
+            state_covers: self.state_covers.clone(),
         };
         fds.push(scratch);
         fds.push(dev);
@@ -373,6 +416,8 @@ struct ChildPlan {
     cgroup_name: String,
     /// The caller's CPUs, given back to the job (see CpuSplit).
     cpus: Option<CpuSplit>,
+    /// The job's seccomp program, built before the clone (the job only makes syscalls).
+    seccomp: Vec<libc::sock_filter>,
     tl: Timeline,
 }
 
@@ -481,16 +526,25 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         None if rootless => (Identity::current(), false),
         None => (Identity::resolve_user(&spec.user)?, true),
     };
+    if !spec.mounts.is_empty() {
+        opened_as(l.binds_as, || {
+            for m in &spec.mounts {
+                let what = if m.readonly {
+                    "--ro-bind source"
+                } else {
+                    "--bind source"
+                };
+                open_path(what, &m.src)?;
+            }
+            Ok(())
+        })?;
+    }
     for m in &spec.mounts {
-        let what = if m.readonly {
-            "--ro-bind source"
-        } else {
-            "--bind source"
-        };
-        open_path(what, &m.src)?;
-        // Mount points are made only in an image view or inside the job's scratch.
+        // Mount points are made only in an image view or inside the job's scratch (or in a
+        // cover of jobcell's state).
         let in_scratch = m.dst.starts_with(&spec.scratch_base)
-            || spec.private_dirs.iter().any(|p| m.dst.starts_with(p));
+            || spec.private_dirs.iter().any(|p| m.dst.starts_with(p))
+            || l.hidden.iter().any(|h| m.dst.starts_with(h));
         if l.image_root.is_none() && !in_scratch {
             open_path(
                 "bind destination (without --image it must exist on the host)",
@@ -627,6 +681,10 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         (cgroup, oom) = (Some(cg), o);
     }
 
+    let state_covers = match l.image_root {
+        Some(_) => Vec::new(),
+        None => state_covers(&l.hidden, &private, &scratch_base),
+    };
     let shape = PlanShape {
         scratch_path: scratch_path.clone(),
         scratch_base,
@@ -640,6 +698,8 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         dev: spec.dev,
         userns: rootless,
         covers: world_writable(&private),
+        state_covers,
+        binds_as: l.binds_as.cloned(),
     };
     let env = job_env(spec, &identity, &scratch_path, &l.extra_env);
     let path_dirs = env
@@ -707,6 +767,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
         cgroup_join: join_dirs.iter().map(|f| f.as_raw_fd()).collect(),
         cgroup_name: name.clone(),
         cpus: split,
+        seccomp: crate::seccomp::job_filter(),
         tl,
     };
     let mut flags =
@@ -1013,6 +1074,31 @@ fn world_writable(private: &[(PathBuf, String)]) -> Vec<PathBuf> {
                 .unwrap_or(false)
         })
         .collect()
+}
+
+/// jobcell's state dirs that need a cover of their own: not one a private dir, the scratch
+/// base's cover or another state cover hides already, nor one holding a private dir (its cover
+/// would hide that). Path checks only: nothing per launch touches the disk for this.
+fn state_covers(
+    hidden: &[PathBuf],
+    private: &[(PathBuf, String)],
+    scratch_base: &Path,
+) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = Vec::new();
+    for h in hidden {
+        let hidden_already = h.parent().is_none()
+            || !h.is_absolute()
+            || h.starts_with(scratch_base)
+            || private
+                .iter()
+                .any(|(p, _)| h.starts_with(p) || p.starts_with(h))
+            || hidden.iter().any(|o| o != h && h.starts_with(o))
+            || v.contains(h);
+        if !hidden_already {
+            v.push(h.clone());
+        }
+    }
+    v
 }
 
 fn say_oom(spec: &JobSpec) {
@@ -1455,6 +1541,20 @@ fn init_inner(c: &ChildPlan) -> i32 {
             );
             return 125;
         }
+        Err(LaunchError::BindSource {
+            what,
+            path,
+            user,
+            source,
+        }) => {
+            send_fail(
+                c.msg_fd,
+                Stage::Setup,
+                format!("{what} '{}' (opened as {user})", path.display()),
+                &source,
+            );
+            return 125;
+        }
         Err(e) => {
             send_fail(
                 c.msg_fd,
@@ -1754,14 +1854,21 @@ fn job_main(c: &ChildPlan, user: &Identity, sys: &dyn Syscall) -> ! {
         }
         .map_err(|e| (format!("joining the job's cgroup {}", c.cgroup_name), e))
     };
-    let setup = joined.and_then(|_| {
-        if c.cgroupns {
-            sys.unshare(libc::CLONE_NEWCGROUP)
-                .map_err(|e| ("creating the cgroup namespace".to_string(), e))
-        } else {
-            Ok(())
-        }
-    });
+    let setup = joined
+        .and_then(|_| {
+            if c.cgroupns {
+                sys.unshare(libc::CLONE_NEWCGROUP)
+                    .map_err(|e| ("creating the cgroup namespace".to_string(), e))
+            } else {
+                Ok(())
+            }
+        })
+        // Only now: the filter refuses new cgroup namespaces (still root, so no_new_privs is
+        // not needed yet; it passes to every process of the job and cannot be undone).
+        .and_then(|_| {
+            sys.seccomp(&c.seccomp)
+                .map_err(|e| ("installing the job's seccomp filter".to_string(), e))
+        });
     if let Err((what, e)) = setup {
         send_fail(c.msg_fd, Stage::Setup, what, &e);
         unsafe { libc::_exit(125) };

@@ -1,6 +1,7 @@
 //! jobcell's launcher: the only code that clones namespaces. See [`launch`] for the sequence.
 
 pub mod disk;
+pub mod fsid;
 pub mod identity;
 pub mod launch;
 pub mod plan;

@@ -29,6 +29,11 @@ pub enum Step {
         flags: libc::c_ulong,
         data: String,
     },
+    /// An empty tmpfs of root's over a host directory of jobcell's own state, which may be
+    /// missing (or, rootless, out of the caller's reach): then there is nothing to cover.
+    CoverState {
+        dst: PathBuf,
+    },
     Bind {
         src: PathBuf,
         dst: PathBuf,
@@ -110,6 +115,9 @@ pub struct PlanInput {
     /// World-writable host directories outside the private list (e.g. /run/lock): each gets an
     /// empty tmpfs of its own, so jobs cannot leave files there for each other.
     pub covers: Vec<PathBuf>,
+    /// jobcell's own state (state dir, image trees, job dirs): each gets an empty tmpfs that
+    /// nobody but root may write. None lies inside a private dir, the scratch base or another.
+    pub state_covers: Vec<PathBuf>,
 }
 
 /// Host directories that are often world-writable; those that are (and are not private) get
@@ -245,17 +253,31 @@ pub fn plan(i: &PlanInput) -> Vec<Step> {
         });
     }
 
+    if !in_image {
+        for c in &i.state_covers {
+            s.push(Step::CoverState { dst: c.clone() });
+        }
+    }
+    let in_state_cover = |p: &Path| !in_image && i.state_covers.iter().any(|c| p.starts_with(c));
+
     // The scratch dir at its own path. Without an image, a tmpfs first covers the scratch base,
     // so the job cannot look into the scratch dirs of other jobs (which may run as the same uid).
+    // A base inside a state cover (by default <state_dir>/scratch) is covered by that one.
     let base_is_private = i
         .private_dirs
         .iter()
         .any(|(p, _)| i.scratch_base.starts_with(p));
-    if !in_image && !base_is_private {
+    if !in_image && !base_is_private && !in_state_cover(&i.scratch_base) {
         s.push(Step::Tmpfs {
             dst: i.scratch_base.clone(),
             flags: MS_HARDEN | libc::MS_NOEXEC,
             data: "mode=0755,size=16k".into(),
+        });
+    }
+    if in_state_cover(&i.scratch_base) {
+        // Its parent is the cover's (empty) tmpfs: one mkdir, not a walk from /.
+        s.push(Step::MkdirAll {
+            path: i.scratch_base.clone(),
         });
     }
     s.push(Step::MkdirAll {
@@ -285,10 +307,10 @@ pub fn plan(i: &PlanInput) -> Vec<Step> {
     for b in &i.binds {
         let dst = at(&b.dst);
         // Mount points can be made in the image view and inside the job's own scratch (a
-        // private dir or the covered scratch base); never on the host.
+        // private dir or the covered scratch base) or a state cover; never on the host.
         let inside_scratch = b.dst.starts_with(&i.scratch_base)
             || i.private_dirs.iter().any(|(p, _)| b.dst.starts_with(p));
-        if in_image || inside_scratch {
+        if in_image || inside_scratch || in_state_cover(&b.dst) {
             if b.is_dir {
                 s.push(Step::MkdirAll { path: dst.clone() });
             } else {
@@ -427,7 +449,9 @@ impl std::fmt::Display for StepError {
 pub fn describe(s: &Step) -> String {
     match s {
         Step::MakeRootSlave => "making the mount tree a slave of the host's".into(),
-        Step::Tmpfs { dst, .. } => format!("mounting tmpfs on {}", dst.display()),
+        Step::Tmpfs { dst, .. } | Step::CoverState { dst } => {
+            format!("mounting tmpfs on {}", dst.display())
+        }
         Step::Bind { dst, src, .. } if src.starts_with("/proc/self/fd") => {
             format!("bind-mounting onto {}", dst.display())
         }
@@ -474,6 +498,23 @@ fn apply_one(step: &Step, sys: &dyn Syscall) -> io::Result<()> {
             *flags,
             Some(data),
         ),
+        Step::CoverState { dst } => match sys.mount(
+            Some(Path::new("tmpfs")),
+            dst,
+            Some("tmpfs"),
+            MS_HARDEN | libc::MS_NOEXEC,
+            Some("mode=0755,size=16k"),
+        ) {
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT | libc::ENOTDIR | libc::EACCES)
+                ) =>
+            {
+                Ok(())
+            }
+            r => r,
+        },
         Step::Bind {
             src,
             dst,
@@ -606,6 +647,7 @@ mod tests {
             host_dev: "/proc/self/fd/7".into(),
             userns: false,
             covers: vec!["/run/lock".into()],
+            state_covers: Vec::new(),
         }
     }
 
@@ -807,6 +849,66 @@ mod tests {
         assert!(!plan(&i)
             .iter()
             .any(|x| matches!(x, Step::Tmpfs { dst, .. } if dst == Path::new("/run/lock"))));
+    }
+
+    #[test]
+    fn the_state_dir_cover_hides_the_scratch_base_too_and_comes_before_scratch() {
+        let mut i = input();
+        i.state_covers = vec!["/var/lib/jobcell".into(), "/srv/images".into()];
+        i.binds[0].dst = "/var/lib/jobcell/data".into();
+        let s = plan(&i);
+        let state = pos(
+            &s,
+            |x| matches!(x, Step::CoverState { dst } if dst == Path::new("/var/lib/jobcell")),
+        );
+        pos(
+            &s,
+            |x| matches!(x, Step::CoverState { dst } if dst == Path::new("/srv/images")),
+        );
+        let mkdir = pos(
+            &s,
+            |x| matches!(x, Step::MkdirAll { path } if path == Path::new("/var/lib/jobcell/scratch/job-1")),
+        );
+        let scratch = pos(
+            &s,
+            |x| matches!(x, Step::Bind { src, .. } if src == Path::new("/proc/self/fd/5")),
+        );
+        assert!(state < mkdir && mkdir < scratch, "{s:?}");
+        // One mount instead of two: the base's own cover would only repeat the state dir's.
+        assert!(!s.iter().any(
+            |x| matches!(x, Step::Tmpfs { dst, .. } if dst == Path::new("/var/lib/jobcell/scratch"))
+        ));
+        // A bind into the covered tree gets its mount point there (never on the host).
+        let point = pos(
+            &s,
+            |x| matches!(x, Step::MkdirAll { path } if path == Path::new("/var/lib/jobcell/data")),
+        );
+        assert!(state < point);
+        // An image view never shows the host tree: nothing to cover.
+        i.image = Some("/img".into());
+        assert!(!plan(&i)
+            .iter()
+            .any(|x| matches!(x, Step::CoverState { .. })));
+    }
+
+    #[test]
+    fn a_state_cover_refused_for_another_reason_than_absence_fails() {
+        let rec = Recorder {
+            fail_on: Some("mount".into()),
+            ..Default::default()
+        };
+        let e = apply(
+            &[Step::CoverState {
+                dst: "/var/lib/jobcell".into(),
+            }],
+            &rec,
+        )
+        .unwrap_err();
+        assert_eq!(e.error.raw_os_error(), Some(libc::EPERM));
+        assert_eq!(
+            e.to_string(),
+            "mounting tmpfs on /var/lib/jobcell: Operation not permitted (os error 1)"
+        );
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub struct RunArgs {
     /// Parent cgroup for job cgroups (default: a `jobcell` child of jobcell's own cgroup).
     #[arg(long, value_name = "PATH")]
     pub cgroup_parent: Option<PathBuf>,
-    /// State dir holding the image index (default /var/lib/jobcell).
+    /// State dir holding the image index (default /var/lib/jobcell); hidden in jobs.
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
     /// Directory of image trees (default <state-dir>/images).
@@ -130,10 +130,10 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     // The lease keeps the image from being removed while the job runs; the store stays open
     // (closing SQLite costs ~0.35 ms, not worth adding to the launch).
     let mut store = None;
+    let (state_dir, images_dir) =
+        config::store_dirs(&cfg, a.state_dir.as_deref(), a.images_dir.as_deref());
     let lease = match &spec.image {
         Some(name) => {
-            let (state_dir, images_dir) =
-                config::store_dirs(&cfg, a.state_dir.as_deref(), a.images_dir.as_deref());
             // Non-root callers get a read-only view of root's index.
             let s = store.insert(jobcell_images::ImageStore::open(
                 &state_dir,
@@ -168,6 +168,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             },
         }
     };
+    let _terminal = TerminalModes::save();
     let outcome = launch(&Launch {
         cgroup_parent: if config::is_root() {
             cgroup_parent
@@ -184,6 +185,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         usage: a.report.is_some(),
         // Nothing suspends a `jobcell run` job (only the daemon's `jobcell suspend` does).
         suspendable: false,
+        // Root is trusted with what it names; rootless, the caller's rights apply anyway.
+        binds_as: None,
+        hidden: [state_dir, images_dir]
+            .into_iter()
+            .filter_map(|d| std::path::absolute(d).ok())
+            .collect(),
     });
     let mut outcome = match outcome {
         Ok(o) => o,
@@ -215,4 +222,45 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     // SQLite's own close (a WAL checkpoint, ~0.35 ms) would only delay the exit.
     std::mem::forget(store);
     Ok(outcome.exit.shell_code())
+}
+
+/// The modes of the terminals on jobcell's stdin, stdout and stderr, put back when `run` ends
+/// however the job ended: the job may change them (`stty -echo`, a full-screen program that
+/// was killed) and would leave the caller's shell without echo. Nothing to do off a terminal.
+struct TerminalModes(Vec<(libc::c_int, libc::termios)>);
+
+impl TerminalModes {
+    fn save() -> Self {
+        let mut saved = Vec::new();
+        for fd in 0..3 {
+            // SAFETY: tcgetattr writes one termios into `t`, which lives on this stack.
+            let mut t: libc::termios = unsafe { std::mem::zeroed() };
+            if unsafe { libc::tcgetattr(fd, &mut t) } == 0 {
+                saved.push((fd, t));
+            }
+        }
+        TerminalModes(saved)
+    }
+}
+
+impl Drop for TerminalModes {
+    fn drop(&mut self) {
+        if self.0.is_empty() {
+            return;
+        }
+        // From a background process group the kernel would stop jobcell with SIGTTOU instead
+        // of changing the modes; with it blocked the change is made.
+        // SAFETY: plain signal-mask calls on sets that live on this stack.
+        unsafe {
+            let mut ttou: libc::sigset_t = std::mem::zeroed();
+            let mut old: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut ttou);
+            libc::sigaddset(&mut ttou, libc::SIGTTOU);
+            libc::pthread_sigmask(libc::SIG_BLOCK, &ttou, &mut old);
+            for (fd, t) in &self.0 {
+                libc::tcsetattr(*fd, libc::TCSANOW, t);
+            }
+            libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        }
+    }
 }

@@ -550,6 +550,19 @@ fn host_view_rows(s: &Suite, rows: &mut Vec<Row>) {
         o.first(),
         o.first() == "pids=0",
     ));
+    let o = s.probe(&[], "cgroup2-userns", &[]);
+    let seen = o.first();
+    rows.push(row(
+        "mount cgroup2 in a user+cgroup namespace",
+        "no host pids",
+        if seen.is_empty() {
+            o.why()
+        } else {
+            seen.clone()
+        },
+        seen.starts_with("denied:") || seen.starts_with("no host pids"),
+    ));
+    rows.push(state_dir(s));
     let o = s.probe(&[], "open-r", &["/proc/1/root/"]);
     let (held, seen) = o.denied();
     rows.push(row(
@@ -561,6 +574,35 @@ fn host_view_rows(s: &Suite, rows: &mut Vec<Row>) {
     let o = s.probe(&[], "kill", &["1"]);
     let (held, seen) = o.denied();
     rows.push(row("kill the job's init (pid 1)", "denied", seen, held));
+}
+
+/// jobcell's state dir (the daemon's queue, every job's output, image trees) from a job: one of
+/// the suite's own, named to the job as the node's state dir.
+fn state_dir(s: &Suite) -> Row {
+    let attack = "read the state dir from a job";
+    let state = s.work.join("state");
+    let made = std::fs::create_dir_all(state.join("jobs/1"))
+        .and_then(|_| std::fs::write(state.join("state.db"), "queue"))
+        .and_then(|_| std::fs::write(state.join("jobs/1/stdout"), "output"));
+    if let Err(e) = made {
+        return skip(attack, "not found", format!("making a state dir: {e}"));
+    }
+    let st = state.display().to_string();
+    let o = s.sh(
+        &["--state-dir", &st],
+        &format!(
+            "if [ -e {st}/state.db ] || [ -e {st}/jobs/1 ]; then \
+             echo \"found: $(ls -A {st} | tr '\\n' ' ')\"; else echo 'not found'; fi"
+        ),
+    );
+    let seen = o.first();
+    let held = seen == "not found";
+    row(
+        attack,
+        "not found",
+        if seen.is_empty() { o.why() } else { seen },
+        held,
+    )
 }
 
 /// Namespace and mount syscalls, user namespaces, inherited descriptors.
@@ -1376,6 +1418,7 @@ pub fn probe(p: ProbeArgs) -> anyhow::Result<i32> {
                 s
             }
             "unshare-user" => unshare_user(&arg(0)),
+            "cgroup2-userns" => cgroup2_userns(),
             "fds" => {
                 let mut fds = Vec::new();
                 if let Ok(rd) = std::fs::read_dir("/proc/self/fd") {
@@ -1584,6 +1627,49 @@ unsafe fn unshare_user(secret: &str) -> String {
             errno_name(e.raw_os_error().unwrap_or(0)),
             libc::getuid()
         ),
+    }
+}
+
+/// A cgroup namespace of the job's own and a cgroup2 mount in it: the processes there that are
+/// outside the job's pid namespace read as pid 0.
+unsafe fn cgroup2_userns() -> String {
+    let dir = "/tmp/jobcell-selftest-cg2";
+    let _ = std::fs::create_dir(dir);
+    if libc::unshare(libc::CLONE_NEWUSER | libc::CLONE_NEWCGROUP | libc::CLONE_NEWNS) != 0 {
+        return res(-1);
+    }
+    let d = cs(dir);
+    let fs = c"cgroup2";
+    if libc::mount(fs.as_ptr(), d.as_ptr(), fs.as_ptr(), 0, std::ptr::null()) != 0 {
+        return format!("{} (unshare ok, mount refused)", res(-1));
+    }
+    let (mut all, mut outside) = (0, 0);
+    count_cgroup_procs(Path::new(dir), 0, &mut all, &mut outside);
+    if outside > 0 {
+        format!("SUCCEEDED ({outside} host processes among {all})")
+    } else {
+        format!("no host pids ({all} of the job's)")
+    }
+}
+
+fn count_cgroup_procs(dir: &Path, depth: u32, all: &mut usize, outside: &mut usize) {
+    if depth > 6 {
+        return;
+    }
+    if let Ok(s) = std::fs::read_to_string(dir.join("cgroup.procs")) {
+        for l in s.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            *all += 1;
+            if l == "0" {
+                *outside += 1;
+            }
+        }
+    }
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                count_cgroup_procs(&e.path(), depth + 1, all, outside);
+            }
+        }
     }
 }
 

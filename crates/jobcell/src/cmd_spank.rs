@@ -99,13 +99,13 @@ fn run(argv0: OsString) -> anyhow::Result<JobExit> {
         .map(PathBuf::from)
         .collect();
     spec.image = image.clone();
+    let (state_dir, images_dir) = config::store_dirs(
+        &cfg,
+        settings.get("STATE_DIR").map(Path::new),
+        settings.get("IMAGES_DIR").map(Path::new),
+    );
     let lease = match &image {
         Some(name) => {
-            let (state_dir, images_dir) = config::store_dirs(
-                &cfg,
-                settings.get("STATE_DIR").map(Path::new),
-                settings.get("IMAGES_DIR").map(Path::new),
-            );
             let store =
                 jobcell_images::ImageStore::open(&state_dir, &images_dir, cfg.images.clone())
                     .with_context(|| format!("image store {}", state_dir.display()))?;
@@ -167,6 +167,9 @@ fn run(argv0: OsString) -> anyhow::Result<JobExit> {
             // Slurm accounts the task itself; nothing here reports usage.
             usage: false,
             suspendable: false,
+            // The task runs as its user already (rootless): the binds are opened as them.
+            binds_as: None,
+            hidden: vec![state_dir, images_dir],
         },
         &SchedulerTask {
             workdir,

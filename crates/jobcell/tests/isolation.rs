@@ -2344,3 +2344,218 @@ fn a_scratch_pool_is_not_mounted_over_a_scratch_base_in_use() {
     );
     assert!(!t.path().join("state/scratch-pool.img").exists());
 }
+
+// ------------------------------------------------------------------------ jobcell's own state
+
+#[test]
+fn the_state_images_and_jobs_dirs_are_hidden_while_scratch_works() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("state");
+    let state = t.subdir("state", 0o755);
+    std::fs::write(state.join("state.db"), "queue-of-every-job\n").unwrap();
+    let other = state.join("jobs/7");
+    std::fs::create_dir_all(&other).unwrap();
+    std::fs::write(other.join("stdout"), "output-of-another-job\n").unwrap();
+    let images = t.subdir("images", 0o755);
+    std::fs::write(images.join("marker"), "image-tree\n").unwrap();
+    // The scratch base inside the state dir, as by default (<state_dir>/scratch).
+    let base = state.join("scratch");
+    let script = format!(
+        r#"test -e {s}/state.db && echo db=visible
+ls -A {s}/jobs {i} 2>/dev/null
+cat {s}/jobs/7/stdout {i}/marker 2>/dev/null
+echo hello > "$JOBCELL_SCRATCH/f" && cat "$JOBCELL_SCRATCH/f" | sed 's/^/scratch=/'
+echo end=yes"#,
+        s = state.display(),
+        i = images.display()
+    );
+    let out = Job::new(&base)
+        .opt("--state-dir")
+        .opt(&state)
+        .opt("--images-dir")
+        .opt(&images)
+        .sh(&script);
+    out.expect(0);
+    for leak in [
+        "db=visible",
+        "queue-of-every-job",
+        "output-of-another-job",
+        "image-tree",
+    ] {
+        assert!(
+            !out.stdout.contains(leak),
+            "{leak} seen in the job: {}",
+            out.stdout
+        );
+    }
+    assert!(!out.stdout.contains("marker\n"), "{}", out.stdout);
+    assert_eq!(out.value("scratch"), Some("hello"), "{}", out.stderr);
+    assert_eq!(out.value("end"), Some("yes"));
+    assert_dir_empty(&base);
+}
+
+#[test]
+fn a_cgroup2_mount_in_a_user_and_cgroup_namespace_shows_no_host_process() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("cg2");
+    // Each line of a cgroup.procs is a process of that cgroup; one outside the job's pid
+    // namespace reads as 0. (-r: mount(8) wants uid 0, which the new user namespace maps.)
+    let script = r#"mkdir "$JOBCELL_SCRATCH/cg"
+unshare -r -U -C -m sh -c 'mount -t cgroup2 none "$JOBCELL_SCRATCH/cg" && echo mounted=yes &&
+  find "$JOBCELL_SCRATCH/cg" -name cgroup.procs -exec cat {} + |
+  awk "\$1 == 0 { z++ } END { print \"outside=\" z+0; print \"procs=\" NR }"'
+echo unshare=$?"#;
+    let out = Job::new(&t.base()).sh(script);
+    out.expect(0);
+    if out.value("mounted") == Some("yes") {
+        assert_eq!(out.value("outside"), Some("0"), "{}", out.stdout);
+        let procs: usize = out.value("procs").unwrap().parse().unwrap();
+        assert!(
+            procs < 10,
+            "the job counts {procs} processes: {}",
+            out.stdout
+        );
+    } else {
+        assert_ne!(out.value("unshare"), Some("0"), "{}", out.stdout);
+    }
+    t.assert_base_empty();
+}
+
+#[test]
+fn a_caller_cannot_bind_a_file_of_another_users_home_directly_or_through_a_symlink() {
+    if skip_unless_root() {
+        return; // root is needed to become an unprivileged caller
+    }
+    let t = TestDir::new("bindhome");
+    let (uid, gid) = (4242, 4242);
+    let base = t.subdir("scratch", 0o755);
+    std::os::unix::fs::chown(&base, Some(uid), Some(gid)).unwrap();
+    let home = t.subdir("home", 0o700);
+    let secret = home.join("secret");
+    std::fs::write(&secret, "secret-of-root\n").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let lair = t.subdir("lair", 0o755);
+    std::os::unix::fs::chown(&lair, Some(uid), Some(gid)).unwrap();
+    let link = lair.join("link");
+    std::os::unix::fs::symlink(&secret, &link).unwrap();
+    std::os::unix::fs::lchown(&link, Some(uid), Some(gid)).unwrap();
+    for src in [&secret, &link] {
+        let out = Job::new(&base)
+            .as_caller(uid, gid)
+            .opt("--ro-bind")
+            .opt(format!("{}:/tmp/loot", src.display()))
+            .run(&["cat", "/tmp/loot"]);
+        assert!(!out.stdout.contains("secret-of-root"), "{}", src.display());
+        out.expect(125);
+        let lines: Vec<&str> = out.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "{}", out.stderr);
+        assert!(
+            lines[0].contains(&src.display().to_string()) && lines[0].contains("Permission denied"),
+            "{}",
+            out.stderr
+        );
+    }
+    assert_dir_empty(&base);
+}
+
+// ------------------------------------------------------------------------ the caller's terminal
+
+fn termios_of(fd: std::os::fd::RawFd) -> libc::termios {
+    let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::tcgetattr(fd, &mut t) }, 0);
+    t
+}
+
+#[test]
+fn the_callers_terminal_modes_come_back_however_the_job_ends() {
+    if skip_unless_root() {
+        return;
+    }
+    use std::os::fd::AsRawFd;
+    let t = TestDir::new("termios");
+    let ctl = t.subdir("ctl", 0o777);
+    let (mut master, mut slave) = (0, 0);
+    let r = unsafe {
+        libc::openpty(
+            &mut master,
+            &mut slave,
+            std::ptr::null_mut(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    let master = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(master) };
+    let slave = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(slave) };
+    let before = termios_of(slave.as_raw_fd());
+    let modes = libc::ECHO | libc::ICANON;
+    assert_eq!(
+        before.c_lflag & modes,
+        modes,
+        "the pty starts in cooked mode"
+    );
+    let ready = ctl.join("ready");
+    let changed = format!("stty -echo -icanon; touch {}", ready.display());
+    let cases: [(&str, String, i32, Option<i32>); 4] = [
+        ("normal end", changed.clone(), 0, None),
+        (
+            "job killed",
+            format!("{changed}; kill -9 $$"),
+            128 + 9,
+            None,
+        ),
+        (
+            "SIGTERM forwarded",
+            format!("{changed}; exec sleep 60"),
+            128 + libc::SIGTERM,
+            Some(libc::SIGTERM),
+        ),
+        (
+            "SIGINT forwarded",
+            format!("{changed}; exec sleep 60"),
+            128 + libc::SIGINT,
+            Some(libc::SIGINT),
+        ),
+    ];
+    for (case, script, code, signal) in cases {
+        let _ = std::fs::remove_file(&ready);
+        let mut cmd = Job::new(&t.base())
+            .opt("--bind")
+            .opt(&ctl)
+            .command(&["sh", "-c", &script]);
+        cmd.stdin(slave.try_clone().unwrap())
+            .stdout(slave.try_clone().unwrap())
+            .stderr(slave.try_clone().unwrap());
+        // The pty as jobcell's controlling terminal, as from an interactive shell.
+        unsafe {
+            cmd.pre_exec(|| {
+                if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        };
+        let started = Instant::now();
+        let child = cmd.spawn().unwrap();
+        drop(cmd);
+        if let Some(sig) = signal {
+            wait_for_file(&ready, Duration::from_secs(10));
+            unsafe { libc::kill(child.id() as i32, sig) };
+        }
+        let out = finish(child, started);
+        assert_eq!(out.status.code(), Some(code), "{case}");
+        assert!(ready.exists(), "{case}: the job did not run");
+        let after = termios_of(slave.as_raw_fd());
+        assert_eq!(
+            after.c_lflag & modes,
+            modes,
+            "{case}: the caller's terminal was left without echo/icanon"
+        );
+    }
+    drop(master);
+    t.assert_base_empty();
+}
