@@ -158,7 +158,13 @@ pub fn job_filter() -> Vec<libc::sock_filter> {
         p.push(stmt(BPF_RET_K, RET_ALLOW));
         // unshare(flags) and clone(flags, ...): the flags are the first argument.
         p.push(stmt(BPF_LD_W_ABS, OFF_ARG0_LO));
-        p.push(jump(BPF_JSET_K, CLONE_NEWCGROUP, flags + 1, deny, flags + 2));
+        p.push(jump(
+            BPF_JSET_K,
+            CLONE_NEWCGROUP,
+            flags + 1,
+            deny,
+            flags + 2,
+        ));
         p.push(stmt(BPF_RET_K, RET_ALLOW));
         // ioctl(fd, request, ...): the refused btrfs requests.
         p.push(stmt(BPF_LD_W_ABS, OFF_ARG1_LO));
