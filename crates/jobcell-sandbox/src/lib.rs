@@ -2,6 +2,7 @@
 
 pub mod disk;
 pub mod identity;
+pub mod jobuid;
 pub mod launch;
 pub mod plan;
 pub mod report;
