@@ -42,6 +42,8 @@ pub struct DaemonOptions {
     pub policy: crate::core::Policy,
     /// Also serve `GET /metrics` here (a loopback address).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// `[run] job_uids`: a uid of its own for each job that would run as nobody.
+    pub job_uids: Option<jobcell_spec::UidRange>,
 }
 
 #[derive(Debug, Error)]
@@ -173,6 +175,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
         cgroup_parent: o.cgroup_parent.clone(),
         images: o.images.clone(),
         policy: o.policy.clone(),
+        job_uids: o.job_uids,
     };
     let mut core = Core::new(
         store,

@@ -105,8 +105,16 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
             .or(n.metrics_listen.as_deref())
             .map(parse_loopback)
             .transpose()?,
+        job_uids: cfg.run.job_uid_range()?,
         state_dir,
     };
+    // A range that holds an account is refused now, not at every job's start.
+    if let (Some(range), true) = (opts.job_uids, config::is_root()) {
+        jobcell_sandbox::jobuid::check_range(
+            std::path::Path::new(jobcell_sandbox::jobuid::LOCK_DIR),
+            range,
+        )?;
+    }
     if let Some(c) = opts.cpus {
         anyhow::ensure!(
             c.is_finite() && c > 0.0,
