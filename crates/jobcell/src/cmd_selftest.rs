@@ -328,6 +328,7 @@ pub fn run(a: SelftestArgs) -> anyhow::Result<i32> {
     let mut rows = Vec::new();
     host_process_rows(&s, &mut rows);
     neighbour_rows(&s, &mut rows);
+    job_uid_row(&s, &mut rows);
     host_view_rows(&s, &mut rows);
     privilege_rows(&s, &mut rows);
     image_rows(&s, a.image.as_deref(), &mut rows);
@@ -439,6 +440,33 @@ fn host_process_rows(s: &Suite, rows: &mut Vec<Row>) {
 }
 
 /// Attacks on a concurrent job of the same uid: its processes, /tmp, scratch, environment.
+/// Two jobs of the default user at once: with `[run] job_uids` each runs as a uid of its own,
+/// so per-uid kernel limits (processes, inotify, message queues) are not shared.
+fn job_uid_row(s: &Suite, rows: &mut Vec<Row>) {
+    let attack = "two default-user jobs share a uid";
+    let start = || {
+        s.cmd(&[], &["/bin/sh", "-c", "id -u; exec sleep 1"])
+            .spawn()
+    };
+    let (Ok(a), Ok(b)) = (start(), start()) else {
+        rows.push(skip(attack, "no", "could not start the jobs"));
+        return;
+    };
+    let (a, b) = (finish(a), finish(b));
+    let (ua, ub) = (a.stdout.trim(), b.stdout.trim());
+    rows.push(match (a.code, b.code) {
+        (Some(0), Some(0)) if ua == ub => {
+            row(attack, "no", format!("yes: both ran as {ua}"), false)
+        }
+        (Some(0), Some(0)) => row(attack, "no", format!("no: {ua} and {ub}"), true),
+        _ => skip(
+            attack,
+            "no",
+            format!("a job failed: {}{}", a.stderr.trim(), b.stderr.trim()),
+        ),
+    });
+}
+
 fn neighbour_rows(s: &Suite, rows: &mut Vec<Row>) {
     let marker = unique("nb");
     let secret_env = format!("JOBCELL_SELFTEST_SECRET={marker}");
@@ -644,13 +672,18 @@ fn privilege_rows(s: &Suite, rows: &mut Vec<Row>) {
             .map(finish)
             .map(|o| o.first())
             .unwrap_or_default();
-        let o = s.run(&[], &[&p, "-u"]);
-        let f = o.first();
-        let seen = format!("euid={f} (on the host: euid={control})");
+        // The job's own uid first (its own with per-job uids, else 65534), then the euid.
+        let o = s.sh(&[], &format!("id -u; exec {p} -u"));
+        let mut ids = o.stdout.lines();
+        let (own, f) = (
+            ids.next().unwrap_or_default().to_string(),
+            ids.next().unwrap_or_default().to_string(),
+        );
+        let seen = format!("euid={f} (the job's uid {own}; on the host: euid={control})");
         if control != "0" {
             rows.push(skip(
                 "setuid-root binary raises euid",
-                "euid stays 65534",
+                "euid stays the job's",
                 format!(
                     "{} is mounted nosuid: no control ({seen})",
                     s.work.display()
@@ -659,15 +692,15 @@ fn privilege_rows(s: &Suite, rows: &mut Vec<Row>) {
         } else {
             rows.push(row(
                 "setuid-root binary raises euid",
-                "euid stays 65534",
+                "euid stays the job's",
                 seen,
-                f == "65534",
+                f == own && f != "0",
             ));
         }
     } else {
         rows.push(skip(
             "setuid-root binary raises euid",
-            "euid stays 65534",
+            "euid stays the job's",
             "no /usr/bin/id",
         ));
     }
