@@ -209,6 +209,14 @@ fn kill9_of_the_daemon_loses_and_duplicates_nothing() {
     // Each job appends its token to a shared log: a job run twice would show up twice.
     let out = TempDir::new_in("/dev/shm");
     std::fs::set_permissions(&out.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // Every job appends to one log; each job runs as a uid of its own, so the log is made
+    // writable by all first (the first job's umask would keep it to that job's uid).
+    std::fs::write(out.0.join("log"), "").unwrap();
+    std::fs::set_permissions(
+        out.0.join("log"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
     let log = out.0.join("log");
     let n = 200;
     let mut submitted = 0;
@@ -985,6 +993,14 @@ fn results_lost_to_a_power_loss_fail_their_jobs_once_with_the_reason() {
     // show up twice.
     let out = TempDir::new_in("/dev/shm");
     std::fs::set_permissions(&out.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // Every job appends to one log; each job runs as a uid of its own, so the log is made
+    // writable by all first (the first job's umask would keep it to that job's uid).
+    std::fs::write(out.0.join("log"), "").unwrap();
+    std::fs::set_permissions(
+        out.0.join("log"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
     let names = ["empty", "truncated", "zeros", "lost", "intact"];
     let mut ids = Vec::new();
     for name in names {
