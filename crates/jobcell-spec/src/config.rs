@@ -102,7 +102,7 @@ pub const DEFAULT_JOB_UIDS: UidRange = UidRange {
 };
 
 /// An inclusive range of uids (each also used as the gid of the same number).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, Deserialize)]
 pub struct UidRange {
     pub first: u32,
     pub last: u32,
@@ -168,6 +168,24 @@ impl UidRange {
     pub fn is_empty(&self) -> bool {
         false
     }
+}
+
+/// `text` (a config file, possibly empty) with `[run] job_uids` set to `value`, everything
+/// else as it was: `jobcell selftest` runs its jobs with the site's config but one shared uid.
+pub fn with_job_uids(text: &str, path: &str, value: &str) -> Result<String, ConfigError> {
+    let parse_err = |message: String| ConfigError::Parse {
+        path: path.to_string(),
+        message,
+    };
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| parse_err(e.message().into()))?;
+    let run = table
+        .entry("run")
+        .or_insert_with(|| toml::Value::Table(Default::default()));
+    let toml::Value::Table(run) = run else {
+        return Err(parse_err("[run] is not a table".into()));
+    };
+    run.insert("job_uids".into(), toml::Value::String(value.into()));
+    toml::to_string(&table).map_err(|e| parse_err(e.to_string()))
 }
 
 impl RunDefaults {
@@ -242,6 +260,17 @@ mod tests {
                 "{e}"
             );
         }
+    }
+
+    #[test]
+    fn job_uids_can_be_set_in_a_config_text() {
+        let text = "[paths]\nscratch_base = \"/s\"\n[run]\ngrace_secs = 3\n";
+        let c = Config::parse(&with_job_uids(text, "c.toml", "none").unwrap(), "c.toml").unwrap();
+        assert_eq!(c.run.job_uids.as_deref(), Some("none"));
+        assert_eq!(c.run.grace_secs, Some(3));
+        assert_eq!(c.paths.scratch_base, Some("/s".into()));
+        let c = Config::parse(&with_job_uids("", "c.toml", "none").unwrap(), "c.toml").unwrap();
+        assert_eq!(c.run.job_uid_range().unwrap(), None);
     }
 
     #[test]

@@ -9,7 +9,9 @@ mod size;
 mod spec;
 pub mod submit;
 
-pub use config::{Config, ConfigError, UidRange, DEFAULT_CONFIG_PATH, DEFAULT_JOB_UIDS};
+pub use config::{
+    with_job_uids, Config, ConfigError, UidRange, DEFAULT_CONFIG_PATH, DEFAULT_JOB_UIDS,
+};
 pub use size::{format_size, parse_size, SizeError, Unit};
 pub use spec::{
     clean_abs_path, parse_bind, parse_env, DevMode, JobSpec, MemoryPolicy, MountSpec, NetMode,

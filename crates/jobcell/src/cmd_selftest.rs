@@ -113,14 +113,53 @@ struct Suite {
     exe: PathBuf,
     work: PathBuf,
     base: PathBuf,
+    /// `--run-opt`s with the node's config, but `[run] job_uids = "none"`: jobs run as
+    /// nobody itself, the uid of the host processes they attack and of each other (the
+    /// hardest case; a uid of their own would stop some attacks before the namespaces do).
     run_opt: Vec<String>,
+    /// `--run-opt`s as given, for the row about per-job uids.
+    site_run_opt: Vec<String>,
+}
+
+/// `run_opt` with its `--config` (else the node config, if there is one) replaced by a copy in
+/// `work` that sets `[run] job_uids = "none"`.
+fn shared_uid_run_opts(run_opt: &[String], work: &Path) -> anyhow::Result<Vec<String>> {
+    let mut opts = Vec::new();
+    let mut config = None;
+    let mut it = run_opt.iter();
+    while let Some(o) = it.next() {
+        if let Some(p) = o.strip_prefix("--config=") {
+            config = Some(PathBuf::from(p));
+        } else if o == "--config" {
+            config = it.next().map(PathBuf::from);
+        } else {
+            opts.push(o.clone());
+        }
+    }
+    let config = config.or_else(|| {
+        let node = Path::new(jobcell_spec::DEFAULT_CONFIG_PATH);
+        node.exists().then(|| node.to_path_buf())
+    });
+    let text = match &config {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("config {}", p.display()))?,
+        None => String::new(),
+    };
+    let name = config.map(|p| p.display().to_string()).unwrap_or_default();
+    let shared = work.join("shared-uid.toml");
+    std::fs::write(&shared, jobcell_spec::with_job_uids(&text, &name, "none")?)?;
+    opts.push(format!("--config={}", shared.display()));
+    Ok(opts)
 }
 
 impl Suite {
     fn cmd(&self, opts: &[&str], argv: &[&str]) -> Command {
+        self.cmd_with(&self.run_opt, opts, argv)
+    }
+
+    fn cmd_with(&self, run_opt: &[String], opts: &[&str], argv: &[&str]) -> Command {
         let mut c = Command::new(&self.exe);
         c.arg("run").arg("--scratch-base").arg(&self.base);
-        c.args(&self.run_opt).args(opts).arg("--").args(argv);
+        c.args(run_opt).args(opts).arg("--").args(argv);
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -322,7 +361,8 @@ pub fn run(a: SelftestArgs) -> anyhow::Result<i32> {
         exe,
         work: work.clone(),
         base,
-        run_opt: a.run_opt.clone(),
+        run_opt: shared_uid_run_opts(&a.run_opt, &work)?,
+        site_run_opt: a.run_opt.clone(),
     };
 
     let mut rows = Vec::new();
@@ -445,8 +485,12 @@ fn host_process_rows(s: &Suite, rows: &mut Vec<Row>) {
 fn job_uid_row(s: &Suite, rows: &mut Vec<Row>) {
     let attack = "two default-user jobs share a uid";
     let start = || {
-        s.cmd(&[], &["/bin/sh", "-c", "id -u; exec sleep 1"])
-            .spawn()
+        s.cmd_with(
+            &s.site_run_opt,
+            &[],
+            &["/bin/sh", "-c", "id -u; exec sleep 1"],
+        )
+        .spawn()
     };
     let (Ok(a), Ok(b)) = (start(), start()) else {
         rows.push(skip(attack, "no", "could not start the jobs"));
