@@ -998,7 +998,7 @@ time.sleep(30)
 "#,
         ready.display()
     );
-    let mut a = Job::new(&t.base()).spawn_sh(&format!("exec python3 -c '{hog}'"));
+    let a = Job::new(&t.base()).spawn_sh(&format!("exec python3 -c '{hog}'"));
     wait_for_file(&ready, Duration::from_secs(20));
     let b = Job::new(&t.base()).sh(r#"exec python3 -c '
 import ctypes
@@ -1034,7 +1034,7 @@ fn a_uid_held_by_a_live_job_is_never_given_to_another() {
     let cfg = job_uids_config(&t, &format!("{one}-{one}"));
     let signal = t.subdir("signal", 0o777);
     let ready = signal.join("ready");
-    let mut a = Job::new(&t.base())
+    let a = Job::new(&t.base())
         .opt("--config")
         .opt(&cfg)
         .spawn_sh(&format!(
