@@ -209,13 +209,12 @@ fn account_files_key(range: UidRange) -> String {
 pub fn check_range(dir: &Path, range: UidRange) -> Result<(), JobUidError> {
     let key = account_files_key(range);
     let record = dir.join(CHECKED);
-    let mut seen = String::new();
-    if std::fs::File::open(&record)
-        .and_then(|mut f| f.read_to_string(&mut seen))
-        .is_ok()
-        && seen == key
-    {
-        return Ok(());
+    // One read into a buffer larger than any key (read_to_string would stat and seek first).
+    let mut seen = [0u8; 1024];
+    if let Ok(n) = std::fs::File::open(&record).and_then(|mut f| f.read(&mut seen)) {
+        if seen[..n] == *key.as_bytes() {
+            return Ok(());
+        }
     }
     make_lock_dir(dir)?;
     check_accounts(range)?;
