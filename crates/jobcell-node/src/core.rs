@@ -174,6 +174,8 @@ pub struct CoreConfig {
     pub policy: Policy,
     /// What users other than root may ask for (`[limits]`).
     pub limits: crate::limits::UserLimits,
+    /// Per-job uids for jobs that would run as nobody (`[run] job_uids`).
+    pub job_uids: Option<jobcell_spec::UidRange>,
 }
 
 /// The node's job policies (`[policy]` in the config).
@@ -1527,6 +1529,14 @@ impl Core {
         set("JobcellState", q(info.state.as_str()));
         set("Owner", q(&sys::user_name(info.owner)));
         set("JobcellUser", q(&info.user));
+        // The uid the job ran as: its own when it ran as nobody with per-job uids.
+        if let Some(uid) = info
+            .report
+            .as_ref()
+            .and_then(|r| r["isolation"]["user"]["uid"].as_u64())
+        {
+            set("JobcellUid", uid.to_string());
+        }
         set("JobPrio", info.priority.to_string());
         set("RequestCpus", info.cpus.to_string());
         set("RequestMemory", info.memory.div_ceil(1 << 20).to_string());
@@ -2590,6 +2600,7 @@ impl Core {
             cgroup_parent: self.cfg.cgroup_parent.clone(),
             owner: j.info.owner,
             images: Some(self.cfg.images.clone()),
+            job_uids: self.cfg.job_uids,
         };
         let data = serde_json::to_vec(&s).map_err(|e| e.to_string())?;
         if !self.spawner.execs() {

@@ -57,6 +57,8 @@ pub struct DaemonOptions {
     pub api_max_connections_per_uid: usize,
     pub api_idle_timeout: std::time::Duration,
     pub api_body_timeout: std::time::Duration,
+    /// `[run] job_uids`: a uid of its own for each job that would run as nobody.
+    pub job_uids: Option<jobcell_spec::UidRange>,
 }
 
 #[derive(Debug, Error)]
@@ -269,6 +271,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
         images: o.images.clone(),
         policy: o.policy.clone(),
         limits: o.limits.clone(),
+        job_uids: o.job_uids,
     };
     let mut core = Core::new(
         store,

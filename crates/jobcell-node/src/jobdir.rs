@@ -26,6 +26,9 @@ pub struct SupervisorSpec {
     pub stdout: PathBuf,
     pub stderr: PathBuf,
     pub cgroup_parent: Option<PathBuf>,
+    /// The node's per-job uid range: a job that would run as nobody runs as one of these.
+    #[serde(default)]
+    pub job_uids: Option<jobcell_spec::UidRange>,
     /// Who submitted the job (image visibility is checked for this uid).
     #[serde(default)]
     pub owner: u32,

@@ -11,6 +11,7 @@ use std::path::Path;
 
 use jobcell_cgroup::CgroupRoot;
 use jobcell_sandbox::identity::Identity;
+use jobcell_sandbox::jobuid;
 use jobcell_sandbox::scratch::ScratchDir;
 use jobcell_sandbox::{launch_task, Launch, SchedulerTask};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
@@ -137,6 +138,18 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
     } else {
         Identity::resolve(&s.spec.user).map_err(|e| e.to_string())?
     };
+    // A job that would run as nobody runs as a uid of its own, held until this returns (or
+    // this process dies). The files opened for it stay nobody's: its account opens them.
+    let job_uid = match s.job_uids {
+        Some(range) if !rootless && identity.uid == jobuid::NOBODY_UID => {
+            Some(jobuid::acquire(Path::new(jobuid::LOCK_DIR), range).map_err(|e| e.to_string())?)
+        }
+        _ => None,
+    };
+    let job_identity = match &job_uid {
+        Some(lease) => lease.identity(&identity),
+        None => identity.clone(),
+    };
     // Detect jobcell's cgroup parent while still in the daemon's cgroup, then move into a
     // `supervisors` sibling of the job cgroups: the daemon's cgroup holds only the daemon, and
     // supervisors' memory is accounted apart from jobs'.
@@ -171,7 +184,7 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
     if let (Some(cwd), None) = (&s.cwd, &lease) {
         // (In an image the directory is looked up in the image's view, by the launcher.)
         if !s.transfer {
-            check_dir(cwd, &identity).map_err(hold)?;
+            check_dir(cwd, &job_identity).map_err(hold)?;
         }
     }
     let input = match &s.stdin {
@@ -192,8 +205,8 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
         let sd = ScratchDir::create_bounded(
             &s.spec.scratch_base,
             &name,
-            identity.uid,
-            identity.gid,
+            job_identity.uid,
+            job_identity.gid,
             &[],
             false,
             s.spec
@@ -202,7 +215,7 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
                 .filter(|_| s.spec.resources.disk.is_none()),
         )
         .map_err(|e| e.to_string())?;
-        match transfer_in(&s.transfer_input, sd.path(), &identity) {
+        match transfer_in(&s.transfer_input, sd.path(), &job_identity) {
             Ok(before) => Some((sd, before)),
             Err(e) => {
                 let _ = sd.remove();
@@ -238,7 +251,7 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
             cgroup_parent: s.cgroup_parent.clone(),
             cgroup_name: Some(name),
             cgroup_root: root.as_ref(),
-            identity: Some(&identity),
+            identity: Some(&job_identity),
             usage: true,
             suspendable: true,
             binds_as: binds_as.as_ref(),
@@ -262,7 +275,7 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
     let scratch_mount = outcome.as_mut().ok().and_then(|o| o.scratch_mount.take());
     if let Some((sd, before)) = staged {
         if let (Ok(_), Some(cwd)) = (&outcome, &s.cwd) {
-            if let Err(e) = transfer_out(sd.path(), &before, cwd, &identity) {
+            if let Err(e) = transfer_out(sd.path(), &before, cwd, &job_identity, &identity) {
                 eprintln!(
                     "jobcell: transferring output files to {}: {e}",
                     cwd.display()
@@ -428,36 +441,50 @@ fn copy_tree(src: &Path, dst: &Path, depth: u32) -> io::Result<()> {
     }
 }
 
-/// Copy regular files the job made or changed at the top of scratch back to initialdir, as
-/// the job's user (HTCondor's default output transfer).
-fn transfer_out(scratch: &Path, before: &Snapshot, cwd: &Path, id: &Identity) -> io::Result<()> {
-    as_user(id, || {
+/// Copy regular files the job made or changed at the top of scratch back to initialdir
+/// (HTCondor's default output transfer): read as the job's uid, written as its account (the
+/// same user unless the job had a uid of its own, which must own nothing after the job).
+fn transfer_out(
+    scratch: &Path,
+    before: &Snapshot,
+    cwd: &Path,
+    job: &Identity,
+    account: &Identity,
+) -> io::Result<()> {
+    let changed = as_user(job, || {
+        let mut changed = Vec::new();
         for e in std::fs::read_dir(scratch)? {
             let e = e?;
             let m = e.metadata()?;
-            if !m.is_file()
-                || before
+            if m.is_file()
+                && !before
                     .get(&e.file_name())
                     .is_some_and(|b| same(*b, stamp(&m)))
             {
-                continue;
+                changed.push((e.file_name(), m.permissions().mode() & 0o777));
             }
-            let src = e.path();
-            let mut from = std::fs::OpenOptions::new()
+        }
+        Ok(changed)
+    })?;
+    for (name, mode) in changed {
+        let mut from = as_user(job, || {
+            std::fs::OpenOptions::new()
                 .read(true)
                 .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(&src)?;
+                .open(scratch.join(&name))
+        })?;
+        as_user(account, || {
             let mut to = std::fs::OpenOptions::new()
                 .write(true)
                 .create(true)
                 .truncate(true)
-                .mode(m.permissions().mode() & 0o777)
+                .mode(mode)
                 .custom_flags(libc::O_NOFOLLOW)
-                .open(cwd.join(e.file_name()))?;
-            io::copy(&mut from, &mut to)?;
-        }
-        Ok(())
-    })
+                .open(cwd.join(&name))?;
+            io::copy(&mut from, &mut to)
+        })?;
+    }
+    Ok(())
 }
 
 /// Open an output file owned by the job's user. Files in the job dir are made by us and given

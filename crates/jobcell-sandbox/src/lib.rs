@@ -3,6 +3,7 @@
 pub mod disk;
 pub mod fsid;
 pub mod identity;
+pub mod jobuid;
 pub mod launch;
 pub mod plan;
 pub mod quota;

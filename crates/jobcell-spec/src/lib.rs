@@ -10,8 +10,8 @@ mod spec;
 pub mod submit;
 
 pub use config::{
-    Config, ConfigError, ImportConfig, LimitsConfig, ScratchConfig, DEFAULT_CONFIG_PATH,
-    DEFAULT_SCRATCH_DISK,
+    with_job_uids, Config, ConfigError, ImportConfig, LimitsConfig, ScratchConfig, UidRange,
+    DEFAULT_CONFIG_PATH, DEFAULT_JOB_UIDS, DEFAULT_SCRATCH_DISK,
 };
 pub use size::{format_size, parse_size, SizeError, Unit};
 pub use spec::{

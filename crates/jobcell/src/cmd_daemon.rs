@@ -122,8 +122,16 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
         .unwrap_or(64),
         api_idle_timeout: timeout(&n.api_idle_timeout, "api_idle_timeout", 15.0)?,
         api_body_timeout: timeout(&n.api_body_timeout, "api_body_timeout", 60.0)?,
+        job_uids: cfg.run.job_uid_range()?,
         state_dir,
     };
+    // A range that holds an account is refused now, not at every job's start.
+    if let (Some(range), true) = (opts.job_uids, config::is_root()) {
+        jobcell_sandbox::jobuid::check_range(
+            std::path::Path::new(jobcell_sandbox::jobuid::LOCK_DIR),
+            range,
+        )?;
+    }
     if let Some(c) = opts.cpus {
         anyhow::ensure!(
             c.is_finite() && c > 0.0,

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use jobcell_sandbox::{launch, Launch, LaunchError};
+use jobcell_sandbox::{jobuid, launch, Launch, LaunchError};
 use jobcell_spec::{DevMode, JobSpec, UserSpec};
 
 use crate::config;
@@ -127,6 +127,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         anyhow::bail!("--user needs root: rootless jobs run as their caller");
     }
     bound_scratch(&a, &cfg, &mut spec)?;
+    // A job that would run as nobody gets a uid of its own, held until this process exits.
+    let job_uid = match cfg.run.job_uid_range()? {
+        range @ Some(_) if config::is_root() => jobuid::for_user(&spec.user, range)?,
+        _ => None,
+    };
     // The lease keeps the image from being removed while the job runs; the store stays open
     // (closing SQLite costs ~0.35 ms, not worth adding to the launch).
     let mut store = None;
@@ -181,7 +186,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         extra_env,
         cgroup_name: None,
         cgroup_root: delegated.as_ref(),
-        identity: None,
+        identity: job_uid.as_ref().map(|(id, _)| id),
         usage: a.report.is_some(),
         // Nothing suspends a `jobcell run` job (only the daemon's `jobcell suspend` does).
         suspendable: false,

@@ -113,14 +113,53 @@ struct Suite {
     exe: PathBuf,
     work: PathBuf,
     base: PathBuf,
+    /// `--run-opt`s with the node's config, but `[run] job_uids = "none"`: jobs run as
+    /// nobody itself, the uid of the host processes they attack and of each other (the
+    /// hardest case; a uid of their own would stop some attacks before the namespaces do).
     run_opt: Vec<String>,
+    /// `--run-opt`s as given, for the row about per-job uids.
+    site_run_opt: Vec<String>,
+}
+
+/// `run_opt` with its `--config` (else the node config, if there is one) replaced by a copy in
+/// `work` that sets `[run] job_uids = "none"`.
+fn shared_uid_run_opts(run_opt: &[String], work: &Path) -> anyhow::Result<Vec<String>> {
+    let mut opts = Vec::new();
+    let mut config = None;
+    let mut it = run_opt.iter();
+    while let Some(o) = it.next() {
+        if let Some(p) = o.strip_prefix("--config=") {
+            config = Some(PathBuf::from(p));
+        } else if o == "--config" {
+            config = it.next().map(PathBuf::from);
+        } else {
+            opts.push(o.clone());
+        }
+    }
+    let config = config.or_else(|| {
+        let node = Path::new(jobcell_spec::DEFAULT_CONFIG_PATH);
+        node.exists().then(|| node.to_path_buf())
+    });
+    let text = match &config {
+        Some(p) => std::fs::read_to_string(p).with_context(|| format!("config {}", p.display()))?,
+        None => String::new(),
+    };
+    let name = config.map(|p| p.display().to_string()).unwrap_or_default();
+    let shared = work.join("shared-uid.toml");
+    std::fs::write(&shared, jobcell_spec::with_job_uids(&text, &name, "none")?)?;
+    opts.push(format!("--config={}", shared.display()));
+    Ok(opts)
 }
 
 impl Suite {
     fn cmd(&self, opts: &[&str], argv: &[&str]) -> Command {
+        self.cmd_with(&self.run_opt, opts, argv)
+    }
+
+    fn cmd_with(&self, run_opt: &[String], opts: &[&str], argv: &[&str]) -> Command {
         let mut c = Command::new(&self.exe);
         c.arg("run").arg("--scratch-base").arg(&self.base);
-        c.args(&self.run_opt).args(opts).arg("--").args(argv);
+        c.args(run_opt).args(opts).arg("--").args(argv);
         c.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -322,12 +361,14 @@ pub fn run(a: SelftestArgs) -> anyhow::Result<i32> {
         exe,
         work: work.clone(),
         base,
-        run_opt: a.run_opt.clone(),
+        run_opt: shared_uid_run_opts(&a.run_opt, &work)?,
+        site_run_opt: a.run_opt.clone(),
     };
 
     let mut rows = Vec::new();
     host_process_rows(&s, &mut rows);
     neighbour_rows(&s, &mut rows);
+    job_uid_row(&s, &mut rows);
     host_view_rows(&s, &mut rows);
     privilege_rows(&s, &mut rows);
     image_rows(&s, a.image.as_deref(), &mut rows);
@@ -439,6 +480,37 @@ fn host_process_rows(s: &Suite, rows: &mut Vec<Row>) {
 }
 
 /// Attacks on a concurrent job of the same uid: its processes, /tmp, scratch, environment.
+/// Two jobs of the default user at once: with `[run] job_uids` each runs as a uid of its own,
+/// so per-uid kernel limits (processes, inotify, message queues) are not shared.
+fn job_uid_row(s: &Suite, rows: &mut Vec<Row>) {
+    let attack = "two default-user jobs share a uid";
+    let start = || {
+        s.cmd_with(
+            &s.site_run_opt,
+            &[],
+            &["/bin/sh", "-c", "id -u; exec sleep 1"],
+        )
+        .spawn()
+    };
+    let (Ok(a), Ok(b)) = (start(), start()) else {
+        rows.push(skip(attack, "no", "could not start the jobs"));
+        return;
+    };
+    let (a, b) = (finish(a), finish(b));
+    let (ua, ub) = (a.stdout.trim(), b.stdout.trim());
+    rows.push(match (a.code, b.code) {
+        (Some(0), Some(0)) if ua == ub => {
+            row(attack, "no", format!("yes: both ran as {ua}"), false)
+        }
+        (Some(0), Some(0)) => row(attack, "no", format!("no: {ua} and {ub}"), true),
+        _ => skip(
+            attack,
+            "no",
+            format!("a job failed: {}{}", a.stderr.trim(), b.stderr.trim()),
+        ),
+    });
+}
+
 fn neighbour_rows(s: &Suite, rows: &mut Vec<Row>) {
     let marker = unique("nb");
     let secret_env = format!("JOBCELL_SELFTEST_SECRET={marker}");
@@ -686,13 +758,18 @@ fn privilege_rows(s: &Suite, rows: &mut Vec<Row>) {
             .map(finish)
             .map(|o| o.first())
             .unwrap_or_default();
-        let o = s.run(&[], &[&p, "-u"]);
-        let f = o.first();
-        let seen = format!("euid={f} (on the host: euid={control})");
+        // The job's own uid first (its own with per-job uids, else 65534), then the euid.
+        let o = s.sh(&[], &format!("id -u; exec {p} -u"));
+        let mut ids = o.stdout.lines();
+        let (own, f) = (
+            ids.next().unwrap_or_default().to_string(),
+            ids.next().unwrap_or_default().to_string(),
+        );
+        let seen = format!("euid={f} (the job's uid {own}; on the host: euid={control})");
         if control != "0" {
             rows.push(skip(
                 "setuid-root binary raises euid",
-                "euid stays 65534",
+                "euid stays the job's",
                 format!(
                     "{} is mounted nosuid: no control ({seen})",
                     s.work.display()
@@ -701,15 +778,15 @@ fn privilege_rows(s: &Suite, rows: &mut Vec<Row>) {
         } else {
             rows.push(row(
                 "setuid-root binary raises euid",
-                "euid stays 65534",
+                "euid stays the job's",
                 seen,
-                f == "65534",
+                f == own && f != "0",
             ));
         }
     } else {
         rows.push(skip(
             "setuid-root binary raises euid",
-            "euid stays 65534",
+            "euid stays the job's",
             "no /usr/bin/id",
         ));
     }

@@ -39,6 +39,70 @@ fn spec_json(argv: &[&str]) -> serde_json::Value {
     serde_json::to_value(s).unwrap()
 }
 
+/// Jobs of nobody running at the same time each get a uid of their own from `[run] job_uids`
+/// (the default range here); the job's files the daemon keeps stay nobody's.
+#[test]
+fn concurrent_jobs_of_nobody_run_as_distinct_job_uids() {
+    if !root_or_skip("concurrent_jobs_of_nobody_run_as_distinct_job_uids") {
+        return;
+    }
+    let _g = serial();
+    let d = Daemon::start(&["--cpus", "2", "--memory", "2G"]);
+    let submit = || {
+        let o = d.cli(&[
+            "submit",
+            "-q",
+            "--cpus",
+            "0.1",
+            "--memory",
+            "32",
+            "--",
+            "/bin/sh",
+            "-c",
+            "id -u; id -G; sleep 1.5",
+        ]);
+        assert!(o.status.success(), "{}", err(&o));
+        ids(&o)[0]
+    };
+    let (a, b) = (submit(), submit());
+    let ja = d.wait_state(a, State::Completed, Duration::from_secs(30));
+    let jb = d.wait_state(b, State::Completed, Duration::from_secs(30));
+    assert!(
+        ja.started_at.unwrap() < jb.ended_at.unwrap()
+            && jb.started_at.unwrap() < ja.ended_at.unwrap(),
+        "the two jobs did not run at the same time: {ja:?} {jb:?}"
+    );
+    let uid_of = |id: u64| -> u32 {
+        let o = d.cli(&["output", &id.to_string()]);
+        let text = String::from_utf8_lossy(&o.stdout).into_owned();
+        let mut lines = text.lines();
+        let uid: u32 = lines.next().unwrap().parse().unwrap();
+        // The gid of the same number is its only group.
+        assert_eq!(lines.next(), Some(uid.to_string().as_str()), "{text}");
+        // `q -l` says which uid it ran as.
+        assert_eq!(d.ad(id)["JobcellUid"], uid.to_string());
+        // Its output files stay nobody's: nothing of the job's uid outlives the job.
+        let out = d.state.join(format!("jobs/{id}/stdout"));
+        let meta = std::fs::metadata(out).unwrap();
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65534);
+        uid
+    };
+    let (ua, ub) = (uid_of(a), uid_of(b));
+    assert_ne!(ua, ub, "two concurrent jobs of nobody share a uid");
+    for u in [ua, ub] {
+        assert!(
+            (0x7000_0000..=0x7000_FFFF).contains(&u),
+            "uid {u} outside the range"
+        );
+    }
+    let o = d.cli(&["q", "-l", &a.to_string()]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains(&format!("JobcellUid = {ua}")),
+        "{}",
+        out(&o)
+    );
+}
+
 #[test]
 fn a_job_runs_and_its_result_output_and_events_are_recorded() {
     if !root_or_skip("a_job_runs") {
@@ -145,6 +209,14 @@ fn kill9_of_the_daemon_loses_and_duplicates_nothing() {
     // Each job appends its token to a shared log: a job run twice would show up twice.
     let out = TempDir::new_in("/dev/shm");
     std::fs::set_permissions(&out.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // Every job appends to one log; each job runs as a uid of its own, so the log is made
+    // writable by all first (the first job's umask would keep it to that job's uid).
+    std::fs::write(out.0.join("log"), "").unwrap();
+    std::fs::set_permissions(
+        out.0.join("log"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
     let log = out.0.join("log");
     let n = 200;
     let mut submitted = 0;
@@ -921,6 +993,14 @@ fn results_lost_to_a_power_loss_fail_their_jobs_once_with_the_reason() {
     // show up twice.
     let out = TempDir::new_in("/dev/shm");
     std::fs::set_permissions(&out.0, std::os::unix::fs::PermissionsExt::from_mode(0o777)).unwrap();
+    // Every job appends to one log; each job runs as a uid of its own, so the log is made
+    // writable by all first (the first job's umask would keep it to that job's uid).
+    std::fs::write(out.0.join("log"), "").unwrap();
+    std::fs::set_permissions(
+        out.0.join("log"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o666),
+    )
+    .unwrap();
     let names = ["empty", "truncated", "zeros", "lost", "intact"];
     let mut ids = Vec::new();
     for name in names {

@@ -85,13 +85,14 @@ echo alive=yes"#
     t.assert_base_empty();
 }
 
-/// Two jobs under the same uid (both `nobody`), running at the same time: B must not see A's
-/// processes, reach them with a signal, read A's private dirs, find A's scratch dir, or see A's
-/// SysV IPC objects.
+/// Two jobs under the same uid (both `nobody`, per-job uids off), running at the same time: B
+/// must not see A's processes, reach them with a signal, read A's private dirs, find A's
+/// scratch dir, or see A's SysV IPC objects.
 fn concurrent_jobs_cannot_see_each_other(t: &TestDir) {
     // The control dir outside /tmp (see bind_destination_under_a_private_dir_works).
     let ctl_dir = TestDir::new("pairctl");
     let ctl = ctl_dir.subdir("ctl", 0o777);
+    let shared_uid = job_uids_config(&ctl_dir, "none");
     let marker = unique("jobA");
     let script_a = format!(
         r#": {marker}
@@ -102,6 +103,8 @@ while [ ! -e {ctl}/done ]; do sleep 0.02; done"#,
         ctl = ctl.display()
     );
     let a = Job::new(&t.base())
+        .opt("--config")
+        .opt(&shared_uid)
         .opt("--bind")
         .opt(&ctl)
         .spawn_sh(&script_a);
@@ -127,7 +130,10 @@ echo ipcB=$(ipcs -m | grep -c '^0x')
 basename "$JOBCELL_SCRATCH""#,
         pids = pids.join(" ")
     );
-    let b = Job::new(&t.base()).sh(&script_b);
+    let b = Job::new(&t.base())
+        .opt("--config")
+        .opt(&shared_uid)
+        .sh(&script_b);
     std::fs::write(ctl.join("done"), "").unwrap();
     let a = a.wait();
     a.expect(0);
@@ -464,7 +470,12 @@ fn keep_scratch_keeps_it_private_to_the_job_user() {
     assert_eq!(r["isolation"]["scratch_kept"], true);
     let md = std::fs::metadata(&kept).unwrap();
     assert_eq!(md.mode() & 0o777, 0o700, "{kept:?}");
-    assert_eq!(md.uid(), 65534);
+    // The job's own uid (with per-job uids, the one the report names).
+    assert_eq!(
+        md.uid() as u64,
+        r["isolation"]["user"]["uid"].as_u64().unwrap()
+    );
+    assert!(DEFAULT_JOB_UIDS.contains(&md.uid()));
     assert_eq!(std::fs::read_to_string(kept.join("f")).unwrap(), "kept\n");
     assert_eq!(
         std::fs::read_to_string(kept.join("tmp/f")).unwrap(),
@@ -585,11 +596,9 @@ echo from-job > {rw}/written && echo rw=ok"#,
     assert!(!ro_src.join("new").exists());
     let w = rw.join("written");
     assert_eq!(std::fs::read_to_string(&w).unwrap(), "from-job\n");
-    assert_eq!(
-        std::fs::metadata(&w).unwrap().uid(),
-        65534,
-        "written as nobody"
-    );
+    // A read-write bind is where a job's files outlive it: owned by the job's uid.
+    let owner = std::fs::metadata(&w).unwrap().uid();
+    assert!(DEFAULT_JOB_UIDS.contains(&owner), "written as {owner}");
     t.assert_base_empty();
 }
 
@@ -730,8 +739,23 @@ PY
         );
     }
     assert!(s.contains("NoNewPrivs: 1\n"), "{s}");
-    assert!(s.contains("Uid: 65534 65534 65534 65534\n"), "{s}");
-    assert!(s.contains("Gid: 65534 65534 65534 65534\n"), "{s}");
+    // Real, effective, saved and filesystem ids all the job's own uid (and gid).
+    for key in ["Uid:", "Gid:"] {
+        let ids: Vec<u32> = s
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or_else(|| panic!("no {key} in\n{s}"))
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert!(
+            ids.len() == 4
+                && ids
+                    .iter()
+                    .all(|&i| i == ids[0] && DEFAULT_JOB_UIDS.contains(&i)),
+            "{key} {ids:?}"
+        );
+    }
     for k in ["mount", "chroot", "unshare_m"] {
         let v = out.value(k).unwrap_or_else(|| panic!("{k} missing:\n{s}"));
         assert!(v != "0" && v != "127", "{k}: exit {v} inside the job:\n{s}");
@@ -885,14 +909,229 @@ fn setuid_root_binary_does_not_raise_privileges() {
     let out = Job::new(&t.base()).run(&[suid.to_str().unwrap(), "-u"]);
     std::fs::remove_file(&suid).unwrap();
     out.expect(0);
-    assert_eq!(
-        out.stdout.trim(),
-        "65534",
-        "setuid-root raised the job's euid"
+    let euid: u32 = out.stdout.trim().parse().unwrap();
+    assert!(
+        DEFAULT_JOB_UIDS.contains(&euid),
+        "setuid-root raised the job's euid to {euid}"
     );
     if String::from_utf8_lossy(&host.stdout).trim() != "0" {
         eprintln!("note: the control (setuid on the host) did not give euid 0 either");
     }
+    t.assert_base_empty();
+}
+
+// ------------------------------------------------------------------------------ job uids
+
+/// `[run] job_uids` when the config does not set it (0x70000000-0x7000FFFF).
+const DEFAULT_JOB_UIDS: std::ops::RangeInclusive<u32> = 0x7000_0000..=0x7000_FFFF;
+
+/// A config file in `t` with `[run] job_uids = range`.
+fn job_uids_config(t: &TestDir, range: &str) -> std::path::PathBuf {
+    let p = t.path().join("config.toml");
+    std::fs::write(&p, format!("[run]\njob_uids = \"{range}\"\n")).unwrap();
+    p
+}
+
+#[test]
+fn concurrent_default_user_jobs_get_distinct_uids_of_the_range() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("jobuids");
+    let script = "echo uid=$(id -u) gid=$(id -g) groups=$(id -G) user=$USER; sleep 1";
+    let a = Job::new(&t.base()).spawn_sh(script);
+    let b = Job::new(&t.base()).spawn_sh(script);
+    let (a, b) = (a.wait(), b.wait());
+    a.expect(0);
+    b.expect(0);
+    let uid = |o: &Out| -> u32 {
+        let line = o.stdout.trim();
+        let v: Vec<&str> = line.split(' ').collect();
+        let uid: u32 = v[0].strip_prefix("uid=").unwrap().parse().unwrap();
+        // The gid of the same number, no other group; USER stays the account's name.
+        assert_eq!(
+            &v[1..],
+            [
+                format!("gid={uid}"),
+                format!("groups={uid}"),
+                "user=nobody".to_string()
+            ],
+            "{line}"
+        );
+        uid
+    };
+    let (ua, ub) = (uid(&a), uid(&b));
+    assert_ne!(ua, ub, "two concurrent jobs share a uid");
+    for u in [ua, ub] {
+        assert_ne!(u, 65534);
+        assert!(
+            DEFAULT_JOB_UIDS.contains(&u),
+            "uid {u} is outside the range"
+        );
+    }
+    t.assert_base_empty();
+}
+
+/// One job takes every inotify instance its uid may have (fs.inotify.max_user_instances, a
+/// per-uid limit no namespace splits); a job started meanwhile must still get one.
+#[test]
+fn a_job_exhausting_a_per_uid_limit_does_not_starve_another_job() {
+    if skip_unless_root() {
+        return;
+    }
+    let max: u32 = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    if max > 512 {
+        // The job's descriptor limit (1024) would stop it first: no per-uid exhaustion.
+        eprintln!("SKIPPED: fs.inotify.max_user_instances is {max}; the test needs at most 512");
+        return;
+    }
+    let t = TestDir::new("peruid");
+    let signal = t.subdir("signal", 0o777);
+    let ready = signal.join("ready");
+    let hog = format!(
+        r#"
+import ctypes, time
+l = ctypes.CDLL(None, use_errno=True)
+fds = []
+while len(fds) < 100000:
+    fd = l.inotify_init1(0)
+    if fd < 0:
+        break
+    fds.append(fd)
+print("held=%d errno=%d" % (len(fds), ctypes.get_errno()), flush=True)
+open("{}", "w").close()
+time.sleep(30)
+"#,
+        ready.display()
+    );
+    let a = Job::new(&t.base()).spawn_sh(&format!("exec python3 -c '{hog}'"));
+    wait_for_file(&ready, Duration::from_secs(20));
+    let b = Job::new(&t.base()).sh(r#"exec python3 -c '
+import ctypes
+l = ctypes.CDLL(None, use_errno=True)
+fd = l.inotify_init1(0)
+print("inotify=%d errno=%d" % (fd, ctypes.get_errno()))'"#);
+    a.signal(libc::SIGTERM);
+    let a = a.wait();
+    // A uid of its own: all of the limit, and nothing else.
+    assert_eq!(
+        a.stdout.trim(),
+        format!("held={max} errno=24"),
+        "the first job did not reach the per-uid limit: {}",
+        a.stderr
+    );
+    b.expect(0);
+    assert!(
+        !b.stdout.contains("inotify=-1"),
+        "a job could not create an inotify instance while another job held its uid's all ({}): {}",
+        a.stdout.trim(),
+        b.stdout
+    );
+    t.assert_base_empty();
+}
+
+#[test]
+fn a_uid_held_by_a_live_job_is_never_given_to_another() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("uidlock");
+    // One uid, away from the default range other tests use at the same time.
+    let one = 0x7002_0000u32;
+    let cfg = job_uids_config(&t, &format!("{one}-{one}"));
+    let signal = t.subdir("signal", 0o777);
+    let ready = signal.join("ready");
+    let a = Job::new(&t.base())
+        .opt("--config")
+        .opt(&cfg)
+        .spawn_sh(&format!(
+            "id -u > {0}.tmp; mv {0}.tmp {0}; sleep 30",
+            ready.display()
+        ));
+    wait_for_file(&ready, Duration::from_secs(20));
+    let b = Job::new(&t.base())
+        .opt("--config")
+        .opt(&cfg)
+        .run(&["id", "-u"]);
+    assert_eq!(b.code(), 125, "{}{}", b.stdout, b.stderr);
+    assert_eq!(
+        b.stderr.trim(),
+        format!(
+            "jobcell: config [run] job_uids = \"{one}-{one}\": every uid of the range is held by a running job"
+        )
+    );
+    assert_eq!(
+        std::fs::read_to_string(&ready).unwrap().trim(),
+        one.to_string()
+    );
+    a.signal(libc::SIGTERM);
+    a.wait();
+    // Released with the job: the next job gets it.
+    let c = Job::new(&t.base())
+        .opt("--config")
+        .opt(&cfg)
+        .run(&["id", "-u"]);
+    c.expect(0);
+    assert_eq!(c.stdout.trim(), one.to_string());
+    // A launcher killed outright releases it too (the lock dies with its holder).
+    std::fs::remove_file(&ready).unwrap();
+    let d = Job::new(&t.base())
+        .opt("--config")
+        .opt(&cfg)
+        .spawn_sh(&format!(
+            "id -u > {0}.tmp; mv {0}.tmp {0}; sleep 30",
+            ready.display()
+        ));
+    wait_for_file(&ready, Duration::from_secs(20));
+    d.signal(libc::SIGKILL);
+    drop(d);
+    let e = Job::new(&t.base())
+        .opt("--config")
+        .opt(&cfg)
+        .run(&["id", "-u"]);
+    e.expect(0);
+    assert_eq!(e.stdout.trim(), one.to_string());
+    // Files the jobs wrote outside scratch are all that is left of them.
+    std::fs::remove_file(&ready).unwrap();
+    // The killed launcher's scratch dir goes at the next launch's collection.
+    Job::new(&t.base()).run(&["true"]).expect(0);
+    t.assert_base_empty();
+}
+
+#[test]
+fn a_job_uid_range_holding_an_account_is_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("uidcollide");
+    // uid 1 is an account on every Debian-like system (daemon); 1-10 holds a few more.
+    let holder = unsafe { libc::getpwuid(1) };
+    if holder.is_null() {
+        eprintln!("SKIPPED: no account with uid 1 to collide with");
+        return;
+    }
+    let cfg = job_uids_config(&t, "1-10");
+    let out = Job::new(&t.base()).opt("--config").opt(&cfg).run(&["true"]);
+    assert_eq!(out.code(), 125, "{}", out.stderr);
+    let line = out.stderr.trim();
+    assert!(
+        line.starts_with("jobcell: config [run] job_uids = \"1-10\": user '")
+            && line.contains(") is in the range")
+            && !line.contains('\n'),
+        "{line}"
+    );
+    // "none": jobs share nobody, as before.
+    std::fs::write(&cfg, "[run]\njob_uids = \"none\"\n").unwrap();
+    let out = Job::new(&t.base())
+        .opt("--config")
+        .opt(&cfg)
+        .run(&["id", "-u"]);
+    out.expect(0);
+    assert_eq!(out.stdout.trim(), "65534");
     t.assert_base_empty();
 }
 
@@ -1866,9 +2105,18 @@ for name, d in [("planted", b"{planted}"), ("job", b"{desc}")]:
         eprintln!("note: could not plant a host key as nobody: {host:?}");
     }
     // Job A tries to leave a key; job B tries to read both.
-    let a = Job::new(&t.base()).run(&["python3", "-c", &add(&desc)]);
+    // Both as nobody itself (per-job uids off), as with a shared account.
+    let shared_uid = job_uids_config(&t, "none");
+    let a =
+        Job::new(&t.base())
+            .opt("--config")
+            .opt(&shared_uid)
+            .run(&["python3", "-c", &add(&desc)]);
     a.expect(0);
-    let b = Job::new(&t.base()).run(&["python3", "-c", &read]);
+    let b = Job::new(&t.base())
+        .opt("--config")
+        .opt(&shared_uid)
+        .run(&["python3", "-c", &read]);
     b.expect(0);
     assert_eq!(
         b.value("planted"),
@@ -1957,7 +2205,7 @@ fn disk_limit_is_enospc_inside_and_nothing_on_the_host() {
             "df -k \"$JOBCELL_SCRATCH\" | tail -1 | awk '{print \"fs=\" $1}'
 dd if=/dev/zero of=/tmp/a bs=1M count=20 2>/dev/null && echo first=ok
 dd if=/dev/zero of=\"$JOBCELL_SCRATCH/b\" bs=1M count=16 2>/dev/null; echo second=$?
-touch \"$JOBCELL_SCRATCH/ready\"; sleep 1; echo owner=$(stat -c %U \"$JOBCELL_SCRATCH\")",
+touch \"$JOBCELL_SCRATCH/ready\"; sleep 1; echo owner=$(stat -c %u \"$JOBCELL_SCRATCH\"); echo me=$(id -u)",
         );
     let t0 = Instant::now();
     let mut seen_running = false;
@@ -1986,7 +2234,7 @@ touch \"$JOBCELL_SCRATCH/ready\"; sleep 1; echo owner=$(stat -c %U \"$JOBCELL_SC
     );
     assert_eq!(out.value("first"), Some("ok"), "{}", out.stderr);
     assert_ne!(out.value("second"), Some("0"), "wrote past --disk");
-    assert_eq!(out.value("owner"), Some("nobody"));
+    assert_eq!(out.value("owner"), out.value("me"), "{}", out.stdout);
     assert!(
         out.stderr.contains("filled its scratch disk (20.0 MiB)"),
         "{}",
