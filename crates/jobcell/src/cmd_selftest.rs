@@ -1139,7 +1139,9 @@ fn bound_fill(s: &Suite) -> Row {
     }
     let _pool = Pool(state, base);
     let mut c = Command::new(&s.exe);
-    c.arg("run").arg("--config").arg(&config).args(&s.run_opt);
+    // The row's own config stands for the node's: the suite's `--config` is left out.
+    let opts = s.run_opt.iter().filter(|o| !o.starts_with("--config"));
+    c.arg("run").arg("--config").arg(&config).args(opts);
     c.args([
         "--",
         "/bin/sh",
