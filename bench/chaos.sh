@@ -6,6 +6,8 @@
 #  2. The state dir on a 32 MiB tmpfs: a job, the disk filled, a submission (must be refused
 #     in one line, the daemon staying up), the space freed, a submission (must run, same
 #     daemon).
+#  3. The connection flood of bench/api-flood.sh (3000 idle connections of a second uid for
+#     10 s against a daemon with 1024 descriptors): the p50/p99 of `jobcell q` during it.
 # Prints the acknowledged jobs that are lost (unknown to the daemon), run twice, stuck (not
 # ended within the bound) or ended without running; all must be 0 (exit 1 otherwise).
 # Root; runs in a private mount namespace of its own (unshare -m), so no mount is visible
@@ -124,6 +126,7 @@ kill -0 "$pid" 2>/dev/null && [ "$DPID" = "$pid" ] || full_ok=0
 [ "$state" = completed ] || full_ok=0
 echo "full disk: job $first ran; filled, a submission was refused: '$refused'; freed, job $again $state; daemon pid $pid throughout"
 stop
+JOBCELL="$J" "$(dirname "$(realpath "$0")")/api-flood.sh" 3000 10 | grep -e '^q, ' -e 'refusals'
 t2=$(date +%s)
 echo "total $((t2 - t0)) s"
 [ "$lost" -eq 0 ] && [ "$dup" -eq 0 ] && [ "$stuck" -eq 0 ] && [ "$unrun" -eq 0 ] && [ "$full_ok" -eq 1 ]
