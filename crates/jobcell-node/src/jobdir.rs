@@ -7,10 +7,15 @@
 //!                                        recovering daemon to fence off a late supervisor
 //!                  /result-<attempt>.json  written last by the supervisor (tmp+rename, not
 //!                                        fsync'd: the daemon's commit makes it durable)
-//!                  /stdout, /stderr      the job's output (owned by the job's user)
+//!                  /stdout, /stderr      the job's output, unless its owner named files
 //! ```
+//!
+//! Everything here is root's and private: the jobs dir and each job dir are 0700, the files
+//! 0600, made new (O_EXCL) and never through a symlink. The job writes its default output
+//! through the descriptors its supervisor hands it; its owner reads it through the API. A
+//! path a client names is never looked up here: the supervisor opens it as the submitter.
 
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use jobcell_spec::JobSpec;
@@ -21,8 +26,13 @@ use serde::{Deserialize, Serialize};
 pub struct SupervisorSpec {
     pub id: u64,
     pub spec: JobSpec,
-    pub stdout: PathBuf,
-    pub stderr: PathBuf,
+    /// The file the owner named for the job's stdout (opened as the submitter); None: `stdout`
+    /// in the job dir.
+    #[serde(default)]
+    pub stdout: Option<PathBuf>,
+    /// As `stdout`, for stderr.
+    #[serde(default)]
+    pub stderr: Option<PathBuf>,
     pub cgroup_parent: Option<PathBuf>,
     /// Who submitted the job (image visibility is checked for this uid).
     #[serde(default)]
@@ -105,6 +115,21 @@ impl JobResult {
     }
 }
 
+/// Make a job's dir: root's, closed to everyone else (0700).
+pub fn make_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        r => r,
+    }
+}
+
+pub fn stdout_path(dir: &Path) -> PathBuf {
+    dir.join("stdout")
+}
+pub fn stderr_path(dir: &Path) -> PathBuf {
+    dir.join("stderr")
+}
 pub fn spec_path(dir: &Path) -> PathBuf {
     dir.join("spec.json")
 }
@@ -121,7 +146,7 @@ pub fn result_path(dir: &Path, attempt: u32) -> PathBuf {
 pub fn claim(dir: &Path, attempt: u32, c: &Claim) -> io::Result<bool> {
     let tmp = dir.join(format!(".claim-{attempt}.{}", std::process::id()));
     let data = serde_json::to_vec(c).map_err(io::Error::other)?;
-    std::fs::write(&tmp, data)?;
+    crate::sys::create_private(&tmp)?.write_all(&data)?;
     let r = std::fs::hard_link(&tmp, claim_path(dir, attempt));
     let _ = std::fs::remove_file(&tmp);
     match r {

@@ -38,6 +38,18 @@ pub fn pidfd_for(pid: i32, start: u64) -> io::Result<OwnedFd> {
     }
 }
 
+/// Whether the process behind `fd` (pid `pid`) is listed in the cgroup.procs file `procs`.
+/// The pidfd must still be alive after the read, or the listed pid may have been another
+/// process's: Ok(None) when the process has exited.
+pub fn pidfd_in_cgroup(fd: &OwnedFd, pid: i32, procs: &Path) -> io::Result<Option<bool>> {
+    let text = std::fs::read_to_string(procs)?;
+    let listed = text.lines().any(|l| l.trim().parse() == Ok(pid));
+    if pidfd_exited(fd) {
+        return Ok(None);
+    }
+    Ok(Some(listed))
+}
+
 /// Whether the process behind a pidfd has exited (pidfd polls readable then).
 pub fn pidfd_exited(fd: &OwnedFd) -> bool {
     let mut p = libc::pollfd {
@@ -77,6 +89,29 @@ pub fn try_flock(f: &File) -> io::Result<bool> {
     }
 }
 
+/// Create `path` as a new file, mode 0600, never through a symlink (a name that exists, link or
+/// not, is not opened: it is the leftover of a dead process with the same pid, and replaced).
+/// For everything root makes in the state dir.
+pub fn create_private(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            // unlink removes a symlink itself, never its target.
+            std::fs::remove_file(path)?;
+            open()
+        }
+        r => r,
+    }
+}
+
 /// Write `data` to `path` atomically: a temporary file in the same dir, renamed over `path`.
 /// Not durable (no fsync): a reader sees the old state or the whole new file, never a partial
 /// one, as long as the machine stays up. Used for a supervisor's result, which the daemon
@@ -92,7 +127,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
             .unwrap_or_default(),
         std::process::id()
     ));
-    let mut f = File::create(&tmp)?;
+    let mut f = create_private(&tmp)?;
     f.write_all(data)?;
     drop(f);
     std::fs::rename(&tmp, path)
@@ -117,7 +152,7 @@ pub fn reserve_atomic(path: &Path, size: u64) -> io::Result<Reserved> {
             .unwrap_or_default(),
         std::process::id()
     ));
-    let file = File::create(&tmp)?;
+    let file = create_private(&tmp)?;
     if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size as libc::off_t) } < 0 {
         let e = io::Error::last_os_error();
         let _ = std::fs::remove_file(&tmp);
