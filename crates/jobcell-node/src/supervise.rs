@@ -458,8 +458,8 @@ fn transfer_out(scratch: &Path, before: &Snapshot, cwd: &Path, id: &Identity) ->
 }
 
 /// Open a job's output file. The default one, in the job dir, is made by root for root
-/// (0600, never through a symlink): the job writes it through the descriptor it inherits and
-/// its owner reads it through the API. A path the owner named is opened with the owner's
+/// (0600, never through a symlink, write-only for the job's user by ACL): the job writes it
+/// through the descriptor it inherits and its owner reads it through the API. A path the owner named is opened with the owner's
 /// filesystem identity, so it can only name a file they may write, wherever it points.
 fn open_output(
     named: Option<&Path>,
@@ -468,14 +468,19 @@ fn open_output(
     rootless: bool,
 ) -> Result<std::fs::File, String> {
     let Some(p) = named else {
-        return std::fs::OpenOptions::new()
+        let f = std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
             .open(default)
-            .map_err(|e| format!("{}: {e}", default.display()));
+            .map_err(|e| format!("{}: {e}", default.display()))?;
+        if !rootless {
+            // Best effort: without ACLs (filesystem or kernel) only the descriptor writes.
+            let _ = sys::acl_grant_write(&f, id.uid);
+        }
+        return Ok(f);
     };
     if rootless {
         return std::fs::OpenOptions::new()

@@ -112,6 +112,43 @@ pub fn create_private(path: &Path) -> io::Result<File> {
     }
 }
 
+/// Let `uid` write (not read) the open file `f` by a POSIX access ACL: a job's default output is
+/// root's, and the job writes it through the descriptor it inherits, but a job that reopens
+/// that descriptor by name (`echo > /dev/stdout`, `tee /dev/stderr`) needs the right to open it
+/// too. Its dir stays closed, so the name reaches it only through the job's own /proc.
+pub fn acl_grant_write(f: &File, uid: u32) -> io::Result<()> {
+    // linux/posix_acl_xattr.h: a version, then (tag, perm, id) entries sorted by tag.
+    const VERSION: u32 = 2;
+    const UNDEFINED: u32 = u32::MAX;
+    let entries: [(u16, u16, u32); 5] = [
+        (0x01, 6, UNDEFINED), // owner: rw
+        (0x02, 2, uid),       // the job's user: w
+        (0x04, 0, UNDEFINED), // owning group: -
+        (0x10, 2, UNDEFINED), // mask: w
+        (0x20, 0, UNDEFINED), // others: -
+    ];
+    let mut acl = VERSION.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    // SAFETY: a valid descriptor, a NUL-terminated name and a buffer of the length given.
+    let rc = unsafe {
+        libc::fsetxattr(
+            f.as_raw_fd(),
+            c"system.posix_acl_access".as_ptr(),
+            acl.as_ptr().cast(),
+            acl.len(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Write `data` to `path` atomically: a temporary file in the same dir, renamed over `path`.
 /// Not durable (no fsync): a reader sees the old state or the whole new file, never a partial
 /// one, as long as the machine stays up. Used for a supervisor's result, which the daemon

@@ -379,7 +379,7 @@ fn the_daemons_records_are_closed_to_other_users_and_to_jobs() {
             )
         })
         .collect::<String>()
-        + "echo probed";
+        + "echo probed; echo its-own-output-by-name >> /dev/stdout";
     let by_root = ids(&d.cli(&[
         "submit", "-q", "--cpus", "0.1", "--memory", "32", "--", "/bin/sh", "-c", &probe,
     ]))[0];
@@ -389,6 +389,8 @@ fn the_daemons_records_are_closed_to_other_users_and_to_jobs() {
         let o = d.cli(&["output", &id.to_string()]);
         let text = out(&o);
         assert!(text.contains("probed"), "job {id}: {text}");
+        // A job may still reopen its own output by name.
+        assert!(text.contains("its-own-output-by-name"), "job {id}: {text}");
         assert!(
             !text.contains("READ"),
             "job {id} read the daemon's files:\n{text}"
@@ -399,7 +401,14 @@ fn the_daemons_records_are_closed_to_other_users_and_to_jobs() {
     assert_eq!(mode(&st.join("jobs")), (0o700, 0));
     assert_eq!(mode(&job_dir), (0o700, 0));
     for f in &files {
-        assert_eq!(mode(f), (0o600, 0), "{}", f.display());
+        let (m, uid) = mode(f);
+        // Default output also lets its job's user write (not read) it, by ACL (mask: g=w).
+        let output = f.ends_with("stdout") || f.ends_with("stderr");
+        assert!(
+            uid == 0 && (m == 0o600 || (output && m == 0o620)),
+            "{}: {m:o} uid {uid}",
+            f.display()
+        );
     }
     // The owner still reads their output through the API.
     let o = d.cli(&["output", &first.to_string()]);
