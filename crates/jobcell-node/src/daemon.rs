@@ -189,7 +189,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
     sys::spread_subdirs(&jobs_dir);
     // Fail now, with the state dir named, rather than at the first job.
     let probe = sd.join(".write-test");
-    std::fs::write(&probe, b"").map_err(state_err(sd))?;
+    sys::create_private(&probe).map_err(state_err(sd))?;
     let _ = std::fs::remove_file(&probe);
     let _lock = lock_state_dir(sd)?;
     if sys::is_root() {

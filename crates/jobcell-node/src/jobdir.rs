@@ -115,11 +115,21 @@ impl JobResult {
     }
 }
 
-/// Make a job's dir: root's, closed to everyone else (0700).
+/// Make a job's dir: root's, closed to everyone else (0700). One that exists (an earlier
+/// attempt's) must be a directory, not a link to one.
 pub fn make_dir(dir: &Path) -> io::Result<()> {
     use std::os::unix::fs::DirBuilderExt;
     match std::fs::DirBuilder::new().mode(0o700).create(dir) {
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if std::fs::symlink_metadata(dir)?.is_dir() {
+                Ok(())
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "exists and is not a directory",
+                ))
+            }
+        }
         r => r,
     }
 }
@@ -233,5 +243,36 @@ mod tests {
         assert_eq!(read_claim(d.path(), 3).unwrap(), None);
         // No temporary files left.
         assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn claims_and_results_are_private_and_never_written_through_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        // A planted temporary name (as a dead process with this pid would leave it).
+        let tmp = d.path().join(format!(".claim-1.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        assert!(claim(d.path(), 1, &Claim::Fenced).unwrap());
+        let res = result_path(d.path(), 1);
+        let tmp = d
+            .path()
+            .join(format!(".result-1.json.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        crate::sys::write_atomic(&res, b"{}").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        for p in [claim_path(d.path(), 1), res] {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            assert!(m.is_file(), "{}", p.display());
+            assert_eq!(m.permissions().mode() & 0o777, 0o600, "{}", p.display());
+        }
+        // A job dir that is a link is refused.
+        let link = d.path().join("7");
+        std::os::unix::fs::symlink(d.path(), &link).unwrap();
+        assert!(make_dir(&link).is_err());
+        make_dir(&d.path().join("8")).unwrap();
+        let m = std::fs::metadata(d.path().join("8")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o700);
     }
 }

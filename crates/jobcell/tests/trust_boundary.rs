@@ -476,3 +476,56 @@ fn an_unrecorded_claim_is_trusted_only_from_the_supervisors_cgroup() {
     assert!(victim.alive(), "the process the claim named was signalled");
     assert!(d.log().contains("not its supervisor"), "{}", d.log());
 }
+
+/// A state dir left open by an older daemon (world-readable queue and job dirs, output given
+/// to the job's user) is closed when the daemon starts.
+#[test]
+fn an_older_state_dir_is_closed_at_daemon_start() {
+    if !root_or_skip("an_older_state_dir_is_closed_at_daemon_start") {
+        return;
+    }
+    let _g = serial();
+    let mut d = Daemon::start(&["--cpus", "1", "--memory", "1G"]);
+    let o = d.cli(&[
+        "submit",
+        "-q",
+        "--cpus",
+        "0.1",
+        "--memory",
+        "32",
+        "--",
+        "/bin/echo",
+        "hi",
+    ]);
+    let id = ids(&o)[0];
+    d.wait_state(id, State::Completed, T);
+    d.stop();
+    let st = d.state.clone();
+    let job_dir = st.join(format!("jobs/{id}"));
+    let chmod =
+        |p: &Path, m: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+    // As an older daemon left it.
+    chmod(&st, 0o755);
+    chmod(&st.join("jobs"), 0o755);
+    chmod(&job_dir, 0o755);
+    for f in ["state.db", "daemon.lock"] {
+        chmod(&st.join(f), 0o644);
+    }
+    for f in ["claim-1", "result-1.json", "stdout", "stderr"] {
+        chmod(&job_dir.join(f), 0o644);
+    }
+    let nobody = nobody();
+    std::os::unix::fs::chown(job_dir.join("stdout"), Some(nobody.0), Some(nobody.1)).unwrap();
+    d.restart();
+    assert_eq!(mode(&st), (0o711, 0));
+    assert_eq!(mode(&st.join("jobs")), (0o700, 0));
+    assert_eq!(mode(&job_dir), (0o700, 0));
+    for f in [st.join("state.db"), st.join("daemon.lock")] {
+        assert_eq!(mode(&f), (0o600, 0), "{}", f.display());
+    }
+    for f in ["claim-1", "result-1.json", "stdout", "stderr"] {
+        assert_eq!(mode(&job_dir.join(f)), (0o600, 0), "{f}");
+    }
+    // The owner still reads the output.
+    assert_eq!(out(&d.cli(&["output", &id.to_string()])), "hi\n");
+}
