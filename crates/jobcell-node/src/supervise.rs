@@ -1,9 +1,9 @@
 //! `jobcell supervise <job-dir> <attempt>`: one job's supervisor. Single-threaded, no async:
 //! it leaves the daemon's cgroup for jobcell's `supervisors` cgroup, claims the attempt, points
 //! its stdout/stderr at the job's output files, runs the launcher, and records the result
-//! atomically. It is started by the
-//! spawner in its own session, so it outlives the daemon; if it is SIGKILLed, the job's init
-//! dies with it (PR_SET_PDEATHSIG) and the daemon records the job as failed.
+//! atomically. It is started by the spawner in its own session, so it outlives the daemon; if
+//! it is SIGKILLed, the job's init dies with it (PR_SET_PDEATHSIG) and the daemon records the
+//! job as failed.
 
 use std::io;
 use std::os::fd::AsRawFd;
