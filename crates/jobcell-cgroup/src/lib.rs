@@ -603,6 +603,16 @@ impl CgroupRoot {
         }
     }
 
+    /// jobcell's parent directory in the hierarchy every job cgroup is made in (memory on v1,
+    /// the one on v2): a sibling of the job cgroups there holds no job process, so membership
+    /// of one (which only root can grant) tells jobcell's own processes from jobs'.
+    pub fn every_job_parent_path(&self) -> Option<PathBuf> {
+        match &self.inner {
+            RootImpl::V1(r) => r.memory_parent_path(),
+            RootImpl::V2(r) => Some(r.parent_path()),
+        }
+    }
+
     /// Create job cgroup `name` and apply `limits`. On any failure nothing is left behind.
     pub fn create(&self, name: &str, limits: &Limits) -> Result<JobCgroup, CgroupError> {
         check_name(name)?;

@@ -282,6 +282,15 @@ impl Root {
         Ok(out)
     }
 
+    /// The parent in the memory hierarchy: every job gets a memory cgroup, so no job process
+    /// stays in a sibling of the job cgroups there.
+    pub(crate) fn memory_parent_path(&self) -> Option<PathBuf> {
+        self.hiers
+            .iter()
+            .find(|h| h.has(Ctrl::Memory))
+            .map(|h| h.parent_path.clone())
+    }
+
     pub(crate) fn parent_paths(&self) -> Vec<PathBuf> {
         self.hiers
             .iter()

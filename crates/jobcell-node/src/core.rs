@@ -483,6 +483,14 @@ impl Core {
                 params![b],
             ));
         }
+        // A claim is a file: it proves nothing about a pid by itself. A supervisor is proven by
+        // the daemon's own record of it, and by its membership of the supervisors cgroup (which
+        // it joins before claiming, and which only root can grant).
+        let supervisors_procs = self
+            .cgroups
+            .as_ref()
+            .and_then(|r| r.every_job_parent_path())
+            .map(|p| p.join("supervisors/cgroup.procs"));
         let (mut requeued, mut attached, mut ended) = (0, 0, 0);
         for r in rows {
             let id = r.info.id;
@@ -501,7 +509,7 @@ impl Core {
             self.alloc_mem += job.info.memory;
             let attempt = job.info.attempt;
             let dir = self.cfg.jobs_dir.join(id.to_string());
-            let _ = std::fs::create_dir_all(&dir);
+            let _ = jobdir::make_dir(&dir);
             let mut claim = jobdir::read_claim(&dir, attempt).ok().flatten();
             if rebooted && claim != Some(Claim::Fenced) {
                 // The attempt's supervisor died with the machine. A missing claim proves
@@ -514,8 +522,11 @@ impl Core {
                         let _ = jobdir::claim(&dir, attempt, &Claim::Fenced);
                         job.sup = row_sup;
                     }
-                    // Names its cgroup and scratch dir, for the cleanup.
-                    Some(Claim::Supervisor { pid, starttime }) => job.sup = Some((pid, starttime)),
+                    // Names its cgroup and scratch dir, for the cleanup (the daemon's own
+                    // record first).
+                    Some(Claim::Supervisor { pid, starttime }) => {
+                        job.sup = row_sup.or(Some((pid, starttime)))
+                    }
                     Some(Claim::Fenced) => {}
                 }
                 self.lost_in_reboot.insert((id, attempt));
@@ -589,17 +600,42 @@ impl Core {
                 continue;
             }
             match claim {
-                Some(Claim::Supervisor { pid, starttime }) => {
-                    job.sup = Some((pid, starttime));
-                    if job.info.state == State::Starting {
-                        job.info.state = State::Running;
-                        sql(tx.execute(
-                            "UPDATE jobs SET state='running', sup_pid=?2, sup_start=?3 WHERE id=?1",
-                            params![id as i64, pid, starttime as i64],
-                        ));
-                    }
-                    match sys::pidfd_for(pid, starttime) {
-                        Ok(fd) => {
+                Some(Claim::Supervisor {
+                    pid: claimed_pid,
+                    starttime: claimed_start,
+                }) => {
+                    let (pid, starttime) = match row_sup {
+                        Some(recorded) if recorded != (claimed_pid, claimed_start) => {
+                            warn!(
+                                "job {id}: claim-{attempt} names pid {claimed_pid}, not its supervisor (pid {}, recorded when it started): the record is used",
+                                recorded.0
+                            );
+                            recorded
+                        }
+                        _ => (claimed_pid, claimed_start),
+                    };
+                    let proven = sys::pidfd_for(pid, starttime).map(|fd| {
+                        let member = match &supervisors_procs {
+                            Some(procs) => {
+                                sys::pidfd_in_cgroup(&fd, pid, procs).unwrap_or_else(|e| {
+                                    warn!("job {id}: reading {}: {e}", procs.display());
+                                    Some(false)
+                                })
+                            }
+                            None => Some(true),
+                        };
+                        (fd, member)
+                    });
+                    match proven {
+                        Ok((fd, Some(true))) => {
+                            job.sup = Some((pid, starttime));
+                            if job.info.state == State::Starting {
+                                job.info.state = State::Running;
+                                sql(tx.execute(
+                                    "UPDATE jobs SET state='running', sup_pid=?2, sup_start=?3 WHERE id=?1",
+                                    params![id as i64, pid, starttime as i64],
+                                ));
+                            }
                             if job.pending.is_some() {
                                 // An acknowledged remove/hold the previous daemon may not have
                                 // delivered: deliver it (again; SIGTERM twice is harmless).
@@ -614,7 +650,24 @@ impl Core {
                             self.arm_deadline(id, attempt, started_at);
                             continue;
                         }
-                        Err(_) => {
+                        Ok((_, Some(false))) => {
+                            // Not a process jobcell started: never signalled, never watched.
+                            warn!(
+                                "job {id}: claim-{attempt} names pid {pid}, which is not its supervisor (not in jobcell's supervisors cgroup): the attempt is recorded as lost and nothing is signalled"
+                            );
+                            job.sup = row_sup;
+                            self.local.push_back(Cmd::SpawnFailed {
+                                id,
+                                attempt,
+                                why: format!(
+                                    "attempt {attempt}'s claim names pid {pid}, which is not a jobcell supervisor; the attempt was lost when the daemon restarted"
+                                ),
+                            });
+                            ended += 1;
+                        }
+                        // Gone (now or while proving it): Exited reads its result.
+                        Ok((_, None)) | Err(_) => {
+                            job.sup = Some((pid, starttime));
                             self.local.push_back(Cmd::Exited { id, attempt });
                             ended += 1;
                         }
@@ -2570,7 +2623,7 @@ impl Core {
     /// request (empty here), written to `spec.json` for an exec'd one.
     fn prepare_dir(&self, id: u64, dir: &Path) -> Result<Vec<u8>, String> {
         let j = &self.jobs[&id];
-        std::fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+        jobdir::make_dir(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
         let spec: JobSpec =
             serde_json::from_str(&j.spec).map_err(|e| format!("stored spec: {e}"))?;
         let x: JobExtra = j
@@ -2587,16 +2640,9 @@ impl Core {
             transfer_input: x.transfer_input.into_iter().map(PathBuf::from).collect(),
             transfer: x.transfer,
             spec,
-            stdout: j
-                .stdout
-                .clone()
-                .map(PathBuf::from)
-                .unwrap_or_else(|| dir.join("stdout")),
-            stderr: j
-                .stderr
-                .clone()
-                .map(PathBuf::from)
-                .unwrap_or_else(|| dir.join("stderr")),
+            // Only a path the owner named; the default is the supervisor's to make, as root.
+            stdout: j.stdout.clone().map(PathBuf::from),
+            stderr: j.stderr.clone().map(PathBuf::from),
             cgroup_parent: self.cfg.cgroup_parent.clone(),
             owner: j.info.owner,
             images: Some(self.cfg.images.clone()),
@@ -2606,7 +2652,8 @@ impl Core {
         if !self.spawner.execs() {
             return Ok(data);
         }
-        std::fs::write(jobdir::spec_path(dir), data)
+        sys::create_private(&jobdir::spec_path(dir))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, &data))
             .map_err(|e| format!("writing spec.json: {e}"))?;
         Ok(Vec::new())
     }

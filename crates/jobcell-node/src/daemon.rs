@@ -3,7 +3,7 @@
 
 use std::fs::File;
 use std::io::{self, Read, Seek, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use jobcell_cgroup::CgroupRoot;
@@ -107,7 +107,8 @@ fn lock_state_dir(dir: &Path) -> Result<File, DaemonError> {
         .write(true)
         .create(true)
         .truncate(false)
-        .mode(0o644)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(&p)
         .map_err(state_err(dir))?;
     if !sys::try_flock(&f).map_err(state_err(dir))? {
@@ -182,6 +183,61 @@ fn api_limits(o: &DaemonOptions, nofile: u64) -> crate::api::ApiLimits {
     }
 }
 
+/// The state dir holds every job's spec (environment, arguments: tokens passed with `-e`),
+/// results and default output: root's alone. The dir itself stays traversable (0711) for what
+/// users reach by name below it (images, scratch); the jobs dir and the job dirs are 0700, the
+/// queue's files 0600. Modes of a state dir made by an older daemon are fixed here too; its
+/// job dirs are walked once, when the jobs dir is found open.
+fn close_state_dir(sd: &Path, jobs_dir: &Path, lock: &File) -> io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let set =
+        |p: &Path, mode: u32| std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+    set(sd, 0o711)?;
+    lock.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    // The queue: made 0600 before SQLite first opens it (its WAL and shared-memory files take
+    // the database's mode); an existing one and its companions are closed.
+    let db = sd.join("state.db");
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(&db)?;
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = db.as_os_str().to_owned();
+        p.push(suffix);
+        let p = PathBuf::from(p);
+        match std::fs::symlink_metadata(&p) {
+            Ok(m) if m.is_file() && m.mode() & 0o077 != 0 => set(&p, 0o600)?,
+            _ => {}
+        }
+    }
+    let jobs = std::fs::symlink_metadata(jobs_dir)?;
+    if jobs.mode() & 0o777 == 0o700 {
+        return Ok(());
+    }
+    // Closed first: nothing below is reachable by others from this moment.
+    set(jobs_dir, 0o700)?;
+    for job in std::fs::read_dir(jobs_dir)? {
+        let job = job?;
+        if !job.file_type()?.is_dir() {
+            continue;
+        }
+        set(&job.path(), 0o700)?;
+        for f in std::fs::read_dir(job.path())? {
+            let f = f?;
+            if f.file_type()?.is_file() {
+                let p = f.path();
+                set(&p, 0o600)?;
+                // Default output was once given to the job's user.
+                std::os::unix::fs::lchown(&p, Some(0), Some(0))?;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The node's offer: explicit values, else detection minus the reserve.
 pub fn node_resources(o: &DaemonOptions) -> Result<NodeResources, DaemonError> {
     let d = resources::detect();
@@ -202,13 +258,20 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
     let sd = &o.state_dir;
     std::fs::create_dir_all(sd).map_err(state_err(sd))?;
     let jobs_dir = sd.join("jobs");
-    std::fs::create_dir_all(&jobs_dir).map_err(state_err(sd))?;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&jobs_dir)
+        .map_err(state_err(sd))?;
     sys::spread_subdirs(&jobs_dir);
     // Fail now, with the state dir named, rather than at the first job.
     let probe = sd.join(".write-test");
-    std::fs::write(&probe, b"").map_err(state_err(sd))?;
+    sys::create_private(&probe).map_err(state_err(sd))?;
     let _ = std::fs::remove_file(&probe);
     let _lock = lock_state_dir(sd)?;
+    if sys::is_root() {
+        close_state_dir(sd, &jobs_dir, &_lock).map_err(state_err(sd))?;
+    }
     let node = node_resources(&o)?;
     let cgroups = if sys::is_root() {
         Some(CgroupRoot::detect(o.cgroup_parent.as_deref())?)

@@ -9,10 +9,15 @@
 //!                                        fsync'd: the daemon's commit makes it durable)
 //!                  /result-<attempt>.unwritten-<errno>  an empty file instead, when the
 //!                                        result could not be written (a full disk)
-//!                  /stdout, /stderr      the job's output (owned by the job's user)
+//!                  /stdout, /stderr      the job's output, unless its owner named files
 //! ```
+//!
+//! Everything here is root's and private: the jobs dir and each job dir are 0700, the files
+//! 0600, made new (O_EXCL) and never through a symlink. The job writes its default output
+//! through the descriptors its supervisor hands it; its owner reads it through the API. A
+//! path a client names is never looked up here: the supervisor opens it as the submitter.
 
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 use jobcell_spec::JobSpec;
@@ -23,8 +28,13 @@ use serde::{Deserialize, Serialize};
 pub struct SupervisorSpec {
     pub id: u64,
     pub spec: JobSpec,
-    pub stdout: PathBuf,
-    pub stderr: PathBuf,
+    /// The file the owner named for the job's stdout (opened as the submitter); None: `stdout`
+    /// in the job dir.
+    #[serde(default)]
+    pub stdout: Option<PathBuf>,
+    /// As `stdout`, for stderr.
+    #[serde(default)]
+    pub stderr: Option<PathBuf>,
     pub cgroup_parent: Option<PathBuf>,
     /// The node's per-job uid range: a job that would run as nobody runs as one of these.
     #[serde(default)]
@@ -110,6 +120,31 @@ impl JobResult {
     }
 }
 
+/// Make a job's dir: root's, closed to everyone else (0700). One that exists (an earlier
+/// attempt's) must be a directory, not a link to one.
+pub fn make_dir(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            if std::fs::symlink_metadata(dir)?.is_dir() {
+                Ok(())
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::AlreadyExists,
+                    "exists and is not a directory",
+                ))
+            }
+        }
+        r => r,
+    }
+}
+
+pub fn stdout_path(dir: &Path) -> PathBuf {
+    dir.join("stdout")
+}
+pub fn stderr_path(dir: &Path) -> PathBuf {
+    dir.join("stderr")
+}
 pub fn spec_path(dir: &Path) -> PathBuf {
     dir.join("spec.json")
 }
@@ -126,7 +161,7 @@ pub fn result_path(dir: &Path, attempt: u32) -> PathBuf {
 pub fn claim(dir: &Path, attempt: u32, c: &Claim) -> io::Result<bool> {
     let tmp = dir.join(format!(".claim-{attempt}.{}", std::process::id()));
     let data = serde_json::to_vec(c).map_err(io::Error::other)?;
-    std::fs::write(&tmp, data)?;
+    crate::sys::create_private(&tmp)?.write_all(&data)?;
     let r = std::fs::hard_link(&tmp, claim_path(dir, attempt));
     let _ = std::fs::remove_file(&tmp);
     match r {
@@ -240,5 +275,36 @@ mod tests {
         assert!(read_unwritten(d.path(), 2).is_none());
         let e = read_unwritten(d.path(), 1).unwrap();
         assert_eq!(e.raw_os_error(), Some(libc::ENOSPC));
+    }
+
+    #[test]
+    fn claims_and_results_are_private_and_never_written_through_a_symlink() {
+        use std::os::unix::fs::PermissionsExt;
+        let d = tempfile::tempdir().unwrap();
+        let victim = d.path().join("victim");
+        std::fs::write(&victim, "precious").unwrap();
+        // A planted temporary name (as a dead process with this pid would leave it).
+        let tmp = d.path().join(format!(".claim-1.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        assert!(claim(d.path(), 1, &Claim::Fenced).unwrap());
+        let res = result_path(d.path(), 1);
+        let tmp = d
+            .path()
+            .join(format!(".result-1.json.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&victim, &tmp).unwrap();
+        crate::sys::write_atomic(&res, b"{}").unwrap();
+        assert_eq!(std::fs::read_to_string(&victim).unwrap(), "precious");
+        for p in [claim_path(d.path(), 1), res] {
+            let m = std::fs::symlink_metadata(&p).unwrap();
+            assert!(m.is_file(), "{}", p.display());
+            assert_eq!(m.permissions().mode() & 0o777, 0o600, "{}", p.display());
+        }
+        // A job dir that is a link is refused.
+        let link = d.path().join("7");
+        std::os::unix::fs::symlink(d.path(), &link).unwrap();
+        assert!(make_dir(&link).is_err());
+        make_dir(&d.path().join("8")).unwrap();
+        let m = std::fs::metadata(d.path().join("8")).unwrap();
+        assert_eq!(m.permissions().mode() & 0o777, 0o700);
     }
 }

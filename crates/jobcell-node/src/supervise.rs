@@ -1,8 +1,9 @@
 //! `jobcell supervise <job-dir> <attempt>`: one job's supervisor. Single-threaded, no async:
-//! it claims the attempt, leaves the daemon's cgroup, points its stdout/stderr at the job's
-//! output files, runs the launcher, and records the result atomically. It is started by the
-//! spawner in its own session, so it outlives the daemon; if it is SIGKILLed, the job's init
-//! dies with it (PR_SET_PDEATHSIG) and the daemon records the job as failed.
+//! it leaves the daemon's cgroup for jobcell's `supervisors` cgroup, claims the attempt, points
+//! its stdout/stderr at the job's output files, runs the launcher, and records the result
+//! atomically. It is started by the spawner in its own session, so it outlives the daemon; if
+//! it is SIGKILLed, the job's init dies with it (PR_SET_PDEATHSIG) and the daemon records the
+//! job as failed.
 
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
@@ -36,6 +37,12 @@ pub fn supervise_with(dir: &Path, attempt: u32, spec: Option<&[u8]>) -> i32 {
             return 1;
         }
     };
+    // Into the supervisors cgroup before claiming: a recovering daemon trusts a claim only
+    // from a process there (which only root can put there), so a claim is always provable.
+    let prepared = read_spec(dir, spec).and_then(|s| {
+        let root = join_supervisors_cgroups(&s, pid)?;
+        Ok((s, root))
+    });
     match jobdir::claim(
         dir,
         attempt,
@@ -71,7 +78,10 @@ pub fn supervise_with(dir: &Path, attempt: u32, spec: Option<&[u8]>) -> i32 {
     // The result must land even if the job's output fills the state dir: its space is taken
     // now (a result with the job's report is a few KiB).
     let reserved = sys::reserve_atomic(&jobdir::result_path(dir, attempt), 64 << 10);
-    let res = match run(dir, attempt, pid, spec) {
+    let res = match prepared
+        .map_err(Failure::Fail)
+        .and_then(|(s, root)| run(dir, attempt, pid, &s, root))
+    {
         Ok(r) => r,
         Err(Failure::Fail(e)) => fail(Some(e), None),
         Err(Failure::Hold(e)) => fail(None, Some(e)),
@@ -111,15 +121,44 @@ impl From<String> for Failure {
     }
 }
 
-fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobResult, Failure> {
-    let s: SupervisorSpec = match spec {
-        Some(b) => serde_json::from_slice(b).map_err(|e| format!("supervisor spec: {e}"))?,
+/// The supervisor's spec: handed over in memory, or read from the job's `spec.json`.
+fn read_spec(dir: &Path, spec: Option<&[u8]>) -> Result<SupervisorSpec, String> {
+    match spec {
+        Some(b) => serde_json::from_slice(b).map_err(|e| format!("supervisor spec: {e}")),
         None => {
             let text = std::fs::read(jobdir::spec_path(dir))
                 .map_err(|e| format!("reading {}: {e}", jobdir::spec_path(dir).display()))?;
-            serde_json::from_slice(&text).map_err(|e| format!("spec.json: {e}"))?
+            serde_json::from_slice(&text).map_err(|e| format!("spec.json: {e}"))
         }
-    };
+    }
+}
+
+/// Detect jobcell's cgroup parent while still in the daemon's cgroup, then move into a
+/// `supervisors` sibling of the job cgroups: the daemon's cgroup holds only the daemon, and
+/// supervisors' memory is accounted apart from jobs'. None without root (no cgroups).
+fn join_supervisors_cgroups(s: &SupervisorSpec, pid: i32) -> Result<Option<CgroupRoot>, String> {
+    if !sys::is_root() {
+        return Ok(None);
+    }
+    let r = CgroupRoot::detect(s.cgroup_parent.as_deref()).map_err(|e| format!("cgroup: {e}"))?;
+    for p in r.parent_paths() {
+        // A v1 cpuset cgroup needs cpus/mems set before it takes a process; supervisors
+        // need no pinning, so they stay in the daemon's cpuset cgroup.
+        if p.starts_with("/sys/fs/cgroup/cpuset") {
+            continue;
+        }
+        join_supervisors(&p.join("supervisors"), pid)?;
+    }
+    Ok(Some(r))
+}
+
+fn run(
+    dir: &Path,
+    attempt: u32,
+    pid: i32,
+    s: &SupervisorSpec,
+    root: Option<CgroupRoot>,
+) -> Result<JobResult, Failure> {
     // The lease keeps the image from being removed while the job runs.
     let lease = match (&s.spec.image, &s.images) {
         (Some(name), Some(cfg)) => Some(
@@ -150,24 +189,6 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
         Some(lease) => lease.identity(&identity),
         None => identity.clone(),
     };
-    // Detect jobcell's cgroup parent while still in the daemon's cgroup, then move into a
-    // `supervisors` sibling of the job cgroups: the daemon's cgroup holds only the daemon, and
-    // supervisors' memory is accounted apart from jobs'.
-    let root = if rootless {
-        None
-    } else {
-        let r =
-            CgroupRoot::detect(s.cgroup_parent.as_deref()).map_err(|e| format!("cgroup: {e}"))?;
-        for p in r.parent_paths() {
-            // A v1 cpuset cgroup needs cpus/mems set before it takes a process; supervisors
-            // need no pinning, so they stay in the daemon's cpuset cgroup.
-            if p.starts_with("/sys/fs/cgroup/cpuset") {
-                continue;
-            }
-            join_supervisors(&p.join("supervisors"), pid)?;
-        }
-        Some(r)
-    };
     // Everything the owner named is opened with the owner's identity; a failure here is
     // theirs to fix, so the job is held (as HTCondor does), not failed.
     let hold = Failure::Hold;
@@ -191,12 +212,26 @@ fn run(dir: &Path, attempt: u32, pid: i32, spec: Option<&[u8]>) -> Result<JobRes
         Some(p) => Some(open_input(p, &identity).map_err(hold)?),
         None => None,
     };
-    let out = open_output(&s.stdout, dir, &identity, rootless).map_err(hold)?;
+    let out = open_output(
+        s.stdout.as_deref(),
+        &jobdir::stdout_path(dir),
+        &identity,
+        job_identity.uid,
+        rootless,
+    )
+    .map_err(hold)?;
     // output = error (one file for both, as HTCondor allows) shares one open file.
-    let err = if s.stderr == s.stdout {
+    let err = if s.stderr.is_some() && s.stderr == s.stdout {
         out.try_clone().map_err(|e| e.to_string())?
     } else {
-        open_output(&s.stderr, dir, &identity, rootless).map_err(hold)?
+        open_output(
+            s.stderr.as_deref(),
+            &jobdir::stderr_path(dir),
+            &identity,
+            job_identity.uid,
+            rootless,
+        )
+        .map_err(hold)?
     };
     let name = jobdir::cgroup_name(pid, s.id);
     // HTCondor's file transfer: the job runs in its scratch dir, with its input files copied
@@ -487,54 +522,60 @@ fn transfer_out(
     Ok(())
 }
 
-/// Open an output file owned by the job's user. Files in the job dir are made by us and given
-/// to the user; a path the user chose is opened with the user's filesystem identity, so it can
-/// only name a file the user may write.
+/// Open a job's output file. The default one, in the job dir, is made by root for root
+/// (0600, never through a symlink, write-only for the job's uid by ACL): the job writes it
+/// through the descriptor it inherits (or reopens it as /dev/stdout) and its owner reads it
+/// through the API. A path the owner named is opened with the job user's filesystem identity,
+/// so it can only name a file they may write, wherever it points.
+/// `job_uid` is the uid the job runs as (a per-job uid for jobs of nobody).
 fn open_output(
-    p: &Path,
-    dir: &Path,
+    named: Option<&Path>,
+    default: &Path,
     id: &Identity,
+    job_uid: u32,
     rootless: bool,
 ) -> Result<std::fs::File, String> {
-    let in_dir = p.parent() == Some(dir);
-    let open = || {
+    let Some(p) = named else {
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(default)
+            .map_err(|e| format!("{}: {e}", default.display()))?;
+        if !rootless {
+            // Best effort: without ACLs (filesystem or kernel) only the descriptor writes.
+            let _ = sys::acl_grant_write(&f, job_uid);
+        }
+        return Ok(f);
+    };
+    if rootless {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o644)
+            .open(p)
+            .map_err(|e| format!("{}: {e}", p.display()));
+    }
+    // A symlink or a file they may not write gets the refusal they would get; a fifo never
+    // blocks the open.
+    let f = as_user(id, || {
         std::fs::OpenOptions::new()
             .write(true)
             .create(true)
             .truncate(true)
-            .mode(if in_dir { 0o600 } else { 0o644 })
-            .custom_flags(if in_dir { libc::O_NOFOLLOW } else { 0 })
+            .mode(0o644)
+            .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
             .open(p)
-    };
-    let f = if in_dir || rootless {
-        let f = open().map_err(|e| format!("{}: {e}", p.display()))?;
-        if !rootless && unsafe { libc::fchown(f.as_raw_fd(), id.uid, id.gid) } < 0 {
-            return Err(format!(
-                "chown {}: {}",
-                p.display(),
-                io::Error::last_os_error()
-            ));
-        }
-        f
-    } else {
-        // The user's own path: opened with the user's identity (a symlink or a file they
-        // may not write gets the refusal they would get), never blocking on a fifo.
-        let f = as_user(id, || {
-            std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o644)
-                .custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY)
-                .open(p)
-        })
-        .map_err(|e| format!("{} (as {}): {e}", p.display(), id.name))?;
-        unsafe {
-            let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
-            libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
-        }
-        f
-    };
+    })
+    .map_err(|e| format!("{} (as {}): {e}", p.display(), id.name))?;
+    // SAFETY: fcntl on a descriptor this function owns; only the O_NONBLOCK flag changes.
+    unsafe {
+        let fl = libc::fcntl(f.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(f.as_raw_fd(), libc::F_SETFL, fl & !libc::O_NONBLOCK);
+    }
     Ok(f)
 }
 

@@ -38,6 +38,18 @@ pub fn pidfd_for(pid: i32, start: u64) -> io::Result<OwnedFd> {
     }
 }
 
+/// Whether the process behind `fd` (pid `pid`) is listed in the cgroup.procs file `procs`.
+/// The pidfd must still be alive after the read, or the listed pid may have been another
+/// process's: Ok(None) when the process has exited.
+pub fn pidfd_in_cgroup(fd: &OwnedFd, pid: i32, procs: &Path) -> io::Result<Option<bool>> {
+    let text = std::fs::read_to_string(procs)?;
+    let listed = text.lines().any(|l| l.trim().parse() == Ok(pid));
+    if pidfd_exited(fd) {
+        return Ok(None);
+    }
+    Ok(Some(listed))
+}
+
 /// Whether the process behind a pidfd has exited (pidfd polls readable then).
 pub fn pidfd_exited(fd: &OwnedFd) -> bool {
     let mut p = libc::pollfd {
@@ -77,6 +89,66 @@ pub fn try_flock(f: &File) -> io::Result<bool> {
     }
 }
 
+/// Create `path` as a new file, mode 0600, never through a symlink (a name that exists, link or
+/// not, is not opened: it is the leftover of a dead process with the same pid, and replaced).
+/// For everything root makes in the state dir.
+pub fn create_private(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let open = || {
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+    };
+    match open() {
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            // unlink removes a symlink itself, never its target.
+            std::fs::remove_file(path)?;
+            open()
+        }
+        r => r,
+    }
+}
+
+/// Let `uid` write (not read) the open file `f` by a POSIX access ACL: a job's default output is
+/// root's, and the job writes it through the descriptor it inherits, but a job that reopens
+/// that descriptor by name (`echo > /dev/stdout`, `tee /dev/stderr`) needs the right to open it
+/// too. Its dir stays closed, so the name reaches it only through the job's own /proc.
+pub fn acl_grant_write(f: &File, uid: u32) -> io::Result<()> {
+    // linux/posix_acl_xattr.h: a version, then (tag, perm, id) entries sorted by tag.
+    const VERSION: u32 = 2;
+    const UNDEFINED: u32 = u32::MAX;
+    let entries: [(u16, u16, u32); 5] = [
+        (0x01, 6, UNDEFINED), // owner: rw
+        (0x02, 2, uid),       // the job's user: w
+        (0x04, 0, UNDEFINED), // owning group: -
+        (0x10, 2, UNDEFINED), // mask: w
+        (0x20, 0, UNDEFINED), // others: -
+    ];
+    let mut acl = VERSION.to_le_bytes().to_vec();
+    for (tag, perm, id) in entries {
+        acl.extend_from_slice(&tag.to_le_bytes());
+        acl.extend_from_slice(&perm.to_le_bytes());
+        acl.extend_from_slice(&id.to_le_bytes());
+    }
+    // SAFETY: a valid descriptor, a NUL-terminated name and a buffer of the length given.
+    let rc = unsafe {
+        libc::fsetxattr(
+            f.as_raw_fd(),
+            c"system.posix_acl_access".as_ptr(),
+            acl.as_ptr().cast(),
+            acl.len(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Write `data` to `path` atomically: a temporary file in the same dir, renamed over `path`.
 /// Not durable (no fsync): a reader sees the old state or the whole new file, never a partial
 /// one, as long as the machine stays up. Used for a supervisor's result, which the daemon
@@ -92,7 +164,7 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
             .unwrap_or_default(),
         std::process::id()
     ));
-    let mut f = File::create(&tmp)?;
+    let mut f = create_private(&tmp)?;
     let r = f.write_all(data).and_then(|()| {
         drop(f);
         std::fs::rename(&tmp, path)
@@ -122,7 +194,7 @@ pub fn reserve_atomic(path: &Path, size: u64) -> io::Result<Reserved> {
             .unwrap_or_default(),
         std::process::id()
     ));
-    let file = File::create(&tmp)?;
+    let file = create_private(&tmp)?;
     if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size as libc::off_t) } < 0 {
         let e = io::Error::last_os_error();
         let _ = std::fs::remove_file(&tmp);

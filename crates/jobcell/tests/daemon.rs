@@ -133,9 +133,11 @@ fn a_job_runs_and_its_result_output_and_events_are_recorded() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
     let o = d.cli(&["output", "1", "--stderr"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "err\n");
-    // Output files belong to the job's user (nobody for root's jobs by default).
+    // Default output files are root's, readable by no one else (the job writes through its
+    // descriptors, or by name with a write-only ACL).
     let meta = std::fs::metadata(d.state.join("jobs/1/stdout")).unwrap();
-    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65534);
+    assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 0);
+    assert_eq!(std::os::unix::fs::MetadataExt::mode(&meta) & 0o047, 0);
     let ev: Vec<Event> = d.client().call("GET", "/v1/jobs/1/events", None).unwrap();
     let kinds: Vec<&str> = ev.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds, ["submitted", "started", "ended"], "{ev:?}");
