@@ -1476,7 +1476,10 @@ impl Core {
         let mut made = Vec::new();
         for id in first..first + count {
             let dir = self.job_dir(id);
-            match std::fs::create_dir(&dir) {
+            // Root's and closed, as every job dir (jobdir::make_dir).
+            match std::os::unix::fs::DirBuilderExt::mode(&mut std::fs::DirBuilder::new(), 0o700)
+                .create(&dir)
+            {
                 Ok(()) => made.push(dir),
                 // Left by a batch whose commit never happened: the id is free again.
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}

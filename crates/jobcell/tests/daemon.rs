@@ -81,10 +81,10 @@ fn concurrent_jobs_of_nobody_run_as_distinct_job_uids() {
         assert_eq!(lines.next(), Some(uid.to_string().as_str()), "{text}");
         // `q -l` says which uid it ran as.
         assert_eq!(d.ad(id)["JobcellUid"], uid.to_string());
-        // Its output files stay nobody's: nothing of the job's uid outlives the job.
+        // Its default output is root's: nothing of the job's uid outlives the job.
         let out = d.state.join(format!("jobs/{id}/stdout"));
         let meta = std::fs::metadata(out).unwrap();
-        assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 65534);
+        assert_eq!(std::os::unix::fs::MetadataExt::uid(&meta), 0);
         uid
     };
     let (ua, ub) = (uid_of(a), uid_of(b));
