@@ -38,6 +38,11 @@ echo "== HTCondor's submit parser (PyPI htcondor) for the differential tests"
 tests/submit/setup-venv.sh
 
 status=0
+echo "== cargo fmt --check, cargo clippy -D warnings"
+cargo fmt --all -- --check 2>&1 | tee -a "$log" || { echo "FAILED: cargo fmt --check" | tee -a "$log"; status=1; }
+cargo clippy --workspace --all-targets --locked -- -D warnings 2>&1 | tail -20 | tee -a "$log" ||
+  { echo "FAILED: cargo clippy" | tee -a "$log"; status=1; }
+
 echo "== cargo test --workspace (host: $(uname -r), $(stat -fc %T /sys/fs/cgroup))"
 JOBCELL_REQUIRE_HTCONDOR=1 cargo test --workspace --locked --no-fail-fast 2>&1 | tee -a "$log" || status=1
 
@@ -52,6 +57,7 @@ fi
 
 passed=$(grep -oE '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')
 failed=$(grep -oE '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
+failed=$((failed + $(grep -c '^FAILED: cargo' "$log" || true)))
 ((failed == 0)) || status=1
 echo "test.sh: ${passed} passed, ${failed} failed"
 exit $status

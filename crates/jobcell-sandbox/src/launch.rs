@@ -873,20 +873,21 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     let cgroup_free_at_status = !join_dirs.is_empty();
     let ends_at_status =
         disk.is_none() && own_disk_fd.is_none() && (cgroup.is_none() || cgroup_free_at_status);
+    let mut on_oom = |w: &OomWatch| {
+        w.clear();
+        if !oom_seen && w.oom_kills().unwrap_or(0) > 0 {
+            oom_seen = true;
+            say_oom(spec);
+        }
+    };
     let waited = wait_loop(
         pid,
         sigfd,
         msg_r.as_raw_fd(),
         &mut reader,
         spec.grace,
-        oom.as_ref(),
-        &mut |w: &OomWatch| {
-            w.clear();
-            if !oom_seen && w.oom_kills().unwrap_or(0) > 0 {
-                oom_seen = true;
-                say_oom(spec);
-            }
-        },
+        oom.as_ref()
+            .map(|w| (w, &mut on_oom as &mut dyn FnMut(&OomWatch))),
         &mut || {
             if cgroup_free_at_status {
                 usage = cgroup.as_ref().map(|c| final_usage(c, l.usage));
@@ -1360,6 +1361,9 @@ fn micros(t: libc::timeval) -> u64 {
     t.tv_sec as u64 * 1_000_000 + t.tv_usec as u64
 }
 
+/// The job's OOM watch and what to do when it fires.
+type OnOom<'a> = (&'a OomWatch, &'a mut dyn FnMut(&OomWatch));
+
 /// How [`wait_loop`] ended.
 enum Waited {
     /// The init exited and was reaped: its wait status and rusage.
@@ -1376,8 +1380,7 @@ fn wait_loop(
     msg_fd: RawFd,
     reader: &mut Reader,
     grace: Duration,
-    oom: Option<&OomWatch>,
-    on_oom: &mut dyn FnMut(&OomWatch),
+    mut oom: Option<OnOom<'_>>,
     on_status: &mut dyn FnMut() -> bool,
 ) -> Result<Waited, LaunchError> {
     let mut deadline: Option<Instant> = None;
@@ -1397,7 +1400,7 @@ fn wait_loop(
                 revents: 0,
             },
             libc::pollfd {
-                fd: oom.map_or(-1, |w| w.fd().as_raw_fd()),
+                fd: oom.as_ref().map_or(-1, |(w, _)| w.fd().as_raw_fd()),
                 events: libc::POLLIN,
                 revents: 0,
             },
@@ -1426,7 +1429,7 @@ fn wait_loop(
         }
         // OOM before the status: the kernel signals an OOM kill before its victim is reaped,
         // and the status hook may remove the cgroup the OOM count is read from.
-        if let (Some(w), true) = (oom, fds[2].revents != 0) {
+        if let (Some((w, on_oom)), true) = (oom.as_mut(), fds[2].revents != 0) {
             on_oom(w);
         }
         if fds[1].revents != 0 {

@@ -1254,7 +1254,7 @@ fn the_init_is_out_of_the_jobs_reach() {
     std::os::unix::fs::chown(&rl, Some(65534), Some(65534)).unwrap();
     init_is_out_of_reach(
         Job::new(&rl)
-            .as_caller(65534, 65534)
+            .by_caller(65534, 65534)
             .opt("--ro-bind")
             .opt(&ro),
     );
@@ -1305,7 +1305,7 @@ grep -E '^(CapEff|CapPrm|CapBnd|NoNewPrivs):' /proc/self/status | tr -s '\t' ' '
 mount -t tmpfs none /mnt 2>/dev/null; echo mount=$?
 echo uid=$(id -u)"#
     );
-    let out = Job::new(&base).as_caller(65534, 65534).sh(&script);
+    let out = Job::new(&base).by_caller(65534, 65534).sh(&script);
     if out.code() == 125 && out.stderr.contains("user namespaces") {
         eprintln!(
             "SKIPPED: user namespaces unavailable: {}",
@@ -1706,8 +1706,7 @@ fn the_job_runs_on_all_of_the_callers_cpus() {
     let size = std::mem::size_of::<libc::cpu_set_t>();
     assert_eq!(unsafe { libc::sched_getaffinity(0, size, &mut set) }, 0);
     let last = (0..libc::CPU_SETSIZE as usize)
-        .filter(|&c| unsafe { libc::CPU_ISSET(c, &set) })
-        .last()
+        .rfind(|&c| unsafe { libc::CPU_ISSET(c, &set) })
         .unwrap();
     let out = Job::new(&t.base()).on_cpus(&[last]).sh(script);
     out.expect(0);
@@ -2283,7 +2282,7 @@ fn disk_limits_that_cannot_be_met_are_refused_up_front() {
     let base = t.subdir("rootless", 0o755);
     std::os::unix::fs::chown(&base, Some(65534), Some(65534)).unwrap();
     let out = Job::new(&base)
-        .as_caller(65534, 65534)
+        .by_caller(65534, 65534)
         .opts(["--disk", "10M"])
         .run(&["true"]);
     out.expect(125);
@@ -2693,7 +2692,7 @@ fn a_caller_cannot_bind_a_file_of_another_users_home_directly_or_through_a_symli
     std::os::unix::fs::lchown(&link, Some(uid), Some(gid)).unwrap();
     for src in [&secret, &link] {
         let out = Job::new(&base)
-            .as_caller(uid, gid)
+            .by_caller(uid, gid)
             .opt("--ro-bind")
             .opt(format!("{}:/tmp/loot", src.display()))
             .run(&["cat", "/tmp/loot"]);

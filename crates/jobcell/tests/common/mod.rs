@@ -206,7 +206,7 @@ impl Job {
     }
 
     /// Run jobcell itself as an unprivileged caller `uid:gid` (rootless mode).
-    pub fn as_caller(mut self, uid: u32, gid: u32) -> Job {
+    pub fn by_caller(mut self, uid: u32, gid: u32) -> Job {
         use std::os::unix::process::CommandExt;
         unsafe {
             self.cmd.pre_exec(move || {
