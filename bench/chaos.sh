@@ -14,6 +14,7 @@
 # outside. Needs jq. Takes about a minute on 2 cores (bounded: 300 s for the jobs to end).
 # Usage: bench/chaos.sh [PATH/TO/jobcell]   (default target/release/jobcell)
 set -eu
+export LC_ALL=C   # comm(1) compares in the collation sort(1) used
 J=$(realpath "${1:-${JOBCELL:-target/release/jobcell}}")
 [ -x "$J" ] || { echo "no jobcell at $J: cargo build --release -p jobcell" >&2; exit 2; }
 command -v jq >/dev/null || { echo "chaos.sh needs jq" >&2; exit 2; }
@@ -23,6 +24,8 @@ fi
 W=$(mktemp -d /var/lib/jobcell-chaos.XXXXXX)
 chmod 755 "$W"
 mkdir -m 1777 "$W/ran"
+# Jobs of nobody run as uids of their own: the shared log must be writable by all of them.
+install -m 666 /dev/null "$W/ran/log"
 mkdir -m 755 "$W/scratch" "$W/fullfs"
 DPID=
 start() { # state dir, socket
@@ -80,15 +83,15 @@ while :; do
     sleep 0.2
 done
 "$J" history --socket "$SOCK" --json --limit 100000 >"$W/history.json"
-jq -r '.[].id' "$W/history.json" | sort -n >"$W/known"
-sort -n "$W/acked" >"$W/acked.sorted"
+jq -r '.[].id' "$W/history.json" | sort >"$W/known"
+sort "$W/acked" >"$W/acked.sorted"
 lost=$(comm -23 "$W/acked.sorted" "$W/known" | wc -l)
 stuck=$active
 # Ids the jobs logged, in decimal; a job that ran twice logs twice.
-while read -r hex; do printf '%d\n' "0x$hex"; done <"$W/ran/log" | sort -n >"$W/ran.ids"
+while read -r hex; do printf '%d\n' "0x$hex"; done <"$W/ran/log" | sort >"$W/ran.ids"
 dup=$(uniq -d "$W/ran.ids" | wc -l)
 completed=$(jq '[.[] | select(.state == "completed")] | length' "$W/history.json")
-jq -r '.[] | select(.state == "completed") | .id' "$W/history.json" | sort -n >"$W/completed"
+jq -r '.[] | select(.state == "completed") | .id' "$W/history.json" | sort >"$W/completed"
 unrun=$(comm -23 "$W/completed" "$W/ran.ids" | wc -l)
 failed=$(jq '[.[] | select(.state != "completed")] | length' "$W/history.json")
 stop
