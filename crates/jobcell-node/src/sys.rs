@@ -303,50 +303,21 @@ pub fn lookup_user(user: &jobcell_spec::UserSpec) -> Option<(u32, u32)> {
 /// Run `f` with this thread's filesystem identity (fsuid, fsgid and supplementary groups) set
 /// to a user's, so every open, create and path lookup in `f` is checked with that user's
 /// permissions (and a file it creates is the user's), symlinks and all: nothing `f` opens is
-/// something the user could not open themself. Raw syscalls, because the libc wrappers of
-/// setgroups change every thread of the process; these change the calling thread only.
-/// Without root this is the caller's identity already and `f` just runs. `f` must not start
-/// threads: a thread inherits its creator's credentials.
+/// something the user could not open themself. The switch is the launcher's
+/// (`jobcell_sandbox::fsid`): the calling thread only, and its restore is checked. Without
+/// root this is the caller's identity already and `f` just runs. `f` must not start threads:
+/// a thread inherits its creator's credentials.
 pub fn as_user<T>(uid: u32, gid: u32, groups: &[u32], f: impl FnOnce() -> T) -> io::Result<T> {
     if !is_root() {
         return Ok(f());
     }
-    // This thread's groups, to restore: how many first (size 0 asks), then the list.
-    let count =
-        unsafe { libc::syscall(libc::SYS_getgroups, 0, std::ptr::null_mut::<libc::gid_t>()) };
-    if count < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut old = vec![0 as libc::gid_t; count as usize];
-    let n = unsafe { libc::syscall(libc::SYS_getgroups, count as libc::c_int, old.as_mut_ptr()) };
-    if n < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    old.truncate(n as usize);
-    let set_groups = |g: &[u32]| -> io::Result<()> {
-        if unsafe { libc::syscall(libc::SYS_setgroups, g.len(), g.as_ptr()) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+    let user = jobcell_sandbox::identity::Identity {
+        name: uid.to_string(),
+        uid,
+        gid,
+        groups: groups.to_vec(),
     };
-    set_groups(groups)?;
-    unsafe {
-        libc::syscall(libc::SYS_setfsgid, gid);
-        libc::syscall(libc::SYS_setfsuid, uid);
-    }
-    // setfsuid returns the previous value whatever happens: ask again to see it took.
-    let now = unsafe { libc::syscall(libc::SYS_setfsuid, uid) };
-    let r = if now as u32 == uid {
-        Ok(f())
-    } else {
-        Err(io::Error::from_raw_os_error(libc::EPERM))
-    };
-    unsafe {
-        libc::syscall(libc::SYS_setfsuid, 0);
-        libc::syscall(libc::SYS_setfsgid, 0);
-    }
-    set_groups(&old)?;
-    r
+    jobcell_sandbox::fsid::with_rights_of(&user, f).map_err(io::Error::other)
 }
 
 /// Ask the filesystem to spread `dir`'s subdirectories over its allocation groups, as if
