@@ -180,12 +180,24 @@ pub fn ensure_pool(
     };
     std::fs::create_dir_all(state_dir).map_err(sys(state_dir, "making the state dir"))?;
     let lock_path = state_dir.join(POOL_LOCK);
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .map_err(sys(&lock_path, "opening the lock"))?;
+    // Root's alone (0600): the state dir is traversable, and a user holding this flock would
+    // stall every launcher that waits to mount the pool.
+    let lock = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&lock_path)
+            .map_err(sys(&lock_path, "opening the lock"))?
+    };
+    {
+        use std::os::unix::fs::PermissionsExt;
+        lock.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(sys(&lock_path, "closing the lock to others"))?;
+    }
     // SAFETY: a valid descriptor; the lock goes with it when `lock` is dropped.
     if unsafe { libc::flock(lock.as_raw_fd(), libc::LOCK_EX) } < 0 {
         return Err(sys(&lock_path, "locking")(io::Error::last_os_error()));

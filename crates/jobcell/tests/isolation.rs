@@ -2388,6 +2388,10 @@ fn scratch_without_disk_stops_near_the_node_default_bound() {
         "no scratch pool at {}",
         t.base().display()
     );
+    // The pool's lock is root's alone: a user holding its flock would stall every launcher.
+    let lock = t.path().join("state/scratch-pool.lock");
+    let mode = std::fs::metadata(&lock).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "{}: {mode:o}", lock.display());
     let report = t.path().join("report.json");
     let out = Job::with_config(&cfg)
         .opt("--report")
