@@ -1142,13 +1142,7 @@ fn bound_fill(s: &Suite) -> Row {
     // The row's own config stands for the node's: the suite's `--config` is left out.
     let opts = s.run_opt.iter().filter(|o| !o.starts_with("--config"));
     c.arg("run").arg("--config").arg(&config).args(opts);
-    c.args([
-        "--",
-        "/bin/sh",
-        "-c",
-        "head -c 134217728 /dev/zero > \"$JOBCELL_SCRATCH/fill\" 2>/dev/null; \
-         echo \"exit=$? size=$(stat -c %s \"$JOBCELL_SCRATCH/fill\")\"",
-    ]);
+    c.args(["--", "/bin/sh", "-c", FILL_128M]);
     c.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -1156,37 +1150,8 @@ fn bound_fill(s: &Suite) -> Row {
         Ok(child) => finish(child),
         Err(e) => return row(attack, expected, format!("spawning jobcell: {e}"), false),
     };
-    if o.code != Some(0) {
-        // No scratch pool here (no btrfs, no mkfs.btrfs, no loop devices): not a pass.
-        if o.stderr.contains("scratch pool") {
-            return skip(
-                attack,
-                expected,
-                o.stderr.lines().last().unwrap_or("").trim(),
-            );
-        }
-        return row(attack, expected, o.why(), false);
-    }
-    let line = o.first();
-    let field = |k: &str| {
-        line.split_whitespace()
-            .find_map(|w| w.strip_prefix(k).and_then(|r| r.strip_prefix('=')))
-            .map(str::to_string)
-    };
-    let size = field("size")
-        .and_then(|v| v.parse::<u64>().ok())
-        .unwrap_or(u64::MAX);
-    let stopped = field("exit").is_some_and(|v| v != "0");
-    row(
-        attack,
-        expected,
-        format!(
-            "{} MiB written, then {}",
-            size >> 20,
-            if stopped { "refused" } else { "no error" }
-        ),
-        stopped && size <= 40 << 20,
-    )
+    // No scratch pool here (no btrfs, no mkfs.btrfs, no loop devices): not a pass.
+    fill_row(attack, expected, &o, "scratch pool", "refused", 40 << 20)
 }
 
 /// Fill the scratch past `--disk 32M` with 128 MiB: the writes stop with ENOSPC near the
@@ -1194,14 +1159,21 @@ fn bound_fill(s: &Suite) -> Row {
 fn disk_fill(s: &Suite) -> Row {
     let attack = "fill the scratch past --disk 32M (128 MiB)";
     let expected = "ENOSPC near 32 MiB";
-    let o = s.sh(
-        &["--disk", "32M"],
-        "head -c 134217728 /dev/zero > \"$JOBCELL_SCRATCH/fill\" 2>/dev/null; \
-         echo \"exit=$? size=$(stat -c %s \"$JOBCELL_SCRATCH/fill\")\"",
-    );
+    let o = s.sh(&["--disk", "32M"], FILL_128M);
+    // jobcell could not set the limit up (no loop devices, no mkfs.ext4): not a pass.
+    fill_row(attack, expected, &o, "--disk", "ENOSPC", 48 << 20)
+}
+
+/// Writes 128 MiB into the job's scratch, then prints one line: "exit=N size=BYTES".
+const FILL_128M: &str = "head -c 134217728 /dev/zero > \"$JOBCELL_SCRATCH/fill\" 2>/dev/null; \
+     echo \"exit=$? size=$(stat -c %s \"$JOBCELL_SCRATCH/fill\")\"";
+
+/// The row of a job that ran [`FILL_128M`]: held if its writes were refused (`refused` names
+/// how) at no more than `max` bytes. A job that failed before it ran because jobcell could not
+/// set its bound up (stderr names `setup`) is skipped, never counted as held.
+fn fill_row(attack: &str, expected: &str, o: &Out, setup: &str, refused: &str, max: u64) -> Row {
     if o.code != Some(0) {
-        // jobcell could not set the limit up (no loop devices, no mkfs.ext4): not a pass.
-        if o.stderr.contains("--disk") {
+        if o.stderr.contains(setup) {
             return skip(
                 attack,
                 expected,
@@ -1210,7 +1182,6 @@ fn disk_fill(s: &Suite) -> Row {
         }
         return row(attack, expected, o.why(), false);
     }
-    // One line: "exit=N size=BYTES".
     let line = o.first();
     let field = |k: &str| {
         line.split_whitespace()
@@ -1227,9 +1198,9 @@ fn disk_fill(s: &Suite) -> Row {
         format!(
             "{} MiB written, then {}",
             size >> 20,
-            if stopped { "ENOSPC" } else { "no error" }
+            if stopped { refused } else { "no error" }
         ),
-        stopped && size <= 48 << 20,
+        stopped && size <= max,
     )
 }
 
