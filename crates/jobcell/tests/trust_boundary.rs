@@ -95,10 +95,10 @@ impl Drop for RootSleep {
     }
 }
 
-fn submit_as(d: &Daemon, who: (u32, u32), args: &[&str]) -> u64 {
+fn submit_as(d: &Daemon, who: Option<(u32, u32)>, args: &[&str]) -> u64 {
     let mut a = vec!["submit", "-q", "--cpus", "0.1", "--memory", "32"];
     a.extend_from_slice(args);
-    let o = d.cli_as(Some(who), &a);
+    let o = d.cli_as(who, &a);
     ids(&o)[0]
 }
 
@@ -115,7 +115,7 @@ fn naming_the_daemons_own_files_as_output_error_or_log_is_refused() {
     let d = Daemon::start(&["--cpus", "2", "--memory", "2G"]);
     let st = d.state.clone();
     // The user's first job, with its output in the daemon's job dir.
-    let first = submit_as(&d, a, &["--", "/bin/sh", "-c", "echo first-output"]);
+    let first = submit_as(&d, Some(a), &["--", "/bin/sh", "-c", "echo first-output"]);
     d.wait_state(first, State::Completed, T);
     let lock = std::fs::read(st.join("daemon.lock")).unwrap();
     let first_out = st.join(format!("jobs/{first}/stdout"));
@@ -136,7 +136,7 @@ fn naming_the_daemons_own_files_as_output_error_or_log_is_refused() {
     {
         let id = submit_as(
             &d,
-            a,
+            Some(a),
             &[
                 flag,
                 &target,
@@ -220,7 +220,7 @@ fn a_claim_forged_by_a_job_never_makes_root_signal_another_process() {
     let script = format!("printf '%s' '{}'; exec sleep 300", victim.claim());
     let id = submit_as(
         &d,
-        a,
+        Some(a),
         &[
             "--output",
             &claim.display().to_string(),
@@ -263,18 +263,7 @@ fn a_restarted_daemon_trusts_its_own_record_of_a_supervisor_not_the_claim() {
     let _g = serial();
     let mut d = Daemon::start(&["--cpus", "2", "--memory", "2G"]);
     let mut victim = RootSleep::start();
-    let o = d.cli(&[
-        "submit",
-        "-q",
-        "--cpus",
-        "0.1",
-        "--memory",
-        "32",
-        "--",
-        "/bin/sleep",
-        "300",
-    ]);
-    let id = ids(&o)[0];
+    let id = submit_as(&d, None, &["--", "/bin/sleep", "300"]);
     d.wait_state(id, State::Running, T);
     let (sup, sup_start) = d.supervisor_of(id);
     let claim = d.state.join(format!("jobs/{id}/claim-1"));
@@ -316,21 +305,18 @@ fn the_daemons_records_are_closed_to_other_users_and_to_jobs() {
     let st = d.state.clone();
     let nobody = nobody();
     // Root's job, run as the shared default user, with a token in its environment.
-    let o = d.cli(&[
-        "submit",
-        "-q",
-        "--cpus",
-        "0.1",
-        "--memory",
-        "32",
-        "-e",
-        "TOKEN=tok-5ecret-7",
-        "--",
-        "/bin/sh",
-        "-c",
-        "echo output-of-the-first-job",
-    ]);
-    let first = ids(&o)[0];
+    let first = submit_as(
+        &d,
+        None,
+        &[
+            "-e",
+            "TOKEN=tok-5ecret-7",
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo output-of-the-first-job",
+        ],
+    );
     d.wait_state(first, State::Completed, T);
     let job_dir = st.join(format!("jobs/{first}"));
     let files = [
@@ -380,10 +366,8 @@ fn the_daemons_records_are_closed_to_other_users_and_to_jobs() {
         })
         .collect::<String>()
         + "echo probed; echo its-own-output-by-name >> /dev/stdout";
-    let by_root = ids(&d.cli(&[
-        "submit", "-q", "--cpus", "0.1", "--memory", "32", "--", "/bin/sh", "-c", &probe,
-    ]))[0];
-    let by_a = submit_as(&d, a, &["--", "/bin/sh", "-c", &probe]);
+    let by_root = submit_as(&d, None, &["--", "/bin/sh", "-c", &probe]);
+    let by_a = submit_as(&d, Some(a), &["--", "/bin/sh", "-c", &probe]);
     for id in [by_root, by_a] {
         d.wait_state(id, State::Completed, T);
         let o = d.cli(&["output", &id.to_string()]);
@@ -428,18 +412,7 @@ fn an_unrecorded_claim_is_trusted_only_from_the_supervisors_cgroup() {
     let _g = serial();
     let mut d = Daemon::start(&["--cpus", "2", "--memory", "2G"]);
     let mut victim = RootSleep::start();
-    let o = d.cli(&[
-        "submit",
-        "-q",
-        "--cpus",
-        "0.1",
-        "--memory",
-        "32",
-        "--",
-        "/bin/sleep",
-        "300",
-    ]);
-    let id = ids(&o)[0];
+    let id = submit_as(&d, None, &["--", "/bin/sleep", "300"]);
     d.wait_state(id, State::Running, T);
     let (sup, sup_start) = d.supervisor_of(id);
     d.kill9();
@@ -486,18 +459,7 @@ fn an_older_state_dir_is_closed_at_daemon_start() {
     }
     let _g = serial();
     let mut d = Daemon::start(&["--cpus", "1", "--memory", "1G"]);
-    let o = d.cli(&[
-        "submit",
-        "-q",
-        "--cpus",
-        "0.1",
-        "--memory",
-        "32",
-        "--",
-        "/bin/echo",
-        "hi",
-    ]);
-    let id = ids(&o)[0];
+    let id = submit_as(&d, None, &["--", "/bin/echo", "hi"]);
     d.wait_state(id, State::Completed, T);
     d.stop();
     let st = d.state.clone();
