@@ -193,6 +193,17 @@ fn concurrent_jobs_isolated_with_scratch_base_under_host_tmp() {
 }
 
 #[test]
+fn concurrent_jobs_isolated_with_scratch_base_under_host_dev_shm() {
+    if skip_unless_root() {
+        return;
+    }
+    // The scratch base on the host's /dev/shm (a tmpfs scratch), which the job's own /dev
+    // hides: its mounts must wait for the scratch dir instead of coming first.
+    let t = TestDir::new_in(Path::new("/dev/shm"), "pairshm");
+    concurrent_jobs_cannot_see_each_other(&t);
+}
+
+#[test]
 fn leftover_processes_are_killed_when_the_main_process_exits() {
     if skip_unless_root() {
         return;
