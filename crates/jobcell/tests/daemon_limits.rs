@@ -161,6 +161,10 @@ fn a_user_cannot_lift_the_nodes_limits() {
             vec!["--grace", "86400"],
             "--grace 86400 exceeds the node's limit (limits.max_grace_secs = 60)",
         ),
+        (
+            vec!["--memory", "64M", "--swap", "1G"],
+            "--swap 1.0 GiB exceeds the node's limit (limits.max_swap = \"0\")",
+        ),
     ];
     for (opts, want) in cli {
         let mut args = vec!["submit", "--hold"];
