@@ -1,0 +1,179 @@
+//! What owners (and root) do to a job: remove, hold, release, suspend, continue.
+
+use super::*;
+
+impl Core {
+    pub(super) fn act(
+        &mut self,
+        tx: &Tx,
+        caller: u32,
+        id: u64,
+        action: Action,
+        effects: &mut Vec<Effect>,
+    ) -> Result<JobInfo, ApiErr> {
+        let verb = action.verb();
+        let Some(j) = self.jobs.get(&id) else {
+            let r = load(tx, id)?;
+            self.check_owner(caller, r.info.owner, id, verb)?;
+            return Err(ApiErr::new(
+                409,
+                format!("job {id} has already ended ({})", r.info.state.as_str()),
+            ));
+        };
+        self.check_owner(caller, j.info.owner, id, verb)?;
+        let state = j.info.state;
+        let conflict = |why: &str| Err(ApiErr::new(409, format!("cannot {verb} job {id}: {why}")));
+        if j.pending.is_some() {
+            return conflict("it is already being removed or held");
+        }
+        match (action, state) {
+            (Action::Remove, State::Queued | State::Held) => {
+                self.queue.remove(&(-(j.info.priority as i64), id));
+                let reason = format!("removed by {}", sys::user_name(caller));
+                sql(tx.execute(
+                    "UPDATE jobs SET state='removed', ended_at=?2, reason=?3 WHERE id=?1",
+                    params![id as i64, now(), reason],
+                ));
+                sql(add_event(
+                    tx,
+                    id,
+                    "removed",
+                    Some(&serde_json::json!({"by": caller})),
+                ));
+                let mut j = self.jobs.remove(&id).expect("present");
+                self.queued_at.remove(&id);
+                self.ulog(&j.ulog, userlog::Event::Aborted(reason.clone()));
+                j.info.state = State::Removed;
+                j.info.reason = Some(reason);
+                Ok(j.info)
+            }
+            (Action::Remove, _) => {
+                self.evict(tx, id, Pending::Remove(caller), effects)?;
+                Ok(self.jobs[&id].info.clone())
+            }
+            (Action::Hold(reason), State::Queued) => {
+                let reason =
+                    reason.unwrap_or_else(|| format!("held by {}", sys::user_name(caller)));
+                self.queue.remove(&(-(j.info.priority as i64), id));
+                sql(tx.execute(
+                    "UPDATE jobs SET state='held', hold_reason=?2 WHERE id=?1",
+                    params![id as i64, reason],
+                ));
+                sql(add_event(
+                    tx,
+                    id,
+                    "held",
+                    Some(&serde_json::json!({"reason": reason})),
+                ));
+                self.queued_at.remove(&id);
+                self.ulog_job(id, userlog::Event::Held(reason.clone()));
+                let j = self.jobs.get_mut(&id).expect("present");
+                j.info.state = State::Held;
+                j.info.hold_reason = Some(reason);
+                Ok(j.info.clone())
+            }
+            (Action::Hold(_), State::Held) => conflict("it is already held"),
+            (Action::Hold(reason), _) => {
+                let reason =
+                    reason.unwrap_or_else(|| format!("held by {}", sys::user_name(caller)));
+                self.evict(tx, id, Pending::Hold(reason), effects)?;
+                Ok(self.jobs[&id].info.clone())
+            }
+            (Action::Release, State::Held) => {
+                sql(tx.execute(
+                    "UPDATE jobs SET state='queued', hold_reason=NULL WHERE id=?1",
+                    params![id as i64],
+                ));
+                sql(add_event(tx, id, "released", None));
+                self.queued_at.insert(id, now());
+                self.ulog_job(id, userlog::Event::Released);
+                let j = self.jobs.get_mut(&id).expect("present");
+                j.info.state = State::Queued;
+                j.info.hold_reason = None;
+                self.queue.insert((-(j.info.priority as i64), id));
+                Ok(j.info.clone())
+            }
+            (Action::Release, s) => conflict(&format!("it is {}, not held", s.as_str())),
+            (Action::Suspend, State::Running) => {
+                self.freeze(id, true)?;
+                sql(tx.execute(
+                    "UPDATE jobs SET state='suspended' WHERE id=?1",
+                    params![id as i64],
+                ));
+                sql(add_event(tx, id, "suspended", None));
+                let j = self.jobs.get_mut(&id).expect("present");
+                j.info.state = State::Suspended;
+                Ok(j.info.clone())
+            }
+            (Action::Continue, State::Suspended) => {
+                self.freeze(id, false)?;
+                sql(tx.execute(
+                    "UPDATE jobs SET state='running' WHERE id=?1",
+                    params![id as i64],
+                ));
+                sql(add_event(tx, id, "continued", None));
+                let j = self.jobs.get_mut(&id).expect("present");
+                j.info.state = State::Running;
+                Ok(j.info.clone())
+            }
+            (Action::Suspend, s) => conflict(&format!("it is {}, not running", s.as_str())),
+            (Action::Continue, s) => conflict(&format!("it is {}, not suspended", s.as_str())),
+        }
+    }
+
+    /// Freeze or thaw a running job's cgroup.
+    pub(super) fn freeze(&self, id: u64, on: bool) -> Result<(), ApiErr> {
+        let j = &self.jobs[&id];
+        let (Some((pid, _)), Some(root)) = (j.sup, self.cgroups.as_ref()) else {
+            return Err(ApiErr::new(
+                409,
+                format!("job {id} has no cgroup to freeze yet"),
+            ));
+        };
+        let cg = root
+            .open(&jobdir::cgroup_name(pid, id))
+            .map_err(|e| ApiErr::new(409, format!("job {id}: {e}")))?;
+        let r = if on { cg.freeze() } else { cg.thaw() };
+        // The supervisor owns the cgroup: never let this handle remove it.
+        cg.leak();
+        r.map_err(|e| ApiErr::new(500, format!("job {id}: {e}")))
+    }
+
+    /// Stop a running job through its supervisor (SIGTERM: the launcher passes it on, then
+    /// kills after the grace time); the state changes when the supervisor has exited.
+    pub(super) fn evict(
+        &mut self,
+        tx: &Tx,
+        id: u64,
+        p: Pending,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), ApiErr> {
+        if self.jobs[&id].info.state == State::Suspended {
+            // A frozen job cannot act on SIGTERM.
+            self.freeze(id, false)?;
+            sql(tx.execute(
+                "UPDATE jobs SET state='running' WHERE id=?1",
+                params![id as i64],
+            ));
+        }
+        let kind = match &p {
+            Pending::Remove(_) => "remove-requested",
+            Pending::Hold(_) => "hold-requested",
+            Pending::Requeue(_) => "requeue-requested",
+        };
+        sql(add_event(tx, id, kind, None));
+        sql(tx.execute(
+            "UPDATE jobs SET pending=?2 WHERE id=?1",
+            params![id as i64, p.encode()],
+        ));
+        let j = self.jobs.get_mut(&id).expect("present");
+        if j.info.state == State::Suspended {
+            j.info.state = State::Running;
+        }
+        if let Some(fd) = &j.pidfd {
+            effects.push(Effect::Signal(fd.clone(), libc::SIGTERM));
+        }
+        j.pending = Some(p);
+        Ok(())
+    }
+}

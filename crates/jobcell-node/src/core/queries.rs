@@ -1,0 +1,112 @@
+//! Reads: one job, its events and output paths, the node's status, the history.
+
+use super::*;
+
+impl Core {
+    pub(super) fn get(&self, tx: &Tx, id: u64) -> Result<JobInfo, ApiErr> {
+        if let Some(j) = self.jobs.get(&id) {
+            return Ok(j.info.clone());
+        }
+        load(tx, id).map(|r| r.info)
+    }
+
+    pub(super) fn events(&self, tx: &Tx, caller: u32, id: u64) -> Result<Vec<Event>, ApiErr> {
+        let owner = self.owner_of(tx, id)?;
+        self.check_owner(caller, owner, id, "read the events of")?;
+        let mut st = sql(tx
+            .prepare_cached("SELECT time, kind, detail FROM events WHERE job = ?1 ORDER BY rowid"));
+        let rows = sql(st.query_map(params![id as i64], |r| {
+            let d: Option<String> = r.get(2)?;
+            Ok(Event {
+                time: r.get(0)?,
+                kind: r.get(1)?,
+                detail: d.and_then(|s| serde_json::from_str(&s).ok()),
+            })
+        }));
+        Ok(sql(rows.collect::<rusqlite::Result<Vec<_>>>()))
+    }
+
+    pub(super) fn owner_of(&self, tx: &Tx, id: u64) -> Result<u32, ApiErr> {
+        match self.jobs.get(&id) {
+            Some(j) => Ok(j.info.owner),
+            None => Ok(load(tx, id)?.info.owner),
+        }
+    }
+
+    pub(super) fn output(
+        &self,
+        tx: &Tx,
+        caller: u32,
+        id: u64,
+        which: Stream,
+    ) -> Result<PathBuf, ApiErr> {
+        let (owner, out, err) = match self.jobs.get(&id) {
+            Some(j) => (j.info.owner, j.stdout.clone(), j.stderr.clone()),
+            None => {
+                let r = load(tx, id)?;
+                (r.info.owner, r.stdout, r.stderr)
+            }
+        };
+        self.check_owner(caller, owner, id, "read the output of")?;
+        let custom = match which {
+            Stream::Stdout => out,
+            Stream::Stderr => err,
+        };
+        if let Some(p) = custom {
+            // Never read a path the user chose with the daemon's privileges.
+            return Err(ApiErr::new(
+                409,
+                format!("job {id}'s output goes to {p}; read it there"),
+            ));
+        }
+        Ok(custom.map(PathBuf::from).unwrap_or_else(|| {
+            self.job_dir(id).join(match which {
+                Stream::Stdout => "stdout",
+                Stream::Stderr => "stderr",
+            })
+        }))
+    }
+
+    pub(super) fn status(&self, tx: &Tx) -> Result<NodeStatus, ApiErr> {
+        let mut jobs = std::collections::BTreeMap::new();
+        let mut st = sql(tx.prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state"));
+        let rows = sql(st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))));
+        for r in rows {
+            let (s, n) = sql(r);
+            jobs.insert(s, n as u64);
+        }
+        let load_1m = std::fs::read_to_string("/proc/loadavg")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse().ok())
+            .unwrap_or(0.0);
+        let memory_used = self.cgroups.as_ref().and_then(|r| {
+            r.parent_paths().iter().find_map(|p| {
+                ["memory.usage_in_bytes", "memory.current"]
+                    .iter()
+                    .find_map(|f| std::fs::read_to_string(p.join(f)).ok()?.trim().parse().ok())
+            })
+        });
+        Ok(NodeStatus {
+            cpus_total: self.cfg.node.cpus,
+            memory_total: self.cfg.node.memory,
+            cpus_allocated: (self.alloc_cpus * 1000.0).round() / 1000.0,
+            memory_allocated: self.alloc_mem,
+            load_1m,
+            memory_used,
+            jobs,
+            daemon_pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        })
+    }
+}
+
+pub(super) fn history(tx: &Tx, limit: u32) -> Result<Vec<JobInfo>, ApiErr> {
+    let mut st = sql(tx.prepare_cached(&format!(
+        "SELECT {} FROM jobs WHERE state IN ('completed','failed','removed') ORDER BY ended_at DESC, id DESC LIMIT ?1",
+        crate::store::JOB_COLUMNS
+    )));
+    let rows = sql(st.query_map(params![limit], crate::store::job_from_row));
+    Ok(sql(rows
+        .map(|r| r.map(|j| j.info))
+        .collect::<rusqlite::Result<Vec<_>>>()))
+}
