@@ -337,7 +337,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
         job_uids: o.job_uids,
     };
     let mut core = Core::new(
-        store,
+        &store.path,
         cfg,
         spawner,
         rt.handle().clone(),
@@ -347,12 +347,12 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
     core.set_userlog(crate::userlog::start().map_err(DaemonError::Runtime)?);
     {
         let _g = rt.enter();
-        core.recover()?;
+        core.recover(&store)?;
         core.start_pressure_sampler();
     }
     std::thread::Builder::new()
         .name("core".into())
-        .spawn(move || core.run(rx))
+        .spawn(move || core.run(store, rx))
         .map_err(DaemonError::Runtime)?;
 
     let sock = o.socket.clone();

@@ -5,7 +5,7 @@ use super::*;
 impl Core {
     pub(super) fn act(
         &mut self,
-        tx: &Tx,
+        tx: &Batch,
         caller: u32,
         id: u64,
         action: Action,
@@ -30,16 +30,8 @@ impl Core {
             (Action::Remove, State::Queued | State::Held) => {
                 self.queue.remove(&(-(j.info.priority as i64), id));
                 let reason = format!("removed by {}", sys::user_name(caller));
-                sql(tx.execute(
-                    "UPDATE jobs SET state='removed', ended_at=?2, reason=?3 WHERE id=?1",
-                    params![id as i64, now(), reason],
-                ));
-                sql(add_event(
-                    tx,
-                    id,
-                    "removed",
-                    Some(&serde_json::json!({"by": caller})),
-                ));
+                sql(tx.remove(id, now(), &reason));
+                sql(tx.add_event(id, "removed", Some(&serde_json::json!({"by": caller}))));
                 let mut j = self.jobs.remove(&id).expect("present");
                 self.queued_at.remove(&id);
                 self.ulog(&j.ulog, userlog::Event::Aborted(reason.clone()));
@@ -55,16 +47,8 @@ impl Core {
                 let reason =
                     reason.unwrap_or_else(|| format!("held by {}", sys::user_name(caller)));
                 self.queue.remove(&(-(j.info.priority as i64), id));
-                sql(tx.execute(
-                    "UPDATE jobs SET state='held', hold_reason=?2 WHERE id=?1",
-                    params![id as i64, reason],
-                ));
-                sql(add_event(
-                    tx,
-                    id,
-                    "held",
-                    Some(&serde_json::json!({"reason": reason})),
-                ));
+                sql(tx.hold(id, &reason));
+                sql(tx.add_event(id, "held", Some(&serde_json::json!({"reason": reason}))));
                 self.queued_at.remove(&id);
                 self.ulog_job(id, userlog::Event::Held(reason.clone()));
                 let j = self.jobs.get_mut(&id).expect("present");
@@ -80,11 +64,8 @@ impl Core {
                 Ok(self.jobs[&id].info.clone())
             }
             (Action::Release, State::Held) => {
-                sql(tx.execute(
-                    "UPDATE jobs SET state='queued', hold_reason=NULL WHERE id=?1",
-                    params![id as i64],
-                ));
-                sql(add_event(tx, id, "released", None));
+                sql(tx.release(id));
+                sql(tx.add_event(id, "released", None));
                 self.queued_at.insert(id, now());
                 self.ulog_job(id, userlog::Event::Released);
                 let j = self.jobs.get_mut(&id).expect("present");
@@ -96,22 +77,16 @@ impl Core {
             (Action::Release, s) => conflict(&format!("it is {}, not held", s.as_str())),
             (Action::Suspend, State::Running) => {
                 self.freeze(id, true)?;
-                sql(tx.execute(
-                    "UPDATE jobs SET state='suspended' WHERE id=?1",
-                    params![id as i64],
-                ));
-                sql(add_event(tx, id, "suspended", None));
+                sql(tx.set_state(id, State::Suspended));
+                sql(tx.add_event(id, "suspended", None));
                 let j = self.jobs.get_mut(&id).expect("present");
                 j.info.state = State::Suspended;
                 Ok(j.info.clone())
             }
             (Action::Continue, State::Suspended) => {
                 self.freeze(id, false)?;
-                sql(tx.execute(
-                    "UPDATE jobs SET state='running' WHERE id=?1",
-                    params![id as i64],
-                ));
-                sql(add_event(tx, id, "continued", None));
+                sql(tx.set_state(id, State::Running));
+                sql(tx.add_event(id, "continued", None));
                 let j = self.jobs.get_mut(&id).expect("present");
                 j.info.state = State::Running;
                 Ok(j.info.clone())
@@ -143,7 +118,7 @@ impl Core {
     /// kills after the grace time); the state changes when the supervisor has exited.
     pub(super) fn evict(
         &mut self,
-        tx: &Tx,
+        tx: &Batch,
         id: u64,
         p: Pending,
         effects: &mut Vec<Effect>,
@@ -151,21 +126,15 @@ impl Core {
         if self.jobs[&id].info.state == State::Suspended {
             // A frozen job cannot act on SIGTERM.
             self.freeze(id, false)?;
-            sql(tx.execute(
-                "UPDATE jobs SET state='running' WHERE id=?1",
-                params![id as i64],
-            ));
+            sql(tx.set_state(id, State::Running));
         }
         let kind = match &p {
             Pending::Remove(_) => "remove-requested",
             Pending::Hold(_) => "hold-requested",
             Pending::Requeue(_) => "requeue-requested",
         };
-        sql(add_event(tx, id, kind, None));
-        sql(tx.execute(
-            "UPDATE jobs SET pending=?2 WHERE id=?1",
-            params![id as i64, p.encode()],
-        ));
+        sql(tx.add_event(id, kind, None));
+        sql(tx.set_pending(id, &p.encode()));
         let j = self.jobs.get_mut(&id).expect("present");
         if j.info.state == State::Suspended {
             j.info.state = State::Running;

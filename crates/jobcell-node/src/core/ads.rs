@@ -8,7 +8,7 @@ impl Core {
     /// Others than the owner and root do not see the environment (it may hold secrets).
     pub(super) fn ad(
         &self,
-        tx: &Tx,
+        tx: &Batch,
         caller: u32,
         id: u64,
     ) -> Result<Vec<(String, String)>, ApiErr> {

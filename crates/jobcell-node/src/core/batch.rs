@@ -5,12 +5,11 @@ use super::queries::history;
 use super::*;
 
 impl Core {
-    /// The core loop; returns when every sender is gone.
-    pub fn run(mut self, rx: Receiver<Cmd>) {
+    /// The core loop; returns when every sender is gone. The store is the loop's, not the
+    /// core's: each batch's transaction borrows it while apply() changes the rest.
+    pub fn run(mut self, store: Store, rx: Receiver<Cmd>) {
         let mut effects = Vec::new();
         let mut replies: Vec<Box<dyn FnOnce()>> = Vec::new();
-        // The loop's transactions borrow the connection while apply() mutates the rest.
-        let mut store = std::mem::replace(&mut self.store, dummy_store());
         loop {
             let mut batch: Vec<Cmd> = self.local.drain(..).collect();
             if batch.is_empty() {
@@ -38,25 +37,14 @@ impl Core {
             } else {
                 batch = self.hold_writes(batch);
             }
-            // IMMEDIATE: the write lock is taken (waiting the busy timeout) at BEGIN. A
-            // deferred transaction that reads first (a keyed submission looks its key up)
-            // cannot wait when it upgrades: SQLite returns BUSY at once.
-            let tx = match store
-                .conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
-            {
-                Ok(t) => t,
-                Err(e) => panic_db(e),
-            };
+            let tx = sql(store.batch());
             for c in batch {
                 self.apply(&tx, c, &mut replies, &mut effects);
             }
             if writable {
                 self.schedule(&tx, &mut effects);
             }
-            if let Err(e) = tx.commit() {
-                panic_db(e);
-            }
+            sql(tx.commit());
             for r in replies.drain(..) {
                 r();
             }
@@ -71,7 +59,7 @@ impl Core {
 
     pub(super) fn apply(
         &mut self,
-        tx: &Tx,
+        tx: &Batch,
         c: Cmd,
         replies: &mut Vec<Box<dyn FnOnce()>>,
         effects: &mut Vec<Effect>,
@@ -168,12 +156,5 @@ impl Core {
             }
             Cmd::Exited { id, attempt } => self.exited(tx, id, attempt, effects),
         }
-    }
-}
-
-fn dummy_store() -> Store {
-    Store {
-        conn: rusqlite::Connection::open_in_memory().expect("in-memory sqlite"),
-        path: PathBuf::new(),
     }
 }

@@ -6,7 +6,7 @@ use super::*;
 impl Core {
     /// A supervisor is gone (its pidfd became readable, or recovery found it gone): read what
     /// it left and end the attempt.
-    pub(super) fn exited(&mut self, tx: &Tx, id: u64, attempt: u32, effects: &mut Vec<Effect>) {
+    pub(super) fn exited(&mut self, tx: &Batch, id: u64, attempt: u32, effects: &mut Vec<Effect>) {
         let Some(j) = self.jobs.get(&id) else { return };
         if j.info.attempt != attempt || !j.info.state.active() {
             return;
@@ -76,7 +76,7 @@ impl Core {
     /// The supervisor is gone: record how the job ended and free its resources.
     pub(super) fn finish(
         &mut self,
-        tx: &Tx,
+        tx: &Batch,
         id: u64,
         res: Option<JobResult>,
         effects: &mut Vec<Effect>,
@@ -145,15 +145,16 @@ impl Core {
             }
         }
         let report_s = report.as_ref().map(|r| r.to_string());
+        let ended = AttemptEnd {
+            exit_code,
+            signal,
+            report: report_s.as_deref(),
+        };
         self.pressure.remove(&id);
         if state == State::Queued {
             // Preempted by a policy: back in the queue for a new attempt, the reason kept.
-            sql(tx.execute(
-                "UPDATE jobs SET state='queued', pending=NULL, started_at=NULL, reason=?2, exit_code=?3, signal=?4, report=?5 WHERE id=?1",
-                params![id as i64, reason, exit_code, signal, report_s],
-            ));
-            sql(add_event(
-                tx,
+            sql(tx.requeue_ended(id, reason.as_deref(), ended));
+            sql(tx.add_event(
                 id,
                 "requeued",
                 Some(&serde_json::json!({"why": reason, "preempted": true})),
@@ -173,12 +174,8 @@ impl Core {
             return;
         }
         if state == State::Held {
-            sql(tx.execute(
-                "UPDATE jobs SET state='held', pending=NULL, hold_reason=?2, exit_code=?3, signal=?4, report=?5 WHERE id=?1",
-                params![id as i64, reason, exit_code, signal, report_s],
-            ));
-            sql(add_event(
-                tx,
+            sql(tx.hold_ended(id, reason.as_deref(), ended));
+            sql(tx.add_event(
                 id,
                 "held",
                 Some(&serde_json::json!({"reason": reason, "evicted": true, "oom_killed": oom})),
@@ -194,10 +191,7 @@ impl Core {
             self.jobs.insert(id, j);
             return;
         }
-        sql(tx.execute(
-            "UPDATE jobs SET state=?2, pending=NULL, ended_at=?3, reason=?4, exit_code=?5, signal=?6, report=?7 WHERE id=?1",
-            params![id as i64, state.as_str(), t, reason, exit_code, signal, report_s],
-        ));
+        sql(tx.end(id, state, t, reason.as_deref(), ended));
         let usage = report.as_ref().map(|r| {
             serde_json::json!({
                 "exit_code": exit_code, "signal": signal,
@@ -207,7 +201,7 @@ impl Core {
             })
         });
         let detail = serde_json::json!({"state": state.as_str(), "reason": reason, "usage": usage});
-        sql(add_event(tx, id, "ended", Some(&detail)));
+        sql(tx.add_event(id, "ended", Some(&detail)));
         *self.counters.finished.entry(state.as_str()).or_default() += 1;
         // A job that never ran to an exit (jobcell could not start it, its supervisor died)
         // is aborted in HTCondor's words, not terminated with a made-up return value.

@@ -4,7 +4,7 @@ use super::*;
 
 impl Core {
     /// The Prometheus text exposition format (version 0.0.4).
-    pub(super) fn metrics(&self, tx: &Tx) -> Result<String, ApiErr> {
+    pub(super) fn metrics(&self, tx: &Batch) -> Result<String, ApiErr> {
         use std::fmt::Write;
         let mut o = String::new();
         let head = |o: &mut String, name: &str, kind: &str, help: &str| {
@@ -36,16 +36,11 @@ impl Core {
         .iter()
         .map(|s| (*s, 0))
         .collect();
-        let mut st = sql(tx.prepare_cached(
-            "SELECT state, count(*) FROM jobs WHERE state IN ('completed','failed','removed') GROUP BY state",
-        ));
-        let rows = sql(st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))));
-        for r in rows {
-            let (k, n) = sql(r);
+        for (k, n) in sql(tx.ended_counts()) {
             if let Some(State::Completed | State::Failed | State::Removed) = State::parse(&k) {
                 *by_state
                     .entry(State::parse(&k).expect("parsed").as_str())
-                    .or_default() = n as u64;
+                    .or_default() = n;
             }
         }
         for j in self.jobs.values() {

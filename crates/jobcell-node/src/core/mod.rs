@@ -29,7 +29,6 @@ use std::sync::Arc;
 
 use jobcell_cgroup::CgroupRoot;
 use jobcell_spec::{JobSpec, UserSpec};
-use rusqlite::{params, OptionalExtension, Transaction};
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
@@ -37,7 +36,7 @@ use crate::jobdir::{self, Claim, JobResult, SupervisorSpec};
 use crate::resources::NodeResources;
 use crate::space::{self, Room, StateSpace};
 use crate::spawner::Spawner;
-use crate::store::{add_event, Store, StoreError};
+use crate::store::{AttemptEnd, Batch, JobRow, NewJob, Store, StoreError};
 use crate::sys;
 use crate::types::*;
 use crate::userlog;
@@ -286,7 +285,7 @@ impl Job {
         self.sup = None;
     }
 
-    fn from_row(r: crate::store::JobRow) -> Job {
+    fn from_row(r: JobRow) -> Job {
         let x: Option<JobExtra> = r
             .extra
             .as_deref()
@@ -334,7 +333,6 @@ pub const SCHED_BUCKETS: [f64; 12] = [
 ];
 
 pub struct Core {
-    store: Store,
     cfg: CoreConfig,
     jobs: HashMap<u64, Job>,
     /// Queued jobs in start order: (-priority, id). Ids grow with submission time.
@@ -385,16 +383,18 @@ enum Effect {
     Cleanup { id: u64, pid: i32 },
 }
 
-type Tx<'a> = Transaction<'a>;
-
 /// What a new cluster's row takes, at most.
 const CLUSTER_NEED: u64 = 4 << 10;
 
 /// A failing statement inside a batch poisons the batch: crash-only (see the module docs).
-fn sql<T>(r: rusqlite::Result<T>) -> T {
+fn sql<T>(r: Result<T, StoreError>) -> T {
     match r {
         Ok(v) => v,
-        Err(e) => panic_db(e),
+        Err(StoreError::Sql { err, .. }) => panic_db(err),
+        Err(e) => {
+            error!("{e}; exiting so a restart recovers from the committed state");
+            std::process::exit(70)
+        }
     }
 }
 
@@ -406,16 +406,14 @@ fn panic_db(e: rusqlite::Error) -> ! {
 impl Core {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        store: Store,
+        state_db: &Path,
         cfg: CoreConfig,
         spawner: Spawner,
         rt: tokio::runtime::Handle,
         tx: Sender<Cmd>,
         cgroups: Option<CgroupRoot>,
     ) -> Core {
-        let store_path = store.path.clone();
         Core {
-            store,
             cfg,
             jobs: HashMap::new(),
             queue: BTreeSet::new(),
@@ -435,7 +433,7 @@ impl Core {
             queued_at: HashMap::new(),
             pressure: HashMap::new(),
             lost_in_reboot: Default::default(),
-            space: StateSpace::new(&store_path),
+            space: StateSpace::new(state_db),
             room: Room {
                 free: u64::MAX / 4,
                 wal_reserve: 0,
@@ -509,16 +507,6 @@ impl Core {
     }
 }
 
-pub(super) fn load(tx: &Tx, id: u64) -> Result<crate::store::JobRow, ApiErr> {
-    sql(tx
-        .query_row(
-            &format!(
-                "SELECT {} FROM jobs WHERE id = ?1",
-                crate::store::JOB_COLUMNS
-            ),
-            params![id as i64],
-            crate::store::job_from_row,
-        )
-        .optional())
-    .ok_or_else(|| ApiErr::new(404, format!("no job {id}")))
+pub(super) fn load(tx: &Batch, id: u64) -> Result<JobRow, ApiErr> {
+    sql(tx.job(id)).ok_or_else(|| ApiErr::new(404, format!("no job {id}")))
 }

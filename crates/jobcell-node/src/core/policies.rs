@@ -25,7 +25,7 @@ impl Core {
 
     /// One pressure sample of every running job; a job past a threshold for the policy's
     /// whole duration is preempted (requeued or held) with the figures in its reason.
-    pub(super) fn pressure_tick(&mut self, tx: &Tx, effects: &mut Vec<Effect>) {
+    pub(super) fn pressure_tick(&mut self, tx: &Batch, effects: &mut Vec<Effect>) {
         let Some(p) = self.cfg.policy.pressure.clone() else {
             return;
         };
@@ -100,9 +100,7 @@ impl Core {
                 fmt_duration(p.duration)
             );
             warn!("job {id}: {reason}");
-            sql(add_event(
-                tx,
-                id,
+            sql(tx.add_event(id,
                 "policy",
                 Some(
                     &serde_json::json!({"policy": "memory pressure", "reason": reason, "action": if p.hold { "hold" } else { "requeue" }}),
@@ -145,7 +143,13 @@ impl Core {
 
     /// A running job's wall-time limit passed: hold it, with the reason (HTCondor's
     /// `allowed_job_duration` holds too), through the same eviction as `jobcell hold`.
-    pub(super) fn deadline(&mut self, tx: &Tx, id: u64, attempt: u32, effects: &mut Vec<Effect>) {
+    pub(super) fn deadline(
+        &mut self,
+        tx: &Batch,
+        id: u64,
+        attempt: u32,
+        effects: &mut Vec<Effect>,
+    ) {
         let Some(j) = self.jobs.get(&id) else {
             return;
         };
@@ -157,9 +161,7 @@ impl Core {
             "The job exceeded allowed job duration of {}",
             fmt_duration(limit)
         );
-        sql(add_event(
-            tx,
-            id,
+        sql(tx.add_event(id,
             "policy",
             Some(
                 &serde_json::json!({"policy": "allowed_job_duration", "limit_s": limit, "action": "hold"}),

@@ -3,30 +3,20 @@
 use super::*;
 
 impl Core {
-    pub(super) fn get(&self, tx: &Tx, id: u64) -> Result<JobInfo, ApiErr> {
+    pub(super) fn get(&self, tx: &Batch, id: u64) -> Result<JobInfo, ApiErr> {
         if let Some(j) = self.jobs.get(&id) {
             return Ok(j.info.clone());
         }
         load(tx, id).map(|r| r.info)
     }
 
-    pub(super) fn events(&self, tx: &Tx, caller: u32, id: u64) -> Result<Vec<Event>, ApiErr> {
+    pub(super) fn events(&self, tx: &Batch, caller: u32, id: u64) -> Result<Vec<Event>, ApiErr> {
         let owner = self.owner_of(tx, id)?;
         self.check_owner(caller, owner, id, "read the events of")?;
-        let mut st = sql(tx
-            .prepare_cached("SELECT time, kind, detail FROM events WHERE job = ?1 ORDER BY rowid"));
-        let rows = sql(st.query_map(params![id as i64], |r| {
-            let d: Option<String> = r.get(2)?;
-            Ok(Event {
-                time: r.get(0)?,
-                kind: r.get(1)?,
-                detail: d.and_then(|s| serde_json::from_str(&s).ok()),
-            })
-        }));
-        Ok(sql(rows.collect::<rusqlite::Result<Vec<_>>>()))
+        Ok(sql(tx.events(id)))
     }
 
-    pub(super) fn owner_of(&self, tx: &Tx, id: u64) -> Result<u32, ApiErr> {
+    pub(super) fn owner_of(&self, tx: &Batch, id: u64) -> Result<u32, ApiErr> {
         match self.jobs.get(&id) {
             Some(j) => Ok(j.info.owner),
             None => Ok(load(tx, id)?.info.owner),
@@ -35,7 +25,7 @@ impl Core {
 
     pub(super) fn output(
         &self,
-        tx: &Tx,
+        tx: &Batch,
         caller: u32,
         id: u64,
         which: Stream,
@@ -67,13 +57,10 @@ impl Core {
         }))
     }
 
-    pub(super) fn status(&self, tx: &Tx) -> Result<NodeStatus, ApiErr> {
+    pub(super) fn status(&self, tx: &Batch) -> Result<NodeStatus, ApiErr> {
         let mut jobs = std::collections::BTreeMap::new();
-        let mut st = sql(tx.prepare_cached("SELECT state, count(*) FROM jobs GROUP BY state"));
-        let rows = sql(st.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))));
-        for r in rows {
-            let (s, n) = sql(r);
-            jobs.insert(s, n as u64);
+        for (s, n) in sql(tx.counts_by_state()) {
+            jobs.insert(s, n);
         }
         let load_1m = std::fs::read_to_string("/proc/loadavg")
             .ok()
@@ -100,13 +87,6 @@ impl Core {
     }
 }
 
-pub(super) fn history(tx: &Tx, limit: u32) -> Result<Vec<JobInfo>, ApiErr> {
-    let mut st = sql(tx.prepare_cached(&format!(
-        "SELECT {} FROM jobs WHERE state IN ('completed','failed','removed') ORDER BY ended_at DESC, id DESC LIMIT ?1",
-        crate::store::JOB_COLUMNS
-    )));
-    let rows = sql(st.query_map(params![limit], crate::store::job_from_row));
-    Ok(sql(rows
-        .map(|r| r.map(|j| j.info))
-        .collect::<rusqlite::Result<Vec<_>>>()))
+pub(super) fn history(tx: &Batch, limit: u32) -> Result<Vec<JobInfo>, ApiErr> {
+    Ok(sql(tx.history(limit)))
 }

@@ -6,31 +6,17 @@ use super::*;
 
 impl Core {
     /// Load the queue and reconcile jobs that were starting or running when the daemon stopped.
-    pub fn recover(&mut self) -> Result<(), StoreError> {
-        let rows = self.store.active_jobs()?;
-        let tx = self
-            .store
-            .conn
-            .unchecked_transaction()
-            .map_err(|e| StoreError::Sql {
-                path: PathBuf::new(),
-                err: e,
-            })?;
+    pub fn recover(&mut self, store: &Store) -> Result<(), StoreError> {
+        let rows = store.active_jobs()?;
+        let tx = store.batch()?;
         // Whether the machine went down since the state was last written: then no supervisor of
         // that boot survives, and the job dirs may have lost what was never fsync'd (a claim,
         // a result: see ARCHITECTURE.md, "Durability").
         let boot = sys::boot_id().ok();
-        let last: Option<String> = sql(tx
-            .query_row("SELECT value FROM node WHERE key = 'boot_id'", [], |r| {
-                r.get(0)
-            })
-            .optional());
+        let last = sql(tx.boot_id());
         let rebooted = matches!((&last, &boot), (Some(a), Some(b)) if a != b);
         if let Some(b) = &boot {
-            sql(tx.execute(
-                "INSERT INTO node (key, value) VALUES ('boot_id', ?1) ON CONFLICT (key) DO UPDATE SET value = ?1",
-                params![b],
-            ));
+            sql(tx.set_boot_id(b));
         }
         // A claim is a file: it proves nothing about a pid by itself. A supervisor is proven by
         // the daemon's own record of it, and by its membership of the supervisors cgroup (which
@@ -99,29 +85,14 @@ impl Core {
                 self.alloc_mem -= job.info.memory;
                 match job.pending.take() {
                     Some(Pending::Remove(by)) => {
-                        sql(tx.execute(
-                            "UPDATE jobs SET state='removed', ended_at=?2, reason=?3, pending=NULL WHERE id=?1",
-                            params![id as i64, now(), format!("removed by {}", sys::user_name(by))],
-                        ));
-                        sql(add_event(
-                            &tx,
-                            id,
-                            "removed",
-                            Some(&serde_json::json!({"by": by})),
-                        ));
+                        let reason = format!("removed by {}", sys::user_name(by));
+                        sql(tx.remove(id, now(), &reason));
+                        sql(tx.add_event(id, "removed", Some(&serde_json::json!({"by": by}))));
                         continue;
                     }
                     Some(Pending::Hold(r)) => {
-                        sql(tx.execute(
-                            "UPDATE jobs SET state='held', hold_reason=?2, pending=NULL WHERE id=?1",
-                            params![id as i64, r],
-                        ));
-                        sql(add_event(
-                            &tx,
-                            id,
-                            "held",
-                            Some(&serde_json::json!({"reason": r})),
-                        ));
+                        sql(tx.hold(id, &r));
+                        sql(tx.add_event(id, "held", Some(&serde_json::json!({"reason": r}))));
                         job.info.state = State::Held;
                         job.info.hold_reason = Some(r);
                         self.jobs.insert(id, job);
@@ -131,13 +102,8 @@ impl Core {
                 }
                 job.info.state = State::Queued;
                 job.info.started_at = None;
-                sql(tx.execute(
-                    "UPDATE jobs SET state='queued', started_at=NULL, pending=NULL WHERE id=?1",
-                    params![id as i64],
-                ));
-                sql(add_event(
-                    &tx,
-                    id,
+                sql(tx.requeue_unstarted(id));
+                sql(tx.add_event(id,
                     "requeued",
                     Some(
                         &serde_json::json!({"why": "the daemon stopped before the job's supervisor started", "attempt": attempt}),
@@ -180,10 +146,7 @@ impl Core {
                             job.sup = Some((pid, starttime));
                             if job.info.state == State::Starting {
                                 job.info.state = State::Running;
-                                sql(tx.execute(
-                                    "UPDATE jobs SET state='running', sup_pid=?2, sup_start=?3 WHERE id=?1",
-                                    params![id as i64, pid, starttime as i64],
-                                ));
+                                sql(tx.mark_running(id, pid, starttime));
                             }
                             if job.pending.is_some() {
                                 // An acknowledged remove/hold the previous daemon may not have

@@ -7,7 +7,7 @@ use super::*;
 impl Core {
     pub(super) fn started(
         &mut self,
-        tx: &Tx,
+        tx: &Batch,
         id: u64,
         attempt: u32,
         pid: i32,
@@ -34,12 +34,8 @@ impl Core {
         }
         let j = self.jobs.get_mut(&id).expect("present");
         j.info.state = State::Running;
-        sql(tx.execute(
-            "UPDATE jobs SET state='running', sup_pid=?2, sup_start=?3 WHERE id=?1 AND state='starting'",
-            params![id as i64, pid, start as i64],
-        ));
-        sql(add_event(
-            tx,
+        sql(tx.mark_running(id, pid, start));
+        sql(tx.add_event(
             id,
             "started",
             Some(&serde_json::json!({"supervisor_pid": pid, "attempt": attempt})),
@@ -63,7 +59,7 @@ impl Core {
     }
 
     /// Start queued jobs that fit, in order of priority then submission.
-    pub(super) fn schedule(&mut self, tx: &Tx, effects: &mut Vec<Effect>) {
+    pub(super) fn schedule(&mut self, tx: &Batch, effects: &mut Vec<Effect>) {
         let node = self.cfg.node;
         let mut started = Vec::new();
         for &(np, id) in &self.queue {
@@ -88,10 +84,7 @@ impl Core {
             j.info.started_at = Some(t);
             // Committed before the supervisor exists: a crash from here on is resolved by the
             // claim protocol, never by running the job a second time.
-            sql(tx.execute(
-                "UPDATE jobs SET state='starting', attempt=?2, started_at=?3 WHERE id=?1",
-                params![id as i64, j.info.attempt, t],
-            ));
+            sql(tx.mark_starting(id, j.info.attempt, t));
             effects.push(Effect::Start(id));
         }
     }

@@ -7,7 +7,7 @@ impl Core {
     /// The ids of the caller's jobs made by an earlier request with this key (empty: none).
     pub(super) fn resubmitted(
         &self,
-        tx: &Tx,
+        tx: &Batch,
         caller: u32,
         key: &Option<String>,
     ) -> Result<Vec<u64>, ApiErr> {
@@ -17,14 +17,7 @@ impl Core {
         if k.is_empty() || k.len() > 128 {
             return Err(ApiErr::new(400, "submit_key must be 1 to 128 bytes"));
         }
-        let mut st = sql(tx.prepare_cached(
-            "SELECT id FROM jobs WHERE owner = ?1 AND submit_key = ?2 ORDER BY id",
-        ));
-        Ok(sql(sql(
-            st.query_map(params![caller, k], |r| r.get::<_, i64>(0))
-        )
-        .map(|r| r.map(|v| v as u64))
-        .collect::<rusqlite::Result<Vec<_>>>()))
+        Ok(sql(tx.jobs_with_key(caller, k)))
     }
 
     /// Check one job's request and settle its defaults; writes nothing. `images` remembers
@@ -145,18 +138,14 @@ impl Core {
         Ok((spec, cpus, memory))
     }
 
-    pub(super) fn new_cluster(&self, tx: &Tx, caller: u32) -> u64 {
-        sql(tx.execute(
-            "INSERT INTO clusters (owner, created_at) VALUES (?1, ?2)",
-            params![caller, now()],
-        ));
-        tx.last_insert_rowid() as u64
+    pub(super) fn new_cluster(&self, tx: &Batch, caller: u32) -> u64 {
+        sql(tx.insert_cluster(caller, now()))
     }
 
     #[allow(clippy::too_many_arguments)]
     pub(super) fn insert_job(
         &mut self,
-        tx: &Tx,
+        tx: &Batch,
         caller: u32,
         (cluster, proc): (u64, u64),
         spec: &JobSpec,
@@ -176,32 +165,25 @@ impl Core {
         let state = if hold { State::Held } else { State::Queued };
         let hold_reason = hold.then(|| "held at submission".to_string());
         let extra_json = extra.map(|x| serde_json::to_string(x).unwrap_or_default());
-        let mut ins = sql(tx.prepare_cached(
-            "INSERT INTO jobs (owner, user, state, priority, cpus, memory, command, spec, stdout, stderr, submitted_at, hold_reason, submit_key, cluster, proc, extra)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-        ));
-        sql(ins.execute(params![
-            caller,
-            user,
-            state.as_str(),
+        let id = sql(tx.insert_job(&NewJob {
+            owner: caller,
+            user: &user,
+            state,
             priority,
             cpus,
-            memory as i64,
-            command,
-            spec_json,
-            stdout,
-            stderr,
-            t,
-            hold_reason,
-            submit_key,
-            cluster as i64,
-            proc as i64,
-            extra_json,
-        ]));
-        let id = tx.last_insert_rowid() as u64;
-        sql(add_event(
-            tx,
-            id,
+            memory,
+            command: &command,
+            spec: spec_json,
+            stdout: stdout.as_deref(),
+            stderr: stderr.as_deref(),
+            submitted_at: t,
+            hold_reason: hold_reason.as_deref(),
+            submit_key: submit_key.as_deref(),
+            cluster,
+            proc,
+            extra: extra_json.as_deref(),
+        }));
+        sql(tx.add_event(id,
             "submitted",
             Some(
                 &serde_json::json!({"owner": caller, "held": hold, "cluster": cluster, "proc": proc}),
@@ -264,7 +246,7 @@ impl Core {
 
     pub(super) fn submit(
         &mut self,
-        tx: &Tx,
+        tx: &Batch,
         caller: u32,
         req: SubmitRequest,
     ) -> Result<SubmitResponse, ApiErr> {
@@ -295,10 +277,7 @@ impl Core {
         // writer), which a transaction that has only read cannot wait for.
         let cluster = self.new_cluster(tx, caller);
         if let Err(e) = self.make_job_dirs(tx, count as u64) {
-            sql(tx.execute(
-                "DELETE FROM clusters WHERE id = ?1",
-                params![cluster as i64],
-            ));
+            sql(tx.delete_cluster(cluster));
             return Err(e);
         }
         let t = now();
@@ -329,7 +308,7 @@ impl Core {
     /// queued whole or not at all.
     pub(super) fn submit_cluster(
         &mut self,
-        tx: &Tx,
+        tx: &Batch,
         caller: u32,
         cluster: u64,
         req: ClusterSubmitRequest,
@@ -341,14 +320,7 @@ impl Core {
                 cluster: Some(cluster),
             });
         }
-        let owner: Option<u32> = sql(tx
-            .query_row(
-                "SELECT owner FROM clusters WHERE id = ?1",
-                params![cluster as i64],
-                |r| r.get(0),
-            )
-            .optional());
-        match owner {
+        match sql(tx.cluster_owner(cluster)) {
             None => return Err(ApiErr::new(404, format!("no cluster {cluster}"))),
             Some(o) if o != caller => {
                 return Err(ApiErr::new(
@@ -358,12 +330,7 @@ impl Core {
             }
             _ => {}
         }
-        let used: i64 = sql(tx.query_row(
-            "SELECT count(*) FROM jobs WHERE cluster = ?1",
-            params![cluster as i64],
-            |r| r.get(0),
-        ));
-        if used > 0 {
+        if sql(tx.cluster_job_count(cluster)) > 0 {
             return Err(ApiErr::new(
                 409,
                 format!("cluster {cluster} already has jobs; ask for a new one"),
@@ -425,13 +392,8 @@ impl Core {
     /// Makes the dirs of the next `count` jobs (the ids their rows will get) before they are
     /// acknowledged: a job whose dir cannot be made is refused now rather than accepted and
     /// failed at its start.
-    pub(super) fn make_job_dirs(&self, tx: &Tx, count: u64) -> Result<(), ApiErr> {
-        let last: i64 = sql(tx.query_row(
-            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0)",
-            [],
-            |r| r.get(0),
-        ));
-        let first = last as u64 + 1;
+    pub(super) fn make_job_dirs(&self, tx: &Batch, count: u64) -> Result<(), ApiErr> {
+        let first = sql(tx.last_job_id()) + 1;
         let mut made = Vec::new();
         for id in first..first + count {
             let dir = self.job_dir(id);
