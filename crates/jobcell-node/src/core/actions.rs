@@ -10,19 +10,23 @@ impl Core {
         id: u64,
         action: Action,
         effects: &mut Vec<Effect>,
-    ) -> Result<JobInfo, ApiErr> {
+    ) -> Result<JobInfo, CoreError> {
         let verb = action.verb();
         let Some(j) = self.jobs.get(&id) else {
             let r = load(tx, id)?;
             self.check_owner(caller, r.info.owner, id, verb)?;
-            return Err(ApiErr::new(
-                409,
-                format!("job {id} has already ended ({})", r.info.state.as_str()),
-            ));
+            return Err(CoreError::Conflict(format!(
+                "job {id} has already ended ({})",
+                r.info.state.as_str()
+            )));
         };
         self.check_owner(caller, j.info.owner, id, verb)?;
         let state = j.info.state;
-        let conflict = |why: &str| Err(ApiErr::new(409, format!("cannot {verb} job {id}: {why}")));
+        let conflict = |why: &str| {
+            Err(CoreError::Conflict(format!(
+                "cannot {verb} job {id}: {why}"
+            )))
+        };
         if j.pending.is_some() {
             return conflict("it is already being removed or held");
         }
@@ -97,21 +101,20 @@ impl Core {
     }
 
     /// Freeze or thaw a running job's cgroup.
-    pub(super) fn freeze(&self, id: u64, on: bool) -> Result<(), ApiErr> {
+    pub(super) fn freeze(&self, id: u64, on: bool) -> Result<(), CoreError> {
         let j = &self.jobs[&id];
         let (Some((pid, _)), Some(root)) = (j.sup, self.cgroups.as_ref()) else {
-            return Err(ApiErr::new(
-                409,
-                format!("job {id} has no cgroup to freeze yet"),
-            ));
+            return Err(CoreError::Conflict(format!(
+                "job {id} has no cgroup to freeze yet"
+            )));
         };
         let cg = root
             .open(&jobdir::cgroup_name(pid, id))
-            .map_err(|e| ApiErr::new(409, format!("job {id}: {e}")))?;
+            .map_err(|e| CoreError::Conflict(format!("job {id}: {e}")))?;
         let r = if on { cg.freeze() } else { cg.thaw() };
         // The supervisor owns the cgroup: never let this handle remove it.
         cg.leak();
-        r.map_err(|e| ApiErr::new(500, format!("job {id}: {e}")))
+        r.map_err(|e| CoreError::Internal(format!("job {id}: {e}")))
     }
 
     /// Stop a running job through its supervisor (SIGTERM: the launcher passes it on, then
@@ -122,7 +125,7 @@ impl Core {
         id: u64,
         p: Pending,
         effects: &mut Vec<Effect>,
-    ) -> Result<(), ApiErr> {
+    ) -> Result<(), CoreError> {
         if self.jobs[&id].info.state == State::Suspended {
             // A frozen job cannot act on SIGTERM.
             self.freeze(id, false)?;

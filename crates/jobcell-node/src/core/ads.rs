@@ -11,7 +11,7 @@ impl Core {
         tx: &Batch,
         caller: u32,
         id: u64,
-    ) -> Result<Vec<(String, String)>, ApiErr> {
+    ) -> Result<Vec<(String, String)>, CoreError> {
         use jobcell_spec::submit::classad_string as q;
         let (info, spec, extra) = match self.jobs.get(&id) {
             Some(j) => (j.info.clone(), j.spec.clone(), j.extra.clone()),

@@ -69,7 +69,7 @@ impl Core {
         fn later<T: Send + 'static>(
             replies: &mut Vec<Box<dyn FnOnce()>>,
             reply: Reply<T>,
-            v: Result<T, ApiErr>,
+            v: Result<T, CoreError>,
         ) {
             replies.push(Box::new(move || {
                 let _ = reply.send(v);

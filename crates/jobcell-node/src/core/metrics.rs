@@ -4,7 +4,7 @@ use super::*;
 
 impl Core {
     /// The Prometheus text exposition format (version 0.0.4).
-    pub(super) fn metrics(&self, tx: &Batch) -> Result<String, ApiErr> {
+    pub(super) fn metrics(&self, tx: &Batch) -> Result<String, CoreError> {
         use std::fmt::Write;
         let mut o = String::new();
         let head = |o: &mut String, name: &str, kind: &str, help: &str| {

@@ -4,7 +4,7 @@
 //! replies and acts (spawn, signal). A failed commit ends the daemon (crash-only: the state on
 //! disk is the truth and a restart recovers from it), so no reply ever acknowledges a change
 //! that was not committed. A full state dir must not be what fails a commit: the room is
-//! measured before each batch ([`space`]) and work that does not fit is refused (507) or, for
+//! measured before each batch ([`space`]) and work that does not fit is refused (full) or, for
 //! supervisors' exits, waits until there is room.
 
 mod actions;
@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 use jobcell_cgroup::CgroupRoot;
 use jobcell_spec::{JobSpec, UserSpec};
+use thiserror::Error;
 use tokio::sync::oneshot;
 use tracing::{error, info, warn};
 
@@ -41,23 +42,62 @@ use crate::sys;
 use crate::types::*;
 use crate::userlog;
 
-/// An API error: HTTP status and a one-line message.
-#[derive(Debug, Clone)]
-pub struct ApiErr {
-    pub code: u16,
-    pub msg: String,
+/// What the core refuses, each with one line saying why; and the failures that end the
+/// daemon ([`CoreError::is_fatal`]). The API turns the kinds into HTTP statuses (api.rs).
+#[derive(Debug, Error)]
+pub enum CoreError {
+    /// No such job or cluster.
+    #[error("{0}")]
+    NotFound(String),
+    /// Not the caller's to see or change.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The request itself is wrong: a bad value, a user or image that does not exist.
+    #[error("{0}")]
+    BadRequest(String),
+    /// Not possible in the job's (or cluster's) current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// More than this node offers to jobs at all: the job could never start here.
+    #[error("{0}")]
+    ExceedsNode(String),
+    /// The state dir has no room to record it.
+    #[error("{0}")]
+    Full(String),
+    /// The daemon failed at its part (a cgroup write, an encoding).
+    #[error("{0}")]
+    Internal(String),
+    /// The state database failed: the daemon must end (crash-only; see the module docs).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The spawner process is gone: no job can start until a restart forks a new one.
+    #[error("the spawner failed ({0})")]
+    Spawner(std::io::Error),
 }
 
-impl ApiErr {
-    pub fn new(code: u16, msg: impl Into<String>) -> Self {
-        ApiErr {
-            code,
-            msg: msg.into(),
+impl CoreError {
+    /// Whether the daemon must end: the batch is abandoned, nothing in it is answered.
+    pub fn is_fatal(&self) -> bool {
+        matches!(self, CoreError::Store(_) | CoreError::Spawner(_))
+    }
+
+    /// The same refusal about a part of a request (`job 12.3: ...`).
+    pub fn about(self, what: &str) -> CoreError {
+        use CoreError::*;
+        match self {
+            NotFound(m) => NotFound(format!("{what}: {m}")),
+            Forbidden(m) => Forbidden(format!("{what}: {m}")),
+            BadRequest(m) => BadRequest(format!("{what}: {m}")),
+            Conflict(m) => Conflict(format!("{what}: {m}")),
+            ExceedsNode(m) => ExceedsNode(format!("{what}: {m}")),
+            Full(m) => Full(format!("{what}: {m}")),
+            Internal(m) => Internal(format!("{what}: {m}")),
+            fatal => fatal,
         }
     }
 }
 
-pub type Reply<T> = oneshot::Sender<Result<T, ApiErr>>;
+pub type Reply<T> = oneshot::Sender<Result<T, CoreError>>;
 
 #[derive(Debug, Clone)]
 pub enum Action {
@@ -492,21 +532,18 @@ impl Core {
         });
     }
 
-    fn check_owner(&self, caller: u32, owner: u32, id: u64, verb: &str) -> Result<(), ApiErr> {
+    fn check_owner(&self, caller: u32, owner: u32, id: u64, verb: &str) -> Result<(), CoreError> {
         if caller == 0 || caller == owner {
             Ok(())
         } else {
-            Err(ApiErr::new(
-                403,
-                format!(
-                    "job {id} belongs to {} (uid {owner}); only its owner or root may {verb} it",
-                    sys::user_name(owner)
-                ),
-            ))
+            Err(CoreError::Forbidden(format!(
+                "job {id} belongs to {} (uid {owner}); only its owner or root may {verb} it",
+                sys::user_name(owner)
+            )))
         }
     }
 }
 
-pub(super) fn load(tx: &Batch, id: u64) -> Result<JobRow, ApiErr> {
-    sql(tx.job(id)).ok_or_else(|| ApiErr::new(404, format!("no job {id}")))
+pub(super) fn load(tx: &Batch, id: u64) -> Result<JobRow, CoreError> {
+    sql(tx.job(id)).ok_or_else(|| CoreError::NotFound(format!("no job {id}")))
 }

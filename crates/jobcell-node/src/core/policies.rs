@@ -114,7 +114,7 @@ impl Core {
                 Pending::Requeue(reason)
             };
             if let Err(e) = self.evict(tx, id, pend, effects) {
-                warn!("job {id}: preempting it: {}", e.msg);
+                warn!("job {id}: preempting it: {e}");
             }
         }
     }
@@ -170,7 +170,7 @@ impl Core {
         warn!("job {id}: {reason}; holding it");
         *self.counters.preemptions.entry("duration").or_default() += 1;
         if let Err(e) = self.evict(tx, id, Pending::Hold(reason), effects) {
-            warn!("job {id}: evicting it past its duration: {}", e.msg);
+            warn!("job {id}: evicting it past its duration: {e}");
         }
     }
 }

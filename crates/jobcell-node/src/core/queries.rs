@@ -3,20 +3,20 @@
 use super::*;
 
 impl Core {
-    pub(super) fn get(&self, tx: &Batch, id: u64) -> Result<JobInfo, ApiErr> {
+    pub(super) fn get(&self, tx: &Batch, id: u64) -> Result<JobInfo, CoreError> {
         if let Some(j) = self.jobs.get(&id) {
             return Ok(j.info.clone());
         }
         load(tx, id).map(|r| r.info)
     }
 
-    pub(super) fn events(&self, tx: &Batch, caller: u32, id: u64) -> Result<Vec<Event>, ApiErr> {
+    pub(super) fn events(&self, tx: &Batch, caller: u32, id: u64) -> Result<Vec<Event>, CoreError> {
         let owner = self.owner_of(tx, id)?;
         self.check_owner(caller, owner, id, "read the events of")?;
         Ok(sql(tx.events(id)))
     }
 
-    pub(super) fn owner_of(&self, tx: &Batch, id: u64) -> Result<u32, ApiErr> {
+    pub(super) fn owner_of(&self, tx: &Batch, id: u64) -> Result<u32, CoreError> {
         match self.jobs.get(&id) {
             Some(j) => Ok(j.info.owner),
             None => Ok(load(tx, id)?.info.owner),
@@ -29,7 +29,7 @@ impl Core {
         caller: u32,
         id: u64,
         which: Stream,
-    ) -> Result<PathBuf, ApiErr> {
+    ) -> Result<PathBuf, CoreError> {
         let (owner, out, err) = match self.jobs.get(&id) {
             Some(j) => (j.info.owner, j.stdout.clone(), j.stderr.clone()),
             None => {
@@ -44,10 +44,9 @@ impl Core {
         };
         if let Some(p) = custom {
             // Never read a path the user chose with the daemon's privileges.
-            return Err(ApiErr::new(
-                409,
-                format!("job {id}'s output goes to {p}; read it there"),
-            ));
+            return Err(CoreError::Conflict(format!(
+                "job {id}'s output goes to {p}; read it there"
+            )));
         }
         Ok(custom.map(PathBuf::from).unwrap_or_else(|| {
             self.job_dir(id).join(match which {
@@ -57,7 +56,7 @@ impl Core {
         }))
     }
 
-    pub(super) fn status(&self, tx: &Batch) -> Result<NodeStatus, ApiErr> {
+    pub(super) fn status(&self, tx: &Batch) -> Result<NodeStatus, CoreError> {
         let mut jobs = std::collections::BTreeMap::new();
         for (s, n) in sql(tx.counts_by_state()) {
             jobs.insert(s, n);
@@ -87,6 +86,6 @@ impl Core {
     }
 }
 
-pub(super) fn history(tx: &Batch, limit: u32) -> Result<Vec<JobInfo>, ApiErr> {
+pub(super) fn history(tx: &Batch, limit: u32) -> Result<Vec<JobInfo>, CoreError> {
     Ok(sql(tx.history(limit)))
 }

@@ -38,25 +38,22 @@ impl Core {
     }
 
     /// The one-line refusal of a request that needs `need` bytes of free space.
-    pub(super) fn full(&self, need: u64) -> ApiErr {
-        ApiErr::new(
-            507,
-            format!(
-                "state dir {} full: {} free, need {}",
-                self.space.dir().display(),
-                space::fmt_bytes(self.room.free),
-                space::fmt_bytes(need)
-            ),
-        )
+    pub(super) fn full(&self, need: u64) -> CoreError {
+        CoreError::Full(format!(
+            "state dir {} full: {} free, need {}",
+            self.space.dir().display(),
+            space::fmt_bytes(self.room.free),
+            space::fmt_bytes(need)
+        ))
     }
 
     /// A batch on a state dir without room to commit anything: reads are answered, requests
     /// that write are refused, internal changes wait in `deferred`.
     pub(super) fn hold_writes(&mut self, batch: Vec<Cmd>) -> Vec<Cmd> {
-        fn refuse<T>(reply: Reply<T>, e: &ApiErr) {
-            let _ = reply.send(Err(e.clone()));
+        fn refuse<T>(reply: Reply<T>, why: &str) {
+            let _ = reply.send(Err(CoreError::Full(why.to_string())));
         }
-        let refusal = self.full(space::WRITE_FLOOR);
+        let refusal = self.full(space::WRITE_FLOOR).to_string();
         let mut reads = Vec::new();
         for c in batch {
             match c {
@@ -84,8 +81,8 @@ impl Core {
         reads
     }
 
-    /// Takes `need` bytes of this batch's room for a submission, or refuses it (507).
-    pub(super) fn take_room(&mut self, need: u64) -> Result<(), ApiErr> {
+    /// Takes `need` bytes of this batch's room for a submission, or refuses it as full.
+    pub(super) fn take_room(&mut self, need: u64) -> Result<(), CoreError> {
         if need > self.submit_budget {
             return Err(self.full(space::SUBMIT_FLOOR + need));
         }

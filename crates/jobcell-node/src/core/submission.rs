@@ -10,12 +10,14 @@ impl Core {
         tx: &Batch,
         caller: u32,
         key: &Option<String>,
-    ) -> Result<Vec<u64>, ApiErr> {
+    ) -> Result<Vec<u64>, CoreError> {
         let Some(k) = key else {
             return Ok(Vec::new());
         };
         if k.is_empty() || k.len() > 128 {
-            return Err(ApiErr::new(400, "submit_key must be 1 to 128 bytes"));
+            return Err(CoreError::BadRequest(
+                "submit_key must be 1 to 128 bytes".into(),
+            ));
         }
         Ok(sql(tx.jobs_with_key(caller, k)))
     }
@@ -30,18 +32,15 @@ impl Core {
         stderr: &Option<String>,
         extra: Option<&JobExtra>,
         images: &mut std::collections::HashSet<String>,
-    ) -> Result<(JobSpec, f64, u64), ApiErr> {
+    ) -> Result<(JobSpec, f64, u64), CoreError> {
         // Who the job runs as: a user may only run jobs as themself; root may choose.
         let (uid, _) = sys::lookup_user(&spec.user)
-            .ok_or_else(|| ApiErr::new(400, format!("user '{}' does not exist", spec.user)))?;
+            .ok_or_else(|| CoreError::BadRequest(format!("user '{}' does not exist", spec.user)))?;
         if caller != 0 && uid != caller {
-            return Err(ApiErr::new(
-                403,
-                format!(
-                    "only root may submit jobs that run as another user (asked for '{}')",
-                    spec.user
-                ),
-            ));
+            return Err(CoreError::Forbidden(format!(
+                "only root may submit jobs that run as another user (asked for '{}')",
+                spec.user
+            )));
         }
         if caller != 0 {
             spec.user = UserSpec::Uid(uid);
@@ -57,12 +56,12 @@ impl Core {
         spec.resources.cpus = Some(cpus);
         spec.resources.memory = Some(memory);
         spec.validate()
-            .map_err(|e| ApiErr::new(400, e.to_string()))?;
+            .map_err(|e| CoreError::BadRequest(e.to_string()))?;
         if caller != 0 {
             self.cfg
                 .limits
                 .apply(&mut spec)
-                .map_err(|e| ApiErr::new(403, e.to_string()))?;
+                .map_err(|e| CoreError::Forbidden(e.to_string()))?;
         }
         if let Some(name) = &spec.image {
             if !images.contains(name) {
@@ -71,34 +70,28 @@ impl Core {
                     .images
                     .open()
                     .and_then(|s| s.show(name, caller))
-                    .map_err(|e| ApiErr::new(400, format!("image '{name}': {e}")))?;
+                    .map_err(|e| CoreError::BadRequest(format!("image '{name}': {e}")))?;
                 images.insert(name.clone());
             }
         }
         let node = self.cfg.node;
         if cpus > node.cpus + 1e-9 {
-            return Err(ApiErr::new(
-                422,
-                format!(
-                    "the job asks for {cpus} cpus but this node has {} for jobs",
-                    node.cpus
-                ),
-            ));
+            return Err(CoreError::ExceedsNode(format!(
+                "the job asks for {cpus} cpus but this node has {} for jobs",
+                node.cpus
+            )));
         }
         if memory > node.memory {
-            return Err(ApiErr::new(
-                422,
-                format!(
-                    "the job asks for {} of memory but this node has {} for jobs",
-                    jobcell_spec::format_size(memory),
-                    jobcell_spec::format_size(node.memory)
-                ),
-            ));
+            return Err(CoreError::ExceedsNode(format!(
+                "the job asks for {} of memory but this node has {} for jobs",
+                jobcell_spec::format_size(memory),
+                jobcell_spec::format_size(node.memory)
+            )));
         }
         for (what, p) in [("stdout", stdout), ("stderr", stderr)] {
             if let Some(p) = p {
                 jobcell_spec::clean_abs_path(what, Path::new(p))
-                    .map_err(|e| ApiErr::new(400, e.to_string()))?;
+                    .map_err(|e| CoreError::BadRequest(e.to_string()))?;
             }
         }
         if let Some(x) = extra {
@@ -107,12 +100,9 @@ impl Core {
                 if p.starts_with('/') && !p.contains('\0') && p.len() <= 4096 {
                     Ok(())
                 } else {
-                    Err(ApiErr::new(
-                        400,
-                        format!(
-                            "{what} '{p}' must be an absolute path (at most 4096 bytes, no NUL)"
-                        ),
-                    ))
+                    Err(CoreError::BadRequest(format!(
+                        "{what} '{p}' must be an absolute path (at most 4096 bytes, no NUL)"
+                    )))
                 }
             };
             for (what, p) in [("initialdir", &x.cwd), ("input", &x.stdin), ("log", &x.log)] {
@@ -124,14 +114,15 @@ impl Core {
                 abs("transfer_input_files entry", p)?;
             }
             if x.ad.len() > 10_000 {
-                return Err(ApiErr::new(400, "a job ad has at most 10000 attributes"));
+                return Err(CoreError::BadRequest(
+                    "a job ad has at most 10000 attributes".into(),
+                ));
             }
             if let Some(d) = x.allowed_job_duration {
                 if !(d.is_finite() && d > 0.0) {
-                    return Err(ApiErr::new(
-                        400,
-                        format!("allowed_job_duration {d} must be a number of seconds > 0"),
-                    ));
+                    return Err(CoreError::BadRequest(format!(
+                        "allowed_job_duration {d} must be a number of seconds > 0"
+                    )));
                 }
             }
         }
@@ -249,7 +240,7 @@ impl Core {
         tx: &Batch,
         caller: u32,
         req: SubmitRequest,
-    ) -> Result<SubmitResponse, ApiErr> {
+    ) -> Result<SubmitResponse, CoreError> {
         let ids = self.resubmitted(tx, caller, &req.submit_key)?;
         if !ids.is_empty() {
             let cluster = self.jobs.get(&ids[0]).map(|j| j.info.cluster);
@@ -257,10 +248,9 @@ impl Core {
         }
         let count = req.count.unwrap_or(1);
         if count == 0 || count > 10_000 {
-            return Err(ApiErr::new(
-                400,
-                format!("count {count} must be between 1 and 10000"),
-            ));
+            return Err(CoreError::BadRequest(format!(
+                "count {count} must be between 1 and 10000"
+            )));
         }
         let (spec, cpus, memory) = self.check_job(
             caller,
@@ -271,7 +261,7 @@ impl Core {
             &mut Default::default(),
         )?;
         let spec_json =
-            serde_json::to_string(&spec).map_err(|e| ApiErr::new(500, e.to_string()))?;
+            serde_json::to_string(&spec).map_err(|e| CoreError::Internal(e.to_string()))?;
         self.take_room(space::jobs_need(count as u64, spec_json.len() as u64))?;
         // The cluster's insert comes first: it takes the write lock (waiting out another
         // writer), which a transaction that has only read cannot wait for.
@@ -312,7 +302,7 @@ impl Core {
         caller: u32,
         cluster: u64,
         req: ClusterSubmitRequest,
-    ) -> Result<SubmitResponse, ApiErr> {
+    ) -> Result<SubmitResponse, CoreError> {
         let ids = self.resubmitted(tx, caller, &req.submit_key)?;
         if !ids.is_empty() {
             return Ok(SubmitResponse {
@@ -321,26 +311,25 @@ impl Core {
             });
         }
         match sql(tx.cluster_owner(cluster)) {
-            None => return Err(ApiErr::new(404, format!("no cluster {cluster}"))),
+            None => return Err(CoreError::NotFound(format!("no cluster {cluster}"))),
             Some(o) if o != caller => {
-                return Err(ApiErr::new(
-                    403,
-                    format!("cluster {cluster} belongs to {}", sys::user_name(o)),
-                ))
+                return Err(CoreError::Forbidden(format!(
+                    "cluster {cluster} belongs to {}",
+                    sys::user_name(o)
+                )))
             }
             _ => {}
         }
         if sql(tx.cluster_job_count(cluster)) > 0 {
-            return Err(ApiErr::new(
-                409,
-                format!("cluster {cluster} already has jobs; ask for a new one"),
-            ));
+            return Err(CoreError::Conflict(format!(
+                "cluster {cluster} already has jobs; ask for a new one"
+            )));
         }
         if req.jobs.is_empty() || req.jobs.len() > 100_000 {
-            return Err(ApiErr::new(
-                400,
-                format!("a cluster has 1 to 100000 jobs, not {}", req.jobs.len()),
-            ));
+            return Err(CoreError::BadRequest(format!(
+                "a cluster has 1 to 100000 jobs, not {}",
+                req.jobs.len()
+            )));
         }
         let mut images = Default::default();
         let mut checked = Vec::with_capacity(req.jobs.len());
@@ -354,9 +343,9 @@ impl Core {
                     Some(&j.extra),
                     &mut images,
                 )
-                .map_err(|e| ApiErr::new(e.code, format!("job {cluster}.{proc}: {}", e.msg)))?;
+                .map_err(|e| e.about(&format!("job {cluster}.{proc}")))?;
             let spec_json =
-                serde_json::to_string(&spec).map_err(|e| ApiErr::new(500, e.to_string()))?;
+                serde_json::to_string(&spec).map_err(|e| CoreError::Internal(e.to_string()))?;
             checked.push((
                 spec, spec_json, cpus, memory, j.priority, j.hold, j.stdout, j.stderr, j.extra,
             ));
@@ -392,7 +381,7 @@ impl Core {
     /// Makes the dirs of the next `count` jobs (the ids their rows will get) before they are
     /// acknowledged: a job whose dir cannot be made is refused now rather than accepted and
     /// failed at its start.
-    pub(super) fn make_job_dirs(&self, tx: &Batch, count: u64) -> Result<(), ApiErr> {
+    pub(super) fn make_job_dirs(&self, tx: &Batch, count: u64) -> Result<(), CoreError> {
         let first = sql(tx.last_job_id()) + 1;
         let mut made = Vec::new();
         for id in first..first + count {
@@ -408,14 +397,11 @@ impl Core {
                     for d in made {
                         let _ = std::fs::remove_dir(d);
                     }
-                    let code = match e.raw_os_error() {
-                        Some(libc::ENOSPC | libc::EDQUOT) => 507,
-                        _ => 500,
-                    };
-                    return Err(ApiErr::new(
-                        code,
-                        format!("creating {}: {e}", dir.display()),
-                    ));
+                    let msg = format!("creating {}: {e}", dir.display());
+                    return Err(match e.raw_os_error() {
+                        Some(libc::ENOSPC | libc::EDQUOT) => CoreError::Full(msg),
+                        _ => CoreError::Internal(msg),
+                    });
                 }
             }
         }
