@@ -34,8 +34,8 @@ impl Core {
             (Action::Remove, State::Queued | State::Held) => {
                 self.queue.remove(&(-(j.info.priority as i64), id));
                 let reason = format!("removed by {}", sys::user_name(caller));
-                sql(tx.remove(id, now(), &reason));
-                sql(tx.add_event(id, "removed", Some(&serde_json::json!({"by": caller}))));
+                tx.remove(id, now(), &reason)?;
+                tx.add_event(id, "removed", Some(&serde_json::json!({"by": caller})))?;
                 let mut j = self.jobs.remove(&id).expect("present");
                 self.queued_at.remove(&id);
                 self.ulog(&j.ulog, userlog::Event::Aborted(reason.clone()));
@@ -51,8 +51,8 @@ impl Core {
                 let reason =
                     reason.unwrap_or_else(|| format!("held by {}", sys::user_name(caller)));
                 self.queue.remove(&(-(j.info.priority as i64), id));
-                sql(tx.hold(id, &reason));
-                sql(tx.add_event(id, "held", Some(&serde_json::json!({"reason": reason}))));
+                tx.hold(id, &reason)?;
+                tx.add_event(id, "held", Some(&serde_json::json!({"reason": reason})))?;
                 self.queued_at.remove(&id);
                 self.ulog_job(id, userlog::Event::Held(reason.clone()));
                 let j = self.jobs.get_mut(&id).expect("present");
@@ -68,8 +68,8 @@ impl Core {
                 Ok(self.jobs[&id].info.clone())
             }
             (Action::Release, State::Held) => {
-                sql(tx.release(id));
-                sql(tx.add_event(id, "released", None));
+                tx.release(id)?;
+                tx.add_event(id, "released", None)?;
                 self.queued_at.insert(id, now());
                 self.ulog_job(id, userlog::Event::Released);
                 let j = self.jobs.get_mut(&id).expect("present");
@@ -81,16 +81,16 @@ impl Core {
             (Action::Release, s) => conflict(&format!("it is {}, not held", s.as_str())),
             (Action::Suspend, State::Running) => {
                 self.freeze(id, true)?;
-                sql(tx.set_state(id, State::Suspended));
-                sql(tx.add_event(id, "suspended", None));
+                tx.set_state(id, State::Suspended)?;
+                tx.add_event(id, "suspended", None)?;
                 let j = self.jobs.get_mut(&id).expect("present");
                 j.info.state = State::Suspended;
                 Ok(j.info.clone())
             }
             (Action::Continue, State::Suspended) => {
                 self.freeze(id, false)?;
-                sql(tx.set_state(id, State::Running));
-                sql(tx.add_event(id, "continued", None));
+                tx.set_state(id, State::Running)?;
+                tx.add_event(id, "continued", None)?;
                 let j = self.jobs.get_mut(&id).expect("present");
                 j.info.state = State::Running;
                 Ok(j.info.clone())
@@ -129,15 +129,15 @@ impl Core {
         if self.jobs[&id].info.state == State::Suspended {
             // A frozen job cannot act on SIGTERM.
             self.freeze(id, false)?;
-            sql(tx.set_state(id, State::Running));
+            tx.set_state(id, State::Running)?;
         }
         let kind = match &p {
             Pending::Remove(_) => "remove-requested",
             Pending::Hold(_) => "hold-requested",
             Pending::Requeue(_) => "requeue-requested",
         };
-        sql(tx.add_event(id, kind, None));
-        sql(tx.set_pending(id, &p.encode()));
+        tx.add_event(id, kind, None)?;
+        tx.set_pending(id, &p.encode())?;
         let j = self.jobs.get_mut(&id).expect("present");
         if j.info.state == State::Suspended {
             j.info.state = State::Running;

@@ -6,10 +6,18 @@ use super::*;
 impl Core {
     /// A supervisor is gone (its pidfd became readable, or recovery found it gone): read what
     /// it left and end the attempt.
-    pub(super) fn exited(&mut self, tx: &Batch, id: u64, attempt: u32, effects: &mut Vec<Effect>) {
-        let Some(j) = self.jobs.get(&id) else { return };
+    pub(super) fn exited(
+        &mut self,
+        tx: &Batch,
+        id: u64,
+        attempt: u32,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), StoreError> {
+        let Some(j) = self.jobs.get(&id) else {
+            return Ok(());
+        };
         if j.info.attempt != attempt || !j.info.state.active() {
-            return;
+            return Ok(());
         }
         let dir = self.job_dir(id);
         let lost = self.lost_in_reboot.remove(&(id, attempt));
@@ -70,7 +78,7 @@ impl Core {
         if let (Some(pid), true) = (sup_pid, unusable) {
             effects.push(Effect::Cleanup { id, pid });
         }
-        self.finish(tx, id, res, effects);
+        self.finish(tx, id, res, effects)
     }
 
     /// The supervisor is gone: record how the job ended and free its resources.
@@ -80,9 +88,9 @@ impl Core {
         id: u64,
         res: Option<JobResult>,
         effects: &mut Vec<Effect>,
-    ) {
+    ) -> Result<(), StoreError> {
         let Some(mut j) = self.jobs.remove(&id) else {
-            return;
+            return Ok(());
         };
         self.alloc_cpus = (self.alloc_cpus - j.info.cpus).max(0.0);
         self.alloc_mem = self.alloc_mem.saturating_sub(j.info.memory);
@@ -153,12 +161,12 @@ impl Core {
         self.pressure.remove(&id);
         if state == State::Queued {
             // Preempted by a policy: back in the queue for a new attempt, the reason kept.
-            sql(tx.requeue_ended(id, reason.as_deref(), ended));
-            sql(tx.add_event(
+            tx.requeue_ended(id, reason.as_deref(), ended)?;
+            tx.add_event(
                 id,
                 "requeued",
                 Some(&serde_json::json!({"why": reason, "preempted": true})),
-            ));
+            )?;
             *self.counters.finished.entry("requeued").or_default() += 1;
             self.ulog(
                 &j.ulog,
@@ -171,15 +179,15 @@ impl Core {
             self.queue.insert((-(j.info.priority as i64), id));
             self.queued_at.insert(id, now());
             self.jobs.insert(id, j);
-            return;
+            return Ok(());
         }
         if state == State::Held {
-            sql(tx.hold_ended(id, reason.as_deref(), ended));
-            sql(tx.add_event(
+            tx.hold_ended(id, reason.as_deref(), ended)?;
+            tx.add_event(
                 id,
                 "held",
                 Some(&serde_json::json!({"reason": reason, "evicted": true, "oom_killed": oom})),
-            ));
+            )?;
             *self.counters.finished.entry("held").or_default() += 1;
             self.ulog(
                 &j.ulog,
@@ -189,9 +197,9 @@ impl Core {
             j.info.hold_reason = reason;
             j.end_attempt(exit_code, signal, report);
             self.jobs.insert(id, j);
-            return;
+            return Ok(());
         }
-        sql(tx.end(id, state, t, reason.as_deref(), ended));
+        tx.end(id, state, t, reason.as_deref(), ended)?;
         let usage = report.as_ref().map(|r| {
             serde_json::json!({
                 "exit_code": exit_code, "signal": signal,
@@ -201,7 +209,7 @@ impl Core {
             })
         });
         let detail = serde_json::json!({"state": state.as_str(), "reason": reason, "usage": usage});
-        sql(tx.add_event(id, "ended", Some(&detail)));
+        tx.add_event(id, "ended", Some(&detail))?;
         *self.counters.finished.entry(state.as_str()).or_default() += 1;
         // A job that never ran to an exit (jobcell could not start it, its supervisor died)
         // is aborted in HTCondor's words, not terminated with a made-up return value.
@@ -221,6 +229,7 @@ impl Core {
         if state == State::Failed {
             warn!("job {id} failed: {}", reason.as_deref().unwrap_or(""));
         }
+        Ok(())
     }
 }
 

@@ -36,7 +36,7 @@ impl Core {
         .iter()
         .map(|s| (*s, 0))
         .collect();
-        for (k, n) in sql(tx.ended_counts()) {
+        for (k, n) in tx.ended_counts()? {
             if let Some(State::Completed | State::Failed | State::Removed) = State::parse(&k) {
                 *by_state
                     .entry(State::parse(&k).expect("parsed").as_str())

@@ -31,7 +31,7 @@ use jobcell_cgroup::CgroupRoot;
 use jobcell_spec::{JobSpec, UserSpec};
 use thiserror::Error;
 use tokio::sync::oneshot;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::jobdir::{self, Claim, JobResult, SupervisorSpec};
 use crate::resources::NodeResources;
@@ -426,23 +426,6 @@ enum Effect {
 /// What a new cluster's row takes, at most.
 const CLUSTER_NEED: u64 = 4 << 10;
 
-/// A failing statement inside a batch poisons the batch: crash-only (see the module docs).
-fn sql<T>(r: Result<T, StoreError>) -> T {
-    match r {
-        Ok(v) => v,
-        Err(StoreError::Sql { err, .. }) => panic_db(err),
-        Err(e) => {
-            error!("{e}; exiting so a restart recovers from the committed state");
-            std::process::exit(70)
-        }
-    }
-}
-
-fn panic_db(e: rusqlite::Error) -> ! {
-    error!("state database failed ({e}); exiting so a restart recovers from the committed state");
-    std::process::exit(70)
-}
-
 impl Core {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
@@ -545,5 +528,6 @@ impl Core {
 }
 
 pub(super) fn load(tx: &Batch, id: u64) -> Result<JobRow, CoreError> {
-    sql(tx.job(id)).ok_or_else(|| CoreError::NotFound(format!("no job {id}")))
+    tx.job(id)?
+        .ok_or_else(|| CoreError::NotFound(format!("no job {id}")))
 }

@@ -25,12 +25,16 @@ impl Core {
 
     /// One pressure sample of every running job; a job past a threshold for the policy's
     /// whole duration is preempted (requeued or held) with the figures in its reason.
-    pub(super) fn pressure_tick(&mut self, tx: &Batch, effects: &mut Vec<Effect>) {
+    pub(super) fn pressure_tick(
+        &mut self,
+        tx: &Batch,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), CoreError> {
         let Some(p) = self.cfg.policy.pressure.clone() else {
-            return;
+            return Ok(());
         };
         let Some(root) = &self.cgroups else {
-            return;
+            return Ok(());
         };
         let t = now();
         let running: Vec<(u64, u32, i32)> = self
@@ -100,12 +104,12 @@ impl Core {
                 fmt_duration(p.duration)
             );
             warn!("job {id}: {reason}");
-            sql(tx.add_event(id,
+            tx.add_event(id,
                 "policy",
                 Some(
                     &serde_json::json!({"policy": "memory pressure", "reason": reason, "action": if p.hold { "hold" } else { "requeue" }}),
                 ),
-            ));
+            )?;
             *self.counters.preemptions.entry("pressure").or_default() += 1;
             self.pressure.remove(&id);
             let pend = if p.hold {
@@ -113,10 +117,13 @@ impl Core {
             } else {
                 Pending::Requeue(reason)
             };
-            if let Err(e) = self.evict(tx, id, pend, effects) {
-                warn!("job {id}: preempting it: {e}");
+            match self.evict(tx, id, pend, effects) {
+                Err(e) if e.is_fatal() => return Err(e),
+                Err(e) => warn!("job {id}: preempting it: {e}"),
+                Ok(()) => {}
             }
         }
+        Ok(())
     }
 
     /// The job's wall-time limit: its own, capped by the node's.
@@ -149,28 +156,33 @@ impl Core {
         id: u64,
         attempt: u32,
         effects: &mut Vec<Effect>,
-    ) {
+    ) -> Result<(), CoreError> {
         let Some(j) = self.jobs.get(&id) else {
-            return;
+            return Ok(());
         };
         if j.info.attempt != attempt || !j.info.state.active() || j.pending.is_some() {
-            return;
+            return Ok(());
         }
         let limit = self.duration_limit(id).unwrap_or(0.0);
         let reason = format!(
             "The job exceeded allowed job duration of {}",
             fmt_duration(limit)
         );
-        sql(tx.add_event(id,
+        tx.add_event(id,
             "policy",
             Some(
                 &serde_json::json!({"policy": "allowed_job_duration", "limit_s": limit, "action": "hold"}),
             ),
-        ));
+        )?;
         warn!("job {id}: {reason}; holding it");
         *self.counters.preemptions.entry("duration").or_default() += 1;
-        if let Err(e) = self.evict(tx, id, Pending::Hold(reason), effects) {
-            warn!("job {id}: evicting it past its duration: {e}");
+        match self.evict(tx, id, Pending::Hold(reason), effects) {
+            Err(e) if e.is_fatal() => Err(e),
+            Err(e) => {
+                warn!("job {id}: evicting it past its duration: {e}");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
         }
     }
 }

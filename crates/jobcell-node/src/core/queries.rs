@@ -13,7 +13,7 @@ impl Core {
     pub(super) fn events(&self, tx: &Batch, caller: u32, id: u64) -> Result<Vec<Event>, CoreError> {
         let owner = self.owner_of(tx, id)?;
         self.check_owner(caller, owner, id, "read the events of")?;
-        Ok(sql(tx.events(id)))
+        Ok(tx.events(id)?)
     }
 
     pub(super) fn owner_of(&self, tx: &Batch, id: u64) -> Result<u32, CoreError> {
@@ -58,7 +58,7 @@ impl Core {
 
     pub(super) fn status(&self, tx: &Batch) -> Result<NodeStatus, CoreError> {
         let mut jobs = std::collections::BTreeMap::new();
-        for (s, n) in sql(tx.counts_by_state()) {
+        for (s, n) in tx.counts_by_state()? {
             jobs.insert(s, n);
         }
         let load_1m = std::fs::read_to_string("/proc/loadavg")
@@ -87,5 +87,5 @@ impl Core {
 }
 
 pub(super) fn history(tx: &Batch, limit: u32) -> Result<Vec<JobInfo>, CoreError> {
-    Ok(sql(tx.history(limit)))
+    Ok(tx.history(limit)?)
 }

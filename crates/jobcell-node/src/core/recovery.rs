@@ -13,10 +13,10 @@ impl Core {
         // that boot survives, and the job dirs may have lost what was never fsync'd (a claim,
         // a result: see ARCHITECTURE.md, "Durability").
         let boot = sys::boot_id().ok();
-        let last = sql(tx.boot_id());
+        let last = tx.boot_id()?;
         let rebooted = matches!((&last, &boot), (Some(a), Some(b)) if a != b);
         if let Some(b) = &boot {
-            sql(tx.set_boot_id(b));
+            tx.set_boot_id(b)?;
         }
         // A claim is a file: it proves nothing about a pid by itself. A supervisor is proven by
         // the daemon's own record of it, and by its membership of the supervisors cgroup (which
@@ -86,13 +86,13 @@ impl Core {
                 match job.pending.take() {
                     Some(Pending::Remove(by)) => {
                         let reason = format!("removed by {}", sys::user_name(by));
-                        sql(tx.remove(id, now(), &reason));
-                        sql(tx.add_event(id, "removed", Some(&serde_json::json!({"by": by}))));
+                        tx.remove(id, now(), &reason)?;
+                        tx.add_event(id, "removed", Some(&serde_json::json!({"by": by})))?;
                         continue;
                     }
                     Some(Pending::Hold(r)) => {
-                        sql(tx.hold(id, &r));
-                        sql(tx.add_event(id, "held", Some(&serde_json::json!({"reason": r}))));
+                        tx.hold(id, &r)?;
+                        tx.add_event(id, "held", Some(&serde_json::json!({"reason": r})))?;
                         job.info.state = State::Held;
                         job.info.hold_reason = Some(r);
                         self.jobs.insert(id, job);
@@ -102,13 +102,13 @@ impl Core {
                 }
                 job.info.state = State::Queued;
                 job.info.started_at = None;
-                sql(tx.requeue_unstarted(id));
-                sql(tx.add_event(id,
+                tx.requeue_unstarted(id)?;
+                tx.add_event(id,
                     "requeued",
                     Some(
                         &serde_json::json!({"why": "the daemon stopped before the job's supervisor started", "attempt": attempt}),
                     ),
-                ));
+                )?;
                 self.queue.insert((-(job.info.priority as i64), id));
                 self.jobs.insert(id, job);
                 requeued += 1;
@@ -146,7 +146,7 @@ impl Core {
                             job.sup = Some((pid, starttime));
                             if job.info.state == State::Starting {
                                 job.info.state = State::Running;
-                                sql(tx.mark_running(id, pid, starttime));
+                                tx.mark_running(id, pid, starttime)?;
                             }
                             if job.pending.is_some() {
                                 // An acknowledged remove/hold the previous daemon may not have
@@ -193,7 +193,7 @@ impl Core {
             }
             self.jobs.insert(id, job);
         }
-        sql(tx.commit());
+        tx.commit()?;
         if rebooted {
             warn!("the machine restarted since this state was written: jobs that were starting or running are recorded as ended (with their result if it reached the disk), none is run again");
         }

@@ -5,6 +5,7 @@ use super::finish::remove_scratch;
 use super::*;
 
 impl Core {
+    /// A supervisor was spawned: watch its pidfd and record the job running.
     pub(super) fn started(
         &mut self,
         tx: &Batch,
@@ -13,12 +14,12 @@ impl Core {
         pid: i32,
         start: u64,
         effects: &mut Vec<Effect>,
-    ) {
+    ) -> Result<(), StoreError> {
         let Some(j) = self.jobs.get_mut(&id) else {
-            return;
+            return Ok(());
         };
         if j.info.attempt != attempt || j.info.state != State::Starting {
-            return;
+            return Ok(());
         }
         j.sup = Some((pid, start));
         match sys::pidfd_for(pid, start) {
@@ -34,12 +35,12 @@ impl Core {
         }
         let j = self.jobs.get_mut(&id).expect("present");
         j.info.state = State::Running;
-        sql(tx.mark_running(id, pid, start));
-        sql(tx.add_event(
+        tx.mark_running(id, pid, start)?;
+        tx.add_event(
             id,
             "started",
             Some(&serde_json::json!({"supervisor_pid": pid, "attempt": attempt})),
-        ));
+        )?;
         let t = now();
         if let Some(q) = self.queued_at.remove(&id) {
             let c = &mut self.counters;
@@ -56,10 +57,15 @@ impl Core {
         self.ulog_job(id, userlog::Event::Executing);
         let started_at = self.jobs[&id].info.started_at.unwrap_or(t);
         self.arm_deadline(id, attempt, started_at);
+        Ok(())
     }
 
     /// Start queued jobs that fit, in order of priority then submission.
-    pub(super) fn schedule(&mut self, tx: &Batch, effects: &mut Vec<Effect>) {
+    pub(super) fn schedule(
+        &mut self,
+        tx: &Batch,
+        effects: &mut Vec<Effect>,
+    ) -> Result<(), StoreError> {
         let node = self.cfg.node;
         let mut started = Vec::new();
         for &(np, id) in &self.queue {
@@ -84,12 +90,15 @@ impl Core {
             j.info.started_at = Some(t);
             // Committed before the supervisor exists: a crash from here on is resolved by the
             // claim protocol, never by running the job a second time.
-            sql(tx.mark_starting(id, j.info.attempt, t));
+            tx.mark_starting(id, j.info.attempt, t)?;
             effects.push(Effect::Start(id));
         }
+        Ok(())
     }
 
-    pub(super) fn perform(&mut self, effects: Vec<Effect>) {
+    /// What the committed batch decided: spawn supervisors, signal them, clean up after dead
+    /// ones. Only a failed spawner is an error (fatal).
+    pub(super) fn perform(&mut self, effects: Vec<Effect>) -> Result<(), CoreError> {
         let mut starts: Vec<(u64, u32, PathBuf, Vec<u8>)> = Vec::new();
         for e in effects {
             match e {
@@ -127,7 +136,7 @@ impl Core {
             }
         }
         if starts.is_empty() {
-            return;
+            return Ok(());
         }
         let reqs: Vec<(&Path, u32, &[u8])> = starts
             .iter()
@@ -148,13 +157,11 @@ impl Core {
                     });
                 }
             }
-            Err(e) => {
-                // Without the spawner no job can start; a restart forks a new one and the claim
-                // protocol sorts out what was spawned.
-                error!("the spawner failed ({e}); exiting so a restart recovers");
-                std::process::exit(70);
-            }
+            // Without the spawner no job can start; a restart forks a new one and the claim
+            // protocol sorts out what was spawned.
+            Err(e) => return Err(CoreError::Spawner(e)),
         }
+        Ok(())
     }
 
     /// The job's dir, and its supervisor's spec: handed to a forked supervisor in the spawn

@@ -19,7 +19,7 @@ impl Core {
                 "submit_key must be 1 to 128 bytes".into(),
             ));
         }
-        Ok(sql(tx.jobs_with_key(caller, k)))
+        Ok(tx.jobs_with_key(caller, k)?)
     }
 
     /// Check one job's request and settle its defaults; writes nothing. `images` remembers
@@ -129,8 +129,20 @@ impl Core {
         Ok((spec, cpus, memory))
     }
 
-    pub(super) fn new_cluster(&self, tx: &Batch, caller: u32) -> u64 {
-        sql(tx.insert_cluster(caller, now()))
+    /// A new, empty cluster for a submit file (its jobs come in a second request).
+    pub(super) fn empty_cluster(
+        &mut self,
+        tx: &Batch,
+        caller: u32,
+    ) -> Result<ClusterResponse, CoreError> {
+        self.take_room(CLUSTER_NEED)?;
+        Ok(ClusterResponse {
+            cluster: self.new_cluster(tx, caller)?,
+        })
+    }
+
+    pub(super) fn new_cluster(&self, tx: &Batch, caller: u32) -> Result<u64, StoreError> {
+        tx.insert_cluster(caller, now())
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -147,7 +159,7 @@ impl Core {
         extra: Option<&JobExtra>,
         submit_key: &Option<String>,
         t: f64,
-    ) -> u64 {
+    ) -> Result<u64, StoreError> {
         let command = serde_json::to_string(&spec.argv).unwrap_or_default();
         let user = match &spec.user {
             UserSpec::Uid(u) => sys::user_name(*u),
@@ -156,7 +168,7 @@ impl Core {
         let state = if hold { State::Held } else { State::Queued };
         let hold_reason = hold.then(|| "held at submission".to_string());
         let extra_json = extra.map(|x| serde_json::to_string(x).unwrap_or_default());
-        let id = sql(tx.insert_job(&NewJob {
+        let id = tx.insert_job(&NewJob {
             owner: caller,
             user: &user,
             state,
@@ -173,13 +185,13 @@ impl Core {
             cluster,
             proc,
             extra: extra_json.as_deref(),
-        }));
-        sql(tx.add_event(id,
+        })?;
+        tx.add_event(id,
             "submitted",
             Some(
                 &serde_json::json!({"owner": caller, "held": hold, "cluster": cluster, "proc": proc}),
             ),
-        ));
+        )?;
         let info = JobInfo {
             id,
             cluster,
@@ -232,7 +244,7 @@ impl Core {
         if let Some(r) = hold_reason {
             self.ulog_job(id, userlog::Event::Held(r));
         }
-        id
+        Ok(id)
     }
 
     pub(super) fn submit(
@@ -265,9 +277,9 @@ impl Core {
         self.take_room(space::jobs_need(count as u64, spec_json.len() as u64))?;
         // The cluster's insert comes first: it takes the write lock (waiting out another
         // writer), which a transaction that has only read cannot wait for.
-        let cluster = self.new_cluster(tx, caller);
+        let cluster = self.new_cluster(tx, caller)?;
         if let Err(e) = self.make_job_dirs(tx, count as u64) {
-            sql(tx.delete_cluster(cluster));
+            tx.delete_cluster(cluster)?;
             return Err(e);
         }
         let t = now();
@@ -287,7 +299,7 @@ impl Core {
                     t,
                 )
             })
-            .collect();
+            .collect::<Result<_, _>>()?;
         Ok(SubmitResponse {
             ids,
             cluster: Some(cluster),
@@ -310,7 +322,7 @@ impl Core {
                 cluster: Some(cluster),
             });
         }
-        match sql(tx.cluster_owner(cluster)) {
+        match tx.cluster_owner(cluster)? {
             None => return Err(CoreError::NotFound(format!("no cluster {cluster}"))),
             Some(o) if o != caller => {
                 return Err(CoreError::Forbidden(format!(
@@ -320,7 +332,7 @@ impl Core {
             }
             _ => {}
         }
-        if sql(tx.cluster_job_count(cluster)) > 0 {
+        if tx.cluster_job_count(cluster)? > 0 {
             return Err(CoreError::Conflict(format!(
                 "cluster {cluster} already has jobs; ask for a new one"
             )));
@@ -370,7 +382,7 @@ impl Core {
                 Some(&extra),
                 &req.submit_key,
                 t,
-            ));
+            )?);
         }
         Ok(SubmitResponse {
             ids,
@@ -382,7 +394,7 @@ impl Core {
     /// acknowledged: a job whose dir cannot be made is refused now rather than accepted and
     /// failed at its start.
     pub(super) fn make_job_dirs(&self, tx: &Batch, count: u64) -> Result<(), CoreError> {
-        let first = sql(tx.last_job_id()) + 1;
+        let first = tx.last_job_id()? + 1;
         let mut made = Vec::new();
         for id in first..first + count {
             let dir = self.job_dir(id);
