@@ -85,11 +85,12 @@ pub enum DaemonError {
 
 fn state_err(path: &Path) -> impl FnOnce(io::Error) -> DaemonError + '_ {
     move |e| {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
         let e = match e.raw_os_error() {
-            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => io::Error::new(
-                e.kind(),
-                format!("not writable by uid {}: {e}", unsafe { libc::geteuid() }),
-            ),
+            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => {
+                io::Error::new(e.kind(), format!("not writable by uid {euid}: {e}"))
+            }
             _ => e,
         };
         DaemonError::StateDir {

@@ -598,6 +598,8 @@ const DB_CHUNK: libc::c_int = 1 << 20;
 /// never truncates it while open), and the database grows in 1 MiB chunks, so a checkpoint
 /// has room for new pages too. Best effort: on an already full filesystem nothing is reserved.
 fn reserve_space(conn: &Connection, path: &Path) {
+    // SAFETY: the handle is this open connection's; "main" is a NUL-terminated literal; for
+    // SQLITE_FCNTL_CHUNK_SIZE SQLite reads an int through the pointer, here a live local.
     unsafe {
         let mut chunk = DB_CHUNK;
         rusqlite::ffi::sqlite3_file_control(
