@@ -89,7 +89,7 @@ impl Core {
         res: Option<JobResult>,
         effects: &mut Vec<Effect>,
     ) -> Result<(), StoreError> {
-        let Some(mut j) = self.jobs.remove(&id) else {
+        let Some(j) = self.jobs.remove(&id) else {
             return Ok(());
         };
         self.alloc_cpus = (self.alloc_cpus - j.info.cpus).max(0.0);
@@ -99,7 +99,20 @@ impl Core {
             self.alloc_cpus = 0.0;
             self.alloc_mem = 0;
         }
-        let t = now();
+        if let (None, Some((pid, _))) = (&res, j.sup) {
+            effects.push(Effect::Cleanup { id, pid });
+        }
+        let ending = self.ending(&j, res);
+        self.pressure.remove(&id);
+        match ending.state {
+            State::Queued => self.requeue_after(tx, j, ending),
+            State::Held => self.hold_after(tx, j, ending),
+            _ => self.end_job(tx, j, ending),
+        }
+    }
+
+    /// What the attempt's end (and a pending remove, hold or requeue) makes of the job.
+    fn ending(&mut self, j: &Job, res: Option<JobResult>) -> Ending {
         let (exit_code, signal, report) = match &res {
             Some(r) => (r.exit_code, r.signal, r.report.clone()),
             None => (None, None, None),
@@ -147,62 +160,70 @@ impl Core {
                 }),
             ),
         };
-        if res.is_none() {
-            if let Some(pid) = sup_pid {
-                effects.push(Effect::Cleanup { id, pid });
-            }
-        }
-        let report_s = report.as_ref().map(|r| r.to_string());
-        let ended = AttemptEnd {
+        Ending {
+            state,
+            reason,
             exit_code,
             signal,
-            report: report_s.as_deref(),
-        };
-        self.pressure.remove(&id);
-        if state == State::Queued {
-            // Preempted by a policy: back in the queue for a new attempt, the reason kept.
-            tx.requeue_ended(id, reason.as_deref(), ended)?;
-            tx.add_event(
-                id,
-                "requeued",
-                Some(&serde_json::json!({"why": reason, "preempted": true})),
-            )?;
-            *self.counters.finished.entry("requeued").or_default() += 1;
-            self.ulog(
-                &j.ulog,
-                userlog::Event::Evicted(reason.clone().unwrap_or_default()),
-            );
-            j.info.state = State::Queued;
-            j.info.started_at = None;
-            j.info.reason = reason;
-            j.end_attempt(exit_code, signal, report);
-            self.queue.insert((-(j.info.priority as i64), id));
-            self.queued_at.insert(id, now());
-            self.jobs.insert(id, j);
-            return Ok(());
+            report_json: report.as_ref().map(|r| r.to_string()),
+            report,
+            oom,
         }
-        if state == State::Held {
-            tx.hold_ended(id, reason.as_deref(), ended)?;
-            tx.add_event(
-                id,
-                "held",
-                Some(&serde_json::json!({"reason": reason, "evicted": true, "oom_killed": oom})),
-            )?;
-            *self.counters.finished.entry("held").or_default() += 1;
-            self.ulog(
-                &j.ulog,
-                userlog::Event::Held(reason.clone().unwrap_or_default()),
-            );
-            j.info.state = State::Held;
-            j.info.hold_reason = reason;
-            j.end_attempt(exit_code, signal, report);
-            self.jobs.insert(id, j);
-            return Ok(());
-        }
-        tx.end(id, state, t, reason.as_deref(), ended)?;
-        let usage = report.as_ref().map(|r| {
+    }
+
+    /// Preempted by a policy: back in the queue for a new attempt, the reason kept.
+    fn requeue_after(&mut self, tx: &Batch, mut j: Job, e: Ending) -> Result<(), StoreError> {
+        let id = j.info.id;
+        tx.requeue_ended(id, e.reason.as_deref(), e.attempt_end())?;
+        tx.add_event(
+            id,
+            "requeued",
+            Some(&serde_json::json!({"why": e.reason, "preempted": true})),
+        )?;
+        *self.counters.finished.entry("requeued").or_default() += 1;
+        self.ulog(
+            &j.ulog,
+            userlog::Event::Evicted(e.reason.clone().unwrap_or_default()),
+        );
+        j.info.state = State::Queued;
+        j.info.started_at = None;
+        j.info.reason = e.reason;
+        j.end_attempt(e.exit_code, e.signal, e.report);
+        self.queue.insert((-(j.info.priority as i64), id));
+        self.queued_at.insert(id, now());
+        self.jobs.insert(id, j);
+        Ok(())
+    }
+
+    /// Held: by its owner or root, a policy, or a problem its owner can fix.
+    fn hold_after(&mut self, tx: &Batch, mut j: Job, e: Ending) -> Result<(), StoreError> {
+        let id = j.info.id;
+        tx.hold_ended(id, e.reason.as_deref(), e.attempt_end())?;
+        tx.add_event(
+            id,
+            "held",
+            Some(&serde_json::json!({"reason": e.reason, "evicted": true, "oom_killed": e.oom})),
+        )?;
+        *self.counters.finished.entry("held").or_default() += 1;
+        self.ulog(
+            &j.ulog,
+            userlog::Event::Held(e.reason.clone().unwrap_or_default()),
+        );
+        j.info.state = State::Held;
+        j.info.hold_reason = e.reason;
+        j.end_attempt(e.exit_code, e.signal, e.report);
+        self.jobs.insert(id, j);
+        Ok(())
+    }
+
+    /// Finished for good: completed, failed or removed.
+    fn end_job(&mut self, tx: &Batch, j: Job, e: Ending) -> Result<(), StoreError> {
+        let id = j.info.id;
+        let (state, reason) = (e.state, &e.reason);
+        tx.end(id, state, now(), reason.as_deref(), e.attempt_end())?;
+        let usage = e.report.as_ref().map(|r| {
             serde_json::json!({
-                "exit_code": exit_code, "signal": signal,
+                "exit_code": e.exit_code, "signal": e.signal,
                 "wall_time_s": r.get("wall_time_s"), "cpu_user_us": r.get("cpu_user_us"),
                 "cpu_system_us": r.get("cpu_system_us"), "oom_killed": r.get("oom_killed"),
                 "memory_peak": r.get("usage").and_then(|u| u.get("memory_peak")),
@@ -213,14 +234,14 @@ impl Core {
         *self.counters.finished.entry(state.as_str()).or_default() += 1;
         // A job that never ran to an exit (jobcell could not start it, its supervisor died)
         // is aborted in HTCondor's words, not terminated with a made-up return value.
-        let never_exited = exit_code.is_none() && signal.is_none();
+        let never_exited = e.exit_code.is_none() && e.signal.is_none();
         let ev = if state == State::Removed || (state == State::Failed && never_exited) {
             userlog::Event::Aborted(reason.clone().unwrap_or_default())
         } else {
             userlog::Event::Terminated {
-                exit_code,
-                signal,
-                report: report.clone(),
+                exit_code: e.exit_code,
+                signal: e.signal,
+                report: e.report.clone(),
                 cpus: j.info.cpus,
                 memory: j.info.memory,
             }
@@ -230,6 +251,27 @@ impl Core {
             warn!("job {id} failed: {}", reason.as_deref().unwrap_or(""));
         }
         Ok(())
+    }
+}
+
+/// How an attempt ended and what that makes of its job (see [`Core::finish`]).
+struct Ending {
+    state: State,
+    reason: Option<String>,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    report: Option<serde_json::Value>,
+    report_json: Option<String>,
+    oom: bool,
+}
+
+impl Ending {
+    fn attempt_end(&self) -> AttemptEnd<'_> {
+        AttemptEnd {
+            exit_code: self.exit_code,
+            signal: self.signal,
+            report: self.report_json.as_deref(),
+        }
     }
 }
 
