@@ -1,16 +1,18 @@
 //! The job's scratch directory: created under the scratch base, removed without ever leaving it.
 //!
-//! Removal walks the tree with `openat`/`unlinkat` relative to directory descriptors, never
-//! follows a symlink (`O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`), and never descends into anything on
-//! another mount (compared by `statx` mount id, which also catches bind mounts of the same
-//! filesystem that `st_dev` cannot see). A job that leaves a symlink to /etc, a chmod-000 or
-//! read-only tree, or a bind mount behind cannot make cleanup touch anything outside scratch.
+//! Removal is `jobcell_os::remove_tree_at`: `openat`/`unlinkat` relative to directory
+//! descriptors, never following a symlink, never descending into anything on another mount
+//! (compared by `statx` mount id, which also catches bind mounts of the same filesystem that
+//! `st_dev` cannot see). A job that leaves a symlink to /etc, a chmod-000 or read-only tree, or
+//! a bind mount behind cannot make cleanup touch anything outside scratch. A job that left its
+//! scratch as it got it takes the short way ([`ScratchDir::remove`]), a few rmdirs.
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
+use jobcell_os::RemoveTreeError;
 use thiserror::Error;
 
 use crate::quota;
@@ -51,19 +53,16 @@ pub struct ScratchDir {
     subdirs: Vec<CString>,
 }
 
-/// Open directory `name` under `dirfd` without following a symlink (CLOEXEC).
+/// Open directory `name` under `dirfd` (or `AT_FDCWD`) without following a symlink (CLOEXEC).
 pub fn open_dir_at(dirfd: RawFd, name: &CStr) -> io::Result<OwnedFd> {
-    let fd = unsafe {
-        libc::openat(
-            dirfd,
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    jobcell_os::open_dir_at(borrow(dirfd), name)
+}
+
+/// A raw descriptor from this module's callers as the borrowed kind `jobcell_os` takes.
+fn borrow<'a>(dirfd: RawFd) -> BorrowedFd<'a> {
+    // SAFETY: every caller passes AT_FDCWD or a descriptor it holds open for the whole call
+    // (an OwnedFd's raw value, never -1), and the borrow does not outlive that call.
+    unsafe { BorrowedFd::borrow_raw(dirfd) }
 }
 
 fn check(r: libc::c_int) -> io::Result<()> {
@@ -342,7 +341,7 @@ pub fn gc_stale(base: &Path) -> Vec<String> {
     let Ok(fd) = open_dir_at(libc::AT_FDCWD, &c) else {
         return Vec::new();
     };
-    let Ok(names) = list(fd.as_raw_fd()) else {
+    let Ok(names) = jobcell_os::read_dir_names(fd.as_fd()) else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -371,225 +370,22 @@ impl Drop for ScratchDir {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Ident {
-    mnt_id: u64,
-    /// The device too: btrfs subvolumes of one mount number their inodes each from 256.
-    dev: (u32, u32),
-    ino: u64,
-    is_dir: bool,
-}
-
-fn ident_at(dirfd: RawFd, name: &CStr) -> io::Result<Ident> {
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    check(unsafe {
-        libc::statx(
-            dirfd,
-            name.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT | libc::AT_EMPTY_PATH,
-            libc::STATX_TYPE | libc::STATX_INO | libc::STATX_MNT_ID,
-            &mut stx,
-        )
-    })?;
-    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "kernel gives no mount id (statx)",
-        ));
-    }
-    Ok(Ident {
-        mnt_id: stx.stx_mnt_id,
-        dev: (stx.stx_dev_major, stx.stx_dev_minor),
-        ino: stx.stx_ino,
-        is_dir: (stx.stx_mode as u32 & libc::S_IFMT) == libc::S_IFDIR,
-    })
-}
-
-fn list(fd: RawFd) -> io::Result<Vec<CString>> {
-    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if dup < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let dir = unsafe { libc::fdopendir(dup) };
-    if dir.is_null() {
-        let e = io::Error::last_os_error();
-        unsafe { libc::close(dup) };
-        return Err(e);
-    }
-    unsafe { libc::rewinddir(dir) };
-    let mut out = Vec::new();
-    loop {
-        let ent = unsafe { libc::readdir64(dir) };
-        if ent.is_null() {
-            break;
-        }
-        let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
-        let b = name.to_bytes();
-        if b != b"." && b != b".." {
-            out.push(name.to_owned());
-        }
-    }
-    unsafe { libc::closedir(dir) };
-    Ok(out)
-}
-
-struct Frame {
-    fd: Option<OwnedFd>,
-    ident: Ident,
-    pending: Vec<CString>,
-    /// This directory's name in its parent.
-    name: CString,
-}
-
-/// Delete `parent/name` and everything below it that is on the same mount.
+/// Delete `parent/name` and everything below it that is on the same mount, with the
+/// workspace's one tree removal (`jobcell_os::remove_tree_at`): no symlink followed, no mount
+/// entered or unlinked (those are reported as [`ScratchError::CrossesMount`]), a bounded number
+/// of descriptors however deep the tree.
 pub fn remove_tree_at(parent: RawFd, name: &CStr, shown: &Path) -> Result<(), ScratchError> {
-    let err = |source| ScratchError::Remove {
-        path: shown.to_path_buf(),
-        source,
-    };
-    let root_ident = match ident_at(parent, name) {
-        Ok(i) => i,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-        Err(e) => return Err(err(e)),
-    };
-    if !root_ident.is_dir {
-        return check(unsafe { libc::unlinkat(parent, name.as_ptr(), 0) }).map_err(err);
-    }
-    let mnt = root_ident.mnt_id;
-    let mut skipped: Vec<String> = Vec::new();
-    let root_fd = open_for_removal(parent, name).map_err(err)?;
-    let pending = list(root_fd.as_raw_fd()).map_err(err)?;
-    let mut stack = vec![Frame {
-        fd: Some(root_fd),
-        ident: root_ident,
-        pending,
-        name: name.to_owned(),
-    }];
-    let mut open_fds = 1usize;
-    const MAX_OPEN: usize = 256;
-
-    while let Some(top) = stack.last_mut() {
-        let Some(child) = top.pending.pop() else {
-            // Directory emptied: remove it from its parent.
-            let done = stack.pop().unwrap();
-            if done.fd.is_some() {
-                open_fds -= 1;
-            }
-            let Some(up) = stack.last_mut() else {
-                drop(done);
-                rmdir_at(parent, name, !skipped.is_empty()).map_err(err)?;
-                break;
-            };
-            if up.fd.is_none() {
-                // Re-open the parent through ".." and make sure it is the same directory.
-                let cur = done.fd.as_ref().expect("the top frame always has its fd");
-                let fd = open_dir_at(cur.as_raw_fd(), c"..").map_err(err)?;
-                let id = ident_at(fd.as_raw_fd(), c"").map_err(err)?;
-                if id != up.ident {
-                    return Err(err(io::Error::other(
-                        "a directory moved during removal; stopped",
-                    )));
-                }
-                up.fd = Some(fd);
-                open_fds += 1;
-            }
-            let ufd = up.fd.as_ref().unwrap().as_raw_fd();
-            drop(done.fd);
-            rmdir_at(ufd, &done.name, !skipped.is_empty()).map_err(err)?;
-            continue;
-        };
-        let fd = top
-            .fd
-            .as_ref()
-            .expect("the top frame always has its fd")
-            .as_raw_fd();
-        let id = match ident_at(fd, &child) {
-            Ok(i) => i,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-            Err(e) => return Err(err(e)),
-        };
-        if id.mnt_id != mnt {
-            // A mount point: never descend, never unlink.
-            skipped.push(child.to_string_lossy().into_owned());
-            continue;
-        }
-        if !id.is_dir {
-            match check(unsafe { libc::unlinkat(fd, child.as_ptr(), 0) }) {
-                Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
-                    check(unsafe { libc::fchmod(fd, 0o700) }).map_err(err)?;
-                    check(unsafe { libc::unlinkat(fd, child.as_ptr(), 0) }).map_err(err)?;
-                }
-                r => r.map_err(err)?,
-            }
-            continue;
-        }
-        if open_fds >= MAX_OPEN {
-            // Deep trees: close the outermost open descriptors; they are re-opened through "..".
-            for f in stack.iter_mut().skip(1) {
-                if f.fd.is_some() && open_fds >= MAX_OPEN / 2 {
-                    f.fd = None;
-                    open_fds -= 1;
-                }
-            }
-        }
-        let top = stack.last_mut().unwrap();
-        let fd = top.fd.as_ref().unwrap().as_raw_fd();
-        // Most directories are empty by now (the private dirs of a job that cleaned up): rmdir
-        // needs no descent. It never follows a symlink (ENOTDIR) and never removes a mount
-        // point (EBUSY); anything it refuses is walked below.
-        if unsafe { libc::unlinkat(fd, child.as_ptr(), libc::AT_REMOVEDIR) } == 0 {
-            continue;
-        }
-        let cfd = open_for_removal(fd, &child).map_err(err)?;
-        let cid = ident_at(cfd.as_raw_fd(), c"").map_err(err)?;
-        if cid != id {
-            return Err(err(io::Error::other(
-                "a directory was swapped during removal; stopped",
-            )));
-        }
-        let pending = list(cfd.as_raw_fd()).map_err(err)?;
-        open_fds += 1;
-        stack.push(Frame {
-            fd: Some(cfd),
-            ident: cid,
-            pending,
-            name: child,
-        });
-    }
-    if let Some(first) = skipped.first() {
-        return Err(ScratchError::CrossesMount {
+    jobcell_os::remove_tree_at(borrow(parent), name).map_err(|e| match e {
+        RemoveTreeError::Io(source) => ScratchError::Remove {
             path: shown.to_path_buf(),
-            left: skipped.len(),
-            first: first.clone(),
-        });
-    }
-    Ok(())
-}
-
-/// rmdir, making the parent writable first if the job left it read-only (matters rootless).
-/// With `tolerate_full`, a directory still holding a skipped mount point is left in place (the
-/// caller reports those mounts).
-fn rmdir_at(parent: RawFd, name: &CStr, tolerate_full: bool) -> io::Result<()> {
-    match check(unsafe { libc::unlinkat(parent, name.as_ptr(), libc::AT_REMOVEDIR) }) {
-        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
-            check(unsafe { libc::fchmod(parent, 0o700) })?;
-            check(unsafe { libc::unlinkat(parent, name.as_ptr(), libc::AT_REMOVEDIR) })
-        }
-        Err(e) if tolerate_full && e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
-        r => r,
-    }
-}
-
-/// Open a directory for removal, making it searchable first if the job left it chmod 000
-/// (root does not need this; a rootless launcher does).
-fn open_for_removal(parent: RawFd, name: &CStr) -> io::Result<OwnedFd> {
-    match open_dir_at(parent, name) {
-        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
-            check(unsafe { libc::fchmodat(parent, name.as_ptr(), 0o700, 0) })?;
-            open_dir_at(parent, name)
-        }
-        r => r,
-    }
+            source,
+        },
+        RemoveTreeError::CrossesMount { left, first } => ScratchError::CrossesMount {
+            path: shown.to_path_buf(),
+            left,
+            first,
+        },
+    })
 }
 
 #[cfg(test)]
