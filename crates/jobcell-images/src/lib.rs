@@ -1075,21 +1075,10 @@ impl ImageStore {
     }
 }
 
-/// Parse a size like `500M`, `2G`, `1024`, `10KiB` (binary units).
+/// A size like `500M`, `1.5G`, `1024` (bytes), `10KiB`: the workspace's one size parser,
+/// `jobcell_spec::parse_size`, with bare numbers in bytes.
 pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(mult)
+    jobcell_spec::parse_size(s, jobcell_spec::Unit::Bytes).ok()
 }
 
 #[cfg(test)]
@@ -1112,6 +1101,7 @@ mod tests {
         assert_eq!(parse_size("2K"), Some(2048));
         assert_eq!(parse_size("3MiB"), Some(3 << 20));
         assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("1.5G"), Some(1536 << 20));
         assert_eq!(parse_size("x"), None);
         assert_eq!(parse_size("1Q"), None);
     }

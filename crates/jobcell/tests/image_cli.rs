@@ -176,6 +176,12 @@ fn add_from_stdin_and_bad_archive() {
     );
     let o = env.run(&["add", "x", t.to_str().unwrap(), "--max-size", "lots"]);
     assert_eq!(o.status.code(), Some(125));
+    // The same size syntax as --memory: decimals and iB units.
+    for size in ["1.5G", "0.5MiB", "64 kb"] {
+        let o = env.run(&["add", "sized", t.to_str().unwrap(), "--max-size", size]);
+        assert!(o.status.success(), "--max-size {size}: {}", text(&o.stderr));
+        assert!(env.run(&["rm", "sized"]).status.success());
+    }
 }
 
 #[test]

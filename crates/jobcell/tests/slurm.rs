@@ -665,14 +665,7 @@ fn slurm_secs(s: &str) -> Option<f64> {
 
 /// Slurm's sizes: `123K`, `4.5M`, `1G` (or bytes), in bytes.
 fn slurm_bytes(s: &str) -> Option<u64> {
-    let (num, mult) = match s.chars().last()? {
-        'K' => (&s[..s.len() - 1], 1u64 << 10),
-        'M' => (&s[..s.len() - 1], 1 << 20),
-        'G' => (&s[..s.len() - 1], 1 << 30),
-        'T' => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    Some((num.parse::<f64>().ok()? * mult as f64) as u64)
+    jobcell_spec::parse_size(s, jobcell_spec::Unit::Bytes).ok()
 }
 
 /// `sstat -n -P -o MaxRSS,AveCPU,NTasks`: (MaxRSS bytes, AveCPU seconds, tasks).
