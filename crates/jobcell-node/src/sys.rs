@@ -228,43 +228,28 @@ impl Drop for Reserved {
 /// systemd's readiness protocol: one datagram to $NOTIFY_SOCKET (a path, or '@' for the
 /// abstract namespace). A no-op when the variable is unset.
 pub fn sd_notify(msg: &str) -> io::Result<()> {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return Ok(());
+    match std::env::var_os("NOTIFY_SOCKET") {
+        Some(socket) => notify_socket(&socket, msg),
+        None => Ok(()),
+    }
+}
+
+/// Send `msg` as one datagram to `socket`: a path, or `@name` for the abstract name `name`.
+fn notify_socket(socket: &std::ffi::OsStr, msg: &str) -> io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let bytes = socket.as_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None if bytes.is_empty() => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "NOTIFY_SOCKET is empty",
+            ))
+        }
+        None => SocketAddr::from_pathname(Path::new(socket))?,
     };
-    let bytes = path.as_bytes();
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "NOTIFY_SOCKET is empty or too long",
-        ));
-    }
-    for (i, b) in bytes.iter().enumerate() {
-        addr.sun_path[i] = *b as libc::c_char;
-    }
-    if bytes[0] == b'@' {
-        addr.sun_path[0] = 0;
-    }
-    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len();
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let rc = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            msg.as_ptr().cast(),
-            msg.len(),
-            libc::MSG_NOSIGNAL,
-            (&addr as *const libc::sockaddr_un).cast(),
-            len as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    UnixDatagram::unbound()?.send_to_addr(msg.as_bytes(), &addr)?;
     Ok(())
 }
 
@@ -364,6 +349,34 @@ pub fn hostname() -> String {
 mod tests {
     use super::*;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    #[test]
+    fn notifications_reach_path_and_abstract_sockets() {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let rx = UnixDatagram::bind(&path).unwrap();
+        notify_socket(path.as_os_str(), "READY=1").unwrap();
+        let mut buf = [0u8; 64];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+
+        let name = format!("jobcell-notify-test-{}", std::process::id());
+        let rx = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
+        notify_socket(std::ffi::OsStr::new(&format!("@{name}")), "STOPPING=1").unwrap();
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"STOPPING=1");
+
+        for bad in ["", "relative-but-nobody-listens"] {
+            assert!(
+                notify_socket(std::ffi::OsStr::new(bad), "X").is_err(),
+                "{bad:?}"
+            );
+        }
+        let long = "/".to_string() + &"x".repeat(200);
+        assert!(notify_socket(std::ffi::OsStr::new(&long), "X").is_err());
+    }
 
     #[test]
     fn spread_subdirs_marks_the_dir_a_top_of_hierarchies() {
