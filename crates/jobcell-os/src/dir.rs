@@ -23,9 +23,10 @@ pub fn cstr(bytes: &[u8]) -> io::Result<CString> {
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "name contains NUL"))
 }
 
-/// A C string from a path.
+/// A C string from a path; a NUL inside is an `InvalidInput` error.
 pub fn path_cstr(p: &Path) -> io::Result<CString> {
-    cstr(p.as_os_str().as_bytes())
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
 }
 
 /// A libc return value as a result (`-1` and errno become the error).

@@ -12,6 +12,7 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
+use jobcell_os::dir as os;
 use jobcell_os::RemoveTreeError;
 use thiserror::Error;
 
@@ -55,7 +56,7 @@ pub struct ScratchDir {
 
 /// Open directory `name` under `dirfd` (or `AT_FDCWD`) without following a symlink (CLOEXEC).
 pub fn open_dir_at(dirfd: RawFd, name: &CStr) -> io::Result<OwnedFd> {
-    jobcell_os::open_dir_at(borrow(dirfd), name)
+    os::open_dir_at(borrow(dirfd), name)
 }
 
 /// A raw descriptor from this module's callers as the borrowed kind `jobcell_os` takes.
@@ -76,14 +77,14 @@ fn check(r: libc::c_int) -> io::Result<()> {
 /// Make `name` in `dir` the source of a private dir: mode 01777, given to `owner` if any. After
 /// the mkdir it is changed through its own O_NOFOLLOW descriptor, never by name: in a dir the
 /// job's user owns, a name could be swapped for a symlink before a chmod by name.
-fn make_private_subdir(dir: RawFd, name: &CStr, owner: Option<(u32, u32)>) -> io::Result<()> {
-    check(unsafe { libc::mkdirat(dir, name.as_ptr(), 0o700) })?;
-    let fd = open_dir_at(dir, name)?;
+fn make_private_subdir(dir: BorrowedFd, name: &CStr, owner: Option<(u32, u32)>) -> io::Result<()> {
+    os::mkdirat(dir, name, 0o700)?;
+    let fd = os::open_dir_at(dir, name)?;
     if let Some((uid, gid)) = owner {
-        check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) })?;
+        os::fchown(fd.as_fd(), uid, gid)?;
     }
     // mkdirat applies the umask and cannot set the sticky bit: chmod explicitly.
-    check(unsafe { libc::fchmod(fd.as_raw_fd(), 0o1777) })
+    os::fchmod(fd.as_fd(), 0o1777)
 }
 
 /// The scratch subdirectory a private dir comes from: `/var/tmp` -> `var_tmp`.
@@ -107,21 +108,19 @@ pub(crate) fn open_base(base: &Path) -> Result<OwnedFd, ScratchError> {
     for c in base.components().skip(1) {
         cur.push(c);
         let p = cstr(&cur).map_err(err)?;
-        if unsafe { libc::mkdir(p.as_ptr(), 0o711) } < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EEXIST) {
-                return Err(err(e));
-            }
-        } else {
+        match os::mkdirat(os::CWD, &p, 0o711) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(err(e)),
             // mkdir applied the umask; a base others cannot pass through breaks their jobs.
-            check(unsafe { libc::chmod(p.as_ptr(), 0o711) }).map_err(err)?;
+            // SAFETY: `p` is NUL-terminated and outlives the call.
+            Ok(()) => check(unsafe { libc::chmod(p.as_ptr(), 0o711) }).map_err(err)?,
         }
     }
     let p = cstr(base).map_err(err)?;
-    let fd = open_dir_at(libc::AT_FDCWD, &p).map_err(err)?;
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }).map_err(err)?;
+    let fd = os::open_dir(&p).map_err(err)?;
+    let st = os::fstat(fd.as_fd()).map_err(err)?;
     // A base another user owns could be swapped under us; refuse it.
+    // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
     if st.st_uid != 0 && st.st_uid != me {
         return Err(ScratchError::BaseUnsafe(base.to_path_buf()));
@@ -162,8 +161,7 @@ impl ScratchDir {
             source,
         };
         match bound {
-            None => check(unsafe { libc::mkdirat(base_fd.as_raw_fd(), cname.as_ptr(), 0o700) })
-                .map_err(err)?,
+            None => os::mkdirat(base_fd.as_fd(), &cname, 0o700).map_err(err)?,
             Some(_) => {
                 quota::make_subvolume(base_fd.as_raw_fd(), cname.as_bytes()).map_err(|source| {
                     ScratchError::Bound {
@@ -180,13 +178,11 @@ impl ScratchDir {
             .map(|s| CString::new(s.as_str()).expect("subdir names have no NUL"))
             .collect();
         let setup = || -> io::Result<OwnedFd> {
-            let fd = open_dir_at(base_fd.as_raw_fd(), &cname)?;
-            let raw = fd.as_raw_fd();
+            let fd = os::open_dir_at(base_fd.as_fd(), &cname)?;
             if let Some(bytes) = bound {
                 // A new subvolume's root has the creator's umask, not 0700.
-                // SAFETY: `raw` is the open scratch dir's descriptor.
-                check(unsafe { libc::fchmod(raw, 0o700) })?;
-                quota::limit_subvolume(raw, bytes).map_err(|e| {
+                os::fchmod(fd.as_fd(), 0o700)?;
+                quota::limit_subvolume(fd.as_raw_fd(), bytes).map_err(|e| {
                     io::Error::new(
                         e.kind(),
                         format!(
@@ -196,9 +192,9 @@ impl ScratchDir {
                 })?;
             }
             for sub in &subdirs {
-                make_private_subdir(raw, sub, Some((uid, gid)))?;
+                make_private_subdir(fd.as_fd(), sub, Some((uid, gid)))?;
             }
-            check(unsafe { libc::fchown(raw, uid, gid) })?;
+            os::fchown(fd.as_fd(), uid, gid)?;
             Ok(fd)
         };
         match setup() {
@@ -234,15 +230,14 @@ impl ScratchDir {
         let base_fd = open_dir_at(libc::AT_FDCWD, &cstr(parent).map_err(err)?).map_err(err)?;
         let cname = CString::new(name.as_encoded_bytes())
             .map_err(|_| err(io::Error::from_raw_os_error(libc::EINVAL)))?;
-        let fd = open_dir_at(base_fd.as_raw_fd(), &cname).map_err(err)?;
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }).map_err(err)?;
+        let fd = os::open_dir_at(base_fd.as_fd(), &cname).map_err(err)?;
+        let st = os::fstat(fd.as_fd()).map_err(err)?;
         if st.st_uid != uid {
             return Err(err(io::Error::from_raw_os_error(libc::EPERM)));
         }
         for sub in subdirs {
             let c = CString::new(sub.as_str()).expect("subdir names have no NUL");
-            match make_private_subdir(fd.as_raw_fd(), &c, None) {
+            match make_private_subdir(fd.as_fd(), &c, None) {
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 r => r.map_err(err)?,
             }
@@ -278,12 +273,11 @@ impl ScratchDir {
         if self.keep {
             let kept =
                 CString::new(format!("{}.kept", self.name.to_string_lossy())).expect("no NUL");
-            let base = self.base_fd.as_raw_fd();
-            check(unsafe { libc::renameat(base, self.name.as_ptr(), base, kept.as_ptr()) })
-                .map_err(|source| ScratchError::Remove {
-                    path: self.path.clone(),
-                    source,
-                })?;
+            let base = self.base_fd.as_fd();
+            os::renameat(base, &self.name, base, &kept).map_err(|source| ScratchError::Remove {
+                path: self.path.clone(),
+                source,
+            })?;
             return Ok(Some(
                 self.path.with_file_name(kept.to_string_lossy().as_ref()),
             ));
@@ -300,16 +294,13 @@ impl ScratchDir {
     /// it refuses is left to [`remove_tree_at`]'s walk. Saves that walk's dozen calls (stat,
     /// open, list) on every launch's way out.
     fn remove_as_made(&self) -> bool {
-        let fd = self.fd.as_raw_fd();
         for sub in &self.subdirs {
-            if unsafe { libc::unlinkat(fd, sub.as_ptr(), libc::AT_REMOVEDIR) } < 0
-                && io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
-            {
-                return false;
+            match os::unlinkat(self.fd.as_fd(), sub, libc::AT_REMOVEDIR) {
+                Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return false,
+                _ => {}
             }
         }
-        let base = self.base_fd.as_raw_fd();
-        unsafe { libc::unlinkat(base, self.name.as_ptr(), libc::AT_REMOVEDIR) == 0 }
+        os::unlinkat(self.base_fd.as_fd(), &self.name, libc::AT_REMOVEDIR).is_ok()
     }
 }
 
@@ -349,6 +340,7 @@ pub fn gc_stale(base: &Path) -> Vec<String> {
         let Some(pid) = launcher_pid(n.to_bytes()) else {
             continue;
         };
+        // SAFETY: signal 0 only checks that `pid` exists; it delivers nothing.
         let alive = unsafe { libc::kill(pid, 0) } == 0
             || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
         if alive {
@@ -406,9 +398,9 @@ mod tests {
     fn create_makes_private_subdirs_and_remove_takes_everything() {
         let base = tmp("create");
         let subs = vec!["tmp".to_string(), "var_tmp".to_string()];
-        let me = unsafe { libc::geteuid() };
-        let s = ScratchDir::create(&base, "job-1", me, unsafe { libc::getegid() }, &subs, false)
-            .unwrap();
+        // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+        let (me, my_gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let s = ScratchDir::create(&base, "job-1", me, my_gid, &subs, false).unwrap();
         let p = s.path().to_path_buf();
         assert_eq!(
             fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
@@ -426,6 +418,7 @@ mod tests {
 
     #[test]
     fn the_job_user_gets_its_dir_and_subdirs_with_their_modes() {
+        // SAFETY: geteuid has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("SKIPPED: needs root (chown to another user)");
             return;
@@ -517,18 +510,8 @@ mod tests {
         let mut fd = open_dir_at(libc::AT_FDCWD, &cstr(&p).unwrap()).unwrap();
         for i in 0..1500 {
             let n = CString::new(format!("d{}", i % 3)).unwrap();
-            check(unsafe { libc::mkdirat(fd.as_raw_fd(), n.as_ptr(), 0o755) }).unwrap();
-            let f = CString::new("f").unwrap();
-            let ffd = unsafe {
-                libc::openat(
-                    fd.as_raw_fd(),
-                    f.as_ptr(),
-                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                    0o644,
-                )
-            };
-            assert!(ffd >= 0);
-            unsafe { libc::close(ffd) };
+            os::mkdirat(fd.as_fd(), &n, 0o755).unwrap();
+            drop(os::openat(fd.as_fd(), c"f", libc::O_CREAT | libc::O_WRONLY, 0o644).unwrap());
             fd = open_dir_at(fd.as_raw_fd(), &n).unwrap();
         }
         drop(fd);
