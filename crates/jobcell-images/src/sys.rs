@@ -21,8 +21,8 @@ pub(crate) fn path_c(p: &Path) -> io::Result<std::ffi::CString> {
 /// images dir itself, the source dir of a directory import).
 pub(crate) fn open_dir_path(p: &Path) -> io::Result<OwnedFd> {
     let c = path_c(p)?;
-    // SAFETY: `c` is NUL-terminated and outlives every call of the closure.
     let open = |flags| {
+        // SAFETY: `c` is NUL-terminated and outlives every call of the closure.
         retry(|| unsafe { libc::open(c.as_ptr(), flags | libc::O_DIRECTORY | libc::O_CLOEXEC) })
     };
     let fd = match open(libc::O_RDONLY) {
@@ -79,17 +79,21 @@ pub(crate) fn current_umask() -> u32 {
 }
 
 pub(crate) fn geteuid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() }
 }
 
 pub(crate) fn getegid() -> u32 {
+    // SAFETY: getegid has no preconditions and cannot fail.
     unsafe { libc::getegid() }
 }
 
 pub(crate) fn getuid() -> u32 {
+    // SAFETY: getuid has no preconditions and cannot fail.
     unsafe { libc::getuid() }
 }
 
 pub(crate) fn getgid() -> u32 {
+    // SAFETY: getgid has no preconditions and cannot fail.
     unsafe { libc::getgid() }
 }
