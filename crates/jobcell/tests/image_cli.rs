@@ -83,6 +83,7 @@ fn config(env: &Env) {
 }
 
 fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
@@ -220,6 +221,7 @@ fn sigint_mid_import_leaves_nothing() {
     }
     assert!(!env.staging_left().is_empty(), "import never started");
     std::thread::sleep(std::time::Duration::from_millis(100));
+    // SAFETY: kill takes integers only; the pid is this test's own unreaped child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let o = child.wait_with_output().unwrap();
     drop(stdin);
