@@ -279,9 +279,24 @@ impl UserLimits {
     }
 }
 
-/// Whether the node has swap now (`SwapTotal` in /proc/meminfo; swap can be turned on while
-/// the daemon runs).
+/// Whether the node has swap (`SwapTotal` in /proc/meminfo), read again after 10 s: swap can
+/// be turned on while the daemon runs, and jobs are checked at every start.
 fn host_has_swap() -> bool {
+    use std::sync::Mutex;
+    use std::time::Instant;
+    static SEEN: Mutex<Option<(Instant, bool)>> = Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    match *seen {
+        Some((at, has)) if at.elapsed() < Duration::from_secs(10) => has,
+        _ => {
+            let has = read_swap_total();
+            *seen = Some((Instant::now(), has));
+            has
+        }
+    }
+}
+
+fn read_swap_total() -> bool {
     std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|m| {

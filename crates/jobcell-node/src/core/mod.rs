@@ -14,6 +14,7 @@ mod finish;
 mod metrics;
 mod policies;
 mod queries;
+mod queue;
 mod recovery;
 mod room;
 mod scheduler;
@@ -21,7 +22,7 @@ mod submission;
 
 pub use policies::fmt_duration;
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -375,10 +376,14 @@ pub const SCHED_BUCKETS: [f64; 12] = [
 pub struct Core {
     cfg: CoreConfig,
     jobs: HashMap<u64, Job>,
-    /// Queued jobs in start order: (-priority, id). Ids grow with submission time.
-    queue: BTreeSet<(i64, u64)>,
+    /// Queued jobs, per owner in start order.
+    queue: queue::Queue,
     alloc_cpus: f64,
     alloc_mem: u64,
+    /// Jobs started by the scheduler so far, and each owner's number at its last start: of
+    /// owners using as much of the node, the one that waited longest goes next.
+    starts: u64,
+    last_start: HashMap<u32, u64>,
     spawner: Spawner,
     rt: tokio::runtime::Handle,
     tx: Sender<Cmd>,
@@ -439,9 +444,11 @@ impl Core {
         Core {
             cfg,
             jobs: HashMap::new(),
-            queue: BTreeSet::new(),
+            queue: queue::Queue::default(),
             alloc_cpus: 0.0,
             alloc_mem: 0,
+            starts: 0,
+            last_start: HashMap::new(),
             spawner,
             rt,
             tx,

@@ -60,31 +60,71 @@ impl Core {
         Ok(())
     }
 
-    /// Start queued jobs that fit, in order of priority then submission.
+    /// Start queued jobs that fit. Between owners the node is shared: the owner with the
+    /// fewest CPUs in use goes next; of owners using as many, the one whose last start is
+    /// oldest (so equal users take turns), then the one whose next job was submitted first.
+    /// A job's priority orders only its owner's jobs (HTCondor's JobPrio), then submission:
+    /// no user's `--priority` jumps another's queue. An owner's first job that fits starts
+    /// (smaller jobs fill the room that a large one cannot use).
     pub(super) fn schedule(
         &mut self,
         tx: &Batch,
         effects: &mut Vec<Effect>,
     ) -> Result<(), StoreError> {
         let node = self.cfg.node;
+        let room = |alloc_cpus: f64, alloc_mem: u64| {
+            node.cpus - alloc_cpus >= 1e-6 && alloc_mem < node.memory
+        };
+        if self.queue.is_empty() || !room(self.alloc_cpus, self.alloc_mem) {
+            return Ok(());
+        }
+        let mut in_use: HashMap<u32, f64> = HashMap::new();
+        for j in self.jobs.values().filter(|j| j.info.state.active()) {
+            *in_use.entry(j.info.owner).or_default() += j.info.cpus;
+        }
+        // Owners with queued jobs, each with its jobs in its own order; the next one of an
+        // owner is the first that fits (smaller jobs fill room a large one cannot use).
+        let mut waiting: HashMap<u32, Vec<u64>> = HashMap::new();
         let mut started = Vec::new();
-        for &(np, id) in &self.queue {
-            let free_cpus = node.cpus - self.alloc_cpus;
-            if free_cpus < 1e-6 || self.alloc_mem >= node.memory {
-                break;
-            }
-            let j = &self.jobs[&id];
-            if j.info.cpus <= free_cpus + 1e-9 && j.info.memory <= node.memory - self.alloc_mem {
-                self.alloc_cpus += j.info.cpus;
-                self.alloc_mem += j.info.memory;
-                started.push((np, id));
-            }
+        let mut owners: Vec<u32> = self.queue.owners().collect();
+        while room(self.alloc_cpus, self.alloc_mem) && !owners.is_empty() {
+            let used = |o: &u32| in_use.get(o).copied().unwrap_or(0.0);
+            let turn = |o: &u32| self.last_start.get(o).copied().unwrap_or(0);
+            let head = |o: &u32| self.queue.of(*o).next();
+            let (at, &owner) = owners
+                .iter()
+                .enumerate()
+                .min_by(|(_, a), (_, b)| {
+                    used(a)
+                        .total_cmp(&used(b))
+                        .then(turn(a).cmp(&turn(b)))
+                        .then(head(a).cmp(&head(b)))
+                })
+                .expect("owners is not empty");
+            let (free_cpus, free_mem) = (node.cpus - self.alloc_cpus, node.memory - self.alloc_mem);
+            let taken = waiting.entry(owner).or_default();
+            let fits = self.queue.of(owner).find(|id| {
+                let j = &self.jobs[id].info;
+                !taken.contains(id) && j.cpus <= free_cpus + 1e-9 && j.memory <= free_mem
+            });
+            let Some(id) = fits else {
+                // Nothing more of this owner's fits in what is left: the others' may.
+                owners.swap_remove(at);
+                continue;
+            };
+            taken.push(id);
+            let j = &self.jobs[&id].info;
+            self.alloc_cpus += j.cpus;
+            self.alloc_mem += j.memory;
+            *in_use.entry(owner).or_default() += j.cpus;
+            self.starts += 1;
+            self.last_start.insert(owner, self.starts);
+            started.push(id);
         }
         let t = now();
-        for key in started {
-            self.queue.remove(&key);
-            let id = key.1;
+        for id in started {
             let j = self.jobs.get_mut(&id).expect("queued job");
+            self.queue.remove(j.info.owner, j.info.priority, id);
             j.info.attempt += 1;
             j.info.state = State::Starting;
             j.info.started_at = Some(t);
@@ -169,8 +209,21 @@ impl Core {
     pub(super) fn prepare_dir(&self, id: u64, dir: &Path) -> Result<Vec<u8>, String> {
         let j = &self.jobs[&id];
         jobdir::make_dir(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-        let spec: JobSpec =
+        let mut spec: JobSpec =
             serde_json::from_str(&j.spec).map_err(|e| format!("stored spec: {e}"))?;
+        // The node's policy as it is now, not as it was at submission: a job queued before
+        // the admin tightened `[limits]` or `[scratch] disk` (or by an older version without
+        // them) starts within today's, or not at all.
+        spec.resources.scratch_bound = match spec.resources.disk {
+            None => self.cfg.scratch_bound,
+            Some(_) => None,
+        };
+        if j.info.owner != 0 {
+            self.cfg
+                .limits
+                .apply(&mut spec)
+                .map_err(|e| format!("refused by the node's limits at start: {e}"))?;
+        }
         let x: JobExtra = j
             .extra
             .as_deref()

@@ -214,7 +214,7 @@ impl Core {
             report: None,
         };
         if state == State::Queued {
-            self.queue.insert((-(priority as i64), id));
+            self.queue.insert(caller, priority, id);
             self.queued_at.insert(id, t);
         }
         let ulog = extra
