@@ -92,12 +92,12 @@ impl Core {
         let Some(j) = self.jobs.remove(&id) else {
             return Ok(());
         };
-        self.alloc_cpus = (self.alloc_cpus - j.info.cpus).max(0.0);
-        self.alloc_mem = self.alloc_mem.saturating_sub(j.info.memory);
+        self.deallocate(j.info.allocation());
         if self.jobs.values().all(|j| !j.info.state.active()) {
             // Avoid drift from float sums.
             self.alloc_cpus = 0.0;
             self.alloc_mem = 0;
+            self.alloc_by_owner.clear();
         }
         if let (None, Some((pid, _))) = (&res, j.sup) {
             effects.push(Effect::Cleanup { id, pid });

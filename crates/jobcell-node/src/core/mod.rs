@@ -380,6 +380,8 @@ pub struct Core {
     queue: queue::Queue,
     alloc_cpus: f64,
     alloc_mem: u64,
+    /// CPUs allocated to each owner's running jobs, for sharing the node (see `schedule`).
+    alloc_by_owner: HashMap<u32, f64>,
     /// Jobs started by the scheduler so far, and each owner's number at its last start: of
     /// owners using as much of the node, the one that waited longest goes next.
     starts: u64,
@@ -432,6 +434,25 @@ enum Effect {
 const CLUSTER_NEED: u64 = 4 << 10;
 
 impl Core {
+    /// A job's cpus and memory are taken from the node (it starts, or runs at recovery).
+    fn allocate(&mut self, (owner, cpus, memory): (u32, f64, u64)) {
+        self.alloc_cpus += cpus;
+        self.alloc_mem += memory;
+        *self.alloc_by_owner.entry(owner).or_default() += cpus;
+    }
+
+    /// ... and given back (it ended, or provably never started).
+    fn deallocate(&mut self, (owner, cpus, memory): (u32, f64, u64)) {
+        self.alloc_cpus = (self.alloc_cpus - cpus).max(0.0);
+        self.alloc_mem = self.alloc_mem.saturating_sub(memory);
+        if let Some(c) = self.alloc_by_owner.get_mut(&owner) {
+            *c -= cpus;
+            if *c < 1e-9 {
+                self.alloc_by_owner.remove(&owner);
+            }
+        }
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         state_db: &Path,
@@ -447,6 +468,7 @@ impl Core {
             queue: queue::Queue::default(),
             alloc_cpus: 0.0,
             alloc_mem: 0,
+            alloc_by_owner: HashMap::new(),
             starts: 0,
             last_start: HashMap::new(),
             spawner,

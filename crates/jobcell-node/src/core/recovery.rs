@@ -81,8 +81,7 @@ impl Core {
         supervisors_procs: Option<&Path>,
     ) -> Result<Recovered, StoreError> {
         let (id, attempt) = (job.info.id, job.info.attempt);
-        self.alloc_cpus += job.info.cpus;
-        self.alloc_mem += job.info.memory;
+        self.allocate(job.info.allocation());
         let dir = self.cfg.jobs_dir.join(id.to_string());
         let _ = jobdir::make_dir(&dir);
         let mut claim = jobdir::read_claim(&dir, attempt).ok().flatten();
@@ -137,8 +136,7 @@ impl Core {
     /// acknowledged meanwhile.
     fn recover_fenced(&mut self, tx: &Batch, mut job: Job) -> Result<Recovered, StoreError> {
         let (id, attempt) = (job.info.id, job.info.attempt);
-        self.alloc_cpus -= job.info.cpus;
-        self.alloc_mem -= job.info.memory;
+        self.deallocate(job.info.allocation());
         match job.pending.take() {
             Some(Pending::Remove(by)) => {
                 let reason = format!("removed by {}", sys::user_name(by));

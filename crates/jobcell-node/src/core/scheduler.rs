@@ -78,17 +78,13 @@ impl Core {
         if self.queue.is_empty() || !room(self.alloc_cpus, self.alloc_mem) {
             return Ok(());
         }
-        let mut in_use: HashMap<u32, f64> = HashMap::new();
-        for j in self.jobs.values().filter(|j| j.info.state.active()) {
-            *in_use.entry(j.info.owner).or_default() += j.info.cpus;
-        }
         // Owners with queued jobs, each with its jobs in its own order; the next one of an
         // owner is the first that fits (smaller jobs fill room a large one cannot use).
         let mut waiting: HashMap<u32, Vec<u64>> = HashMap::new();
         let mut started = Vec::new();
         let mut owners: Vec<u32> = self.queue.owners().collect();
         while room(self.alloc_cpus, self.alloc_mem) && !owners.is_empty() {
-            let used = |o: &u32| in_use.get(o).copied().unwrap_or(0.0);
+            let used = |o: &u32| self.alloc_by_owner.get(o).copied().unwrap_or(0.0);
             let turn = |o: &u32| self.last_start.get(o).copied().unwrap_or(0);
             let head = |o: &u32| self.queue.of(*o).next();
             let (at, &owner) = owners
@@ -113,10 +109,7 @@ impl Core {
                 continue;
             };
             taken.push(id);
-            let j = &self.jobs[&id].info;
-            self.alloc_cpus += j.cpus;
-            self.alloc_mem += j.memory;
-            *in_use.entry(owner).or_default() += j.cpus;
+            self.allocate(self.jobs[&id].info.allocation());
             self.starts += 1;
             self.last_start.insert(owner, self.starts);
             started.push(id);
