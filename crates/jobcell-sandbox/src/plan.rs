@@ -141,8 +141,8 @@ fn view_root(i: &PlanInput) -> PathBuf {
     }
 }
 
-/// The job's view of the system: the mount tree made a slave, the image's overlay and the
-/// job's /dev. It reads neither `scratch_src` nor `scratch_keep`, so the init applies it
+/// The job's view of the system: the mount tree made a slave, the image's overlay, the
+/// job's /dev, the covers of world-writable host dirs and of the cgroup tree, and /sys. It reads neither `scratch_src` nor `scratch_keep`, so the init applies it
 /// while the launcher is still making the scratch dir (see [`view_first`]); [`plan`] starts
 /// with exactly these steps.
 pub fn view(i: &PlanInput) -> Vec<Step> {
@@ -241,6 +241,41 @@ pub fn view(i: &PlanInput) -> Vec<Step> {
         });
     }
 
+    // Empty tmpfs over world-writable host dirs and the host's cgroup tree: they need no
+    // scratch, and come before any bind the job asks for (a bind under them stays visible).
+    if !in_image {
+        for c in &i.covers {
+            s.push(Step::Tmpfs {
+                dst: c.clone(),
+                flags: MS_HARDEN | libc::MS_NOEXEC,
+                data: "mode=1777,size=1m".into(),
+            });
+        }
+    }
+
+    let sys = at(Path::new("/sys"));
+    if in_image && !i.userns {
+        s.push(Step::MkdirAll { path: sys.clone() });
+        s.push(Step::Sysfs { dst: sys });
+    } else {
+        if in_image {
+            // Rootless: a fresh sysfs needs a network namespace owned by the job's user
+            // namespace, so the image view gets the host's (still under this cover below).
+            s.push(Step::MkdirAll { path: sys.clone() });
+            s.push(Step::Bind {
+                src: "/sys".into(),
+                dst: sys.clone(),
+                recursive: true,
+            });
+        }
+        // The host's cgroup tree lists host pids; the job gets an empty read-only directory.
+        s.push(Step::Tmpfs {
+            dst: sys.join("fs/cgroup"),
+            flags: MS_HARDEN | libc::MS_NOEXEC | libc::MS_RDONLY,
+            data: "mode=0755,size=4k".into(),
+        });
+    }
+
     s
 }
 
@@ -252,9 +287,10 @@ pub fn view_first(i: &PlanInput, view: &[Step]) -> bool {
         return false;
     }
     !view.iter().any(|st| match st {
-        Step::Tmpfs { dst, .. } | Step::Overlay { dst, .. } | Step::Devpts { dst, .. } => {
-            i.scratch_path.starts_with(dst)
-        }
+        Step::Tmpfs { dst, .. }
+        | Step::Overlay { dst, .. }
+        | Step::Devpts { dst, .. }
+        | Step::Sysfs { dst } => i.scratch_path.starts_with(dst),
         Step::Bind { dst, .. } => i.scratch_path.starts_with(dst),
         _ => false,
     })
@@ -328,16 +364,6 @@ pub fn plan(i: &PlanInput) -> Vec<Step> {
         recursive: false,
     });
 
-    if !in_image {
-        for c in &i.covers {
-            s.push(Step::Tmpfs {
-                dst: c.clone(),
-                flags: MS_HARDEN | libc::MS_NOEXEC,
-                data: "mode=1777,size=1m".into(),
-            });
-        }
-    }
-
     for b in &i.binds {
         let dst = at(&b.dst);
         // Mount points can be made in the image view and inside the job's own scratch (a
@@ -366,29 +392,6 @@ pub fn plan(i: &PlanInput) -> Vec<Step> {
             dst,
             flags: MS_HARDEN | ro | b.keep,
             recursive: b.readonly,
-        });
-    }
-
-    let sys = at(Path::new("/sys"));
-    if in_image && !i.userns {
-        s.push(Step::MkdirAll { path: sys.clone() });
-        s.push(Step::Sysfs { dst: sys });
-    } else {
-        if in_image {
-            // Rootless: a fresh sysfs needs a network namespace owned by the job's user
-            // namespace, so the image view gets the host's (still under this cover below).
-            s.push(Step::MkdirAll { path: sys.clone() });
-            s.push(Step::Bind {
-                src: "/sys".into(),
-                dst: sys.clone(),
-                recursive: true,
-            });
-        }
-        // The host's cgroup tree lists host pids; the job gets an empty read-only directory.
-        s.push(Step::Tmpfs {
-            dst: sys.join("fs/cgroup"),
-            flags: MS_HARDEN | libc::MS_NOEXEC | libc::MS_RDONLY,
-            data: "mode=0755,size=4k".into(),
         });
     }
 
