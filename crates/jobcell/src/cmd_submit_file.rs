@@ -8,7 +8,8 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use jobcell_node::types::{ClusterResponse, ClusterSubmitRequest, SubmitResponse};
+use jobcell_api::new_submit_key;
+use jobcell_api::types::{ClusterJob, ClusterSubmitRequest, JobExtra};
 use jobcell_spec::submit::{parse_submit, SubmitEnv, SubmitJob, SubmitOptions};
 use jobcell_spec::UserSpec;
 
@@ -160,7 +161,7 @@ fn check_readable(what: &str, p: &str) -> anyhow::Result<()> {
 }
 
 /// The job the daemon is asked to queue for one job of the file.
-fn cluster_job(job: &SubmitJob, a: &SubmitArgs) -> anyhow::Result<jobcell_node::types::ClusterJob> {
+fn cluster_job(job: &SubmitJob, a: &SubmitArgs) -> anyhow::Result<ClusterJob> {
     let root = unsafe { libc::geteuid() } == 0;
     let mut spec = job.to_job_spec();
     let from_file = spec.resources.clone();
@@ -205,7 +206,7 @@ fn cluster_job(job: &SubmitJob, a: &SubmitArgs) -> anyhow::Result<jobcell_node::
     if let Some(i) = &job.input {
         check_readable("input", i)?;
     }
-    Ok(jobcell_node::types::ClusterJob {
+    Ok(ClusterJob {
         spec,
         priority: i32::try_from(job.priority)
             .map_err(|_| anyhow::anyhow!("priority {} is out of range", job.priority))?
@@ -213,7 +214,7 @@ fn cluster_job(job: &SubmitJob, a: &SubmitArgs) -> anyhow::Result<jobcell_node::
         hold: job.held || a.hold,
         stdout: job.output.clone(),
         stderr: job.error.clone(),
-        extra: jobcell_node::types::JobExtra {
+        extra: JobExtra {
             cwd: Some(job.initialdir.clone()),
             stdin: job.input.clone(),
             log: job.log.clone(),
@@ -238,7 +239,7 @@ pub fn submit(path: &Path, a: &SubmitArgs) -> anyhow::Result<i32> {
         .map(|j| cluster_job(j, a))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let client = a.sock.client()?;
-    let c: ClusterResponse = client.call("POST", "/v1/clusters", None)?;
+    let c = client.new_cluster()?;
     // $(Cluster) expands to the real cluster id now; warnings were said the first time.
     let env = HostEnv::new()?;
     let jobs = parse_submit(
@@ -257,11 +258,10 @@ pub fn submit(path: &Path, a: &SubmitArgs) -> anyhow::Result<i32> {
     let n = jobs.len();
     // The key makes a resend after a lost answer (the daemon restarted between its commit and
     // its reply) return the jobs made the first time instead of a second copy.
-    let body = serde_json::to_value(ClusterSubmitRequest {
+    let req = ClusterSubmitRequest {
         jobs,
-        submit_key: Some(jobcell_node::client::new_submit_key()),
-    })?;
-    let path = format!("/v1/clusters/{}/jobs", c.cluster);
+        submit_key: Some(new_submit_key()),
+    };
     // A large cluster is checked and committed in one request: give it longer than a query
     // unless the user chose.
     let cluster_client = match a.sock.timeout()? {
@@ -271,7 +271,7 @@ pub fn submit(path: &Path, a: &SubmitArgs) -> anyhow::Result<i32> {
             client.with_timeouts(connect, CLUSTER_ANSWER_TIMEOUT)
         }
     };
-    let r: SubmitResponse = cluster_client.call_idempotent("POST", &path, &body)?;
+    let r = cluster_client.submit_cluster(c.cluster, &req)?;
     let mut out = std::io::stdout().lock();
     if a.quiet {
         for id in &r.ids {
