@@ -7,6 +7,7 @@
 //! library.
 
 pub mod client;
+pub mod submit_file;
 pub mod types;
 
 pub use client::{new_submit_key, Client, ClientError};

@@ -118,20 +118,38 @@ fn abs(p: &str) -> anyhow::Result<String> {
 }
 
 pub fn build_spec(a: &SubmitArgs) -> anyhow::Result<JobSpec> {
+    let user = job_user(a)?;
     let mut spec = JobSpec::new(a.command.clone());
-    let root = unsafe { libc::geteuid() } == 0;
-    spec.user = match &a.user {
-        Some(u) => UserSpec::parse(u)?,
-        None if root => UserSpec::Name("nobody".into()),
-        None => UserSpec::Uid(unsafe { libc::getuid() }),
-    };
     a.job.apply(&mut spec, None)?;
-    if !root && a.job.pids.is_none() {
+    finish_spec(&mut spec, user, a)?;
+    Ok(spec)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Who a submitted job runs as: `--user`, else the submitter (root's jobs: nobody).
+pub fn job_user(a: &SubmitArgs) -> anyhow::Result<UserSpec> {
+    Ok(match &a.user {
+        Some(u) => UserSpec::parse(u)?,
+        None if is_root() => UserSpec::Name("nobody".into()),
+        // SAFETY: getuid cannot fail and touches no memory.
+        None => UserSpec::Uid(unsafe { libc::getuid() }),
+    })
+}
+
+/// Sets the job's user and, for a user's job without `--pids`, leaves the limit to the node;
+/// then checks the whole spec.
+pub fn finish_spec(spec: &mut JobSpec, user: UserSpec, a: &SubmitArgs) -> anyhow::Result<()> {
+    spec.user = user;
+    if !is_root() && a.job.pids.is_none() {
         // The node's default for users (`[limits] default_pids`) applies.
         spec.resources.pids = None;
     }
     spec.validate()?;
-    Ok(spec)
+    Ok(())
 }
 
 pub fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
@@ -143,7 +161,7 @@ pub fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
             a.command.is_empty(),
             "give a submit file or a command after --, not both"
         );
-        if a.user.is_some() && unsafe { libc::geteuid() } != 0 {
+        if a.user.is_some() && !is_root() {
             anyhow::bail!("--user needs root: your jobs run as you");
         }
         anyhow::ensure!(
@@ -156,7 +174,7 @@ pub fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
         !a.command.is_empty(),
         "no command given (usage: jobcell submit [OPTIONS] -- COMMAND [ARGS...])"
     );
-    if a.user.is_some() && unsafe { libc::geteuid() } != 0 {
+    if a.user.is_some() && !is_root() {
         anyhow::bail!("--user needs root: your jobs run as you");
     }
     let spec = build_spec(&a)?;
@@ -503,6 +521,7 @@ pub fn rm(a: RmArgs) -> anyhow::Result<i32> {
     let ids: Vec<u64> = match a.id {
         Some(id) => vec![id],
         None => {
+            // SAFETY: getuid cannot fail and touches no memory.
             let me = unsafe { libc::getuid() };
             c.queue()?
                 .into_iter()

@@ -9,9 +9,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use jobcell_api::new_submit_key;
-use jobcell_api::types::{ClusterJob, ClusterSubmitRequest, JobExtra};
+use jobcell_api::types::{ClusterJob, ClusterSubmitRequest};
 use jobcell_spec::submit::{parse_submit, SubmitEnv, SubmitJob, SubmitOptions};
-use jobcell_spec::UserSpec;
 
 use crate::cmd_client::SubmitArgs;
 
@@ -160,9 +159,9 @@ fn check_readable(what: &str, p: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The job the daemon is asked to queue for one job of the file.
+/// The job the daemon is asked to queue for one job of the file: the file's job with the
+/// command line's options over it, its input files checked as the submitter.
 fn cluster_job(job: &SubmitJob, a: &SubmitArgs) -> anyhow::Result<ClusterJob> {
-    let root = unsafe { libc::geteuid() } == 0;
     let mut spec = job.to_job_spec();
     let from_file = spec.resources.clone();
     // Options given on the command line add to (or override) what the file says.
@@ -176,54 +175,16 @@ fn cluster_job(job: &SubmitJob, a: &SubmitArgs) -> anyhow::Result<ClusterJob> {
     if a.job.image.is_none() {
         spec.image = job.image.clone();
     }
-    spec.user = match &a.user {
-        Some(u) => UserSpec::parse(u)?,
-        None if root => UserSpec::Name("nobody".into()),
-        None => UserSpec::Uid(unsafe { libc::getuid() }),
-    };
-    if !root && a.job.pids.is_none() {
-        // The node's default for users (`[limits] default_pids`) applies.
-        spec.resources.pids = None;
+    crate::cmd_client::finish_spec(&mut spec, crate::cmd_client::job_user(a)?, a)?;
+    for f in job.transfer_input_paths() {
+        check_readable("transfer_input_files:", &f)?;
     }
-    spec.validate()?;
-    // HTCondor's file transfer: YES, or IF_NEEDED with files to send (one node always shares
-    // its file system with itself, so IF_NEEDED without inputs needs no transfer).
-    let transfer = job.should_transfer_files == "YES"
-        || (job.should_transfer_files == "IF_NEEDED" && !job.transfer_input_files.is_empty());
-    let inputs: Vec<String> = job
-        .transfer_input_files
-        .iter()
-        .map(|f| {
-            let full = if f.starts_with('/') {
-                f.clone()
-            } else {
-                format!("{}/{f}", job.initialdir.trim_end_matches('/'))
-            };
-            check_readable("transfer_input_files:", &full)?;
-            Ok(full)
-        })
-        .collect::<anyhow::Result<_>>()?;
     if let Some(i) = &job.input {
         check_readable("input", i)?;
     }
-    Ok(ClusterJob {
-        spec,
-        priority: i32::try_from(job.priority)
-            .map_err(|_| anyhow::anyhow!("priority {} is out of range", job.priority))?
-            .saturating_add(a.priority),
-        hold: job.held || a.hold,
-        stdout: job.output.clone(),
-        stderr: job.error.clone(),
-        extra: JobExtra {
-            cwd: Some(job.initialdir.clone()),
-            stdin: job.input.clone(),
-            log: job.log.clone(),
-            transfer_input: inputs,
-            transfer,
-            ad: job.classad(),
-            allowed_job_duration: job.allowed_job_duration.map(|d| d as f64),
-        },
-    })
+    Ok(jobcell_api::submit_file::cluster_job(
+        job, spec, a.priority, a.hold,
+    )?)
 }
 
 /// How long a submit file's cluster may take to be answered, by default.
