@@ -343,10 +343,11 @@ struct PlanShape {
 }
 
 impl PlanShape {
-    /// Open the bind sources in the job's new mount namespace (before any mount changes the
-    /// view) and compute the plan from them. The descriptors stay open until exec (CLOEXEC).
-    fn open(&self) -> Result<(Vec<plan::Step>, Vec<OwnedFd>), LaunchError> {
-        let (scratch, _) = open_path("scratch dir", &self.scratch_path)?;
+    /// Open what the plan binds from, other than the scratch dir, in the job's new mount
+    /// namespace before any mount changes the view: the host's /dev, the image, the bind
+    /// sources (as the submitter). The scratch fields are filled by [`Self::open_scratch`].
+    /// The descriptors stay open until exec (CLOEXEC).
+    fn open_sources(&self) -> Result<(PlanInput, Vec<OwnedFd>), LaunchError> {
         let (dev, _) = open_path("host /dev", Path::new("/dev"))?;
         // The image by descriptor too: its path may lie under /tmp, where the view is staged.
         let image = match &self.image {
@@ -372,11 +373,11 @@ impl PlanShape {
             })?;
         }
         let input = PlanInput {
-            scratch_src: proc_fd(scratch.as_raw_fd()),
+            scratch_src: PathBuf::new(),
             scratch_path: self.scratch_path.clone(),
             scratch_base: self.scratch_base.clone(),
             private_dirs: self.private_dirs.clone(),
-            scratch_keep: locked_flags(scratch.as_raw_fd()),
+            scratch_keep: 0,
             binds,
             image: image.as_ref().map(|fd| proc_fd(fd.as_raw_fd())),
             dev: self.dev,
@@ -385,10 +386,52 @@ impl PlanShape {
             covers: self.covers.clone(),
             state_covers: self.state_covers.clone(),
         };
-        fds.push(scratch);
         fds.push(dev);
         fds.extend(image);
-        Ok((plan::plan(&input), fds))
+        Ok((input, fds))
+    }
+
+    /// The scratch dir, once the launcher has made it: by its host path, which the view
+    /// applied so far does not hide (see `plan::view_first`).
+    fn open_scratch(
+        &self,
+        input: &mut PlanInput,
+        fds: &mut Vec<OwnedFd>,
+    ) -> Result<(), LaunchError> {
+        let (scratch, _) = open_path("scratch dir", &self.scratch_path)?;
+        input.scratch_src = proc_fd(scratch.as_raw_fd());
+        input.scratch_keep = locked_flags(scratch.as_raw_fd());
+        fds.push(scratch);
+        Ok(())
+    }
+}
+
+/// Tell the launcher why opening a mount source failed.
+fn send_open_fail(c: &ChildPlan, e: LaunchError) {
+    match e {
+        LaunchError::Path { what, path, source } => send_fail(
+            c.msg_fd,
+            Stage::Setup,
+            format!("{what} '{}'", path.display()),
+            &source,
+        ),
+        LaunchError::BindSource {
+            what,
+            path,
+            user,
+            source,
+        } => send_fail(
+            c.msg_fd,
+            Stage::Setup,
+            format!("{what} '{}' (opened as {user})", path.display()),
+            &source,
+        ),
+        e => send_fail(
+            c.msg_fd,
+            Stage::Setup,
+            e.to_string(),
+            &io::Error::from_raw_os_error(libc::EIO),
+        ),
     }
 }
 
@@ -497,10 +540,13 @@ impl Timeline {
     }
     fn mark(&self, what: &str) {
         if self.on {
-            eprintln!(
-                "jobcell-timing: {:>9.3} ms {what}",
+            // One write per line (the launcher and the init share stderr), and a closed
+            // stderr is no reason to stop a job.
+            let line = format!(
+                "jobcell-timing: {:>9.3} ms {what}\n",
                 self.t0.elapsed().as_secs_f64() * 1e3
             );
+            let _ = io::Write::write_all(&mut io::stderr().lock(), line.as_bytes());
         }
     }
 }
@@ -1519,6 +1565,25 @@ fn init_inner(c: &ChildPlan) -> i32 {
         );
         return 125;
     }
+    // The view (slave tree, image, /dev) while the launcher makes the scratch dir; the
+    // sandbox's mounts (scratch, private dirs, covers, binds, /proc) once it is there.
+    let (mut input, mut fds) = match c.shape.open_sources() {
+        Ok(x) => x,
+        Err(e) => {
+            send_open_fail(c, e);
+            return 125;
+        }
+    };
+    let view = plan::view(&input);
+    // A --disk filesystem is mounted from its loop device's path under the host's /dev.
+    let view_first = c.disk.is_none() && plan::view_first(&input, &view);
+    if view_first {
+        if let Err(e) = plan::apply(&view, &sys) {
+            send_fail(c.msg_fd, Stage::Setup, plan::describe(&e.step), &e.error);
+            return 125;
+        }
+        c.tl.mark("init: view mounted");
+    }
     // The launcher gave up or died before the scratch dir was there: nothing to say.
     if crate::sync::read_scratch_ready(c.go_fd).is_err() {
         return 125;
@@ -1533,42 +1598,26 @@ fn init_inner(c: &ChildPlan) -> i32 {
         },
         None => None,
     };
-    let (steps, _fds) = match c.shape.open() {
-        Ok(x) => x,
-        Err(LaunchError::Path { what, path, source }) => {
+    if let Err(e) = c.shape.open_scratch(&mut input, &mut fds) {
+        send_open_fail(c, e);
+        return 125;
+    }
+    let steps = plan::plan(&input);
+    let rest = match view_first {
+        // plan() starts with view(): what is left is the sandbox.
+        true if steps.starts_with(&view) => &steps[view.len()..],
+        true => {
             send_fail(
                 c.msg_fd,
                 Stage::Setup,
-                format!("{what} '{}'", path.display()),
-                &source,
-            );
-            return 125;
-        }
-        Err(LaunchError::BindSource {
-            what,
-            path,
-            user,
-            source,
-        }) => {
-            send_fail(
-                c.msg_fd,
-                Stage::Setup,
-                format!("{what} '{}' (opened as {user})", path.display()),
-                &source,
-            );
-            return 125;
-        }
-        Err(e) => {
-            send_fail(
-                c.msg_fd,
-                Stage::Setup,
-                e.to_string(),
+                "the mount plan does not start with the view already mounted".into(),
                 &io::Error::from_raw_os_error(libc::EIO),
             );
             return 125;
         }
+        false => &steps[..],
     };
-    if let Err(e) = plan::apply(&steps, &sys) {
+    if let Err(e) = plan::apply(rest, &sys) {
         send_fail(c.msg_fd, Stage::Setup, plan::describe(&e.step), &e.error);
         return 125;
     }

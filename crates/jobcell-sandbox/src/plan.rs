@@ -133,33 +133,41 @@ pub const COVER_CANDIDATES: [&str; 5] = [
 /// Where the image view is assembled before pivot_root (a tmpfs private to the job's mount ns).
 pub const STAGE: &str = "/tmp";
 
-pub fn plan(i: &PlanInput) -> Vec<Step> {
-    let mut s = vec![Step::MakeRootSlave];
-    let root: PathBuf = match &i.image {
-        Some(image) => {
-            let stage = PathBuf::from(STAGE);
-            s.push(Step::Tmpfs {
-                dst: stage.clone(),
-                flags: MS_HARDEN | libc::MS_NOEXEC,
-                data: "mode=0700,size=1m".into(),
-            });
-            let r = stage.join("root");
-            for d in ["upper", "work", "root"] {
-                s.push(Step::Mkdir {
-                    path: stage.join(d),
-                    mode: 0o755,
-                });
-            }
-            s.push(Step::Overlay {
-                lower: image.clone(),
-                upper: stage.join("upper"),
-                work: stage.join("work"),
-                dst: r.clone(),
-            });
-            r
-        }
+/// Where the job's root is assembled: the host's `/`, or the image view's stage.
+fn view_root(i: &PlanInput) -> PathBuf {
+    match &i.image {
+        Some(_) => Path::new(STAGE).join("root"),
         None => PathBuf::from("/"),
-    };
+    }
+}
+
+/// The job's view of the system: the mount tree made a slave, the image's overlay and the
+/// job's /dev. It reads neither `scratch_src` nor `scratch_keep`, so the init applies it
+/// while the launcher is still making the scratch dir (see [`view_first`]); [`plan`] starts
+/// with exactly these steps.
+pub fn view(i: &PlanInput) -> Vec<Step> {
+    let mut s = vec![Step::MakeRootSlave];
+    let root = view_root(i);
+    if let Some(image) = &i.image {
+        let stage = PathBuf::from(STAGE);
+        s.push(Step::Tmpfs {
+            dst: stage.clone(),
+            flags: MS_HARDEN | libc::MS_NOEXEC,
+            data: "mode=0700,size=1m".into(),
+        });
+        for d in ["upper", "work", "root"] {
+            s.push(Step::Mkdir {
+                path: stage.join(d),
+                mode: 0o755,
+            });
+        }
+        s.push(Step::Overlay {
+            lower: image.clone(),
+            upper: stage.join("upper"),
+            work: stage.join("work"),
+            dst: root.clone(),
+        });
+    }
     let in_image = i.image.is_some();
     let at = |p: &Path| under(&root, p);
 
@@ -232,6 +240,32 @@ pub fn plan(i: &PlanInput) -> Vec<Step> {
             recursive: true,
         });
     }
+
+    s
+}
+
+/// Whether the init may apply [`view`] before the scratch dir exists: its mounts must not
+/// hide the scratch path (a scratch base under /dev, or under the image stage), and a
+/// rootless image view needs mount points made from the whole plan before its overlay.
+pub fn view_first(i: &PlanInput, view: &[Step]) -> bool {
+    if i.image.is_some() && i.userns {
+        return false;
+    }
+    !view.iter().any(|st| match st {
+        Step::Tmpfs { dst, .. } | Step::Overlay { dst, .. } | Step::Devpts { dst, .. } => {
+            i.scratch_path.starts_with(dst)
+        }
+        Step::Bind { dst, .. } => i.scratch_path.starts_with(dst),
+        _ => false,
+    })
+}
+
+pub fn plan(i: &PlanInput) -> Vec<Step> {
+    let mut s = view(i);
+    let root = view_root(i);
+    let in_image = i.image.is_some();
+    let at = |p: &Path| under(&root, p);
+    let dev = at(Path::new("/dev"));
 
     // MOUNT_UNDER_SCRATCH: /tmp, /var/tmp, /dev/shm from subdirectories of scratch.
     for (p, sub) in &i.private_dirs {
@@ -653,6 +687,50 @@ mod tests {
 
     fn pos(steps: &[Step], f: impl Fn(&Step) -> bool) -> usize {
         steps.iter().position(f).expect("step present")
+    }
+
+    /// The init mounts `view()` before the scratch dir exists and the rest of `plan()` after:
+    /// the view must be exactly the plan's first steps, touch nothing of scratch, and never
+    /// hide the path the init opens the scratch dir by.
+    #[test]
+    fn the_view_is_the_plans_start_and_needs_no_scratch() {
+        let image = |userns| PlanInput {
+            image: Some("/proc/self/fd/8".into()),
+            userns,
+            ..input()
+        };
+        for i in [input(), image(false), image(true)] {
+            let v = view(&i);
+            assert!(plan(&i).starts_with(&v) || (i.image.is_some() && i.userns));
+            let other = PlanInput {
+                scratch_src: "/proc/self/fd/99".into(),
+                scratch_keep: libc::MS_NOSUID,
+                ..i.clone()
+            };
+            assert_eq!(view(&other), v, "view() read a scratch field");
+            assert!(!v.iter().any(|st| format!("{st:?}").contains("fd/5")));
+        }
+        assert!(view_first(&input(), &view(&input())));
+        // Rootless image views premake mount points from the whole plan.
+        assert!(!view_first(&image(true), &view(&image(true))));
+        // A scratch base under the job's own /dev, or under the image stage (/tmp).
+        let under_dev = PlanInput {
+            scratch_path: "/dev/shm/jobcell/job-1".into(),
+            scratch_base: "/dev/shm/jobcell".into(),
+            ..input()
+        };
+        assert!(!view_first(&under_dev, &view(&under_dev)));
+        let under_stage = PlanInput {
+            scratch_path: "/tmp/jobcell-1000/job-1".into(),
+            scratch_base: "/tmp/jobcell-1000".into(),
+            ..image(false)
+        };
+        assert!(!view_first(&under_stage, &view(&under_stage)));
+        let host_dev = PlanInput {
+            dev: DevMode::Host,
+            ..under_dev
+        };
+        assert!(view_first(&host_dev, &view(&host_dev)));
     }
 
     #[test]

@@ -53,10 +53,16 @@ fn raw_as(sock: &Path, uid: (u32, u32), method: &str, path: &str, body: &Value) 
     .into_bytes();
     req.extend_from_slice(&body);
     let mut fds = [0; 2];
+    // SAFETY: `fds` is the two-element array pipe fills.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the child only closes, switches identity, connects, reads into a Vec and _exits;
+    // glibc's fork handlers reset malloc's locks in the child, so allocating there cannot deadlock
+    // on another test thread's lock.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         // The connect must follow setuid: a socket keeps its creator's credentials.
+        // SAFETY: the read end is the child's own copy, closed once; the identity calls take
+        // integers and a null list with count 0.
         unsafe {
             libc::close(fds[0]);
             libc::setgroups(0, std::ptr::null());
@@ -68,15 +74,20 @@ fn raw_as(sock: &Path, uid: (u32, u32), method: &str, path: &str, body: &Value) 
             let _ = s.write_all(&req);
             let _ = s.read_to_end(&mut resp);
         }
+        // SAFETY: the pointer and length describe `resp`, alive across the write; _exit ends the
+        // child without running the test binary's destructors.
         unsafe {
             libc::write(fds[1], resp.as_ptr().cast(), resp.len());
             libc::_exit(0);
         }
     }
+    // SAFETY: the write end is the parent's own copy, closed once, here.
     unsafe { libc::close(fds[1]) };
+    // SAFETY: the read end came from pipe above and nothing else owns it now; the File closes it.
     let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
     let mut resp = Vec::new();
     f.read_to_end(&mut resp).unwrap();
+    // SAFETY: `pid` is our own child, reaped only here; a null status pointer is allowed.
     unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
     let text = String::from_utf8_lossy(&resp).into_owned();
     let code = text
@@ -160,6 +171,10 @@ fn a_user_cannot_lift_the_nodes_limits() {
         (
             vec!["--grace", "86400"],
             "--grace 86400 exceeds the node's limit (limits.max_grace_secs = 60)",
+        ),
+        (
+            vec!["--memory", "64M", "--swap", "1G"],
+            "--swap 1.0 GiB exceeds the node's limit (limits.max_swap = \"0\")",
         ),
     ];
     for (opts, want) in cli {
