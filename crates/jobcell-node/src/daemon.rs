@@ -16,7 +16,7 @@ use crate::spawner::Spawner;
 use crate::store::{Store, StoreError};
 use crate::sys;
 
-pub const DEFAULT_SOCKET: &str = "/run/jobcell/api.sock";
+pub use jobcell_api::DEFAULT_SOCKET;
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/jobcell";
 
 #[derive(Debug, Clone)]

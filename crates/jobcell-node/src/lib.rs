@@ -20,7 +20,6 @@
 //! of its own).
 
 pub mod api;
-pub mod client;
 pub mod core;
 pub mod daemon;
 pub mod jobdir;
@@ -31,7 +30,9 @@ pub mod spawner;
 pub mod store;
 pub mod supervise;
 pub mod sys;
-pub mod types;
 pub mod userlog;
 
 pub use daemon::{run_daemon, DaemonError, DaemonOptions};
+// The API's wire types and client live in jobcell-api (no runtime, for the CLI); the daemon
+// serves and stores the same types.
+pub use jobcell_api::{client, types};

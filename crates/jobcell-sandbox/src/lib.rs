@@ -10,6 +10,7 @@ pub mod quota;
 pub mod report;
 pub mod scratch;
 pub mod seccomp;
+pub mod selftest;
 pub mod sync;
 pub mod syscall;
 

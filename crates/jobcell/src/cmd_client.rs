@@ -6,13 +6,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::Args;
-use jobcell_node::client::Client;
-use jobcell_node::daemon::DEFAULT_SOCKET;
-use jobcell_node::types::{JobInfo, NodeStatus, State, SubmitResponse};
+use jobcell_api::types::{now, JobInfo, OutputStream, State, SubmitRequest};
+use jobcell_api::{new_submit_key, Client, DEFAULT_SOCKET};
 use jobcell_spec::{format_size, JobSpec, UserSpec};
 
+use crate::cmd_image::user_name;
 use crate::job_opts::JobOpts;
-use serde_json::json;
 
 #[derive(Args, Debug, Clone)]
 pub struct SocketArg {
@@ -119,20 +118,38 @@ fn abs(p: &str) -> anyhow::Result<String> {
 }
 
 pub fn build_spec(a: &SubmitArgs) -> anyhow::Result<JobSpec> {
+    let user = job_user(a)?;
     let mut spec = JobSpec::new(a.command.clone());
-    let root = unsafe { libc::geteuid() } == 0;
-    spec.user = match &a.user {
-        Some(u) => UserSpec::parse(u)?,
-        None if root => UserSpec::Name("nobody".into()),
-        None => UserSpec::Uid(unsafe { libc::getuid() }),
-    };
     a.job.apply(&mut spec, None)?;
-    if !root && a.job.pids.is_none() {
+    finish_spec(&mut spec, user, a)?;
+    Ok(spec)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Who a submitted job runs as: `--user`, else the submitter (root's jobs: nobody).
+pub fn job_user(a: &SubmitArgs) -> anyhow::Result<UserSpec> {
+    Ok(match &a.user {
+        Some(u) => UserSpec::parse(u)?,
+        None if is_root() => UserSpec::Name("nobody".into()),
+        // SAFETY: getuid cannot fail and touches no memory.
+        None => UserSpec::Uid(unsafe { libc::getuid() }),
+    })
+}
+
+/// Sets the job's user and, for a user's job without `--pids`, leaves the limit to the node;
+/// then checks the whole spec.
+pub fn finish_spec(spec: &mut JobSpec, user: UserSpec, a: &SubmitArgs) -> anyhow::Result<()> {
+    spec.user = user;
+    if !is_root() && a.job.pids.is_none() {
         // The node's default for users (`[limits] default_pids`) applies.
         spec.resources.pids = None;
     }
     spec.validate()?;
-    Ok(spec)
+    Ok(())
 }
 
 pub fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
@@ -144,7 +161,7 @@ pub fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
             a.command.is_empty(),
             "give a submit file or a command after --, not both"
         );
-        if a.user.is_some() && unsafe { libc::geteuid() } != 0 {
+        if a.user.is_some() && !is_root() {
             anyhow::bail!("--user needs root: your jobs run as you");
         }
         anyhow::ensure!(
@@ -157,25 +174,22 @@ pub fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
         !a.command.is_empty(),
         "no command given (usage: jobcell submit [OPTIONS] -- COMMAND [ARGS...])"
     );
-    if a.user.is_some() && unsafe { libc::geteuid() } != 0 {
+    if a.user.is_some() && !is_root() {
         anyhow::bail!("--user needs root: your jobs run as you");
     }
     let spec = build_spec(&a)?;
     // One key per invocation: if the answer is lost (the daemon restarted between its commit
     // and its reply), the resend gets the jobs made the first time instead of a second copy.
-    let body = json!({
-        "spec": spec,
-        "priority": a.priority,
-        "hold": a.hold,
-        "count": a.count,
-        "stdout": a.output.as_deref().map(abs).transpose()?,
-        "stderr": a.error.as_deref().map(abs).transpose()?,
-        "submit_key": jobcell_node::client::new_submit_key(),
-    });
-    let r: SubmitResponse = a
-        .sock
-        .client()?
-        .call_idempotent("POST", "/v1/jobs", &body)?;
+    let req = SubmitRequest {
+        spec,
+        priority: a.priority,
+        hold: a.hold,
+        count: Some(a.count),
+        stdout: a.output.as_deref().map(abs).transpose()?,
+        stderr: a.error.as_deref().map(abs).transpose()?,
+        submit_key: Some(new_submit_key()),
+    };
+    let r = a.sock.client()?.submit(&req)?;
     let mut out = std::io::stdout().lock();
     if a.quiet {
         for id in &r.ids {
@@ -242,14 +256,14 @@ fn state_short(s: State) -> &'static str {
 pub fn q(a: ListArgs) -> anyhow::Result<i32> {
     let client = a.sock.client()?;
     let mut jobs: Vec<JobInfo> = if a.ids.is_empty() {
-        client.call("GET", "/v1/jobs", None)?
+        client.queue()?
     } else {
         let mut out = Vec::new();
         // Cluster forms need every job's cluster and proc: the queue and the history.
         let mut all: Option<Vec<JobInfo>> = None;
         for sel in &a.ids {
             if let Ok(id) = sel.parse::<u64>() {
-                out.push(client.call("GET", &format!("/v1/jobs/{id}"), None)?);
+                out.push(client.job(id)?);
                 continue;
             }
             let bad = || {
@@ -265,8 +279,8 @@ pub fn q(a: ListArgs) -> anyhow::Result<i32> {
                 Some(p.parse().map_err(|_| bad())?)
             };
             if all.is_none() {
-                let mut v: Vec<JobInfo> = client.call("GET", "/v1/jobs", None)?;
-                let h: Vec<JobInfo> = client.call("GET", "/v1/history?limit=100000", None)?;
+                let mut v = client.queue()?;
+                let h = client.history(100_000)?;
                 let known: std::collections::HashSet<u64> = v.iter().map(|j| j.id).collect();
                 v.extend(h.into_iter().filter(|h| !known.contains(&h.id)));
                 all = Some(v);
@@ -287,8 +301,7 @@ pub fn q(a: ListArgs) -> anyhow::Result<i32> {
     if a.long {
         let mut out = std::io::stdout().lock();
         for j in &jobs {
-            let ad: Vec<(String, String)> =
-                client.call("GET", &format!("/v1/jobs/{}/ad", j.id), None)?;
+            let ad = client.ad(j.id)?;
             if a.json {
                 let m: serde_json::Map<String, serde_json::Value> = ad
                     .into_iter()
@@ -312,7 +325,7 @@ pub fn q(a: ListArgs) -> anyhow::Result<i32> {
         )?;
         return Ok(0);
     }
-    let now = jobcell_node::types::now();
+    let now = now();
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
@@ -331,7 +344,7 @@ pub fn q(a: ListArgs) -> anyhow::Result<i32> {
             "{:>7} {:>10} {:<10} {:<9} {:>5} {:>9} {:>12} {:>4}  {}",
             j.id,
             format!("{}.{}", j.cluster, j.proc),
-            jobcell_node::sys::user_name(j.owner),
+            user_name(j.owner),
             state_short(j.state),
             j.cpus,
             format_size(j.memory),
@@ -356,10 +369,7 @@ pub fn q(a: ListArgs) -> anyhow::Result<i32> {
 }
 
 pub fn history(a: ListArgs) -> anyhow::Result<i32> {
-    let jobs: Vec<JobInfo> =
-        a.sock
-            .client()?
-            .call("GET", &format!("/v1/history?limit={}", a.limit), None)?;
+    let jobs = a.sock.client()?.history(a.limit)?;
     if a.json {
         writeln!(
             std::io::stdout(),
@@ -401,7 +411,7 @@ pub fn history(a: ListArgs) -> anyhow::Result<i32> {
             out,
             "{:>7} {:<10} {:<9} {:>6} {:>9} {:>9} {:>10}  {}",
             j.id,
-            jobcell_node::sys::user_name(j.owner),
+            user_name(j.owner),
             j.state.as_str(),
             exit,
             cpu,
@@ -425,7 +435,7 @@ pub struct StatusArgs {
 }
 
 pub fn status(a: StatusArgs) -> anyhow::Result<i32> {
-    let s: NodeStatus = a.sock.client()?.call("GET", "/v1/status", None)?;
+    let s = a.sock.client()?.status()?;
     if a.json {
         writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&s)?)?;
         return Ok(0);
@@ -494,11 +504,14 @@ pub fn act(verb: &str, a: ActArgs) -> anyhow::Result<i32> {
     if a.reason.is_some() && verb != "hold" {
         anyhow::bail!("--reason is only for hold");
     }
-    let body = (verb == "hold").then(|| json!({"reason": a.reason}));
-    let j: JobInfo =
-        a.sock
-            .client()?
-            .call("POST", &format!("/v1/jobs/{}/{verb}", a.id), body.as_ref())?;
+    let c = a.sock.client()?;
+    let j = match verb {
+        "hold" => c.hold(a.id, a.reason.as_deref())?,
+        "release" => c.release(a.id)?,
+        "suspend" => c.suspend(a.id)?,
+        "continue" => c.continue_job(a.id)?,
+        v => anyhow::bail!("no action '{v}' (hold, release, suspend, continue)"),
+    };
     writeln!(std::io::stdout(), "{}", describe(verb, &j))?;
     Ok(0)
 }
@@ -508,9 +521,10 @@ pub fn rm(a: RmArgs) -> anyhow::Result<i32> {
     let ids: Vec<u64> = match a.id {
         Some(id) => vec![id],
         None => {
+            // SAFETY: getuid cannot fail and touches no memory.
             let me = unsafe { libc::getuid() };
-            let jobs: Vec<JobInfo> = c.call("GET", "/v1/jobs", None)?;
-            jobs.into_iter()
+            c.queue()?
+                .into_iter()
                 .filter(|j| j.owner == me)
                 .map(|j| j.id)
                 .collect()
@@ -518,7 +532,7 @@ pub fn rm(a: RmArgs) -> anyhow::Result<i32> {
     };
     let mut failed = 0;
     for id in ids {
-        match c.call::<JobInfo>("DELETE", &format!("/v1/jobs/{id}"), None) {
+        match c.remove(id) {
             Ok(j) => writeln!(std::io::stdout(), "{}", describe("remove", &j))?,
             Err(e) if a.id.is_some() => return Err(e.into()),
             Err(e) => {
@@ -548,10 +562,7 @@ pub struct OutputArgs {
 
 pub fn output(a: OutputArgs) -> anyhow::Result<i32> {
     if a.events {
-        let ev: Vec<jobcell_node::types::Event> =
-            a.sock
-                .client()?
-                .call("GET", &format!("/v1/jobs/{}/events", a.id), None)?;
+        let ev = a.sock.client()?.events(a.id)?;
         if a.json {
             writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&ev)?)?;
             return Ok(0);
@@ -564,11 +575,12 @@ pub fn output(a: OutputArgs) -> anyhow::Result<i32> {
         }
         return Ok(0);
     }
-    let which = if a.stderr { "stderr" } else { "stdout" };
-    let data = a
-        .sock
-        .client()?
-        .bytes(&format!("/v1/jobs/{}/{which}", a.id))?;
+    let which = if a.stderr {
+        OutputStream::Stderr
+    } else {
+        OutputStream::Stdout
+    };
+    let data = a.sock.client()?.output(a.id, which)?;
     std::io::stdout().write_all(&data)?;
     Ok(0)
 }

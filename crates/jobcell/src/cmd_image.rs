@@ -358,12 +358,16 @@ fn utc(ts: i64) -> String {
     )
 }
 
-fn user_name(uid: u32) -> String {
+/// A user's name from the passwd database (for display), else the number.
+pub(crate) fn user_name(uid: u32) -> String {
     let mut buf = vec![0 as libc::c_char; 4096];
+    // SAFETY: passwd is plain data; all zeroes is a valid value for getpwuid_r to fill.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut res: *mut libc::passwd = std::ptr::null_mut();
+    // SAFETY: every pointer is to a live local, and buf's length is passed with it.
     let rc = unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr(), buf.len(), &mut res) };
     if rc == 0 && !res.is_null() {
+        // SAFETY: on success pw_name points to a NUL-terminated string in buf, still alive.
         unsafe { std::ffi::CStr::from_ptr(pw.pw_name) }
             .to_string_lossy()
             .into_owned()

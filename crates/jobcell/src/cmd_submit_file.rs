@@ -8,9 +8,9 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use jobcell_node::types::{ClusterResponse, ClusterSubmitRequest, SubmitResponse};
+use jobcell_api::new_submit_key;
+use jobcell_api::types::{ClusterJob, ClusterSubmitRequest};
 use jobcell_spec::submit::{parse_submit, SubmitEnv, SubmitJob, SubmitOptions};
-use jobcell_spec::UserSpec;
 
 use crate::cmd_client::SubmitArgs;
 
@@ -159,9 +159,9 @@ fn check_readable(what: &str, p: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The job the daemon is asked to queue for one job of the file.
-fn cluster_job(job: &SubmitJob, a: &SubmitArgs) -> anyhow::Result<jobcell_node::types::ClusterJob> {
-    let root = unsafe { libc::geteuid() } == 0;
+/// The job the daemon is asked to queue for one job of the file: the file's job with the
+/// command line's options over it, its input files checked as the submitter.
+fn cluster_job(job: &SubmitJob, a: &SubmitArgs) -> anyhow::Result<ClusterJob> {
     let mut spec = job.to_job_spec();
     let from_file = spec.resources.clone();
     // Options given on the command line add to (or override) what the file says.
@@ -175,54 +175,16 @@ fn cluster_job(job: &SubmitJob, a: &SubmitArgs) -> anyhow::Result<jobcell_node::
     if a.job.image.is_none() {
         spec.image = job.image.clone();
     }
-    spec.user = match &a.user {
-        Some(u) => UserSpec::parse(u)?,
-        None if root => UserSpec::Name("nobody".into()),
-        None => UserSpec::Uid(unsafe { libc::getuid() }),
-    };
-    if !root && a.job.pids.is_none() {
-        // The node's default for users (`[limits] default_pids`) applies.
-        spec.resources.pids = None;
+    crate::cmd_client::finish_spec(&mut spec, crate::cmd_client::job_user(a)?, a)?;
+    for f in job.transfer_input_paths() {
+        check_readable("transfer_input_files:", &f)?;
     }
-    spec.validate()?;
-    // HTCondor's file transfer: YES, or IF_NEEDED with files to send (one node always shares
-    // its file system with itself, so IF_NEEDED without inputs needs no transfer).
-    let transfer = job.should_transfer_files == "YES"
-        || (job.should_transfer_files == "IF_NEEDED" && !job.transfer_input_files.is_empty());
-    let inputs: Vec<String> = job
-        .transfer_input_files
-        .iter()
-        .map(|f| {
-            let full = if f.starts_with('/') {
-                f.clone()
-            } else {
-                format!("{}/{f}", job.initialdir.trim_end_matches('/'))
-            };
-            check_readable("transfer_input_files:", &full)?;
-            Ok(full)
-        })
-        .collect::<anyhow::Result<_>>()?;
     if let Some(i) = &job.input {
         check_readable("input", i)?;
     }
-    Ok(jobcell_node::types::ClusterJob {
-        spec,
-        priority: i32::try_from(job.priority)
-            .map_err(|_| anyhow::anyhow!("priority {} is out of range", job.priority))?
-            .saturating_add(a.priority),
-        hold: job.held || a.hold,
-        stdout: job.output.clone(),
-        stderr: job.error.clone(),
-        extra: jobcell_node::types::JobExtra {
-            cwd: Some(job.initialdir.clone()),
-            stdin: job.input.clone(),
-            log: job.log.clone(),
-            transfer_input: inputs,
-            transfer,
-            ad: job.classad(),
-            allowed_job_duration: job.allowed_job_duration.map(|d| d as f64),
-        },
-    })
+    Ok(jobcell_api::submit_file::cluster_job(
+        job, spec, a.priority, a.hold,
+    )?)
 }
 
 /// How long a submit file's cluster may take to be answered, by default.
@@ -238,7 +200,7 @@ pub fn submit(path: &Path, a: &SubmitArgs) -> anyhow::Result<i32> {
         .map(|j| cluster_job(j, a))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let client = a.sock.client()?;
-    let c: ClusterResponse = client.call("POST", "/v1/clusters", None)?;
+    let c = client.new_cluster()?;
     // $(Cluster) expands to the real cluster id now; warnings were said the first time.
     let env = HostEnv::new()?;
     let jobs = parse_submit(
@@ -257,11 +219,10 @@ pub fn submit(path: &Path, a: &SubmitArgs) -> anyhow::Result<i32> {
     let n = jobs.len();
     // The key makes a resend after a lost answer (the daemon restarted between its commit and
     // its reply) return the jobs made the first time instead of a second copy.
-    let body = serde_json::to_value(ClusterSubmitRequest {
+    let req = ClusterSubmitRequest {
         jobs,
-        submit_key: Some(jobcell_node::client::new_submit_key()),
-    })?;
-    let path = format!("/v1/clusters/{}/jobs", c.cluster);
+        submit_key: Some(new_submit_key()),
+    };
     // A large cluster is checked and committed in one request: give it longer than a query
     // unless the user chose.
     let cluster_client = match a.sock.timeout()? {
@@ -271,7 +232,7 @@ pub fn submit(path: &Path, a: &SubmitArgs) -> anyhow::Result<i32> {
             client.with_timeouts(connect, CLUSTER_ANSWER_TIMEOUT)
         }
     };
-    let r: SubmitResponse = cluster_client.call_idempotent("POST", &path, &body)?;
+    let r = cluster_client.submit_cluster(c.cluster, &req)?;
     let mut out = std::io::stdout().lock();
     if a.quiet {
         for id in &r.ids {

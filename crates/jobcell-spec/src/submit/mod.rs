@@ -262,6 +262,28 @@ impl SubmitJob {
         ad
     }
 
+    /// Whether HTCondor's file transfer applies: YES, or IF_NEEDED with files to send (one
+    /// node always shares its file system with itself, so IF_NEEDED without inputs needs no
+    /// transfer).
+    pub fn transfers_files(&self) -> bool {
+        self.should_transfer_files == "YES"
+            || (self.should_transfer_files == "IF_NEEDED" && !self.transfer_input_files.is_empty())
+    }
+
+    /// `transfer_input_files`, each made absolute against the job's `initialdir`.
+    pub fn transfer_input_paths(&self) -> Vec<String> {
+        self.transfer_input_files
+            .iter()
+            .map(|f| {
+                if f.starts_with('/') {
+                    f.clone()
+                } else {
+                    format!("{}/{f}", self.initialdir.trim_end_matches('/'))
+                }
+            })
+            .collect()
+    }
+
     /// The launcher's view of the job: argv, environment, cpus, memory and disk (bytes), image.
     /// Stdio, initialdir, priority and hold are the queue's business.
     pub fn to_job_spec(&self) -> JobSpec {

@@ -831,6 +831,319 @@ pub fn parse_submit(
     Ok(Submission { jobs, warnings })
 }
 
+/// One job of a `queue` statement: its commands' values as they are expanded for it.
+struct JobCommands<'a, 'e> {
+    ex: &'a Expander<'e>,
+    cmds: &'a HashMap<&'static str, &'a Def>,
+}
+
+/// A command's value that jobcell refuses, naming the line, command and value.
+fn bad(line: usize, cmd: &str, value: &str, msg: String) -> SubmitError {
+    SubmitError::BadValue {
+        line,
+        command: cmd.into(),
+        value: value.into(),
+        msg,
+    }
+}
+
+/// HTCondor's file-transfer commands, checked against each other.
+struct Transfer {
+    input_files: Vec<String>,
+    should_transfer_files: String,
+    when_to_transfer_output: Option<String>,
+}
+
+impl JobCommands<'_, '_> {
+    /// The expanded value of a command, with the line it was defined on.
+    fn get(&self, cmd: &str) -> Result<Option<(String, usize)>, SubmitError> {
+        match self.cmds.get(cmd) {
+            Some(d) => Ok(Some((self.ex.expand(&d.value, d.line)?, d.line))),
+            None => Ok(None),
+        }
+    }
+
+    /// `universe`: vanilla (or unset) only.
+    fn check_universe(&self) -> Result<(), SubmitError> {
+        let Some((u, line)) = self.get("universe")? else {
+            return Ok(());
+        };
+        let lu = u.trim().to_ascii_lowercase();
+        if lu == "vanilla" || lu.is_empty() {
+            return Ok(());
+        }
+        let why = if lu == "container" || lu == "docker" {
+            "use jobcell_image = NAME (or +RequestedChroot) to run in an image".to_string()
+        } else {
+            "jobcell runs vanilla jobs".to_string()
+        };
+        Err(SubmitError::Unsupported {
+            line,
+            what: format!("universe '{u}'"),
+            why,
+        })
+    }
+
+    /// `executable`, absolute; a job without one is an error at its `queue` line.
+    fn executable(&self, cwd: &str, queue_line: usize) -> Result<String, SubmitError> {
+        match self.get("executable")? {
+            Some((e, _)) if !e.trim().is_empty() => Ok(join(cwd, e.trim())),
+            _ => Err(SubmitError::NoExecutable { line: queue_line }),
+        }
+    }
+
+    /// `arguments`, and whether they were in the old (V1) syntax.
+    fn arguments(&self) -> Result<(Vec<String>, bool), SubmitError> {
+        match self.get("arguments")? {
+            Some((a, line)) => parse_arguments(&a).map_err(|m| bad(line, "arguments", &a, m)),
+            None => Ok((Vec::new(), false)),
+        }
+    }
+
+    /// `getenv` (the submitter's variables) and then `environment` over them.
+    fn environment(&self, env: &dyn SubmitEnv) -> Result<BTreeMap<String, String>, SubmitError> {
+        let mut environment = BTreeMap::new();
+        let env_cmd = self.get("environment")?;
+        // HTCondor quirk, kept for equal results: next to an `environment` command, imported
+        // variables whose value holds the old syntax's ';' separator are left out.
+        let importable = |v: &String| env_cmd.is_none() || !v.contains(';');
+        if let Some((g, _)) = self.get("getenv")? {
+            // HTCondor: true/1 imports everything, false/0/empty nothing, anything else is a
+            // list of names (with `*` wildcards, matched case-insensitively; `yes` is a name).
+            match g.trim().to_ascii_lowercase().as_str() {
+                "true" | "1" => {
+                    environment.extend(env.env_vars().into_iter().filter(|(_, v)| importable(v)))
+                }
+                "false" | "0" | "" => {}
+                _ => {
+                    let pats: Vec<String> = tokens(&g).map(|p| p.to_ascii_lowercase()).collect();
+                    for (k, v) in env.env_vars() {
+                        let lk = k.to_ascii_lowercase();
+                        if importable(&v) && pats.iter().any(|p| wildcard_match(p, &lk)) {
+                            environment.insert(k, v);
+                        }
+                    }
+                }
+            }
+        }
+        if let Some((e, line)) = env_cmd {
+            parse_environment(&e, &mut environment).map_err(|m| bad(line, "environment", &e, m))?;
+        }
+        Ok(environment)
+    }
+
+    /// `initialdir`, absolute and an existing directory; else the submitter's cwd.
+    fn initialdir(&self, cwd: &str, env: &dyn SubmitEnv) -> Result<String, SubmitError> {
+        match self.get("initialdir")? {
+            Some((d, line)) if !d.trim().is_empty() => {
+                let iwd = join(cwd, d.trim());
+                if !env.is_dir(Path::new(&iwd)) {
+                    return Err(bad(
+                        line,
+                        "initialdir",
+                        &d,
+                        format!("no such directory: {iwd}"),
+                    ));
+                }
+                Ok(iwd)
+            }
+            _ => Ok(cwd.to_string()),
+        }
+    }
+
+    /// A path command (`input`, `output`, ...) relative to the job's `initialdir`.
+    fn path(&self, cmd: &str, initialdir: &str) -> Result<Option<String>, SubmitError> {
+        Ok(self
+            .get(cmd)?
+            .map(|(p, _)| p.trim().to_string())
+            .filter(|p| !p.is_empty())
+            .map(|p| join(initialdir, &p)))
+    }
+
+    /// `request_cpus`: a plain number of cores, 1 when unset.
+    fn request_cpus(&self) -> Result<f64, SubmitError> {
+        let Some((c, line)) = self.get("request_cpus")? else {
+            return Ok(1.0);
+        };
+        match c.trim().parse::<f64>() {
+            Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
+            _ => Err(bad(
+                line,
+                "request_cpus",
+                &c,
+                "expected a number of cores (jobcell does not evaluate expressions)".into(),
+            )),
+        }
+    }
+
+    /// A size command in HTCondor's units: `unit` for a bare number and for the result.
+    fn size(&self, cmd: &str, unit: Unit) -> Result<Option<u64>, SubmitError> {
+        match self.get(cmd)? {
+            Some((v, line)) => condor_size(&v, unit)
+                .map(Some)
+                .map_err(|m| bad(line, cmd, &v, m)),
+            None => Ok(None),
+        }
+    }
+
+    /// `priority`: a whole number, 0 when unset.
+    fn priority(&self) -> Result<i64, SubmitError> {
+        match self.get("priority")? {
+            Some((p, line)) => p
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| bad(line, "priority", &p, "expected a whole number".into())),
+            None => Ok(0),
+        }
+    }
+
+    /// `allowed_job_duration`: whole seconds > 0.
+    fn allowed_job_duration(&self) -> Result<Option<u64>, SubmitError> {
+        let Some((d, line)) = self.get("allowed_job_duration")? else {
+            return Ok(None);
+        };
+        d.trim()
+            .parse::<u64>()
+            .ok()
+            .filter(|d| *d > 0)
+            .map(Some)
+            .ok_or_else(|| {
+                bad(
+                    line,
+                    "allowed_job_duration",
+                    &d,
+                    "expected a whole number of seconds > 0 (jobcell does not evaluate expressions)"
+                        .into(),
+                )
+            })
+    }
+
+    /// `hold`: true or false, false when unset.
+    fn held(&self) -> Result<bool, SubmitError> {
+        match self.get("hold")? {
+            Some((h, line)) => parse_bool(&h).ok_or_else(|| {
+                bad(
+                    line,
+                    "hold",
+                    &h,
+                    "expected true or false (jobcell does not evaluate expressions)".into(),
+                )
+            }),
+            None => Ok(false),
+        }
+    }
+
+    /// `transfer_input_files`, `should_transfer_files` and `when_to_transfer_output`, with
+    /// HTCondor's consistency rules between them.
+    fn transfer(&self, queue_line: usize) -> Result<Transfer, SubmitError> {
+        let input_files = match self.get("transfer_input_files")? {
+            Some((t, _)) => t
+                .split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect(),
+            None => Vec::new(),
+        };
+        let (mut should_transfer_files, stf_line) = match self.get("should_transfer_files")? {
+            Some((s, line)) => {
+                let u = s.trim().to_ascii_uppercase();
+                if !["YES", "NO", "IF_NEEDED"].contains(&u.as_str()) {
+                    return Err(bad(
+                        line,
+                        "should_transfer_files",
+                        &s,
+                        "expected YES, NO or IF_NEEDED".into(),
+                    ));
+                }
+                (u, line)
+            }
+            None => ("IF_NEEDED".into(), 0),
+        };
+        let when = self.get("when_to_transfer_output")?;
+        let when_to_transfer_output = if should_transfer_files == "NO" {
+            if let Some((w, line)) = when {
+                return Err(bad(
+                    line,
+                    "when_to_transfer_output",
+                    &w,
+                    "contradicts should_transfer_files = NO".into(),
+                ));
+            }
+            if let Some((t, line)) = self.get("transfer_input_files")? {
+                return Err(bad(
+                    line,
+                    "transfer_input_files",
+                    &t,
+                    "files to transfer, but should_transfer_files = NO".into(),
+                ));
+            }
+            None
+        } else {
+            let (u, line) = match when {
+                Some((w, line)) => {
+                    let u = w.trim().to_ascii_uppercase();
+                    if !["ON_EXIT", "ON_EXIT_OR_EVICT", "ON_SUCCESS"].contains(&u.as_str()) {
+                        return Err(bad(
+                            line,
+                            "when_to_transfer_output",
+                            &w,
+                            "expected ON_EXIT, ON_EXIT_OR_EVICT or ON_SUCCESS".into(),
+                        ));
+                    }
+                    (u, line)
+                }
+                None => ("ON_EXIT".to_string(), queue_line),
+            };
+            if u == "ON_EXIT_OR_EVICT" && stf_line == 0 {
+                // The default IF_NEEDED gives way to an explicit ON_EXIT_OR_EVICT.
+                should_transfer_files = "YES".into();
+            } else if u == "ON_EXIT_OR_EVICT" && should_transfer_files == "IF_NEEDED" {
+                return Err(bad(
+                    line.max(stf_line),
+                    "when_to_transfer_output",
+                    &u,
+                    "ON_EXIT_OR_EVICT needs should_transfer_files = YES (HTCondor refuses IF_NEEDED with it)".into(),
+                ));
+            }
+            Some(u)
+        };
+        Ok(Transfer {
+            input_files,
+            should_transfer_files,
+            when_to_transfer_output,
+        })
+    }
+
+    /// The `+Attr` custom attributes, and the image the job runs in: `jobcell_image`, else
+    /// `+RequestedChroot`.
+    fn custom_and_image(
+        &self,
+        custom: &[(String, String, String, usize)],
+    ) -> Result<(BTreeMap<String, CustomValue>, Option<String>), SubmitError> {
+        let mut custom_attributes = BTreeMap::new();
+        let mut image = None;
+        for (lower, attr, value, line) in custom {
+            let v = self.ex.expand(value, *line)?;
+            let cv = custom_value(&v).map_err(|m| bad(*line, &format!("+{attr}"), &v, m))?;
+            if lower == "requestedchroot" {
+                if let CustomValue::String(s) = &cv {
+                    image = Some(s.clone());
+                }
+            }
+            custom_attributes.insert(attr.clone(), cv);
+        }
+        if let Some((i, _)) = self.get("jobcell_image")? {
+            if !i.trim().is_empty() {
+                image = Some(i.trim().to_string());
+            }
+        }
+        Ok((custom_attributes, image))
+    }
+}
+
+/// One job of a `queue` statement. Its commands are read in a fixed order, so a file with
+/// several bad values always reports the same one first.
 #[allow(clippy::too_many_arguments)]
 fn make_job(
     ex: &Expander,
@@ -842,250 +1155,24 @@ fn make_job(
     proc: u64,
     queue_line: usize,
 ) -> Result<SubmitJob, SubmitError> {
-    // The expanded value of a command, with the line it was defined on.
-    let get = |cmd: &str| -> Result<Option<(String, usize)>, SubmitError> {
-        match cmds.get(cmd) {
-            Some(d) => Ok(Some((ex.expand(&d.value, d.line)?, d.line))),
-            None => Ok(None),
-        }
-    };
-    let bad = |line: usize, cmd: &str, value: &str, msg: String| SubmitError::BadValue {
-        line,
-        command: cmd.into(),
-        value: value.into(),
-        msg,
-    };
-
-    if let Some((u, line)) = get("universe")? {
-        let lu = u.trim().to_ascii_lowercase();
-        if lu != "vanilla" && !lu.is_empty() {
-            let why = if lu == "container" || lu == "docker" {
-                "use jobcell_image = NAME (or +RequestedChroot) to run in an image".to_string()
-            } else {
-                "jobcell runs vanilla jobs".to_string()
-            };
-            return Err(SubmitError::Unsupported {
-                line,
-                what: format!("universe '{u}'"),
-                why,
-            });
-        }
-    }
-
-    let executable = match get("executable")? {
-        Some((e, _)) if !e.trim().is_empty() => join(cwd, e.trim()),
-        _ => return Err(SubmitError::NoExecutable { line: queue_line }),
-    };
-
-    let (arguments, args_v1) = match get("arguments")? {
-        Some((a, line)) => parse_arguments(&a).map_err(|m| bad(line, "arguments", &a, m))?,
-        None => (Vec::new(), false),
-    };
-
-    let mut environment = BTreeMap::new();
-    let env_cmd = get("environment")?;
-    // HTCondor quirk, kept for equal results: next to an `environment` command, imported
-    // variables whose value holds the old syntax's ';' separator are left out.
-    let importable = |v: &String| env_cmd.is_none() || !v.contains(';');
-    if let Some((g, _)) = get("getenv")? {
-        // HTCondor: true/1 imports everything, false/0/empty nothing, anything else is a list
-        // of names (with `*` wildcards, matched case-insensitively; `yes` is a name).
-        match g.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" => {
-                environment.extend(env.env_vars().into_iter().filter(|(_, v)| importable(v)))
-            }
-            "false" | "0" | "" => {}
-            _ => {
-                let pats: Vec<String> = tokens(&g).map(|p| p.to_ascii_lowercase()).collect();
-                for (k, v) in env.env_vars() {
-                    let lk = k.to_ascii_lowercase();
-                    if importable(&v) && pats.iter().any(|p| wildcard_match(p, &lk)) {
-                        environment.insert(k, v);
-                    }
-                }
-            }
-        }
-    }
-    if let Some((e, line)) = env_cmd {
-        parse_environment(&e, &mut environment).map_err(|m| bad(line, "environment", &e, m))?;
-    }
-
-    let initialdir = match get("initialdir")? {
-        Some((d, line)) if !d.trim().is_empty() => {
-            let iwd = join(cwd, d.trim());
-            if !env.is_dir(Path::new(&iwd)) {
-                return Err(bad(
-                    line,
-                    "initialdir",
-                    &d,
-                    format!("no such directory: {iwd}"),
-                ));
-            }
-            iwd
-        }
-        _ => cwd.to_string(),
-    };
-    let path = |cmd: &str| -> Result<Option<String>, SubmitError> {
-        Ok(get(cmd)?
-            .map(|(p, _)| p.trim().to_string())
-            .filter(|p| !p.is_empty())
-            .map(|p| join(&initialdir, &p)))
-    };
-    let (input, output, error, log) = (
-        path("input")?,
-        path("output")?,
-        path("error")?,
-        path("log")?,
-    );
-
-    let request_cpus = match get("request_cpus")? {
-        Some((c, line)) => match c.trim().parse::<f64>() {
-            Ok(n) if n.is_finite() && n >= 0.0 => n,
-            _ => {
-                return Err(bad(
-                    line,
-                    "request_cpus",
-                    &c,
-                    "expected a number of cores (jobcell does not evaluate expressions)".into(),
-                ))
-            }
-        },
-        None => 1.0,
-    };
-    let size = |cmd: &str, unit: Unit| -> Result<Option<u64>, SubmitError> {
-        match get(cmd)? {
-            Some((v, line)) => condor_size(&v, unit)
-                .map(Some)
-                .map_err(|m| bad(line, cmd, &v, m)),
-            None => Ok(None),
-        }
-    };
-    let request_memory = size("request_memory", Unit::MiB)?;
-    let request_disk = size("request_disk", Unit::KiB)?;
-
-    let priority = match get("priority")? {
-        Some((p, line)) => p
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| bad(line, "priority", &p, "expected a whole number".into()))?,
-        None => 0,
-    };
-    let allowed_job_duration = match get("allowed_job_duration")? {
-        Some((d, line)) => Some(d.trim().parse::<u64>().ok().filter(|d| *d > 0).ok_or_else(
-            || {
-                bad(
-                line,
-                "allowed_job_duration",
-                &d,
-                "expected a whole number of seconds > 0 (jobcell does not evaluate expressions)"
-                    .into(),
-            )
-            },
-        )?),
-        None => None,
-    };
-    let held = match get("hold")? {
-        Some((h, line)) => parse_bool(&h).ok_or_else(|| {
-            bad(
-                line,
-                "hold",
-                &h,
-                "expected true or false (jobcell does not evaluate expressions)".into(),
-            )
-        })?,
-        None => false,
-    };
-    let transfer_input_files = match get("transfer_input_files")? {
-        Some((t, _)) => t
-            .split(',')
-            .map(str::trim)
-            .filter(|s| !s.is_empty())
-            .map(String::from)
-            .collect(),
-        None => Vec::new(),
-    };
-    let (mut should_transfer_files, stf_line) = match get("should_transfer_files")? {
-        Some((s, line)) => {
-            let u = s.trim().to_ascii_uppercase();
-            if !["YES", "NO", "IF_NEEDED"].contains(&u.as_str()) {
-                return Err(bad(
-                    line,
-                    "should_transfer_files",
-                    &s,
-                    "expected YES, NO or IF_NEEDED".into(),
-                ));
-            }
-            (u, line)
-        }
-        None => ("IF_NEEDED".into(), 0),
-    };
-    let when = get("when_to_transfer_output")?;
-    // HTCondor's consistency rules between the two (and transfer_input_files).
-    let when_to_transfer_output = if should_transfer_files == "NO" {
-        if let Some((w, line)) = when {
-            return Err(bad(
-                line,
-                "when_to_transfer_output",
-                &w,
-                "contradicts should_transfer_files = NO".into(),
-            ));
-        }
-        if let Some((t, line)) = get("transfer_input_files")? {
-            return Err(bad(
-                line,
-                "transfer_input_files",
-                &t,
-                "files to transfer, but should_transfer_files = NO".into(),
-            ));
-        }
-        None
-    } else {
-        let (u, line) = match when {
-            Some((w, line)) => {
-                let u = w.trim().to_ascii_uppercase();
-                if !["ON_EXIT", "ON_EXIT_OR_EVICT", "ON_SUCCESS"].contains(&u.as_str()) {
-                    return Err(bad(
-                        line,
-                        "when_to_transfer_output",
-                        &w,
-                        "expected ON_EXIT, ON_EXIT_OR_EVICT or ON_SUCCESS".into(),
-                    ));
-                }
-                (u, line)
-            }
-            None => ("ON_EXIT".to_string(), queue_line),
-        };
-        if u == "ON_EXIT_OR_EVICT" && stf_line == 0 {
-            // The default IF_NEEDED gives way to an explicit ON_EXIT_OR_EVICT.
-            should_transfer_files = "YES".into();
-        } else if u == "ON_EXIT_OR_EVICT" && should_transfer_files == "IF_NEEDED" {
-            return Err(bad(
-                line.max(stf_line),
-                "when_to_transfer_output",
-                &u,
-                "ON_EXIT_OR_EVICT needs should_transfer_files = YES (HTCondor refuses IF_NEEDED with it)".into(),
-            ));
-        }
-        Some(u)
-    };
-
-    let mut custom_attributes = BTreeMap::new();
-    let mut image = None;
-    for (lower, attr, value, line) in custom {
-        let v = ex.expand(value, *line)?;
-        let cv = custom_value(&v).map_err(|m| bad(*line, &format!("+{attr}"), &v, m))?;
-        if lower == "requestedchroot" {
-            if let CustomValue::String(s) = &cv {
-                image = Some(s.clone());
-            }
-        }
-        custom_attributes.insert(attr.clone(), cv);
-    }
-    if let Some((i, _)) = get("jobcell_image")? {
-        if !i.trim().is_empty() {
-            image = Some(i.trim().to_string());
-        }
-    }
+    let c = JobCommands { ex, cmds };
+    c.check_universe()?;
+    let executable = c.executable(cwd, queue_line)?;
+    let (arguments, args_v1) = c.arguments()?;
+    let environment = c.environment(env)?;
+    let initialdir = c.initialdir(cwd, env)?;
+    let input = c.path("input", &initialdir)?;
+    let output = c.path("output", &initialdir)?;
+    let error = c.path("error", &initialdir)?;
+    let log = c.path("log", &initialdir)?;
+    let request_cpus = c.request_cpus()?;
+    let request_memory = c.size("request_memory", Unit::MiB)?;
+    let request_disk = c.size("request_disk", Unit::KiB)?;
+    let priority = c.priority()?;
+    let allowed_job_duration = c.allowed_job_duration()?;
+    let held = c.held()?;
+    let transfer = c.transfer(queue_line)?;
+    let (custom_attributes, image) = c.custom_and_image(custom)?;
 
     let mut argv = vec![executable.clone()];
     argv.extend(arguments.iter().cloned());
@@ -1108,9 +1195,9 @@ fn make_job(
         priority,
         held,
         image,
-        transfer_input_files,
-        should_transfer_files,
-        when_to_transfer_output,
+        transfer_input_files: transfer.input_files,
+        should_transfer_files: transfer.should_transfer_files,
+        when_to_transfer_output: transfer.when_to_transfer_output,
         custom_attributes,
         allowed_job_duration,
     })

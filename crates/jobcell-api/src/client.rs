@@ -11,7 +11,13 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 use thiserror::Error;
+
+use crate::types::{
+    ApiError, ClusterResponse, ClusterSubmitRequest, Event, HoldRequest, JobInfo, NodeStatus,
+    OutputStream, SubmitRequest, SubmitResponse,
+};
 
 /// How long the CLI waits for the daemon to accept its connection, by default.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,6 +66,8 @@ pub enum ClientError {
     Api { status: u16, msg: String },
     #[error("unexpected answer from the daemon: {0}")]
     BadResponse(String),
+    #[error("cannot encode the request for the daemon: {0}")]
+    Encode(String),
     /// A request that may have been carried out: sent, then the daemon went away.
     #[error("{0} (the daemon went away before answering: the request may have been carried out; look with `jobcell q`)")]
     Unconfirmed(Box<ClientError>),
@@ -243,10 +251,7 @@ impl Client {
         path: &str,
         body: Option<&serde_json::Value>,
     ) -> Result<T, ClientError> {
-        let b = body.map(|v| serde_json::to_vec(v).unwrap_or_default());
-        let (status, data) = self.raw(method, path, b.as_deref())?;
-        check(status, &data)?;
-        serde_json::from_slice(&data).map_err(|e| ClientError::BadResponse(e.to_string()))
+        self.exchange(method, path, body)
     }
 
     /// Like [`Client::call`] for a request the daemon carries out once however often it is
@@ -259,11 +264,36 @@ impl Client {
         path: &str,
         body: &serde_json::Value,
     ) -> Result<T, ClientError> {
+        self.exchange_idempotent(method, path, body)
+    }
+
+    /// One request with a body of any serializable type; the 2xx answer's JSON as T.
+    fn exchange<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<&B>,
+    ) -> Result<T, ClientError> {
+        let b = body
+            .map(serde_json::to_vec)
+            .transpose()
+            .map_err(|e| ClientError::Encode(e.to_string()))?;
+        let (status, data) = self.raw(method, path, b.as_deref())?;
+        check(status, &data)?;
+        serde_json::from_slice(&data).map_err(|e| ClientError::BadResponse(e.to_string()))
+    }
+
+    fn exchange_idempotent<B: Serialize + ?Sized, T: DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         let started = Instant::now();
         let mut pause = Duration::from_millis(100);
         let mut sent_once = false;
         loop {
-            match self.call(method, path, Some(body)) {
+            match self.exchange(method, path, Some(body)) {
                 Err(ClientError::NotRunning(p)) if !sent_once => {
                     return Err(ClientError::NotRunning(p))
                 }
@@ -285,6 +315,105 @@ impl Client {
         let (status, data) = self.raw("GET", path, None)?;
         check(status, &data)?;
         Ok(data)
+    }
+
+    // One method per endpoint (docs/api.yaml), in the order the daemon routes them.
+
+    /// `GET /v1/status`: the node's cores, memory and jobs by state.
+    pub fn status(&self) -> Result<NodeStatus, ClientError> {
+        self.exchange::<(), _>("GET", "/v1/status", None)
+    }
+
+    /// `GET /v1/jobs`: every unfinished job (everyone's).
+    pub fn queue(&self) -> Result<Vec<JobInfo>, ClientError> {
+        self.exchange::<(), _>("GET", "/v1/jobs", None)
+    }
+
+    /// `POST /v1/jobs`. With a `submit_key` it is sent again while the connection breaks
+    /// (see [`Client::call_idempotent`]); without, once.
+    pub fn submit(&self, req: &SubmitRequest) -> Result<SubmitResponse, ClientError> {
+        match req.submit_key {
+            Some(_) => self.exchange_idempotent("POST", "/v1/jobs", req),
+            None => self.exchange("POST", "/v1/jobs", Some(req)),
+        }
+    }
+
+    /// `GET /metrics`: the Prometheus text.
+    pub fn metrics(&self) -> Result<String, ClientError> {
+        let data = self.bytes("/metrics")?;
+        String::from_utf8(data).map_err(|e| ClientError::BadResponse(e.to_string()))
+    }
+
+    /// `POST /v1/clusters`: a new, empty cluster of the caller's.
+    pub fn new_cluster(&self) -> Result<ClusterResponse, ClientError> {
+        self.exchange::<(), _>("POST", "/v1/clusters", None)
+    }
+
+    /// `POST /v1/clusters/{cluster}/jobs`: every job of a submit file, all or nothing; resent
+    /// like [`Client::submit`] when it has a `submit_key`.
+    pub fn submit_cluster(
+        &self,
+        cluster: u64,
+        req: &ClusterSubmitRequest,
+    ) -> Result<SubmitResponse, ClientError> {
+        let path = format!("/v1/clusters/{cluster}/jobs");
+        match req.submit_key {
+            Some(_) => self.exchange_idempotent("POST", &path, req),
+            None => self.exchange("POST", &path, Some(req)),
+        }
+    }
+
+    /// `GET /v1/jobs/{id}/ad`: the job's attributes in ClassAd form, like `condor_q -l`.
+    pub fn ad(&self, id: u64) -> Result<Vec<(String, String)>, ClientError> {
+        self.exchange::<(), _>("GET", &format!("/v1/jobs/{id}/ad"), None)
+    }
+
+    /// `GET /v1/history?limit=N`: the last `limit` finished jobs.
+    pub fn history(&self, limit: u32) -> Result<Vec<JobInfo>, ClientError> {
+        self.exchange::<(), _>("GET", &format!("/v1/history?limit={limit}"), None)
+    }
+
+    /// `GET /v1/jobs/{id}`: one job, finished or not.
+    pub fn job(&self, id: u64) -> Result<JobInfo, ClientError> {
+        self.exchange::<(), _>("GET", &format!("/v1/jobs/{id}"), None)
+    }
+
+    /// `DELETE /v1/jobs/{id}`: remove the job, stopping it if it runs.
+    pub fn remove(&self, id: u64) -> Result<JobInfo, ClientError> {
+        self.exchange::<(), _>("DELETE", &format!("/v1/jobs/{id}"), None)
+    }
+
+    /// `POST /v1/jobs/{id}/hold`: it will not start (a running job is stopped and held).
+    pub fn hold(&self, id: u64, reason: Option<&str>) -> Result<JobInfo, ClientError> {
+        let body = HoldRequest {
+            reason: reason.map(str::to_string),
+        };
+        self.exchange("POST", &format!("/v1/jobs/{id}/hold"), Some(&body))
+    }
+
+    /// `POST /v1/jobs/{id}/release`: a held job back to the queue.
+    pub fn release(&self, id: u64) -> Result<JobInfo, ClientError> {
+        self.exchange::<(), _>("POST", &format!("/v1/jobs/{id}/release"), None)
+    }
+
+    /// `POST /v1/jobs/{id}/suspend`: freeze a running job.
+    pub fn suspend(&self, id: u64) -> Result<JobInfo, ClientError> {
+        self.exchange::<(), _>("POST", &format!("/v1/jobs/{id}/suspend"), None)
+    }
+
+    /// `POST /v1/jobs/{id}/continue`: thaw a suspended job.
+    pub fn continue_job(&self, id: u64) -> Result<JobInfo, ClientError> {
+        self.exchange::<(), _>("POST", &format!("/v1/jobs/{id}/continue"), None)
+    }
+
+    /// `GET /v1/jobs/{id}/events`: the job's event log.
+    pub fn events(&self, id: u64) -> Result<Vec<Event>, ClientError> {
+        self.exchange::<(), _>("GET", &format!("/v1/jobs/{id}/events"), None)
+    }
+
+    /// `GET /v1/jobs/{id}/stdout` or `.../stderr`: what the job wrote there so far.
+    pub fn output(&self, id: u64, which: OutputStream) -> Result<Vec<u8>, ClientError> {
+        self.bytes(&format!("/v1/jobs/{id}/{}", which.as_str()))
     }
 }
 
@@ -327,7 +456,7 @@ fn check(status: u16, data: &[u8]) -> Result<(), ClientError> {
     if (200..300).contains(&status) {
         return Ok(());
     }
-    let msg = serde_json::from_slice::<crate::types::ApiError>(data)
+    let msg = serde_json::from_slice::<ApiError>(data)
         .map(|e| e.error)
         .unwrap_or_else(|_| String::from_utf8_lossy(data).into_owned());
     Err(ClientError::Api { status, msg })

@@ -1,4 +1,4 @@
-//! API types (JSON on the wire; documented in docs/api.yaml).
+//! The API's request and response types (JSON on the wire; documented in docs/api.yaml).
 
 use jobcell_spec::JobSpec;
 use serde::{Deserialize, Serialize};
@@ -186,6 +186,23 @@ impl JobInfo {
 pub struct HoldRequest {
     #[serde(default)]
     pub reason: Option<String>,
+}
+
+/// Which of a job's output files `GET /v1/jobs/{id}/stdout|stderr` returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputStream {
+    Stdout,
+    Stderr,
+}
+
+impl OutputStream {
+    /// The last segment of its path.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputStream::Stdout => "stdout",
+            OutputStream::Stderr => "stderr",
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
