@@ -175,13 +175,6 @@ pub struct JobInfo {
     pub report: Option<serde_json::Value>,
 }
 
-impl JobInfo {
-    /// What the job takes of the node while it runs: (owner, cpus, memory).
-    pub fn allocation(&self) -> (u32, f64, u64) {
-        (self.owner, self.cpus, self.memory)
-    }
-}
-
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct HoldRequest {
     #[serde(default)]

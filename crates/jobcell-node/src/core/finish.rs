@@ -92,7 +92,7 @@ impl Core {
         let Some(j) = self.jobs.remove(&id) else {
             return Ok(());
         };
-        self.deallocate(j.info.allocation());
+        self.deallocate(allocation(&j.info));
         if self.jobs.values().all(|j| !j.info.state.active()) {
             // Avoid drift from float sums.
             self.alloc_cpus = 0.0;

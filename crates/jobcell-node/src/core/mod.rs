@@ -433,6 +433,11 @@ enum Effect {
 /// What a new cluster's row takes, at most.
 const CLUSTER_NEED: u64 = 4 << 10;
 
+/// What a job takes of the node while it runs: (owner, cpus, memory).
+fn allocation(info: &JobInfo) -> (u32, f64, u64) {
+    (info.owner, info.cpus, info.memory)
+}
+
 impl Core {
     /// A job's cpus and memory are taken from the node (it starts, or runs at recovery).
     fn allocate(&mut self, (owner, cpus, memory): (u32, f64, u64)) {

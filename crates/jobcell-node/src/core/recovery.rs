@@ -81,7 +81,7 @@ impl Core {
         supervisors_procs: Option<&Path>,
     ) -> Result<Recovered, StoreError> {
         let (id, attempt) = (job.info.id, job.info.attempt);
-        self.allocate(job.info.allocation());
+        self.allocate(allocation(&job.info));
         let dir = self.cfg.jobs_dir.join(id.to_string());
         let _ = jobdir::make_dir(&dir);
         let mut claim = jobdir::read_claim(&dir, attempt).ok().flatten();
@@ -136,7 +136,7 @@ impl Core {
     /// acknowledged meanwhile.
     fn recover_fenced(&mut self, tx: &Batch, mut job: Job) -> Result<Recovered, StoreError> {
         let (id, attempt) = (job.info.id, job.info.attempt);
-        self.deallocate(job.info.allocation());
+        self.deallocate(allocation(&job.info));
         match job.pending.take() {
             Some(Pending::Remove(by)) => {
                 let reason = format!("removed by {}", sys::user_name(by));

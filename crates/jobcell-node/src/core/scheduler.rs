@@ -109,7 +109,7 @@ impl Core {
                 continue;
             };
             taken.push(id);
-            self.allocate(self.jobs[&id].info.allocation());
+            self.allocate(allocation(&self.jobs[&id].info));
             self.starts += 1;
             self.last_start.insert(owner, self.starts);
             started.push(id);
