@@ -1,5 +1,6 @@
 //! jobcell's launcher: the only code that clones namespaces. See [`launch`] for the sequence.
 
+mod btrfs;
 pub mod disk;
 pub mod fsid;
 pub mod identity;

@@ -16,7 +16,7 @@ use jobcell_os::dir as os;
 use jobcell_os::RemoveTreeError;
 use thiserror::Error;
 
-use crate::quota;
+use crate::btrfs;
 use crate::syscall::cstr;
 
 #[derive(Debug, Error)]
@@ -163,7 +163,7 @@ impl ScratchDir {
         match bound {
             None => os::mkdirat(base_fd.as_fd(), &cname, 0o700).map_err(err)?,
             Some(_) => {
-                quota::make_subvolume(base_fd.as_raw_fd(), cname.as_bytes()).map_err(|source| {
+                btrfs::make_subvolume(base_fd.as_raw_fd(), cname.as_bytes()).map_err(|source| {
                     ScratchError::Bound {
                         path: path.clone(),
                         source,
@@ -182,7 +182,7 @@ impl ScratchDir {
             if let Some(bytes) = bound {
                 // A new subvolume's root has the creator's umask, not 0700.
                 os::fchmod(fd.as_fd(), 0o700)?;
-                quota::limit_subvolume(fd.as_raw_fd(), bytes).map_err(|e| {
+                btrfs::limit_subvolume(fd.as_raw_fd(), bytes).map_err(|e| {
                     io::Error::new(
                         e.kind(),
                         format!(

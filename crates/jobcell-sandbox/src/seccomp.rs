@@ -120,7 +120,7 @@ pub fn job_filter() -> Vec<libc::sock_filter> {
     }
     let eperm = RET_ERRNO | libc::EPERM as u32;
     let enosys = RET_ERRNO | libc::ENOSYS as u32;
-    let ioctls = crate::quota::REFUSED_BTRFS_IOCTLS;
+    let ioctls = crate::btrfs::REFUSED_BTRFS_IOCTLS;
     let mut p = Vec::new();
     for (n, a) in ARCHES.iter().enumerate() {
         let native = n == 0;
@@ -272,7 +272,7 @@ mod tests {
         let p = job_filter();
         let eperm = RET_ERRNO | libc::EPERM as u32;
         for (arch, ioctl) in [(0xC000_003E, 16), (0x4000_0003, 54)] {
-            for req in crate::quota::REFUSED_BTRFS_IOCTLS {
+            for req in crate::btrfs::REFUSED_BTRFS_IOCTLS {
                 assert_eq!(run_with(&p, ioctl, arch, 0, req), eperm, "{req:#x}");
             }
             // TCGETS, FIONREAD, the qgroup limit (root's; the job has no CAP_SYS_ADMIN).
