@@ -8,10 +8,10 @@ use std::time::Duration;
 use clap::Args;
 use jobcell_api::types::{now, JobInfo, OutputStream, State, SubmitRequest};
 use jobcell_api::{new_submit_key, Client, DEFAULT_SOCKET};
-use jobcell_spec::{format_size, JobSpec, UserSpec};
+use jobcell_spec::{format_size, JobSpec};
 
 use crate::cmd_image::user_name;
-use crate::job_opts::JobOpts;
+use crate::submit_args::{finish_spec, is_root, job_user, SubmitArgs};
 
 #[derive(Args, Debug, Clone)]
 pub struct SocketArg {
@@ -62,49 +62,6 @@ impl SocketArg {
     }
 }
 
-#[derive(Args, Debug)]
-pub struct SubmitArgs {
-    #[command(flatten)]
-    pub sock: SocketArg,
-    /// Run as this user (name or uid); root only. Default: the submitter (root: nobody).
-    #[arg(long, short = 'u', value_name = "NAME|UID")]
-    pub user: Option<String>,
-    #[command(flatten)]
-    pub job: JobOpts,
-    /// Higher runs first (default 0).
-    #[arg(long, default_value_t = 0, allow_hyphen_values = true)]
-    pub priority: i32,
-    /// Submit held: it starts only after `jobcell release`.
-    #[arg(long)]
-    pub hold: bool,
-    /// Submit this many copies (HTCondor's `queue N`).
-    #[arg(long, default_value_t = 1)]
-    pub count: u32,
-    /// Write the job's stdout to FILE (opened as the job's user) instead of the job dir.
-    #[arg(long, value_name = "FILE")]
-    pub output: Option<String>,
-    /// Write the job's stderr to FILE instead of the job dir.
-    #[arg(long, value_name = "FILE")]
-    pub error: Option<String>,
-    /// Print only the job ids.
-    #[arg(long, short = 'q')]
-    pub quiet: bool,
-    /// An HTCondor submit description file (`-` for stdin): all its jobs are queued as one
-    /// cluster, or none; options given here add to or override what the file says
-    /// (docs/submit-files.md).
-    #[arg(value_name = "FILE|-")]
-    pub file: Option<PathBuf>,
-    /// With FILE: print the jobs it would queue (like condor_submit -dry-run); queue nothing.
-    #[arg(long, requires = "file")]
-    pub dry_run: bool,
-    /// With --dry-run: a JSON list of the jobs.
-    #[arg(long, requires = "dry_run")]
-    pub json: bool,
-    /// The command and its arguments.
-    #[arg(last = true, value_name = "COMMAND")]
-    pub command: Vec<String>,
-}
-
 fn abs(p: &str) -> anyhow::Result<String> {
     let pb = std::path::Path::new(p);
     Ok(if pb.is_absolute() {
@@ -123,33 +80,6 @@ pub fn build_spec(a: &SubmitArgs) -> anyhow::Result<JobSpec> {
     a.job.apply(&mut spec, None)?;
     finish_spec(&mut spec, user, a)?;
     Ok(spec)
-}
-
-fn is_root() -> bool {
-    // SAFETY: geteuid cannot fail and touches no memory.
-    unsafe { libc::geteuid() == 0 }
-}
-
-/// Who a submitted job runs as: `--user`, else the submitter (root's jobs: nobody).
-pub fn job_user(a: &SubmitArgs) -> anyhow::Result<UserSpec> {
-    Ok(match &a.user {
-        Some(u) => UserSpec::parse(u)?,
-        None if is_root() => UserSpec::Name("nobody".into()),
-        // SAFETY: getuid cannot fail and touches no memory.
-        None => UserSpec::Uid(unsafe { libc::getuid() }),
-    })
-}
-
-/// Sets the job's user and, for a user's job without `--pids`, leaves the limit to the node;
-/// then checks the whole spec.
-pub fn finish_spec(spec: &mut JobSpec, user: UserSpec, a: &SubmitArgs) -> anyhow::Result<()> {
-    spec.user = user;
-    if !is_root() && a.job.pids.is_none() {
-        // The node's default for users (`[limits] default_pids`) applies.
-        spec.resources.pids = None;
-    }
-    spec.validate()?;
-    Ok(())
 }
 
 pub fn submit(a: SubmitArgs) -> anyhow::Result<i32> {

@@ -12,7 +12,7 @@ use jobcell_api::new_submit_key;
 use jobcell_api::types::{ClusterJob, ClusterSubmitRequest};
 use jobcell_spec::submit::{parse_submit, SubmitEnv, SubmitJob, SubmitOptions};
 
-use crate::cmd_client::SubmitArgs;
+use crate::submit_args::SubmitArgs;
 
 /// The submitting process's view, as `condor_submit` has it: paths relative to its cwd.
 pub struct HostEnv {
@@ -175,7 +175,7 @@ fn cluster_job(job: &SubmitJob, a: &SubmitArgs) -> anyhow::Result<ClusterJob> {
     if a.job.image.is_none() {
         spec.image = job.image.clone();
     }
-    crate::cmd_client::finish_spec(&mut spec, crate::cmd_client::job_user(a)?, a)?;
+    crate::submit_args::finish_spec(&mut spec, crate::submit_args::job_user(a)?, a)?;
     for f in job.transfer_input_paths() {
         check_readable("transfer_input_files:", &f)?;
     }

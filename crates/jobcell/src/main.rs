@@ -12,6 +12,7 @@ mod cmd_submit_file;
 mod config;
 mod exit;
 mod job_opts;
+mod submit_args;
 
 use exit::{one_line, EXIT_JOBCELL_ERROR};
 
@@ -34,7 +35,7 @@ enum Cmd {
     #[command(subcommand)]
     Image(cmd_image::ImageCmd),
     /// Queue a job on this node's daemon: jobcell submit [OPTIONS] -- COMMAND [ARGS...]
-    Submit(Box<cmd_client::SubmitArgs>),
+    Submit(Box<submit_args::SubmitArgs>),
     /// List unfinished jobs (everyone's), like condor_q.
     Q(cmd_client::ListArgs),
     /// Remove a job (stopping it if it runs).
