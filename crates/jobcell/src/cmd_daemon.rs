@@ -261,6 +261,7 @@ fn init_logging() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(false)
+        // SAFETY: isatty only inspects the descriptor number; a closed one is an error return.
         .with_ansi(unsafe { libc::isatty(2) } == 1)
         .init();
 }

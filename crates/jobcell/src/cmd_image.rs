@@ -92,6 +92,7 @@ fn open_store(a: &StoreArgs) -> anyhow::Result<ImageStore> {
 }
 
 fn uid() -> u32 {
+    // SAFETY: getuid cannot fail and touches no memory.
     unsafe { libc::getuid() }
 }
 
@@ -157,6 +158,8 @@ fn install_cancel_handler() -> Arc<AtomicBool> {
         .get_or_init(|| Arc::new(AtomicBool::new(false)))
         .clone();
     for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
+        // SAFETY: `sa` is a zeroed sigaction (valid) filled before use; the handler only
+        // stores to an atomic, which is async-signal-safe.
         unsafe {
             let mut sa: libc::sigaction = std::mem::zeroed();
             sa.sa_sigaction = on_signal as extern "C" fn(libc::c_int) as usize;

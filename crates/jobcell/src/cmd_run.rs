@@ -146,6 +146,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
                 cfg.images.clone(),
             )?);
             Some(
+                // SAFETY: getuid cannot fail and touches no memory.
                 s.lease(name, unsafe { libc::getuid() })
                     .with_context(|| format!("--image {name}"))?,
             )
@@ -240,6 +241,8 @@ impl TerminalModes {
         for fd in 0..3 {
             // SAFETY: tcgetattr writes one termios into `t`, which lives on this stack.
             let mut t: libc::termios = unsafe { std::mem::zeroed() };
+            // SAFETY: `t` is a writable termios on this stack; a descriptor that is not a
+            // terminal is an error return.
             if unsafe { libc::tcgetattr(fd, &mut t) } == 0 {
                 saved.push((fd, t));
             }

@@ -92,6 +92,7 @@ fn run(argv0: OsString) -> anyhow::Result<JobExit> {
     let image = settings.get("IMAGE").filter(|s| !s.is_empty()).cloned();
 
     let mut spec = JobSpec::new(argv);
+    // SAFETY: getuid cannot fail and touches no memory.
     spec.user = UserSpec::parse(&unsafe { libc::getuid() }.to_string())?;
     spec.scratch_base = scratch.parent().unwrap_or(Path::new("/")).to_path_buf();
     spec.private_dirs = list(settings.get("PRIVATE"))
@@ -111,6 +112,7 @@ fn run(argv0: OsString) -> anyhow::Result<JobExit> {
                     .with_context(|| format!("image store {}", state_dir.display()))?;
             Some(
                 store
+                    // SAFETY: getuid cannot fail and touches no memory.
                     .lease(name, unsafe { libc::getuid() })
                     .with_context(|| format!("--jobcell-image={name}"))?,
             )
@@ -186,6 +188,8 @@ fn run(argv0: OsString) -> anyhow::Result<JobExit> {
 
 /// Die of the job's signal, so Slurm reports the task as killed by it (no core dump of ours).
 fn reraise(sig: i32) -> i32 {
+    // SAFETY: plain syscalls on values on this stack (a zeroed sigset_t is valid and is
+    // initialised by sigemptyset before use); nothing here touches shared memory.
     unsafe {
         let no_core = libc::rlimit {
             rlim_cur: 0,

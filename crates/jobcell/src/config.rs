@@ -19,6 +19,7 @@ pub fn load(explicit: Option<&Path>) -> anyhow::Result<Config> {
 }
 
 pub fn is_root() -> bool {
+    // SAFETY: geteuid cannot fail and touches no memory.
     unsafe { libc::geteuid() == 0 }
 }
 
@@ -41,6 +42,7 @@ pub fn default_scratch_base(cfg: &Config) -> anyhow::Result<PathBuf> {
         .find_map(|k| std::env::var_os(k).filter(|v| Path::new(v).is_absolute()))
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/tmp"));
+    // SAFETY: getuid cannot fail and touches no memory.
     rootless_scratch_base(&tmp, unsafe { libc::getuid() })
 }
 

@@ -110,6 +110,7 @@ pub extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) ->
             }
         }
     }
+    // SAFETY: ignoring SIGPIPE installs no handler code; no other thread exists yet.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
     jobcell_main();
 }
