@@ -125,28 +125,20 @@ impl UserLimits {
                 &format!("must be between 1 and max_pids ({max_pids})"),
             ));
         }
-        let max_disk_text = c
-            .max_disk
-            .clone()
-            .unwrap_or_else(|| DEFAULT_MAX_DISK.into());
-        let max_disk = match max_disk_text.trim() {
-            "none" => None,
-            t => Some(
-                parse_size(t, Unit::MiB)
-                    .map_err(|e| bad("max_disk", format!("{max_disk_text:?}"), &e.to_string()))?,
-            ),
+        // A size, or "none" for no maximum; bare numbers are MiB.
+        let max_size = |key, text: &Option<String>, default: &str| {
+            let text = text.clone().unwrap_or_else(|| default.into());
+            let max = match text.trim() {
+                "none" => None,
+                t => Some(
+                    parse_size(t, Unit::MiB)
+                        .map_err(|e| bad(key, format!("{text:?}"), &e.to_string()))?,
+                ),
+            };
+            Ok::<_, LimitsError>((max, text))
         };
-        let max_swap_text = c
-            .max_swap
-            .clone()
-            .unwrap_or_else(|| DEFAULT_MAX_SWAP.into());
-        let max_swap = match max_swap_text.trim() {
-            "none" => None,
-            t => Some(
-                parse_size(t, Unit::MiB)
-                    .map_err(|e| bad("max_swap", format!("{max_swap_text:?}"), &e.to_string()))?,
-            ),
-        };
+        let (max_disk, max_disk_text) = max_size("max_disk", &c.max_disk, DEFAULT_MAX_DISK)?;
+        let (max_swap, max_swap_text) = max_size("max_swap", &c.max_swap, DEFAULT_MAX_SWAP)?;
         let max_io_weight = c.max_io_weight.unwrap_or(DEFAULT_MAX_IO_WEIGHT);
         if !(1..=10000).contains(&max_io_weight) {
             return Err(bad(
