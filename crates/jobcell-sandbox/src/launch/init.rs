@@ -1,7 +1,6 @@
 //! The job's init: PID 1 of its namespaces. It mounts the job's view and sandbox, starts the
 //! job when the launcher says "go", then reaps, forwards signals and reports the job's end.
 
-use std::ffi::CString;
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
@@ -11,11 +10,9 @@ use crate::plan::{self, BindIn, PlanInput};
 use crate::sync::{Msg, Stage};
 use crate::syscall::Linux;
 
-use super::job::spawn_job;
+use super::job::{spawn_job, JobPlan};
 use super::launcher::opened_as;
-use super::os::{
-    locked_flags, micros, mount_disk, open_path, proc_fd, signal_set, CpuSplit, Timeline,
-};
+use super::os::{locked_flags, micros, mount_disk, open_path, proc_fd, signal_set, Timeline};
 use super::LaunchError;
 
 /// What the init needs to compute the mount plan. The descriptors the plan binds from are
@@ -98,7 +95,7 @@ impl PlanShape {
 }
 
 /// Tell the launcher why opening a mount source failed.
-pub(super) fn send_open_fail(c: &ChildPlan, e: LaunchError) {
+pub(super) fn send_open_fail(c: &InitPlan, e: LaunchError) {
     match e {
         LaunchError::Path { what, path, source } => send_fail(
             c.msg_fd,
@@ -126,35 +123,21 @@ pub(super) fn send_open_fail(c: &ChildPlan, e: LaunchError) {
     }
 }
 
-/// Everything the init and the job need, prepared before clone so the child only makes
-/// syscalls.
-pub(super) struct ChildPlan {
+/// What the init needs, prepared before clone so that it only makes system calls.
+pub(super) struct InitPlan {
     pub(super) shape: PlanShape,
-    /// The caller's umask, for the job.
-    pub(super) umask: libc::mode_t,
+    /// The job's user (its groups come with "go").
     pub(super) identity: Identity,
     pub(super) last_cap: u32,
+    /// Rootless: the caller's uid and gid, mapped to themselves in the job's user namespace.
     pub(super) userns: Option<(u32, u32)>,
     pub(super) net_none: bool,
-    pub(super) cgroupns: bool,
-    pub(super) workdir: PathBuf,
-    /// Where the job starts when `workdir` is missing in its view.
-    pub(super) workdir_fallback: PathBuf,
-    pub(super) argv: Vec<CString>,
-    pub(super) envp: Vec<CString>,
-    pub(super) path_dirs: Vec<Vec<u8>>,
     pub(super) msg_fd: RawFd,
     pub(super) go_fd: RawFd,
     /// The loop device holding the size-limited scratch, mounted over the scratch dir.
     pub(super) disk: Option<PathBuf>,
-    /// v1: the hierarchies' parent dirs, where the job joins `cgroup_name` (see job_main).
-    pub(super) cgroup_join: Vec<RawFd>,
-    pub(super) cgroup_name: String,
-    /// The caller's CPUs, given back to the job (see CpuSplit).
-    pub(super) cpus: Option<CpuSplit>,
-    /// The job's seccomp program, built before the clone (the job only makes syscalls).
-    pub(super) seccomp: Vec<libc::sock_filter>,
     pub(super) tl: Timeline,
+    pub(super) job: JobPlan,
 }
 
 pub(super) fn send_fail(fd: RawFd, stage: Stage, what: String, e: &io::Error) {
@@ -167,13 +150,13 @@ pub(super) fn send_fail(fd: RawFd, stage: Stage, what: String, e: &io::Error) {
 }
 
 /// PID 1 of the job. Never returns; a panic cannot unwind into the launcher's copy of the stack.
-pub(super) fn init_main(c: &ChildPlan) -> ! {
+pub(super) fn init_main(c: &InitPlan) -> ! {
     let code =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init_inner(c))).unwrap_or(125);
     unsafe { libc::_exit(code) }
 }
 
-pub(super) fn init_inner(c: &ChildPlan) -> i32 {
+pub(super) fn init_inner(c: &InitPlan) -> i32 {
     let sys = Linux;
     // The launcher gone means nobody would clean up: take the whole job down with it.
     unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
@@ -277,20 +260,20 @@ pub(super) fn init_inner(c: &ChildPlan) -> i32 {
         ..c.identity.clone()
     };
     c.tl.mark("init: released, forking the job");
-    let job = match spawn_job(c, &user, &sys) {
+    let job = match spawn_job(&c.job, &user, &sys) {
         Ok(pid) => pid,
         Err(e) => {
             send_fail(c.msg_fd, Stage::Setup, "starting the job".into(), &e);
             return 125;
         }
     };
-    for fd in &c.cgroup_join {
+    for fd in &c.job.cgroup_join {
         unsafe { libc::close(*fd) };
     }
     init_loop(c, job, disk_fd.as_ref().map(|f| f.as_raw_fd()))
 }
 
-pub(super) fn setup_namespaces(c: &ChildPlan) -> Result<(), (String, io::Error)> {
+pub(super) fn setup_namespaces(c: &InitPlan) -> Result<(), (String, io::Error)> {
     if let Some((uid, gid)) = c.userns {
         // Map only the caller to itself: inside, the job is who it was outside.
         let w = |file: &str, text: String| {
@@ -329,7 +312,7 @@ pub(super) fn loopback_up() -> io::Result<()> {
 }
 
 /// Forward signals to the job, reap every orphan, and report the job's end.
-pub(super) fn init_loop(c: &ChildPlan, job: libc::pid_t, disk_fd: Option<RawFd>) -> i32 {
+pub(super) fn init_loop(c: &InitPlan, job: libc::pid_t, disk_fd: Option<RawFd>) -> i32 {
     // The init keeps only CAP_KILL (to signal the job's uid) for the rest of its life.
     keep_only_kill_cap();
     let set = signal_set();

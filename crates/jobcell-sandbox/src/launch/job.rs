@@ -2,16 +2,44 @@
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::RawFd;
+use std::path::PathBuf;
 
 use crate::identity::{self, Identity};
 use crate::sync::Stage;
 use crate::syscall::Syscall;
 
-use super::init::{send_fail, ChildPlan};
+use super::init::send_fail;
+use super::os::{CpuSplit, Timeline};
+
+/// What the job process needs, prepared before the init's clone so that it only makes system
+/// calls.
+pub(super) struct JobPlan {
+    /// The caller's umask, for the job.
+    pub(super) umask: libc::mode_t,
+    /// In a user namespace that maps only the caller (rootless).
+    pub(super) userns: bool,
+    pub(super) cgroupns: bool,
+    pub(super) workdir: PathBuf,
+    /// Where the job starts when `workdir` is missing in its view.
+    pub(super) workdir_fallback: PathBuf,
+    pub(super) argv: Vec<CString>,
+    pub(super) envp: Vec<CString>,
+    pub(super) path_dirs: Vec<Vec<u8>>,
+    pub(super) msg_fd: RawFd,
+    /// v1: the hierarchies' parent dirs, where the job joins `cgroup_name` (see job_main).
+    pub(super) cgroup_join: Vec<RawFd>,
+    pub(super) cgroup_name: String,
+    /// The caller's CPUs, given back to the job (see CpuSplit).
+    pub(super) cpus: Option<CpuSplit>,
+    /// The job's seccomp program, built before the clone (the job only makes syscalls).
+    pub(super) seccomp: Vec<libc::sock_filter>,
+    pub(super) tl: Timeline,
+}
 
 /// What [`spawn_job`]'s child needs, passed through clone's argument.
 pub(super) struct JobArgs<'a> {
-    c: &'a ChildPlan,
+    c: &'a JobPlan,
     user: &'a Identity,
     sys: &'a dyn Syscall,
 }
@@ -34,7 +62,7 @@ pub(super) const JOB_STACK: usize = 256 << 10;
 /// descriptors, the cwd and the credentials it changes are its own (no CLONE_SIGHAND,
 /// CLONE_FILES, CLONE_FS or CLONE_THREAD).
 pub(super) fn spawn_job(
-    c: &ChildPlan,
+    c: &JobPlan,
     user: &Identity,
     sys: &dyn Syscall,
 ) -> io::Result<libc::pid_t> {
@@ -71,7 +99,7 @@ pub(super) fn spawn_job(
 }
 
 /// The job process: from root in the new namespaces to the user's command.
-pub(super) fn job_main(c: &ChildPlan, user: &Identity, sys: &dyn Syscall) -> ! {
+pub(super) fn job_main(c: &JobPlan, user: &Identity, sys: &dyn Syscall) -> ! {
     unsafe {
         libc::umask(c.umask);
         let empty: libc::sigset_t = std::mem::zeroed();
@@ -126,7 +154,7 @@ pub(super) fn job_main(c: &ChildPlan, user: &Identity, sys: &dyn Syscall) -> ! {
         .setsid()
         .map_err(|e| ("setsid".to_string(), e))
         .and_then(|_| {
-            identity::drop_privileges(sys, user, c.userns.is_some())
+            identity::drop_privileges(sys, user, c.userns)
                 .map_err(|e| (format!("becoming user {} ({})", user.name, user.uid), e))
         })
         .and_then(|_| {
@@ -163,7 +191,7 @@ pub(super) fn job_main(c: &ChildPlan, user: &Identity, sys: &dyn Syscall) -> ! {
 }
 
 /// execvpe with the job's own PATH (glibc's looks at the launcher's environment).
-pub(super) fn exec_search(c: &ChildPlan) -> io::Error {
+pub(super) fn exec_search(c: &JobPlan) -> io::Error {
     let mut argv: Vec<*const libc::c_char> = c.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = c.envp.iter().map(|a| a.as_ptr()).collect();

@@ -176,7 +176,29 @@ pub(super) fn exited(pid: libc::pid_t) -> bool {
     r == 0 && unsafe { info.si_pid() } == pid
 }
 
-pub(super) fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
+/// The two pipes between the launcher and the init: the init's messages up; "S" and "go"
+/// down.
+pub(super) struct Channels {
+    pub(super) msg_r: OwnedFd,
+    pub(super) msg_w: OwnedFd,
+    pub(super) go_r: OwnedFd,
+    pub(super) go_w: OwnedFd,
+}
+
+impl Channels {
+    pub(super) fn open() -> Result<Self, LaunchError> {
+        let (msg_r, msg_w) = pipe()?;
+        let (go_r, go_w) = pipe()?;
+        Ok(Channels {
+            msg_r,
+            msg_w,
+            go_r,
+            go_w,
+        })
+    }
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
     let mut fds = [0; 2];
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
         return last_err("pipe");
