@@ -5,14 +5,18 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
+use thiserror::Error;
+
 use crate::identity::{self, Identity};
 use crate::plan::{self, BindIn, PlanInput};
 use crate::sync::{Msg, Stage};
-use crate::syscall::Linux;
+use crate::syscall::{Linux, Syscall};
 
 use super::job::{spawn_job, JobPlan};
 use super::launcher::opened_as;
-use super::os::{locked_flags, micros, mount_disk, open_path, proc_fd, signal_set, Timeline};
+use super::os::{
+    hung_up, locked_flags, micros, mount_disk, open_path, proc_fd, signal_set, Timeline,
+};
 use super::LaunchError;
 
 /// What the init needs to compute the mount plan. The descriptors the plan binds from are
@@ -94,32 +98,46 @@ impl PlanShape {
     }
 }
 
-/// Tell the launcher why opening a mount source failed.
-pub(super) fn send_open_fail(c: &InitPlan, e: LaunchError) {
-    match e {
-        LaunchError::Path { what, path, source } => send_fail(
-            c.msg_fd,
-            Stage::Setup,
-            format!("{what} '{}'", path.display()),
-            &source,
-        ),
-        LaunchError::BindSource {
-            what,
-            path,
-            user,
-            source,
-        } => send_fail(
-            c.msg_fd,
-            Stage::Setup,
-            format!("{what} '{}' (opened as {user})", path.display()),
-            &source,
-        ),
-        e => send_fail(
-            c.msg_fd,
-            Stage::Setup,
-            e.to_string(),
-            &io::Error::from_raw_os_error(libc::EIO),
-        ),
+/// Why the init gives up before the job starts.
+#[derive(Debug, Error)]
+pub(super) enum InitError {
+    #[error("{0}: {1}")]
+    Step(String, io::Error),
+    /// Opening a mount source failed (named as the launcher names it).
+    #[error(transparent)]
+    Open(LaunchError),
+    /// The launcher died or gave up: nobody to tell.
+    #[error("the launcher is gone")]
+    LauncherGone,
+}
+
+impl From<(String, io::Error)> for InitError {
+    fn from((what, e): (String, io::Error)) -> Self {
+        InitError::Step(what, e)
+    }
+}
+
+impl InitError {
+    /// Tell the launcher why the job never started.
+    fn send(self, msg_fd: RawFd) {
+        let (what, e) = match self {
+            InitError::Step(what, e) => (what, e),
+            InitError::Open(LaunchError::Path { what, path, source }) => {
+                (format!("{what} '{}'", path.display()), source)
+            }
+            InitError::Open(LaunchError::BindSource {
+                what,
+                path,
+                user,
+                source,
+            }) => (
+                format!("{what} '{}' (opened as {user})", path.display()),
+                source,
+            ),
+            InitError::Open(e) => (e.to_string(), io::Error::from_raw_os_error(libc::EIO)),
+            InitError::LauncherGone => return,
+        };
+        send_fail(msg_fd, Stage::Setup, what, &e);
     }
 }
 
@@ -156,165 +174,143 @@ pub(super) fn init_main(c: &InitPlan) -> ! {
     unsafe { libc::_exit(code) }
 }
 
-pub(super) fn init_inner(c: &InitPlan) -> i32 {
+/// The init's steps, in order.
+fn init_inner(c: &InitPlan) -> i32 {
     let sys = Linux;
-    // The launcher gone means nobody would clean up: take the whole job down with it.
-    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
+    let run = || {
+        watch_launcher(c, &sys)?;
+        c.tl.mark("init: started");
+        confine(c, &sys)?;
+        let mounted = mount_sandbox(c, &sys)?;
+        let job = start_job(c, &sys)?;
+        Ok::<_, InitError>(init_loop(c, &sys, job, mounted.disk_fd()))
+    };
+    run().unwrap_or_else(|e| {
+        e.send(c.msg_fd);
+        125
+    })
+}
+
+/// The launcher gone means nobody would clean up: take the whole job down with it.
+fn watch_launcher(c: &InitPlan, sys: &dyn Syscall) -> Result<(), InitError> {
+    let _ = sys.set_pdeathsig(libc::SIGKILL);
     // A launcher that died before that prctl sends no signal (and getppid() is 0 across the
     // pid namespace). It holds the go pipe's write end for its whole life, so a hang-up there
     // means it is gone, even if its "go" is already in the pipe.
-    let mut hup = libc::pollfd {
-        fd: c.go_fd,
-        events: 0,
-        revents: 0,
-    };
-    if unsafe { libc::poll(&mut hup, 1, 0) } > 0 && hup.revents & libc::POLLHUP != 0 {
-        return 125;
+    if hung_up(c.go_fd) {
+        return Err(InitError::LauncherGone);
     }
-    c.tl.mark("init: started");
-    // The mounts are made before "go", while the launcher makes the v1 cgroup: nothing here
-    // depends on it, and nothing of the job runs before "go".
+    Ok(())
+}
+
+/// The job's namespaces made usable (uid maps, loopback) and what the job inherits (the
+/// bounding set), while the launcher makes scratch. The mounts are made before "go", while
+/// the launcher makes the v1 cgroup: nothing here depends on it, and nothing of the job runs
+/// before "go".
+pub(super) fn confine(c: &InitPlan, sys: &dyn Syscall) -> Result<(), InitError> {
     // Mount points and device files get exactly the modes the plan says, whatever the
     // caller's umask (the job gets the caller's back before exec).
-    unsafe { libc::umask(0o022) };
-    if let Err((what, e)) = setup_namespaces(c) {
-        send_fail(c.msg_fd, Stage::Setup, what, &e);
-        return 125;
-    }
-    // What the job inherits (bounding set, seccomp filter), while the launcher makes scratch:
-    // neither limits what the init does itself (its own capabilities stay; no mount uses a
+    sys.umask(0o022);
+    setup_namespaces(c, sys)?;
+    // Neither limits what the init does itself (its own capabilities stay; no mount uses a
     // keyring).
-    if let Err(e) = identity::confine_init(&sys, c.last_cap) {
-        send_fail(
-            c.msg_fd,
-            Stage::Setup,
-            "confining the job's init".into(),
-            &e,
-        );
-        return 125;
+    identity::confine_init(sys, c.last_cap)
+        .map_err(|e| InitError::Step("confining the job's init".into(), e))
+}
+
+/// The job's mounts: kept open until exec (CLOEXEC), like the init's other descriptors.
+struct Mounted {
+    /// The root of a --disk filesystem, measured when the job ends.
+    disk: Option<OwnedFd>,
+    _sources: Vec<OwnedFd>,
+}
+
+impl Mounted {
+    fn disk_fd(&self) -> Option<RawFd> {
+        self.disk.as_ref().map(|f| f.as_raw_fd())
     }
-    // The view (slave tree, image, /dev) while the launcher makes the scratch dir; the
-    // sandbox's mounts (scratch, private dirs, covers, binds, /proc) once it is there.
-    let (mut input, mut fds) = match c.shape.open_sources() {
-        Ok(x) => x,
-        Err(e) => {
-            send_open_fail(c, e);
-            return 125;
-        }
-    };
+}
+
+/// The view (slave tree, image, /dev) while the launcher makes the scratch dir; the
+/// sandbox's mounts (scratch, private dirs, covers, binds, /proc) once it is there ("S").
+fn mount_sandbox(c: &InitPlan, sys: &dyn Syscall) -> Result<Mounted, InitError> {
+    let (mut input, mut fds) = c.shape.open_sources().map_err(InitError::Open)?;
     let view = plan::view(&input);
     // A --disk filesystem is mounted from its loop device's path under the host's /dev.
     let view_first = c.disk.is_none() && plan::view_first(&input, &view);
     if view_first {
-        if let Err(e) = plan::apply(&view, &sys) {
-            send_fail(c.msg_fd, Stage::Setup, plan::describe(&e.step), &e.error);
-            return 125;
-        }
+        plan::apply(&view, sys).map_err(|e| InitError::Step(plan::describe(&e.step), e.error))?;
         c.tl.mark("init: view mounted");
     }
     // The launcher gave up or died before the scratch dir was there: nothing to say.
-    if crate::sync::read_scratch_ready(c.go_fd).is_err() {
-        return 125;
-    }
-    let disk_fd = match &c.disk {
-        Some(dev) => match mount_disk(&c.shape.scratch_path, dev, &sys) {
-            Ok(fd) => Some(fd),
-            Err((what, e)) => {
-                send_fail(c.msg_fd, Stage::Setup, what, &e);
-                return 125;
-            }
-        },
+    crate::sync::read_scratch_ready(c.go_fd).map_err(|_| InitError::LauncherGone)?;
+    let disk = match &c.disk {
+        Some(dev) => Some(mount_disk(&c.shape.scratch_path, dev, sys)?),
         None => None,
     };
-    if let Err(e) = c.shape.open_scratch(&mut input, &mut fds) {
-        send_open_fail(c, e);
-        return 125;
-    }
+    c.shape
+        .open_scratch(&mut input, &mut fds)
+        .map_err(InitError::Open)?;
     let steps = plan::plan(&input);
     let rest = match view_first {
         // plan() starts with view(): what is left is the sandbox.
         true if steps.starts_with(&view) => &steps[view.len()..],
         true => {
-            send_fail(
-                c.msg_fd,
-                Stage::Setup,
+            return Err(InitError::Step(
                 "the mount plan does not start with the view already mounted".into(),
-                &io::Error::from_raw_os_error(libc::EIO),
-            );
-            return 125;
+                io::Error::from_raw_os_error(libc::EIO),
+            ))
         }
         false => &steps[..],
     };
-    if let Err(e) = plan::apply(rest, &sys) {
-        send_fail(c.msg_fd, Stage::Setup, plan::describe(&e.step), &e.error);
-        return 125;
-    }
+    plan::apply(rest, sys).map_err(|e| InitError::Step(plan::describe(&e.step), e.error))?;
     c.tl.mark("init: mounts done");
+    Ok(Mounted {
+        disk,
+        _sources: fds,
+    })
+}
+
+/// Wait for "go" with the job's groups, then start the job.
+fn start_job(c: &InitPlan, sys: &dyn Syscall) -> Result<libc::pid_t, InitError> {
     // The launcher died or gave up before releasing us: an error here.
-    let Ok(groups) = crate::sync::read_go(c.go_fd) else {
-        return 125;
-    };
-    unsafe { libc::close(c.go_fd) };
+    let groups = crate::sync::read_go(c.go_fd).map_err(|_| InitError::LauncherGone)?;
+    sys.close(c.go_fd);
     let user = Identity {
         groups,
         ..c.identity.clone()
     };
     c.tl.mark("init: released, forking the job");
-    let job = match spawn_job(&c.job, &user, &sys) {
-        Ok(pid) => pid,
-        Err(e) => {
-            send_fail(c.msg_fd, Stage::Setup, "starting the job".into(), &e);
-            return 125;
-        }
-    };
+    let job =
+        spawn_job(&c.job, &user, sys).map_err(|e| InitError::Step("starting the job".into(), e))?;
     for fd in &c.job.cgroup_join {
-        unsafe { libc::close(*fd) };
+        sys.close(*fd);
     }
-    init_loop(c, job, disk_fd.as_ref().map(|f| f.as_raw_fd()))
+    Ok(job)
 }
 
-pub(super) fn setup_namespaces(c: &InitPlan) -> Result<(), (String, io::Error)> {
+pub(super) fn setup_namespaces(c: &InitPlan, sys: &dyn Syscall) -> Result<(), InitError> {
     if let Some((uid, gid)) = c.userns {
         // Map only the caller to itself: inside, the job is who it was outside.
         let w = |file: &str, text: String| {
-            std::fs::write(file, text).map_err(|e| (format!("writing {file}"), e))
+            sys.write_file(Path::new(file), &text)
+                .map_err(|e| InitError::Step(format!("writing {file}"), e))
         };
         w("/proc/self/setgroups", "deny".into())?;
         w("/proc/self/uid_map", format!("{uid} {uid} 1"))?;
         w("/proc/self/gid_map", format!("{gid} {gid} 1"))?;
     }
     if c.net_none {
-        loopback_up().map_err(|e| ("bringing up the loopback interface".into(), e))?;
-    }
-    Ok(())
-}
-
-pub(super) fn loopback_up() -> io::Result<()> {
-    unsafe {
-        let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
-        if s < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut req: libc::ifreq = std::mem::zeroed();
-        for (i, b) in b"lo\0".iter().enumerate() {
-            req.ifr_name[i] = *b as libc::c_char;
-        }
-        req.ifr_ifru.ifru_flags =
-            (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
-        let r = libc::ioctl(s, libc::SIOCSIFFLAGS, &req);
-        let e = io::Error::last_os_error();
-        libc::close(s);
-        if r < 0 {
-            return Err(e);
-        }
+        sys.loopback_up()
+            .map_err(|e| InitError::Step("bringing up the loopback interface".into(), e))?;
     }
     Ok(())
 }
 
 /// Forward signals to the job, reap every orphan, and report the job's end.
-pub(super) fn init_loop(c: &InitPlan, job: libc::pid_t, disk_fd: Option<RawFd>) -> i32 {
+fn init_loop(c: &InitPlan, sys: &dyn Syscall, job: libc::pid_t, disk_fd: Option<RawFd>) -> i32 {
     // The init keeps only CAP_KILL (to signal the job's uid) for the rest of its life.
-    keep_only_kill_cap();
+    keep_only_kill_cap(sys);
     let set = signal_set();
     loop {
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -373,8 +369,99 @@ pub(super) const CAP_KILL: u32 = 5;
 
 /// Its bounding set is already empty ([`identity::confine_init`], before "go"); dropping
 /// every capability a second time would make 41 more credentials while the job starts.
-pub(super) fn keep_only_kill_cap() {
+fn keep_only_kill_cap(sys: &dyn Syscall) {
     let kill = 1u32 << CAP_KILL;
-    let _ = crate::syscall::capset(kill, kill, 0);
-    unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+    let _ = sys.set_caps(kill, kill, 0);
+    let _ = sys.set_no_new_privs();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syscall::Recorder;
+
+    fn plan(userns: Option<(u32, u32)>, net_none: bool) -> InitPlan {
+        InitPlan {
+            shape: PlanShape {
+                scratch_path: "/scratch/job".into(),
+                scratch_base: "/scratch".into(),
+                private_dirs: Vec::new(),
+                binds: Vec::new(),
+                image: None,
+                dev: jobcell_spec::DevMode::Minimal,
+                userns: userns.is_some(),
+                covers: Vec::new(),
+                state_covers: Vec::new(),
+                binds_as: None,
+            },
+            identity: Identity {
+                name: "u".into(),
+                uid: 1000,
+                gid: 100,
+                groups: Vec::new(),
+            },
+            last_cap: 2,
+            userns,
+            net_none,
+            msg_fd: -1,
+            go_fd: -1,
+            disk: None,
+            tl: Timeline::new(),
+            job: super::super::job::tests::plan(true, userns.is_some()),
+        }
+    }
+
+    #[test]
+    fn the_init_maps_its_user_and_brings_up_loopback_before_emptying_the_bounding_set() {
+        let rec = Recorder::default();
+        confine(&plan(Some((1000, 100)), true), &rec).unwrap();
+        assert_eq!(
+            rec.lines(),
+            [
+                "umask 22",
+                // setgroups is denied before the gid map: the kernel requires it.
+                "write /proc/self/setgroups deny",
+                "write /proc/self/uid_map 1000 1000 1",
+                "write /proc/self/gid_map 100 100 1",
+                "loopback_up",
+                "capbset_drop 0",
+                "capbset_drop 1",
+                "capbset_drop 2",
+            ]
+        );
+
+        // As root with the host's network: no maps, no loopback to bring up.
+        let rec = Recorder::default();
+        confine(&plan(None, false), &rec).unwrap();
+        assert_eq!(
+            rec.lines(),
+            [
+                "umask 22",
+                "capbset_drop 0",
+                "capbset_drop 1",
+                "capbset_drop 2"
+            ]
+        );
+    }
+
+    #[test]
+    fn an_init_that_cannot_bring_up_loopback_says_so_and_confines_nothing() {
+        let rec = Recorder {
+            fail_on: Some("loopback_up".into()),
+            ..Default::default()
+        };
+        let e = confine(&plan(None, true), &rec).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "bringing up the loopback interface: Operation not permitted (os error 1)"
+        );
+        assert_eq!(rec.lines(), ["umask 22", "loopback_up"]);
+    }
+
+    #[test]
+    fn the_init_keeps_only_the_kill_capability_once_the_job_runs() {
+        let rec = Recorder::default();
+        keep_only_kill_cap(&rec);
+        assert_eq!(rec.lines(), ["set_caps 0x20 0x20 0x0", "no_new_privs"]);
+    }
 }

@@ -5,6 +5,8 @@ use std::io;
 use std::os::fd::RawFd;
 use std::path::PathBuf;
 
+use thiserror::Error;
+
 use crate::identity::{self, Identity};
 use crate::sync::Stage;
 use crate::syscall::Syscall;
@@ -98,83 +100,28 @@ pub(super) fn spawn_job(
     Ok(pid)
 }
 
+/// Why the job process gives up before exec; told to the launcher by stage.
+#[derive(Debug, Error)]
+pub(super) enum JobError {
+    /// Still root in the job's namespaces: cgroup, cgroup namespace, seccomp.
+    #[error("{0}: {1}")]
+    Setup(String, io::Error),
+    /// Becoming the job's user, in its working directory.
+    #[error("{0}: {1}")]
+    Identity(String, io::Error),
+}
+
 /// The job process: from root in the new namespaces to the user's command.
 pub(super) fn job_main(c: &JobPlan, user: &Identity, sys: &dyn Syscall) -> ! {
-    unsafe {
-        libc::umask(c.umask);
-        let empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
-        // Rust ignores SIGPIPE; an ignored signal would survive exec.
-        for s in 1..32 {
-            if s != libc::SIGKILL && s != libc::SIGSTOP {
-                libc::signal(s, libc::SIG_DFL);
-            }
-        }
-        libc::prctl(libc::PR_SET_PDEATHSIG, 0, 0, 0, 0);
-    }
-    if let Some(cpus) = &c.cpus {
-        cpus.restore();
-    }
-    // v1: the job moves itself into its cgroup (made by now) before anything of the user's
-    // runs. The init stays out of it, so that the cgroup is empty, and can be removed while
-    // the init still exits, as soon as the init has reaped the job's last process (an exiting
-    // process keeps its cgroup busy until it is reaped). Then its cgroup namespace, rooted
-    // there.
-    let joined = if c.cgroup_join.is_empty() {
-        Ok(())
-    } else {
-        // Joined nowhere: the cgroup is gone.
-        match jobcell_cgroup::join_self(&c.cgroup_join, &c.cgroup_name) {
-            Ok(0) => Err(io::Error::from_raw_os_error(libc::ENOENT)),
-            r => r.map(|_| ()),
-        }
-        .map_err(|e| (format!("joining the job's cgroup {}", c.cgroup_name), e))
-    };
-    let setup = joined
-        .and_then(|_| {
-            if c.cgroupns {
-                sys.unshare(libc::CLONE_NEWCGROUP)
-                    .map_err(|e| ("creating the cgroup namespace".to_string(), e))
-            } else {
-                Ok(())
-            }
-        })
-        // Only now: the filter refuses new cgroup namespaces (still root, so no_new_privs is
-        // not needed yet; it passes to every process of the job and cannot be undone).
-        .and_then(|_| {
-            sys.seccomp(&c.seccomp)
-                .map_err(|e| ("installing the job's seccomp filter".to_string(), e))
-        });
-    if let Err((what, e)) = setup {
-        send_fail(c.msg_fd, Stage::Setup, what, &e);
+    if let Err(e) = become_job(c, user, sys) {
+        let (stage, what, e) = match e {
+            JobError::Setup(what, e) => (Stage::Setup, what, e),
+            JobError::Identity(what, e) => (Stage::Identity, what, e),
+        };
+        send_fail(c.msg_fd, stage, what, &e);
+        // SAFETY: _exit ends this process at once; the init's memory it shares is untouched.
         unsafe { libc::_exit(125) };
     }
-    // A new session: no controlling terminal, so no TIOCSTI into the caller's shell.
-    let step = sys
-        .setsid()
-        .map_err(|e| ("setsid".to_string(), e))
-        .and_then(|_| {
-            identity::drop_privileges(sys, user, c.userns)
-                .map_err(|e| (format!("becoming user {} ({})", user.name, user.uid), e))
-        })
-        .and_then(|_| {
-            sys.chdir(&c.workdir)
-                .or_else(|_| sys.chdir(&c.workdir_fallback))
-                .map_err(|e| (format!("entering {}", c.workdir.display()), e))
-        });
-    if let Err((what, e)) = step {
-        send_fail(c.msg_fd, Stage::Identity, what, &e);
-        unsafe { libc::_exit(125) };
-    }
-    // Nothing of the launcher's reaches the job but stdin, stdout and stderr.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        )
-    };
     c.tl.mark("job: exec");
     let e = exec_search(c);
     let code = match e.raw_os_error() {
@@ -187,7 +134,53 @@ pub(super) fn job_main(c: &JobPlan, user: &Identity, sys: &dyn Syscall) -> ! {
         format!("cannot run '{}'", c.argv[0].to_string_lossy()),
         &e,
     );
+    // SAFETY: as above.
     unsafe { libc::_exit(code) }
+}
+
+/// The job's steps before exec, in order: the process state it must not inherit, its cgroup
+/// and cgroup namespace, the seccomp filter, a new session, the user's identity, the working
+/// directory, and no descriptor but stdin, stdout and stderr.
+pub(super) fn become_job(c: &JobPlan, user: &Identity, sys: &dyn Syscall) -> Result<(), JobError> {
+    sys.umask(c.umask);
+    sys.reset_signals();
+    let _ = sys.set_pdeathsig(0);
+    if let Some(cpus) = &c.cpus {
+        cpus.restore();
+    }
+    // v1: the job moves itself into its cgroup (made by now) before anything of the user's
+    // runs. The init stays out of it, so that the cgroup is empty, and can be removed while
+    // the init still exits, as soon as the init has reaped the job's last process (an exiting
+    // process keeps its cgroup busy until it is reaped). Then its cgroup namespace, rooted
+    // there.
+    if !c.cgroup_join.is_empty() {
+        // Joined nowhere: the cgroup is gone.
+        match jobcell_cgroup::join_self(&c.cgroup_join, &c.cgroup_name) {
+            Ok(0) => Err(io::Error::from_raw_os_error(libc::ENOENT)),
+            r => r.map(|_| ()),
+        }
+        .map_err(|e| JobError::Setup(format!("joining the job's cgroup {}", c.cgroup_name), e))?;
+    }
+    if c.cgroupns {
+        sys.unshare(libc::CLONE_NEWCGROUP)
+            .map_err(|e| JobError::Setup("creating the cgroup namespace".into(), e))?;
+    }
+    // Only now: the filter refuses new cgroup namespaces (still root, so no_new_privs is
+    // not needed yet; it passes to every process of the job and cannot be undone).
+    sys.seccomp(&c.seccomp)
+        .map_err(|e| JobError::Setup("installing the job's seccomp filter".into(), e))?;
+    // A new session: no controlling terminal, so no TIOCSTI into the caller's shell.
+    sys.setsid()
+        .map_err(|e| JobError::Identity("setsid".into(), e))?;
+    identity::drop_privileges(sys, user, c.userns).map_err(|e| {
+        JobError::Identity(format!("becoming user {} ({})", user.name, user.uid), e)
+    })?;
+    sys.chdir(&c.workdir)
+        .or_else(|_| sys.chdir(&c.workdir_fallback))
+        .map_err(|e| JobError::Identity(format!("entering {}", c.workdir.display()), e))?;
+    // Nothing of the launcher's reaches the job but stdin, stdout and stderr.
+    let _ = sys.cloexec_from(3);
+    Ok(())
 }
 
 /// execvpe with the job's own PATH (glibc's looks at the launcher's environment).
@@ -226,5 +219,115 @@ pub(super) fn exec_search(c: &JobPlan) -> io::Error {
         io::Error::from_raw_os_error(libc::EACCES)
     } else {
         last
+    }
+}
+
+#[cfg(test)]
+pub(super) mod tests {
+    use super::*;
+    use crate::syscall::Recorder;
+
+    /// A job plan that touches nothing of the host: no cgroup to join, no CPUs to restore.
+    pub(in crate::launch) fn plan(cgroupns: bool, userns: bool) -> JobPlan {
+        JobPlan {
+            umask: 0o027,
+            userns,
+            cgroupns,
+            workdir: "/missing".into(),
+            workdir_fallback: "/scratch/job".into(),
+            argv: vec![c"/bin/true".into()],
+            envp: Vec::new(),
+            path_dirs: Vec::new(),
+            msg_fd: -1,
+            cgroup_join: Vec::new(),
+            cgroup_name: "job-1-00".into(),
+            cpus: None,
+            seccomp: vec![
+                libc::sock_filter {
+                    code: 0,
+                    jt: 0,
+                    jf: 0,
+                    k: 0,
+                };
+                3
+            ],
+            tl: Timeline::new(),
+        }
+    }
+
+    fn user() -> Identity {
+        Identity {
+            name: "u".into(),
+            uid: 1000,
+            gid: 100,
+            groups: vec![100, 27],
+        }
+    }
+
+    #[test]
+    fn the_job_confines_itself_then_becomes_the_user() {
+        let rec = Recorder {
+            fail_on: Some("chdir /missing".into()),
+            ..Default::default()
+        };
+        become_job(&plan(true, false), &user(), &rec).unwrap();
+        assert_eq!(
+            rec.lines(),
+            [
+                "umask 27",
+                "reset_signals",
+                "pdeathsig 0",
+                // Its own cgroup namespace while still root, then the filter that refuses
+                // any further one: the job can never make a namespace of its own.
+                &format!("unshare {:#x}", libc::CLONE_NEWCGROUP),
+                "seccomp 3 insns",
+                "setsid",
+                "setgroups [100, 27]",
+                "setresgid 100",
+                "clear_ambient",
+                "setresuid 1000",
+                "clear_caps",
+                "no_new_privs",
+                // The workdir is missing in the job's view: scratch instead.
+                "chdir /missing",
+                "chdir /scratch/job",
+                "cloexec_from 3",
+            ]
+        );
+    }
+
+    #[test]
+    fn a_failed_job_step_stops_before_anything_of_the_user_runs() {
+        // Rootless: no groups to set, no cgroup namespace of its own.
+        let rec = Recorder {
+            fail_on: Some("seccomp".into()),
+            ..Default::default()
+        };
+        let e = become_job(&plan(false, true), &user(), &rec).unwrap_err();
+        assert!(
+            matches!(&e, JobError::Setup(what, _) if what == "installing the job's seccomp filter"),
+            "{e}"
+        );
+        assert_eq!(
+            rec.lines(),
+            [
+                "umask 27",
+                "reset_signals",
+                "pdeathsig 0",
+                "seccomp 3 insns"
+            ]
+        );
+
+        let rec = Recorder {
+            fail_on: Some("setresuid".into()),
+            ..Default::default()
+        };
+        let e = become_job(&plan(false, true), &user(), &rec).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "becoming user u (1000): Operation not permitted (os error 1)"
+        );
+        assert_eq!(rec.lines().last().unwrap(), "setresuid 1000");
+        assert!(!rec.lines().iter().any(|l| l.starts_with("chdir")));
     }
 }

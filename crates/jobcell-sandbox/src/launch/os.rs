@@ -162,6 +162,17 @@ impl Timeline {
     }
 }
 
+/// Whether the other end of the pipe `fd` reads from has hung up (its writer is gone).
+pub(super) fn hung_up(fd: RawFd) -> bool {
+    let mut hup = libc::pollfd {
+        fd,
+        events: 0,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, a zero timeout.
+    (unsafe { libc::poll(&mut hup, 1, 0) }) > 0 && hup.revents & libc::POLLHUP != 0
+}
+
 /// Whether `pid` (our child) has exited, leaving it to be reaped by the wait.
 pub(super) fn exited(pid: libc::pid_t) -> bool {
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
