@@ -101,6 +101,7 @@ impl Syscall for Linux {
         let fstype = fstype.map(|s| CString::new(s).unwrap());
         let data = data.map(|s| CString::new(s).unwrap());
         let p = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
+        // SAFETY: every pointer is null or a NUL-terminated CString alive for the call.
         check(unsafe {
             libc::mount(
                 p(&src),
@@ -121,6 +122,8 @@ impl Syscall for Linux {
             propagation: 0,
             userns_fd: 0,
         };
+        // SAFETY: `dst` is a NUL-terminated path and `attr` a mount_attr of the size passed, both
+        // alive for the call.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_mount_setattr,
@@ -143,6 +146,7 @@ impl Syscall for Linux {
 
     fn umount_detach(&self, dst: &Path) -> io::Result<()> {
         let dst = cstr(dst)?;
+        // SAFETY: `dst` is a NUL-terminated path alive for the call.
         check(unsafe { libc::umount2(dst.as_ptr(), libc::MNT_DETACH) })
     }
 
@@ -150,22 +154,26 @@ impl Syscall for Linux {
         // pivot_root(".", "."): the old root ends up stacked on the new one and is detached by
         // the caller; no put_old directory is needed inside the image.
         let dot = c".";
+        // SAFETY: "." is a NUL-terminated literal.
         let r = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) };
         check(r as libc::c_int)
     }
 
     fn chdir(&self, dir: &Path) -> io::Result<()> {
         let d = cstr(dir)?;
+        // SAFETY: `d` is a NUL-terminated path alive for the call.
         check(unsafe { libc::chdir(d.as_ptr()) })
     }
 
     fn mkdir(&self, path: &Path, mode: u32) -> io::Result<()> {
         let p = cstr(path)?;
+        // SAFETY: `p` is a NUL-terminated path alive for the call.
         check(unsafe { libc::mkdir(p.as_ptr(), mode) })
     }
 
     fn create_file(&self, path: &Path, mode: u32) -> io::Result<()> {
         let p = cstr(path)?;
+        // SAFETY: `p` is a NUL-terminated path alive for the call.
         let fd = unsafe {
             libc::open(
                 p.as_ptr(),
@@ -176,6 +184,7 @@ impl Syscall for Linux {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
+        // SAFETY: `fd` is the descriptor open just returned, used nowhere else.
         unsafe { libc::close(fd) };
         Ok(())
     }
@@ -183,30 +192,37 @@ impl Syscall for Linux {
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
         let t = cstr(target)?;
         let l = cstr(link)?;
+        // SAFETY: `t` and `l` are NUL-terminated paths alive for the call.
         check(unsafe { libc::symlink(t.as_ptr(), l.as_ptr()) })
     }
 
     fn unshare(&self, flags: libc::c_int) -> io::Result<()> {
+        // SAFETY: unshare takes plain flags.
         check(unsafe { libc::unshare(flags) })
     }
 
     fn setgroups(&self, groups: &[u32]) -> io::Result<()> {
+        // SAFETY: `groups` points to groups.len() gid_t (u32) values, alive for the call.
         check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })
     }
 
     fn setresgid(&self, gid: u32) -> io::Result<()> {
+        // SAFETY: setresgid takes plain ids.
         check(unsafe { libc::setresgid(gid, gid, gid) })
     }
 
     fn setresuid(&self, uid: u32) -> io::Result<()> {
+        // SAFETY: setresuid takes plain ids.
         check(unsafe { libc::setresuid(uid, uid, uid) })
     }
 
     fn capbset_drop(&self, cap: u32) -> io::Result<()> {
+        // SAFETY: PR_CAPBSET_DROP takes a capability number; no pointers.
         check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) })
     }
 
     fn clear_ambient_caps(&self) -> io::Result<()> {
+        // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
         check(unsafe {
             libc::prctl(
                 libc::PR_CAP_AMBIENT,
@@ -223,10 +239,12 @@ impl Syscall for Linux {
     }
 
     fn set_no_new_privs(&self) -> io::Result<()> {
+        // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers.
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
     }
 
     fn setsid(&self) -> io::Result<()> {
+        // SAFETY: setsid takes nothing.
         if unsafe { libc::setsid() } == -1 {
             return Err(io::Error::last_os_error());
         }
@@ -241,6 +259,7 @@ impl Syscall for Linux {
             len: prog.len() as u16,
             filter: prog.as_ptr() as *mut _,
         };
+        // SAFETY: `fprog` points to `prog`, both alive for the call; the kernel copies the program.
         check(unsafe {
             libc::prctl(
                 libc::PR_SET_SECCOMP,
@@ -355,6 +374,8 @@ pub fn capset(effective: u32, permitted: u32, inheritable: u32) -> io::Result<()
         Data::default(),
     ];
     check(
+        // SAFETY: `h` and the two-element `d` are the v3 header and data the kernel reads, alive
+        // for the call.
         unsafe { libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr()) }
             as libc::c_int,
     )

@@ -171,6 +171,8 @@ pub(super) fn send_fail(fd: RawFd, stage: Stage, what: String, e: &io::Error) {
 pub(super) fn init_main(c: &InitPlan) -> ! {
     let code =
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| init_inner(c))).unwrap_or(125);
+    // SAFETY: _exit ends the init without unwinding or running the launcher's copied destructors
+    // (its exit handlers, buffered state); nothing borrowed outlives it.
     unsafe { libc::_exit(code) }
 }
 
@@ -313,17 +315,23 @@ fn init_loop(c: &InitPlan, sys: &dyn Syscall, job: libc::pid_t, disk_fd: Option<
     keep_only_kill_cap(sys);
     let set = signal_set();
     loop {
+        // SAFETY: siginfo_t is plain data; all-zero is a valid value.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        // SAFETY: `set` is a valid signal set and `info` a writable siginfo_t, both alive for the
+        // call.
         let sig = unsafe { libc::sigwaitinfo(&set, &mut info) };
         if sig < 0 {
             continue;
         }
         if sig != libc::SIGCHLD {
+            // SAFETY: kill takes plain integers; `job` is our child, not yet reaped, so its pid is
+            // not reused.
             unsafe { libc::kill(job, sig) };
             continue;
         }
         loop {
             let mut status = 0;
+            // SAFETY: `status` is a writable int alive for the call.
             let r = unsafe { libc::waitpid(-1, &mut status, libc::WNOHANG) };
             if r <= 0 {
                 break;
@@ -341,7 +349,10 @@ fn init_loop(c: &InitPlan, sys: &dyn Syscall, job: libc::pid_t, disk_fd: Option<
                 // that the launcher may clean up scratch while this process still exits (its
                 // mount namespace's teardown takes a while): nothing of the job writes there
                 // any more.
+                // SAFETY: kill(-1) as PID 1 signals only the processes of the job's own pid
+                // namespace.
                 unsafe { libc::kill(-1, libc::SIGKILL) };
+                // SAFETY: a null status pointer is allowed: the statuses are not wanted.
                 while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::__WALL) } > 0
                     || io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
                 {
@@ -351,7 +362,9 @@ fn init_loop(c: &InitPlan, sys: &dyn Syscall, job: libc::pid_t, disk_fd: Option<
                 }
                 // Every process of the job is reaped: its CPU is all in our children's usage.
                 // Said now, so that the launcher need not wait for this process's own exit.
+                // SAFETY: rusage is plain data; all-zero is a valid value.
                 let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+                // SAFETY: `ru` is a writable rusage alive for the call.
                 unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut ru) };
                 Msg::Usage {
                     user_us: micros(ru.ru_utime),

@@ -68,6 +68,7 @@ pub(super) fn spawn_job(
     user: &Identity,
     sys: &dyn Syscall,
 ) -> io::Result<libc::pid_t> {
+    // SAFETY: an anonymous private mapping at an address the kernel picks: it aliases nothing.
     let stack = unsafe {
         libc::mmap(
             std::ptr::null_mut(),
@@ -82,8 +83,12 @@ pub(super) fn spawn_job(
         return Err(io::Error::last_os_error());
     }
     // A guard page: an overflow faults instead of writing over the init's memory.
+    // SAFETY: `stack` is the start of the JOB_STACK-byte mapping just made, and page-aligned.
     unsafe { libc::mprotect(stack, 4096, libc::PROT_NONE) };
     let args = JobArgs { c, user, sys };
+    // SAFETY: clone with CLONE_VM | CLONE_VFORK runs job_entry on the fresh stack (its top, the
+    // stack grows down) and suspends this thread until the child execs or exits, so `args` and the
+    // stack outlive the child's use of them; the child touches no lock (see above).
     let pid = unsafe {
         libc::clone(
             job_entry,
@@ -93,6 +98,7 @@ pub(super) fn spawn_job(
         )
     };
     let e = io::Error::last_os_error();
+    // SAFETY: the child has exec'd or exited (CLONE_VFORK): nothing uses the stack any more.
     unsafe { libc::munmap(stack, JOB_STACK) };
     if pid < 0 {
         return Err(e);
@@ -191,6 +197,8 @@ pub(super) fn exec_search(c: &JobPlan) -> io::Error {
     envp.push(std::ptr::null());
     let cmd = c.argv[0].as_bytes();
     if cmd.contains(&b'/') {
+        // SAFETY: argv and envp are null-terminated arrays of pointers into CStrings that outlive
+        // the call.
         unsafe { libc::execve(c.argv[0].as_ptr(), argv.as_ptr(), envp.as_ptr()) };
         return io::Error::last_os_error();
     }
@@ -203,6 +211,7 @@ pub(super) fn exec_search(c: &JobPlan) -> io::Error {
         let Ok(full) = CString::new(full) else {
             continue;
         };
+        // SAFETY: as above; `full` is a CString alive for the call.
         unsafe { libc::execve(full.as_ptr(), argv.as_ptr(), envp.as_ptr()) };
         let e = io::Error::last_os_error();
         match e.raw_os_error() {

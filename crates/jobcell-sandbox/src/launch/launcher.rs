@@ -192,6 +192,8 @@ pub(super) struct InitGuard(pub(super) libc::pid_t);
 
 impl Drop for InitGuard {
     fn drop(&mut self) {
+        // SAFETY: kill and waitpid take plain integers and a null status pointer; the init is our
+        // unreaped child.
         unsafe {
             libc::kill(self.0, libc::SIGKILL);
             libc::waitpid(self.0, std::ptr::null_mut(), 0);
@@ -250,6 +252,8 @@ pub(super) fn wait_loop(
                 .min(i32::MAX as u128) as i32,
             None => -1,
         };
+        // SAFETY: `fds` is an array of valid pollfds (a negative fd is ignored), alive for the
+        // call.
         let n = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout) };
         if n < 0 {
             let e = io::Error::last_os_error();
@@ -261,6 +265,7 @@ pub(super) fn wait_loop(
         if let Some(d) = deadline {
             if Instant::now() >= d {
                 // Grace is over: the init's death takes every process of the job with it.
+                // SAFETY: kill takes plain integers; the init is our child and not yet reaped.
                 unsafe { libc::kill(init, libc::SIGKILL) };
                 deadline = None;
             }
@@ -284,6 +289,7 @@ pub(super) fn wait_loop(
                 if sig == libc::SIGCHLD {
                     continue;
                 }
+                // SAFETY: as above.
                 unsafe { libc::kill(init, sig) };
                 if deadline.is_none() && TERMINATING.contains(&sig) {
                     deadline = Some(Instant::now() + grace);
@@ -291,7 +297,9 @@ pub(super) fn wait_loop(
             }
         }
         let mut status = 0;
+        // SAFETY: rusage is plain data; all-zero is a valid value.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: `status` and `ru` are writable and alive for the call.
         let r = unsafe { libc::wait4(init, &mut status, libc::WNOHANG, &mut ru) };
         if r == init {
             return Ok(Waited::Reaped(status, ru));

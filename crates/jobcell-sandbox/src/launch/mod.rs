@@ -197,6 +197,7 @@ impl ExitingInit {
 
 impl Drop for ExitingInit {
     fn drop(&mut self) {
+        // SAFETY: a null status pointer is allowed; the pid is our child, reaped only here.
         while unsafe { libc::waitpid(self.0, std::ptr::null_mut(), 0) } < 0
             && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR)
         {}
@@ -238,6 +239,8 @@ mod tests {
 
     /// A child that exits after `ms` milliseconds (only async-signal-safe calls after fork).
     fn child_exiting_after(ms: u64) -> libc::pid_t {
+        // SAFETY: the test process forks a child that makes only async-signal-safe calls before
+        // _exit.
         let pid = unsafe { libc::fork() };
         assert!(pid >= 0);
         if pid == 0 {
@@ -245,6 +248,8 @@ mod tests {
                 tv_sec: 0,
                 tv_nsec: (ms * 1_000_000) as libc::c_long,
             };
+            // SAFETY: nanosleep reads a valid timespec; _exit ends the child without running the
+            // parent's destructors.
             unsafe {
                 libc::nanosleep(&ts, std::ptr::null_mut());
                 libc::_exit(0)
@@ -259,6 +264,7 @@ mod tests {
         drop(ExitingInit(pid));
         // Reaped: no longer our child.
         assert_eq!(
+            // SAFETY: a null status pointer is allowed.
             unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) },
             -1
         );
@@ -270,6 +276,7 @@ mod tests {
         let pid = child_exiting_after(20);
         ExitingInit(pid).leave();
         // Left alone: still ours to reap (a process that exits leaves it to its adopter).
+        // SAFETY: a null status pointer is allowed.
         assert_eq!(unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) }, pid);
     }
 }

@@ -15,6 +15,7 @@ pub(super) fn open_path(what: &'static str, p: &Path) -> Result<(OwnedFd, bool),
         path: p.into(),
         source,
     })?;
+    // SAFETY: `c` is a NUL-terminated path alive for the call.
     let fd = unsafe { libc::open(c.as_ptr(), libc::O_PATH | libc::O_CLOEXEC) };
     if fd < 0 {
         return Err(LaunchError::Path {
@@ -23,8 +24,11 @@ pub(super) fn open_path(what: &'static str, p: &Path) -> Result<(OwnedFd, bool),
             source: io::Error::last_os_error(),
         });
     }
+    // SAFETY: open returned a new descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: stat is plain data; all-zero is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `fd` is open and `st` writable, alive for the call.
     if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
         return Err(LaunchError::Path {
             what,
@@ -38,7 +42,9 @@ pub(super) fn open_path(what: &'static str, p: &Path) -> Result<(OwnedFd, bool),
 /// Mount flags of the filesystem under `fd` that a bind remount must keep (in a user namespace
 /// the kernel refuses to clear them).
 pub(super) fn locked_flags(fd: RawFd) -> libc::c_ulong {
+    // SAFETY: statvfs is plain data; all-zero is a valid value.
     let mut v: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `v` is writable and alive for the call; a bad `fd` is an error, not UB.
     if unsafe { libc::fstatvfs(fd, &mut v) } < 0 {
         return 0;
     }
@@ -60,7 +66,10 @@ pub(super) fn locked_flags(fd: RawFd) -> libc::c_ulong {
 }
 
 pub(super) fn current_umask() -> libc::mode_t {
+    // SAFETY: umask cannot fail and touches no memory; the old mask is put back at once (single-
+    // threaded).
     let m = unsafe { libc::umask(0o022) };
+    // SAFETY: as above.
     unsafe { libc::umask(m) };
     m
 }
@@ -71,6 +80,8 @@ pub(super) fn proc_fd(fd: RawFd) -> PathBuf {
 
 pub(super) fn random_suffix() -> String {
     let mut b = [0u8; 4];
+    // SAFETY: `b` is a writable buffer of b.len() bytes; a short read leaves zeros, which only
+    // makes the name less random.
     unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
@@ -90,8 +101,12 @@ pub(super) struct CpuSplit {
 
 impl CpuSplit {
     pub(super) fn new() -> Option<Self> {
+        // SAFETY: cpu_set_t is plain data; all-zero is the empty set.
         let mut all: libc::cpu_set_t = unsafe { std::mem::zeroed() };
         let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: `all` and `here` are valid cpu_set_t values of `size` bytes; sched_getcpu takes
+        // nothing; the CPU_* macros index within the set (cpu < CPU_SETSIZE, checked by CPU_ISSET
+        // on `all`).
         unsafe {
             if libc::sched_getaffinity(0, size, &mut all) < 0 || libc::CPU_COUNT(&all) < 2 {
                 return None;
@@ -111,6 +126,8 @@ impl CpuSplit {
     /// Move the (new) init off this CPU and keep the launcher on it.
     pub(super) fn apply(self, init: libc::pid_t) -> RestoreCpus {
         let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: the sets are valid cpu_set_t values of `size` bytes; `init` is our child. A
+        // refused mask is harmless (best effort).
         unsafe {
             libc::sched_setaffinity(init, size, &self.others);
             libc::sched_setaffinity(0, size, &self.here);
@@ -121,6 +138,7 @@ impl CpuSplit {
     /// Give this process all the caller's CPUs again.
     pub(super) fn restore(&self) {
         let size = std::mem::size_of::<libc::cpu_set_t>();
+        // SAFETY: `all` is a valid cpu_set_t of `size` bytes.
         unsafe { libc::sched_setaffinity(0, size, &self.all) };
     }
 }
@@ -175,7 +193,9 @@ pub(super) fn hung_up(fd: RawFd) -> bool {
 
 /// Whether `pid` (our child) has exited, leaving it to be reaped by the wait.
 pub(super) fn exited(pid: libc::pid_t) -> bool {
+    // SAFETY: siginfo_t is plain data; all-zero is a valid value.
     let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `info` is writable and alive for the call; WNOWAIT leaves the child to be reaped.
     let r = unsafe {
         libc::waitid(
             libc::P_PID,
@@ -184,6 +204,7 @@ pub(super) fn exited(pid: libc::pid_t) -> bool {
             libc::WEXITED | libc::WNOHANG | libc::WNOWAIT,
         )
     };
+    // SAFETY: waitid filled `info` for a child event (r == 0), so si_pid is the field it set.
     r == 0 && unsafe { info.si_pid() } == pid
 }
 
@@ -211,13 +232,17 @@ impl Channels {
 
 fn pipe() -> Result<(OwnedFd, OwnedFd), LaunchError> {
     let mut fds = [0; 2];
+    // SAFETY: `fds` has room for the two descriptors pipe2 writes.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
         return last_err("pipe");
     }
+    // SAFETY: pipe2 succeeded: both are new descriptors nothing else owns.
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
 pub(super) fn set_nonblock(fd: RawFd) {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it and sigaddset takes valid signal
+    // numbers.
     unsafe {
         let fl = libc::fcntl(fd, libc::F_GETFL);
         libc::fcntl(fd, libc::F_SETFL, fl | libc::O_NONBLOCK);
@@ -225,6 +250,7 @@ pub(super) fn set_nonblock(fd: RawFd) {
 }
 
 pub(super) fn signal_set() -> libc::sigset_t {
+    // SAFETY: `fd` is a descriptor the caller owns; F_GETFL/F_SETFL take and return plain flags.
     unsafe {
         let mut set: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut set);
@@ -250,16 +276,20 @@ pub(super) struct SignalMask {
 
 impl SignalMask {
     pub(super) fn block() -> Result<Self, LaunchError> {
+        // SAFETY: sigset_t is plain data; all-zero is a valid value, overwritten by sigprocmask.
         let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
         let set = signal_set();
+        // SAFETY: `set` is a valid set and `old` writable, both alive for the call.
         if unsafe { libc::sigprocmask(libc::SIG_BLOCK, &set, &mut old) } < 0 {
             return last_err("sigprocmask");
         }
+        // SAFETY: `set` is a valid signal set; -1 asks for a new descriptor.
         let fd = unsafe { libc::signalfd(-1, &set, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK) };
         if fd < 0 {
             return last_err("signalfd");
         }
         Ok(SignalMask {
+            // SAFETY: signalfd returned a new descriptor that nothing else owns.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             old,
         })
@@ -268,6 +298,7 @@ impl SignalMask {
 
 impl Drop for SignalMask {
     fn drop(&mut self) {
+        // SAFETY: `old` is the mask sigprocmask saved in block().
         unsafe { libc::sigprocmask(libc::SIG_SETMASK, &self.old, std::ptr::null_mut()) };
     }
 }
@@ -276,8 +307,10 @@ impl Drop for SignalMask {
 pub(super) fn drain_signals(fd: &OwnedFd) -> Vec<libc::c_int> {
     let mut out = Vec::new();
     loop {
+        // SAFETY: signalfd_siginfo is plain data; all-zero is a valid value.
         let mut si: libc::signalfd_siginfo = unsafe { std::mem::zeroed() };
         let sz = std::mem::size_of::<libc::signalfd_siginfo>();
+        // SAFETY: `si` is a writable buffer of exactly `sz` bytes, alive for the call.
         let r = unsafe {
             libc::read(
                 fd.as_raw_fd(),
@@ -329,6 +362,9 @@ pub(super) fn clone_job(
             set_tid_size: 0,
             cgroup: fd as u64,
         };
+        // SAFETY: clone3 reads `args` (alive for the call, its size passed along); with no stack it
+        // returns twice like fork, and the child continues on a copy of this stack in a single-
+        // threaded process.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_clone3,
@@ -351,6 +387,9 @@ pub(super) fn clone_job(
 
 /// fork-like clone into new namespaces (no stack: the child continues here on a copy).
 pub(super) fn clone_fork(flags: libc::c_int) -> Result<libc::pid_t, LaunchError> {
+    // SAFETY: clone with a null stack is fork with namespace flags: the child continues on a copy
+    // of this (single-threaded) process's memory; the tid pointers are unused (no CLONE_*TID
+    // flags).
     let r = unsafe {
         libc::syscall(
             libc::SYS_clone,
@@ -383,6 +422,7 @@ pub(super) fn clone_fork(flags: libc::c_int) -> Result<libc::pid_t, LaunchError>
 pub(super) fn crash_point(_point: &str) {
     #[cfg(debug_assertions)]
     if std::env::var_os("JOBCELL_CRASH_AT").is_some_and(|v| v == _point) {
+        // SAFETY: kill on our own pid takes plain integers.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
 }
@@ -414,7 +454,9 @@ pub(super) fn mount_disk(
     .map_err(|e| ("making the mount tree a slave of the host's".to_string(), e))?;
     let (host, _) =
         open_path("scratch dir", scratch).map_err(|_| fail("opening the scratch dir"))?;
+    // SAFETY: stat is plain data; all-zero is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `host` is open and `st` writable, alive for the call.
     if unsafe { libc::fstat(host.as_raw_fd(), &mut st) } < 0 {
         return Err(fail("reading the scratch dir"));
     }
@@ -435,6 +477,7 @@ pub(super) fn mount_disk(
         )
     })?;
     let p = cstr(scratch).map_err(|e| ("scratch path".to_string(), e))?;
+    // SAFETY: `p` is a NUL-terminated path alive for the call.
     let fd = unsafe {
         libc::open(
             p.as_ptr(),
@@ -444,7 +487,9 @@ pub(super) fn mount_disk(
     if fd < 0 {
         return Err(fail("opening the --disk filesystem at"));
     }
+    // SAFETY: open returned a new descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: `fd` is open for the whole block; lost+found is a NUL-terminated literal.
     unsafe {
         if libc::fchown(fd.as_raw_fd(), st.st_uid, st.st_gid) < 0
             || libc::fchmod(fd.as_raw_fd(), st.st_mode & 0o7777) < 0
