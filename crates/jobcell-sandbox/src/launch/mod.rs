@@ -1,15 +1,17 @@
-//! The launch sequence. Single-threaded: every clone, unshare and mount of a job happens here,
-//! in this order.
+//! The launch sequence, by process: the launcher on the host (`launcher.rs`), the job's init,
+//! PID 1 of its new namespaces (`init.rs`), and the job between the init's clone and exec
+//! (`job.rs`); `os.rs` holds the glue they share. Single-threaded: every clone, unshare and
+//! mount of a job happens here, in this order ([`launch_task`] is the list of the steps).
 //!
 //! ```text
 //! launcher (host)                          init = PID 1 of the job (root, new namespaces)
 //!  1. resolve user, image, bind sources
 //!  2. (v2) create the cgroup; (--disk) scratch and its filesystem
-//!  3. block forwarded signals; clone  ───►  uid maps (rootless); empty bounding set, seccomp
+//!  3. block forwarded signals; clone  ───►  uid maps (rootless); empty bounding set
 //!  4. scratch, "S" ─────────────────────►  mount plan;
 //!     (v1) cgroup; groups; "go" ────────►  wait for "go"
-//!                                            5. start the job: (v1) join the cgroup, setsid,
-//!                                               drop privileges, chdir, exec
+//!                                            5. start the job: (v1) join the cgroup, seccomp,
+//!                                               setsid, drop privileges, chdir, exec
 //!                                            6. reap orphans, forward signals, and on the
 //!  7. wait: forward signals, grace; on ◄─────   job's exit kill what is left, report its
 //!     the status: (v1) usage (only the          children's rusage and the status, and exit
@@ -221,15 +223,21 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     // Signals are blocked before anything is created: a SIGTERM during setup is read from the
     // signalfd (and aborts the launch, cleaning up) instead of killing jobcell half-way.
     let signals = SignalMask::block()?;
+    // 1.
     let resolved = launcher::resolve(l, rootless)?;
     tl.mark("resolved user and paths");
+    // 2.
     let host = launcher::prepare(l, task, resolved)?;
+    // 3.
     let channels = Channels::open()?;
     let early_signals = launcher::signals_before_clone(&signals)?;
     let plan = launcher::child_plan(l, task, &host, &channels, tl)?;
     let init = launcher::clone_init(&host, &plan, channels, tl)?;
+    // 4. (the init: 5., 6.)
     let mut running = launcher::release(l, host, init, early_signals, tl)?;
+    // 7.
     let ended = launcher::wait_for_job(l, &signals, &mut running, tl)?;
+    // 8.
     launcher::finish(l, task, running, ended, tl)
 }
 
