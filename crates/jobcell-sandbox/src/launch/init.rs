@@ -100,7 +100,7 @@ impl PlanShape {
 
 /// Why the init gives up before the job starts.
 #[derive(Debug, Error)]
-pub(super) enum InitError {
+enum InitError {
     #[error("{0}: {1}")]
     Step(String, io::Error),
     /// Opening a mount source failed (named as the launcher names it).
@@ -209,7 +209,7 @@ fn watch_launcher(c: &InitPlan, sys: &dyn Syscall) -> Result<(), InitError> {
 /// bounding set), while the launcher makes scratch. The mounts are made before "go", while
 /// the launcher makes the v1 cgroup: nothing here depends on it, and nothing of the job runs
 /// before "go".
-pub(super) fn confine(c: &InitPlan, sys: &dyn Syscall) -> Result<(), InitError> {
+fn confine(c: &InitPlan, sys: &dyn Syscall) -> Result<(), InitError> {
     // Mount points and device files get exactly the modes the plan says, whatever the
     // caller's umask (the job gets the caller's back before exec).
     sys.umask(0o022);
@@ -291,7 +291,7 @@ fn start_job(c: &InitPlan, sys: &dyn Syscall) -> Result<libc::pid_t, InitError> 
     Ok(job)
 }
 
-pub(super) fn setup_namespaces(c: &InitPlan, sys: &dyn Syscall) -> Result<(), InitError> {
+fn setup_namespaces(c: &InitPlan, sys: &dyn Syscall) -> Result<(), InitError> {
     if let Some((uid, gid)) = c.userns {
         // Map only the caller to itself: inside, the job is who it was outside.
         let w = |file: &str, text: String| {
@@ -378,7 +378,7 @@ fn init_loop(c: &InitPlan, sys: &dyn Syscall, job: libc::pid_t, disk_fd: Option<
     }
 }
 
-pub(super) const CAP_KILL: u32 = 5;
+const CAP_KILL: u32 = 5;
 
 /// Its bounding set is already empty ([`identity::confine_init`], before "go"); dropping
 /// every capability a second time would make 41 more credentials while the job starts.

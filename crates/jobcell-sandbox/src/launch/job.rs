@@ -40,7 +40,7 @@ pub(super) struct JobPlan {
 }
 
 /// What [`spawn_job`]'s child needs, passed through clone's argument.
-pub(super) struct JobArgs<'a> {
+struct JobArgs<'a> {
     c: &'a JobPlan,
     user: &'a Identity,
     sys: &'a dyn Syscall,
@@ -53,7 +53,7 @@ extern "C" fn job_entry(arg: *mut libc::c_void) -> libc::c_int {
     job_main(a.c, a.user, a.sys)
 }
 
-pub(super) const JOB_STACK: usize = 256 << 10;
+const JOB_STACK: usize = 256 << 10;
 
 /// Start the job like posix_spawn does: `clone(CLONE_VM | CLONE_VFORK)` on a stack of its own.
 /// The init is suspended until the job has exec'd (or failed and exited), so the child runs
@@ -108,7 +108,7 @@ pub(super) fn spawn_job(
 
 /// Why the job process gives up before exec; told to the launcher by stage.
 #[derive(Debug, Error)]
-pub(super) enum JobError {
+enum JobError {
     /// Still root in the job's namespaces: cgroup, cgroup namespace, seccomp.
     #[error("{0}: {1}")]
     Setup(String, io::Error),
@@ -118,7 +118,7 @@ pub(super) enum JobError {
 }
 
 /// The job process: from root in the new namespaces to the user's command.
-pub(super) fn job_main(c: &JobPlan, user: &Identity, sys: &dyn Syscall) -> ! {
+fn job_main(c: &JobPlan, user: &Identity, sys: &dyn Syscall) -> ! {
     if let Err(e) = become_job(c, user, sys) {
         let (stage, what, e) = match e {
             JobError::Setup(what, e) => (Stage::Setup, what, e),
@@ -147,7 +147,7 @@ pub(super) fn job_main(c: &JobPlan, user: &Identity, sys: &dyn Syscall) -> ! {
 /// The job's steps before exec, in order: the process state it must not inherit, its cgroup
 /// and cgroup namespace, the seccomp filter, a new session, the user's identity, the working
 /// directory, and no descriptor but stdin, stdout and stderr.
-pub(super) fn become_job(c: &JobPlan, user: &Identity, sys: &dyn Syscall) -> Result<(), JobError> {
+fn become_job(c: &JobPlan, user: &Identity, sys: &dyn Syscall) -> Result<(), JobError> {
     sys.umask(c.umask);
     sys.reset_signals();
     let _ = sys.set_pdeathsig(0);
@@ -190,7 +190,7 @@ pub(super) fn become_job(c: &JobPlan, user: &Identity, sys: &dyn Syscall) -> Res
 }
 
 /// execvpe with the job's own PATH (glibc's looks at the launcher's environment).
-pub(super) fn exec_search(c: &JobPlan) -> io::Error {
+fn exec_search(c: &JobPlan) -> io::Error {
     let mut argv: Vec<*const libc::c_char> = c.argv.iter().map(|a| a.as_ptr()).collect();
     argv.push(std::ptr::null());
     let mut envp: Vec<*const libc::c_char> = c.envp.iter().map(|a| a.as_ptr()).collect();

@@ -326,7 +326,7 @@ pub(super) fn drain_signals(fd: &OwnedFd) -> Vec<libc::c_int> {
 }
 
 #[repr(C)]
-pub(super) struct CloneArgs {
+struct CloneArgs {
     flags: u64,
     pidfd: u64,
     child_tid: u64,
@@ -340,7 +340,7 @@ pub(super) struct CloneArgs {
     cgroup: u64,
 }
 
-pub(super) const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
+const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
 
 /// fork-like clone into new namespaces, straight into the job's v2 cgroup where the kernel has
 /// clone3(CLONE_INTO_CGROUP) (5.7+); returns (pid, whether the child is already in the cgroup).
@@ -386,7 +386,7 @@ pub(super) fn clone_job(
 }
 
 /// fork-like clone into new namespaces (no stack: the child continues here on a copy).
-pub(super) fn clone_fork(flags: libc::c_int) -> Result<libc::pid_t, LaunchError> {
+fn clone_fork(flags: libc::c_int) -> Result<libc::pid_t, LaunchError> {
     // SAFETY: clone with a null stack is fork with namespace flags: the child continues on a copy
     // of this (single-threaded) process's memory; the tid pointers are unused (no CLONE_*TID
     // flags).
