@@ -501,3 +501,48 @@ pub(super) fn mount_disk(
     }
     Ok(fd)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::syscall::Recorder;
+
+    #[test]
+    fn a_disk_scratch_is_mounted_only_once_the_tree_no_longer_propagates_to_the_host() {
+        let dir = std::env::temp_dir().join(format!("jobcell-mount-disk-{}", std::process::id()));
+        std::fs::create_dir(&dir).unwrap();
+        let dev = Path::new("/dev/loop-test");
+        let rec = Recorder::default();
+        let mounted = mount_disk(&dir, dev, &rec).map(|fd| (locked_flags(fd.as_raw_fd()), fd));
+        let slave_failed = {
+            let rec = Recorder {
+                fail_on: Some("mount - / ".into()),
+                ..Default::default()
+            };
+            let e = mount_disk(&dir, dev, &rec).unwrap_err();
+            (e.0, rec.lines())
+        };
+        std::fs::remove_dir(&dir).unwrap();
+
+        let (locked, _fd) = mounted.unwrap();
+        // noexec only where the dir's own filesystem has it (a bind could not clear it).
+        let flags = libc::MS_NOSUID | libc::MS_NODEV | (locked & libc::MS_NOEXEC);
+        assert_eq!(
+            rec.lines(),
+            [
+                "mount - / - rec|slave -".to_string(),
+                format!(
+                    "mount /dev/loop-test {} ext4 {} noinit_itable",
+                    dir.display(),
+                    crate::syscall::mount_flags_str(flags)
+                ),
+            ]
+        );
+        // Without the slave tree nothing is mounted: it could show on the host.
+        assert_eq!(
+            slave_failed.0,
+            "making the mount tree a slave of the host's"
+        );
+        assert_eq!(slave_failed.1, ["mount - / - rec|slave -"]);
+    }
+}
