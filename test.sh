@@ -42,6 +42,8 @@ echo "== cargo fmt --check, cargo clippy -D warnings"
 cargo fmt --all -- --check 2>&1 | tee -a "$log" || { echo "FAILED: cargo fmt --check" | tee -a "$log"; status=1; }
 cargo clippy --workspace --all-targets --locked -- -D warnings 2>&1 | tail -20 | tee -a "$log" ||
   { echo "FAILED: cargo clippy" | tee -a "$log"; status=1; }
+echo "== dependency policy (deny.toml: licenses, bans, sources) and MSRV"
+tests/deps/check.sh 2>&1 | tee -a "$log" || { echo "FAILED: cargo deny / MSRV" | tee -a "$log"; status=1; }
 
 echo "== cargo test --workspace (host: $(uname -r), $(stat -fc %T /sys/fs/cgroup))"
 JOBCELL_REQUIRE_HTCONDOR=1 cargo test --workspace --locked --no-fail-fast 2>&1 | tee -a "$log" || status=1

@@ -10,7 +10,7 @@
 use std::path::Path;
 
 use jobcell_node::api::{decode_body, decode_hold, parse_id};
-use jobcell_node::core::ApiErr;
+use jobcell_node::api::ApiErr;
 use jobcell_node::types::{ClusterSubmitRequest, SubmitRequest};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;

@@ -43,8 +43,8 @@ impl Dir {
             )
         };
         let fd = check(fd).map_err(|e| CgroupError::io("open", path, e))?;
-        // SAFETY: fd was just returned by open and is owned by nobody else.
         Ok(Dir {
+            // SAFETY: fd was just returned by open and is owned by nobody else.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             path: path.to_path_buf(),
         })
@@ -104,8 +104,8 @@ impl Dir {
             )
         };
         let fd = check(fd).map_err(|e| CgroupError::io("open", &path, e))?;
-        // SAFETY: fresh fd from openat.
         Ok(Dir {
+            // SAFETY: fresh fd from openat, owned by nobody else.
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             path,
         })

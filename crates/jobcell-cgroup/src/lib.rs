@@ -115,6 +115,8 @@ pub fn join_self(parents: &[std::os::fd::RawFd], name: &str) -> std::io::Result<
     path[name.len()..name.len() + tail.len()].copy_from_slice(tail);
     let mut joined = 0;
     for &dir in parents {
+        // SAFETY: `path` holds the name and "/tasks" followed by a NUL (checked above to fit and to
+        // hold no other NUL) and outlives the call; a stale `dir` only makes the call fail.
         let fd = unsafe {
             libc::openat(
                 dir,
@@ -129,8 +131,10 @@ pub fn join_self(parents: &[std::os::fd::RawFd], name: &str) -> std::io::Result<
             }
             return Err(e);
         }
+        // SAFETY: writes one byte from a 'static literal to `fd`, opened just above.
         let r = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
         let e = std::io::Error::last_os_error();
+        // SAFETY: `fd` was opened above by this loop iteration and is closed exactly once, here.
         unsafe { libc::close(fd) };
         if r != 1 {
             return Err(e);
@@ -444,9 +448,9 @@ fn may_access(path: &Path, mode: libc::c_int) -> bool {
 fn not_delegated(path: &Path, what: &str) -> CgroupError {
     CgroupError::Delegation {
         path: path.to_path_buf(),
-        // SAFETY: geteuid has no preconditions.
         why: format!(
             "{what} is not writable by uid {} (no cgroup is delegated to this user here)",
+            // SAFETY: geteuid has no preconditions.
             unsafe { libc::geteuid() }
         ),
     }

@@ -269,6 +269,8 @@ impl Root {
             .filter(|h| wanted.iter().any(|c| h.has(*c)))
         {
             let d = h.parent()?;
+            // SAFETY: F_DUPFD_CLOEXEC takes integers only; `d` keeps its descriptor open across the
+            // call.
             let fd = unsafe { libc::fcntl(d.raw(), libc::F_DUPFD_CLOEXEC, 0) };
             if fd < 0 {
                 return Err(CgroupError::io(
@@ -277,6 +279,7 @@ impl Root {
                     std::io::Error::last_os_error(),
                 ));
             }
+            // SAFETY: `fd` was just returned by a successful F_DUPFD_CLOEXEC; nothing else owns it.
             out.push(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) });
         }
         Ok(out)

@@ -409,6 +409,9 @@ impl<'p> Extractor<'p> {
                 .last()
                 .map(|(_, f)| f.as_raw_fd())
                 .unwrap_or(self.root.as_raw_fd());
+            // SAFETY: `cur` is the descriptor of the last OwnedFd in `self.stack` or of
+            // `self.root`, both of which stay open while this iteration uses the borrow (the stack
+            // only grows after it).
             let cur = unsafe { BorrowedFd::borrow_raw(cur) };
             let name = cstr(&comps[i]).map_err(|e| entry_err(entry, e.to_string()))?;
             let fd = match sys::open_dir_at(cur, &name) {
@@ -498,6 +501,8 @@ impl<'p> Extractor<'p> {
         let (parents, name) = self.split(&comps, raw)?;
         let parents = parents.to_vec();
         let pfd = self.parent(&parents, raw)?;
+        // SAFETY: `parent` returns the descriptor of an OwnedFd held in `self.stack` (or
+        // `self.root`); nothing truncates the stack before this entry is done with the borrow.
         let pfd = unsafe { BorrowedFd::borrow_raw(pfd) };
         match sys::mkdirat(pfd, &name, 0o700) {
             Ok(()) => {}
@@ -561,6 +566,8 @@ impl<'p> Extractor<'p> {
         }
         let parents = parents.to_vec();
         let pfd = self.parent(&parents, raw)?;
+        // SAFETY: `parent` returns the descriptor of an OwnedFd held in `self.stack` (or
+        // `self.root`); nothing truncates the stack before this entry is done with the borrow.
         let pfd = unsafe { BorrowedFd::borrow_raw(pfd) };
         let mode = self.strip_setuid(&key, meta.mode);
         // Create with the final permission bits; fchmod only when the umask or special bits
@@ -647,6 +654,8 @@ impl<'p> Extractor<'p> {
         let t = cstr(target).map_err(|_| entry_err(raw, "symlink target contains a NUL byte"))?;
         let parents = parents.to_vec();
         let pfd = self.parent(&parents, raw)?;
+        // SAFETY: `parent` returns the descriptor of an OwnedFd held in `self.stack` (or
+        // `self.root`); nothing truncates the stack before this entry is done with the borrow.
         let pfd = unsafe { BorrowedFd::borrow_raw(pfd) };
         match sys::symlinkat(&t, pfd, &name) {
             Ok(()) => {}
@@ -718,6 +727,8 @@ impl<'p> Extractor<'p> {
         }
         let parents = parents.to_vec();
         let pfd = self.parent(&parents, raw)?;
+        // SAFETY: `parent` returns the descriptor of an OwnedFd held in `self.stack` (or
+        // `self.root`); nothing truncates the stack before this entry is done with the borrow.
         let pfd = unsafe { BorrowedFd::borrow_raw(pfd) };
         match sys::linkat(fd_b(&tdir), &tname, pfd, &name) {
             Ok(()) => {}
@@ -847,6 +858,9 @@ impl<'p> Extractor<'p> {
             let key = join(&comps);
             let meta = self.dirs[&key];
             let fd = self.parent(&comps, &key)?;
+            // SAFETY: `parent` returns the descriptor of an OwnedFd held in `self.stack` (or
+            // `self.root`); nothing truncates the stack before this directory is done with the
+            // borrow.
             let fd = unsafe { BorrowedFd::borrow_raw(fd) };
             let ((u, g), need_chown) = self.owner_of(&meta);
             if need_chown {

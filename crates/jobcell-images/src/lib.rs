@@ -266,6 +266,8 @@ fn creator_alive(name: &[u8]) -> bool {
         .ok()
         .and_then(|p| p.parse::<i32>().ok())
     {
+        // SAFETY: signal 0 only checks that the pid exists and delivers nothing; errno is this
+        // thread's own, read right after the call.
         Some(p) if p > 0 => unsafe {
             libc::kill(p, 0) == 0 || *libc::__errno_location() == libc::EPERM
         },
@@ -278,6 +280,8 @@ fn creator_alive(name: &[u8]) -> bool {
 fn crash_point(_point: &str) {
     #[cfg(debug_assertions)]
     if std::env::var_os("JOBCELL_CRASH_AT").is_some_and(|v| v == _point) {
+        // SAFETY: getpid cannot fail and SIGKILL to ourselves is the intended crash: nothing runs
+        // after it.
         unsafe { libc::kill(libc::getpid(), libc::SIGKILL) };
     }
 }
@@ -330,6 +334,8 @@ impl ImageStore {
         let images_fd = sys::open_dir_path(images_dir)
             .map_err(io_ctx(format!("open images dir {}", images_dir.display())))?;
         let db_path = state_dir.join(DB_FILE);
+        // SAFETY: `c` is NUL-terminated and outlives the access call; errno is read right after it
+        // on this thread.
         let read_only = unsafe {
             let c = sys::path_c(state_dir).map_err(io_ctx("state dir"))?;
             (libc::access(c.as_ptr(), libc::W_OK) != 0)
@@ -362,6 +368,8 @@ impl ImageStore {
         if writable {
             // Keep the -wal/-shm files after the last writer closes, so users without write
             // access to the state dir can still open the index read-only (WAL readers need them).
+            // SAFETY: `handle()` is the live connection `store` owns; "main" is NUL-terminated;
+            // PERSIST_WAL reads and writes the one c_int `on` points at, alive across the call.
             unsafe {
                 let mut on: libc::c_int = 1;
                 rusqlite::ffi::sqlite3_file_control(
@@ -1025,6 +1033,7 @@ impl ImageStore {
         let c =
             sys::path_c(&self.lock_path(&bucket_of(&img), &img.id)).map_err(io_ctx("lock path"))?;
         // O_RDONLY is enough for flock and works for non-root users.
+        // SAFETY: `c` is NUL-terminated and outlives the call.
         let fd = unsafe {
             libc::open(
                 c.as_ptr(),
@@ -1034,6 +1043,7 @@ impl ImageStore {
         if fd < 0 {
             return Err(self.not_found(name, viewer_uid));
         }
+        // SAFETY: `fd` was just returned by a successful open; nothing else owns it.
         let lock = unsafe { File::from(OwnedFd::from_raw_fd(fd)) };
         sys::flock(lock.as_fd(), libc::LOCK_SH).map_err(io_ctx("lock image"))?;
         // Re-check under the lock: a remove may have finished while we waited.
@@ -1075,21 +1085,10 @@ impl ImageStore {
     }
 }
 
-/// Parse a size like `500M`, `2G`, `1024`, `10KiB` (binary units).
+/// A size like `500M`, `1.5G`, `1024` (bytes), `10KiB`: the workspace's one size parser,
+/// `jobcell_spec::parse_size`, with bare numbers in bytes.
 pub fn parse_size(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().ok()?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1 << 10,
-        "m" | "mb" | "mib" => 1 << 20,
-        "g" | "gb" | "gib" => 1 << 30,
-        "t" | "tb" | "tib" => 1 << 40,
-        _ => return None,
-    };
-    n.checked_mul(mult)
+    jobcell_spec::parse_size(s, jobcell_spec::Unit::Bytes).ok()
 }
 
 #[cfg(test)]
@@ -1112,6 +1111,7 @@ mod tests {
         assert_eq!(parse_size("2K"), Some(2048));
         assert_eq!(parse_size("3MiB"), Some(3 << 20));
         assert_eq!(parse_size("1G"), Some(1 << 30));
+        assert_eq!(parse_size("1.5G"), Some(1536 << 20));
         assert_eq!(parse_size("x"), None);
         assert_eq!(parse_size("1Q"), None);
     }

@@ -251,6 +251,7 @@ fn lease_fd_is_cloexec() {
     let l = store.lease("img", 0).unwrap();
     use std::os::fd::AsRawFd;
     let fd = l.lock_fd().unwrap().as_raw_fd();
+    // SAFETY: F_GETFD reads flags only; the lease keeps `fd` open across the call.
     let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
     assert!(flags & libc::FD_CLOEXEC != 0);
 }

@@ -23,8 +23,40 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use crate::core::{Action, ApiErr, Cmd, Reply, Stream};
+use crate::core::{Action, Cmd, CoreError, Reply, Stream};
 use crate::types::*;
+
+/// An API error: HTTP status and a one-line message.
+#[derive(Debug, Clone)]
+pub struct ApiErr {
+    pub code: u16,
+    pub msg: String,
+}
+
+impl ApiErr {
+    pub fn new(code: u16, msg: impl Into<String>) -> Self {
+        ApiErr {
+            code,
+            msg: msg.into(),
+        }
+    }
+}
+
+/// The one place the core's refusals become HTTP statuses.
+impl From<CoreError> for ApiErr {
+    fn from(e: CoreError) -> ApiErr {
+        let code = match &e {
+            CoreError::BadRequest(_) => 400,
+            CoreError::Forbidden(_) => 403,
+            CoreError::NotFound(_) => 404,
+            CoreError::Conflict(_) => 409,
+            CoreError::ExceedsNode(_) => 422,
+            CoreError::Full(_) => 507,
+            CoreError::Internal(_) | CoreError::Store(_) | CoreError::Spawner(_) => 500,
+        };
+        ApiErr::new(code, e.to_string())
+    }
+}
 
 pub const MAX_BODY: usize = 1 << 20;
 /// A submit file's cluster comes in one request (all or nothing): a larger limit.
@@ -408,6 +440,7 @@ async fn ask<T>(tx: &Sender<Cmd>, f: impl FnOnce(Reply<T>) -> Cmd) -> Result<T, 
         .map_err(|_| ApiErr::new(503, "the daemon is shutting down"))?;
     rrx.await
         .map_err(|_| ApiErr::new(503, "the daemon is shutting down"))?
+        .map_err(ApiErr::from)
 }
 
 async fn body_json<T: serde::de::DeserializeOwned>(

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use jobcell_cgroup::CgroupRoot;
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-use crate::core::{Core, CoreConfig};
+use crate::core::{Core, CoreConfig, CoreError};
 use crate::resources::{self, NodeResources};
 use crate::spawner::Spawner;
 use crate::store::{Store, StoreError};
@@ -85,11 +85,12 @@ pub enum DaemonError {
 
 fn state_err(path: &Path) -> impl FnOnce(io::Error) -> DaemonError + '_ {
     move |e| {
+        // SAFETY: geteuid has no preconditions and cannot fail.
+        let euid = unsafe { libc::geteuid() };
         let e = match e.raw_os_error() {
-            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => io::Error::new(
-                e.kind(),
-                format!("not writable by uid {}: {e}", unsafe { libc::geteuid() }),
-            ),
+            Some(libc::EACCES) | Some(libc::EPERM) | Some(libc::EROFS) => {
+                io::Error::new(e.kind(), format!("not writable by uid {euid}: {e}"))
+            }
             _ => e,
         };
         DaemonError::StateDir {
@@ -253,6 +254,27 @@ pub fn node_resources(o: &DaemonOptions) -> Result<NodeResources, DaemonError> {
     Ok(NodeResources { cpus, memory })
 }
 
+/// The exit status of a daemon whose core failed (sysexits' EX_SOFTWARE).
+pub const EXIT_CORE_FAILED: i32 = 70;
+
+/// The core ended (the database or the spawner failed): one line in the log, then exit at
+/// once, without the orderly stop. Crash-only: nothing uncommitted was acknowledged, and a
+/// restart recovers from the committed state.
+fn exit_for_core(
+    ended: Result<Result<(), CoreError>, tokio::sync::oneshot::error::RecvError>,
+) -> ! {
+    const RESTART: &str = "exiting so a restart recovers from the committed state";
+    match ended {
+        Ok(Err(CoreError::Store(StoreError::Sql { err, .. }))) => {
+            error!("state database failed ({err}); {RESTART}")
+        }
+        Ok(Err(CoreError::Spawner(e))) => error!("the spawner failed ({e}); {RESTART}"),
+        Ok(Err(e)) => error!("{e}; {RESTART}"),
+        Ok(Ok(())) | Err(_) => error!("the core thread ended; {RESTART}"),
+    }
+    std::process::exit(EXIT_CORE_FAILED)
+}
+
 /// Run the daemon in the foreground until SIGTERM/SIGINT.
 pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
     let sd = &o.state_dir;
@@ -337,7 +359,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
         job_uids: o.job_uids,
     };
     let mut core = Core::new(
-        store,
+        &store.path,
         cfg,
         spawner,
         rt.handle().clone(),
@@ -347,12 +369,15 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
     core.set_userlog(crate::userlog::start().map_err(DaemonError::Runtime)?);
     {
         let _g = rt.enter();
-        core.recover()?;
+        core.recover(&store)?;
         core.start_pressure_sampler();
     }
+    let (core_ended_tx, core_ended) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("core".into())
-        .spawn(move || core.run(rx))
+        .spawn(move || {
+            let _ = core_ended_tx.send(core.run(store, rx));
+        })
         .map_err(DaemonError::Runtime)?;
 
     let sock = o.socket.clone();
@@ -407,18 +432,28 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
     if let Err(e) = sys::sd_notify(&format!("READY=1\nMAINPID={}", std::process::id())) {
         warn!("sd_notify: {e}");
     }
-    rt.block_on(async move {
+    let core_failed = rt.block_on(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .expect("signal handler");
         if let Some(l) = metrics_listener {
             tokio::spawn(crate::api::serve_metrics(l, tx.clone(), limits));
         }
         tokio::select! {
-            _ = crate::api::serve(listener, tx, limits) => {}
-            _ = term.recv() => info!("SIGTERM: stopping; running jobs keep running under their supervisors"),
-            _ = tokio::signal::ctrl_c() => info!("SIGINT: stopping; running jobs keep running under their supervisors"),
+            _ = crate::api::serve(listener, tx, limits) => None,
+            _ = term.recv() => {
+                info!("SIGTERM: stopping; running jobs keep running under their supervisors");
+                None
+            }
+            _ = tokio::signal::ctrl_c() => {
+                info!("SIGINT: stopping; running jobs keep running under their supervisors");
+                None
+            }
+            ended = core_ended => Some(ended),
         }
     });
+    if let Some(ended) = core_failed {
+        exit_for_core(ended);
+    }
     let _ = sys::sd_notify("STOPPING=1");
     let _ = std::fs::remove_file(&o.socket);
     // Only succeeds when no supervisor is left in it (rmdir of a non-empty cgroup fails).

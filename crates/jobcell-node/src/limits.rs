@@ -20,6 +20,9 @@ pub const DEFAULT_MAX_DISK: &str = "100G";
 /// neighbours'.
 pub const DEFAULT_MAX_IO_WEIGHT: u16 = 100;
 pub const DEFAULT_MAX_GRACE_SECS: u64 = 60;
+/// Swap is closed to users by default: a job past its memory limit is held, not left to
+/// push the node's other jobs out to swap.
+pub const DEFAULT_MAX_SWAP: &str = "0";
 
 /// Private dirs every user job gets, whatever it asks: with the host's own, a job would write
 /// outside its scratch (and past its disk bound) into dirs shared with every other user, and
@@ -68,6 +71,10 @@ pub struct UserLimits {
     pub keep_scratch: bool,
     pub max_io_weight: u16,
     pub max_grace: Duration,
+    /// None: no maximum (the admin wrote "none").
+    pub max_swap: Option<u64>,
+    /// As written in the config (or the default), for messages.
+    pub max_swap_text: String,
 }
 
 impl Default for UserLimits {
@@ -129,6 +136,17 @@ impl UserLimits {
                     .map_err(|e| bad("max_disk", format!("{max_disk_text:?}"), &e.to_string()))?,
             ),
         };
+        let max_swap_text = c
+            .max_swap
+            .clone()
+            .unwrap_or_else(|| DEFAULT_MAX_SWAP.into());
+        let max_swap = match max_swap_text.trim() {
+            "none" => None,
+            t => Some(
+                parse_size(t, Unit::MiB)
+                    .map_err(|e| bad("max_swap", format!("{max_swap_text:?}"), &e.to_string()))?,
+            ),
+        };
         let max_io_weight = c.max_io_weight.unwrap_or(DEFAULT_MAX_IO_WEIGHT);
         if !(1..=10000).contains(&max_io_weight) {
             return Err(bad(
@@ -149,12 +167,19 @@ impl UserLimits {
             keep_scratch: c.user_keep_scratch.unwrap_or(false),
             max_io_weight,
             max_grace: Duration::from_secs(c.max_grace_secs.unwrap_or(DEFAULT_MAX_GRACE_SECS)),
+            max_swap,
+            max_swap_text,
         })
     }
 
     /// Bound a non-root user's job: refuse what is above a maximum or closed, fill in the
     /// defaults of what is missing.
     pub fn apply(&self, spec: &mut JobSpec) -> Result<(), LimitsError> {
+        self.apply_on(spec, host_has_swap())
+    }
+
+    /// [`Self::apply`] on a node with or without swap.
+    fn apply_on(&self, spec: &mut JobSpec, swap_on_host: bool) -> Result<(), LimitsError> {
         let closed = |what: &str, key, value: &str| LimitsError::Closed {
             what: what.to_string(),
             key,
@@ -201,6 +226,21 @@ impl UserLimits {
                 }
             }
         }
+        match (r.swap, self.max_swap) {
+            (Some(s), Some(max)) if s > max => {
+                return Err(LimitsError::Exceeds {
+                    what: format!("--swap {}", jobcell_spec::format_size(s)),
+                    key: "max_swap",
+                    max: format!("{:?}", self.max_swap_text),
+                })
+            }
+            // A memory limit without a swap limit lets the job swap without bound (v2's
+            // memory.swap.max stays "max"; v1 writes no memsw limit). Only where the node
+            // has swap: elsewhere there is nothing to bound, and v1 without swap accounting
+            // would warn on every job.
+            (None, Some(_)) if r.memory.is_some() && swap_on_host => r.swap = Some(0),
+            _ => {}
+        }
         if let Some(w) = r.io_weight {
             if w > self.max_io_weight {
                 return Err(LimitsError::Exceeds {
@@ -239,12 +279,81 @@ impl UserLimits {
     }
 }
 
+/// Whether the node has swap (`SwapTotal` in /proc/meminfo), read again after 10 s: swap can
+/// be turned on while the daemon runs, and jobs are checked at every start.
+fn host_has_swap() -> bool {
+    use std::sync::Mutex;
+    use std::time::Instant;
+    static SEEN: Mutex<Option<(Instant, bool)>> = Mutex::new(None);
+    let mut seen = SEEN.lock().unwrap_or_else(|e| e.into_inner());
+    match *seen {
+        Some((at, has)) if at.elapsed() < Duration::from_secs(10) => has,
+        _ => {
+            let has = read_swap_total();
+            *seen = Some((Instant::now(), has));
+            has
+        }
+    }
+}
+
+fn read_swap_total() -> bool {
+    std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("SwapTotal:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        })
+        .is_some_and(|kib| kib > 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn spec() -> JobSpec {
         JobSpec::new(vec!["/bin/true".into()])
+    }
+
+    #[test]
+    fn swap_is_closed_to_users_by_default() {
+        let l = UserLimits::default();
+        let mut s = spec();
+        s.resources.swap = Some(1 << 30);
+        assert_eq!(
+            l.apply_on(&mut s, true).unwrap_err().to_string(),
+            "--swap 1.0 GiB exceeds the node's limit (limits.max_swap = \"0\")"
+        );
+        // A memory limit and no word on swap: none, where the node has any to give.
+        let mut s = spec();
+        s.resources.memory = Some(1 << 30);
+        l.apply_on(&mut s, true).unwrap();
+        assert_eq!(s.resources.swap, Some(0));
+        let mut s = spec();
+        s.resources.memory = Some(1 << 30);
+        l.apply_on(&mut s, false).unwrap();
+        assert_eq!(s.resources.swap, None);
+        // No memory limit: nothing to add swap to.
+        let mut s = spec();
+        l.apply_on(&mut s, true).unwrap();
+        assert_eq!(s.resources.swap, None);
+
+        let cfg = |v: &str| LimitsConfig {
+            max_swap: Some(v.into()),
+            ..Default::default()
+        };
+        let open = UserLimits::from_config(&cfg("2G")).unwrap();
+        let mut s = spec();
+        s.resources.swap = Some(1 << 30);
+        open.apply_on(&mut s, true).unwrap();
+        s.resources.swap = Some(3 << 30);
+        assert!(open.apply_on(&mut s, true).is_err());
+        let any = UserLimits::from_config(&cfg("none")).unwrap();
+        let mut s = spec();
+        s.resources.memory = Some(1 << 30);
+        any.apply_on(&mut s, true).unwrap();
+        assert_eq!(s.resources.swap, None);
+        assert!(UserLimits::from_config(&cfg("lots")).is_err());
     }
 
     #[test]

@@ -57,7 +57,10 @@ fn mem_total() -> u64 {
 
 /// Cores and memory this process may use.
 pub fn detect() -> NodeResources {
+    // SAFETY: cpu_set_t is a plain bit mask, valid all zero.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: the kernel writes at most size_of_val(&set) bytes into `set`, a live local;
+    // CPU_COUNT only reads it.
     let mut cpus =
         if unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) } == 0 {
             unsafe { libc::CPU_COUNT(&set) as f64 }

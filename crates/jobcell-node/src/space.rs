@@ -58,6 +58,7 @@ impl StateSpace {
         let free = CString::new(self.dir.as_os_str().as_bytes())
             .ok()
             .and_then(|c| {
+                // SAFETY: statvfs is a plain C struct of numbers, valid all zero.
                 let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
                 // SAFETY: c is a valid C string, st a writable statvfs.
                 (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0)

@@ -35,6 +35,8 @@ impl Spawner {
             .transpose()
             .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "exe path has a NUL"))?;
         let (ours, theirs) = UnixStream::pair()?;
+        // SAFETY: start is called before any thread exists (before the tokio runtime), so the child
+        // is a complete single-threaded copy and may run ordinary Rust code.
         let pid = unsafe { libc::fork() };
         if pid < 0 {
             return Err(io::Error::last_os_error());
@@ -42,10 +44,13 @@ impl Spawner {
         if pid == 0 {
             drop(ours);
             // Die with the daemon; supervisors (grandchildren) do not inherit this.
+            // SAFETY: PR_SET_PDEATHSIG takes integers only; no memory is passed.
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL, 0, 0, 0) };
             // Hold nothing of the daemon's but the socket: above all not the state dir's lock,
             // which must die with the daemon so a restart can take it at once.
             let keep = theirs.as_raw_fd() as u32;
+            // SAFETY: close_range takes integers only; it closes descriptors this fresh child
+            // inherited and owns no Rust object for, except `theirs`, which the ranges skip.
             unsafe {
                 if keep > 3 {
                     libc::syscall(libc::SYS_close_range, 3u32, keep - 1, 0u32);
@@ -56,6 +61,8 @@ impl Spawner {
                 Ok(()) => 0,
                 Err(_) => 1,
             };
+            // SAFETY: _exit ends the child without running the parent's atexit handlers or
+            // destructors, which belong to the daemon.
             unsafe { libc::_exit(code) };
         }
         drop(theirs);
@@ -132,6 +139,7 @@ impl Spawner {
 impl Drop for Spawner {
     fn drop(&mut self) {
         let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        // SAFETY: the spawner is our own child, reaped only here; a null status pointer is allowed.
         unsafe { libc::waitpid(self.pid, std::ptr::null_mut(), 0) };
     }
 }
@@ -193,19 +201,29 @@ fn spawn_one(
     ];
     let devnull = CString::new("/dev/null").unwrap();
     let mut fds = [0; 2];
+    // SAFETY: `fds` is the two-element array pipe2 fills.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: pipe2 succeeded, so both are fresh descriptors nothing else owns.
     let (rd, wr) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: the spawner process is single-threaded (forked before the daemon's runtime), so the
+    // child is a complete copy and may run ordinary Rust code.
     let a = unsafe { libc::fork() };
     if a < 0 {
         return Err(io::Error::last_os_error());
     }
     if a == 0 {
         // Intermediate child: new session, fork the supervisor, report it, exit.
+        // SAFETY: setsid takes no arguments; failure (already a leader) is harmless here.
         unsafe { libc::setsid() };
+        // SAFETY: this intermediate child is single-threaded, like its parent, the spawner.
         let b = unsafe { libc::fork() };
         if b == 0 {
+            // SAFETY: in the single-threaded supervisor child: `devnull`, `exe`, the argv array
+            // (NULL-terminated, pointing at CStrings alive until exec) and the name literal are all
+            // NUL-terminated and alive; descriptors 0 and 1 are replaced, not closed, and _exit
+            // ends the child without running the spawner's destructors.
             unsafe {
                 // stderr stays the daemon's (the journal): a supervisor's own complaints
                 // before it redirects to the job's files land next to the daemon's log.
@@ -241,6 +259,8 @@ fn spawn_one(
             // b is our child and unreaped: its /proc entry cannot belong to anyone else.
             format!("{b} {}", starttime(b).unwrap_or(0))
         };
+        // SAFETY: the pointer and length describe `msg`, alive across the write; _exit then ends
+        // this intermediate child without the spawner's destructors.
         unsafe {
             libc::write(wr.as_raw_fd(), msg.as_ptr().cast(), msg.len());
             libc::_exit(0);
@@ -249,6 +269,7 @@ fn spawn_one(
     drop(wr);
     let mut s = String::new();
     let r = std::fs::File::from(rd).read_to_string(&mut s);
+    // SAFETY: `a` is our own child, reaped only here; a null status pointer is allowed.
     unsafe { libc::waitpid(a, std::ptr::null_mut(), 0) };
     r?;
     let mut it = s.split(' ');

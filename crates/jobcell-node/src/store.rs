@@ -216,82 +216,376 @@ impl Store {
         Ok(rows)
     }
 
+    /// Begins one batch of the core. IMMEDIATE: the write lock is taken (waiting the busy
+    /// timeout) at BEGIN. A deferred transaction that reads first (a keyed submission looks
+    /// its key up) cannot wait when it upgrades: SQLite returns BUSY at once.
+    pub fn batch(&self) -> Result<Batch<'_>, StoreError> {
+        let tx = rusqlite::Transaction::new_unchecked(
+            &self.conn,
+            rusqlite::TransactionBehavior::Immediate,
+        )
+        .map_err(|e| self.err(e))?;
+        Ok(Batch {
+            tx,
+            path: &self.path,
+        })
+    }
+}
+
+/// One transaction of the core: every statement it runs, named by what it does. Nothing is
+/// written for good until [`Batch::commit`]; dropping a batch rolls it back.
+pub struct Batch<'s> {
+    tx: rusqlite::Transaction<'s>,
+    path: &'s Path,
+}
+
+/// A new job's row (`Batch::insert_job`).
+#[derive(Debug, Clone)]
+pub struct NewJob<'a> {
+    pub owner: u32,
+    pub user: &'a str,
+    pub state: State,
+    pub priority: i32,
+    pub cpus: f64,
+    pub memory: u64,
+    /// The argv as JSON.
+    pub command: &'a str,
+    pub spec: &'a str,
+    pub stdout: Option<&'a str>,
+    pub stderr: Option<&'a str>,
+    pub submitted_at: f64,
+    pub hold_reason: Option<&'a str>,
+    pub submit_key: Option<&'a str>,
+    pub cluster: u64,
+    pub proc: u64,
+    /// [`crate::types::JobExtra`] as JSON.
+    pub extra: Option<&'a str>,
+}
+
+/// How an attempt ended, as its row keeps it until the next attempt ends.
+#[derive(Debug, Clone, Copy)]
+pub struct AttemptEnd<'a> {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    /// The supervisor's report as JSON.
+    pub report: Option<&'a str>,
+}
+
+impl Batch<'_> {
+    fn err(&self, err: rusqlite::Error) -> StoreError {
+        StoreError::Sql {
+            path: self.path.to_path_buf(),
+            err,
+        }
+    }
+
+    /// One statement that changes rows.
+    fn run(&self, sql: &str, params: impl rusqlite::Params) -> Result<(), StoreError> {
+        self.tx
+            .prepare_cached(sql)
+            .and_then(|mut st| st.execute(params))
+            .map(drop)
+            .map_err(|e| self.err(e))
+    }
+
+    /// One row's one column, if there is such a row.
+    fn one<T: rusqlite::types::FromSql>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Option<T>, StoreError> {
+        self.tx
+            .prepare_cached(sql)
+            .and_then(|mut st| st.query_row(params, |r| r.get(0)).optional())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Every row of a query, mapped.
+    fn all<T>(
+        &self,
+        sql: &str,
+        params: impl rusqlite::Params,
+        f: impl FnMut(&Row) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, StoreError> {
+        self.tx
+            .prepare_cached(sql)
+            .and_then(|mut st| st.query_map(params, f)?.collect())
+            .map_err(|e| self.err(e))
+    }
+
+    /// Makes the batch's changes durable (one fsync: `synchronous=FULL`).
+    pub fn commit(self) -> Result<(), StoreError> {
+        let path = self.path;
+        self.tx.commit().map_err(|err| StoreError::Sql {
+            path: path.to_path_buf(),
+            err,
+        })
+    }
+
+    /// The kernel boot the state was last written in.
+    pub fn boot_id(&self) -> Result<Option<String>, StoreError> {
+        self.one("SELECT value FROM node WHERE key = 'boot_id'", [])
+    }
+
+    pub fn set_boot_id(&self, boot_id: &str) -> Result<(), StoreError> {
+        self.run(
+            "INSERT INTO node (key, value) VALUES ('boot_id', ?1) ON CONFLICT (key) DO UPDATE SET value = ?1",
+            params![boot_id],
+        )
+    }
+
     pub fn job(&self, id: u64) -> Result<Option<JobRow>, StoreError> {
-        self.conn
-            .query_row(
-                &format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"),
-                params![id as i64],
-                job_from_row,
-            )
-            .optional()
+        self.tx
+            .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1"))
+            .and_then(|mut st| st.query_row(params![id as i64], job_from_row).optional())
             .map_err(|e| self.err(e))
     }
 
     /// Finished jobs, newest first.
     pub fn history(&self, limit: u32) -> Result<Vec<JobInfo>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare(&format!(
+        self.all(
+            &format!(
                 "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('completed','failed','removed') ORDER BY ended_at DESC, id DESC LIMIT ?1"
-            ))
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map(params![limit], job_from_row)
-            .map_err(|e| self.err(e))?
-            .map(|r| r.map(|j| j.info))
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.err(e))?;
-        Ok(rows)
+            ),
+            params![limit],
+            |r| job_from_row(r).map(|j| j.info),
+        )
     }
 
     pub fn events(&self, id: u64) -> Result<Vec<Event>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT time, kind, detail FROM events WHERE job = ?1 ORDER BY rowid")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map(params![id as i64], |r| {
+        self.all(
+            "SELECT time, kind, detail FROM events WHERE job = ?1 ORDER BY rowid",
+            params![id as i64],
+            |r| {
                 let d: Option<String> = r.get(2)?;
                 Ok(Event {
                     time: r.get(0)?,
                     kind: r.get(1)?,
                     detail: d.and_then(|s| serde_json::from_str(&s).ok()),
                 })
-            })
-            .map_err(|e| self.err(e))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.err(e))?;
-        Ok(rows)
+            },
+        )
     }
 
-    pub fn counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
-        let mut st = self
-            .conn
-            .prepare("SELECT state, count(*) FROM jobs GROUP BY state")
-            .map_err(|e| self.err(e))?;
-        let rows = st
-            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
-            .map_err(|e| self.err(e))?
-            .collect::<rusqlite::Result<Vec<_>>>()
-            .map_err(|e| self.err(e))?;
-        Ok(rows)
+    /// How many jobs are in each state (states without jobs are absent).
+    pub fn counts_by_state(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.all("SELECT state, count(*) FROM jobs GROUP BY state", [], |r| {
+            Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))
+        })
     }
-}
 
-pub fn add_event(
-    c: &Connection,
-    job: u64,
-    kind: &str,
-    detail: Option<&serde_json::Value>,
-) -> rusqlite::Result<()> {
-    c.prepare_cached("INSERT INTO events (job, time, kind, detail) VALUES (?1, ?2, ?3, ?4)")?
-        .execute(params![
-            job as i64,
-            crate::types::now(),
-            kind,
-            detail.map(|d| d.to_string())
-        ])?;
-    Ok(())
+    /// How many jobs ended in each final state (completed, failed, removed).
+    pub fn ended_counts(&self) -> Result<Vec<(String, u64)>, StoreError> {
+        self.all(
+            "SELECT state, count(*) FROM jobs WHERE state IN ('completed','failed','removed') GROUP BY state",
+            [],
+            |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)),
+        )
+    }
+
+    /// The owner's jobs made by a request with this submit key, in order.
+    pub fn jobs_with_key(&self, owner: u32, key: &str) -> Result<Vec<u64>, StoreError> {
+        self.all(
+            "SELECT id FROM jobs WHERE owner = ?1 AND submit_key = ?2 ORDER BY id",
+            params![owner, key],
+            |r| r.get::<_, i64>(0).map(|v| v as u64),
+        )
+    }
+
+    /// The highest job id handed out so far (0: none); the next job gets the one after.
+    pub fn last_job_id(&self) -> Result<u64, StoreError> {
+        self.one(
+            "SELECT COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'jobs'), 0)",
+            [],
+        )
+        .map(|v: Option<i64>| v.unwrap_or(0) as u64)
+    }
+
+    pub fn insert_cluster(&self, owner: u32, created_at: f64) -> Result<u64, StoreError> {
+        self.run(
+            "INSERT INTO clusters (owner, created_at) VALUES (?1, ?2)",
+            params![owner, created_at],
+        )?;
+        Ok(self.tx.last_insert_rowid() as u64)
+    }
+
+    pub fn delete_cluster(&self, cluster: u64) -> Result<(), StoreError> {
+        self.run(
+            "DELETE FROM clusters WHERE id = ?1",
+            params![cluster as i64],
+        )
+    }
+
+    pub fn cluster_owner(&self, cluster: u64) -> Result<Option<u32>, StoreError> {
+        self.one(
+            "SELECT owner FROM clusters WHERE id = ?1",
+            params![cluster as i64],
+        )
+    }
+
+    pub fn cluster_job_count(&self, cluster: u64) -> Result<u64, StoreError> {
+        self.one(
+            "SELECT count(*) FROM jobs WHERE cluster = ?1",
+            params![cluster as i64],
+        )
+        .map(|n: Option<i64>| n.unwrap_or(0) as u64)
+    }
+
+    /// Inserts a job; its id.
+    pub fn insert_job(&self, j: &NewJob) -> Result<u64, StoreError> {
+        self.run(
+            "INSERT INTO jobs (owner, user, state, priority, cpus, memory, command, spec, stdout, stderr, submitted_at, hold_reason, submit_key, cluster, proc, extra)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+            params![
+                j.owner,
+                j.user,
+                j.state.as_str(),
+                j.priority,
+                j.cpus,
+                j.memory as i64,
+                j.command,
+                j.spec,
+                j.stdout,
+                j.stderr,
+                j.submitted_at,
+                j.hold_reason,
+                j.submit_key,
+                j.cluster as i64,
+                j.proc as i64,
+                j.extra,
+            ],
+        )?;
+        Ok(self.tx.last_insert_rowid() as u64)
+    }
+
+    pub fn add_event(
+        &self,
+        job: u64,
+        kind: &str,
+        detail: Option<&serde_json::Value>,
+    ) -> Result<(), StoreError> {
+        self.run(
+            "INSERT INTO events (job, time, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+            params![
+                job as i64,
+                crate::types::now(),
+                kind,
+                detail.map(|d| d.to_string())
+            ],
+        )
+    }
+
+    /// Queued → starting, as attempt `attempt`: committed before its supervisor exists.
+    pub fn mark_starting(&self, id: u64, attempt: u32, started_at: f64) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE jobs SET state='starting', attempt=?2, started_at=?3 WHERE id=?1",
+            params![id as i64, attempt, started_at],
+        )
+    }
+
+    /// Starting → running under this supervisor (pid and start time).
+    pub fn mark_running(&self, id: u64, pid: i32, start: u64) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE jobs SET state='running', sup_pid=?2, sup_start=?3 WHERE id=?1 AND state='starting'",
+            params![id as i64, pid, start as i64],
+        )
+    }
+
+    /// Running ⇄ suspended: only the state changes.
+    pub fn set_state(&self, id: u64, state: State) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE jobs SET state=?2 WHERE id=?1",
+            params![id as i64, state.as_str()],
+        )
+    }
+
+    /// An eviction acknowledged but not finished (see [`JobRow::pending`]).
+    pub fn set_pending(&self, id: u64, pending: &str) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE jobs SET pending=?2 WHERE id=?1",
+            params![id as i64, pending],
+        )
+    }
+
+    /// Removed without running (or after a fenced attempt).
+    pub fn remove(&self, id: u64, ended_at: f64, reason: &str) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE jobs SET state='removed', ended_at=?2, reason=?3, pending=NULL WHERE id=?1",
+            params![id as i64, ended_at, reason],
+        )
+    }
+
+    /// Held without running (or after a fenced attempt).
+    pub fn hold(&self, id: u64, reason: &str) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE jobs SET state='held', hold_reason=?2, pending=NULL WHERE id=?1",
+            params![id as i64, reason],
+        )
+    }
+
+    pub fn release(&self, id: u64) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE jobs SET state='queued', hold_reason=NULL WHERE id=?1",
+            params![id as i64],
+        )
+    }
+
+    /// Queued again: its attempt never started (it was fenced).
+    pub fn requeue_unstarted(&self, id: u64) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE jobs SET state='queued', started_at=NULL, pending=NULL WHERE id=?1",
+            params![id as i64],
+        )
+    }
+
+    /// Queued again after an attempt a policy stopped, with the reason and how it ended.
+    pub fn requeue_ended(
+        &self,
+        id: u64,
+        reason: Option<&str>,
+        end: AttemptEnd,
+    ) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE jobs SET state='queued', pending=NULL, started_at=NULL, reason=?2, exit_code=?3, signal=?4, report=?5 WHERE id=?1",
+            params![id as i64, reason, end.exit_code, end.signal, end.report],
+        )
+    }
+
+    /// Held after an attempt, with the reason and how it ended.
+    pub fn hold_ended(
+        &self,
+        id: u64,
+        reason: Option<&str>,
+        end: AttemptEnd,
+    ) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE jobs SET state='held', pending=NULL, hold_reason=?2, exit_code=?3, signal=?4, report=?5 WHERE id=?1",
+            params![id as i64, reason, end.exit_code, end.signal, end.report],
+        )
+    }
+
+    /// Finished (completed, failed or removed) after an attempt.
+    pub fn end(
+        &self,
+        id: u64,
+        state: State,
+        ended_at: f64,
+        reason: Option<&str>,
+        end: AttemptEnd,
+    ) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE jobs SET state=?2, pending=NULL, ended_at=?3, reason=?4, exit_code=?5, signal=?6, report=?7 WHERE id=?1",
+            params![
+                id as i64,
+                state.as_str(),
+                ended_at,
+                reason,
+                end.exit_code,
+                end.signal,
+                end.report
+            ],
+        )
+    }
 }
 
 /// Bytes of the state dir's filesystem set aside for the database at open.
@@ -304,6 +598,8 @@ const DB_CHUNK: libc::c_int = 1 << 20;
 /// never truncates it while open), and the database grows in 1 MiB chunks, so a checkpoint
 /// has room for new pages too. Best effort: on an already full filesystem nothing is reserved.
 fn reserve_space(conn: &Connection, path: &Path) {
+    // SAFETY: the handle is this open connection's; "main" is a NUL-terminated literal; for
+    // SQLITE_FCNTL_CHUNK_SIZE SQLite reads an int through the pointer, here a live local.
     unsafe {
         let mut chunk = DB_CHUNK;
         rusqlite::ffi::sqlite3_file_control(

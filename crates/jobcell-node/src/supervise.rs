@@ -260,6 +260,8 @@ fn run(
     } else {
         None
     };
+    // SAFETY: dup2 of descriptors this function holds open (dropped only below) onto the
+    // standard ones, which nothing else in this process holds as Rust objects.
     unsafe {
         if let Some(i) = &input {
             libc::dup2(i.as_raw_fd(), 0);
@@ -351,6 +353,7 @@ fn check_dir(p: &Path, id: &Identity) -> Result<(), String> {
     let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
         .map_err(|_| format!("initialdir {}: contains a NUL byte", p.display()))?;
     as_user(id, || {
+        // SAFETY: `c` is a NUL-terminated path that outlives the call.
         let r =
             unsafe { libc::faccessat(libc::AT_FDCWD, c.as_ptr(), libc::X_OK, libc::AT_EACCESS) };
         if r < 0 {

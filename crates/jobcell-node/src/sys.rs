@@ -26,10 +26,12 @@ pub fn starttime(pid: i32) -> io::Result<u64> {
 
 /// A pidfd for `pid`, checked to be the process that started at `start` (else ESRCH).
 pub fn pidfd_for(pid: i32, start: u64) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags by value; no memory is passed.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: `fd` was just returned by a successful pidfd_open; nothing else owns it.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     // The pidfd pins the process: if its start time matches now, it is the one we meant.
     match starttime(pid) {
@@ -57,10 +59,14 @@ pub fn pidfd_exited(fd: &OwnedFd) -> bool {
         events: libc::POLLIN,
         revents: 0,
     };
+    // SAFETY: `p` is one pollfd, the count passed, alive across the call; the pidfd stays open
+    // (borrowed from `fd`).
     unsafe { libc::poll(&mut p, 1, 0) == 1 }
 }
 
 pub fn pidfd_signal(fd: &OwnedFd, sig: i32) -> io::Result<()> {
+    // SAFETY: the pidfd is open (borrowed from `fd`) and a null siginfo is allowed (the kernel
+    // makes one as kill would).
     let rc = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
@@ -78,6 +84,7 @@ pub fn pidfd_signal(fd: &OwnedFd, sig: i32) -> io::Result<()> {
 
 /// Take an exclusive, non-blocking flock; Ok(false) when another process holds it.
 pub fn try_flock(f: &File) -> io::Result<bool> {
+    // SAFETY: plain integer arguments; `f` keeps its descriptor open across the call.
     if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
         return Ok(true);
     }
@@ -195,6 +202,7 @@ pub fn reserve_atomic(path: &Path, size: u64) -> io::Result<Reserved> {
         std::process::id()
     ));
     let file = create_private(&tmp)?;
+    // SAFETY: plain integer arguments; `file` keeps its descriptor open across the call.
     if unsafe { libc::fallocate(file.as_raw_fd(), 0, 0, size as libc::off_t) } < 0 {
         let e = io::Error::last_os_error();
         let _ = std::fs::remove_file(&tmp);
@@ -228,58 +236,50 @@ impl Drop for Reserved {
 /// systemd's readiness protocol: one datagram to $NOTIFY_SOCKET (a path, or '@' for the
 /// abstract namespace). A no-op when the variable is unset.
 pub fn sd_notify(msg: &str) -> io::Result<()> {
-    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
-        return Ok(());
+    match std::env::var_os("NOTIFY_SOCKET") {
+        Some(socket) => notify_socket(&socket, msg),
+        None => Ok(()),
+    }
+}
+
+/// Send `msg` as one datagram to `socket`: a path, or `@name` for the abstract name `name`.
+fn notify_socket(socket: &std::ffi::OsStr, msg: &str) -> io::Result<()> {
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixDatagram};
+    let bytes = socket.as_bytes();
+    let addr = match bytes.strip_prefix(b"@") {
+        Some(name) => SocketAddr::from_abstract_name(name)?,
+        None if bytes.is_empty() => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "NOTIFY_SOCKET is empty",
+            ))
+        }
+        None => SocketAddr::from_pathname(Path::new(socket))?,
     };
-    let bytes = path.as_bytes();
-    let mut addr: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    if bytes.is_empty() || bytes.len() >= addr.sun_path.len() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "NOTIFY_SOCKET is empty or too long",
-        ));
-    }
-    for (i, b) in bytes.iter().enumerate() {
-        addr.sun_path[i] = *b as libc::c_char;
-    }
-    if bytes[0] == b'@' {
-        addr.sun_path[0] = 0;
-    }
-    let len = std::mem::size_of::<libc::sa_family_t>() + bytes.len();
-    let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let rc = unsafe {
-        libc::sendto(
-            fd.as_raw_fd(),
-            msg.as_ptr().cast(),
-            msg.len(),
-            libc::MSG_NOSIGNAL,
-            (&addr as *const libc::sockaddr_un).cast(),
-            len as libc::socklen_t,
-        )
-    };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    UnixDatagram::unbound()?.send_to_addr(msg.as_bytes(), &addr)?;
     Ok(())
 }
 
 pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
 /// A user's name from the passwd database (for display), else the number.
 pub fn user_name(uid: u32) -> String {
     let mut buf = vec![0u8; 4096];
+    // SAFETY: passwd is pointers and integers, for which all-zero (null) is valid; it is read only
+    // after getpwuid_r fills it.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut out: *mut libc::passwd = std::ptr::null_mut();
     let rc =
+        // SAFETY: `pw`, `buf` (with its length) and `out` are writable and outlive the call; the
+        // strings it fills in point into `buf`.
         unsafe { libc::getpwuid_r(uid, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out) };
     if rc == 0 && !out.is_null() {
+        // SAFETY: after a successful lookup (`out` non-null) pw_name points at a NUL-terminated
+        // name inside `buf`, still alive.
         let name = unsafe { std::ffi::CStr::from_ptr(pw.pw_name) };
         return name.to_string_lossy().into_owned();
     }
@@ -332,6 +332,8 @@ pub fn spread_subdirs(dir: &Path) {
     const FS_TOPDIR_FL: libc::c_int = 0x0002_0000;
     let Ok(f) = File::open(dir) else { return };
     let mut flags: libc::c_int = 0;
+    // SAFETY: FS_IOC_GETFLAGS writes and FS_IOC_SETFLAGS reads the one c_int `flags`, alive across
+    // both calls; `f` keeps its descriptor open.
     unsafe {
         if libc::ioctl(f.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut flags) == 0
             && flags & FS_TOPDIR_FL == 0
@@ -353,6 +355,7 @@ pub fn boot_id() -> io::Result<String> {
 /// This machine's host name (for the user log).
 pub fn hostname() -> String {
     let mut b = [0u8; 256];
+    // SAFETY: the kernel writes at most `b.len()` bytes into `b`, which outlives the call.
     if unsafe { libc::gethostname(b.as_mut_ptr().cast(), b.len()) } == 0 {
         let n = b.iter().position(|&c| c == 0).unwrap_or(b.len());
         return String::from_utf8_lossy(&b[..n]).into_owned();
@@ -366,11 +369,40 @@ mod tests {
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     #[test]
+    fn notifications_reach_path_and_abstract_sockets() {
+        use std::os::linux::net::SocketAddrExt;
+        use std::os::unix::net::{SocketAddr, UnixDatagram};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify.sock");
+        let rx = UnixDatagram::bind(&path).unwrap();
+        notify_socket(path.as_os_str(), "READY=1").unwrap();
+        let mut buf = [0u8; 64];
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+
+        let name = format!("jobcell-notify-test-{}", std::process::id());
+        let rx = UnixDatagram::bind_addr(&SocketAddr::from_abstract_name(&name).unwrap()).unwrap();
+        notify_socket(std::ffi::OsStr::new(&format!("@{name}")), "STOPPING=1").unwrap();
+        let n = rx.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"STOPPING=1");
+
+        for bad in ["", "relative-but-nobody-listens"] {
+            assert!(
+                notify_socket(std::ffi::OsStr::new(bad), "X").is_err(),
+                "{bad:?}"
+            );
+        }
+        let long = "/".to_string() + &"x".repeat(200);
+        assert!(notify_socket(std::ffi::OsStr::new(&long), "X").is_err());
+    }
+
+    #[test]
     fn spread_subdirs_marks_the_dir_a_top_of_hierarchies() {
         let d = tempfile::tempdir().unwrap();
         let flags = || {
             let f = File::open(d.path()).unwrap();
             let mut v: libc::c_int = 0;
+            // SAFETY: FS_IOC_GETFLAGS writes the one c_int `v`, alive across the call; `f` is open.
             let rc = unsafe { libc::ioctl(f.as_raw_fd(), libc::FS_IOC_GETFLAGS, &mut v) };
             (rc == 0).then_some(v)
         };
@@ -425,9 +457,13 @@ mod tests {
         assert_eq!((m.uid(), m.gid()), (uid, gid));
         // And afterwards this thread is root again (groups included).
         std::fs::File::open(&secret).unwrap();
+        // SAFETY: a zero count with a null list only asks for the number of groups; nothing is
+        // written.
         let groups_before = unsafe { libc::getgroups(0, std::ptr::null_mut()) };
         as_user(uid, gid, &[uid], || ()).unwrap();
         assert_eq!(
+            // SAFETY: a zero count with a null list only asks for the number of groups; nothing is
+            // written.
             unsafe { libc::getgroups(0, std::ptr::null_mut()) },
             groups_before
         );

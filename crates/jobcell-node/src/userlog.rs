@@ -53,7 +53,9 @@ pub struct Msg {
 
 fn stamp(t: f64) -> String {
     let secs = t as libc::time_t;
+    // SAFETY: tm is a plain C struct (its one pointer may be null), valid all zero.
     let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers are to live locals; localtime_r is the thread-safe variant.
     unsafe { libc::localtime_r(&secs, &mut tm) };
     format!(
         "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",

@@ -102,10 +102,13 @@ impl ScratchDisk {
         request: u64,
         label: &str,
     ) -> Result<Self, DiskError> {
+        // SAFETY: geteuid has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
             return Err(DiskError::Rootless);
         }
         let size = fs_size(request);
+        // SAFETY: "." is NUL-terminated and 'static; the caller's `scratch_fd` is an open
+        // directory; O_TMPFILE takes the mode as the variadic argument.
         let image = unsafe {
             libc::openat(
                 scratch_fd,
@@ -119,7 +122,9 @@ impl ScratchDisk {
                 io::Error::last_os_error(),
             ));
         }
+        // SAFETY: `image` was just returned by a successful openat; nothing else owns it.
         let image = unsafe { OwnedFd::from_raw_fd(image) };
+        // SAFETY: plain integer arguments on the descriptor `image` owns.
         let r = unsafe { libc::fallocate(image.as_raw_fd(), 0, 0, size as libc::off_t) };
         if r < 0 {
             let e = io::Error::last_os_error();
@@ -152,6 +157,8 @@ impl ScratchDisk {
         let from =
             CString::new(format!("/proc/self/fd/{}", self.image.as_raw_fd())).expect("no NUL");
         // AT_EMPTY_PATH needs CAP_DAC_READ_SEARCH; the /proc link form works for root too.
+        // SAFETY: both paths are NUL-terminated and outlive the call; `dir` is the caller's open
+        // directory.
         let r = unsafe {
             libc::linkat(
                 libc::AT_FDCWD,
@@ -211,6 +218,7 @@ fn mkfs(image: &OwnedFd, populate: &Path) -> Result<(), DiskError> {
 }
 
 pub(crate) fn attach_loop(image: &OwnedFd, label: &str) -> Result<(OwnedFd, PathBuf), DiskError> {
+    // SAFETY: the path is a NUL-terminated 'static literal.
     let ctl = unsafe {
         libc::open(
             c"/dev/loop-control".as_ptr(),
@@ -220,7 +228,10 @@ pub(crate) fn attach_loop(image: &OwnedFd, label: &str) -> Result<(OwnedFd, Path
     if ctl < 0 {
         return Err(sys("opening /dev/loop-control")(io::Error::last_os_error()));
     }
+    // SAFETY: `ctl` was just returned by a successful open; nothing else owns it.
     let ctl = unsafe { OwnedFd::from_raw_fd(ctl) };
+    // SAFETY: LoopInfo64 is repr(C) integers and byte arrays, for which all-zero is valid (and what
+    // the kernel expects for unused fields).
     let mut info: LoopInfo64 = unsafe { std::mem::zeroed() };
     info.flags = LO_FLAGS_AUTOCLEAR;
     let name = format!("jobcell:{label}");
@@ -228,20 +239,28 @@ pub(crate) fn attach_loop(image: &OwnedFd, label: &str) -> Result<(OwnedFd, Path
     info.file_name[..n].copy_from_slice(&name.as_bytes()[..n]);
     // Another process may take the free device between asking and attaching: try again.
     for _ in 0..32 {
+        // SAFETY: LOOP_CTL_GET_FREE takes no argument; `ctl` is the open loop-control device.
         let n = unsafe { libc::ioctl(ctl.as_raw_fd(), LOOP_CTL_GET_FREE) };
         if n < 0 {
             return Err(sys("finding a free loop device")(io::Error::last_os_error()));
         }
         let path = PathBuf::from(format!("/dev/loop{n}"));
         let c = CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL");
+        // SAFETY: `c` is NUL-terminated and outlives the call.
         let fd = unsafe { libc::open(c.as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
         if fd < 0 {
             return Err(sys("opening the loop device")(io::Error::last_os_error()));
         }
+        // SAFETY: `fd` was just returned by a successful open; nothing else owns it.
         let dev = unsafe { OwnedFd::from_raw_fd(fd) };
+        // SAFETY: LoopConfig is repr(C) integers and a LoopInfo64, for which all-zero is valid.
         let mut cfg: LoopConfig = unsafe { std::mem::zeroed() };
         cfg.fd = image.as_raw_fd() as u32;
+        // SAFETY: LoopInfo64 is plain data without Drop: a bitwise read is an independent copy and
+        // `info` stays valid.
         cfg.info = unsafe { std::ptr::read(&info) };
+        // SAFETY: `cfg` is the repr(C) loop_config LOOP_CONFIGURE reads, alive across the call;
+        // `dev` is open.
         let r = unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CONFIGURE, &cfg) };
         if r == 0 {
             return Ok((dev, path));
@@ -251,14 +270,19 @@ pub(crate) fn attach_loop(image: &OwnedFd, label: &str) -> Result<(OwnedFd, Path
             Some(libc::EBUSY) => continue,
             // Before Linux 5.8: attach, then set the flags.
             Some(libc::EINVAL) | Some(libc::ENOTTY) => {
+                // SAFETY: LOOP_SET_FD takes the backing file's descriptor by value; both
+                // descriptors are open.
                 if unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_FD, image.as_raw_fd()) } < 0 {
                     if io::Error::last_os_error().raw_os_error() == Some(libc::EBUSY) {
                         continue;
                     }
                     return Err(sys("attaching the loop device")(io::Error::last_os_error()));
                 }
+                // SAFETY: `info` is the repr(C) loop_info64 LOOP_SET_STATUS64 reads, alive across
+                // the call; `dev` is open.
                 if unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_SET_STATUS64, &info) } < 0 {
                     let e = io::Error::last_os_error();
+                    // SAFETY: LOOP_CLR_FD takes no pointer; `dev` is open.
                     unsafe { libc::ioctl(dev.as_raw_fd(), LOOP_CLR_FD, 0) };
                     return Err(sys("configuring the loop device")(e));
                 }
@@ -275,7 +299,10 @@ pub(crate) fn attach_loop(image: &OwnedFd, label: &str) -> Result<(OwnedFd, Path
 /// Used and total bytes of the filesystem under `fd`, and whether it is full (less than 1 MiB
 /// left for the job: a write that needed more got ENOSPC).
 pub fn usage(fd: RawFd) -> Option<(u64, u64, bool)> {
+    // SAFETY: statvfs is plain integers, for which all-zero is a valid value.
     let mut v: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `v` is a writable statvfs that outlives the call; an invalid `fd` only makes the call
+    // fail.
     if unsafe { libc::fstatvfs(fd, &mut v) } < 0 {
         return None;
     }

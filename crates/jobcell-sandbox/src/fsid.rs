@@ -110,6 +110,7 @@ mod tests {
 
     #[test]
     fn paths_are_checked_as_the_user_and_the_thread_is_root_again_after() {
+        // SAFETY: geteuid has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("SKIPPED: paths_are_checked_as_the_user_...: needs root");
             return;

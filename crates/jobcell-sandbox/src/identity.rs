@@ -32,11 +32,15 @@ pub struct Identity {
 /// The passwd entry (name, uid, gid) for a user, if there is one.
 pub fn lookup(spec: &UserSpec) -> Result<Option<(String, u32, u32)>, IdentityError> {
     let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: passwd is pointers and integers, for which all-zero (null) is valid; getpwnam_r fills
+    // it before it is read.
     let mut pw: libc::passwd = unsafe { std::mem::zeroed() };
     let mut out: *mut libc::passwd = std::ptr::null_mut();
     let r = match spec {
         UserSpec::Name(n) => {
             let c = CString::new(n.as_str()).map_err(|_| IdentityError::UnknownUser(n.clone()))?;
+            // SAFETY: `c` is NUL-terminated; `pw`, `buf` (with its length) and `out` are writable
+            // and outlive the call, and the strings it fills in point into `buf`.
             unsafe {
                 libc::getpwnam_r(
                     c.as_ptr(),
@@ -47,6 +51,8 @@ pub fn lookup(spec: &UserSpec) -> Result<Option<(String, u32, u32)>, IdentityErr
                 )
             }
         }
+        // SAFETY: `pw`, `buf` (with its length) and `out` are writable and outlive the call; the
+        // strings it fills in point into `buf`.
         UserSpec::Uid(u) => unsafe {
             libc::getpwuid_r(*u, &mut pw, buf.as_mut_ptr().cast(), buf.len(), &mut out)
         },
@@ -60,6 +66,8 @@ pub fn lookup(spec: &UserSpec) -> Result<Option<(String, u32, u32)>, IdentityErr
         }
         return Ok(None);
     }
+    // SAFETY: after a successful lookup (`out` non-null) pw_name points at a NUL-terminated name
+    // inside `buf`, which is still alive.
     let name = unsafe { CStr::from_ptr(pw.pw_name) }
         .to_string_lossy()
         .into_owned();
@@ -74,6 +82,8 @@ fn grouplist(name: &str, gid: u32) -> Vec<u32> {
     loop {
         let mut groups = vec![0 as libc::gid_t; n as usize];
         let mut count = n;
+        // SAFETY: `c` is NUL-terminated and `groups` has room for `count` entries, the length
+        // passed; both outlive the call.
         let r = unsafe { libc::getgrouplist(c.as_ptr(), gid, groups.as_mut_ptr(), &mut count) };
         if r >= 0 {
             groups.truncate(count as usize);
@@ -119,7 +129,9 @@ impl Identity {
 
     /// The caller itself, for rootless jobs inside a user namespace that maps only the caller.
     pub fn current() -> Self {
+        // SAFETY: getuid has no preconditions and cannot fail.
         let uid = unsafe { libc::getuid() };
+        // SAFETY: getgid has no preconditions and cannot fail.
         let gid = unsafe { libc::getgid() };
         let name = lookup(&UserSpec::Uid(uid))
             .ok()

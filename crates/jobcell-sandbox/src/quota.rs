@@ -117,6 +117,7 @@ pub fn on_btrfs(dir: &Path) -> bool {
     // SAFETY: statfs is plain data; all zeroes is a valid value. `c` is a valid C string and
     // `s` a writable statfs buffer.
     let mut s: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `s` a writable statfs, both alive across the call.
     (unsafe { libc::statfs(c.as_ptr(), &mut s) } == 0)
         && s.f_type as libc::c_long == BTRFS_SUPER_MAGIC
 }
@@ -291,6 +292,7 @@ fn default_pool_size(state_dir: &Path) -> io::Result<u64> {
     // SAFETY: statvfs is plain data; all zeroes is a valid value. `c` is a valid C string and
     // `v` a writable statvfs buffer.
     let mut v: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is NUL-terminated and `v` a writable statvfs, both alive across the call.
     if unsafe { libc::statvfs(c.as_ptr(), &mut v) } < 0 {
         return Err(io::Error::last_os_error());
     }

@@ -1,16 +1,19 @@
 //! The job's scratch directory: created under the scratch base, removed without ever leaving it.
 //!
-//! Removal walks the tree with `openat`/`unlinkat` relative to directory descriptors, never
-//! follows a symlink (`O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`), and never descends into anything on
-//! another mount (compared by `statx` mount id, which also catches bind mounts of the same
-//! filesystem that `st_dev` cannot see). A job that leaves a symlink to /etc, a chmod-000 or
-//! read-only tree, or a bind mount behind cannot make cleanup touch anything outside scratch.
+//! Removal is `jobcell_os::remove_tree_at`: `openat`/`unlinkat` relative to directory
+//! descriptors, never following a symlink, never descending into anything on another mount
+//! (compared by `statx` mount id, which also catches bind mounts of the same filesystem that
+//! `st_dev` cannot see). A job that leaves a symlink to /etc, a chmod-000 or read-only tree, or
+//! a bind mount behind cannot make cleanup touch anything outside scratch. A job that left its
+//! scratch as it got it takes the short way ([`ScratchDir::remove`]), a few rmdirs.
 
 use std::ffi::{CStr, CString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 
+use jobcell_os::dir as os;
+use jobcell_os::RemoveTreeError;
 use thiserror::Error;
 
 use crate::quota;
@@ -51,19 +54,16 @@ pub struct ScratchDir {
     subdirs: Vec<CString>,
 }
 
-/// Open directory `name` under `dirfd` without following a symlink (CLOEXEC).
+/// Open directory `name` under `dirfd` (or `AT_FDCWD`) without following a symlink (CLOEXEC).
 pub fn open_dir_at(dirfd: RawFd, name: &CStr) -> io::Result<OwnedFd> {
-    let fd = unsafe {
-        libc::openat(
-            dirfd,
-            name.as_ptr(),
-            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    os::open_dir_at(borrow(dirfd), name)
+}
+
+/// A raw descriptor from this module's callers as the borrowed kind `jobcell_os` takes.
+fn borrow<'a>(dirfd: RawFd) -> BorrowedFd<'a> {
+    // SAFETY: every caller passes AT_FDCWD or a descriptor it holds open for the whole call
+    // (an OwnedFd's raw value, never -1), and the borrow does not outlive that call.
+    unsafe { BorrowedFd::borrow_raw(dirfd) }
 }
 
 fn check(r: libc::c_int) -> io::Result<()> {
@@ -77,14 +77,14 @@ fn check(r: libc::c_int) -> io::Result<()> {
 /// Make `name` in `dir` the source of a private dir: mode 01777, given to `owner` if any. After
 /// the mkdir it is changed through its own O_NOFOLLOW descriptor, never by name: in a dir the
 /// job's user owns, a name could be swapped for a symlink before a chmod by name.
-fn make_private_subdir(dir: RawFd, name: &CStr, owner: Option<(u32, u32)>) -> io::Result<()> {
-    check(unsafe { libc::mkdirat(dir, name.as_ptr(), 0o700) })?;
-    let fd = open_dir_at(dir, name)?;
+fn make_private_subdir(dir: BorrowedFd, name: &CStr, owner: Option<(u32, u32)>) -> io::Result<()> {
+    os::mkdirat(dir, name, 0o700)?;
+    let fd = os::open_dir_at(dir, name)?;
     if let Some((uid, gid)) = owner {
-        check(unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) })?;
+        os::fchown(fd.as_fd(), uid, gid)?;
     }
     // mkdirat applies the umask and cannot set the sticky bit: chmod explicitly.
-    check(unsafe { libc::fchmod(fd.as_raw_fd(), 0o1777) })
+    os::fchmod(fd.as_fd(), 0o1777)
 }
 
 /// The scratch subdirectory a private dir comes from: `/var/tmp` -> `var_tmp`.
@@ -108,21 +108,19 @@ pub(crate) fn open_base(base: &Path) -> Result<OwnedFd, ScratchError> {
     for c in base.components().skip(1) {
         cur.push(c);
         let p = cstr(&cur).map_err(err)?;
-        if unsafe { libc::mkdir(p.as_ptr(), 0o711) } < 0 {
-            let e = io::Error::last_os_error();
-            if e.raw_os_error() != Some(libc::EEXIST) {
-                return Err(err(e));
-            }
-        } else {
+        match os::mkdirat(os::CWD, &p, 0o711) {
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
+            Err(e) => return Err(err(e)),
             // mkdir applied the umask; a base others cannot pass through breaks their jobs.
-            check(unsafe { libc::chmod(p.as_ptr(), 0o711) }).map_err(err)?;
+            // SAFETY: `p` is NUL-terminated and outlives the call.
+            Ok(()) => check(unsafe { libc::chmod(p.as_ptr(), 0o711) }).map_err(err)?,
         }
     }
     let p = cstr(base).map_err(err)?;
-    let fd = open_dir_at(libc::AT_FDCWD, &p).map_err(err)?;
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }).map_err(err)?;
+    let fd = os::open_dir(&p).map_err(err)?;
+    let st = os::fstat(fd.as_fd()).map_err(err)?;
     // A base another user owns could be swapped under us; refuse it.
+    // SAFETY: geteuid has no preconditions and cannot fail.
     let me = unsafe { libc::geteuid() };
     if st.st_uid != 0 && st.st_uid != me {
         return Err(ScratchError::BaseUnsafe(base.to_path_buf()));
@@ -163,8 +161,7 @@ impl ScratchDir {
             source,
         };
         match bound {
-            None => check(unsafe { libc::mkdirat(base_fd.as_raw_fd(), cname.as_ptr(), 0o700) })
-                .map_err(err)?,
+            None => os::mkdirat(base_fd.as_fd(), &cname, 0o700).map_err(err)?,
             Some(_) => {
                 quota::make_subvolume(base_fd.as_raw_fd(), cname.as_bytes()).map_err(|source| {
                     ScratchError::Bound {
@@ -181,13 +178,11 @@ impl ScratchDir {
             .map(|s| CString::new(s.as_str()).expect("subdir names have no NUL"))
             .collect();
         let setup = || -> io::Result<OwnedFd> {
-            let fd = open_dir_at(base_fd.as_raw_fd(), &cname)?;
-            let raw = fd.as_raw_fd();
+            let fd = os::open_dir_at(base_fd.as_fd(), &cname)?;
             if let Some(bytes) = bound {
                 // A new subvolume's root has the creator's umask, not 0700.
-                // SAFETY: `raw` is the open scratch dir's descriptor.
-                check(unsafe { libc::fchmod(raw, 0o700) })?;
-                quota::limit_subvolume(raw, bytes).map_err(|e| {
+                os::fchmod(fd.as_fd(), 0o700)?;
+                quota::limit_subvolume(fd.as_raw_fd(), bytes).map_err(|e| {
                     io::Error::new(
                         e.kind(),
                         format!(
@@ -197,9 +192,9 @@ impl ScratchDir {
                 })?;
             }
             for sub in &subdirs {
-                make_private_subdir(raw, sub, Some((uid, gid)))?;
+                make_private_subdir(fd.as_fd(), sub, Some((uid, gid)))?;
             }
-            check(unsafe { libc::fchown(raw, uid, gid) })?;
+            os::fchown(fd.as_fd(), uid, gid)?;
             Ok(fd)
         };
         match setup() {
@@ -235,15 +230,14 @@ impl ScratchDir {
         let base_fd = open_dir_at(libc::AT_FDCWD, &cstr(parent).map_err(err)?).map_err(err)?;
         let cname = CString::new(name.as_encoded_bytes())
             .map_err(|_| err(io::Error::from_raw_os_error(libc::EINVAL)))?;
-        let fd = open_dir_at(base_fd.as_raw_fd(), &cname).map_err(err)?;
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }).map_err(err)?;
+        let fd = os::open_dir_at(base_fd.as_fd(), &cname).map_err(err)?;
+        let st = os::fstat(fd.as_fd()).map_err(err)?;
         if st.st_uid != uid {
             return Err(err(io::Error::from_raw_os_error(libc::EPERM)));
         }
         for sub in subdirs {
             let c = CString::new(sub.as_str()).expect("subdir names have no NUL");
-            match make_private_subdir(fd.as_raw_fd(), &c, None) {
+            match make_private_subdir(fd.as_fd(), &c, None) {
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
                 r => r.map_err(err)?,
             }
@@ -279,12 +273,11 @@ impl ScratchDir {
         if self.keep {
             let kept =
                 CString::new(format!("{}.kept", self.name.to_string_lossy())).expect("no NUL");
-            let base = self.base_fd.as_raw_fd();
-            check(unsafe { libc::renameat(base, self.name.as_ptr(), base, kept.as_ptr()) })
-                .map_err(|source| ScratchError::Remove {
-                    path: self.path.clone(),
-                    source,
-                })?;
+            let base = self.base_fd.as_fd();
+            os::renameat(base, &self.name, base, &kept).map_err(|source| ScratchError::Remove {
+                path: self.path.clone(),
+                source,
+            })?;
             return Ok(Some(
                 self.path.with_file_name(kept.to_string_lossy().as_ref()),
             ));
@@ -301,16 +294,13 @@ impl ScratchDir {
     /// it refuses is left to [`remove_tree_at`]'s walk. Saves that walk's dozen calls (stat,
     /// open, list) on every launch's way out.
     fn remove_as_made(&self) -> bool {
-        let fd = self.fd.as_raw_fd();
         for sub in &self.subdirs {
-            if unsafe { libc::unlinkat(fd, sub.as_ptr(), libc::AT_REMOVEDIR) } < 0
-                && io::Error::last_os_error().raw_os_error() != Some(libc::ENOENT)
-            {
-                return false;
+            match os::unlinkat(self.fd.as_fd(), sub, libc::AT_REMOVEDIR) {
+                Err(e) if e.raw_os_error() != Some(libc::ENOENT) => return false,
+                _ => {}
             }
         }
-        let base = self.base_fd.as_raw_fd();
-        unsafe { libc::unlinkat(base, self.name.as_ptr(), libc::AT_REMOVEDIR) == 0 }
+        os::unlinkat(self.base_fd.as_fd(), &self.name, libc::AT_REMOVEDIR).is_ok()
     }
 }
 
@@ -342,7 +332,7 @@ pub fn gc_stale(base: &Path) -> Vec<String> {
     let Ok(fd) = open_dir_at(libc::AT_FDCWD, &c) else {
         return Vec::new();
     };
-    let Ok(names) = list(fd.as_raw_fd()) else {
+    let Ok(names) = jobcell_os::read_dir_names(fd.as_fd()) else {
         return Vec::new();
     };
     let mut out = Vec::new();
@@ -350,6 +340,7 @@ pub fn gc_stale(base: &Path) -> Vec<String> {
         let Some(pid) = launcher_pid(n.to_bytes()) else {
             continue;
         };
+        // SAFETY: signal 0 only checks that `pid` exists; it delivers nothing.
         let alive = unsafe { libc::kill(pid, 0) } == 0
             || io::Error::last_os_error().raw_os_error() != Some(libc::ESRCH);
         if alive {
@@ -371,225 +362,22 @@ impl Drop for ScratchDir {
     }
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-struct Ident {
-    mnt_id: u64,
-    /// The device too: btrfs subvolumes of one mount number their inodes each from 256.
-    dev: (u32, u32),
-    ino: u64,
-    is_dir: bool,
-}
-
-fn ident_at(dirfd: RawFd, name: &CStr) -> io::Result<Ident> {
-    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
-    check(unsafe {
-        libc::statx(
-            dirfd,
-            name.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW | libc::AT_NO_AUTOMOUNT | libc::AT_EMPTY_PATH,
-            libc::STATX_TYPE | libc::STATX_INO | libc::STATX_MNT_ID,
-            &mut stx,
-        )
-    })?;
-    if stx.stx_mask & libc::STATX_MNT_ID == 0 {
-        return Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "kernel gives no mount id (statx)",
-        ));
-    }
-    Ok(Ident {
-        mnt_id: stx.stx_mnt_id,
-        dev: (stx.stx_dev_major, stx.stx_dev_minor),
-        ino: stx.stx_ino,
-        is_dir: (stx.stx_mode as u32 & libc::S_IFMT) == libc::S_IFDIR,
-    })
-}
-
-fn list(fd: RawFd) -> io::Result<Vec<CString>> {
-    let dup = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 0) };
-    if dup < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let dir = unsafe { libc::fdopendir(dup) };
-    if dir.is_null() {
-        let e = io::Error::last_os_error();
-        unsafe { libc::close(dup) };
-        return Err(e);
-    }
-    unsafe { libc::rewinddir(dir) };
-    let mut out = Vec::new();
-    loop {
-        let ent = unsafe { libc::readdir64(dir) };
-        if ent.is_null() {
-            break;
-        }
-        let name = unsafe { CStr::from_ptr((*ent).d_name.as_ptr()) };
-        let b = name.to_bytes();
-        if b != b"." && b != b".." {
-            out.push(name.to_owned());
-        }
-    }
-    unsafe { libc::closedir(dir) };
-    Ok(out)
-}
-
-struct Frame {
-    fd: Option<OwnedFd>,
-    ident: Ident,
-    pending: Vec<CString>,
-    /// This directory's name in its parent.
-    name: CString,
-}
-
-/// Delete `parent/name` and everything below it that is on the same mount.
+/// Delete `parent/name` and everything below it that is on the same mount, with the
+/// workspace's one tree removal (`jobcell_os::remove_tree_at`): no symlink followed, no mount
+/// entered or unlinked (those are reported as [`ScratchError::CrossesMount`]), a bounded number
+/// of descriptors however deep the tree.
 pub fn remove_tree_at(parent: RawFd, name: &CStr, shown: &Path) -> Result<(), ScratchError> {
-    let err = |source| ScratchError::Remove {
-        path: shown.to_path_buf(),
-        source,
-    };
-    let root_ident = match ident_at(parent, name) {
-        Ok(i) => i,
-        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(()),
-        Err(e) => return Err(err(e)),
-    };
-    if !root_ident.is_dir {
-        return check(unsafe { libc::unlinkat(parent, name.as_ptr(), 0) }).map_err(err);
-    }
-    let mnt = root_ident.mnt_id;
-    let mut skipped: Vec<String> = Vec::new();
-    let root_fd = open_for_removal(parent, name).map_err(err)?;
-    let pending = list(root_fd.as_raw_fd()).map_err(err)?;
-    let mut stack = vec![Frame {
-        fd: Some(root_fd),
-        ident: root_ident,
-        pending,
-        name: name.to_owned(),
-    }];
-    let mut open_fds = 1usize;
-    const MAX_OPEN: usize = 256;
-
-    while let Some(top) = stack.last_mut() {
-        let Some(child) = top.pending.pop() else {
-            // Directory emptied: remove it from its parent.
-            let done = stack.pop().unwrap();
-            if done.fd.is_some() {
-                open_fds -= 1;
-            }
-            let Some(up) = stack.last_mut() else {
-                drop(done);
-                rmdir_at(parent, name, !skipped.is_empty()).map_err(err)?;
-                break;
-            };
-            if up.fd.is_none() {
-                // Re-open the parent through ".." and make sure it is the same directory.
-                let cur = done.fd.as_ref().expect("the top frame always has its fd");
-                let fd = open_dir_at(cur.as_raw_fd(), c"..").map_err(err)?;
-                let id = ident_at(fd.as_raw_fd(), c"").map_err(err)?;
-                if id != up.ident {
-                    return Err(err(io::Error::other(
-                        "a directory moved during removal; stopped",
-                    )));
-                }
-                up.fd = Some(fd);
-                open_fds += 1;
-            }
-            let ufd = up.fd.as_ref().unwrap().as_raw_fd();
-            drop(done.fd);
-            rmdir_at(ufd, &done.name, !skipped.is_empty()).map_err(err)?;
-            continue;
-        };
-        let fd = top
-            .fd
-            .as_ref()
-            .expect("the top frame always has its fd")
-            .as_raw_fd();
-        let id = match ident_at(fd, &child) {
-            Ok(i) => i,
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => continue,
-            Err(e) => return Err(err(e)),
-        };
-        if id.mnt_id != mnt {
-            // A mount point: never descend, never unlink.
-            skipped.push(child.to_string_lossy().into_owned());
-            continue;
-        }
-        if !id.is_dir {
-            match check(unsafe { libc::unlinkat(fd, child.as_ptr(), 0) }) {
-                Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
-                    check(unsafe { libc::fchmod(fd, 0o700) }).map_err(err)?;
-                    check(unsafe { libc::unlinkat(fd, child.as_ptr(), 0) }).map_err(err)?;
-                }
-                r => r.map_err(err)?,
-            }
-            continue;
-        }
-        if open_fds >= MAX_OPEN {
-            // Deep trees: close the outermost open descriptors; they are re-opened through "..".
-            for f in stack.iter_mut().skip(1) {
-                if f.fd.is_some() && open_fds >= MAX_OPEN / 2 {
-                    f.fd = None;
-                    open_fds -= 1;
-                }
-            }
-        }
-        let top = stack.last_mut().unwrap();
-        let fd = top.fd.as_ref().unwrap().as_raw_fd();
-        // Most directories are empty by now (the private dirs of a job that cleaned up): rmdir
-        // needs no descent. It never follows a symlink (ENOTDIR) and never removes a mount
-        // point (EBUSY); anything it refuses is walked below.
-        if unsafe { libc::unlinkat(fd, child.as_ptr(), libc::AT_REMOVEDIR) } == 0 {
-            continue;
-        }
-        let cfd = open_for_removal(fd, &child).map_err(err)?;
-        let cid = ident_at(cfd.as_raw_fd(), c"").map_err(err)?;
-        if cid != id {
-            return Err(err(io::Error::other(
-                "a directory was swapped during removal; stopped",
-            )));
-        }
-        let pending = list(cfd.as_raw_fd()).map_err(err)?;
-        open_fds += 1;
-        stack.push(Frame {
-            fd: Some(cfd),
-            ident: cid,
-            pending,
-            name: child,
-        });
-    }
-    if let Some(first) = skipped.first() {
-        return Err(ScratchError::CrossesMount {
+    jobcell_os::remove_tree_at(borrow(parent), name).map_err(|e| match e {
+        RemoveTreeError::Io(source) => ScratchError::Remove {
             path: shown.to_path_buf(),
-            left: skipped.len(),
-            first: first.clone(),
-        });
-    }
-    Ok(())
-}
-
-/// rmdir, making the parent writable first if the job left it read-only (matters rootless).
-/// With `tolerate_full`, a directory still holding a skipped mount point is left in place (the
-/// caller reports those mounts).
-fn rmdir_at(parent: RawFd, name: &CStr, tolerate_full: bool) -> io::Result<()> {
-    match check(unsafe { libc::unlinkat(parent, name.as_ptr(), libc::AT_REMOVEDIR) }) {
-        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
-            check(unsafe { libc::fchmod(parent, 0o700) })?;
-            check(unsafe { libc::unlinkat(parent, name.as_ptr(), libc::AT_REMOVEDIR) })
-        }
-        Err(e) if tolerate_full && e.raw_os_error() == Some(libc::ENOTEMPTY) => Ok(()),
-        r => r,
-    }
-}
-
-/// Open a directory for removal, making it searchable first if the job left it chmod 000
-/// (root does not need this; a rootless launcher does).
-fn open_for_removal(parent: RawFd, name: &CStr) -> io::Result<OwnedFd> {
-    match open_dir_at(parent, name) {
-        Err(e) if e.raw_os_error() == Some(libc::EACCES) => {
-            check(unsafe { libc::fchmodat(parent, name.as_ptr(), 0o700, 0) })?;
-            open_dir_at(parent, name)
-        }
-        r => r,
-    }
+            source,
+        },
+        RemoveTreeError::CrossesMount { left, first } => ScratchError::CrossesMount {
+            path: shown.to_path_buf(),
+            left,
+            first,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -610,9 +398,9 @@ mod tests {
     fn create_makes_private_subdirs_and_remove_takes_everything() {
         let base = tmp("create");
         let subs = vec!["tmp".to_string(), "var_tmp".to_string()];
-        let me = unsafe { libc::geteuid() };
-        let s = ScratchDir::create(&base, "job-1", me, unsafe { libc::getegid() }, &subs, false)
-            .unwrap();
+        // SAFETY: geteuid and getegid have no preconditions and cannot fail.
+        let (me, my_gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+        let s = ScratchDir::create(&base, "job-1", me, my_gid, &subs, false).unwrap();
         let p = s.path().to_path_buf();
         assert_eq!(
             fs::metadata(&p).unwrap().permissions().mode() & 0o7777,
@@ -630,6 +418,7 @@ mod tests {
 
     #[test]
     fn the_job_user_gets_its_dir_and_subdirs_with_their_modes() {
+        // SAFETY: geteuid has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("SKIPPED: needs root (chown to another user)");
             return;
@@ -721,18 +510,8 @@ mod tests {
         let mut fd = open_dir_at(libc::AT_FDCWD, &cstr(&p).unwrap()).unwrap();
         for i in 0..1500 {
             let n = CString::new(format!("d{}", i % 3)).unwrap();
-            check(unsafe { libc::mkdirat(fd.as_raw_fd(), n.as_ptr(), 0o755) }).unwrap();
-            let f = CString::new("f").unwrap();
-            let ffd = unsafe {
-                libc::openat(
-                    fd.as_raw_fd(),
-                    f.as_ptr(),
-                    libc::O_CREAT | libc::O_WRONLY | libc::O_CLOEXEC,
-                    0o644,
-                )
-            };
-            assert!(ffd >= 0);
-            unsafe { libc::close(ffd) };
+            os::mkdirat(fd.as_fd(), &n, 0o755).unwrap();
+            drop(os::openat(fd.as_fd(), c"f", libc::O_CREAT | libc::O_WRONLY, 0o644).unwrap());
             fd = open_dir_at(fd.as_raw_fd(), &n).unwrap();
         }
         drop(fd);

@@ -107,6 +107,8 @@ impl Msg {
     /// Write the whole message with one write(2) (atomic below PIPE_BUF).
     pub fn send(&self, fd: RawFd) {
         let b = self.encode();
+        // SAFETY: the pointer and length describe `b`, alive across the call; a bad `fd` only makes
+        // the write fail.
         unsafe { libc::write(fd, b.as_ptr().cast(), b.len()) };
     }
 }
@@ -128,6 +130,8 @@ pub fn read_scratch_ready(fd: RawFd) -> io::Result<()> {
 /// `read_exact` on a descriptor that stays the caller's (borrowed as a File for std's loop).
 fn read_exact_from(fd: RawFd, buf: &mut [u8]) -> io::Result<()> {
     use std::io::Read;
+    // SAFETY: the File is never dropped (ManuallyDrop), so the caller's descriptor is only
+    // borrowed, never closed here.
     let mut pipe = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
     pipe.read_exact(buf)
 }
@@ -182,6 +186,8 @@ impl Reader {
     pub fn fill(&mut self, fd: RawFd) -> io::Result<bool> {
         let mut chunk = [0u8; 4096];
         loop {
+            // SAFETY: the kernel writes at most `chunk.len()` bytes into `chunk`, which outlives
+            // the call.
             let n = unsafe { libc::read(fd, chunk.as_mut_ptr().cast(), chunk.len()) };
             if n < 0 {
                 let e = io::Error::last_os_error();
@@ -212,16 +218,20 @@ mod tests {
     #[test]
     fn go_carries_the_groups_through_a_pipe() {
         let mut p = [0; 2];
+        // SAFETY: `p` is the two-element array pipe fills.
         assert_eq!(unsafe { libc::pipe(p.as_mut_ptr()) }, 0);
         let groups: Vec<u32> = (0..3000).collect(); // more than one pipe write's atomic size
         let writer = std::thread::spawn(move || {
             let b = encode_go(&groups);
             let mut off = 0;
             while off < b.len() {
+                // SAFETY: the pointer and length describe the unwritten tail of `b`, alive across
+                // the call.
                 let n = unsafe { libc::write(p[1], b[off..].as_ptr().cast(), b.len() - off) };
                 assert!(n > 0);
                 off += n as usize;
             }
+            // SAFETY: the write end is this test's own and closed once, here.
             unsafe { libc::close(p[1]) };
         });
         let got = read_go(p[0]).unwrap();
@@ -229,6 +239,7 @@ mod tests {
         assert_eq!(got, (0..3000).collect::<Vec<u32>>());
         // The launcher gone before a whole "go": an error, never a job.
         assert!(read_go(p[0]).is_err());
+        // SAFETY: the read end is this test's own and closed once, here.
         unsafe { libc::close(p[0]) };
     }
 

@@ -8,13 +8,9 @@
 use std::ffi::CString;
 use std::io;
 use std::os::fd::RawFd;
-use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-pub fn cstr(p: &Path) -> io::Result<CString> {
-    CString::new(p.as_os_str().as_bytes())
-        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "path contains NUL"))
-}
+pub use jobcell_os::path_cstr as cstr;
 
 fn check(r: libc::c_int) -> io::Result<()> {
     if r == -1 {
@@ -101,7 +97,8 @@ impl Syscall for Linux {
         let fstype = fstype.map(|s| CString::new(s).unwrap());
         let data = data.map(|s| CString::new(s).unwrap());
         let p = |c: &Option<CString>| c.as_ref().map_or(std::ptr::null(), |c| c.as_ptr());
-        // SAFETY: every pointer is null or a NUL-terminated CString alive for the call.
+        // SAFETY: the strings are NUL-terminated CStrings (or null where mount accepts none) that
+        // live until the call returns.
         check(unsafe {
             libc::mount(
                 p(&src),
@@ -122,8 +119,8 @@ impl Syscall for Linux {
             propagation: 0,
             userns_fd: 0,
         };
-        // SAFETY: `dst` is a NUL-terminated path and `attr` a mount_attr of the size passed, both
-        // alive for the call.
+        // SAFETY: `dst` is NUL-terminated and `attr` is a MountAttr laid out as the kernel's
+        // version-0 struct, whose size is passed; both outlive the call.
         let r = unsafe {
             libc::syscall(
                 libc::SYS_mount_setattr,
@@ -146,7 +143,7 @@ impl Syscall for Linux {
 
     fn umount_detach(&self, dst: &Path) -> io::Result<()> {
         let dst = cstr(dst)?;
-        // SAFETY: `dst` is a NUL-terminated path alive for the call.
+        // SAFETY: `dst` is NUL-terminated and outlives the call.
         check(unsafe { libc::umount2(dst.as_ptr(), libc::MNT_DETACH) })
     }
 
@@ -154,26 +151,27 @@ impl Syscall for Linux {
         // pivot_root(".", "."): the old root ends up stacked on the new one and is detached by
         // the caller; no put_old directory is needed inside the image.
         let dot = c".";
-        // SAFETY: "." is a NUL-terminated literal.
+        // SAFETY: "." is NUL-terminated and 'static; pivot_root only reads the two paths.
         let r = unsafe { libc::syscall(libc::SYS_pivot_root, dot.as_ptr(), dot.as_ptr()) };
         check(r as libc::c_int)
     }
 
     fn chdir(&self, dir: &Path) -> io::Result<()> {
         let d = cstr(dir)?;
-        // SAFETY: `d` is a NUL-terminated path alive for the call.
+        // SAFETY: `d` is NUL-terminated and outlives the call.
         check(unsafe { libc::chdir(d.as_ptr()) })
     }
 
     fn mkdir(&self, path: &Path, mode: u32) -> io::Result<()> {
         let p = cstr(path)?;
-        // SAFETY: `p` is a NUL-terminated path alive for the call.
+        // SAFETY: `p` is NUL-terminated and outlives the call.
         check(unsafe { libc::mkdir(p.as_ptr(), mode) })
     }
 
     fn create_file(&self, path: &Path, mode: u32) -> io::Result<()> {
         let p = cstr(path)?;
-        // SAFETY: `p` is a NUL-terminated path alive for the call.
+        // SAFETY: `p` is NUL-terminated and outlives the call; with O_CREAT the mode is the
+        // variadic argument.
         let fd = unsafe {
             libc::open(
                 p.as_ptr(),
@@ -184,7 +182,7 @@ impl Syscall for Linux {
         if fd < 0 {
             return Err(io::Error::last_os_error());
         }
-        // SAFETY: `fd` is the descriptor open just returned, used nowhere else.
+        // SAFETY: `fd` was just opened above and is closed exactly once, here.
         unsafe { libc::close(fd) };
         Ok(())
     }
@@ -192,37 +190,38 @@ impl Syscall for Linux {
     fn symlink(&self, target: &Path, link: &Path) -> io::Result<()> {
         let t = cstr(target)?;
         let l = cstr(link)?;
-        // SAFETY: `t` and `l` are NUL-terminated paths alive for the call.
+        // SAFETY: both paths are NUL-terminated and outlive the call.
         check(unsafe { libc::symlink(t.as_ptr(), l.as_ptr()) })
     }
 
     fn unshare(&self, flags: libc::c_int) -> io::Result<()> {
-        // SAFETY: unshare takes plain flags.
+        // SAFETY: plain integer flags; the kernel refuses what this process may not unshare.
         check(unsafe { libc::unshare(flags) })
     }
 
     fn setgroups(&self, groups: &[u32]) -> io::Result<()> {
-        // SAFETY: `groups` points to groups.len() gid_t (u32) values, alive for the call.
+        // SAFETY: the pointer and length describe the `groups` slice, which outlives the call.
         check(unsafe { libc::setgroups(groups.len(), groups.as_ptr()) })
     }
 
     fn setresgid(&self, gid: u32) -> io::Result<()> {
-        // SAFETY: setresgid takes plain ids.
+        // SAFETY: plain integer arguments.
         check(unsafe { libc::setresgid(gid, gid, gid) })
     }
 
     fn setresuid(&self, uid: u32) -> io::Result<()> {
-        // SAFETY: setresuid takes plain ids.
+        // SAFETY: plain integer arguments.
         check(unsafe { libc::setresuid(uid, uid, uid) })
     }
 
     fn capbset_drop(&self, cap: u32) -> io::Result<()> {
-        // SAFETY: PR_CAPBSET_DROP takes a capability number; no pointers.
+        // SAFETY: PR_CAPBSET_DROP takes a capability number and unused zero arguments; no memory is
+        // passed.
         check(unsafe { libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) })
     }
 
     fn clear_ambient_caps(&self) -> io::Result<()> {
-        // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes no pointers.
+        // SAFETY: PR_CAP_AMBIENT_CLEAR_ALL takes only integer arguments; no memory is passed.
         check(unsafe {
             libc::prctl(
                 libc::PR_CAP_AMBIENT,
@@ -239,12 +238,12 @@ impl Syscall for Linux {
     }
 
     fn set_no_new_privs(&self) -> io::Result<()> {
-        // SAFETY: PR_SET_NO_NEW_PRIVS takes plain integers.
+        // SAFETY: PR_SET_NO_NEW_PRIVS takes only integer arguments; no memory is passed.
         check(unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) })
     }
 
     fn setsid(&self) -> io::Result<()> {
-        // SAFETY: setsid takes nothing.
+        // SAFETY: setsid takes no arguments and touches no memory of ours.
         if unsafe { libc::setsid() } == -1 {
             return Err(io::Error::last_os_error());
         }
@@ -259,7 +258,8 @@ impl Syscall for Linux {
             len: prog.len() as u16,
             filter: prog.as_ptr() as *mut _,
         };
-        // SAFETY: `fprog` points to `prog`, both alive for the call; the kernel copies the program.
+        // SAFETY: `fprog` points at `prog`, a slice of `len` filters, and both outlive the call;
+        // the kernel copies the program.
         check(unsafe {
             libc::prctl(
                 libc::PR_SET_SECCOMP,
@@ -374,8 +374,8 @@ pub fn capset(effective: u32, permitted: u32, inheritable: u32) -> io::Result<()
         Data::default(),
     ];
     check(
-        // SAFETY: `h` and the two-element `d` are the v3 header and data the kernel reads, alive
-        // for the call.
+        // SAFETY: `h` and `d` are the repr(C) v3 header and the two data words capset reads, alive
+        // across the call.
         unsafe { libc::syscall(libc::SYS_capset, &mut h as *mut Header, d.as_ptr()) }
             as libc::c_int,
     )

@@ -220,7 +220,9 @@ fn cpath(p: &Path) -> io::Result<CString> {
 }
 
 fn fstat(fd: RawFd) -> io::Result<libc::stat> {
+    // SAFETY: stat is plain integers, for which all-zero is a valid value.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `st` is a writable stat that outlives the call; a bad `fd` only makes the call fail.
     if unsafe { libc::fstat(fd, &mut st) } < 0 {
         return Err(io::Error::last_os_error());
     }
@@ -239,6 +241,7 @@ fn open_base(base: &Path, create: bool) -> Result<OwnedFd, JobDirError> {
         for c in base.components().skip(1) {
             cur.push(c);
             let p = cpath(&cur).map_err(err)?;
+            // SAFETY: `p` is NUL-terminated and outlives the call.
             if unsafe { libc::mkdir(p.as_ptr(), 0o755) } < 0 {
                 let e = io::Error::last_os_error();
                 if e.raw_os_error() != Some(libc::EEXIST) {
@@ -271,10 +274,13 @@ pub fn prepare_job_dir(
         path: path.clone(),
         source,
     };
+    // SAFETY: `name` is NUL-terminated and outlives the call; `base_fd` is open.
     if unsafe { libc::mkdirat(base_fd.as_raw_fd(), name.as_ptr(), 0o700) } == 0 {
         let fd = jobcell_sandbox::scratch::open_dir_at(base_fd.as_raw_fd(), &name).map_err(err)?;
+        // SAFETY: plain integer arguments; `fd` is open.
         if unsafe { libc::fchown(fd.as_raw_fd(), uid, gid) } < 0 {
             let e = io::Error::last_os_error();
+            // SAFETY: `name` is NUL-terminated and outlives the call; `base_fd` is open.
             unsafe { libc::unlinkat(base_fd.as_raw_fd(), name.as_ptr(), libc::AT_REMOVEDIR) };
             return Err(err(e));
         }
@@ -386,6 +392,7 @@ mod tests {
     }
 
     fn root() -> bool {
+        // SAFETY: geteuid has no preconditions and cannot fail.
         if unsafe { libc::geteuid() } != 0 {
             eprintln!("SKIPPED: needs root (chown, a root-owned scratch base)");
             return false;
@@ -397,7 +404,11 @@ mod tests {
         let parent = std::env::temp_dir();
         let t = CString::new(format!("{}/jobcell-spank-XXXXXX", parent.display())).unwrap();
         let raw = t.into_raw();
+        // SAFETY: `raw` is a NUL-terminated template from CString::into_raw that mkdtemp edits in
+        // place without changing its length.
         assert!(!unsafe { libc::mkdtemp(raw) }.is_null());
+        // SAFETY: `raw` came from CString::into_raw above and is taken back exactly once; mkdtemp
+        // kept its length and NUL.
         PathBuf::from(unsafe { CString::from_raw(raw) }.into_string().unwrap())
     }
 

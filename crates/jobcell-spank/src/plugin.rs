@@ -69,19 +69,26 @@ fn option_ptr() -> *mut SpankOption {
 
 fn log_error(msg: &str) {
     let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    // SAFETY: slurm_error is a printf-style logger: the format takes exactly one %s, given a NUL-
+    // terminated string alive across the call.
     unsafe { slurm_error(c"jobcell: %s".as_ptr(), c.as_ptr()) };
 }
 
 fn log_verbose(msg: &str) {
     let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
+    // SAFETY: slurm_verbose is a printf-style logger: the format takes exactly one %s, given a NUL-
+    // terminated string alive across the call.
     unsafe { slurm_verbose(c"jobcell: %s".as_ptr(), c.as_ptr()) };
 }
 
 fn spank_err(what: &str, rc: c_int) -> String {
+    // SAFETY: spank_strerror takes any error code and returns a pointer to a static string (or
+    // null).
     let s = unsafe { spank_strerror(rc) };
     let s = if s.is_null() {
         format!("error {rc}")
     } else {
+        // SAFETY: a non-null spank_strerror result is a NUL-terminated static string.
         unsafe { CStr::from_ptr(s) }.to_string_lossy().into_owned()
     };
     format!("{what}: {s}")
@@ -105,7 +112,10 @@ fn hook(name: &str, f: impl FnOnce() -> Result<(), String>) -> c_int {
 fn args(ac: c_int, av: *mut *mut c_char) -> Vec<String> {
     (0..ac.max(0) as usize)
         .filter_map(|i| {
+            // SAFETY: slurmd passes `av` with `ac` valid entries, and `i` < `ac`.
             let p = unsafe { *av.add(i) };
+            // SAFETY: a non-null argv entry from slurmd is a NUL-terminated string that lives for
+            // the plugin call.
             (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned())
         })
         .collect()

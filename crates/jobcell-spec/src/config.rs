@@ -104,6 +104,9 @@ pub struct LimitsConfig {
     pub max_io_weight: Option<u16>,
     /// Longest grace between SIGTERM and SIGKILL a user may ask for, in seconds (default 60).
     pub max_grace_secs: Option<u64>,
+    /// Most swap a user's job may use beyond its memory limit (default "0": none; "none":
+    /// any, and a job that names none may swap without bound, as root's).
+    pub max_swap: Option<String>,
 }
 
 /// `[import]`: sizes are strings (bare numbers are MiB); `"none"` lifts the bound.

@@ -13,7 +13,7 @@ pub use config::{
     with_job_uids, Config, ConfigError, ImportConfig, LimitsConfig, ScratchConfig, UidRange,
     DEFAULT_CONFIG_PATH, DEFAULT_JOB_UIDS, DEFAULT_SCRATCH_DISK,
 };
-pub use size::{format_size, parse_size, SizeError, Unit};
+pub use size::{format_size, parse_condor_size, parse_size, SizeError, Unit};
 pub use spec::{
     clean_abs_path, parse_bind, parse_env, DevMode, JobSpec, MemoryPolicy, MountSpec, NetMode,
     Resources, SpecError, UserSpec, DEFAULT_PIDS, DEFAULT_PRIVATE_DIRS,

@@ -101,6 +101,9 @@ fn flood_as(who: (u32, u32), sock: &Path, n: usize) -> (libc::pid_t, usize) {
     // _exit or is killed.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
+        // SAFETY: in the child: the read end is its own copy; `lim` is a local rlimit; setgroups
+        // gets a null list with count 0; connect_nonblocking and usleep, write of the local
+        // `connected` (8 bytes) and pause make no allocation; the child never returns.
         unsafe {
             libc::close(fds[0]);
             let lim = libc::rlimit {
@@ -133,7 +136,9 @@ fn flood_as(who: (u32, u32), sock: &Path, n: usize) -> (libc::pid_t, usize) {
             }
         }
     }
+    // SAFETY: the write end is the parent's own copy, closed once, here.
     unsafe { libc::close(fds[1]) };
+    // SAFETY: the read end came from pipe above and nothing else owns it now; the File closes it.
     let mut f = unsafe { std::fs::File::from_raw_fd(fds[0]) };
     let mut b = [0u8; 8];
     f.read_exact(&mut b).unwrap();
@@ -153,6 +158,8 @@ fn kill_and_reap(pid: libc::pid_t) {
 fn start_with_nofile(config: &str, nofile: u64) -> Daemon {
     use std::os::unix::process::CommandExt;
     let mut d = Daemon::prepare_with_config(&[], Some(config));
+    // SAFETY: pre_exec's closure runs in the forked child before exec and calls only setrlimit with
+    // a local rlimit, which is async-signal-safe and allocates nothing.
     d.launch_with(|c| unsafe {
         c.pre_exec(move || {
             let lim = libc::rlimit {
@@ -381,6 +388,7 @@ fn the_cli_gives_up_with_the_timeout_message_when_nobody_answers() {
     let addr = sockaddr(&sock);
     let mut held = Vec::new();
     while let Ok(fd) = connect_nonblocking(&addr) {
+        // SAFETY: connect_nonblocking returned a fresh socket descriptor that nothing else owns.
         held.push(unsafe { OwnedFd::from_raw_fd(fd) });
         assert!(held.len() < 20_000, "the backlog never filled");
     }
@@ -409,6 +417,7 @@ fn closed_pipe() -> OwnedFd {
     let mut fds = [0; 2];
     // SAFETY: pipe into a valid array; both ends owned below.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: pipe succeeded, so both are fresh descriptors that nothing else owns.
     let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
     drop(r);
     w

@@ -449,11 +449,18 @@ fn raw_bytes_as(sock: &Path, uid: Option<(u32, u32)>, req: &[u8]) -> (u16, Strin
     // the test binary re-runs itself is overkill; a socket made before fork keeps the
     // creator's credentials, so the connect must happen after setuid).
     let mut fds = [0; 2];
+    // SAFETY: `fds` is the two-element array pipe fills.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the child only closes, switches identity, connects, reads into a Vec and _exits;
+    // glibc's fork handlers reset malloc's locks in the child, so allocating there cannot deadlock
+    // on another test thread's lock.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
+        // SAFETY: the read end is the child's own copy, closed once, here.
         unsafe { libc::close(fds[0]) };
         if let Some((u, g)) = uid {
+            // SAFETY: integer arguments and a null list with count 0 (no groups); failures leave
+            // root, which the test's assertions would show.
             unsafe {
                 libc::setgroups(0, std::ptr::null());
                 libc::setgid(g);
@@ -465,15 +472,20 @@ fn raw_bytes_as(sock: &Path, uid: Option<(u32, u32)>, req: &[u8]) -> (u16, Strin
             let _ = s.write_all(req);
             let _ = s.read_to_end(&mut resp);
         }
+        // SAFETY: the pointer and length describe `resp`, alive across the write; _exit ends the
+        // child without running the test binary's destructors.
         unsafe {
             libc::write(fds[1], resp.as_ptr().cast(), resp.len());
             libc::_exit(0);
         }
     }
+    // SAFETY: the write end is the parent's own copy, closed once, here.
     unsafe { libc::close(fds[1]) };
+    // SAFETY: the read end came from pipe above and nothing else owns it now; the File closes it.
     let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
     let mut resp = Vec::new();
     f.read_to_end(&mut resp).unwrap();
+    // SAFETY: `pid` is our own child, reaped only here; a null status pointer is allowed.
     unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
     let text = String::from_utf8_lossy(&resp).into_owned();
     let code = text
@@ -790,6 +802,8 @@ fn a_killed_supervisor_fails_its_job_and_leaves_nothing() {
         }
     }
     assert_eq!(starttime(pid), Some(st));
+    // SAFETY: kill takes integers only; the pid was just checked (start time) to be the job's
+    // supervisor.
     unsafe { libc::kill(pid, libc::SIGKILL) };
     let j = d.wait_state(ids[0], State::Failed, Duration::from_secs(20));
     let r = j.reason.unwrap();
@@ -925,6 +939,8 @@ fn readiness_is_notified_to_systemd_once_the_socket_is_up() {
     let n = rx.recv(&mut buf);
     // When READY=1 arrives the API must already answer.
     let status = Client::new(&sock).call::<NodeStatus>("GET", "/v1/status", None);
+    // SAFETY: kill takes integers only; the pid is this test's own unreaped child, so it names no
+    // other process.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     child.wait().unwrap();
     remove_supervisors_cgroup();

@@ -20,7 +20,10 @@ const CONFIG: &str = "[limits]\ndefault_pids = 123\nmax_disk = \"1G\"\n";
 /// A system account for the tests (made once, kept: uids are cheap and tests may run in
 /// parallel with other suites that use it).
 fn test_user() -> Option<(u32, u32)> {
-    let name = "jobcell-test-a";
+    named_test_user("jobcell-test-a")
+}
+
+fn named_test_user(name: &str) -> Option<(u32, u32)> {
     let id = |flag: &str| -> Option<u32> {
         let o = Command::new("id").arg(flag).arg(name).output().ok()?;
         if !o.status.success() {
@@ -53,10 +56,16 @@ fn raw_as(sock: &Path, uid: (u32, u32), method: &str, path: &str, body: &Value) 
     .into_bytes();
     req.extend_from_slice(&body);
     let mut fds = [0; 2];
+    // SAFETY: `fds` is the two-element array pipe fills.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the child only closes, switches identity, connects, reads into a Vec and _exits;
+    // glibc's fork handlers reset malloc's locks in the child, so allocating there cannot deadlock
+    // on another test thread's lock.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
         // The connect must follow setuid: a socket keeps its creator's credentials.
+        // SAFETY: the read end is the child's own copy, closed once; the identity calls take
+        // integers and a null list with count 0.
         unsafe {
             libc::close(fds[0]);
             libc::setgroups(0, std::ptr::null());
@@ -68,15 +77,20 @@ fn raw_as(sock: &Path, uid: (u32, u32), method: &str, path: &str, body: &Value) 
             let _ = s.write_all(&req);
             let _ = s.read_to_end(&mut resp);
         }
+        // SAFETY: the pointer and length describe `resp`, alive across the write; _exit ends the
+        // child without running the test binary's destructors.
         unsafe {
             libc::write(fds[1], resp.as_ptr().cast(), resp.len());
             libc::_exit(0);
         }
     }
+    // SAFETY: the write end is the parent's own copy, closed once, here.
     unsafe { libc::close(fds[1]) };
+    // SAFETY: the read end came from pipe above and nothing else owns it now; the File closes it.
     let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
     let mut resp = Vec::new();
     f.read_to_end(&mut resp).unwrap();
+    // SAFETY: `pid` is our own child, reaped only here; a null status pointer is allowed.
     unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
     let text = String::from_utf8_lossy(&resp).into_owned();
     let code = text
@@ -160,6 +174,10 @@ fn a_user_cannot_lift_the_nodes_limits() {
         (
             vec!["--grace", "86400"],
             "--grace 86400 exceeds the node's limit (limits.max_grace_secs = 60)",
+        ),
+        (
+            vec!["--memory", "64M", "--swap", "1G"],
+            "--swap 1.0 GiB exceeds the node's limit (limits.max_swap = \"0\")",
         ),
     ];
     for (opts, want) in cli {
@@ -481,4 +499,103 @@ fn a_bad_limits_config_stops_the_daemon_with_one_line() {
         assert_eq!(o.status.code(), Some(125), "{config}: {e}");
         assert!(e.contains(key) && one_line(&e), "{config}: {e}");
     }
+}
+
+/// Two users on a one-CPU node: A queues three jobs at priority 100, then B one at priority 0.
+/// A's priority orders A's jobs only; between A and B the node takes turns, so B's job starts
+/// after A's first, not after all three.
+#[test]
+fn a_users_priority_orders_only_their_own_jobs() {
+    if !root_or_skip("a_users_priority_orders_only_their_own_jobs") {
+        return;
+    }
+    let (Some(a), Some(b)) = (
+        named_test_user("jobcell-test-a"),
+        named_test_user("jobcell-test-b"),
+    ) else {
+        eprintln!("SKIPPED: a_users_priority_orders_only_their_own_jobs: cannot create test users");
+        return;
+    };
+    let _g = serial();
+    let d = Daemon::start_with_config(&["--cpus", "1", "--memory", "1G"], Some(CONFIG));
+    let ctl = TempDir::itest();
+    let go = ctl.path().join("go");
+    let wait_go = format!("while [ ! -e {} ]; do sleep 0.02; done", go.display());
+    let blocker = ids(&d.cli(&[
+        "submit", "-q", "--cpus", "1", "--", "/bin/sh", "-c", &wait_go,
+    ]))[0];
+    d.wait_state(blocker, State::Running, Duration::from_secs(20));
+    let quick = ["--cpus", "1", "--memory", "64M", "--", "/bin/sleep", "0.2"];
+    let mut args = vec!["submit", "-q", "--priority", "100", "--count", "3"];
+    args.extend(quick);
+    let a_jobs = ids(&d.cli_as(Some(a), &args));
+    let mut args = vec!["submit", "-q", "--priority", "0"];
+    args.extend(quick);
+    let b_job = ids(&d.cli_as(Some(b), &args))[0];
+    assert_eq!(a_jobs.len(), 3);
+    std::fs::write(&go, "").unwrap();
+    d.wait_idle(Duration::from_secs(30));
+    let started = |id: u64| {
+        let j = d.job(id);
+        assert_eq!(j.state, State::Completed, "job {id}: {j:?}");
+        j.started_at.expect("started")
+    };
+    let b_at = started(b_job);
+    let a_at: Vec<f64> = a_jobs.iter().map(|&id| started(id)).collect();
+    eprintln!("A started at {a_at:?}, B at {b_at}");
+    assert!(a_at[0] < b_at, "A's first job was queued first");
+    assert!(
+        b_at < a_at[1] && b_at < a_at[2],
+        "B's job waited for all of A's: A {a_at:?}, B {b_at}"
+    );
+}
+
+/// A user's job held under one `[limits]` and released after the admin tightened them starts
+/// within the new ones or not at all (the same for jobs queued by an older version).
+#[test]
+fn limits_are_checked_again_when_a_job_starts() {
+    if !root_or_skip("limits_are_checked_again_when_a_job_starts") {
+        return;
+    }
+    let Some(user) = test_user() else {
+        eprintln!("SKIPPED: limits_are_checked_again_when_a_job_starts: cannot create a test user");
+        return;
+    };
+    let _g = serial();
+    let mut d = Daemon::start_with_config(&["--cpus", "2", "--memory", "1G"], Some(CONFIG));
+    let big = ids(&d.cli_as(
+        Some(user),
+        &[
+            "submit",
+            "-q",
+            "--hold",
+            "--pids",
+            "20000",
+            "--",
+            "/bin/true",
+        ],
+    ))[0];
+    let small = ids(&d.cli_as(
+        Some(user),
+        &["submit", "-q", "--hold", "--pids", "50", "--", "/bin/true"],
+    ))[0];
+    d.stop();
+    let config = d.state.parent().unwrap().join("config.toml");
+    std::fs::write(&config, "[limits]\ndefault_pids = 123\nmax_pids = 1000\n").unwrap();
+    d.restart();
+    for id in [big, small] {
+        let o = d.cli_as(Some(user), &["release", &id.to_string()]);
+        assert!(o.status.success(), "release {id}: {}", err(&o));
+    }
+    d.wait_idle(Duration::from_secs(30));
+    let j = d.job(small);
+    assert_eq!(j.state, State::Completed, "{j:?}");
+    let j = d.job(big);
+    assert_eq!(j.state, State::Failed, "{j:?}");
+    let why = j.reason.clone().unwrap_or_default();
+    assert!(
+        why.contains("refused by the node's limits at start")
+            && why.contains("--pids 20000 exceeds the node's limit (limits.max_pids = 1000)"),
+        "{why}"
+    );
 }

@@ -493,6 +493,7 @@ fn the_cluster_api_is_idempotent_per_key_and_guards_its_clusters() {
 fn as_user_request(sock: &std::path::Path, uid: u32, gid: u32, path: &str, body: &[u8]) -> u16 {
     use std::io::{Read, Write};
     let mut fds = [0; 2];
+    // SAFETY: `fds` is the two-element array pipe fills.
     assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
@@ -501,8 +502,13 @@ fn as_user_request(sock: &std::path::Path, uid: u32, gid: u32, path: &str, body:
     let mut data = req.into_bytes();
     data.extend_from_slice(body);
     let sock = std::ffi::CString::new(sock.as_os_str().as_encoded_bytes()).unwrap();
+    // SAFETY: the child makes only raw syscalls on memory prepared before the fork (`sock`, `data`,
+    // a stack buffer, a zeroed sockaddr_un whose path fits: the socket path is shorter than
+    // sun_path) and ends with _exit, so it allocates nothing.
     let pid = unsafe { libc::fork() };
     if pid == 0 {
+        // SAFETY: see the fork above: raw syscalls on memory that was ready before it, ended by
+        // _exit.
         unsafe {
             libc::close(fds[0]);
             if libc::setgroups(0, std::ptr::null()) != 0
@@ -537,12 +543,15 @@ fn as_user_request(sock: &std::path::Path, uid: u32, gid: u32, path: &str, body:
             libc::_exit(0);
         }
     }
+    // SAFETY: the write end is the parent's own copy, closed once, here.
     unsafe { libc::close(fds[1]) };
+    // SAFETY: the read end came from pipe above and nothing else owns it now; the File closes it.
     let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
     let mut out = String::new();
     f.read_to_string(&mut out).unwrap();
     let _ = f.flush();
     let mut st = 0;
+    // SAFETY: `pid` is our own child, reaped only here; `st` is a writable c_int.
     unsafe { libc::waitpid(pid, &mut st, 0) };
     out.split(' ')
         .nth(1)

@@ -43,6 +43,8 @@ const WAIT: Duration = Duration::from_secs(60);
 fn in_private_mount_ns<T: Send>(f: impl FnOnce() -> T + Send) -> Option<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
+            // SAFETY: unshare takes flags only; it runs on this scoped thread of its own, so only
+            // that thread's mount namespace changes.
             if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
                 eprintln!(
                     "SKIPPED: unshare(CLONE_NEWNS): {}",
@@ -50,6 +52,8 @@ fn in_private_mount_ns<T: Send>(f: impl FnOnce() -> T + Send) -> Option<T> {
                 );
                 return None;
             }
+            // SAFETY: "/" is NUL-terminated and 'static; MS_PRIVATE takes no source, type or data
+            // (nulls allowed).
             let r = unsafe {
                 libc::mount(
                     std::ptr::null(),
@@ -84,6 +88,7 @@ impl Mounted {
     fn tmpfs_with(at: &Path, opts: &str) -> Mounted {
         std::fs::create_dir_all(at).unwrap();
         let opts = CString::new(format!("{opts},mode=0755")).unwrap();
+        // SAFETY: all strings are NUL-terminated CStrings alive across the call.
         let r = unsafe {
             libc::mount(
                 c"jobcell-faults".as_ptr(),
@@ -100,6 +105,8 @@ impl Mounted {
     /// `at` bound onto itself read-only.
     fn read_only(at: &Path) -> Mounted {
         let c = cpath(at);
+        // SAFETY: both paths are NUL-terminated CStrings alive across the call; a bind takes no
+        // type or data.
         let r = unsafe {
             libc::mount(
                 c.as_ptr(),
@@ -111,6 +118,8 @@ impl Mounted {
         };
         assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
         let m = Mounted(at.to_path_buf());
+        // SAFETY: the path is a NUL-terminated CString alive across the call; a remount takes no
+        // source, type or data.
         let r = unsafe {
             libc::mount(
                 std::ptr::null(),
@@ -127,20 +136,28 @@ impl Mounted {
 
 impl Drop for Mounted {
     fn drop(&mut self) {
+        // SAFETY: the path is a NUL-terminated temporary that lives until the end of the statement,
+        // after the call.
         unsafe { libc::umount2(cpath(&self.0).as_ptr(), libc::MNT_DETACH) };
     }
 }
 
 /// Bytes used on the filesystem holding `p`.
 fn fs_used(p: &Path) -> u64 {
+    // SAFETY: statvfs is plain integers, for which all-zero is a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is a NUL-terminated temporary alive across the call and `st` a writable
+    // statvfs.
     assert_eq!(unsafe { libc::statvfs(cpath(p).as_ptr(), &mut st) }, 0);
     (st.f_blocks - st.f_bfree) * st.f_frsize
 }
 
 /// Bytes an unprivileged writer may still use on the filesystem holding `p`.
 fn fs_free(p: &Path) -> u64 {
+    // SAFETY: statvfs is plain integers, for which all-zero is a valid value.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: the path is a NUL-terminated temporary alive across the call and `st` a writable
+    // statvfs.
     assert_eq!(unsafe { libc::statvfs(cpath(p).as_ptr(), &mut st) }, 0);
     st.f_bavail * st.f_frsize
 }
@@ -389,6 +406,8 @@ fn image_add_killed_at_any_step_leaves_no_half_image() {
         assert!(started.elapsed() < WAIT, "no files in a staging dir");
         std::thread::sleep(Duration::from_millis(5));
     };
+    // SAFETY: kill takes integers only; the pid is this test's own unreaped child, so it names no
+    // other process.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGKILL) }, 0);
     let st = child.wait().unwrap();
     assert_eq!(st.signal(), Some(libc::SIGKILL));
@@ -834,6 +853,8 @@ impl Daemon {
 
     fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // SAFETY: kill takes integers only; the pid is this harness's own unreaped child, so it
+            // names no other process.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let _ = c.wait();
         }

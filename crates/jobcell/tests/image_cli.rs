@@ -83,6 +83,7 @@ fn config(env: &Env) {
 }
 
 fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 
@@ -176,6 +177,12 @@ fn add_from_stdin_and_bad_archive() {
     );
     let o = env.run(&["add", "x", t.to_str().unwrap(), "--max-size", "lots"]);
     assert_eq!(o.status.code(), Some(125));
+    // The same size syntax as --memory: decimals and iB units.
+    for size in ["1.5G", "0.5MiB", "64 kb"] {
+        let o = env.run(&["add", "sized", t.to_str().unwrap(), "--max-size", size]);
+        assert!(o.status.success(), "--max-size {size}: {}", text(&o.stderr));
+        assert!(env.run(&["rm", "sized"]).status.success());
+    }
 }
 
 #[test]
@@ -214,6 +221,7 @@ fn sigint_mid_import_leaves_nothing() {
     }
     assert!(!env.staging_left().is_empty(), "import never started");
     std::thread::sleep(std::time::Duration::from_millis(100));
+    // SAFETY: kill takes integers only; the pid is this test's own unreaped child.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let o = child.wait_with_output().unwrap();
     drop(stdin);

@@ -1120,6 +1120,8 @@ fn a_job_uid_range_holding_an_account_is_refused() {
     }
     let t = TestDir::new("uidcollide");
     // uid 1 is an account on every Debian-like system (daemon); 1-10 holds a few more.
+    // SAFETY: getpwuid has no preconditions; its result is only tested for null, before any other
+    // passwd call could overwrite it.
     let holder = unsafe { libc::getpwuid(1) };
     if holder.is_null() {
         eprintln!("SKIPPED: no account with uid 1 to collide with");
@@ -1169,6 +1171,8 @@ echo user=$USER; touch "$HOME/x" && echo home=ok; grep NoNewPrivs /proc/self/sta
         .opt("--user")
         .opt(user)
         .command(&["sh", "-c", script]);
+    // SAFETY: the closure runs in the forked child before exec and calls only setgroups with a
+    // local array, which is async-signal-safe and allocates nothing.
     unsafe {
         cmd.pre_exec(|| {
             let g: [libc::gid_t; 3] = [0, 4, 27];
@@ -1609,6 +1613,8 @@ fn sigterm_at_any_moment_of_the_launch_leaves_nothing_behind() {
                 }
             }
             for p in procs {
+                // SAFETY: kill takes integers only and touches no memory of ours; these pids are
+                // processes this test's own launches left behind.
                 unsafe { libc::kill(p, libc::SIGKILL) };
             }
             let _ = std::fs::remove_dir_all(t.base());
@@ -1692,7 +1698,7 @@ fn own_cpus() -> String {
         .to_string()
 }
 
-/// While it sets a job up, the launcher keeps the job's init off its own CPU (launch.rs,
+/// While it sets a job up, the launcher keeps the job's init off its own CPU (launch/os.rs,
 /// CpuSplit). The job itself, and what it starts, must run on exactly the CPUs jobcell was
 /// given: all of them, and no others.
 #[test]
@@ -1713,10 +1719,13 @@ fn the_job_runs_on_all_of_the_callers_cpus() {
         out.stderr
     );
     // A caller pinned to one CPU (the last one it has): the job is on that one alone.
+    // SAFETY: cpu_set_t is a plain bit array, for which all-zero (the empty set) is valid.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `set` is a writable cpu_set_t of exactly `size` bytes, alive across the call.
     assert_eq!(unsafe { libc::sched_getaffinity(0, size, &mut set) }, 0);
     let last = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: CPU_ISSET reads one bit of `set`, and `c` < CPU_SETSIZE.
         .rfind(|&c| unsafe { libc::CPU_ISSET(c, &set) })
         .unwrap();
     let out = Job::new(&t.base()).on_cpus(&[last]).sh(script);
@@ -1808,6 +1817,8 @@ fn no_descriptor_of_jobcell_reaches_the_job() {
     let raw = std::os::fd::AsRawFd::as_raw_fd(&file);
     let mut cmd = Job::new(&t.base()).command(&["ls", "-l", "/proc/self/fd/"]);
     // jobcell's caller hands it an inheritable fd 7: it must stop at jobcell.
+    // SAFETY: the closure runs in the forked child before exec and calls only dup2, which is async-
+    // signal-safe; `raw` is open in the parent and so in the child.
     unsafe {
         cmd.pre_exec(move || {
             if libc::dup2(raw, 7) < 0 {
@@ -1877,6 +1888,8 @@ fn the_job_has_no_controlling_terminal_and_cannot_push_input() {
     let t = TestDir::new("tty");
     let ctl = t.subdir("ctl", 0o777);
     let (mut master, mut slave) = (0, 0);
+    // SAFETY: `master` and `slave` are writable c_ints for the two descriptors; null name, termios
+    // and winsize are allowed.
     let r = unsafe {
         libc::openpty(
             &mut master,
@@ -1887,7 +1900,9 @@ fn the_job_has_no_controlling_terminal_and_cannot_push_input() {
         )
     };
     assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: openpty succeeded, so `master` is a fresh descriptor nothing else owns.
     let master = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(master) };
+    // SAFETY: openpty succeeded, so `slave` is a fresh descriptor nothing else owns.
     let slave = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(slave) };
     let py = format!(
         r#"
@@ -1905,6 +1920,8 @@ except OSError as e:
     );
     // Control: a plain child set up the same way has the pty as controlling terminal.
     let ctty = || {
+        // SAFETY: runs in the forked child before exec: setsid and ioctl(TIOCSCTTY) are async-
+        // signal-safe and take no pointers.
         unsafe {
             if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
                 return Err(std::io::Error::last_os_error());
@@ -1918,6 +1935,8 @@ except OSError as e:
         .stdin(slave.try_clone().unwrap())
         .stdout(slave.try_clone().unwrap())
         .stderr(slave.try_clone().unwrap());
+    // SAFETY: `ctty` calls only async-signal-safe functions (setsid, ioctl), fit for the forked
+    // child.
     unsafe { control.pre_exec(ctty) };
     assert!(control.status().unwrap().success());
     let res = std::fs::read_to_string(ctl.join("out")).unwrap();
@@ -1935,6 +1954,8 @@ except OSError as e:
         .stdout(slave.try_clone().unwrap())
         .stderr(slave.try_clone().unwrap());
     // jobcell runs with the pty as its controlling terminal, like from an interactive shell.
+    // SAFETY: `ctty` calls only async-signal-safe functions (setsid, ioctl), fit for the forked
+    // child.
     unsafe { cmd.pre_exec(ctty) };
     let child = cmd.spawn().unwrap();
     drop(cmd);
@@ -2727,7 +2748,9 @@ fn a_caller_cannot_bind_a_file_of_another_users_home_directly_or_through_a_symli
 // ------------------------------------------------------------------------ the caller's terminal
 
 fn termios_of(fd: std::os::fd::RawFd) -> libc::termios {
+    // SAFETY: termios is plain integers and byte arrays, for which all-zero is valid.
     let mut t: libc::termios = unsafe { std::mem::zeroed() };
+    // SAFETY: `t` is a writable termios that outlives the call; the caller's `fd` is open.
     assert_eq!(unsafe { libc::tcgetattr(fd, &mut t) }, 0);
     t
 }
@@ -2741,6 +2764,8 @@ fn the_callers_terminal_modes_come_back_however_the_job_ends() {
     let t = TestDir::new("termios");
     let ctl = t.subdir("ctl", 0o777);
     let (mut master, mut slave) = (0, 0);
+    // SAFETY: `master` and `slave` are writable c_ints for the two descriptors; null name, termios
+    // and winsize are allowed.
     let r = unsafe {
         libc::openpty(
             &mut master,
@@ -2751,7 +2776,9 @@ fn the_callers_terminal_modes_come_back_however_the_job_ends() {
         )
     };
     assert_eq!(r, 0, "openpty: {}", std::io::Error::last_os_error());
+    // SAFETY: openpty succeeded, so `master` is a fresh descriptor nothing else owns.
     let master = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(master) };
+    // SAFETY: openpty succeeded, so `slave` is a fresh descriptor nothing else owns.
     let slave = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(slave) };
     let before = termios_of(slave.as_raw_fd());
     let modes = libc::ECHO | libc::ICANON;
@@ -2793,6 +2820,8 @@ fn the_callers_terminal_modes_come_back_however_the_job_ends() {
             .stdout(slave.try_clone().unwrap())
             .stderr(slave.try_clone().unwrap());
         // The pty as jobcell's controlling terminal, as from an interactive shell.
+        // SAFETY: the closure runs in the forked child before exec and calls only setsid and
+        // ioctl(TIOCSCTTY), which are async-signal-safe and take no pointers.
         unsafe {
             cmd.pre_exec(|| {
                 if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
@@ -2806,6 +2835,8 @@ fn the_callers_terminal_modes_come_back_however_the_job_ends() {
         drop(cmd);
         if let Some(sig) = signal {
             wait_for_file(&ready, Duration::from_secs(10));
+            // SAFETY: kill takes integers only; the pid is this test's own unreaped child, so it
+            // cannot be another process.
             unsafe { libc::kill(child.id() as i32, sig) };
         }
         let out = finish(child, started);

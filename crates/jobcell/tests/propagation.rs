@@ -23,6 +23,8 @@ fn mount(src: &str, at: &Path, fstype: Option<&str>, flags: libc::c_ulong, data:
     let src = CString::new(src).unwrap();
     let fstype = fstype.map(|f| CString::new(f).unwrap());
     let data = data.map(|d| CString::new(d).unwrap());
+    // SAFETY: every string is a NUL-terminated CString (or null where mount takes none) alive
+    // across the call.
     let r = unsafe {
         libc::mount(
             src.as_ptr(),
@@ -48,6 +50,8 @@ fn mount(src: &str, at: &Path, fstype: Option<&str>, flags: libc::c_ulong, data:
 fn as_shared_host<T: Send>(f: impl FnOnce() -> T + Send) -> Option<T> {
     std::thread::scope(|s| {
         s.spawn(|| {
+            // SAFETY: unshare takes flags only; it runs on this scoped thread of its own, so only
+            // that thread's mount namespace changes.
             if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
                 eprintln!(
                     "SKIPPED: unshare(CLONE_NEWNS): {}",
@@ -122,11 +126,15 @@ fn a_host_umount_reaches_a_running_job() {
         );
         let job = Job::new(&t.base()).spawn_sh(&script);
         wait_for(&ready.join("up"));
+        // SAFETY: the path is a NUL-terminated temporary alive until the end of the statement,
+        // after the call.
         let r = unsafe { libc::umount2(cpath(&media).as_ptr(), 0) };
         let umount = (r == 0)
             .then_some(())
             .ok_or(std::io::Error::last_os_error());
         if umount.is_err() {
+            // SAFETY: the path is a NUL-terminated temporary alive until the end of the statement,
+            // after the call.
             unsafe { libc::umount2(cpath(&media).as_ptr(), libc::MNT_DETACH) };
         }
         (umount, job.wait())

@@ -15,6 +15,7 @@ const JOBCELL: &str = env!("CARGO_BIN_EXE_jobcell");
 
 #[test]
 fn userns_disabled_is_one_clear_error() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIPPED: needs root (to map an unprivileged uid into a test user namespace)");
         return;
@@ -102,6 +103,7 @@ fn setpriv_nobody() -> Command {
 /// said once, and a report built from rusage. Nothing is left behind.
 #[test]
 fn rootless_image_view_binds_and_report() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIPPED: needs root (to register an image and become an unprivileged user)");
         return;
@@ -361,6 +363,7 @@ fn read_trim(p: &Path) -> String {
 /// cgroup is gone afterwards.
 #[test]
 fn rootless_with_a_delegated_cgroup_applies_limits_and_reports_usage() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIPPED: needs root (to delegate a cgroup to an unprivileged user)");
         return;
@@ -503,6 +506,7 @@ fn rootless_with_a_delegated_cgroup_applies_limits_and_reports_usage() {
 /// nothing is created.
 #[test]
 fn rootless_without_a_delegated_cgroup_says_so_once() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIPPED: needs root (to become an unprivileged user)");
         return;
@@ -595,6 +599,7 @@ fn rootless_without_a_delegated_cgroup_says_so_once() {
 /// its own, so the host's /tmp/jobcell-* are never touched.
 #[test]
 fn a_squatted_rootless_scratch_base_is_refused_and_a_private_one_used() {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIPPED: needs root (to act as two unprivileged users)");
         return;

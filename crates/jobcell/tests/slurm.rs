@@ -66,6 +66,7 @@ fn ensure_user() -> Option<(u32, u32)> {
 fn chown(p: &Path, uid: u32, gid: u32) {
     let c = CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
     assert_eq!(
+        // SAFETY: `c` is NUL-terminated and outlives the call.
         unsafe { libc::chown(c.as_ptr(), uid, gid) },
         0,
         "chown {}",
@@ -133,16 +134,22 @@ impl Drop for Cluster {
         }
         self.stop_slurmd();
         if let Some(mut c) = self.ctld.take() {
+            // SAFETY: kill takes integers only; the pid is this harness's own unreaped child
+            // (slurmctld).
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             wait_or_kill(&mut c, Duration::from_secs(10));
         }
         for pid in self.stragglers() {
+            // SAFETY: kill takes integers only; stragglers are processes of the test cluster this
+            // harness started.
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
         if let Some(pid) = self.munged.take() {
+            // SAFETY: kill takes integers only; the pid is the munged this harness started.
             unsafe { libc::kill(pid as i32, libc::SIGTERM) };
             // munged is not our child (it daemonizes): wait for its pid to go.
             let t = Instant::now();
+            // SAFETY: signal 0 only checks that the pid exists and delivers nothing.
             while unsafe { libc::kill(pid as i32, 0) } == 0 && t.elapsed() < Duration::from_secs(5)
             {
                 std::thread::sleep(Duration::from_millis(50));
@@ -185,7 +192,11 @@ impl Cluster {
         // Not under /tmp: the jobs' private /tmp would hide slurmd's spool and slurm.conf.
         let tmpl = CString::new("/var/lib/jobcell-slurmtest-XXXXXX").unwrap();
         let raw = tmpl.into_raw();
+        // SAFETY: `raw` is a NUL-terminated template from CString::into_raw that mkdtemp edits in
+        // place without changing its length.
         assert!(!unsafe { libc::mkdtemp(raw) }.is_null());
+        // SAFETY: `raw` came from CString::into_raw just above and is taken back exactly once;
+        // mkdtemp kept its length and NUL.
         let dir = PathBuf::from(unsafe { CString::from_raw(raw) }.into_string().unwrap());
         mode(&dir, 0o755);
         let mut c = Cluster {
@@ -442,6 +453,8 @@ impl Cluster {
 
     fn stop_slurmd(&mut self) {
         if let Some(mut c) = self.slurmd.take() {
+            // SAFETY: kill takes integers only; the pid is this harness's own unreaped child
+            // (slurmd).
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             wait_or_kill(&mut c, Duration::from_secs(10));
         }
@@ -573,6 +586,8 @@ fn timeout(mut c: Command, t: Duration) -> Output {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
+        // SAFETY: kill takes integers only; it fires only on timeout, while wait_with_output
+        // still waits, so `pid` is still this test's unreaped child.
         unsafe { libc::kill(pid, libc::SIGKILL) };
     });
     let o = child.wait_with_output().unwrap();
@@ -665,14 +680,7 @@ fn slurm_secs(s: &str) -> Option<f64> {
 
 /// Slurm's sizes: `123K`, `4.5M`, `1G` (or bytes), in bytes.
 fn slurm_bytes(s: &str) -> Option<u64> {
-    let (num, mult) = match s.chars().last()? {
-        'K' => (&s[..s.len() - 1], 1u64 << 10),
-        'M' => (&s[..s.len() - 1], 1 << 20),
-        'G' => (&s[..s.len() - 1], 1 << 30),
-        'T' => (&s[..s.len() - 1], 1 << 40),
-        _ => (s, 1),
-    };
-    Some((num.parse::<f64>().ok()? * mult as f64) as u64)
+    jobcell_spec::parse_size(s, jobcell_spec::Unit::Bytes).ok()
 }
 
 /// `sstat -n -P -o MaxRSS,AveCPU,NTasks`: (MaxRSS bytes, AveCPU seconds, tasks).
@@ -687,6 +695,7 @@ fn parse_sstat(out: &str) -> Option<(u64, f64, u32)> {
 }
 
 fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return Some("needs root (runs slurmctld, slurmd, munged and a test user)".into());
     }

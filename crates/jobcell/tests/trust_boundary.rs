@@ -433,6 +433,8 @@ fn an_unrecorded_claim_is_trusted_only_from_the_supervisors_cgroup() {
     let j = d.wait_for(id, T, |j| j.state.terminal());
     // The real supervisor is beyond the daemon's reach now: ended here, by its pid.
     if starttime(sup) == Some(sup_start) {
+        // SAFETY: kill takes integers only; the pid was just checked (same start time) to be this
+        // test's supervisor.
         unsafe { libc::kill(sup, libc::SIGTERM) };
     }
     let t = Instant::now();

@@ -71,6 +71,7 @@ impl Drop for Env {
 }
 
 pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     unsafe { libc::geteuid() == 0 }
 }
 

@@ -4,6 +4,8 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
+use crate::{SizeError, Unit};
+
 use super::expand::{Def, Expander, Table};
 use super::quote::{parse_arguments, parse_environment};
 use super::{
@@ -566,39 +568,16 @@ fn blank_rows(rows: Vec<String>, line: usize, warnings: &RefCell<Vec<Warning>>) 
     rows
 }
 
-/// An HTCondor size in `unit_bytes` units, rounded up: a number with an optional K/M/G/T
-/// suffix (optionally followed by B, any case); a bare number is in `bare_bytes` units.
-fn parse_condor_size(s: &str, bare_bytes: u128, unit_bytes: u128) -> Result<u64, String> {
-    let t = s.trim();
-    let num_end = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (num, suffix) = t.split_at(num_end);
-    let suffix = suffix.trim();
-    let bad = || {
-        format!(
+/// An HTCondor size in `unit`s, rounded up (`crate::parse_condor_size`), with the submit
+/// file's wording on error.
+fn condor_size(s: &str, unit: Unit) -> Result<u64, String> {
+    crate::parse_condor_size(s, unit, unit).map_err(|e| match e {
+        SizeError::TooLarge(_) => format!("'{s}' is too large"),
+        _ => format!(
             "'{s}' is not a size (examples: 2048, 2G, 512MB; bare numbers are in {})",
-            if bare_bytes == 1 << 20 { "MiB" } else { "KiB" }
-        )
-    };
-    if num.is_empty() || num == "." || num.matches('.').count() > 1 {
-        return Err(bad());
-    }
-    let factor: u128 = match suffix.to_ascii_uppercase().as_str() {
-        "" => bare_bytes,
-        "K" | "KB" => 1 << 10,
-        "M" | "MB" => 1 << 20,
-        "G" | "GB" => 1 << 30,
-        "T" | "TB" => 1 << 40,
-        _ => return Err(bad()),
-    };
-    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-    let digits = format!("{int}{frac}");
-    let mantissa: u128 = digits.parse().map_err(|_| bad())?;
-    let scale = 10u128.checked_pow(frac.len() as u32).ok_or_else(bad)?;
-    let num = mantissa.checked_mul(factor).ok_or_else(bad)?;
-    let den = scale * unit_bytes;
-    u64::try_from(num.div_ceil(den)).map_err(|_| format!("'{s}' is too large"))
+            if unit == Unit::MiB { "MiB" } else { "KiB" }
+        ),
+    })
 }
 
 /// A ClassAd boolean as HTCondor reads `hold`: true/false, or a number (non-zero is true);
@@ -973,16 +952,16 @@ fn make_job(
         },
         None => 1.0,
     };
-    let size = |cmd: &str, bare: u128, unit: u128| -> Result<Option<u64>, SubmitError> {
+    let size = |cmd: &str, unit: Unit| -> Result<Option<u64>, SubmitError> {
         match get(cmd)? {
-            Some((v, line)) => parse_condor_size(&v, bare, unit)
+            Some((v, line)) => condor_size(&v, unit)
                 .map(Some)
                 .map_err(|m| bad(line, cmd, &v, m)),
             None => Ok(None),
         }
     };
-    let request_memory = size("request_memory", 1 << 20, 1 << 20)?;
-    let request_disk = size("request_disk", 1 << 10, 1 << 10)?;
+    let request_memory = size("request_memory", Unit::MiB)?;
+    let request_disk = size("request_disk", Unit::KiB)?;
 
     let priority = match get("priority")? {
         Some((p, line)) => p
@@ -1143,19 +1122,15 @@ mod unit {
 
     #[test]
     fn sizes_round_up_like_htcondor() {
-        let mib = 1u128 << 20;
-        let kib = 1u128 << 10;
-        assert_eq!(parse_condor_size("100", mib, mib), Ok(100));
-        assert_eq!(parse_condor_size("1.5G", mib, mib), Ok(1536));
-        assert_eq!(parse_condor_size("1.2G", mib, mib), Ok(1229));
-        assert_eq!(parse_condor_size("1.2M", mib, mib), Ok(2));
-        assert_eq!(parse_condor_size("1024K", mib, mib), Ok(1));
-        assert_eq!(parse_condor_size("2 Gb", mib, mib), Ok(2048));
-        assert_eq!(parse_condor_size("10GB", kib, kib), Ok(10485760));
-        assert_eq!(parse_condor_size("1.5", kib, kib), Ok(2));
-        for bad in ["", "12X", "1b", "1000 KiB", "MY.x*2", "1.2.3", "-1"] {
-            assert!(parse_condor_size(bad, mib, mib).is_err(), "{bad}");
-        }
+        assert_eq!(condor_size("1.2M", Unit::MiB), Ok(2));
+        assert_eq!(condor_size("10GB", Unit::KiB), Ok(10485760));
+        let e = condor_size("1000 KiB", Unit::KiB).unwrap_err();
+        assert!(
+            e.contains("'1000 KiB' is not a size") && e.contains("KiB"),
+            "{e}"
+        );
+        let e = condor_size("99999999999999T", Unit::MiB).unwrap_err();
+        assert!(e.contains("too large"), "{e}");
     }
 
     #[test]

@@ -21,6 +21,7 @@ pub const JOB_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Returns true (after a loud line on stderr) when the test cannot run here.
 pub fn skip_unless_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIPPED: needs root");
         return true;
@@ -73,7 +74,11 @@ impl TestDir {
         std::fs::create_dir_all(parent).unwrap();
         let tmpl = CString::new(format!("{}/itest-{tag}-XXXXXX", parent.display())).unwrap();
         let raw = tmpl.into_raw();
+        // SAFETY: `raw` is a NUL-terminated template from CString::into_raw that mkdtemp edits in
+        // place without changing its length.
         let r = unsafe { libc::mkdtemp(raw) };
+        // SAFETY: `raw` came from CString::into_raw just above and is taken back exactly once;
+        // mkdtemp kept its length and NUL.
         let tmpl = unsafe { CString::from_raw(raw) };
         assert!(!r.is_null(), "mkdtemp: {}", std::io::Error::last_os_error());
         let path = PathBuf::from(tmpl.into_string().unwrap());
@@ -208,6 +213,8 @@ impl Job {
     /// Run jobcell itself as an unprivileged caller `uid:gid` (rootless mode).
     pub fn by_caller(mut self, uid: u32, gid: u32) -> Job {
         use std::os::unix::process::CommandExt;
+        // SAFETY: the closure runs in the forked child before exec and calls only setgroups (with a
+        // local array), setresgid and setresuid, which are async-signal-safe and allocate nothing.
         unsafe {
             self.cmd.pre_exec(move || {
                 let g: [libc::gid_t; 1] = [gid];
@@ -226,10 +233,14 @@ impl Job {
     /// Run jobcell pinned to these CPUs (as `taskset` would).
     pub fn on_cpus(mut self, cpus: &[usize]) -> Job {
         use std::os::unix::process::CommandExt;
+        // SAFETY: cpu_set_t is a plain bit array, for which all-zero (the empty set) is valid.
         let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
         for &c in cpus {
+            // SAFETY: CPU_SET writes one bit of `set`; callers pass CPU numbers below CPU_SETSIZE.
             unsafe { libc::CPU_SET(c, &mut set) };
         }
+        // SAFETY: the closure runs in the forked child before exec and calls only sched_setaffinity
+        // with the moved-in `set` of the size passed, which is async-signal-safe.
         unsafe {
             self.cmd.pre_exec(move || {
                 let size = std::mem::size_of::<libc::cpu_set_t>();
@@ -288,12 +299,14 @@ impl Running {
     }
 
     pub fn signal(&self, sig: i32) {
+        // SAFETY: kill takes integers only; the pid is this Job's own unreaped child, so it names
+        // no other process.
         assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0, "kill jobcell");
     }
 
     pub fn wait(self) -> Out {
         let me = std::mem::ManuallyDrop::new(self);
-        // Safe: `me` is never dropped, so the child is moved out exactly once.
+        // SAFETY: `me` is never dropped (ManuallyDrop), so `child` is moved out exactly once.
         let child = unsafe { std::ptr::read(&me.child) };
         finish(child, me.started)
     }

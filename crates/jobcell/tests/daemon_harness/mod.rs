@@ -36,6 +36,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
 }
 
 pub fn root_or_skip(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         eprintln!("SKIPPED: {test}: needs root (jobs run as other users in their own cgroups)");
         return false;
@@ -52,6 +53,8 @@ impl TempDir {
         std::fs::create_dir_all(base).unwrap();
         let t = CString::new(format!("{base}/jobcell-daemon-test.XXXXXX")).unwrap();
         let mut b = t.into_bytes_with_nul();
+        // SAFETY: `b` is the template's bytes with its NUL, which mkdtemp edits in place without
+        // changing the length; `b` outlives the call.
         let p = unsafe { libc::mkdtemp(b.as_mut_ptr().cast()) };
         assert!(!p.is_null(), "mkdtemp in {base}");
         b.pop();
@@ -244,6 +247,8 @@ impl Daemon {
 
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
+            // SAFETY: kill takes integers only; the pid is this harness's own unreaped child (the
+            // daemon).
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             c.wait().unwrap();
         }
@@ -476,6 +481,8 @@ impl Drop for Daemon {
             while starttime(pid) == Some(st) {
                 if t.elapsed() > Duration::from_secs(15) {
                     // Ours (a supervisor this test's daemon started, same start time).
+                    // SAFETY: kill takes integers only; the pid was checked (same start time) to be
+                    // a supervisor this test's daemon started.
                     unsafe { libc::kill(pid, libc::SIGKILL) };
                 }
                 std::thread::sleep(Duration::from_millis(10));
