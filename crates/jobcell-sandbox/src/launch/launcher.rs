@@ -134,6 +134,8 @@ pub(super) struct Prepared<'a> {
     name: String,
     scratch_base: PathBuf,
     scratch_path: PathBuf,
+    /// The private dirs' subdirs of scratch.
+    subdirs: Vec<String>,
     /// The node's scratch bound, where no --disk filesystem applies.
     bound: Option<u64>,
     /// v1: the hierarchies' parent dirs, through which the job joins its cgroup.
@@ -155,16 +157,15 @@ fn make_scratch(
     spec: &JobSpec,
     name: &str,
     identity: &Identity,
-    private: &[(PathBuf, String)],
+    subdirs: &[String],
     bound: Option<u64>,
 ) -> Result<ScratchDir, ScratchError> {
-    let subs: Vec<String> = private.iter().map(|(_, s)| s.clone()).collect();
     ScratchDir::create_bounded(
         &spec.scratch_base,
         name,
         identity.uid,
         identity.gid,
-        &subs,
+        subdirs,
         spec.keep_scratch,
         bound,
     )
@@ -208,16 +209,14 @@ pub(super) fn prepare<'a>(
         .resources
         .scratch_bound
         .filter(|_| spec.resources.disk.is_none());
+    let subdirs: Vec<String> = resolved.private.iter().map(|(_, s)| s.clone()).collect();
     let early_scratch = match &task.job_scratch {
-        Some(p) => {
-            let subs: Vec<String> = resolved.private.iter().map(|(_, s)| s.clone()).collect();
-            Some(ScratchDir::existing(p, resolved.identity.uid, &subs)?)
-        }
+        Some(p) => Some(ScratchDir::existing(p, resolved.identity.uid, &subdirs)?),
         None if spec.resources.disk.is_some() => Some(make_scratch(
             spec,
             &name,
             &resolved.identity,
-            &resolved.private,
+            &subdirs,
             bound,
         )?),
         None => None,
@@ -296,6 +295,7 @@ pub(super) fn prepare<'a>(
         name,
         scratch_base,
         scratch_path,
+        subdirs,
         bound,
         join_dirs,
         cgroup,
@@ -495,40 +495,33 @@ pub(super) fn clone_init(
 }
 
 /// Step 4: the init is released and the job starting. Fields drop in order on a failed
-/// launch: the init (and the job) first, then scratch, then the cgroup.
-pub(super) struct Running<'a> {
+/// launch: the init (and the job) first, then scratch (the cgroup, in [`Prepared`], after).
+/// After the clone the launcher's steps borrow [`Prepared`] rather than move it: every page
+/// the launcher writes then is a copy-on-write fault, shared with the init.
+pub(super) struct Running {
     init: Started,
     scratch: Option<ScratchDir>,
-    host: Prepared<'a>,
 }
 
 /// Make scratch (while the init confines itself) and say "S"; make the v1 cgroup and look
 /// up the groups (while the init mounts); then say "go" with the groups, collect killed
 /// launchers' leftovers and pass on the signals that came early.
-pub(super) fn release<'a>(
+pub(super) fn release(
     l: &Launch,
-    host: Prepared<'a>,
+    h: &mut Prepared,
     init: Started,
     early_signals: Vec<libc::c_int>,
     tl: Timeline,
-) -> Result<Running<'a>, LaunchError> {
+) -> Result<Running, LaunchError> {
     let spec = l.spec;
     let mut r = Running {
         init,
         scratch: None,
-        host,
     };
-    let h = &mut r.host;
     // A failure here kills the init (InitGuard) before it mounted anything.
     r.scratch = Some(match h.early_scratch.take() {
         Some(s) => s,
-        None => make_scratch(
-            spec,
-            &h.name,
-            &h.resolved.identity,
-            &h.resolved.private,
-            h.bound,
-        )?,
+        None => make_scratch(spec, &h.name, &h.resolved.identity, &h.subdirs, h.bound)?,
     });
     match std::io::Write::write_all(&mut r.init.go, &[crate::sync::SCRATCH_READY]) {
         Err(e) if e.raw_os_error() != Some(libc::EPIPE) => {
@@ -608,11 +601,11 @@ pub(super) struct Ended {
 pub(super) fn wait_for_job(
     l: &Launch,
     signals: &SignalMask,
+    h: &mut Prepared,
     r: &mut Running,
     tl: Timeline,
 ) -> Result<Ended, LaunchError> {
     let spec = l.spec;
-    let h = &mut r.host;
     let msg_fd = r.init.msg.as_raw_fd();
     set_nonblock(msg_fd);
     let mut reader = Reader::default();
@@ -680,6 +673,7 @@ pub(super) fn wait_for_job(
 pub(super) fn finish(
     l: &Launch,
     task: &SchedulerTask,
+    h: &mut Prepared,
     mut r: Running,
     ended: Ended,
     tl: Timeline,
@@ -695,7 +689,6 @@ pub(super) fn finish(
         mut cgroup_removed,
         wall,
     } = ended;
-    let h = &mut r.host;
     let mut exec_error = None;
     let mut setup_error = None;
     let mut exit = None;
@@ -770,12 +763,18 @@ pub(super) fn finish(
         .unwrap_or((0, 0));
     let scratch_mount = h.scratch_mount.take();
     let bound = h.bound;
-    let Resolved {
-        identity,
-        private,
-        rootless,
-        ..
-    } = r.host.resolved;
+    // Taken, not copied: nothing is allocated on the way out.
+    let rootless = h.resolved.rootless;
+    let private = std::mem::take(&mut h.resolved.private);
+    let identity = std::mem::replace(
+        &mut h.resolved.identity,
+        Identity {
+            name: String::new(),
+            uid: 0,
+            gid: 0,
+            groups: Vec::new(),
+        },
+    );
     let mut report = Report::new(
         spec,
         exit,

@@ -227,18 +227,18 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     let resolved = launcher::resolve(l, rootless)?;
     tl.mark("resolved user and paths");
     // 2.
-    let host = launcher::prepare(l, task, resolved)?;
+    let mut host = launcher::prepare(l, task, resolved)?;
     // 3.
     let channels = Channels::open()?;
     let early_signals = launcher::signals_before_clone(&signals)?;
     let plan = launcher::child_plan(l, task, &host, &channels, tl)?;
     let init = launcher::clone_init(&host, &plan, channels, tl)?;
     // 4. (the init: 5., 6.)
-    let mut running = launcher::release(l, host, init, early_signals, tl)?;
+    let mut running = launcher::release(l, &mut host, init, early_signals, tl)?;
     // 7.
-    let ended = launcher::wait_for_job(l, &signals, &mut running, tl)?;
+    let ended = launcher::wait_for_job(l, &signals, &mut host, &mut running, tl)?;
     // 8.
-    launcher::finish(l, task, running, ended, tl)
+    launcher::finish(l, task, &mut host, running, ended, tl)
 }
 
 #[cfg(test)]
