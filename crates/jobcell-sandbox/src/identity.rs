@@ -171,7 +171,7 @@ pub fn confine_init(sys: &dyn Syscall, last_cap: u32) -> io::Result<()> {
 /// Become `id` with no way back: groups, gid, ambient set, uid (which clears permitted and
 /// effective), the inheritable set, then no_new_privs so no setuid or file-capability binary
 /// can raise privileges again. The bounding set comes from the init ([`confine_init`]), the
-/// seccomp filter from the job just before (see launch.rs, job_main). `userns`: inside a user namespace that maps only the caller, groups
+/// seccomp filter from the job just before (see launch/job.rs, become_job). `userns`: inside a user namespace that maps only the caller, groups
 /// cannot be set.
 pub fn drop_privileges(sys: &dyn Syscall, id: &Identity, userns: bool) -> io::Result<()> {
     if !userns {

@@ -2,11 +2,12 @@
 //!
 //! Every namespace, mount and identity step goes through [`Syscall`], so unit tests can run the
 //! same code against [`Recorder`] and assert the exact order and flags, while production uses
-//! [`Linux`]. Process control (clone, wait, kill, exec) stays in `launch`/`init` and is covered
-//! by the integration tests that run real jobs.
+//! [`Linux`]. Process control (clone, wait, kill, exec) and signalfd stay raw in `launch/`
+//! and are covered by the integration tests that run real jobs.
 
 use std::ffi::CString;
 use std::io;
+use std::os::fd::RawFd;
 use std::path::{Path, PathBuf};
 
 pub use jobcell_os::path_cstr as cstr;
@@ -51,6 +52,22 @@ pub trait Syscall {
     fn setsid(&self) -> io::Result<()>;
     /// Install a seccomp filter (needs no_new_privs first); an empty program installs nothing.
     fn seccomp(&self, prog: &[libc::sock_filter]) -> io::Result<()>;
+    /// Set this process's effective, permitted and inheritable capability sets (see [`capset`]).
+    fn set_caps(&self, effective: u32, permitted: u32, inheritable: u32) -> io::Result<()>;
+    /// The signal this process gets when its parent dies (0: none).
+    fn set_pdeathsig(&self, sig: libc::c_int) -> io::Result<()>;
+    /// Set the file mode creation mask; returns the previous one.
+    fn umask(&self, mask: libc::mode_t) -> libc::mode_t;
+    fn close(&self, fd: RawFd);
+    /// Mark every descriptor from `first` up close-on-exec.
+    fn cloexec_from(&self, first: u32) -> io::Result<()>;
+    /// Unblock every signal and give each its default action: a blocked or ignored signal
+    /// would survive exec.
+    fn reset_signals(&self);
+    /// Write `contents` to an existing file (procfs: the user namespace's maps).
+    fn write_file(&self, path: &Path, contents: &str) -> io::Result<()>;
+    /// Bring up the loopback interface of this network namespace.
+    fn loopback_up(&self) -> io::Result<()>;
 }
 
 /// The real kernel.
@@ -251,6 +268,81 @@ impl Syscall for Linux {
             )
         })
     }
+
+    fn set_caps(&self, effective: u32, permitted: u32, inheritable: u32) -> io::Result<()> {
+        capset(effective, permitted, inheritable)
+    }
+
+    fn set_pdeathsig(&self, sig: libc::c_int) -> io::Result<()> {
+        // SAFETY: PR_SET_PDEATHSIG takes a signal number; no pointers.
+        check(unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, sig as libc::c_ulong, 0, 0, 0) })
+    }
+
+    fn umask(&self, mask: libc::mode_t) -> libc::mode_t {
+        // SAFETY: umask cannot fail and touches no memory of ours.
+        unsafe { libc::umask(mask) }
+    }
+
+    fn close(&self, fd: RawFd) {
+        // SAFETY: the caller owns `fd` and does not use it again.
+        unsafe { libc::close(fd) };
+    }
+
+    fn cloexec_from(&self, first: u32) -> io::Result<()> {
+        // SAFETY: close_range takes plain integers; CLOEXEC closes nothing now.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_close_range,
+                first,
+                u32::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            )
+        };
+        check(r as libc::c_int)
+    }
+
+    fn reset_signals(&self) {
+        // SAFETY: sigset_t is plain data, all-zero is a valid empty set; sigprocmask reads
+        // it and writes nothing (null old set); signal() installs SIG_DFL, not a handler.
+        unsafe {
+            let empty: libc::sigset_t = std::mem::zeroed();
+            libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+            // Rust ignores SIGPIPE.
+            for s in 1..32 {
+                if s != libc::SIGKILL && s != libc::SIGSTOP {
+                    libc::signal(s, libc::SIG_DFL);
+                }
+            }
+        }
+    }
+
+    fn write_file(&self, path: &Path, contents: &str) -> io::Result<()> {
+        std::fs::write(path, contents)
+    }
+
+    fn loopback_up(&self) -> io::Result<()> {
+        // SAFETY: ifreq is plain data (all-zero is valid) and lives across the ioctl, which
+        // reads only its name and flags; the socket is ours and closed here.
+        unsafe {
+            let s = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+            if s < 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let mut req: libc::ifreq = std::mem::zeroed();
+            for (i, b) in b"lo\0".iter().enumerate() {
+                req.ifr_name[i] = *b as libc::c_char;
+            }
+            req.ifr_ifru.ifru_flags =
+                (libc::IFF_UP | libc::IFF_LOOPBACK | libc::IFF_RUNNING) as libc::c_short;
+            let r = libc::ioctl(s, libc::SIOCSIFFLAGS, &req);
+            let e = io::Error::last_os_error();
+            libc::close(s);
+            if r < 0 {
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Set this process's effective, permitted and inheritable capability sets (caps 0..=31; the
@@ -412,6 +504,33 @@ impl Syscall for Recorder {
     }
     fn seccomp(&self, prog: &[libc::sock_filter]) -> io::Result<()> {
         self.rec(format!("seccomp {} insns", prog.len()))
+    }
+    fn set_caps(&self, effective: u32, permitted: u32, inheritable: u32) -> io::Result<()> {
+        self.rec(format!(
+            "set_caps {effective:#x} {permitted:#x} {inheritable:#x}"
+        ))
+    }
+    fn set_pdeathsig(&self, sig: libc::c_int) -> io::Result<()> {
+        self.rec(format!("pdeathsig {sig}"))
+    }
+    fn umask(&self, mask: libc::mode_t) -> libc::mode_t {
+        let _ = self.rec(format!("umask {mask:o}"));
+        0o022
+    }
+    fn close(&self, fd: RawFd) {
+        let _ = self.rec(format!("close {fd}"));
+    }
+    fn cloexec_from(&self, first: u32) -> io::Result<()> {
+        self.rec(format!("cloexec_from {first}"))
+    }
+    fn reset_signals(&self) {
+        let _ = self.rec("reset_signals".into());
+    }
+    fn write_file(&self, path: &Path, contents: &str) -> io::Result<()> {
+        self.rec(format!("write {} {contents}", path.display()))
+    }
+    fn loopback_up(&self) -> io::Result<()> {
+        self.rec("loopback_up".into())
     }
 }
 

@@ -1698,7 +1698,7 @@ fn own_cpus() -> String {
         .to_string()
 }
 
-/// While it sets a job up, the launcher keeps the job's init off its own CPU (launch.rs,
+/// While it sets a job up, the launcher keeps the job's init off its own CPU (launch/os.rs,
 /// CpuSplit). The job itself, and what it starts, must run on exactly the CPUs jobcell was
 /// given: all of them, and no others.
 #[test]
