@@ -8,7 +8,6 @@ use jobcell_spec::{DevMode, JobSpec};
 use serde::Serialize;
 
 use crate::identity::Identity;
-use crate::launch::JobExit;
 
 pub const SCHEMA: &str = "jobcell.report/1";
 
@@ -99,6 +98,23 @@ impl Report {
             disk: None,
             isolation,
             warnings,
+        }
+    }
+}
+
+/// How the job ended, and the code jobcell itself exits with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobExit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl JobExit {
+    /// Like a shell: the code, or 128+N for death by signal N.
+    pub fn shell_code(self) -> i32 {
+        match self {
+            JobExit::Code(c) => c,
+            JobExit::Signal(s) => 128 + s,
         }
     }
 }

@@ -211,6 +211,16 @@ impl Reader {
     }
 }
 
+/// Tell the launcher over the message pipe why the init or the job gave up.
+pub fn send_fail(fd: RawFd, stage: Stage, what: String, e: &io::Error) {
+    Msg::Failed {
+        stage,
+        errno: e.raw_os_error().unwrap_or(libc::EIO),
+        what,
+    }
+    .send(fd);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

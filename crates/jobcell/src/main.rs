@@ -12,6 +12,7 @@ mod cmd_submit_file;
 mod config;
 mod exit;
 mod job_opts;
+mod socket;
 mod submit_args;
 
 use exit::{one_line, EXIT_JOBCELL_ERROR};

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 use clap::Args;
 use jobcell_spec::{JobSpec, UserSpec};
 
-use crate::cmd_client::SocketArg;
 use crate::job_opts::JobOpts;
+use crate::socket::SocketArg;
 
 #[derive(Args, Debug)]
 pub struct SubmitArgs {

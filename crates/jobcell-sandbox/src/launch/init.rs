@@ -9,13 +9,12 @@ use thiserror::Error;
 
 use crate::identity::{self, Identity};
 use crate::plan::{self, BindIn, PlanInput};
-use crate::sync::{Msg, Stage};
+use crate::sync::{send_fail, Msg, Stage};
 use crate::syscall::{Linux, Syscall};
 
 use super::job::{spawn_job, JobPlan};
-use super::launcher::opened_as;
 use super::os::{
-    hung_up, locked_flags, micros, mount_disk, open_path, proc_fd, signal_set, Timeline,
+    hung_up, locked_flags, micros, mount_disk, open_path, opened_as, proc_fd, signal_set, Timeline,
 };
 use super::LaunchError;
 
@@ -156,15 +155,6 @@ pub(super) struct InitPlan {
     pub(super) disk: Option<PathBuf>,
     pub(super) tl: Timeline,
     pub(super) job: JobPlan,
-}
-
-pub(super) fn send_fail(fd: RawFd, stage: Stage, what: String, e: &io::Error) {
-    Msg::Failed {
-        stage,
-        errno: e.raw_os_error().unwrap_or(libc::EIO),
-        what,
-    }
-    .send(fd);
 }
 
 /// PID 1 of the job. Never returns; a panic cannot unwind into the launcher's copy of the stack.

@@ -11,8 +11,8 @@ use crate::identity::{self, Identity};
 use crate::sync::Stage;
 use crate::syscall::Syscall;
 
-use super::init::send_fail;
 use super::os::{CpuSplit, Timeline};
+use crate::sync::send_fail;
 
 /// What the job process needs, prepared before the init's clone so that it only makes system
 /// calls.

@@ -13,7 +13,6 @@ use jobcell_cgroup::{CgroupError, CgroupRoot, JobCgroup, Limits, OomWatch, Usage
 use jobcell_spec::{JobSpec, MemoryPolicy, NetMode, Resources};
 
 use crate::disk::{DiskError, ScratchDisk};
-use crate::fsid;
 use crate::identity::{self, Identity};
 use crate::plan;
 use crate::report::{DiskUsage, Isolation, Report};
@@ -25,7 +24,7 @@ use super::init::{init_main, InitPlan, PlanShape};
 use super::job::JobPlan;
 use super::os::{
     clone_job, crash_point, current_umask, drain_signals, exited, micros, mount_disk, open_path,
-    random_suffix, set_nonblock, Channels, CpuSplit, RestoreCpus, SignalMask, Timeline,
+    opened_as, random_suffix, set_nonblock, Channels, CpuSplit, RestoreCpus, SignalMask, Timeline,
     TERMINATING,
 };
 use super::{
@@ -839,24 +838,6 @@ pub(super) fn finish(
         report,
         scratch_mount,
         init: exiting,
-    })
-}
-
-/// Run `open` (of bind sources) with `user`'s filesystem rights, or the launcher's own; a
-/// source the user may not open is named with the user.
-pub(super) fn opened_as<T>(
-    user: Option<&Identity>,
-    open: impl FnOnce() -> Result<T, LaunchError>,
-) -> Result<T, LaunchError> {
-    let Some(u) = user else { return open() };
-    fsid::with_rights_of(u, open)?.map_err(|e| match e {
-        LaunchError::Path { what, path, source } => LaunchError::BindSource {
-            what,
-            path,
-            user: u.name.clone(),
-            source,
-        },
-        e => e,
     })
 }
 

@@ -31,6 +31,7 @@ use thiserror::Error;
 use crate::disk::{DiskError, ScratchDisk};
 use crate::fsid::FsIdError;
 use crate::identity::{Identity, IdentityError};
+pub use crate::report::JobExit;
 use crate::report::Report;
 use crate::scratch::ScratchError;
 use crate::syscall::{Linux, Syscall};
@@ -88,23 +89,6 @@ pub const FORWARDED: [libc::c_int; 6] = [
     libc::SIGUSR1,
     libc::SIGUSR2,
 ];
-
-/// How the job ended, and the code jobcell itself exits with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum JobExit {
-    Code(i32),
-    Signal(i32),
-}
-
-impl JobExit {
-    /// Like a shell: the code, or 128+N for death by signal N.
-    pub fn shell_code(self) -> i32 {
-        match self {
-            JobExit::Code(c) => c,
-            JobExit::Signal(s) => 128 + s,
-        }
-    }
-}
 
 /// One job to launch: the validated spec, plus what the caller resolved for it.
 pub struct Launch<'a> {

@@ -5,6 +5,8 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+use crate::fsid;
+use crate::identity::Identity;
 use crate::syscall::{cstr, Syscall};
 
 use super::{last_err, LaunchError, FORWARDED};
@@ -500,6 +502,24 @@ pub(super) fn mount_disk(
         libc::unlinkat(fd.as_raw_fd(), c"lost+found".as_ptr(), libc::AT_REMOVEDIR);
     }
     Ok(fd)
+}
+
+/// Run `open` (of bind sources) with `user`'s filesystem rights, or the launcher's own; a
+/// source the user may not open is named with the user.
+pub(super) fn opened_as<T>(
+    user: Option<&Identity>,
+    open: impl FnOnce() -> Result<T, LaunchError>,
+) -> Result<T, LaunchError> {
+    let Some(u) = user else { return open() };
+    fsid::with_rights_of(u, open)?.map_err(|e| match e {
+        LaunchError::Path { what, path, source } => LaunchError::BindSource {
+            what,
+            path,
+            user: u.name.clone(),
+            source,
+        },
+        e => e,
+    })
 }
 
 #[cfg(test)]
