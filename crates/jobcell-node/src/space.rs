@@ -1,4 +1,4 @@
-//! Room in the state dir. A commit that fails ends the daemon (crash-only, see core.rs), so the
+//! Room in the state dir. A commit that fails ends the daemon (crash-only, see core/batch.rs), so the
 //! core measures the room before each batch instead of finding out at the commit: submissions
 //! that would leave less than [`SUBMIT_FLOOR`] free are refused (507), and when even the
 //! queue database's own reserve runs low ([`WRITE_FLOOR`]) the core writes nothing at all
