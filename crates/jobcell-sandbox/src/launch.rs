@@ -26,8 +26,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use jobcell_cgroup::{CgroupError, CgroupRoot, JobCgroup, Limits, OomWatch, Usage, Version};
-use jobcell_spec::{JobSpec, MemoryPolicy, NetMode, Resources};
+use jobcell_cgroup::{CgroupError, CgroupOptions, CgroupRoot, JobCgroup, OomWatch, Usage, Version};
+use jobcell_spec::{JobSpec, NetMode};
 use thiserror::Error;
 
 use crate::disk::{DiskError, ScratchDisk};
@@ -691,7 +691,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     // write (a delegated subtree); otherwise the job lives in the scheduler's cgroup.
     let detected;
     let cg_root = if rootless && l.cgroup_root.is_none() && l.cgroup_parent.is_none() {
-        if explicit_limits(&spec.resources) {
+        if spec.resources.has_explicit_limits() {
             warnings.push("running rootless: no cgroup of jobcell's own, so limits come from the enclosing scheduler; usage is the kernel's accounting of the job's processes".into());
         }
         None
@@ -704,14 +704,13 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
             }
         }
     };
-    let job_limits = Limits {
+    let cg_options = CgroupOptions {
         v1_without_freezer: !l.suspendable,
         // Without a report nothing reads it (see `usage`).
         v1_without_cpuacct: !l.usage,
-        ..limits(&spec.resources)
     };
     let make_cgroup = |root: &CgroupRoot, warnings: &mut Vec<String>| {
-        let cg = root.create(&name, &job_limits)?;
+        let cg = root.create(&name, &spec.resources, cg_options)?;
         warnings.extend(cg.warnings().iter().cloned());
         let oom = match spec.resources.memory {
             Some(_) => Some(cg.oom_watch()?),
@@ -774,7 +773,7 @@ pub fn launch_task(l: &Launch, task: &SchedulerTask) -> Result<Outcome, LaunchEr
     // v1: the job moves itself into its cgroup once it exists (see join_self: far cheaper
     // than our writing its pid), through the hierarchies' parents opened now.
     let join_dirs = match cg_root {
-        Some(r) if cgroup.is_none() => r.self_join_dirs(&job_limits)?,
+        Some(r) if cgroup.is_none() => r.self_join_dirs(&spec.resources, cg_options)?,
         _ => Vec::new(),
     };
 
@@ -1153,34 +1152,6 @@ fn say_oom(spec: &JobSpec) {
         "jobcell: the job went over its memory limit ({}) and was killed by the kernel's OOM killer",
         jobcell_spec::format_size(spec.resources.memory.unwrap_or(0))
     );
-}
-
-fn explicit_limits(r: &Resources) -> bool {
-    r.cpus.is_some()
-        || r.cpu_limit.is_some()
-        || r.cpuset.is_some()
-        || r.memory.is_some()
-        || r.swap.is_some()
-        || r.io_weight.is_some()
-}
-
-/// The spec's resources in the cgroup layer's terms.
-pub fn limits(r: &Resources) -> Limits {
-    Limits {
-        cpus: r.cpus,
-        cpu_limit: r.cpu_limit,
-        cpuset: r.cpuset.clone(),
-        memory: r.memory,
-        memory_policy: match r.memory_policy {
-            MemoryPolicy::Hard => jobcell_cgroup::MemoryPolicy::Hard,
-            MemoryPolicy::Soft => jobcell_cgroup::MemoryPolicy::Soft,
-            MemoryPolicy::None => jobcell_cgroup::MemoryPolicy::None,
-        },
-        swap: r.swap,
-        pids: r.pids,
-        io_weight: r.io_weight,
-        ..Limits::default()
-    }
 }
 
 fn namespaces(flags: libc::c_int) -> Vec<&'static str> {
