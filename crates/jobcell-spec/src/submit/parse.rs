@@ -4,7 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use crate::{SizeError, Unit};
+use crate::{SizeError, Unit, FILE_LIMITS};
 
 use super::expand::{Def, Expander, Table};
 use super::quote::{parse_arguments, parse_environment};
@@ -210,7 +210,11 @@ fn command_name(lower: &str) -> Option<&'static str> {
         "universe" => "universe",
         "jobcell_image" => "jobcell_image",
         "allowed_job_duration" => "allowed_job_duration",
-        _ => return None,
+        _ => {
+            return FILE_LIMITS
+                .iter()
+                .find_map(|f| f.submit.filter(|c| *c == lower))
+        }
     })
 }
 
@@ -962,6 +966,24 @@ fn make_job(
     };
     let request_memory = size("request_memory", Unit::MiB)?;
     let request_disk = size("request_disk", Unit::KiB)?;
+    let mut limits = BTreeMap::new();
+    for f in FILE_LIMITS {
+        let Some(cmd) = f.submit else { continue };
+        let value = match f.unit {
+            Some(unit) => size(cmd, unit)?.map(|n| n.saturating_mul(unit.factor())),
+            None => match get(cmd)? {
+                Some((v, line)) => Some(
+                    v.trim()
+                        .parse::<u64>()
+                        .map_err(|_| bad(line, cmd, &v, "expected a whole number".into()))?,
+                ),
+                None => None,
+            },
+        };
+        if let Some(n) = value {
+            limits.insert(f.field, n);
+        }
+    }
 
     let priority = match get("priority")? {
         Some((p, line)) => p
@@ -1105,6 +1127,7 @@ fn make_job(
         request_cpus,
         request_memory,
         request_disk,
+        limits,
         priority,
         held,
         image,
