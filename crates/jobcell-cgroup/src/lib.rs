@@ -54,7 +54,7 @@
 //! | `memory`, policy `Soft`      | `memory.low`                               | `memory.soft_limit_in_bytes`                          |
 //! | `memory`, policy `None`      | measured only                              | measured only                                         |
 //! | `swap`                       | `memory.swap.max`                          | `memory.memsw.limit_in_bytes = memory + swap` (Hard only; needs swap accounting) |
-//! | `pids` (a row of [`jobcell_spec::FILE_LIMITS`], as below) | `pids.max`      | `pids.max`                                            |
+//! | each row of [`jobcell_spec::FILE_LIMITS`] (e.g. `pids`) | its `v2` file (`pids.max`) | its `v1` file, in the hierarchy of the controller it is named after (`pids.max`) |
 //! | `io_weight` (1..=10000, default 100) | `io.weight "default N"` / `io.bfq.weight` | `blkio.bfq.weight` (1..=1000) or `blkio.weight` (10..=1000) |
 //! | cpu user/system µs           | `cpu.stat` `user_usec`/`system_usec`       | `cpuacct.usage_user`/`usage_sys` (ns → µs)            |
 //! | memory peak                  | `memory.peak` (≥ 5.19; else sampled)       | `memory.max_usage_in_bytes`                           |
