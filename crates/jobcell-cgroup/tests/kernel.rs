@@ -188,6 +188,59 @@ fn left_out_v1_hierarchies_get_no_cgroup() {
     lean.remove().expect("remove");
 }
 
+/// `memory_high` is the v2 throttle `memory.high`; v1 has none and gets the soft limit, which
+/// it takes over from a soft `memory` (both are `memory.soft_limit_in_bytes` there).
+#[test]
+fn memory_high_is_the_v2_throttle_or_the_v1_soft_limit() {
+    let Some(env) = setup("memory_high_is_the_v2_throttle_or_the_v1_soft_limit") else {
+        return;
+    };
+    let root = env.root();
+    let hard = Resources {
+        memory: Some(128 * MIB),
+        memory_high: Some(64 * MIB),
+        ..Resources::default()
+    };
+    let soft = Resources {
+        memory: Some(96 * MIB),
+        memory_policy: MemoryPolicy::Soft,
+        memory_high: Some(48 * MIB),
+        ..Resources::default()
+    };
+    for (tag, r) in [("high-hard", &hard), ("high-soft", &soft)] {
+        let job = root
+            .create(&job_cgroup_name(tag), r, CgroupOptions::default())
+            .expect("create");
+        let read = |file: &str| -> Option<String> {
+            job.paths()
+                .iter()
+                .find_map(|p| std::fs::read_to_string(p.join(file)).ok())
+                .map(|s| s.trim().to_string())
+        };
+        let high = r.memory_high.unwrap().to_string();
+        let memory = r.memory.unwrap().to_string();
+        match (root.version(), r.memory_policy) {
+            (Version::V1, MemoryPolicy::Hard) => {
+                assert_eq!(read("memory.soft_limit_in_bytes").unwrap(), high, "{tag}");
+                assert_eq!(read("memory.limit_in_bytes").unwrap(), memory, "{tag}");
+            }
+            (Version::V1, _) => {
+                assert_eq!(read("memory.soft_limit_in_bytes").unwrap(), high, "{tag}");
+            }
+            (Version::V2, MemoryPolicy::Hard) => {
+                assert_eq!(read("memory.high").unwrap(), high, "{tag}");
+                assert_eq!(read("memory.max").unwrap(), memory, "{tag}");
+            }
+            (Version::V2, _) => {
+                assert_eq!(read("memory.high").unwrap(), high, "{tag}");
+                assert_eq!(read("memory.low").unwrap(), memory, "{tag}");
+            }
+        }
+        assert!(job.warnings().is_empty(), "{tag}: {:?}", job.warnings());
+        job.remove().expect("remove");
+    }
+}
+
 #[test]
 fn limits_are_written_where_they_belong() {
     let Some(env) = setup("limits_are_written_where_they_belong") else {

@@ -69,6 +69,10 @@ pub struct Resources {
     pub memory: Option<u64>,
     pub memory_policy: MemoryPolicy,
     pub swap: Option<u64>,
+    /// Where the kernel starts throttling the job and reclaiming its memory, without killing
+    /// it (v2 `memory.high`; v1, which has no such throttle, `memory.soft_limit_in_bytes`).
+    #[serde(default)]
+    pub memory_high: Option<u64>,
     pub pids: Option<u64>,
     /// IO weight on the v2 scale, 1..=10000 (default 100).
     pub io_weight: Option<u16>,
@@ -94,6 +98,7 @@ impl Default for Resources {
             memory: None,
             memory_policy: MemoryPolicy::Hard,
             swap: None,
+            memory_high: None,
             pids: Some(DEFAULT_PIDS),
             io_weight: None,
             disk: None,
@@ -124,16 +129,30 @@ pub struct FileLimit {
     pub v1: &'static str,
 }
 
-pub const FILE_LIMITS: &[FileLimit] = &[FileLimit {
-    field: "pids",
-    flag: "pids",
-    submit: None,
-    unit: None,
-    get: |r| r.pids,
-    set: |r, n| r.pids = Some(n),
-    v2: "pids.max",
-    v1: "pids.max",
-}];
+pub const FILE_LIMITS: &[FileLimit] = &[
+    FileLimit {
+        field: "pids",
+        flag: "pids",
+        submit: None,
+        unit: None,
+        get: |r| r.pids,
+        set: |r, n| r.pids = Some(n),
+        v2: "pids.max",
+        v1: "pids.max",
+    },
+    FileLimit {
+        field: "memory_high",
+        flag: "memory-high",
+        submit: Some("jobcell_memory_high"),
+        unit: Some(Unit::MiB),
+        get: |r| r.memory_high,
+        set: |r, n| r.memory_high = Some(n),
+        v2: "memory.high",
+        // v1 has no throttle: the soft limit is the closest, the reclaim target under pressure.
+        // Written after a soft --memory, so it wins there.
+        v1: "memory.soft_limit_in_bytes",
+    },
+];
 
 impl FileLimit {
     /// The row for [`Resources`] field `field`.
