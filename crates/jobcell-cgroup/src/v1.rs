@@ -14,6 +14,9 @@ use crate::{
 };
 use jobcell_spec::FILE_LIMITS;
 
+/// The memory controller's one soft limit (the reclaim target under host memory pressure).
+const SOFT_LIMIT: &str = "memory.soft_limit_in_bytes";
+
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Ctrl {
     Memory,
@@ -531,9 +534,7 @@ impl Job {
             if let Some(bytes) = l.memory {
                 match l.memory_policy {
                     MemoryPolicy::Hard => m.write("memory.limit_in_bytes", &bytes.to_string())?,
-                    MemoryPolicy::Soft => {
-                        m.write("memory.soft_limit_in_bytes", &bytes.to_string())?
-                    }
+                    MemoryPolicy::Soft => m.write(SOFT_LIMIT, &bytes.to_string())?,
                     MemoryPolicy::None => {}
                 }
             }
@@ -565,9 +566,16 @@ impl Job {
                 c.write("cpu.cfs_quota_us", &cpu_quota_us(n).to_string())?;
             }
         }
-        // After the memory limits: a row may write a file one of them wrote too.
+        // v1 has one soft limit: a row writing it too (memory_high) must not raise a soft
+        // --memory, the size the job was given, so the lower of the two stays.
+        let soft = (l.memory_policy == MemoryPolicy::Soft)
+            .then_some(l.memory)
+            .flatten();
         for f in FILE_LIMITS {
-            let Some(n) = (f.get)(l) else { continue };
+            let Some(mut n) = (f.get)(l) else { continue };
+            if f.v1 == SOFT_LIMIT {
+                n = soft.map_or(n, |s| s.min(n));
+            }
             if let Some(d) = Ctrl::of_file(f.v1).and_then(|c| self.dir(c)) {
                 d.write(f.v1, &n.to_string())?;
             }

@@ -188,8 +188,8 @@ fn left_out_v1_hierarchies_get_no_cgroup() {
     lean.remove().expect("remove");
 }
 
-/// `memory_high` is the v2 throttle `memory.high`; v1 has none and gets the soft limit, which
-/// it takes over from a soft `memory` (both are `memory.soft_limit_in_bytes` there).
+/// `memory_high` is the v2 throttle `memory.high`; v1 has none and gets the soft limit, which a
+/// soft `memory` writes too (`memory.soft_limit_in_bytes`): the lower of the two stays.
 #[test]
 fn memory_high_is_the_v2_throttle_or_the_v1_soft_limit() {
     let Some(env) = setup("memory_high_is_the_v2_throttle_or_the_v1_soft_limit") else {
@@ -207,7 +207,16 @@ fn memory_high_is_the_v2_throttle_or_the_v1_soft_limit() {
         memory_high: Some(48 * MIB),
         ..Resources::default()
     };
-    for (tag, r) in [("high-hard", &hard), ("high-soft", &soft)] {
+    // Above a soft memory: on v1 the soft limit must stay at `memory`, not rise.
+    let above = Resources {
+        memory_high: Some(1024 * MIB),
+        ..soft.clone()
+    };
+    for (tag, r) in [
+        ("high-hard", &hard),
+        ("high-soft", &soft),
+        ("high-above", &above),
+    ] {
         let job = root
             .create(&job_cgroup_name(tag), r, CgroupOptions::default())
             .expect("create");
@@ -225,7 +234,8 @@ fn memory_high_is_the_v2_throttle_or_the_v1_soft_limit() {
                 assert_eq!(read("memory.limit_in_bytes").unwrap(), memory, "{tag}");
             }
             (Version::V1, _) => {
-                assert_eq!(read("memory.soft_limit_in_bytes").unwrap(), high, "{tag}");
+                let lower = r.memory_high.min(r.memory).unwrap().to_string();
+                assert_eq!(read("memory.soft_limit_in_bytes").unwrap(), lower, "{tag}");
             }
             (Version::V2, MemoryPolicy::Hard) => {
                 assert_eq!(read("memory.high").unwrap(), high, "{tag}");

@@ -149,7 +149,7 @@ pub const FILE_LIMITS: &[FileLimit] = &[
         set: |r, n| r.memory_high = Some(n),
         v2: "memory.high",
         // v1 has no throttle: the soft limit is the closest, the reclaim target under pressure.
-        // Written after a soft --memory, so it wins there.
+        // With a soft --memory (the same file) the lower of the two is written.
         v1: "memory.soft_limit_in_bytes",
     },
 ];

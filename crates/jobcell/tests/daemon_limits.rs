@@ -350,6 +350,62 @@ fn memory_high_reaches_the_job_cgroup_from_the_api_the_cli_and_a_submit_file() {
     d.wait_idle(Duration::from_secs(30));
 }
 
+/// On v1 `--memory-high` and a soft `--memory` are the same file (`memory.soft_limit_in_bytes`,
+/// the reclaim target under host memory pressure): a user with the soft policy open must not
+/// raise it past `--memory`, the size the node reserved, by asking for a huge memory_high.
+#[test]
+fn memory_high_cannot_lift_a_users_soft_memory_limit() {
+    if !root_or_skip("memory_high_cannot_lift_a_users_soft_memory_limit") {
+        return;
+    }
+    let Some(user) = test_user() else {
+        eprintln!("SKIPPED: memory_high soft: cannot create a test user");
+        return;
+    };
+    let _g = serial();
+    let config = format!("{CONFIG}user_memory_policies = [\"hard\", \"soft\"]\n");
+    let d = Daemon::start_with_config(&["--cpus", "2", "--memory", "1G"], Some(&config));
+    let o = d.cli_as(
+        Some(user),
+        &[
+            "submit",
+            "--cpus",
+            "0.1",
+            "--memory",
+            "64",
+            "--memory-policy",
+            "soft",
+            "--memory-high",
+            "100G",
+            "--",
+            "/bin/sleep",
+            "30",
+        ],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    d.wait_state(1, State::Running, Duration::from_secs(20));
+    let file = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "memory.low"
+    } else {
+        "memory.soft_limit_in_bytes"
+    };
+    let f = job_cgroup_file(&d, 1, "memory", file).expect("a memory cgroup");
+    let t = Instant::now();
+    let procs = f.with_file_name("cgroup.procs");
+    while std::fs::read_to_string(&procs).map_or(true, |p| p.trim().is_empty()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the job never joined"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let soft = std::fs::read_to_string(&f).unwrap();
+    eprintln!("{} = {}", f.display(), soft.trim());
+    assert_eq!(soft.trim(), (64u64 << 20).to_string(), "{file}");
+    assert!(d.cli(&["rm", "1"]).status.success());
+    d.wait_idle(Duration::from_secs(30));
+}
+
 #[test]
 fn a_users_job_never_writes_the_hosts_shared_tmp() {
     if !root_or_skip("a_users_job_never_writes_the_hosts_shared_tmp") {
