@@ -42,7 +42,7 @@ impl Ctrl {
     const ALWAYS: [Ctrl; 3] = [Ctrl::Memory, Ctrl::Cpu, Ctrl::Pids];
 
     /// The controllers a job with these limits gets a cgroup in: [`Ctrl::ALWAYS`], cpuacct and
-    /// freezer unless left out, blkio and cpuset when limited.
+    /// freezer unless left out, blkio, cpuset and those of `FILE_LIMITS` rows when limited.
     fn wanted(l: &Resources, o: CgroupOptions) -> Vec<Ctrl> {
         let mut w = Ctrl::ALWAYS.to_vec();
         if !o.v1_without_cpuacct {
@@ -56,6 +56,12 @@ impl Ctrl {
         }
         if l.cpuset.is_some() {
             w.push(Ctrl::Cpuset);
+        }
+        for f in FILE_LIMITS.iter().filter(|f| (f.get)(l).is_some()) {
+            match Ctrl::of_file(f.v1) {
+                Some(c) if !w.contains(&c) => w.push(c),
+                _ => {}
+            }
         }
         w
     }
