@@ -214,8 +214,9 @@ impl Resources {
         Ok(())
     }
 
-    /// Whether anything beyond the defaults limits the job (pids always has a default).
+    /// Whether the job asks for a limit that has no default (pids always has one).
     pub fn has_explicit_limits(&self) -> bool {
+        let defaults = Resources::default();
         self.cpus.is_some()
             || self.cpu_limit.is_some()
             || self.cpuset.is_some()
@@ -224,7 +225,7 @@ impl Resources {
             || self.io_weight.is_some()
             || FILE_LIMITS
                 .iter()
-                .any(|f| f.field != "pids" && (f.get)(self).is_some())
+                .any(|f| (f.get)(&defaults).is_none() && (f.get)(self).is_some())
     }
 }
 
@@ -320,6 +321,16 @@ mod tests {
         assert_eq!(r.pids, Some(12));
         let e = pids.parse_into(&mut r, "lots").unwrap_err().to_string();
         assert!(e.starts_with("--pids lots: "), "{e}");
+    }
+
+    #[test]
+    fn explicit_limits_leave_out_the_pids_default() {
+        let mut r = Resources::default();
+        assert!(!r.has_explicit_limits());
+        r.pids = Some(20);
+        assert!(!r.has_explicit_limits());
+        r.memory_high = Some(1 << 20);
+        assert!(r.has_explicit_limits());
     }
 
     #[test]
