@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use jobcell_cgroup::{job_cgroup_name, CgroupRoot, Limits, MemoryPolicy};
+use jobcell_cgroup::{job_cgroup_name, CgroupOptions, CgroupRoot, MemoryPolicy, Resources};
 
 /// Fork a child that waits on a pipe; `between(pid)` runs before the child is released.
 fn fork_release_wait(mut between: impl FnMut(i32)) {
@@ -46,7 +46,7 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(200);
     let root = CgroupRoot::detect(None).expect("detect");
-    let limits = Limits {
+    let limits = Resources {
         cpus: Some(2.0),
         memory: Some(1 << 30),
         memory_policy: MemoryPolicy::Hard,
@@ -68,7 +68,11 @@ fn main() {
 
         let t = Instant::now();
         let job = root
-            .create(&job_cgroup_name(&format!("bench{i}")), &limits)
+            .create(
+                &job_cgroup_name(&format!("bench{i}")),
+                &limits,
+                CgroupOptions::default(),
+            )
             .expect("create");
         let c = t.elapsed();
         let mut a = Duration::ZERO;

@@ -2,34 +2,7 @@
 
 use std::collections::BTreeSet;
 
-/// Parse a kernel cpu list. Empty input is an error (an empty cpuset would make the job unrunnable).
-pub(crate) fn parse(list: &str) -> Result<BTreeSet<u32>, String> {
-    let list = list.trim();
-    if list.is_empty() {
-        return Err("empty cpu list".into());
-    }
-    let mut out = BTreeSet::new();
-    for part in list.split(',') {
-        let part = part.trim();
-        let (a, b) = match part.split_once('-') {
-            Some((a, b)) => (a.trim(), b.trim()),
-            None => (part, part),
-        };
-        let num = |s: &str| {
-            s.parse::<u32>()
-                .map_err(|_| format!("{part:?} is not a cpu number or range"))
-        };
-        let (a, b) = (num(a)?, num(b)?);
-        if a > b {
-            return Err(format!("range {part:?} is backwards"));
-        }
-        if b >= 1 << 16 {
-            return Err(format!("cpu {b} is out of range"));
-        }
-        out.extend(a..=b);
-    }
-    Ok(out)
-}
+pub(crate) use jobcell_spec::parse_cpu_list as parse;
 
 /// Parse what the kernel prints (may be empty = no cpus).
 pub(crate) fn parse_kernel(list: &str) -> BTreeSet<u32> {

@@ -1,6 +1,7 @@
 //! # jobcell-cgroup — one cgroup per job, on cgroup v1 and v2
 //!
-//! The resource-isolation layer of jobcell. It knows nothing about jobs beyond [`Limits`]: a
+//! The resource-isolation layer of jobcell. It knows nothing about jobs beyond their
+//! [`Resources`] (jobcell-spec's, validated there; this crate applies them as given): a
 //! [`CgroupRoot`] is detected once per process, [`CgroupRoot::create`] makes a job cgroup and
 //! applies the limits, the launcher puts the job in it *before it execs* (v2: pass
 //! [`JobCgroup::clone_into_fd`] to `clone3(CLONE_INTO_CGROUP)`; v1 or fallback: the parent calls
@@ -9,13 +10,13 @@
 //! left and removes every directory.
 //!
 //! ```no_run
-//! use jobcell_cgroup::{job_cgroup_name, CgroupRoot, Limits, MemoryPolicy};
+//! use jobcell_cgroup::{job_cgroup_name, CgroupOptions, CgroupRoot, MemoryPolicy, Resources};
 //! # fn main() -> Result<(), jobcell_cgroup::CgroupError> {
 //! let root = CgroupRoot::detect(None)?; // may move this process into a v2 leaf: call early
 //! root.gc_stale()?;                      // leftovers of SIGKILLed jobcells
-//! let limits = Limits { memory: Some(1 << 30), memory_policy: MemoryPolicy::Hard,
-//!                       cpus: Some(2.0), pids: Some(512), ..Default::default() };
-//! let job = root.create(&job_cgroup_name("42"), &limits)?;
+//! let resources = Resources { memory: Some(1 << 30), memory_policy: MemoryPolicy::Hard,
+//!                             cpus: Some(2.0), pids: Some(512), ..Default::default() };
+//! let job = root.create(&job_cgroup_name("42"), &resources, CgroupOptions::default())?;
 //! for w in job.warnings() { eprintln!("jobcell: warning: {w}"); }
 //! let oom = job.oom_watch()?;            // poll oom.fd() next to the child's pidfd
 //! // v2: clone3(CLONE_INTO_CGROUP, cgroup = job.clone_into_fd()); otherwise:
@@ -44,7 +45,7 @@
 //! caller leaves limits to whoever owns its cgroup.
 //!
 //! ## v1 / v2 mapping
-//! | [`Limits`] / [`Usage`]       | cgroup v2                                  | cgroup v1                                             |
+//! | [`Resources`] / [`Usage`]    | cgroup v2                                  | cgroup v1                                             |
 //! |------------------------------|--------------------------------------------|-------------------------------------------------------|
 //! | `cpus = N` (weight)          | `cpu.weight = 100·N` (1..=10000)           | `cpu.shares = 1024·N` (2..=262144)                    |
 //! | `cpu_limit = N` (hard cap)   | `cpu.max = "N·100000 100000"`              | `cpu.cfs_quota_us = N·100000` (period 100000)         |
@@ -53,7 +54,7 @@
 //! | `memory`, policy `Soft`      | `memory.low`                               | `memory.soft_limit_in_bytes`                          |
 //! | `memory`, policy `None`      | measured only                              | measured only                                         |
 //! | `swap`                       | `memory.swap.max`                          | `memory.memsw.limit_in_bytes = memory + swap` (Hard only; needs swap accounting) |
-//! | `pids`                       | `pids.max`                                 | `pids.max`                                            |
+//! | each row of [`jobcell_spec::FILE_LIMITS`] (e.g. `pids`) | its `v2` file (`pids.max`) | its `v1` file, in the hierarchy of the controller it is named after (`pids.max`) |
 //! | `io_weight` (1..=10000, default 100) | `io.weight "default N"` / `io.bfq.weight` | `blkio.bfq.weight` (1..=1000) or `blkio.weight` (10..=1000) |
 //! | cpu user/system µs           | `cpu.stat` `user_usec`/`system_usec`       | `cpuacct.usage_user`/`usage_sys` (ns → µs)            |
 //! | memory peak                  | `memory.peak` (≥ 5.19; else sampled)       | `memory.max_usage_in_bytes`                           |
@@ -161,33 +162,11 @@ pub enum Layout {
     V2,
 }
 
-/// How `Limits::memory` is applied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum MemoryPolicy {
-    /// Hard limit; the job is OOM-killed (as a group on v2) past it.
-    #[default]
-    Hard,
-    /// Protected/soft target: the job may exceed it while the host has free memory.
-    Soft,
-    /// Measure only.
-    None,
-}
+pub use jobcell_spec::{MemoryPolicy, Resources};
 
-/// Limits for one job cgroup. Sizes are bytes (parsing lives in jobcell-spec).
-#[derive(Default, Clone, Debug)]
-pub struct Limits {
-    /// Proportional CPU weight in cpus (fractional allowed).
-    pub cpus: Option<f64>,
-    /// Hard CPU quota in cores.
-    pub cpu_limit: Option<f64>,
-    /// Pinning, kernel cpu-list syntax ("0-1,3"); must be within the parent's effective cpus.
-    pub cpuset: Option<String>,
-    pub memory: Option<u64>,
-    pub memory_policy: MemoryPolicy,
-    pub swap: Option<u64>,
-    pub pids: Option<u64>,
-    /// IO weight on the v2 scale, 1..=10000 (default 100).
-    pub io_weight: Option<u16>,
+/// How a launch wants its job cgroup made, beside the job's [`Resources`].
+#[derive(Default, Clone, Copy, Debug)]
+pub struct CgroupOptions {
     /// v1: no cgroup in the freezer hierarchy, for a job nothing will suspend (`jobcell run`;
     /// the daemon's `suspend` needs it). Each v1 hierarchy is a mkdir, a join and an rmdir
     /// per launch, and a css the kernel frees later. v2 has the freezer in every cgroup.
@@ -367,38 +346,6 @@ fn check_name(name: &str) -> Result<(), CgroupError> {
     // Names that look like controller files would clash with cgroupfs entries.
     if name.starts_with("cgroup.") || name.contains('.') && !name.starts_with("job-") {
         return bad("must not look like a cgroup interface file (use job-<pid>-<suffix>)");
-    }
-    Ok(())
-}
-
-fn check_limits(l: &Limits) -> Result<(), CgroupError> {
-    let bad = |field, reason: String| Err(CgroupError::InvalidLimit { field, reason });
-    if let Some(c) = l.cpus {
-        if !(c.is_finite() && c > 0.0) {
-            return bad("cpus", format!("{c} is not a positive number"));
-        }
-    }
-    if let Some(c) = l.cpu_limit {
-        if !(c.is_finite() && c > 0.0) {
-            return bad("cpu_limit", format!("{c} is not a positive number"));
-        }
-    }
-    if l.memory == Some(0) {
-        return bad("memory", "0 bytes".into());
-    }
-    if l.pids == Some(0) {
-        return bad("pids", "0 processes".into());
-    }
-    if let Some(w) = l.io_weight {
-        if !(1..=10000).contains(&w) {
-            return bad("io_weight", format!("{w} is outside 1..=10000"));
-        }
-    }
-    if let Some(s) = &l.cpuset {
-        cpuset::parse(s).map_err(|reason| CgroupError::InvalidLimit {
-            field: "cpuset",
-            reason: format!("{s:?}: {reason}"),
-        })?;
     }
     Ok(())
 }
@@ -591,10 +538,11 @@ impl CgroupRoot {
     /// where the job is cloned straight into its cgroup.
     pub fn self_join_dirs(
         &self,
-        limits: &Limits,
+        resources: &Resources,
+        options: CgroupOptions,
     ) -> Result<Vec<std::os::fd::OwnedFd>, CgroupError> {
         match &self.inner {
-            RootImpl::V1(r) => r.parent_fds(limits),
+            RootImpl::V1(r) => r.parent_fds(resources, options),
             RootImpl::V2(_) => Ok(Vec::new()),
         }
     }
@@ -617,14 +565,20 @@ impl CgroupRoot {
         }
     }
 
-    /// Create job cgroup `name` and apply `limits`. On any failure nothing is left behind.
-    pub fn create(&self, name: &str, limits: &Limits) -> Result<JobCgroup, CgroupError> {
+    /// Create job cgroup `name` and apply `resources`, which
+    /// [`Resources::validate`] must have accepted. On any failure nothing is left behind.
+    pub fn create(
+        &self,
+        name: &str,
+        resources: &Resources,
+        options: CgroupOptions,
+    ) -> Result<JobCgroup, CgroupError> {
         check_name(name)?;
-        check_limits(limits)?;
+        debug_assert_eq!(resources.validate(), Ok(()), "unvalidated resources");
         let mut warnings = Vec::new();
         let inner = match &self.inner {
-            RootImpl::V1(r) => JobImpl::V1(r.create(name, limits, &mut warnings)?),
-            RootImpl::V2(r) => JobImpl::V2(r.create(name, limits, &mut warnings)?),
+            RootImpl::V1(r) => JobImpl::V1(r.create(name, resources, options, &mut warnings)?),
+            RootImpl::V2(r) => JobImpl::V2(r.create(name, resources, &mut warnings)?),
         };
         Ok(JobCgroup {
             inner,
@@ -1016,20 +970,5 @@ mod tests {
         assert_eq!(cpu_shares_v1(3.0), 3072);
         assert_eq!(cpu_shares_v1(0.0001), 2);
         assert_eq!(cpu_quota_us(1.5), 150000);
-        assert!(check_limits(&Limits {
-            cpus: Some(-1.0),
-            ..Default::default()
-        })
-        .is_err());
-        assert!(check_limits(&Limits {
-            cpuset: Some("0-x".into()),
-            ..Default::default()
-        })
-        .is_err());
-        assert!(check_limits(&Limits {
-            io_weight: Some(0),
-            ..Default::default()
-        })
-        .is_err());
     }
 }

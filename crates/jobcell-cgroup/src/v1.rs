@@ -9,8 +9,13 @@ use crate::dir::{keyed, single, Dir};
 use crate::events::OomWatch;
 use crate::{
     cpu_quota_us, cpu_shares_v1, cpuset, job_name_pid, kill_pids, pid_alive, rmdir_retry,
-    wait_until, CgroupError, Limits, MemoryPolicy, Sample, Source, Usage, SETTLE_TIMEOUT,
+    wait_until, CgroupError, CgroupOptions, MemoryPolicy, Resources, Sample, Source, Usage,
+    SETTLE_TIMEOUT,
 };
+use jobcell_spec::FILE_LIMITS;
+
+/// The memory controller's one soft limit (the reclaim target under host memory pressure).
+const SOFT_LIMIT: &str = "memory.soft_limit_in_bytes";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub(crate) enum Ctrl {
@@ -37,13 +42,13 @@ impl Ctrl {
     const ALWAYS: [Ctrl; 3] = [Ctrl::Memory, Ctrl::Cpu, Ctrl::Pids];
 
     /// The controllers a job with these limits gets a cgroup in: [`Ctrl::ALWAYS`], cpuacct and
-    /// freezer unless left out, blkio and cpuset when limited.
-    fn wanted(l: &Limits) -> Vec<Ctrl> {
+    /// freezer unless left out, blkio, cpuset and those of `FILE_LIMITS` rows when limited.
+    fn wanted(l: &Resources, o: CgroupOptions) -> Vec<Ctrl> {
         let mut w = Ctrl::ALWAYS.to_vec();
-        if !l.v1_without_cpuacct {
+        if !o.v1_without_cpuacct {
             w.push(Ctrl::Cpuacct);
         }
-        if !l.v1_without_freezer {
+        if !o.v1_without_freezer {
             w.push(Ctrl::Freezer);
         }
         if l.io_weight.is_some() {
@@ -52,7 +57,18 @@ impl Ctrl {
         if l.cpuset.is_some() {
             w.push(Ctrl::Cpuset);
         }
+        for f in FILE_LIMITS.iter().filter(|f| (f.get)(l).is_some()) {
+            match Ctrl::of_file(f.v1) {
+                Some(c) if !w.contains(&c) => w.push(c),
+                _ => {}
+            }
+        }
         w
+    }
+    /// The controller whose interface file `file` is (`pids.max` → pids).
+    fn of_file(file: &str) -> Option<Ctrl> {
+        let prefix = file.split_once('.')?.0;
+        Ctrl::ALL.into_iter().find(|c| c.name() == prefix)
     }
     fn name(self) -> &'static str {
         match self {
@@ -223,7 +239,7 @@ impl Root {
             ));
         }
         // Every hierarchy a job may use (the default limits leave none out).
-        let used = Ctrl::wanted(&Limits::default());
+        let used = Ctrl::wanted(&Resources::default(), CgroupOptions::default());
         for h in hiers.iter().filter(|h| used.iter().any(|c| h.has(*c))) {
             crate::check_creatable(&h.parent_path, &h.mount)?;
         }
@@ -259,9 +275,13 @@ impl Root {
 
     /// The parent in every hierarchy a job with limits `l` gets a cgroup in, opened (and made)
     /// now, as descriptors of their own.
-    pub(crate) fn parent_fds(&self, l: &Limits) -> Result<Vec<std::os::fd::OwnedFd>, CgroupError> {
+    pub(crate) fn parent_fds(
+        &self,
+        l: &Resources,
+        o: CgroupOptions,
+    ) -> Result<Vec<std::os::fd::OwnedFd>, CgroupError> {
         use std::os::fd::FromRawFd;
-        let wanted = Ctrl::wanted(l);
+        let wanted = Ctrl::wanted(l, o);
         let mut out = Vec::with_capacity(self.hiers.len());
         for h in self
             .hiers
@@ -305,10 +325,11 @@ impl Root {
     pub(crate) fn create(
         &self,
         name: &str,
-        l: &Limits,
+        l: &Resources,
+        o: CgroupOptions,
         warnings: &mut Vec<String>,
     ) -> Result<Job, CgroupError> {
-        let wanted = Ctrl::wanted(l);
+        let wanted = Ctrl::wanted(l, o);
         // Which hierarchies, in order; refuse limits whose controller is missing.
         let mut idx: Vec<usize> = Vec::new();
         for c in &wanted {
@@ -322,10 +343,11 @@ impl Root {
                     let required = match c {
                         Ctrl::Memory => l.memory.is_some() || l.swap.is_some(),
                         Ctrl::Cpu => l.cpus.is_some() || l.cpu_limit.is_some(),
-                        Ctrl::Pids => l.pids.is_some(),
                         Ctrl::Cpuset => true,
                         _ => false,
-                    };
+                    } || FILE_LIMITS
+                        .iter()
+                        .any(|f| (f.get)(l).is_some() && Ctrl::of_file(f.v1) == Some(*c));
                     if required {
                         return Err(CgroupError::unsupported(
                             c.name(),
@@ -510,7 +532,7 @@ impl Job {
 
     fn apply(
         &self,
-        l: &Limits,
+        l: &Resources,
         cpus: Option<&str>,
         warnings: &mut Vec<String>,
     ) -> Result<(), CgroupError> {
@@ -518,9 +540,7 @@ impl Job {
             if let Some(bytes) = l.memory {
                 match l.memory_policy {
                     MemoryPolicy::Hard => m.write("memory.limit_in_bytes", &bytes.to_string())?,
-                    MemoryPolicy::Soft => {
-                        m.write("memory.soft_limit_in_bytes", &bytes.to_string())?
-                    }
+                    MemoryPolicy::Soft => m.write(SOFT_LIMIT, &bytes.to_string())?,
                     MemoryPolicy::None => {}
                 }
             }
@@ -552,8 +572,19 @@ impl Job {
                 c.write("cpu.cfs_quota_us", &cpu_quota_us(n).to_string())?;
             }
         }
-        if let (Some(p), Some(n)) = (self.dir(Ctrl::Pids), l.pids) {
-            p.write("pids.max", &n.to_string())?;
+        // v1 has one soft limit: a row writing it too (memory_high) must not raise a soft
+        // --memory, the size the job was given, so the lower of the two stays.
+        let soft = (l.memory_policy == MemoryPolicy::Soft)
+            .then_some(l.memory)
+            .flatten();
+        for f in FILE_LIMITS {
+            let Some(mut n) = (f.get)(l) else { continue };
+            if f.v1 == SOFT_LIMIT {
+                n = soft.map_or(n, |s| s.min(n));
+            }
+            if let Some(d) = Ctrl::of_file(f.v1).and_then(|c| self.dir(c)) {
+                d.write(f.v1, &n.to_string())?;
+            }
         }
         if let (Some(b), Some(w)) = (self.dir(Ctrl::Blkio), l.io_weight) {
             if b.has("blkio.bfq.weight") {

@@ -10,9 +10,10 @@ use crate::dir::{keyed, single, Dir};
 use crate::events::{parse_pressure, OomWatch, Pressure, PressureKind, PressureTrigger};
 use crate::{
     cpu_quota_us, cpu_weight_v2, cpuset, job_name_pid, kill_pids, pid_alive, rmdir_retry,
-    wait_until, CgroupError, Limits, MemoryPolicy, Sample, Source, Usage, CFS_PERIOD_US,
+    wait_until, CgroupError, MemoryPolicy, Resources, Sample, Source, Usage, CFS_PERIOD_US,
     SETTLE_TIMEOUT,
 };
+use jobcell_spec::FILE_LIMITS;
 
 /// Controllers enabled for every job where available (io too: on v2 it is one directory either
 /// way, and it gives io.stat byte counts for every job).
@@ -281,7 +282,7 @@ impl Root {
     pub(crate) fn create(
         &self,
         name: &str,
-        l: &Limits,
+        l: &Resources,
         warnings: &mut Vec<String>,
     ) -> Result<Job, CgroupError> {
         let cpus = match &l.cpuset {
@@ -498,7 +499,7 @@ impl Job {
 
     fn apply(
         &self,
-        l: &Limits,
+        l: &Resources,
         cpus: Option<&str>,
         io: Option<u16>,
         warnings: &mut Vec<String>,
@@ -536,8 +537,10 @@ impl Job {
                 );
             }
         }
-        if let Some(n) = l.pids {
-            d.write("pids.max", &n.to_string())?;
+        for f in FILE_LIMITS {
+            if let Some(n) = (f.get)(l) {
+                d.write(f.v2, &n.to_string())?;
+            }
         }
         if let Some(w) = io {
             let mut done = false;

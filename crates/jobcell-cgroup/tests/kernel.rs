@@ -12,8 +12,8 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use jobcell_cgroup::{
-    job_cgroup_name, CgroupError, CgroupRoot, JobCgroup, Limits, MemoryPolicy, PressureKind,
-    Source, Version,
+    job_cgroup_name, CgroupError, CgroupOptions, CgroupRoot, JobCgroup, MemoryPolicy, PressureKind,
+    Resources, Source, Version,
 };
 
 const MIB: u64 = 1 << 20;
@@ -146,15 +146,19 @@ fn left_out_v1_hierarchies_get_no_cgroup() {
         })
     };
     let full = root
-        .create(&job_cgroup_name("full"), &Limits::default())
+        .create(
+            &job_cgroup_name("full"),
+            &Resources::default(),
+            CgroupOptions::default(),
+        )
         .expect("create");
     let lean = root
         .create(
             &job_cgroup_name("lean"),
-            &Limits {
+            &Resources::default(),
+            CgroupOptions {
                 v1_without_freezer: true,
                 v1_without_cpuacct: true,
-                ..Limits::default()
             },
         )
         .expect("create");
@@ -184,13 +188,76 @@ fn left_out_v1_hierarchies_get_no_cgroup() {
     lean.remove().expect("remove");
 }
 
+/// `memory_high` is the v2 throttle `memory.high`; v1 has none and gets the soft limit, which a
+/// soft `memory` writes too (`memory.soft_limit_in_bytes`): the lower of the two stays.
+#[test]
+fn memory_high_is_the_v2_throttle_or_the_v1_soft_limit() {
+    let Some(env) = setup("memory_high_is_the_v2_throttle_or_the_v1_soft_limit") else {
+        return;
+    };
+    let root = env.root();
+    let hard = Resources {
+        memory: Some(128 * MIB),
+        memory_high: Some(64 * MIB),
+        ..Resources::default()
+    };
+    let soft = Resources {
+        memory: Some(96 * MIB),
+        memory_policy: MemoryPolicy::Soft,
+        memory_high: Some(48 * MIB),
+        ..Resources::default()
+    };
+    // Above a soft memory: on v1 the soft limit must stay at `memory`, not rise.
+    let above = Resources {
+        memory_high: Some(1024 * MIB),
+        ..soft.clone()
+    };
+    for (tag, r) in [
+        ("high-hard", &hard),
+        ("high-soft", &soft),
+        ("high-above", &above),
+    ] {
+        let job = root
+            .create(&job_cgroup_name(tag), r, CgroupOptions::default())
+            .expect("create");
+        let read = |file: &str| -> Option<String> {
+            job.paths()
+                .iter()
+                .find_map(|p| std::fs::read_to_string(p.join(file)).ok())
+                .map(|s| s.trim().to_string())
+        };
+        let high = r.memory_high.unwrap().to_string();
+        let memory = r.memory.unwrap().to_string();
+        match (root.version(), r.memory_policy) {
+            (Version::V1, MemoryPolicy::Hard) => {
+                assert_eq!(read("memory.soft_limit_in_bytes").unwrap(), high, "{tag}");
+                assert_eq!(read("memory.limit_in_bytes").unwrap(), memory, "{tag}");
+            }
+            (Version::V1, _) => {
+                let lower = r.memory_high.min(r.memory).unwrap().to_string();
+                assert_eq!(read("memory.soft_limit_in_bytes").unwrap(), lower, "{tag}");
+            }
+            (Version::V2, MemoryPolicy::Hard) => {
+                assert_eq!(read("memory.high").unwrap(), high, "{tag}");
+                assert_eq!(read("memory.max").unwrap(), memory, "{tag}");
+            }
+            (Version::V2, _) => {
+                assert_eq!(read("memory.high").unwrap(), high, "{tag}");
+                assert_eq!(read("memory.low").unwrap(), memory, "{tag}");
+            }
+        }
+        assert!(job.warnings().is_empty(), "{tag}: {:?}", job.warnings());
+        job.remove().expect("remove");
+    }
+}
+
 #[test]
 fn limits_are_written_where_they_belong() {
     let Some(env) = setup("limits_are_written_where_they_belong") else {
         return;
     };
     let root = env.root();
-    let l = Limits {
+    let l = Resources {
         cpus: Some(2.0),
         cpu_limit: Some(1.5),
         cpuset: Some("0".into()),
@@ -199,9 +266,11 @@ fn limits_are_written_where_they_belong() {
         swap: Some(0),
         pids: Some(100),
         io_weight: Some(200),
-        ..Limits::default()
+        ..Resources::default()
     };
-    let job = root.create(&job_cgroup_name("limits"), &l).expect("create");
+    let job = root
+        .create(&job_cgroup_name("limits"), &l, CgroupOptions::default())
+        .expect("create");
     eprintln!("warnings: {:?}", job.warnings());
     let read = |file: &str| -> Option<String> {
         job.paths()
@@ -256,15 +325,21 @@ fn oom_hard_limit_kills_reports_event_and_spares_others() {
         return;
     };
     let root = env.root();
-    let hard = Limits {
+    let hard = Resources {
         memory: Some(64 * MIB),
         swap: Some(0),
         pids: Some(64),
         ..Default::default()
     };
-    let job = root.create(&job_cgroup_name("oom"), &hard).expect("create");
+    let job = root
+        .create(&job_cgroup_name("oom"), &hard, CgroupOptions::default())
+        .expect("create");
     let other = root
-        .create(&job_cgroup_name("bystander"), &hard)
+        .create(
+            &job_cgroup_name("bystander"),
+            &hard,
+            CgroupOptions::default(),
+        )
         .expect("create bystander");
     let mut bystander = spawn_in(&other, &["sleep", "60000"]);
     let watch = job.oom_watch().expect("oom_watch");
@@ -323,13 +398,13 @@ fn soft_limit_lets_hog_finish_with_free_memory() {
         eprintln!("SKIPPED: soft limit test: less than 512 MiB available on the host");
         return;
     }
-    let soft = Limits {
+    let soft = Resources {
         memory: Some(64 * MIB),
         memory_policy: MemoryPolicy::Soft,
         ..Default::default()
     };
     let job = root
-        .create(&job_cgroup_name("soft"), &soft)
+        .create(&job_cgroup_name("soft"), &soft, CgroupOptions::default())
         .expect("create");
     let hog = spawn_in(&job, &["hog", "192"]);
     let out = hog.wait_with_output().expect("wait");
@@ -359,10 +434,11 @@ fn open_existing_job_cgroup() {
     let job = root
         .create(
             &name,
-            &Limits {
+            &Resources {
                 pids: Some(10),
                 ..Default::default()
             },
+            CgroupOptions::default(),
         )
         .unwrap();
     let mut c = spawn_in(&job, &["sleep", "60000"]);
@@ -389,19 +465,21 @@ fn cpu_weights_share_one_cpu_1_to_3() {
     let a = root
         .create(
             &job_cgroup_name("w1"),
-            &Limits {
+            &Resources {
                 cpus: Some(1.0),
                 ..Default::default()
             },
+            CgroupOptions::default(),
         )
         .unwrap();
     let b = root
         .create(
             &job_cgroup_name("w3"),
-            &Limits {
+            &Resources {
                 cpus: Some(3.0),
                 ..Default::default()
             },
+            CgroupOptions::default(),
         )
         .unwrap();
     // Both spin until killed; compare the CPU time each got over the same window after both
@@ -446,10 +524,11 @@ fn shared_mapping_is_counted_once() {
     let job = root
         .create(
             &job_cgroup_name("shm"),
-            &Limits {
+            &Resources {
                 memory_policy: MemoryPolicy::None,
                 ..Default::default()
             },
+            CgroupOptions::default(),
         )
         .unwrap();
     let mut c = spawn_in(&job, &["shm", "256", "8", "300"]);
@@ -494,10 +573,11 @@ fn fork_bomb_stops_at_pids_limit_and_kill_empties() {
     let job = root
         .create(
             &job_cgroup_name("bomb"),
-            &Limits {
+            &Resources {
                 pids: Some(32),
                 ..Default::default()
             },
+            CgroupOptions::default(),
         )
         .unwrap();
     let mut bomb = spawn_in(&job, &["forkbomb"]);
@@ -534,7 +614,11 @@ fn freeze_stops_cpu_and_thaw_resumes() {
     };
     let root = env.root();
     let job = root
-        .create(&job_cgroup_name("freeze"), &Limits::default())
+        .create(
+            &job_cgroup_name("freeze"),
+            &Resources::default(),
+            CgroupOptions::default(),
+        )
         .unwrap();
     let mut spin = spawn_in(&job, &["spin", "-1", "0"]);
     std::thread::sleep(Duration::from_millis(300));
@@ -578,7 +662,7 @@ fn hundred_create_remove_cycles_leave_nothing() {
         return;
     };
     let root = env.root();
-    let l = Limits {
+    let l = Resources {
         cpus: Some(1.0),
         memory: Some(256 * MIB),
         pids: Some(64),
@@ -586,7 +670,11 @@ fn hundred_create_remove_cycles_leave_nothing() {
     };
     for i in 0..100 {
         let job = root
-            .create(&job_cgroup_name(&format!("cycle{i}")), &l)
+            .create(
+                &job_cgroup_name(&format!("cycle{i}")),
+                &l,
+                CgroupOptions::default(),
+            )
             .unwrap();
         let mut c = spawn_in(&job, &["exit", "0"]);
         // Every other job is removed while its process may still run.
@@ -623,10 +711,16 @@ fn gc_removes_stale_empty_cgroups_only() {
     let stale = format!("job-{dead}-gcstale");
     let live = job_cgroup_name("gclive");
     let busy = format!("job-{dead}-gcbusy");
-    root.create(&stale, &Limits::default()).unwrap().leak();
-    let live_job = root.create(&live, &Limits::default()).unwrap();
+    root.create(&stale, &Resources::default(), CgroupOptions::default())
+        .unwrap()
+        .leak();
+    let live_job = root
+        .create(&live, &Resources::default(), CgroupOptions::default())
+        .unwrap();
     // Dead launcher pid but still holding a process: must be kept.
-    let busy_job = root.create(&busy, &Limits::default()).unwrap();
+    let busy_job = root
+        .create(&busy, &Resources::default(), CgroupOptions::default())
+        .unwrap();
     let mut sleeper = spawn_in(&busy_job, &["sleep", "60000"]);
 
     let removed = root.gc_stale().expect("gc");
@@ -657,10 +751,11 @@ fn bad_inputs_fail_clearly_and_create_nothing() {
     let e = root
         .create(
             &name,
-            &Limits {
+            &Resources {
                 cpuset: Some("0-4000".into()),
                 ..Default::default()
             },
+            CgroupOptions::default(),
         )
         .unwrap_err();
     eprintln!("error: {e}");
@@ -676,32 +771,24 @@ fn bad_inputs_fail_clearly_and_create_nothing() {
     );
     assert!(e.to_string().contains("not in the parent"), "{e}");
     assert!(exists_anywhere(root, &name).is_empty());
-    let e = root
+    assert!(root
+        .create("../escape", &Resources::default(), CgroupOptions::default())
+        .is_err());
+    assert!(root
         .create(
-            &name,
-            &Limits {
-                cpuset: Some("1-0".into()),
-                ..Default::default()
-            },
+            "memory.max",
+            &Resources::default(),
+            CgroupOptions::default()
         )
-        .unwrap_err();
-    assert!(e.to_string().contains("cpuset"), "{e}");
-    let e = root
-        .create(
-            &name,
-            &Limits {
-                cpus: Some(f64::NAN),
-                ..Default::default()
-            },
-        )
-        .unwrap_err();
-    assert!(e.to_string().contains("cpus"), "{e}");
-    assert!(root.create("../escape", &Limits::default()).is_err());
-    assert!(root.create("memory.max", &Limits::default()).is_err());
+        .is_err());
     assert!(exists_anywhere(root, &name).is_empty());
     // An existing name is refused and the existing cgroup is not touched.
-    let job = root.create(&name, &Limits::default()).unwrap();
-    let e = root.create(&name, &Limits::default()).unwrap_err();
+    let job = root
+        .create(&name, &Resources::default(), CgroupOptions::default())
+        .unwrap();
+    let e = root
+        .create(&name, &Resources::default(), CgroupOptions::default())
+        .unwrap_err();
     assert!(matches!(e, CgroupError::Exists(_)), "{e:?}");
     assert!(job.paths().iter().all(|p| p.exists()));
     job.remove().unwrap();
@@ -715,7 +802,11 @@ fn memory_pressure_is_v2_only() {
     };
     let root = env.root();
     let job = root
-        .create(&job_cgroup_name("psi"), &Limits::default())
+        .create(
+            &job_cgroup_name("psi"),
+            &Resources::default(),
+            CgroupOptions::default(),
+        )
         .unwrap();
     match root.version() {
         Version::V1 => {
@@ -761,7 +852,11 @@ fn clone_into_cgroup_places_child_before_exec() {
     };
     let root = env.root();
     let job = root
-        .create(&job_cgroup_name("clone3"), &Limits::default())
+        .create(
+            &job_cgroup_name("clone3"),
+            &Resources::default(),
+            CgroupOptions::default(),
+        )
         .unwrap();
     let Some(fd) = job.clone_into_fd() else {
         eprintln!("SKIPPED: clone3(CLONE_INTO_CGROUP): cgroup v1 (attach is used instead)");
@@ -838,7 +933,11 @@ fn stats_serialise_with_sources() {
     };
     let root = env.root();
     let job = root
-        .create(&job_cgroup_name("json"), &Limits::default())
+        .create(
+            &job_cgroup_name("json"),
+            &Resources::default(),
+            CgroupOptions::default(),
+        )
         .unwrap();
     let out = spawn_in(&job, &["hog", "16"]).wait_with_output().unwrap();
     assert!(out.status.success());
@@ -874,7 +973,9 @@ fn drop_without_remove_cleans_up() {
     let name = job_cgroup_name("drop");
     let mut c;
     {
-        let job = root.create(&name, &Limits::default()).unwrap();
+        let job = root
+            .create(&name, &Resources::default(), CgroupOptions::default())
+            .unwrap();
         c = spawn_in(&job, &["sleep", "60000"]);
     }
     assert!(
@@ -901,10 +1002,11 @@ fn parents_are_recreated_after_removal() {
     let job = root
         .create(
             &job_cgroup_name("recreate"),
-            &Limits {
+            &Resources {
                 pids: Some(10),
                 ..Default::default()
             },
+            CgroupOptions::default(),
         )
         .expect("create after the parent was removed");
     assert!(job.paths().iter().all(|p| p.exists()));
@@ -929,10 +1031,11 @@ fn parent_override_is_used() {
     let job = root
         .create(
             &job_cgroup_name("ovr"),
-            &Limits {
+            &Resources {
                 memory: Some(64 * MIB),
                 ..Default::default()
             },
+            CgroupOptions::default(),
         )
         .expect("create under override");
     assert!(job.paths()[0].starts_with(&over));

@@ -5,6 +5,7 @@
 //! launcher creates anything.
 
 mod config;
+mod resources;
 mod size;
 mod spec;
 pub mod submit;
@@ -13,8 +14,11 @@ pub use config::{
     with_job_uids, Config, ConfigError, ImportConfig, LimitsConfig, ScratchConfig, UidRange,
     DEFAULT_CONFIG_PATH, DEFAULT_JOB_UIDS, DEFAULT_SCRATCH_DISK,
 };
+pub use resources::{
+    parse_cpu_list, FileLimit, MemoryPolicy, ResourceError, Resources, DEFAULT_PIDS, FILE_LIMITS,
+};
 pub use size::{format_size, parse_condor_size, parse_size, SizeError, Unit};
 pub use spec::{
-    clean_abs_path, parse_bind, parse_env, DevMode, JobSpec, MemoryPolicy, MountSpec, NetMode,
-    Resources, SpecError, UserSpec, DEFAULT_PIDS, DEFAULT_PRIVATE_DIRS,
+    clean_abs_path, parse_bind, parse_env, DevMode, JobSpec, MountSpec, NetMode, SpecError,
+    UserSpec, DEFAULT_PRIVATE_DIRS,
 };

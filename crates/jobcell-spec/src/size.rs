@@ -26,7 +26,8 @@ pub enum Unit {
 }
 
 impl Unit {
-    fn factor(self) -> u64 {
+    /// Bytes in one of this unit.
+    pub fn factor(self) -> u64 {
         match self {
             Unit::Bytes => 1,
             Unit::KiB => 1 << 10,

@@ -4,6 +4,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::resources::{ResourceError, Resources};
+
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum SpecError {
     #[error("no command given (usage: jobcell run [OPTIONS] -- COMMAND [ARGS...])")]
@@ -18,18 +20,12 @@ pub enum SpecError {
     BadEnv(String),
     #[error("--user '{0}' is empty")]
     EmptyUser(String),
-    #[error("--{0} {1} must be a number greater than 0")]
-    BadCpus(&'static str, String),
-    #[error("--pids {0} must be at least 1")]
-    BadPids(u64),
-    #[error("--io-weight {0} must be between 1 and 10000")]
-    BadIoWeight(u16),
+    #[error(transparent)]
+    Resources(#[from] ResourceError),
     #[error("private dir '{0}' is listed twice")]
     DuplicatePrivate(String),
     #[error("--private {0}: a job cannot get a private {0}, it needs the system's own")]
     SystemPrivate(String),
-    #[error("--{0} must be at least 1 byte")]
-    ZeroSize(&'static str),
 }
 
 /// Who the job runs as.
@@ -88,70 +84,6 @@ pub enum NetMode {
     Host,
     /// A private network namespace with only a loopback interface.
     None,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum MemoryPolicy {
-    #[default]
-    Hard,
-    Soft,
-    None,
-}
-
-impl std::str::FromStr for MemoryPolicy {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "hard" => Ok(Self::Hard),
-            "soft" => Ok(Self::Soft),
-            "none" => Ok(Self::None),
-            _ => Err(format!(
-                "memory policy '{s}' is not one of hard, soft, none"
-            )),
-        }
-    }
-}
-
-/// What the job may use; applied through its cgroup.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Resources {
-    pub cpus: Option<f64>,
-    pub cpu_limit: Option<f64>,
-    pub cpuset: Option<String>,
-    pub memory: Option<u64>,
-    pub memory_policy: MemoryPolicy,
-    pub swap: Option<u64>,
-    pub pids: Option<u64>,
-    pub io_weight: Option<u16>,
-    /// Bytes the job may write in its scratch (request_disk): a filesystem of that size of
-    /// its own, so a full one is ENOSPC inside the job and never a full host disk.
-    #[serde(default)]
-    pub disk: Option<u64>,
-    /// The node's bound on scratch (`[scratch] disk`) for a job without `disk`: its scratch
-    /// dir is a subvolume of the scratch pool that may hold at most this many bytes.
-    #[serde(default)]
-    pub scratch_bound: Option<u64>,
-}
-
-/// A finite default: a fork bomb stops here, and real jobs (threads count too) rarely come near.
-pub const DEFAULT_PIDS: u64 = 4096;
-
-impl Default for Resources {
-    fn default() -> Self {
-        Resources {
-            cpus: None,
-            cpu_limit: None,
-            cpuset: None,
-            memory: None,
-            memory_policy: MemoryPolicy::Hard,
-            swap: None,
-            pids: Some(DEFAULT_PIDS),
-            io_weight: None,
-            disk: None,
-            scratch_bound: None,
-        }
-    }
 }
 
 /// Everything the launcher needs to run one job.
@@ -224,25 +156,7 @@ impl JobSpec {
                 return Err(SpecError::BadEnv(k.clone()));
             }
         }
-        let r = &self.resources;
-        for (v, name) in [(r.cpus, "cpus"), (r.cpu_limit, "cpu-limit")] {
-            if let Some(c) = v {
-                if !(c.is_finite() && c > 0.0) {
-                    return Err(SpecError::BadCpus(name, c.to_string()));
-                }
-            }
-        }
-        if r.pids == Some(0) {
-            return Err(SpecError::BadPids(0));
-        }
-        if let Some(w) = r.io_weight {
-            if !(1..=10000).contains(&w) {
-                return Err(SpecError::BadIoWeight(w));
-            }
-        }
-        if r.memory == Some(0) {
-            return Err(SpecError::ZeroSize("memory"));
-        }
+        self.resources.validate()?;
         Ok(())
     }
 }
@@ -360,13 +274,10 @@ mod tests {
         }
         let mut s = JobSpec::new(vec!["true".into()]);
         s.resources.cpus = Some(0.0);
-        assert!(matches!(s.validate(), Err(SpecError::BadCpus("cpus", _))));
-        let mut s = JobSpec::new(vec!["true".into()]);
-        s.resources.cpus = Some(f64::NAN);
-        assert!(s.validate().is_err());
-        let mut s = JobSpec::new(vec!["true".into()]);
-        s.resources.pids = Some(0);
-        assert!(s.validate().is_err());
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::Resources(ResourceError::BadCpus("cpus", _)))
+        ));
         let mut s = JobSpec::new(vec!["true".into()]);
         assert_eq!(s.validate(), Ok(()));
     }

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use jobcell_spec::{
-    parse_bind, parse_env, parse_size, DevMode, JobSpec, MemoryPolicy, NetMode, Unit,
+    parse_bind, parse_env, parse_size, DevMode, FileLimit, JobSpec, MemoryPolicy, NetMode, Unit,
 };
 
 #[derive(Args, Debug, Clone)]
@@ -58,6 +58,10 @@ pub struct JobOpts {
     /// Swap the job may use on top of --memory (bare numbers are MiB).
     #[arg(long, value_name = "SIZE")]
     pub swap: Option<String>,
+    /// Throttle and reclaim the job's memory above this, without killing it (bare numbers are
+    /// MiB; v2 memory.high, v1 memory.soft_limit_in_bytes).
+    #[arg(long, value_name = "SIZE")]
+    pub memory_high: Option<String>,
     /// Most processes and threads the job may have at once.
     #[arg(long, value_name = "N")]
     pub pids: Option<u64>,
@@ -138,6 +142,13 @@ impl JobOpts {
             r.pids = self.pids;
         }
         r.io_weight = self.io_weight;
+        // Options that are rows of FILE_LIMITS.
+        for (field, value) in [("memory_high", &self.memory_high)] {
+            if let Some(v) = value {
+                let row = FileLimit::by_field(field).expect("a FILE_LIMITS row");
+                row.parse_into(r, v)?;
+            }
+        }
         if let Some(d) = &self.disk {
             r.disk = Some(parse_size(d, Unit::KiB).with_context(|| format!("--disk {d}"))?);
         }

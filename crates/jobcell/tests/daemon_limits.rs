@@ -272,6 +272,140 @@ fn a_users_job_without_a_pids_limit_gets_the_nodes_default() {
     d.wait_idle(Duration::from_secs(30));
 }
 
+/// `memory_high` reaches a user's job cgroup the same way from the JSON API (`memory_high`), the
+/// CLI (`--memory-high`) and a submit file (`jobcell_memory_high`): v2 `memory.high`, v1
+/// `memory.soft_limit_in_bytes` (v1 has no throttle).
+#[test]
+fn memory_high_reaches_the_job_cgroup_from_the_api_the_cli_and_a_submit_file() {
+    if !root_or_skip("memory_high_reaches_the_job_cgroup_from_the_api_the_cli_and_a_submit_file") {
+        return;
+    }
+    let Some(user) = test_user() else {
+        eprintln!("SKIPPED: memory_high: cannot create a test user");
+        return;
+    };
+    let _g = serial();
+    let d = Daemon::start_with_config(&["--cpus", "2", "--memory", "1G"], Some(CONFIG));
+    const HIGH: u64 = 32 << 20;
+    let body = spec_json(user.0, &["/bin/sleep", "30"], |v| {
+        v["resources"]["memory_high"] = json!(HIGH)
+    });
+    let (code, msg) = raw_as(&d.sock, user, "POST", "/v1/jobs", &body);
+    assert_eq!(code, 201, "{msg}");
+    let o = d.cli_as(
+        Some(user),
+        &[
+            "submit",
+            "--cpus",
+            "0.1",
+            "--memory",
+            "64",
+            "--memory-high",
+            "32M",
+            "--",
+            "/bin/sleep",
+            "30",
+        ],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let work = TempDir::new_in("/tmp");
+    let o = d.cli_in(
+        work.path(),
+        Some(user),
+        &[],
+        &["submit", "-"],
+        Some("executable = /bin/sleep\narguments = 30\nrequest_cpus = 0.1\nrequest_memory = 64\njobcell_memory_high = 32\nqueue\n"),
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let ids: Vec<u64> = d.all_jobs().iter().map(|j| j.id).collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    let file = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "memory.high"
+    } else {
+        "memory.soft_limit_in_bytes"
+    };
+    for id in ids {
+        d.wait_state(id, State::Running, Duration::from_secs(20));
+        let f = job_cgroup_file(&d, id, "memory", file).expect("a memory cgroup");
+        let t = Instant::now();
+        let procs = f.with_file_name("cgroup.procs");
+        while std::fs::read_to_string(&procs).map_or(true, |p| p.trim().is_empty()) {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "job {id} never joined"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let high = std::fs::read_to_string(&f).unwrap();
+        eprintln!("job {id}: {} = {}", f.display(), high.trim());
+        assert_eq!(high.trim(), HIGH.to_string(), "job {id}: {file}");
+        assert!(d.cli(&["rm", &id.to_string()]).status.success());
+    }
+    let ad = d.ad(3);
+    assert_eq!(
+        ad.get("JobcellMemoryHigh").map(String::as_str),
+        Some("33554432"),
+        "{ad:?}"
+    );
+    d.wait_idle(Duration::from_secs(30));
+}
+
+/// On v1 `--memory-high` and a soft `--memory` are the same file (`memory.soft_limit_in_bytes`,
+/// the reclaim target under host memory pressure): a user with the soft policy open must not
+/// raise it past `--memory`, the size the node reserved, by asking for a huge memory_high.
+#[test]
+fn memory_high_cannot_lift_a_users_soft_memory_limit() {
+    if !root_or_skip("memory_high_cannot_lift_a_users_soft_memory_limit") {
+        return;
+    }
+    let Some(user) = test_user() else {
+        eprintln!("SKIPPED: memory_high soft: cannot create a test user");
+        return;
+    };
+    let _g = serial();
+    let config = format!("{CONFIG}user_memory_policies = [\"hard\", \"soft\"]\n");
+    let d = Daemon::start_with_config(&["--cpus", "2", "--memory", "1G"], Some(&config));
+    let o = d.cli_as(
+        Some(user),
+        &[
+            "submit",
+            "--cpus",
+            "0.1",
+            "--memory",
+            "64",
+            "--memory-policy",
+            "soft",
+            "--memory-high",
+            "100G",
+            "--",
+            "/bin/sleep",
+            "30",
+        ],
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    d.wait_state(1, State::Running, Duration::from_secs(20));
+    let file = if Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+        "memory.low"
+    } else {
+        "memory.soft_limit_in_bytes"
+    };
+    let f = job_cgroup_file(&d, 1, "memory", file).expect("a memory cgroup");
+    let t = Instant::now();
+    let procs = f.with_file_name("cgroup.procs");
+    while std::fs::read_to_string(&procs).map_or(true, |p| p.trim().is_empty()) {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "the job never joined"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let soft = std::fs::read_to_string(&f).unwrap();
+    eprintln!("{} = {}", f.display(), soft.trim());
+    assert_eq!(soft.trim(), (64u64 << 20).to_string(), "{file}");
+    assert!(d.cli(&["rm", "1"]).status.success());
+    d.wait_idle(Duration::from_secs(30));
+}
+
 #[test]
 fn a_users_job_never_writes_the_hosts_shared_tmp() {
     if !root_or_skip("a_users_job_never_writes_the_hosts_shared_tmp") {

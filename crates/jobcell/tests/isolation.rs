@@ -1432,6 +1432,14 @@ fn bad_input_is_125_with_one_line_and_nothing_created() {
             ],
             "missing-dst".into(),
         ),
+        (
+            vec!["--memory-high".into(), "0".into()],
+            "--memory-high".into(),
+        ),
+        (
+            vec!["--memory-high".into(), "lots".into()],
+            "--memory-high lots".into(),
+        ),
     ];
     for (opts, name) in cases {
         let out = Job::new(&base).opts(&opts).run(&["true"]);
@@ -1448,6 +1456,91 @@ fn bad_input_is_125_with_one_line_and_nothing_created() {
         .run(&["true"]);
     assert_eq!(out.code(), 125, "{out:?}");
     assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    t.assert_base_empty();
+}
+
+/// `--memory-high` reaches the job's cgroup: v2 `memory.high`, v1 (no throttle there)
+/// `memory.soft_limit_in_bytes`; the hard `--memory` stays as it was.
+#[test]
+fn memory_high_is_written_to_the_jobs_cgroup() {
+    if skip_unless_root() {
+        return;
+    }
+    let t = TestDir::new("memhigh");
+    let job = Job::new(&t.base())
+        .opts(["--memory", "128M", "--memory-high", "64M"])
+        .spawn_sh("sleep 30");
+    // Job cgroups are `job-<launcher pid>-...` in a `jobcell` child of this process's cgroup.
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap();
+    let (parent, high_file, max_file) = own
+        .lines()
+        .find_map(|l| {
+            let mut it = l.splitn(3, ':');
+            let (_, ctrls, path) = (it.next()?, it.next()?, it.next()?);
+            let rel = path.trim_start_matches('/');
+            if ctrls.split(',').any(|c| c == "memory") {
+                let dir = Path::new("/sys/fs/cgroup/memory").join(rel);
+                Some((dir, "memory.soft_limit_in_bytes", "memory.limit_in_bytes"))
+            } else if ctrls.is_empty() && Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+                Some((
+                    Path::new("/sys/fs/cgroup").join(rel),
+                    "memory.high",
+                    "memory.max",
+                ))
+            } else {
+                None
+            }
+        })
+        .expect("a memory cgroup of this process");
+    let prefix = format!("job-{}-", job.pid());
+    let t0 = Instant::now();
+    let cg = loop {
+        let found = std::fs::read_dir(parent.join("jobcell"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .unwrap()
+                    .to_string_lossy()
+                    .starts_with(&prefix)
+            })
+            .filter(|p| {
+                std::fs::read_to_string(p.join("cgroup.procs")).is_ok_and(|s| !s.trim().is_empty())
+            });
+        if let Some(p) = found {
+            break p;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "no job cgroup {prefix}* in {}",
+            parent.display()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let read = |f: &str| {
+        std::fs::read_to_string(cg.join(f))
+            .unwrap()
+            .trim()
+            .to_string()
+    };
+    assert_eq!(
+        read(high_file),
+        (64u64 << 20).to_string(),
+        "{}",
+        cg.display()
+    );
+    assert_eq!(
+        read(max_file),
+        (128u64 << 20).to_string(),
+        "{}",
+        cg.display()
+    );
+    job.signal(libc::SIGTERM);
+    let out = job.wait();
+    assert!(out.stderr.is_empty(), "{}", out.stderr);
+    assert!(!cg.exists(), "{} left behind", cg.display());
     t.assert_base_empty();
 }
 

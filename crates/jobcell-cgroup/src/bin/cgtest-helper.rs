@@ -189,13 +189,17 @@ fn delegated(args: &[String]) {
             return;
         }
     };
-    let limits = jobcell_cgroup::Limits {
+    let limits = jobcell_cgroup::Resources {
         memory: Some(64 * MIB as u64),
         pids: Some(50),
         ..Default::default()
     };
     let job = root
-        .create(&jobcell_cgroup::job_cgroup_name("deleg"), &limits)
+        .create(
+            &jobcell_cgroup::job_cgroup_name("deleg"),
+            &limits,
+            jobcell_cgroup::CgroupOptions::default(),
+        )
         .unwrap_or_else(|e| die(&format!("create: {e}")));
     let read = |file: &str| {
         job.paths()

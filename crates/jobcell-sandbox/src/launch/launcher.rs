@@ -9,8 +9,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use jobcell_cgroup::{CgroupError, CgroupRoot, JobCgroup, Limits, OomWatch, Usage, Version};
-use jobcell_spec::{JobSpec, MemoryPolicy, NetMode, Resources};
+use jobcell_cgroup::{CgroupError, CgroupOptions, CgroupRoot, JobCgroup, OomWatch, Usage, Version};
+use jobcell_spec::{JobSpec, NetMode};
 
 use crate::disk::{DiskError, ScratchDisk};
 use crate::identity::{self, Identity};
@@ -142,7 +142,7 @@ pub(super) struct Prepared<'a> {
     cgroup: Option<JobCgroup>,
     oom: Option<OomWatch>,
     hierarchy: Option<Hierarchy<'a>>,
-    job_limits: Limits,
+    cg_options: CgroupOptions,
     /// The root of a --disk filesystem mounted here (see [`SchedulerTask::own_scratch`]).
     own_disk_fd: Option<OwnedFd>,
     scratch_mount: Option<ScratchMount>,
@@ -173,11 +173,11 @@ fn make_scratch(
 fn make_cgroup(
     root: &CgroupRoot,
     name: &str,
-    limits: &Limits,
+    options: CgroupOptions,
     spec: &JobSpec,
     warnings: &mut Vec<String>,
 ) -> Result<(JobCgroup, Option<OomWatch>), LaunchError> {
-    let cg = root.create(name, limits)?;
+    let cg = root.create(name, &spec.resources, options)?;
     warnings.extend(cg.warnings().iter().cloned());
     let oom = match spec.resources.memory {
         Some(_) => Some(cg.oom_watch()?),
@@ -256,7 +256,7 @@ pub(super) fn prepare<'a>(
     // Where the job's cgroup goes. Rootless, only when the caller names a cgroup it may
     // write (a delegated subtree); otherwise the job lives in the scheduler's cgroup.
     let hierarchy = if resolved.rootless && l.cgroup_root.is_none() && l.cgroup_parent.is_none() {
-        if explicit_limits(&spec.resources) {
+        if spec.resources.has_explicit_limits() {
             warnings.push("running rootless: no cgroup of jobcell's own, so limits come from the enclosing scheduler; usage is the kernel's accounting of the job's processes".into());
         }
         None
@@ -266,11 +266,10 @@ pub(super) fn prepare<'a>(
             None => Hierarchy::Detected(CgroupRoot::detect(l.cgroup_parent.as_deref())?),
         })
     };
-    let job_limits = Limits {
+    let cg_options = CgroupOptions {
         v1_without_freezer: !l.suspendable,
         // Without a report nothing reads it (see `usage`).
         v1_without_cpuacct: !l.usage,
-        ..limits(&spec.resources)
     };
     // v2 clones straight into the cgroup, so it must exist first. v1 attaches the init after
     // the clone, so its cgroup is made then, while the init does its mounts on the other core.
@@ -280,13 +279,13 @@ pub(super) fn prepare<'a>(
         .map(Hierarchy::root)
         .filter(|r| r.version() == Version::V2)
     {
-        let (cg, o) = make_cgroup(root, &name, &job_limits, spec, warnings)?;
+        let (cg, o) = make_cgroup(root, &name, cg_options, spec, warnings)?;
         (cgroup, oom) = (Some(cg), o);
     }
     // v1: the job moves itself into its cgroup once it exists (see join_self: far cheaper
     // than our writing its pid), through the hierarchies' parents opened now.
     let join_dirs = match &hierarchy {
-        Some(h) if cgroup.is_none() => h.root().self_join_dirs(&job_limits)?,
+        Some(h) if cgroup.is_none() => h.root().self_join_dirs(&spec.resources, cg_options)?,
         _ => Vec::new(),
     };
     Ok(Prepared {
@@ -300,7 +299,7 @@ pub(super) fn prepare<'a>(
         cgroup,
         oom,
         hierarchy,
-        job_limits,
+        cg_options,
         own_disk_fd,
         scratch_mount,
         disk,
@@ -534,7 +533,7 @@ pub(super) fn release(
     tl.mark("scratch created");
     crash_point("scratch");
     if let (None, Some(root)) = (&h.cgroup, h.hierarchy.as_ref().map(Hierarchy::root)) {
-        let (cg, o) = make_cgroup(root, &h.name, &h.job_limits, spec, &mut h.resolved.warnings)?;
+        let (cg, o) = make_cgroup(root, &h.name, h.cg_options, spec, &mut h.resolved.warnings)?;
         (h.cgroup, h.oom) = (Some(cg), o);
     }
     tl.mark("cgroup created");
@@ -934,34 +933,6 @@ fn say_oom(spec: &JobSpec) {
         "jobcell: the job went over its memory limit ({}) and was killed by the kernel's OOM killer",
         jobcell_spec::format_size(spec.resources.memory.unwrap_or(0))
     );
-}
-
-fn explicit_limits(r: &Resources) -> bool {
-    r.cpus.is_some()
-        || r.cpu_limit.is_some()
-        || r.cpuset.is_some()
-        || r.memory.is_some()
-        || r.swap.is_some()
-        || r.io_weight.is_some()
-}
-
-/// The spec's resources in the cgroup layer's terms.
-pub fn limits(r: &Resources) -> Limits {
-    Limits {
-        cpus: r.cpus,
-        cpu_limit: r.cpu_limit,
-        cpuset: r.cpuset.clone(),
-        memory: r.memory,
-        memory_policy: match r.memory_policy {
-            MemoryPolicy::Hard => jobcell_cgroup::MemoryPolicy::Hard,
-            MemoryPolicy::Soft => jobcell_cgroup::MemoryPolicy::Soft,
-            MemoryPolicy::None => jobcell_cgroup::MemoryPolicy::None,
-        },
-        swap: r.swap,
-        pids: r.pids,
-        io_weight: r.io_weight,
-        ..Limits::default()
-    }
 }
 
 fn namespaces(flags: libc::c_int) -> Vec<&'static str> {

@@ -43,7 +43,7 @@ mod os;
 
 use os::{Channels, SignalMask, Timeline};
 
-pub use launcher::{job_env, job_name, limits};
+pub use launcher::{job_env, job_name};
 
 #[derive(Debug, Error)]
 pub enum LaunchError {

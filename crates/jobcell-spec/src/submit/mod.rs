@@ -175,6 +175,10 @@ pub struct SubmitJob {
     pub request_memory: Option<u64>,
     /// KiB; `None`: HTCondor's default.
     pub request_disk: Option<u64>,
+    /// The `jobcell_*` commands of [`FILE_LIMITS`](crate::FILE_LIMITS) rows, by `Resources`
+    /// field: bytes or a count.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub limits: BTreeMap<&'static str, u64>,
     pub priority: i64,
     pub held: bool,
     /// From `jobcell_image` or a string `+RequestedChroot`.
@@ -246,6 +250,9 @@ impl SubmitJob {
         if let Some(i) = &self.image {
             ad.push(("JobcellImage".into(), q(i)));
         }
+        for (field, n) in &self.limits {
+            ad.push((format!("Jobcell{}", camel_case(field)), n.to_string()));
+        }
         if let Some(d) = self.allowed_job_duration {
             ad.push(("AllowedJobDuration".into(), d.to_string()));
         }
@@ -284,7 +291,8 @@ impl SubmitJob {
             .collect()
     }
 
-    /// The launcher's view of the job: argv, environment, cpus, memory and disk (bytes), image.
+    /// The launcher's view of the job: argv, environment, cpus, memory and disk (bytes), the
+    /// `jobcell_*` limits, image.
     /// Stdio, initialdir, priority and hold are the queue's business.
     pub fn to_job_spec(&self) -> JobSpec {
         let mut spec = JobSpec::new(self.argv.clone());
@@ -297,6 +305,11 @@ impl SubmitJob {
         spec.resources.memory = self.request_memory.map(|m| m << 20);
         // KiB -> bytes: the size of the job's scratch file system.
         spec.resources.disk = self.request_disk.map(|d| d << 10);
+        for (field, n) in &self.limits {
+            if let Some(f) = crate::FileLimit::by_field(field) {
+                (f.set)(&mut spec.resources, *n);
+            }
+        }
         spec.image = self.image.clone();
         spec
     }
@@ -307,6 +320,19 @@ impl SubmitJob {
 pub struct Submission {
     pub jobs: Vec<SubmitJob>,
     pub warnings: Vec<Warning>,
+}
+
+/// `memory_high` → `MemoryHigh`, as HTCondor spells attributes.
+fn camel_case(field: &str) -> String {
+    field
+        .split('_')
+        .map(|w| {
+            let mut c = w.chars();
+            c.next()
+                .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                .unwrap_or_default()
+        })
+        .collect()
 }
 
 /// Shell-style wildcard match (`*`, `?`), used for `getenv` lists; handy for [`SubmitEnv::glob`]

@@ -4,7 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::Path;
 
-use crate::{SizeError, Unit};
+use crate::{SizeError, Unit, FILE_LIMITS};
 
 use super::expand::{Def, Expander, Table};
 use super::quote::{parse_arguments, parse_environment};
@@ -210,7 +210,11 @@ fn command_name(lower: &str) -> Option<&'static str> {
         "universe" => "universe",
         "jobcell_image" => "jobcell_image",
         "allowed_job_duration" => "allowed_job_duration",
-        _ => return None,
+        _ => {
+            return FILE_LIMITS
+                .iter()
+                .find_map(|f| f.submit.filter(|c| *c == lower))
+        }
     })
 }
 
@@ -986,6 +990,32 @@ impl JobCommands<'_, '_> {
         }
     }
 
+    /// The `jobcell_*` commands of the limits that are one number in one cgroup file
+    /// ([`FILE_LIMITS`]), in bytes where they are sizes.
+    fn file_limits(&self) -> Result<BTreeMap<&'static str, u64>, SubmitError> {
+        let mut limits = BTreeMap::new();
+        for f in FILE_LIMITS {
+            let Some(cmd) = f.submit else { continue };
+            let value = match f.unit {
+                Some(unit) => self
+                    .size(cmd, unit)?
+                    .map(|n| n.saturating_mul(unit.factor())),
+                None => match self.get(cmd)? {
+                    Some((v, line)) => Some(
+                        v.trim()
+                            .parse::<u64>()
+                            .map_err(|_| bad(line, cmd, &v, "expected a whole number".into()))?,
+                    ),
+                    None => None,
+                },
+            };
+            if let Some(n) = value {
+                limits.insert(f.field, n);
+            }
+        }
+        Ok(limits)
+    }
+
     /// `priority`: a whole number, 0 when unset.
     fn priority(&self) -> Result<i64, SubmitError> {
         match self.get("priority")? {
@@ -1168,6 +1198,7 @@ fn make_job(
     let request_cpus = c.request_cpus()?;
     let request_memory = c.size("request_memory", Unit::MiB)?;
     let request_disk = c.size("request_disk", Unit::KiB)?;
+    let limits = c.file_limits()?;
     let priority = c.priority()?;
     let allowed_job_duration = c.allowed_job_duration()?;
     let held = c.held()?;
@@ -1192,6 +1223,7 @@ fn make_job(
         request_cpus,
         request_memory,
         request_disk,
+        limits,
         priority,
         held,
         image,

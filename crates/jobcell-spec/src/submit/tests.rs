@@ -341,3 +341,22 @@ fn allowed_job_duration_is_whole_seconds() {
         assert!(e.to_string().contains("allowed_job_duration"), "{e}");
     }
 }
+
+#[test]
+fn jobcell_limit_commands_reach_the_job_spec_and_the_ad() {
+    let s = parse("executable = /bin/true\njobcell_memory_high = 1.5G\nqueue\n").unwrap();
+    let job = &s.jobs[0];
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    // Rounded up to whole MiB like request_memory, kept in bytes.
+    assert_eq!(job.limits.get("memory_high"), Some(&(1536 << 20)));
+    assert_eq!(job.to_job_spec().resources.memory_high, Some(1536 << 20));
+    assert!(job
+        .classad()
+        .contains(&("JobcellMemoryHigh".to_string(), (1536u64 << 20).to_string())));
+    let plain = parse("executable = /bin/true\nqueue\n").unwrap();
+    assert!(plain.jobs[0].limits.is_empty());
+    assert_eq!(plain.jobs[0].to_job_spec().resources.memory_high, None);
+    let e = parse("executable = /bin/true\njobcell_memory_high = lots\nqueue\n").unwrap_err();
+    assert_eq!(e.line(), Some(2), "{e}");
+    assert!(e.to_string().contains("jobcell_memory_high"), "{e}");
+}
