@@ -168,6 +168,9 @@ pub struct JobSpec {
     pub mounts: Vec<MountSpec>,
     pub grace: Duration,
     pub image: Option<String>,
+    /// Where the job starts (in its own view); default: its scratch dir.
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
     pub dev: DevMode,
     pub net: NetMode,
     pub resources: Resources,
@@ -187,6 +190,7 @@ impl JobSpec {
             mounts: Vec::new(),
             grace: Duration::from_secs(10),
             image: None,
+            workdir: None,
             dev: DevMode::Minimal,
             net: NetMode::Host,
             resources: Resources::default(),
