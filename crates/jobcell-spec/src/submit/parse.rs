@@ -209,6 +209,7 @@ fn command_name(lower: &str) -> Option<&'static str> {
         "hold" => "hold",
         "universe" => "universe",
         "jobcell_image" => "jobcell_image",
+        "container_image" => "container_image",
         "allowed_job_duration" => "allowed_job_duration",
         _ => return None,
     })
@@ -269,7 +270,6 @@ const UNSUPPORTED: &[&str] = &[
     "grid_resource",
     "docker_image",
     "docker_network_type",
-    "container_image",
     "container_service_names",
     "machine_count",
     "request_gpus",
@@ -858,9 +858,10 @@ fn make_job(
 
     if let Some((u, line)) = get("universe")? {
         let lu = u.trim().to_ascii_lowercase();
-        if lu != "vanilla" && !lu.is_empty() {
-            let why = if lu == "container" || lu == "docker" {
-                "use jobcell_image = NAME (or +RequestedChroot) to run in an image".to_string()
+        // The container universe is a vanilla job in an image (container_image).
+        if lu != "vanilla" && lu != "container" && !lu.is_empty() {
+            let why = if lu == "docker" {
+                "use container_image = NAME (or jobcell_image) to run in an image".to_string()
             } else {
                 "jobcell runs vanilla jobs".to_string()
             };
@@ -1081,9 +1082,12 @@ fn make_job(
         }
         custom_attributes.insert(attr.clone(), cv);
     }
-    if let Some((i, _)) = get("jobcell_image")? {
-        if !i.trim().is_empty() {
-            image = Some(i.trim().to_string());
+    // `container_image` names an image of the node's store, as `jobcell_image` does.
+    for key in ["container_image", "jobcell_image"] {
+        if let Some((i, _)) = get(key)? {
+            if !i.trim().is_empty() {
+                image = Some(i.trim().to_string());
+            }
         }
     }
 

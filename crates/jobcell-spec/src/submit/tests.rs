@@ -241,7 +241,7 @@ fn errors_carry_line_numbers() {
     assert_line(
         "executable=x\nuniverse = docker\nqueue\n",
         2,
-        "jobcell_image",
+        "container_image",
     );
     assert_line(
         "executable=x\ndocker_image = a\nqueue\n",
@@ -340,4 +340,12 @@ fn allowed_job_duration_is_whole_seconds() {
         assert_eq!(e.line(), Some(2), "{bad}: {e}");
         assert!(e.to_string().contains("allowed_job_duration"), "{e}");
     }
+}
+
+#[test]
+fn container_image_names_the_image() {
+    let sub =
+        parse("universe = container\ncontainer_image = alma9\nexecutable = /bin/true\nqueue\n")
+            .unwrap();
+    assert_eq!(sub.jobs[0].image.as_deref(), Some("alma9"));
 }
