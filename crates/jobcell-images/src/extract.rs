@@ -11,7 +11,7 @@
 //! - ownership preserved only for root imports;
 //! - a running total of unpacked bytes is checked against `max_size` before writing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -247,8 +247,9 @@ pub(crate) struct Extractor<'p> {
     /// Currently open directory chain below the root (component, fd): tar archives are mostly
     /// in depth-first order, so most entries reuse the parent opened for the previous one.
     stack: Vec<(Vec<u8>, OwnedFd)>,
-    records: HashMap<Vec<u8>, Record>,
-    dirs: HashMap<Vec<u8>, Meta>,
+    /// Ordered, so everything below a directory is one range (whiteouts, opaque dirs).
+    records: BTreeMap<Vec<u8>, Record>,
+    dirs: BTreeMap<Vec<u8>, Meta>,
     audit: Audit,
     policy: &'p Policy,
     euid: u32,
@@ -263,6 +264,9 @@ pub(crate) struct Extractor<'p> {
     layered: bool,
     /// Number of the layer being applied (1-based; 0 in a plain import).
     layer: u32,
+    /// Directories made opaque in this layer (a repeated or nested marker has nothing left
+    /// to remove).
+    opaque_done: HashSet<Vec<u8>>,
 }
 
 fn disp(b: &[u8]) -> String {
@@ -300,6 +304,16 @@ pub(crate) fn normalize(raw: &[u8]) -> Result<(Vec<Vec<u8>>, bool), String> {
     Ok((comps, absolute))
 }
 
+/// The keys strictly below directory `key`: `key/` up to (not including) `key0` (`0` is the
+/// byte after `/`).
+fn subtree(key: &[u8]) -> (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) {
+    let mut lo = key.to_vec();
+    lo.push(b'/');
+    let mut hi = key.to_vec();
+    hi.push(b'/' + 1);
+    (std::ops::Bound::Included(lo), std::ops::Bound::Excluded(hi))
+}
+
 fn join(comps: &[Vec<u8>]) -> Vec<u8> {
     comps.join(&b'/')
 }
@@ -318,8 +332,8 @@ impl<'p> Extractor<'p> {
         let mut x = Extractor {
             root,
             stack: Vec::new(),
-            records: HashMap::new(),
-            dirs: HashMap::new(),
+            records: BTreeMap::new(),
+            dirs: BTreeMap::new(),
             audit,
             policy,
             euid: sys::geteuid(),
@@ -331,6 +345,7 @@ impl<'p> Extractor<'p> {
             hasher: Hasher::new(),
             layered: false,
             layer: 0,
+            opaque_done: HashSet::new(),
         };
         let (uid, gid) = policy.owner;
         x.dirs.insert(
@@ -526,6 +541,7 @@ impl<'p> Extractor<'p> {
     pub fn begin_layer(&mut self) {
         self.layered = true;
         self.layer += 1;
+        self.opaque_done.clear();
         self.stack.clear();
     }
 
@@ -537,9 +553,17 @@ impl<'p> Extractor<'p> {
     /// Drop what the bookkeeping knows about `key` and everything below it. The open-directory
     /// stack is left alone: callers only remove entries below its deepest directory.
     fn forget(&mut self, key: &[u8]) {
-        let below = |k: &[u8]| k == key || (k.starts_with(key) && k.get(key.len()) == Some(&b'/'));
-        self.records.retain(|k, _| !below(k));
-        self.dirs.retain(|k, _| !below(k));
+        self.records.remove(key);
+        self.dirs.remove(key);
+        let below: Vec<Vec<u8>> = self
+            .records
+            .range(subtree(key))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in below {
+            self.records.remove(&k);
+            self.dirs.remove(&k);
+        }
     }
 
     /// Remove `key` (and its subtree) from the image if it is there. Never follows a link: a
@@ -574,14 +598,20 @@ impl<'p> Extractor<'p> {
             .ok_or_else(|| entry_err(raw, "whiteout names the image root"))?;
         if last.as_slice() == b".wh..wh..opq" {
             let dir = join(parents);
+            let done = (0..=parents.len()).any(|n| self.opaque_done.contains(&join(&parents[..n])));
+            if done {
+                return Ok(());
+            }
+            self.opaque_done.insert(dir.clone());
+            let range: (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) = if dir.is_empty() {
+                (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+            } else {
+                subtree(&dir)
+            };
             let mut lower: Vec<Vec<u8>> = self
                 .records
-                .iter()
-                .filter(|(k, r)| {
-                    r.layer < self.layer
-                        && (dir.is_empty()
-                            || (k.starts_with(&dir) && k.get(dir.len()) == Some(&b'/')))
-                })
+                .range(range)
+                .filter(|(_, r)| r.layer < self.layer)
                 .map(|(k, _)| k.clone())
                 .collect();
             // Shallowest first: removing a directory takes its subtree with it.
