@@ -2,6 +2,7 @@
 //! (tar + gzip + sha256), imported with `jobcell image add`, and run with `jobcell run`.
 
 mod common;
+mod daemon_harness;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -728,7 +729,7 @@ fn layer_writing_through_a_symlinked_dir_stays_inside() {
 
 /// Whiteouts cost what they remove, not the size of the image: 40,000 whiteouts and 40,000
 /// repeated opaque markers over a 40,000-file layer import in seconds (a scan of the whole
-/// tree per whiteout took 71 s here, against 8 s).
+/// tree per whiteout took about nine times as long).
 #[test]
 fn a_whiteout_flood_does_not_stall_the_import() {
     if skip_unless_root() {
@@ -772,4 +773,87 @@ fn a_whiteout_flood_does_not_stall_the_import() {
     let root = PathBuf::from(show["root"].as_str().unwrap());
     assert_eq!(std::fs::read_dir(root.join("e")).unwrap().count(), 0);
     s.no_leftovers();
+}
+
+/// The daemon applies the image's config once, at submission, as `jobcell run` does: through
+/// the API with and without a command, and from a submit file's `container_image`.
+#[test]
+fn the_daemon_applies_the_image_config_at_submission() {
+    if skip_unless_root() {
+        return;
+    }
+    let Some(bb) = busybox_layer() else {
+        eprintln!("SKIPPED: no /bin/busybox (apt-get install busybox-static)");
+        return;
+    };
+    let _g = daemon_harness::serial();
+    let d = daemon_harness::Daemon::start(&[]);
+    let s = Store::new("oci-daemon");
+    let img = Img {
+        refname: Some("demo:1"),
+        arch: "amd64",
+        run: json!({
+            "Env": ["FROM_IMAGE=yes"],
+            "WorkingDir": "/srv",
+            "Entrypoint": ["/bin/sh", "-c", "echo \"$FROM_IMAGE $(pwd) $0\""],
+            "Cmd": ["cmd-default"],
+        }),
+        layers: vec![
+            Blob {
+                media_type: MT_LAYER_GZ,
+                data: gz(&bb),
+            },
+            Blob {
+                media_type: MT_LAYER,
+                data: layer(&[E::Dir("srv/")]),
+            },
+        ],
+    };
+    let dir = s.path("layout");
+    oci_layout(&dir, &[img]);
+    let o = Command::new(JOBCELL)
+        .args([
+            "image",
+            "add",
+            "demo",
+            "--public",
+            dir.to_str().unwrap(),
+            "--state-dir",
+        ])
+        .arg(&d.state)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let spec = |argv: &[&str]| {
+        let mut s = jobcell_spec::JobSpec::new(argv.iter().map(|a| a.to_string()).collect());
+        s.image = Some("demo".into());
+        s.resources.memory = Some(32 << 20);
+        serde_json::to_value(s).unwrap()
+    };
+    let output = |id: u64| {
+        let j = d.wait_for(id, JOB_TIMEOUT, |j| j.state.terminal());
+        assert_eq!(j.exit_code, Some(0), "{j:?}");
+        text(&d.cli(&["output", &id.to_string()]).stdout)
+    };
+    let id = d.submit(json!({"spec": spec(&[])}))[0];
+    assert_eq!(output(id), "yes /srv cmd-default\n");
+    let id = d.submit(json!({"spec": spec(&["given"])}))[0];
+    assert_eq!(output(id), "yes /srv given\n");
+    // A submit file: its initialdir (a host path, not in the image) wins over WorkingDir.
+    let work = daemon_harness::TempDir::itest();
+    std::fs::set_permissions(
+        work.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o777),
+    )
+    .unwrap();
+    let file = "universe = container\ncontainer_image = demo\nexecutable = /bin/echo\nrequest_memory = 32\noutput = out\nqueue\n";
+    let o = d.cli_in(work.path(), None, &[], &["submit", "-q", "-"], Some(file));
+    let id = daemon_harness::ids(&o)[0];
+    let j = d.wait_for(id, JOB_TIMEOUT, |j| j.state.terminal());
+    assert_eq!(j.exit_code, Some(0), "{j:?}");
+    let got = std::fs::read_to_string(work.path().join("out")).unwrap();
+    assert!(
+        got.starts_with("yes /") && got.ends_with(" /bin/echo\n"),
+        "{got:?}"
+    );
 }
