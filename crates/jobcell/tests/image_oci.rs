@@ -857,3 +857,80 @@ fn the_daemon_applies_the_image_config_at_submission() {
         "{got:?}"
     );
 }
+
+/// What `podman save` really writes (docker-archive, oci-archive, oci-dir) imports as the same
+/// tree with the config podman recorded. Needs podman (apt-get install podman); it uses a
+/// storage dir of its own and no registry.
+#[test]
+fn podman_save_output_imports_and_runs() {
+    if skip_unless_root() {
+        return;
+    }
+    let podman_ok = Command::new("podman")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !podman_ok || !Path::new("/bin/busybox").exists() {
+        eprintln!("SKIPPED: podman_save_output_imports_and_runs needs podman and /bin/busybox (apt-get install podman busybox-static)");
+        return;
+    }
+    let s = Store::new("oci-podman");
+    let tree = s.path("tree");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::create_dir_all(tree.join("srv")).unwrap();
+    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).unwrap();
+    for a in ["sh", "echo", "pwd"] {
+        std::os::unix::fs::symlink("busybox", tree.join("bin").join(a)).unwrap();
+    }
+    let tar = s.path("tree.tar");
+    let ok = Command::new("tar")
+        .arg("-C")
+        .arg(&tree)
+        .arg("-cf")
+        .arg(&tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let podman = |args: &[&str]| {
+        let o = Command::new("podman")
+            .arg("--root")
+            .arg(s.path("storage"))
+            .arg("--runroot")
+            .arg(s.path("run"))
+            .args(["--storage-driver", "vfs", "--events-backend", "none"])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "podman {args:?}: {}", text(&o.stderr));
+    };
+    podman(&[
+        "import",
+        "--change",
+        "ENV FROM_IMAGE=podman",
+        "--change",
+        "WORKDIR /srv",
+        "--change",
+        r#"CMD ["/bin/sh","-c","echo $FROM_IMAGE $(pwd)"]"#,
+        tar.to_str().unwrap(),
+        "localhost/demo:1",
+    ]);
+    let mut ids = Vec::new();
+    for format in ["docker-archive", "oci-archive", "oci-dir"] {
+        let out = s.path(&format!("out.{format}"));
+        podman(&[
+            "save",
+            "--format",
+            format,
+            "-o",
+            out.to_str().unwrap(),
+            "localhost/demo:1",
+        ]);
+        ids.push(s.add_ok(format, &out, &["--ref", "demo:1"]));
+        let run = s.job(format).run(&[]);
+        run.expect(0);
+        assert_eq!(run.lines(), ["podman /srv"], "{format}");
+    }
+    assert!(ids.windows(2).all(|w| w[0] == w[1]), "one tree: {ids:?}");
+    s.no_leftovers();
+}
