@@ -15,6 +15,17 @@ pub enum ImageConfigError {
     BadEnv { image: String, entry: String },
 }
 
+/// Variables jobcell sets for the job's identity and scratch: an image's Env does not replace
+/// them (an image's `HOME=/root` would point the job at a read-only dir of the image).
+const JOBCELL_ENV: &[&str] = &[
+    "HOME",
+    "TMPDIR",
+    "USER",
+    "LOGNAME",
+    "JOBCELL_SCRATCH",
+    "_CONDOR_SCRATCH_DIR",
+];
+
 /// What the image's config asks for, as recorded at import.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageConfig {
@@ -45,7 +56,8 @@ pub struct ImageConfig {
 
 impl ImageConfig {
     /// Apply the image's settings to a job that runs in it (`image` names it in errors):
-    /// - Env goes under the job's own environment (a name the job sets keeps the job's value);
+    /// - Env goes under the job's own environment (a name the job sets keeps the job's value),
+    ///   except the variables jobcell sets for the job's identity and scratch;
     /// - WorkingDir is where the job starts unless it names its own;
     /// - with no command the job runs Entrypoint + Cmd; with a command and an Entrypoint the
     ///   command replaces Cmd (as `docker run IMAGE ARGS`); with no Entrypoint it runs as given;
@@ -65,7 +77,7 @@ impl ImageConfig {
                     image: image.to_string(),
                     entry: e.clone(),
                 })?;
-            if !spec.env.iter().any(|(jk, _)| jk == k) {
+            if !spec.env.iter().any(|(jk, _)| jk == k) && !JOBCELL_ENV.contains(&k) {
                 env.retain(|(ek, _): &(String, String)| ek != k);
                 env.push((k.to_string(), v.to_string()));
             }
@@ -142,6 +154,21 @@ mod tests {
             ]
         );
         assert_eq!(s.workdir, Some(PathBuf::from("/mine")));
+    }
+
+    #[test]
+    fn the_image_does_not_move_home_or_scratch() {
+        let mut s = JobSpec::new(vec!["a".into()]);
+        let c = ImageConfig {
+            env: vec![
+                "HOME=/root".into(),
+                "TMPDIR=/x".into(),
+                "LANG=C.UTF-8".into(),
+            ],
+            ..Default::default()
+        };
+        c.apply_to("x", &mut s, true).unwrap();
+        assert_eq!(s.env, [("LANG".to_string(), "C.UTF-8".to_string())]);
     }
 
     #[test]

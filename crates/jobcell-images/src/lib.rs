@@ -924,6 +924,12 @@ impl ImageStore {
                 return Err(ImageError::Interrupted);
             }
         }
+        if config.is_none() && (opts.select.reference.is_some() || opts.select.platform.is_some()) {
+            return Err(ImageError::Container {
+                what: "--ref/--platform".into(),
+                reason: "the source is not a container image (OCI layout, oci-archive or docker-archive)".into(),
+            });
+        }
         crash_point("image-extracted");
         self.commit(
             name,

@@ -26,6 +26,8 @@ const MAX_JSON: u64 = 8 << 20;
 /// Nested indexes followed at most this deep.
 const MAX_INDEX_DEPTH: usize = 4;
 const REF_ANNOTATION: &str = "org.opencontainers.image.ref.name";
+/// The full name `docker save` (and containerd) put beside a tag-only ref.name.
+const CONTAINERD_NAME: &str = "io.containerd.image.name";
 
 /// Which image of a multi-image source to import.
 #[derive(Debug, Clone, Default)]
@@ -426,11 +428,9 @@ fn oci_candidates(
     out: &mut Vec<Candidate>,
 ) -> Result<(), ImageError> {
     for d in index.manifests() {
-        let mut refs: Vec<String> = d
-            .annotations()
-            .as_ref()
-            .and_then(|a| a.get(REF_ANNOTATION).cloned())
-            .into_iter()
+        let mut refs: Vec<String> = [CONTAINERD_NAME, REF_ANNOTATION]
+            .iter()
+            .filter_map(|k| d.annotations().as_ref().and_then(|a| a.get(*k).cloned()))
             .collect();
         if refs.is_empty() {
             refs = parent_refs.to_vec();

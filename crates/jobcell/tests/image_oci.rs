@@ -661,6 +661,34 @@ fn hostile_container_images_are_refused() {
         );
         s.no_leftovers();
     }
+    // The size cap holds across layers: each layer is under it, the image is not.
+    let dir = s.path("two-halves");
+    let half = vec![b'x'; 700];
+    oci_layout(
+        &dir,
+        &[one(vec![
+            plain(layer(&[E::File("a", &half)])),
+            plain(layer(&[E::File("b", &half)])),
+        ])],
+    );
+    let o = s.add("hostile", &dir, &["--max-size", "1K"]);
+    let err = text(&o.stderr);
+    assert!(!o.status.success(), "size cap across layers: accepted");
+    assert!(
+        err.contains("exceeds 1.0 KiB (--max-size) at entry \"b\""),
+        "{err}"
+    );
+    s.no_leftovers();
+    // --ref names an image of a container source; a plain tarball has none.
+    let t = s.path("plain.tar");
+    std::fs::write(&t, layer(&[E::File("etc/ok", b"ok")])).unwrap();
+    let o = s.add("hostile", &t, &["--ref", "x:1"]);
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("not a container image"),
+        "{}",
+        text(&o.stderr)
+    );
     assert!(!s.path("escaped").exists() && !outside.join("escaped").exists());
     assert!(outside.exists(), "the whiteout removed a host dir");
 }
