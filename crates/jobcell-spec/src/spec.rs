@@ -203,6 +203,9 @@ impl JobSpec {
             return Err(SpecError::NoCommand);
         }
         self.scratch_base = clean_abs_path("--scratch-base", &self.scratch_base)?;
+        if let Some(w) = &self.workdir {
+            self.workdir = Some(clean_abs_path("workdir", w)?);
+        }
         let mut seen = Vec::new();
         for d in &mut self.private_dirs {
             *d = clean_abs_path("private dir", d)?;
