@@ -830,6 +830,12 @@ impl ImageStore {
                 },
             }
         };
+        let not_container = || {
+            ImageError::Archive {
+            where_: "start".into(),
+            reason: "looks like a container image but has neither index.json + oci-layout nor manifest.json".into(),
+        }
+        };
         let ex = match source {
             ImportSource::Path(p) => {
                 let md =
@@ -855,7 +861,11 @@ impl ImageStore {
                 } else if md.is_file() {
                     policy.input_total = Some(md.len());
                     let f = File::open(&p).map_err(io_ctx(format!("source {}", p.display())))?;
-                    match container(f, false)? {
+                    let found = match self.spool_compressed_container(&f, opts.max_size)? {
+                        Some(spool) => Ok(container(spool, true)?.map_err(|_| not_container())?),
+                        None => container(f, false)?,
+                    };
+                    match found {
                         Ok((blobs, kind)) => {
                             let mut x = extract::Extractor::new(root, &policy);
                             config = Some(oci::import(
@@ -885,19 +895,23 @@ impl ImageStore {
                 }
             }
             ImportSource::Reader(r) => {
-                let mut r = r;
+                let counted = Counting {
+                    inner: io::BufReader::with_capacity(1 << 20, r),
+                    n: input_bytes.clone(),
+                };
+                let (comp, mut dec) = compress::open(counted).map_err(|e| ImageError::Archive {
+                    where_: "header".into(),
+                    reason: e.to_string(),
+                })?;
                 let mut head = vec![0u8; 512];
-                let n = read_full(&mut r, &mut head).map_err(io_ctx("read the image stream"))?;
+                let n = read_full(&mut dec, &mut head).map_err(io_ctx("read the image stream"))?;
                 head.truncate(n);
                 let is_container = oci::looks_like_container(&head);
-                let mut r = io::BufReader::with_capacity(1 << 20, io::Cursor::new(head).chain(r));
+                let mut r = io::Cursor::new(head).chain(dec);
                 if is_container {
                     // Blobs are read out of order: keep the stream in an unnamed file first.
                     let spool = self.spool(&mut r, opts.max_size)?;
-                    let (blobs, kind) = container(spool, true)?.map_err(|_| ImageError::Archive {
-                        where_: "stream".into(),
-                        reason: "looks like a container image but has neither index.json + oci-layout nor manifest.json".into(),
-                    })?;
+                    let (blobs, kind) = container(spool, true)?.map_err(|_| not_container())?;
                     let mut x = extract::Extractor::new(root, &policy);
                     config = Some(oci::import(
                         &mut x,
@@ -909,12 +923,10 @@ impl ImageStore {
                     format = kind.format_name();
                     x.finish()?
                 } else {
-                    let r = Counting {
-                        inner: r,
-                        n: input_bytes.clone(),
-                    };
                     let mut x = extract::Extractor::new(root, &policy);
-                    format = extract::import_tar(&mut x, r)?;
+                    // Decompressed above already: the format is what was found there.
+                    extract::import_tar(&mut x, r)?;
+                    format = comp.format_name();
                     x.finish()?
                 }
             }
@@ -968,6 +980,37 @@ impl ImageStore {
         }
         f.sync_data().ok();
         Ok(f)
+    }
+
+    /// A compressed tarball holding a container image (`docker save | gzip`): its decompressed
+    /// stream in an unnamed file. `None` (file rewound) when it is anything else.
+    fn spool_compressed_container(
+        &self,
+        file: &File,
+        limit: Option<u64>,
+    ) -> Result<Option<File>, ImageError> {
+        let mut magic = [0u8; 6];
+        let n = std::os::unix::fs::FileExt::read_at(file, &mut magic, 0)
+            .map_err(io_ctx("read the source"))?;
+        if Compression::detect(&magic[..n]) == Compression::None {
+            return Ok(None);
+        }
+        // A dup shares the file position: rewound below for the plain import.
+        let mut dup = file.try_clone().map_err(io_ctx("dup the source"))?;
+        let (_, mut dec) = compress::open(&mut dup).map_err(|e| ImageError::Archive {
+            where_: "header".into(),
+            reason: e.to_string(),
+        })?;
+        let mut head = vec![0u8; 512];
+        let n = read_full(&mut dec, &mut head).map_err(io_ctx("read the source"))?;
+        head.truncate(n);
+        if !oci::looks_like_container(&head) {
+            drop(dec);
+            io::Seek::rewind(&mut dup).map_err(io_ctx("rewind the source"))?;
+            return Ok(None);
+        }
+        let mut r = io::Cursor::new(head).chain(dec);
+        Ok(Some(self.spool(&mut r, limit)?))
     }
 
     fn name_taken(&self, name: &str) -> Result<bool, ImageError> {

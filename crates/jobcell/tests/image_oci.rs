@@ -412,6 +412,16 @@ fn oci_archive_file_and_stdin_give_the_same_image() {
     assert!(o.status.success(), "stdin: {}", text(&o.stderr));
     assert_eq!(from_dir, from_file);
     assert_eq!(from_dir, text(&o.stdout).trim());
+    // Compressed as a whole (`docker save | gzip`), from a file and from stdin.
+    let gzipped = s.path("img.oci.tar.gz");
+    std::fs::write(&gzipped, gz(&std::fs::read(&ar).unwrap())).unwrap();
+    assert_eq!(s.add_ok("g", &gzipped, &[]), from_dir);
+    let mut c = Command::new(JOBCELL);
+    c.args(["image", "add", "gs", "-", "--state-dir"]).arg(s.state());
+    c.stdin(std::fs::File::open(&gzipped).unwrap());
+    let o = c.output().unwrap();
+    assert!(o.status.success(), "gzip on stdin: {}", text(&o.stderr));
+    assert_eq!(from_dir, text(&o.stdout).trim());
     let show = text(&s.cli(&["image", "show", "s"]).stdout);
     assert!(show.contains("format:               oci-archive"), "{show}");
     s.job("f").run(&["/bin/echo", "ran"]).expect(0);
