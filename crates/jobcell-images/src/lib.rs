@@ -115,7 +115,8 @@ pub struct Image {
     pub size: u64,
     /// Number of filesystem entries in the tree.
     pub entries: u64,
-    /// `tar`, `tar+gzip`, `tar+bzip2`, `tar+xz`, `tar+zstd`, `dir`, or `configured`.
+    /// `tar`, `tar+gzip`, `tar+bzip2`, `tar+xz`, `tar+zstd`, `dir`, `oci-layout`, `oci-archive`,
+    /// `docker-archive`, or `configured`.
     pub format: String,
     /// Unix seconds.
     pub created: i64,
