@@ -862,7 +862,11 @@ impl ImageStore {
                 } else if md.is_file() {
                     policy.input_total = Some(md.len());
                     let f = File::open(&p).map_err(io_ctx(format!("source {}", p.display())))?;
-                    let found = match self.spool_compressed_container(&f, opts.max_size)? {
+                    let found = match self.spool_compressed_container(
+                        &f,
+                        opts.max_size,
+                        opts.cancel.as_deref(),
+                    )? {
                         Some(spool) => Ok(container(spool, true)?.map_err(|_| not_container())?),
                         None => container(f, false)?,
                     };
@@ -911,7 +915,7 @@ impl ImageStore {
                 let mut r = io::Cursor::new(head).chain(dec);
                 if is_container {
                     // Blobs are read out of order: keep the stream in an unnamed file first.
-                    let spool = self.spool(&mut r, opts.max_size)?;
+                    let spool = self.spool(&mut r, opts.max_size, opts.cancel.as_deref())?;
                     let (blobs, kind) = container(spool, true)?.map_err(|_| not_container())?;
                     let mut x = extract::Extractor::new(root, &policy);
                     config = Some(oci::import(
@@ -958,7 +962,12 @@ impl ImageStore {
 
     /// Copy a stream into an unnamed file in the images dir (gone when closed), bounded by
     /// `limit` bytes.
-    fn spool(&self, r: &mut impl Read, limit: Option<u64>) -> Result<File, ImageError> {
+    fn spool(
+        &self,
+        r: &mut impl Read,
+        limit: Option<u64>,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<File, ImageError> {
         use std::os::unix::fs::OpenOptionsExt;
         let mut f = std::fs::OpenOptions::new()
             .read(true)
@@ -971,15 +980,28 @@ impl ImageStore {
                 self.images_dir.display()
             )))?;
         let bound = limit.unwrap_or(u64::MAX);
-        let n = io::copy(&mut r.take(bound.saturating_add(1)), &mut f)
-            .map_err(io_ctx("spool the image stream"))?;
-        if n > bound {
-            return Err(ImageError::TooBig {
-                limit: bound,
-                entry: "(the archive itself)".into(),
-            });
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n: u64 = 0;
+        loop {
+            // The cancel flag is seen between reads (a signal makes a blocked read EINTR).
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(ImageError::Interrupted);
+            }
+            let k = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_ctx("spool the image stream")(e)),
+            };
+            n += k as u64;
+            if n > bound {
+                return Err(ImageError::TooBig {
+                    limit: bound,
+                    entry: "(the archive itself)".into(),
+                });
+            }
+            io::Write::write_all(&mut f, &buf[..k]).map_err(io_ctx("spool the image stream"))?;
         }
-        f.sync_data().ok();
         Ok(f)
     }
 
@@ -989,6 +1011,7 @@ impl ImageStore {
         &self,
         file: &File,
         limit: Option<u64>,
+        cancel: Option<&AtomicBool>,
     ) -> Result<Option<File>, ImageError> {
         let mut magic = [0u8; 6];
         let n = std::os::unix::fs::FileExt::read_at(file, &mut magic, 0)
@@ -1011,7 +1034,7 @@ impl ImageStore {
             return Ok(None);
         }
         let mut r = io::Cursor::new(head).chain(dec);
-        Ok(Some(self.spool(&mut r, limit)?))
+        Ok(Some(self.spool(&mut r, limit, cancel)?))
     }
 
     fn name_taken(&self, name: &str) -> Result<bool, ImageError> {

@@ -417,7 +417,8 @@ fn oci_archive_file_and_stdin_give_the_same_image() {
     std::fs::write(&gzipped, gz(&std::fs::read(&ar).unwrap())).unwrap();
     assert_eq!(s.add_ok("g", &gzipped, &[]), from_dir);
     let mut c = Command::new(JOBCELL);
-    c.args(["image", "add", "gs", "-", "--state-dir"]).arg(s.state());
+    c.args(["image", "add", "gs", "-", "--state-dir"])
+        .arg(s.state());
     c.stdin(std::fs::File::open(&gzipped).unwrap());
     let o = c.output().unwrap();
     assert!(o.status.success(), "gzip on stdin: {}", text(&o.stderr));
@@ -971,4 +972,74 @@ fn podman_save_output_imports_and_runs() {
     }
     assert!(ids.windows(2).all(|w| w[0] == w[1]), "one tree: {ids:?}");
     s.no_leftovers();
+}
+
+/// SIGINT while a container archive is still arriving on stdin (being kept in an unnamed
+/// file) ends the import at once: exit 130, nothing registered, no staging dir left.
+#[test]
+fn sigint_while_a_container_stream_arrives_leaves_nothing() {
+    if skip_unless_root() {
+        return;
+    }
+    let s = Store::new("oci-sigint");
+    let dir = s.path("layout");
+    oci_layout(
+        &dir,
+        &[Img {
+            refname: None,
+            arch: "amd64",
+            run: json!({}),
+            layers: vec![Blob {
+                media_type: MT_LAYER,
+                data: layer(&[E::File("a", b"a")]),
+            }],
+        }],
+    );
+    let ar = s.path("img.tar");
+    tar_dir(&dir, &ar);
+    let mut child = Command::new(JOBCELL)
+        .args(["image", "add", "slow", "-", "--state-dir"])
+        .arg(s.state())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // The first half only: the rest "is still coming".
+    let bytes = std::fs::read(&ar).unwrap();
+    stdin.write_all(&bytes[..bytes.len() / 2]).unwrap();
+    stdin.flush().unwrap();
+    let t0 = std::time::Instant::now();
+    let staging = || {
+        std::fs::read_dir(s.state().join("images"))
+            .map(|rd| {
+                rd.filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with(".staging")
+                })
+                .count()
+            })
+            .unwrap_or(0)
+    };
+    while staging() == 0 && t0.elapsed() < std::time::Duration::from_secs(10) {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(staging() > 0, "import never started");
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    // SAFETY: kill takes integers only; the pid is this test's own unreaped child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let t1 = std::time::Instant::now();
+    let o = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert!(
+        t1.elapsed() < std::time::Duration::from_secs(5),
+        "SIGINT not seen in time"
+    );
+    assert_eq!(o.status.code(), Some(130), "{}", text(&o.stderr));
+    assert_eq!(staging(), 0, "staging dir left");
+    assert!(!text(&s.cli(&["image", "ls"]).stdout).contains("slow"));
 }
