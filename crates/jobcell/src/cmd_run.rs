@@ -182,36 +182,35 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         }
     };
     let _terminal = TerminalModes::save();
+    // The job starts in its image's WorkingDir (or its own): the launcher's task workdir.
     let task = jobcell_sandbox::SchedulerTask {
         workdir: spec.workdir.clone(),
         ..Default::default()
     };
-    let outcome = jobcell_sandbox::launch_task(
-        &Launch {
-            cgroup_parent: if config::is_root() {
-                cgroup_parent
-            } else {
-                None
-            },
-            spec: &spec,
-            image_root: lease.as_ref().map(|l| l.root.clone()),
-            image_name: lease.as_ref().map(|l| l.name.clone()),
-            extra_env,
-            cgroup_name: None,
-            cgroup_root: delegated.as_ref(),
-            identity: job_uid.as_ref().map(|(id, _)| id),
-            usage: a.report.is_some(),
-            // Nothing suspends a `jobcell run` job (only the daemon's `jobcell suspend` does).
-            suspendable: false,
-            // Root is trusted with what it names; rootless, the caller's rights apply anyway.
-            binds_as: None,
-            hidden: [state_dir, images_dir]
-                .into_iter()
-                .filter_map(|d| std::path::absolute(d).ok())
-                .collect(),
+    let launch = |l: &Launch| jobcell_sandbox::launch_task(l, &task);
+    let outcome = launch(&Launch {
+        cgroup_parent: if config::is_root() {
+            cgroup_parent
+        } else {
+            None
         },
-        &task,
-    );
+        spec: &spec,
+        image_root: lease.as_ref().map(|l| l.root.clone()),
+        image_name: lease.as_ref().map(|l| l.name.clone()),
+        extra_env,
+        cgroup_name: None,
+        cgroup_root: delegated.as_ref(),
+        identity: job_uid.as_ref().map(|(id, _)| id),
+        usage: a.report.is_some(),
+        // Nothing suspends a `jobcell run` job (only the daemon's `jobcell suspend` does).
+        suspendable: false,
+        // Root is trusted with what it names; rootless, the caller's rights apply anyway.
+        binds_as: None,
+        hidden: [state_dir, images_dir]
+            .into_iter()
+            .filter_map(|d| std::path::absolute(d).ok())
+            .collect(),
+    });
     let mut outcome = match outcome {
         Ok(o) => o,
         // A signal before the job started: nothing was left behind; die like the job would.
