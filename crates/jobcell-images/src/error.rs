@@ -51,6 +51,10 @@ pub enum ImageError {
     TooBig { limit: u64, entry: String },
     #[error("more than {limit} entries (at entry {entry:?})")]
     TooManyEntries { limit: u64, entry: String },
+    /// A container image (OCI layout, oci-archive, docker-archive) is malformed, does not
+    /// match its digests, or the image to import cannot be chosen.
+    #[error("{what}: {reason}")]
+    Container { what: String, reason: String },
     #[error("import interrupted")]
     Interrupted,
     #[error("source {0}: not a regular file, directory or stream")]

@@ -11,7 +11,7 @@
 //! - ownership preserved only for root imports;
 //! - a running total of unpacked bytes is checked against `max_size` before writing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashSet};
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -70,6 +70,8 @@ struct Record {
     mode: u32,
     uid: u32,
     gid: u32,
+    /// Layer of a layered import that wrote it (0 for a plain import).
+    layer: u32,
 }
 
 /// Content hashing on a second thread, so sha256 overlaps with the kernel's file writes.
@@ -245,8 +247,9 @@ pub(crate) struct Extractor<'p> {
     /// Currently open directory chain below the root (component, fd): tar archives are mostly
     /// in depth-first order, so most entries reuse the parent opened for the previous one.
     stack: Vec<(Vec<u8>, OwnedFd)>,
-    records: HashMap<Vec<u8>, Record>,
-    dirs: HashMap<Vec<u8>, Meta>,
+    /// Ordered, so everything below a directory is one range (whiteouts, opaque dirs).
+    records: BTreeMap<Vec<u8>, Record>,
+    dirs: BTreeMap<Vec<u8>, Meta>,
     audit: Audit,
     policy: &'p Policy,
     euid: u32,
@@ -256,6 +259,14 @@ pub(crate) struct Extractor<'p> {
     total: u64,
     entries: u64,
     hasher: Hasher,
+    /// Image layers applied in order (OCI): whiteouts apply and a later layer replaces what
+    /// an earlier one left in its way, as overlayfs shows it.
+    layered: bool,
+    /// Number of the layer being applied (1-based; 0 in a plain import).
+    layer: u32,
+    /// Directories made opaque in this layer (a repeated or nested marker has nothing left
+    /// to remove).
+    opaque_done: HashSet<Vec<u8>>,
 }
 
 fn disp(b: &[u8]) -> String {
@@ -293,6 +304,16 @@ pub(crate) fn normalize(raw: &[u8]) -> Result<(Vec<Vec<u8>>, bool), String> {
     Ok((comps, absolute))
 }
 
+/// The keys strictly below directory `key`: `key/` up to (not including) `key0` (`0` is the
+/// byte after `/`).
+fn subtree(key: &[u8]) -> (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) {
+    let mut lo = key.to_vec();
+    lo.push(b'/');
+    let mut hi = key.to_vec();
+    hi.push(b'/' + 1);
+    (std::ops::Bound::Included(lo), std::ops::Bound::Excluded(hi))
+}
+
 fn join(comps: &[Vec<u8>]) -> Vec<u8> {
     comps.join(&b'/')
 }
@@ -311,8 +332,8 @@ impl<'p> Extractor<'p> {
         let mut x = Extractor {
             root,
             stack: Vec::new(),
-            records: HashMap::new(),
-            dirs: HashMap::new(),
+            records: BTreeMap::new(),
+            dirs: BTreeMap::new(),
             audit,
             policy,
             euid: sys::geteuid(),
@@ -322,6 +343,9 @@ impl<'p> Extractor<'p> {
             total: 0,
             entries: 0,
             hasher: Hasher::new(),
+            layered: false,
+            layer: 0,
+            opaque_done: HashSet::new(),
         };
         let (uid, gid) = policy.owner;
         x.dirs.insert(
@@ -423,7 +447,24 @@ impl<'p> Extractor<'p> {
                     let (uid, gid) = self.policy.owner;
                     let meta = Meta { mode: 0o755, uid, gid, mtime: self.now };
                     let ((u, g), _) = self.owner_of(&meta);
-                    self.records.insert(key.clone(), Record { kind: Kind::Dir, mode: 0o755, uid: u, gid: g });
+                    self.records.insert(key.clone(), Record { kind: Kind::Dir, mode: 0o755, uid: u, gid: g, layer: self.layer });
+                    self.dirs.insert(key, meta);
+                    sys::open_dir_at(cur, &name).map_err(|e| entry_err(entry, e.to_string()))?
+                }
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP) | Some(libc::ENOTDIR))
+                    && self.is_lower_layer(&join(&comps[..=i])) =>
+                {
+                    // A lower layer left a symlink or file where this layer has a directory:
+                    // as in overlayfs the upper directory wins, so the entry lands inside the
+                    // image instead of going through the link.
+                    let key = join(&comps[..=i]);
+                    sys::unlinkat(cur, &name, 0).map_err(|e| entry_err(entry, format!("replace {}: {e}", disp(&key))))?;
+                    self.forget(&key);
+                    sys::mkdirat(cur, &name, 0o700).map_err(|e| entry_err(entry, format!("mkdir {}: {e}", disp(&key))))?;
+                    let (uid, gid) = self.policy.owner;
+                    let meta = Meta { mode: 0o755, uid, gid, mtime: self.now };
+                    let ((u, g), _) = self.owner_of(&meta);
+                    self.records.insert(key.clone(), Record { kind: Kind::Dir, mode: 0o755, uid: u, gid: g, layer: self.layer });
                     self.dirs.insert(key, meta);
                     sys::open_dir_at(cur, &name).map_err(|e| entry_err(entry, e.to_string()))?
                 }
@@ -462,8 +503,16 @@ impl<'p> Extractor<'p> {
         dir: BorrowedFd,
         name: &CString,
         entry: &[u8],
+        key: &[u8],
     ) -> Result<(), ImageError> {
         let st = sys::fstatat(dir, name).map_err(|e| entry_err(entry, e.to_string()))?;
+        if sys::is_dir(&st) && self.is_lower_layer(key) {
+            // An upper layer's non-directory hides the lower directory entirely.
+            sys::remove_tree_at(dir, name)
+                .map_err(|e| entry_err(entry, format!("replace lower directory: {e}")))?;
+            self.forget(key);
+            return Ok(());
+        }
         if sys::is_dir(&st) {
             return Err(entry_err(
                 entry,
@@ -486,6 +535,120 @@ impl<'p> Extractor<'p> {
             parents,
             cstr(last).map_err(|e| entry_err(raw, e.to_string()))?,
         ))
+    }
+
+    /// Start applying the next layer of a layered import.
+    pub fn begin_layer(&mut self) {
+        self.layered = true;
+        self.layer += 1;
+        self.opaque_done.clear();
+        self.stack.clear();
+    }
+
+    /// True when `key` exists in the tree and an earlier layer put it there.
+    fn is_lower_layer(&self, key: &[u8]) -> bool {
+        self.layered && self.records.get(key).is_some_and(|r| r.layer < self.layer)
+    }
+
+    /// Drop what the bookkeeping knows about `key` and everything below it. The open-directory
+    /// stack is left alone: callers only remove entries below its deepest directory.
+    fn forget(&mut self, key: &[u8]) {
+        self.records.remove(key);
+        self.dirs.remove(key);
+        let below: Vec<Vec<u8>> = self
+            .records
+            .range(subtree(key))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in below {
+            self.records.remove(&k);
+            self.dirs.remove(&k);
+        }
+    }
+
+    /// Remove `key` (and its subtree) from the image if it is there. Never follows a link: a
+    /// parent that is not a real directory means there is nothing below it to remove.
+    fn remove_path(&mut self, comps: &[Vec<u8>], raw: &[u8]) -> Result<(), ImageError> {
+        let (parents, name) = self.split(comps, raw)?;
+        self.stack.clear();
+        let dir = match self.walk_existing(parents) {
+            Ok(d) => d,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOENT) | Some(libc::ELOOP) | Some(libc::ENOTDIR)
+                ) =>
+            {
+                return Ok(())
+            }
+            Err(e) => return Err(entry_err(raw, e.to_string())),
+        };
+        sys::remove_tree_at(fd_b(&dir), &name)
+            .map_err(|e| entry_err(raw, format!("whiteout: {e}")))?;
+        self.forget(&join(comps));
+        Ok(())
+    }
+
+    /// An OCI whiteout entry: `.wh.NAME` removes NAME of the lower layers, `.wh..wh..opq`
+    /// empties its directory of everything the lower layers put there.
+    pub fn whiteout(&mut self, raw: &[u8]) -> Result<(), ImageError> {
+        let comps = self.begin(raw)?;
+        let (last, parents) = comps
+            .split_last()
+            .ok_or_else(|| entry_err(raw, "whiteout names the image root"))?;
+        if last.as_slice() == b".wh..wh..opq" {
+            let dir = join(parents);
+            let done = (0..=parents.len()).any(|n| self.opaque_done.contains(&join(&parents[..n])));
+            if done {
+                return Ok(());
+            }
+            self.opaque_done.insert(dir.clone());
+            let range: (std::ops::Bound<Vec<u8>>, std::ops::Bound<Vec<u8>>) = if dir.is_empty() {
+                (std::ops::Bound::Unbounded, std::ops::Bound::Unbounded)
+            } else {
+                subtree(&dir)
+            };
+            let mut lower: Vec<Vec<u8>> = self
+                .records
+                .range(range)
+                .filter(|(_, r)| r.layer < self.layer)
+                .map(|(k, _)| k.clone())
+                .collect();
+            // Shallowest first: removing a directory takes its subtree with it.
+            lower.sort_by_key(|k| k.iter().filter(|&&b| b == b'/').count());
+            for k in lower {
+                if !self.records.contains_key(&k) {
+                    continue;
+                }
+                let kc: Vec<Vec<u8>> = k.split(|&b| b == b'/').map(<[u8]>::to_vec).collect();
+                self.remove_path(&kc, raw)?;
+            }
+            return Ok(());
+        }
+        if last.starts_with(b".wh..wh.") {
+            // Other aufs metadata (hardlink dirs): nothing to apply.
+            self.audit.skipped.push(Skipped {
+                path: format!("/{}", disp(&join(&comps))),
+                kind: "aufs metadata".into(),
+            });
+            return Ok(());
+        }
+        let target = &last[b".wh.".len()..];
+        if target.is_empty() || target == b"." || target == b".." {
+            return Err(entry_err(raw, "whiteout names no file of its directory"));
+        }
+        let mut tcomps = parents.to_vec();
+        tcomps.push(target.to_vec());
+        let key = join(&tcomps);
+        if self
+            .records
+            .get(&key)
+            .is_some_and(|r| r.layer == self.layer)
+        {
+            // Whiteouts hide the lower layers only, never this layer's own entries.
+            return Ok(());
+        }
+        self.remove_path(&tcomps, raw)
     }
 
     pub fn dir(&mut self, raw: &[u8], meta: Meta) -> Result<(), ImageError> {
@@ -522,6 +685,7 @@ impl<'p> Extractor<'p> {
                 mode: meta.mode,
                 uid: u,
                 gid: g,
+                layer: self.layer,
             },
         );
         self.dirs.insert(key, meta);
@@ -577,7 +741,7 @@ impl<'p> Extractor<'p> {
         let fd = match sys::openat(pfd, &name, flags, cmode) {
             Ok(fd) => fd,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                self.replace_nondir(pfd, &name, raw)?;
+                self.replace_nondir(pfd, &name, raw, &key)?;
                 sys::openat(pfd, &name, flags, cmode)
                     .map_err(|e| entry_err(raw, format!("create: {e}")))?
             }
@@ -639,6 +803,7 @@ impl<'p> Extractor<'p> {
                 mode,
                 uid: u,
                 gid: g,
+                layer: self.layer,
             },
         );
         Ok(())
@@ -660,7 +825,7 @@ impl<'p> Extractor<'p> {
         match sys::symlinkat(&t, pfd, &name) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                self.replace_nondir(pfd, &name, raw)?;
+                self.replace_nondir(pfd, &name, raw, &key)?;
                 sys::symlinkat(&t, pfd, &name)
                     .map_err(|e| entry_err(raw, format!("symlink: {e}")))?;
             }
@@ -677,6 +842,7 @@ impl<'p> Extractor<'p> {
                 mode: 0o777,
                 uid: u,
                 gid: g,
+                layer: self.layer,
             },
         );
         Ok(())
@@ -699,12 +865,14 @@ impl<'p> Extractor<'p> {
                 mode,
                 uid,
                 gid,
+                ..
             }) => (tkey.clone(), *sha, *size, *mode, *uid, *gid),
             Some(Record {
                 kind: Kind::Hardlink { target, sha, size },
                 mode,
                 uid,
                 gid,
+                ..
             }) => (target.clone(), *sha, *size, *mode, *uid, *gid),
             _ => {
                 return Err(entry_err(
@@ -733,7 +901,7 @@ impl<'p> Extractor<'p> {
         match sys::linkat(fd_b(&tdir), &tname, pfd, &name) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                self.replace_nondir(pfd, &name, raw)?;
+                self.replace_nondir(pfd, &name, raw, &key)?;
                 sys::linkat(fd_b(&tdir), &tname, pfd, &name)
                     .map_err(|e| entry_err(raw, format!("link: {e}")))?;
             }
@@ -750,6 +918,7 @@ impl<'p> Extractor<'p> {
                 mode,
                 uid,
                 gid,
+                layer: self.layer,
             },
         );
         Ok(())
@@ -828,6 +997,7 @@ impl<'p> Extractor<'p> {
                         mode: *mode,
                         uid: u,
                         gid: g,
+                        layer: self.layer,
                     },
                 );
                 self.dirs.insert(key, meta);
@@ -877,6 +1047,7 @@ impl<'p> Extractor<'p> {
                     mode,
                     uid: u,
                     gid: g,
+                    layer: self.layer,
                 },
             );
         }
@@ -1009,6 +1180,18 @@ pub(crate) fn import_tar<R: Read>(x: &mut Extractor, r: R) -> Result<&'static st
             x.note_xattrs_ignored(n as u64);
         }
         use tar::EntryType as T;
+        let base = path.rsplit(|&b| b == b'/').find(|c| !c.is_empty());
+        if x.layered
+            && base.is_some_and(|b| b.starts_with(b".wh."))
+            && !matches!(
+                et,
+                T::XGlobalHeader | T::XHeader | T::GNULongName | T::GNULongLink
+            )
+        {
+            x.whiteout(&path)?;
+            last = Some(disp(&path));
+            continue;
+        }
         match et {
             T::Regular | T::Continuous | T::GNUSparse
                 if path.ends_with(b"/") && et == T::Regular =>

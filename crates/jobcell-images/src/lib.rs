@@ -25,6 +25,8 @@ mod compress;
 mod dirwalk;
 mod error;
 mod extract;
+mod image_config;
+mod oci;
 mod sys;
 
 use std::collections::BTreeMap;
@@ -42,10 +44,12 @@ use serde::{Deserialize, Serialize};
 pub use compress::Compression;
 use error::io_ctx;
 pub use error::ImageError;
+pub use image_config::{ImageConfig, ImageConfigError};
+pub use oci::Selector;
 use sys::{cstr, fd_b};
 
 /// Schema version stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 /// File name of the index inside the state dir.
 pub const DB_FILE: &str = "images.db";
 
@@ -111,12 +115,16 @@ pub struct Image {
     pub size: u64,
     /// Number of filesystem entries in the tree.
     pub entries: u64,
-    /// `tar`, `tar+gzip`, `tar+bzip2`, `tar+xz`, `tar+zstd`, `dir`, or `configured`.
+    /// `tar`, `tar+gzip`, `tar+bzip2`, `tar+xz`, `tar+zstd`, `dir`, `oci-layout`, `oci-archive`,
+    /// `docker-archive`, or `configured`.
     pub format: String,
     /// Unix seconds.
     pub created: i64,
     pub root: PathBuf,
     pub audit: Audit,
+    /// Run settings of a container image (OCI/docker config); none for a plain tree.
+    #[serde(default)]
+    pub config: Option<ImageConfig>,
 }
 
 impl Image {
@@ -168,6 +176,8 @@ pub struct ImportOptions {
     /// Set to abort the import (e.g. from a SIGINT handler); cleanup is done before returning.
     pub cancel: Option<Arc<AtomicBool>>,
     pub progress: Option<ProgressFn>,
+    /// Which image of a multi-image container source to import.
+    pub select: Selector,
 }
 
 /// A job's hold on an image. While it lives, `remove` refuses the image (without `force`).
@@ -183,6 +193,8 @@ pub struct ImageLease {
     /// Directory to pivot_root into (mount it read-only + nosuid).
     pub root: PathBuf,
     pub kind: ImageKind,
+    /// The container image's run settings, to apply to the job before it launches.
+    pub config: Option<ImageConfig>,
     lock: Option<File>,
 }
 
@@ -225,6 +237,20 @@ impl<R: Read> Read for Counting<R> {
         self.n.fetch_add(k as u64, Ordering::Relaxed);
         Ok(k)
     }
+}
+
+/// Read until `buf` is full or the stream ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Removes a staging dir on drop unless disarmed (error, panic-free early return, cancel).
@@ -482,6 +508,15 @@ impl ImageStore {
                     )
                     .map_err(&e)?;
             }
+            if v < 2 {
+                // The run settings of a container image (JSON), NULL for a plain tree.
+                self.conn
+                    .execute_batch(
+                        "ALTER TABLE images ADD COLUMN config TEXT;
+                        PRAGMA user_version = 2;",
+                    )
+                    .map_err(&e)?;
+            }
             Ok(())
         })();
         match r {
@@ -569,6 +604,7 @@ impl ImageStore {
     fn row_to_image(&self, r: &rusqlite::Row) -> rusqlite::Result<Image> {
         let digest: String = r.get(1)?;
         let audit: String = r.get(8)?;
+        let config: Option<String> = r.get(9)?;
         Ok(Image {
             root: self
                 .images_dir
@@ -588,6 +624,7 @@ impl ImageStore {
             format: r.get(6)?,
             created: r.get(7)?,
             audit: serde_json::from_str(&audit).unwrap_or_default(),
+            config: config.and_then(|c| serde_json::from_str(&c).ok()),
         })
     }
 
@@ -595,7 +632,7 @@ impl ImageStore {
         let e = self.db_err();
         let mut st = self
             .conn
-            .prepare_cached("SELECT name, digest, owner_uid, public, size, entries, format, created, audit FROM images ORDER BY name")
+            .prepare_cached("SELECT name, digest, owner_uid, public, size, entries, format, created, audit, config FROM images ORDER BY name")
             .map_err(&e)?;
         let rows = st.query_map([], |r| self.row_to_image(r)).map_err(&e)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(&e)
@@ -605,7 +642,7 @@ impl ImageStore {
         let e = self.db_err();
         let mut st = self
             .conn
-            .prepare_cached("SELECT name, digest, owner_uid, public, size, entries, format, created, audit FROM images WHERE name = ?1")
+            .prepare_cached("SELECT name, digest, owner_uid, public, size, entries, format, created, audit, config FROM images WHERE name = ?1")
             .map_err(&e)?;
         st.query_row([name], |r| self.row_to_image(r))
             .optional()
@@ -625,6 +662,7 @@ impl ImageStore {
             created: 0,
             root: path.to_path_buf(),
             audit: Audit::default(),
+            config: None,
         }
     }
 
@@ -769,11 +807,54 @@ impl ImageStore {
         };
         let root = staging.try_clone().map_err(io_ctx("dup staging fd"))?;
         let format;
+        let mut config = None;
+        // A container image (OCI layout or archive, docker archive) is read from an indexed
+        // file; everything else streams through the tar reader as before.
+        let container = |file: File,
+                         opened: bool|
+         -> Result<Result<(oci::Blobs, oci::Container), File>, ImageError> {
+            let mut head = [0u8; 512];
+            let n = std::os::unix::fs::FileExt::read_at(&file, &mut head, 0)
+                .map_err(io_ctx("read the source"))?;
+            if !opened && !oci::looks_like_container(&head[..n]) {
+                return Ok(Err(file));
+            }
+            let blobs = oci::Blobs::index_tar(file)?;
+            match oci::detect(&blobs) {
+                Some(kind) => Ok(Ok((blobs, kind))),
+                None => match blobs {
+                    oci::Blobs::Tar { mut file, .. } => {
+                        io::Seek::rewind(&mut file).map_err(io_ctx("rewind the source"))?;
+                        Ok(Err(file))
+                    }
+                    oci::Blobs::Dir(_) => unreachable!("index_tar makes a tar index"),
+                },
+            }
+        };
+        let not_container = || {
+            ImageError::Archive {
+            where_: "start".into(),
+            reason: "looks like a container image but has neither index.json + oci-layout nor manifest.json".into(),
+        }
+        };
         let ex = match source {
             ImportSource::Path(p) => {
                 let md =
                     std::fs::metadata(&p).map_err(io_ctx(format!("source {}", p.display())))?;
-                if md.is_dir() {
+                if md.is_dir() && oci::is_layout_dir(&p) {
+                    let mut x = extract::Extractor::new(root, &policy);
+                    let blobs = oci::Blobs::Dir(p.clone());
+                    let kind = oci::Container::OciLayout;
+                    config = Some(oci::import(
+                        &mut x,
+                        &blobs,
+                        kind,
+                        &opts.select,
+                        input_bytes.clone(),
+                    )?);
+                    format = kind.format_name();
+                    x.finish()?
+                } else if md.is_dir() {
                     let mut x = extract::Extractor::new(root, &policy);
                     dirwalk::import_dir(&mut x, &p)?;
                     format = "dir";
@@ -781,27 +862,78 @@ impl ImageStore {
                 } else if md.is_file() {
                     policy.input_total = Some(md.len());
                     let f = File::open(&p).map_err(io_ctx(format!("source {}", p.display())))?;
-                    let r = Counting {
-                        // Small: reads of file data (256 KiB) then bypass the buffer and go
-                        // straight into the hashing buffers (one copy fewer per byte).
-                        inner: io::BufReader::with_capacity(64 << 10, f),
-                        n: input_bytes.clone(),
+                    let found = match self.spool_compressed_container(
+                        &f,
+                        opts.max_size,
+                        opts.cancel.as_deref(),
+                    )? {
+                        Some(spool) => Ok(container(spool, true)?.map_err(|_| not_container())?),
+                        None => container(f, false)?,
                     };
-                    let mut x = extract::Extractor::new(root, &policy);
-                    format = extract::import_tar(&mut x, r)?;
-                    x.finish()?
+                    match found {
+                        Ok((blobs, kind)) => {
+                            let mut x = extract::Extractor::new(root, &policy);
+                            config = Some(oci::import(
+                                &mut x,
+                                &blobs,
+                                kind,
+                                &opts.select,
+                                input_bytes.clone(),
+                            )?);
+                            format = kind.format_name();
+                            x.finish()?
+                        }
+                        Err(f) => {
+                            let r = Counting {
+                                // Small: reads of file data (256 KiB) then bypass the buffer and go
+                                // straight into the hashing buffers (one copy fewer per byte).
+                                inner: io::BufReader::with_capacity(64 << 10, f),
+                                n: input_bytes.clone(),
+                            };
+                            let mut x = extract::Extractor::new(root, &policy);
+                            format = extract::import_tar(&mut x, r)?;
+                            x.finish()?
+                        }
+                    }
                 } else {
                     return Err(ImageError::BadSource(p));
                 }
             }
             ImportSource::Reader(r) => {
-                let r = Counting {
+                let counted = Counting {
                     inner: io::BufReader::with_capacity(1 << 20, r),
                     n: input_bytes.clone(),
                 };
-                let mut x = extract::Extractor::new(root, &policy);
-                format = extract::import_tar(&mut x, r)?;
-                x.finish()?
+                let (comp, mut dec) = compress::open(counted).map_err(|e| ImageError::Archive {
+                    where_: "header".into(),
+                    reason: e.to_string(),
+                })?;
+                let mut head = vec![0u8; 512];
+                let n = read_full(&mut dec, &mut head).map_err(io_ctx("read the image stream"))?;
+                head.truncate(n);
+                let is_container = oci::looks_like_container(&head);
+                let mut r = io::Cursor::new(head).chain(dec);
+                if is_container {
+                    // Blobs are read out of order: keep the stream in an unnamed file first.
+                    let spool = self.spool(&mut r, opts.max_size, opts.cancel.as_deref())?;
+                    let (blobs, kind) = container(spool, true)?.map_err(|_| not_container())?;
+                    let mut x = extract::Extractor::new(root, &policy);
+                    config = Some(oci::import(
+                        &mut x,
+                        &blobs,
+                        kind,
+                        &opts.select,
+                        input_bytes.clone(),
+                    )?);
+                    format = kind.format_name();
+                    x.finish()?
+                } else {
+                    let mut x = extract::Extractor::new(root, &policy);
+                    // Decompressed above already: the format is what was found there.
+                    extract::import_tar(&mut x, r)?;
+                    format = comp.format_name();
+                    x.finish()?
+                }
             }
         };
         if let Some(c) = &opts.cancel {
@@ -809,16 +941,100 @@ impl ImageStore {
                 return Err(ImageError::Interrupted);
             }
         }
+        if config.is_none() && (opts.select.reference.is_some() || opts.select.platform.is_some()) {
+            return Err(ImageError::Container {
+                what: "--ref/--platform".into(),
+                reason: "the source is not a container image (OCI layout, oci-archive or docker-archive)".into(),
+            });
+        }
         crash_point("image-extracted");
         self.commit(
             name,
             &ex,
             format,
+            config.as_ref(),
             owner_uid,
             opts.public,
             &mut guard,
             &staging,
         )
+    }
+
+    /// Copy a stream into an unnamed file in the images dir (gone when closed), bounded by
+    /// `limit` bytes.
+    fn spool(
+        &self,
+        r: &mut impl Read,
+        limit: Option<u64>,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<File, ImageError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .mode(0o600)
+            .custom_flags(libc::O_TMPFILE)
+            .open(&self.images_dir)
+            .map_err(io_ctx(format!(
+                "spool file in {}",
+                self.images_dir.display()
+            )))?;
+        let bound = limit.unwrap_or(u64::MAX);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut n: u64 = 0;
+        loop {
+            // The cancel flag is seen between reads (a signal makes a blocked read EINTR).
+            if cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(ImageError::Interrupted);
+            }
+            let k = match r.read(&mut buf) {
+                Ok(0) => break,
+                Ok(k) => k,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io_ctx("spool the image stream")(e)),
+            };
+            n += k as u64;
+            if n > bound {
+                return Err(ImageError::TooBig {
+                    limit: bound,
+                    entry: "(the archive itself)".into(),
+                });
+            }
+            io::Write::write_all(&mut f, &buf[..k]).map_err(io_ctx("spool the image stream"))?;
+        }
+        Ok(f)
+    }
+
+    /// A compressed tarball holding a container image (`docker save | gzip`): its decompressed
+    /// stream in an unnamed file. `None` (file rewound) when it is anything else.
+    fn spool_compressed_container(
+        &self,
+        file: &File,
+        limit: Option<u64>,
+        cancel: Option<&AtomicBool>,
+    ) -> Result<Option<File>, ImageError> {
+        let mut magic = [0u8; 6];
+        let n = std::os::unix::fs::FileExt::read_at(file, &mut magic, 0)
+            .map_err(io_ctx("read the source"))?;
+        if Compression::detect(&magic[..n]) == Compression::None {
+            return Ok(None);
+        }
+        // A dup shares the file position: rewound below for the plain import.
+        let mut dup = file.try_clone().map_err(io_ctx("dup the source"))?;
+        let (_, mut dec) = compress::open(&mut dup).map_err(|e| ImageError::Archive {
+            where_: "header".into(),
+            reason: e.to_string(),
+        })?;
+        let mut head = vec![0u8; 512];
+        let n = read_full(&mut dec, &mut head).map_err(io_ctx("read the source"))?;
+        head.truncate(n);
+        if !oci::looks_like_container(&head) {
+            drop(dec);
+            io::Seek::rewind(&mut dup).map_err(io_ctx("rewind the source"))?;
+            return Ok(None);
+        }
+        let mut r = io::Cursor::new(head).chain(dec);
+        Ok(Some(self.spool(&mut r, limit, cancel)?))
     }
 
     fn name_taken(&self, name: &str) -> Result<bool, ImageError> {
@@ -835,6 +1051,7 @@ impl ImageStore {
         name: &str,
         ex: &extract::Extracted,
         format: &str,
+        config: Option<&ImageConfig>,
         owner_uid: u32,
         public: bool,
         guard: &mut Staging,
@@ -895,12 +1112,13 @@ impl ImageStore {
                 }
             }
             let audit = serde_json::to_string(&ex.audit).unwrap_or_else(|_| "{}".into());
+            let config_json = config.and_then(|c| serde_json::to_string(c).ok());
             let created = now_secs();
             self.conn
                 .execute(
-                    "INSERT INTO images (name, digest, owner_uid, public, size, entries, format, created, audit)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-                    params![name, ex.digest, owner_uid, public as i64, ex.size as i64, ex.entries as i64, format, created, audit],
+                    "INSERT INTO images (name, digest, owner_uid, public, size, entries, format, created, audit, config)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+                    params![name, ex.digest, owner_uid, public as i64, ex.size as i64, ex.entries as i64, format, created, audit, config_json],
                 )
                 .map_err(&e)?;
             Ok(Image {
@@ -919,6 +1137,7 @@ impl ImageStore {
                 created,
                 root: self.images_dir.join(&bucket_name).join(&ex.digest),
                 audit: ex.audit.clone(),
+                config: config.cloned(),
             })
         })();
         let r = r.and_then(|img| self.conn.execute_batch("COMMIT").map_err(&e).map(|_| img));
@@ -1027,6 +1246,7 @@ impl ImageStore {
                 id: String::new(),
                 root: img.root,
                 kind: img.kind,
+                config: None,
                 lock: None,
             });
         }
@@ -1065,6 +1285,7 @@ impl ImageStore {
             id: img.id,
             root: img.root,
             kind: img.kind,
+            config: img.config,
             lock: Some(lock),
         })
     }

@@ -273,7 +273,8 @@ fn run(
     let task = SchedulerTask {
         workdir: match &staged {
             Some((sd, _)) => Some(sd.path().to_path_buf()),
-            None => s.cwd.clone(),
+            // The job's own initialdir, else the image's WorkingDir (or scratch).
+            None => s.cwd.clone().or_else(|| s.spec.workdir.clone()),
         },
         job_scratch: staged.as_ref().map(|(sd, _)| sd.path().to_path_buf()),
         // The staged dir is this job's alone: request_disk applies to it.

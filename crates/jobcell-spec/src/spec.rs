@@ -100,6 +100,9 @@ pub struct JobSpec {
     pub mounts: Vec<MountSpec>,
     pub grace: Duration,
     pub image: Option<String>,
+    /// Where the job starts (in its own view); default: its scratch dir.
+    #[serde(default)]
+    pub workdir: Option<PathBuf>,
     pub dev: DevMode,
     pub net: NetMode,
     pub resources: Resources,
@@ -119,6 +122,7 @@ impl JobSpec {
             mounts: Vec::new(),
             grace: Duration::from_secs(10),
             image: None,
+            workdir: None,
             dev: DevMode::Minimal,
             net: NetMode::Host,
             resources: Resources::default(),
@@ -131,6 +135,9 @@ impl JobSpec {
             return Err(SpecError::NoCommand);
         }
         self.scratch_base = clean_abs_path("--scratch-base", &self.scratch_base)?;
+        if let Some(w) = &self.workdir {
+            self.workdir = Some(clean_abs_path("workdir", w)?);
+        }
         let mut seen = Vec::new();
         for d in &mut self.private_dirs {
             *d = clean_abs_path("private dir", d)?;

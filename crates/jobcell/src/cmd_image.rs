@@ -35,7 +35,8 @@ pub struct StoreArgs {
 #[derive(clap::Subcommand, Debug)]
 pub enum ImageCmd {
     /// Import a root filesystem (tar, .gz, .bz2, .xz, .zst — detected from content — a
-    /// directory, or `-` for a tar stream on stdin).
+    /// directory, or `-` for a tar stream on stdin), or a container image: an OCI image
+    /// layout (directory), an oci-archive or a docker-archive (`docker save`/`podman save`).
     Add {
         /// Unique name jobs use with --image.
         name: String,
@@ -50,6 +51,12 @@ pub enum ImageCmd {
         /// Refuse archives that unpack to more than SIZE (e.g. 2G, 500M).
         #[arg(long, value_name = "SIZE")]
         max_size: Option<String>,
+        /// Of a container archive holding several images, the one named NAME:TAG.
+        #[arg(long = "ref", value_name = "NAME:TAG")]
+        reference: Option<String>,
+        /// Of a multi-platform container image, this one (default linux/amd64).
+        #[arg(long, value_name = "OS/ARCH")]
+        platform: Option<String>,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -104,8 +111,21 @@ pub fn run(cmd: ImageCmd) -> anyhow::Result<i32> {
             public,
             keep_setuid,
             max_size,
+            reference,
+            platform,
             store,
-        } => add(name, source, public, keep_setuid, max_size, &store),
+        } => add(
+            name,
+            source,
+            public,
+            keep_setuid,
+            max_size,
+            jobcell_images::Selector {
+                reference,
+                platform,
+            },
+            &store,
+        ),
         ImageCmd::Ls { json, store } => {
             let s = open_store(&store)?;
             let imgs = s.list(uid())?;
@@ -177,6 +197,7 @@ fn add(
     public: bool,
     keep_setuid: bool,
     max_size: Option<String>,
+    select: jobcell_images::Selector,
     store: &StoreArgs,
 ) -> anyhow::Result<i32> {
     let flag = match max_size {
@@ -201,6 +222,7 @@ fn add(
         progress: progress.clone().map(|p| {
             Arc::new(move |pr: &Progress| p.update(pr)) as Arc<dyn Fn(&Progress) + Send + Sync>
         }),
+        select,
         ..ImportOptions::default()
     };
     let src = if source.as_os_str() == "-" {
@@ -516,6 +538,36 @@ fn print_show(i: &Image, in_use: bool) {
         &format!("{} made relative", a.absolute_paths_made_relative),
     );
     kv("xattrs ignored:", &a.xattrs_ignored);
+    if let Some(c) = &i.config {
+        let list = |v: &[String]| {
+            if v.is_empty() {
+                "-".to_string()
+            } else {
+                serde_json::to_string(v).unwrap_or_default()
+            }
+        };
+        let opt = |v: &Option<String>| v.clone().unwrap_or_else(|| "-".into());
+        kv("reference:", &opt(&c.reference));
+        kv("platform:", &opt(&c.platform));
+        kv("entrypoint:", &list(&c.entrypoint));
+        kv("cmd:", &list(&c.cmd));
+        kv("working dir:", &opt(&c.working_dir));
+        kv(
+            "user:",
+            &format!(
+                "{} (not used: jobs run as jobcell's identity)",
+                opt(&c.user)
+            ),
+        );
+        kv("env:", &c.env.len());
+        for e in &c.env {
+            outln!("    {e}");
+        }
+        kv("labels:", &c.labels.len());
+        for (k, v) in &c.labels {
+            outln!("    {k}={v}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
-use jobcell_sandbox::{jobuid, launch, Launch, LaunchError};
+use jobcell_sandbox::{jobuid, Launch, LaunchError};
 use jobcell_spec::{DevMode, JobSpec, UserSpec};
 
 use crate::config;
@@ -42,12 +42,17 @@ pub struct RunArgs {
     /// Node config file (default /etc/jobcell/config.toml when it exists).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The command and its arguments.
-    #[arg(last = true, required = true, value_name = "COMMAND")]
+    /// The command and its arguments (optional with an --image that names Entrypoint/Cmd).
+    #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
-pub fn build_spec(a: &RunArgs, cfg: &jobcell_spec::Config) -> anyhow::Result<JobSpec> {
+/// `image_config`: the run settings of the job's image, applied before the spec is checked.
+pub fn build_spec(
+    a: &RunArgs,
+    cfg: &jobcell_spec::Config,
+    image_config: Option<&jobcell_images::ImageConfig>,
+) -> anyhow::Result<JobSpec> {
     let mut spec = JobSpec::new(a.command.clone());
     let user = a
         .user
@@ -75,6 +80,9 @@ pub fn build_spec(a: &RunArgs, cfg: &jobcell_spec::Config) -> anyhow::Result<Job
         }
     } else if let Some(list) = &cfg.run.mount_under_scratch {
         spec.private_dirs = list.clone();
+    }
+    if let (Some(c), Some(name)) = (image_config, &a.job.image) {
+        c.apply_to(name, &mut spec, !a.command.is_empty())?;
     }
     spec.validate()?;
     Ok(spec)
@@ -122,22 +130,12 @@ fn bound_scratch(
 
 pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     let cfg = config::load(a.config.as_deref())?;
-    let mut spec = build_spec(&a, &cfg)?;
-    if !config::is_root() && a.user.is_some() {
-        anyhow::bail!("--user needs root: rootless jobs run as their caller");
-    }
-    bound_scratch(&a, &cfg, &mut spec)?;
-    // A job that would run as nobody gets a uid of its own, held until this process exits.
-    let job_uid = match cfg.run.job_uid_range()? {
-        range @ Some(_) if config::is_root() => jobuid::for_user(&spec.user, range)?,
-        _ => None,
-    };
     // The lease keeps the image from being removed while the job runs; the store stays open
     // (closing SQLite costs ~0.35 ms, not worth adding to the launch).
     let mut store = None;
     let (state_dir, images_dir) =
         config::store_dirs(&cfg, a.state_dir.as_deref(), a.images_dir.as_deref());
-    let lease = match &spec.image {
+    let lease = match &a.job.image {
         Some(name) => {
             // Non-root callers get a read-only view of root's index.
             let s = store.insert(jobcell_images::ImageStore::open(
@@ -152,6 +150,16 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             )
         }
         None => None,
+    };
+    let mut spec = build_spec(&a, &cfg, lease.as_ref().and_then(|l| l.config.as_ref()))?;
+    if !config::is_root() && a.user.is_some() {
+        anyhow::bail!("--user needs root: rootless jobs run as their caller");
+    }
+    bound_scratch(&a, &cfg, &mut spec)?;
+    // A job that would run as nobody gets a uid of its own, held until this process exits.
+    let job_uid = match cfg.run.job_uid_range()? {
+        range @ Some(_) if config::is_root() => jobuid::for_user(&spec.user, range)?,
+        _ => None,
     };
     let extra_env = a
         .env_pass
@@ -175,6 +183,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         }
     };
     let _terminal = TerminalModes::save();
+    // The job starts in its image's WorkingDir (or its own): the launcher's task workdir.
+    let task = jobcell_sandbox::SchedulerTask {
+        workdir: spec.workdir.clone(),
+        ..Default::default()
+    };
+    let launch = |l: &Launch| jobcell_sandbox::launch_task(l, &task);
     let outcome = launch(&Launch {
         cgroup_parent: if config::is_root() {
             cgroup_parent

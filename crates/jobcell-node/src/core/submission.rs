@@ -31,7 +31,7 @@ impl Core {
         stdout: &Option<String>,
         stderr: &Option<String>,
         extra: Option<&JobExtra>,
-        images: &mut std::collections::HashSet<String>,
+        images: &mut std::collections::HashMap<String, Option<jobcell_images::ImageConfig>>,
     ) -> Result<(JobSpec, f64, u64), CoreError> {
         // Who the job runs as: a user may only run jobs as themself; root may choose.
         let (uid, _) = sys::lookup_user(&spec.user)
@@ -55,6 +55,24 @@ impl Core {
         let memory = spec.resources.memory.unwrap_or(self.cfg.default_memory);
         spec.resources.cpus = Some(cpus);
         spec.resources.memory = Some(memory);
+        if let Some(name) = spec.image.clone() {
+            if !images.contains_key(&name) {
+                // Refuse an unknown or invisible image now, not when the job starts.
+                let img = self
+                    .cfg
+                    .images
+                    .open()
+                    .and_then(|s| s.show(&name, caller))
+                    .map_err(|e| CoreError::BadRequest(format!("image '{name}': {e}")))?;
+                images.insert(name.clone(), img.config);
+            }
+            // The image's Env, WorkingDir, Entrypoint and Cmd, applied once, at submission.
+            if let Some(c) = &images[&name] {
+                let given = !spec.argv.is_empty();
+                c.apply_to(&name, &mut spec, given)
+                    .map_err(|e| CoreError::BadRequest(e.to_string()))?;
+            }
+        }
         spec.validate()
             .map_err(|e| CoreError::BadRequest(e.to_string()))?;
         if caller != 0 {
@@ -62,17 +80,6 @@ impl Core {
                 .limits
                 .apply(&mut spec)
                 .map_err(|e| CoreError::Forbidden(e.to_string()))?;
-        }
-        if let Some(name) = &spec.image {
-            if !images.contains(name) {
-                // Refuse an unknown or invisible image now, not when the job starts.
-                self.cfg
-                    .images
-                    .open()
-                    .and_then(|s| s.show(name, caller))
-                    .map_err(|e| CoreError::BadRequest(format!("image '{name}': {e}")))?;
-                images.insert(name.clone());
-            }
         }
         let node = self.cfg.node;
         if cpus > node.cpus + 1e-9 {

@@ -209,6 +209,7 @@ fn command_name(lower: &str) -> Option<&'static str> {
         "hold" => "hold",
         "universe" => "universe",
         "jobcell_image" => "jobcell_image",
+        "container_image" => "container_image",
         "allowed_job_duration" => "allowed_job_duration",
         _ => {
             return FILE_LIMITS
@@ -273,7 +274,6 @@ const UNSUPPORTED: &[&str] = &[
     "grid_resource",
     "docker_image",
     "docker_network_type",
-    "container_image",
     "container_service_names",
     "machine_count",
     "request_gpus",
@@ -873,11 +873,12 @@ impl JobCommands<'_, '_> {
             return Ok(());
         };
         let lu = u.trim().to_ascii_lowercase();
-        if lu == "vanilla" || lu.is_empty() {
+        // The container universe is a vanilla job in an image (container_image).
+        if lu == "vanilla" || lu == "container" || lu.is_empty() {
             return Ok(());
         }
-        let why = if lu == "container" || lu == "docker" {
-            "use jobcell_image = NAME (or +RequestedChroot) to run in an image".to_string()
+        let why = if lu == "docker" {
+            "use container_image = NAME (or jobcell_image) to run in an image".to_string()
         } else {
             "jobcell runs vanilla jobs".to_string()
         };
@@ -1163,9 +1164,12 @@ impl JobCommands<'_, '_> {
             }
             custom_attributes.insert(attr.clone(), cv);
         }
-        if let Some((i, _)) = self.get("jobcell_image")? {
-            if !i.trim().is_empty() {
-                image = Some(i.trim().to_string());
+        // `container_image` names an image of the node's store, as `jobcell_image` does.
+        for key in ["container_image", "jobcell_image"] {
+            if let Some((i, _)) = self.get(key)? {
+                if !i.trim().is_empty() {
+                    image = Some(i.trim().to_string());
+                }
             }
         }
         Ok((custom_attributes, image))

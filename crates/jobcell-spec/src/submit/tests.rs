@@ -241,7 +241,7 @@ fn errors_carry_line_numbers() {
     assert_line(
         "executable=x\nuniverse = docker\nqueue\n",
         2,
-        "jobcell_image",
+        "container_image",
     );
     assert_line(
         "executable=x\ndocker_image = a\nqueue\n",
@@ -359,4 +359,12 @@ fn jobcell_limit_commands_reach_the_job_spec_and_the_ad() {
     let e = parse("executable = /bin/true\njobcell_memory_high = lots\nqueue\n").unwrap_err();
     assert_eq!(e.line(), Some(2), "{e}");
     assert!(e.to_string().contains("jobcell_memory_high"), "{e}");
+}
+
+#[test]
+fn container_image_names_the_image() {
+    let sub =
+        parse("universe = container\ncontainer_image = alma9\nexecutable = /bin/true\nqueue\n")
+            .unwrap();
+    assert_eq!(sub.jobs[0].image.as_deref(), Some("alma9"));
 }
