@@ -187,7 +187,7 @@ impl Evaluator {
                 let r = self.eval(right, env);
                 binary(*op, &l, &r)
             }
-            Expr::Cond(cond, then, otherwise) => self.choose(cond, then, otherwise, env),
+            Expr::Cond(cond, then, otherwise) => self.choose(cond, then, otherwise, env, true),
             Expr::Paren(inner) => self.eval(inner, env),
             Expr::Call(name, args) => functions::call(self, name, args, env),
             Expr::List(items) => Value::List(ListValue {
@@ -294,12 +294,15 @@ impl Evaluator {
     /// `false && x` is false without looking at x; `undefined && false` is false.
     fn and(&mut self, left: &Expr, right: &Expr, env: &Env) -> Value {
         let left = truth(&self.eval(left, env));
-        match left {
-            Truth::Error => return Value::Error,
-            Truth::False => return Value::Bool(false),
-            Truth::True | Truth::Undefined => {}
+        if let Truth::False = left {
+            return Value::Bool(false);
         }
-        match truth(&self.eval(right, env)) {
+        // An erroneous left side still has HTCondor evaluate the right (a cycle there aborts).
+        let right = truth(&self.eval(right, env));
+        if let Truth::Error = left {
+            return Value::Error;
+        }
+        match right {
             Truth::Error => Value::Error,
             Truth::False => Value::Bool(false),
             Truth::Undefined => Value::Undefined,
@@ -313,12 +316,14 @@ impl Evaluator {
     /// `true || x` is true without looking at x; `undefined || true` is true.
     fn or(&mut self, left: &Expr, right: &Expr, env: &Env) -> Value {
         let left = truth(&self.eval(left, env));
-        match left {
-            Truth::Error => return Value::Error,
-            Truth::True => return Value::Bool(true),
-            Truth::False | Truth::Undefined => {}
+        if let Truth::True = left {
+            return Value::Bool(true);
         }
-        match truth(&self.eval(right, env)) {
+        let right = truth(&self.eval(right, env));
+        if let Truth::Error = left {
+            return Value::Error;
+        }
+        match right {
             Truth::Error => Value::Error,
             Truth::True => Value::Bool(true),
             Truth::Undefined => Value::Undefined,
@@ -329,25 +334,28 @@ impl Evaluator {
         }
     }
 
-    /// `?:` and ifThenElse: numbers count as booleans; anything else is an error. On an
-    /// undefined condition HTCondor still evaluates both branches (so a cycle in either aborts).
+    /// `?:` and ifThenElse: numbers count as booleans; anything else is an error. When the
+    /// condition is neither true nor false, HTCondor's `?:` (not ifThenElse) still evaluates
+    /// both branches, so a reference cycle in either aborts the evaluation.
     pub(crate) fn choose(
         &mut self,
         cond: &Expr,
         then: &Expr,
         otherwise: &Expr,
         env: &Env,
+        evaluate_both: bool,
     ) -> Value {
-        match truth(&self.eval(cond, env)) {
-            Truth::True => self.eval(then, env),
-            Truth::False => self.eval(otherwise, env),
-            Truth::Undefined => {
-                self.eval(then, env);
-                self.eval(otherwise, env);
-                Value::Undefined
-            }
+        let result = match truth(&self.eval(cond, env)) {
+            Truth::True => return self.eval(then, env),
+            Truth::False => return self.eval(otherwise, env),
+            Truth::Undefined => Value::Undefined,
             Truth::Error => Value::Error,
+        };
+        if evaluate_both {
+            self.eval(then, env);
+            self.eval(otherwise, env);
         }
+        result
     }
 }
 
@@ -410,15 +418,32 @@ pub(crate) fn binary(op: BinaryOp, l: &Value, r: &Value) -> Value {
                 BitOr => a | b,
                 BitXor => a ^ b,
                 Shl => a.wrapping_shl(*b as u32),
-                // A negative right shift leaves the value as it is in HTCondor.
-                Shr if *b < 0 => *a,
-                Shr => a.wrapping_shr(*b as u32),
-                _ => (*a as u64).wrapping_shr(*b as u32) as i64,
+                Shr => shift_right(*a, *b),
+                _ => unsigned_shift_right(*a, *b),
             }),
             _ => Value::Error,
         },
         And | Or => unreachable!("&& and || short-circuit in Evaluator"),
     }
+}
+
+/// HTCondor's `>>`: a negative value shifts in ones and saturates at -1 from 63 on, and is
+/// left alone by a negative count; a non-negative value shifts as the CPU does (count mod 64).
+fn shift_right(a: i64, b: i64) -> i64 {
+    match (a < 0, b) {
+        (true, b) if b < 0 => a,
+        (true, b) if b >= 63 => -1,
+        _ => a.wrapping_shr(b as u32),
+    }
+}
+
+/// HTCondor's `>>>`: a negative value is shifted and then masked, with a mask that is 0 for
+/// a count of 0 (mod 64).
+fn unsigned_shift_right(a: i64, b: i64) -> i64 {
+    if a >= 0 {
+        return a.wrapping_shr(b as u32);
+    }
+    a.wrapping_shr(b as u32) & !(-1i64).wrapping_shl(64u32.wrapping_sub(b as u32))
 }
 
 fn arithmetic(op: BinaryOp, l: &Value, r: &Value) -> Value {

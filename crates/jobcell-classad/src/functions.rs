@@ -7,14 +7,48 @@ use crate::eval::{binary, identical, Env, Evaluator, Number};
 use crate::expr::{BinaryOp, Expr, Literal};
 use crate::value::{ListValue, Value};
 
+/// How many arguments each function takes (at least, at most).
+fn arity(name: &str) -> Option<(usize, usize)> {
+    Some(match name {
+        "ifthenelse" | "anycompare" | "allcompare" => (3, 3),
+        "isundefined" | "iserror" | "isstring" | "isinteger" | "isreal" | "isboolean"
+        | "islist" | "isclassad" | "int" | "real" | "string" | "bool" | "floor" | "ceiling"
+        | "round" | "min" | "max" | "sum" | "avg" | "size" | "tolower" | "toupper" | "debug" => {
+            (1, 1)
+        }
+        "pow" | "quantize" | "member" | "identicalmember" => (2, 2),
+        "substr" | "stringlistmember" | "regexp" => (2, 3),
+        "stringlistsize" | "stringlistsum" | "split" => (1, 2),
+        "strcat" | "join" => (0, usize::MAX),
+        "time" => (0, 0),
+        _ => return None,
+    })
+}
+
 pub(crate) fn call(ev: &mut Evaluator, name: &str, args: &[Expr], env: &Env) -> Value {
     let name = name.to_ascii_lowercase();
-    // ifThenElse evaluates only the branch it takes.
-    if name == "ifthenelse" {
-        return match args {
-            [cond, then, otherwise] => ev.choose(cond, then, otherwise, env),
-            _ => Value::Error,
-        };
+    // An unknown function or a wrong count is an error before any argument is evaluated.
+    match arity(&name) {
+        Some((min, max)) if (min..=max).contains(&args.len()) => {}
+        _ => return Value::Error,
+    }
+    match (name.as_str(), args) {
+        // ifThenElse evaluates only the branch it takes.
+        ("ifthenelse", [cond, then, otherwise]) => {
+            return ev.choose(cond, then, otherwise, env, false)
+        }
+        // strcat stops at the first undefined or error argument.
+        ("strcat", _) => {
+            let mut out = String::new();
+            for arg in args {
+                match ev.eval(arg, env) {
+                    v @ (Value::Undefined | Value::Error) => return v,
+                    other => out.push_str(&string_form(&other)),
+                }
+            }
+            return Value::String(out);
+        }
+        _ => {}
     }
     let values: Vec<Value> = args.iter().map(|a| ev.eval(a, env)).collect();
     let v = values.as_slice();
@@ -50,7 +84,6 @@ pub(crate) fn call(ev: &mut Evaluator, name: &str, args: &[Expr], env: &Env) -> 
             Value::Undefined => Value::Undefined,
             _ => Value::Error,
         }),
-        "strcat" => strcat(v),
         "substr" => substr(v),
         "member" => two(v, |x, l| member(ev, x, l, false)),
         "identicalmember" => two(v, |x, l| member(ev, x, l, true)),
@@ -372,26 +405,12 @@ fn sum(ev: &mut Evaluator, list: &ListValue, average: bool) -> Value {
     }
 }
 
-fn strcat(v: &[Value]) -> Value {
-    let mut out = String::new();
-    for x in v {
-        match x {
-            Value::Undefined | Value::Error => return x.clone(),
-            other => out.push_str(&string_form(other)),
-        }
-    }
-    Value::String(out)
-}
-
 fn substr(v: &[Value]) -> Value {
     let (s, offset, length) = match v {
         [s, o] => (s, o, None),
         [s, o, l] => (s, o, Some(l)),
         _ => return Value::Error,
     };
-    if v.iter().any(Value::is_error) {
-        return Value::Error;
-    }
     if v.iter().any(Value::is_undefined) {
         return Value::Undefined;
     }
@@ -417,6 +436,9 @@ fn substr(v: &[Value]) -> Value {
 }
 
 fn member(ev: &mut Evaluator, x: &Value, list: &Value, identical_only: bool) -> Value {
+    if list.is_undefined() {
+        return Value::Undefined;
+    }
     if !identical_only {
         match x {
             Value::Error => return Value::Error,
@@ -427,10 +449,8 @@ fn member(ev: &mut Evaluator, x: &Value, list: &Value, identical_only: bool) -> 
     if matches!(x, Value::List(_) | Value::Ad(_)) {
         return Value::Error;
     }
-    let list = match list {
-        Value::List(l) => l,
-        Value::Undefined => return Value::Undefined,
-        _ => return Value::Error,
+    let Value::List(list) = list else {
+        return Value::Error;
     };
     for item in ev.list_values(list) {
         let same = if identical_only {
@@ -473,10 +493,12 @@ fn string_list_member(v: &[Value]) -> Value {
     if v.iter().any(Value::is_error) {
         return Value::Error;
     }
-    // HTCondor answers false, not undefined, when any argument is undefined.
-    if v.iter().any(Value::is_undefined) {
+    // HTCondor answers false, not undefined, for an undefined item or list; undefined
+    // delimiters are the default ones.
+    if x.is_undefined() || list.is_undefined() {
         return Value::Bool(false);
     }
+    let delims = delims.filter(|d| !d.is_undefined());
     let (Value::String(x), Value::String(list)) = (x, list) else {
         return Value::Error;
     };
@@ -554,7 +576,8 @@ fn regexp(v: &[Value]) -> Value {
         Some(Value::Undefined) => return Value::Undefined,
         Some(_) => return Value::Error,
     };
-    let has = |c: char| options.contains(c) || options.contains(c.to_ascii_uppercase());
+    // Only the lower-case letters count.
+    let has = |c: char| options.contains(c);
     match regex::RegexBuilder::new(pattern)
         .case_insensitive(has('i'))
         .multi_line(has('m'))
@@ -576,6 +599,7 @@ fn change_case(x: &Value, f: fn(&str) -> String) -> Value {
 
 /// join(sep, list), join(sep, item, item, ...), join(list).
 fn join(ev: &mut Evaluator, v: &[Value]) -> Value {
+    let undefined_separator = v.len() > 1 && v[0].is_undefined();
     let (separator, items): (String, Vec<Value>) = match v {
         [] => return Value::String(String::new()),
         [Value::List(list)] => (String::new(), ev.list_values(list)),
@@ -601,6 +625,9 @@ fn join(ev: &mut Evaluator, v: &[Value]) -> Value {
             Value::Error => return Value::Error,
             other => parts.push(string_form(other)),
         }
+    }
+    if parts.is_empty() && undefined_separator {
+        return Value::Undefined;
     }
     Value::String(parts.join(&separator))
 }

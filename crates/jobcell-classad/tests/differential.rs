@@ -19,8 +19,8 @@
 //! item for lists and ads) that HTCondor evaluates as MY's Requirements against TARGET.
 //!
 //! The generator stays clear of the differences listed under "ClassAd expressions" in
-//! docs/submit-files.md (HTCondor's integer pow of a negative base, `x >>> 0`, selecting from a
-//! list, which crashes HTCondor).
+//! docs/submit-files.md (HTCondor's integer pow of a negative base, selecting from a list,
+//! which crashes HTCondor).
 //!
 //! JOBCELL_CLASSAD_CASES (default 10000) and JOBCELL_CLASSAD_SEED (default a fixed seed) set
 //! the corpus. Needs the venv from tests/submit/setup-venv.sh (or $JOBCELL_HTCONDOR_VENV);
@@ -289,9 +289,9 @@ impl Generator {
             4..=6 => r.pick(ATTRS).into(),
             7 => r
                 .pick(&[
-                    "time() > 1700000000",
+                    "(time() > 1700000000)",
                     "isInteger(time())",
-                    "time() - time() <= 1",
+                    "(time() - time() <= 1)",
                 ])
                 .into(),
             _ => r.pick(MATCH_ATTRS).into(),
@@ -308,7 +308,10 @@ impl Generator {
                 let op = self.rng.pick(BINARY);
                 format!("{} {op} {}", self.expr(d), self.expr(d))
             }
-            4 => format!("{} >>> {}", self.expr(d), 1 + self.rng.below(63)),
+            4 => {
+                let op = self.rng.pick(&[">>>", ">>", "<<"]);
+                format!("{} {op} {}", self.expr(d), self.expr(d))
+            }
             5 => {
                 let op = self.rng.pick(&["-", "+", "!", "~", "- ", "!!"]);
                 format!("{op}{}", self.expr(d))
@@ -478,8 +481,9 @@ impl Generator {
                 self.args(d, 2),
             ),
         };
-        // Now and then a wrong number of arguments.
-        if self.rng.chance(3) {
+        // Now and then a wrong number of arguments (the string-list functions take a
+        // delimiter string as an optional last argument, chosen above).
+        if self.rng.chance(3) && !name.starts_with("stringList") {
             if args.is_empty() || self.rng.chance(50) {
                 args.push(self.atom());
             } else {
