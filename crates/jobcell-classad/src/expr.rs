@@ -189,6 +189,14 @@ pub(crate) fn write_quoted(f: &mut impl fmt::Write, s: &str, quote: char) -> fmt
     f.write_char(quote)
 }
 
+fn is_unsigned_number(expr: &Expr) -> bool {
+    match expr {
+        Expr::Literal(Literal::Int(i)) => *i >= 0,
+        Expr::Literal(Literal::Real(r)) => r.is_sign_positive() && r.is_finite(),
+        _ => false,
+    }
+}
+
 pub(crate) fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     matches!(chars.next(), Some(c) if c.is_ascii_alphabetic() || c == '_')
@@ -233,10 +241,8 @@ impl fmt::Display for Expr {
                 write_name(f, name)
             }
             Expr::Index(base, index) => write!(f, "{base}[{index}]"),
-            // `- 0` must not come back as the literal 0: keep a space before a number.
-            Expr::Unary(UnaryOp::Neg, operand)
-                if matches!(**operand, Expr::Literal(Literal::Int(_) | Literal::Real(_))) =>
-            {
+            // `- 0` must not be read back as the literal 0: a space before a plain number.
+            Expr::Unary(UnaryOp::Neg, operand) if is_unsigned_number(operand) => {
                 write!(f, " - {operand}")
             }
             Expr::Unary(op, operand) => write!(f, " {}{operand}", op.symbol()),

@@ -48,6 +48,9 @@ pub(crate) fn call(ev: &mut Evaluator, name: &str, args: &[Expr], env: &Env) -> 
             }
             return Value::String(out);
         }
+        ("anycompare" | "allcompare", [op, list, x]) => {
+            return compare_all(ev, env, [op, list, x], name == "anycompare")
+        }
         _ => {}
     }
     let values: Vec<Value> = args.iter().map(|a| ev.eval(a, env)).collect();
@@ -101,8 +104,6 @@ pub(crate) fn call(ev: &mut Evaluator, name: &str, args: &[Expr], env: &Env) -> 
         "join" => join(ev, v),
         "split" => split(v),
         "debug" => one(v, Value::clone),
-        "anycompare" => three(v, |op, l, x| compare_all(ev, op, l, x, true)),
-        "allcompare" => three(v, |op, l, x| compare_all(ev, op, l, x, false)),
         _ => Value::Error,
     }
 }
@@ -350,34 +351,33 @@ fn quantize(ev: &mut Evaluator, a: &Value, b: &Value) -> Value {
     }
 }
 
-/// min/max over a list: undefined items are skipped; a real anywhere makes the result real.
+/// min/max over a list: undefined items are skipped. A lone item comes back as it is;
+/// each comparison promotes both sides (booleans to integers, to reals beside a real).
 fn extreme(ev: &mut Evaluator, list: &ListValue, better: BinaryOp) -> Value {
     let mut best: Option<Value> = None;
-    let mut any_real = false;
     for item in ev.list_values(list) {
-        let number = match item {
-            Value::Undefined => continue,
-            Value::Bool(b) => Value::Int(b as i64),
-            Value::Int(_) => item,
-            Value::Real(_) => {
-                any_real = true;
-                item
-            }
-            _ => return Value::Error,
+        if item.is_undefined() {
+            continue;
+        }
+        let Some(number) = Number::of(&item) else {
+            return Value::Error;
         };
         best = Some(match best {
-            None => number,
-            Some(current) => match binary(better, &number, &current) {
-                Value::Bool(true) => number,
-                _ => current,
-            },
+            None => item,
+            Some(current) => {
+                let current = Number::of(&current).expect("only numbers are kept");
+                let (a, b) = match (number, current) {
+                    (Number::Int(a), Number::Int(b)) => (Value::Int(a), Value::Int(b)),
+                    (a, b) => (Value::Real(a.real()), Value::Real(b.real())),
+                };
+                match binary(better, &a, &b) {
+                    Value::Bool(true) => a,
+                    _ => b,
+                }
+            }
         });
     }
-    match best {
-        None => Value::Undefined,
-        Some(v) if any_real => to_real(&v),
-        Some(v) => v,
-    }
+    best.unwrap_or(Value::Undefined)
 }
 
 /// sum (and avg): undefined items are skipped; the first item is taken as it is.
@@ -564,7 +564,7 @@ fn regexp(v: &[Value]) -> Value {
     if v.iter().any(Value::is_error) {
         return Value::Error;
     }
-    if pattern.is_undefined() || target.is_undefined() {
+    if v.iter().any(Value::is_undefined) {
         return Value::Undefined;
     }
     let (Value::String(pattern), Value::String(target)) = (pattern, target) else {
@@ -599,7 +599,7 @@ fn change_case(x: &Value, f: fn(&str) -> String) -> Value {
 
 /// join(sep, list), join(sep, item, item, ...), join(list).
 fn join(ev: &mut Evaluator, v: &[Value]) -> Value {
-    let undefined_separator = v.len() > 1 && v[0].is_undefined();
+    let mut undefined_seen = v.len() > 1 && v[0].is_undefined();
     let (separator, items): (String, Vec<Value>) = match v {
         [] => return Value::String(String::new()),
         [Value::List(list)] => (String::new(), ev.list_values(list)),
@@ -607,7 +607,8 @@ fn join(ev: &mut Evaluator, v: &[Value]) -> Value {
         [_] => return Value::String(String::new()),
         [separator, rest @ ..] => {
             let separator = match separator {
-                Value::Undefined => String::new(),
+                // HTCondor joins with nothing between for a boolean separator.
+                Value::Undefined | Value::Bool(_) => String::new(),
                 Value::Error => return Value::Error,
                 s => string_form(s),
             };
@@ -621,12 +622,13 @@ fn join(ev: &mut Evaluator, v: &[Value]) -> Value {
     let mut parts = Vec::new();
     for item in &items {
         match item {
-            Value::Undefined => continue,
+            Value::Undefined => undefined_seen = true,
             Value::Error => return Value::Error,
             other => parts.push(string_form(other)),
         }
     }
-    if parts.is_empty() && undefined_separator {
+    // Nothing joined, and something undefined on the way: undefined, as in HTCondor.
+    if parts.is_empty() && undefined_seen {
         return Value::Undefined;
     }
     Value::String(parts.join(&separator))
@@ -669,9 +671,11 @@ fn split(v: &[Value]) -> Value {
     Value::List(ListValue::literal(items))
 }
 
-/// anyCompare/allCompare(op, list, value).
-fn compare_all(ev: &mut Evaluator, op: &Value, list: &Value, x: &Value, any: bool) -> Value {
-    let Value::String(op) = op else {
+/// anyCompare/allCompare(op, list, value): each argument is evaluated only once the ones
+/// before it are found good.
+fn compare_all(ev: &mut Evaluator, env: &Env, args: [&Expr; 3], any: bool) -> Value {
+    let [op, list, x] = args;
+    let Value::String(op) = ev.eval(op, env) else {
         return Value::Error;
     };
     let op = match op.as_str() {
@@ -685,13 +689,14 @@ fn compare_all(ev: &mut Evaluator, op: &Value, list: &Value, x: &Value, any: boo
         "isnt" | "=!=" => BinaryOp::Isnt,
         _ => return Value::Error,
     };
-    let list = match list {
+    let list = match ev.eval(list, env) {
         Value::List(list) => list,
         Value::Undefined => return Value::Undefined,
         _ => return Value::Error,
     };
-    for item in ev.list_values(list) {
-        match binary(op, &item, x) {
+    let x = ev.eval(x, env);
+    for item in ev.list_values(&list) {
+        match binary(op, &item, &x) {
             Value::Error => return Value::Error,
             Value::Bool(true) if any => return Value::Bool(true),
             Value::Bool(true) => {}

@@ -313,7 +313,7 @@ impl Generator {
                 format!("{} {op} {}", self.expr(d), self.expr(d))
             }
             5 => {
-                let op = self.rng.pick(&["-", "+", "!", "~", "- ", "!!"]);
+                let op = self.rng.pick(&["-", "+", "!", "~", "!!"]);
                 format!("{op}{}", self.expr(d))
             }
             6 => format!("({})", self.expr(d)),
