@@ -607,8 +607,7 @@ fn join(ev: &mut Evaluator, v: &[Value]) -> Value {
         [_] => return Value::String(String::new()),
         [separator, rest @ ..] => {
             let separator = match separator {
-                // HTCondor joins with nothing between for a boolean separator.
-                Value::Undefined | Value::Bool(_) => String::new(),
+                Value::Undefined => String::new(),
                 Value::Error => return Value::Error,
                 s => string_form(s),
             };
@@ -619,19 +618,27 @@ fn join(ev: &mut Evaluator, v: &[Value]) -> Value {
             }
         }
     };
-    let mut parts = Vec::new();
+    let mut joined = String::new();
+    let mut any_joined = false;
     for item in &items {
         match item {
             Value::Undefined => undefined_seen = true,
             Value::Error => return Value::Error,
-            other => parts.push(string_form(other)),
+            other => {
+                // The separator goes only after text: empty items vanish, separator and all.
+                if !joined.is_empty() {
+                    joined.push_str(&separator);
+                }
+                joined.push_str(&string_form(other));
+                any_joined = true;
+            }
         }
     }
     // Nothing joined, and something undefined on the way: undefined, as in HTCondor.
-    if parts.is_empty() && undefined_seen {
+    if !any_joined && undefined_seen {
         return Value::Undefined;
     }
-    Value::String(parts.join(&separator))
+    Value::String(joined)
 }
 
 const SPLIT_DELIMITERS: &str = " \t\r\n,";
