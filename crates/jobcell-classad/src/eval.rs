@@ -5,12 +5,13 @@ use std::cmp::Ordering;
 use std::sync::Arc;
 
 use crate::ad::ClassAd;
+use crate::depth::StackGuard;
 use crate::expr::{BinaryOp, Expr, Literal, UnaryOp};
 use crate::functions;
 use crate::value::{AdValue, ListValue, Value};
 
 /// The deepest nesting of evaluation (expression levels plus attribute references) before the
-/// result is `error`: bounds the stack on long reference chains.
+/// evaluation is aborted as `error` (also when the stack budget runs out first).
 pub const MAX_EVAL_DEPTH: usize = 1000;
 
 /// One ad in a scope chain: unscoped names are looked up here, then in `parent`.
@@ -90,6 +91,7 @@ pub(crate) struct Evaluator {
     aborted: bool,
     /// Attributes being evaluated, as (ad storage, index): meeting one again is a cycle.
     in_progress: Vec<(usize, usize)>,
+    stack: StackGuard,
 }
 
 impl Expr {
@@ -113,6 +115,7 @@ impl Evaluator {
             depth: 0,
             aborted: false,
             in_progress: Vec::new(),
+            stack: StackGuard::new(),
         }
     }
 
@@ -144,7 +147,7 @@ impl Evaluator {
         if self.aborted {
             return Value::Error;
         }
-        if self.depth >= MAX_EVAL_DEPTH {
+        if self.depth >= MAX_EVAL_DEPTH || self.stack.exhausted() {
             self.aborted = true;
             return Value::Error;
         }
@@ -154,16 +157,11 @@ impl Evaluator {
         value
     }
 
+    /// One node. Each arm is a call of its own, so that the frames a deep tree stacks up
+    /// stay small.
     fn eval_inner(&mut self, expr: &Expr, env: &Env) -> Value {
         match expr {
-            Expr::Literal(literal) => match literal {
-                Literal::Undefined => Value::Undefined,
-                Literal::Error => Value::Error,
-                Literal::Bool(b) => Value::Bool(*b),
-                Literal::Int(i) => Value::Int(*i),
-                Literal::Real(r) => Value::Real(*r),
-                Literal::String(s) => Value::String(s.clone()),
-            },
+            Expr::Literal(literal) => literal_value(literal),
             // In a match the outermost scope is the match itself, which has no attributes.
             Expr::Attr { absolute: true, .. } if env.target.is_some() => Value::Undefined,
             Expr::Attr { name, absolute } => {
@@ -171,38 +169,37 @@ impl Evaluator {
                 self.lookup(start, name, env)
             }
             Expr::Select(base, name) => self.eval_select(base, name, env),
-            Expr::Index(base, index) => {
-                let base = self.eval(base, env);
-                let index = self.eval(index, env);
-                self.subscript(base, index)
-            }
-            Expr::Unary(op, operand) => {
-                let v = self.eval(operand, env);
-                unary(*op, v)
-            }
+            Expr::Index(base, index) => self.eval_index(base, index, env),
+            Expr::Unary(op, operand) => self.eval_unary(*op, operand, env),
             Expr::Binary(BinaryOp::And, left, right) => self.and(left, right, env),
             Expr::Binary(BinaryOp::Or, left, right) => self.or(left, right, env),
-            Expr::Binary(op, left, right) => {
-                let l = self.eval(left, env);
-                let r = self.eval(right, env);
-                binary(*op, &l, &r)
-            }
+            Expr::Binary(op, left, right) => self.eval_binary(*op, left, right, env),
             Expr::Cond(cond, then, otherwise) => self.choose(cond, then, otherwise, env, true),
             Expr::Paren(inner) => self.eval(inner, env),
             Expr::Call(name, args) => functions::call(self, name, args, env),
-            Expr::List(items) => Value::List(ListValue {
-                items: Arc::new(items.clone()),
-                env: env.clone(),
-                computed: false,
-            }),
-            Expr::Ad(ad) => Value::Ad(AdValue {
-                frame: Arc::new(Frame {
-                    ad: ad.clone(),
-                    parent: Some(env.scope.clone()),
-                }),
-                env: env.clone(),
-            }),
+            Expr::List(items) => list_value(items, env),
+            Expr::Ad(ad) => ad_value(ad, env),
         }
+    }
+
+    #[inline(never)]
+    fn eval_index(&mut self, base: &Expr, index: &Expr, env: &Env) -> Value {
+        let base = self.eval(base, env);
+        let index = self.eval(index, env);
+        self.subscript(base, index)
+    }
+
+    #[inline(never)]
+    fn eval_unary(&mut self, op: UnaryOp, operand: &Expr, env: &Env) -> Value {
+        let v = self.eval(operand, env);
+        unary(op, v)
+    }
+
+    #[inline(never)]
+    fn eval_binary(&mut self, op: BinaryOp, left: &Expr, right: &Expr, env: &Env) -> Value {
+        let l = self.eval(left, env);
+        let r = self.eval(right, env);
+        binary(op, &l, &r)
     }
 
     /// An unscoped name: this ad, then the ads around it; undefined when none has it.
@@ -357,6 +354,35 @@ impl Evaluator {
         }
         result
     }
+}
+
+fn literal_value(literal: &Literal) -> Value {
+    match literal {
+        Literal::Undefined => Value::Undefined,
+        Literal::Error => Value::Error,
+        Literal::Bool(b) => Value::Bool(*b),
+        Literal::Int(i) => Value::Int(*i),
+        Literal::Real(r) => Value::Real(*r),
+        Literal::String(s) => Value::String(s.clone()),
+    }
+}
+
+fn list_value(items: &[Expr], env: &Env) -> Value {
+    Value::List(ListValue {
+        items: Arc::new(items.to_vec()),
+        env: env.clone(),
+        computed: false,
+    })
+}
+
+fn ad_value(ad: &ClassAd, env: &Env) -> Value {
+    Value::Ad(AdValue {
+        frame: Arc::new(Frame {
+            ad: ad.clone(),
+            parent: Some(env.scope.clone()),
+        }),
+        env: env.clone(),
+    })
 }
 
 fn unary(op: UnaryOp, v: Value) -> Value {

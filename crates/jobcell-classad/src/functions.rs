@@ -37,25 +37,34 @@ pub(crate) fn call(ev: &mut Evaluator, name: &str, args: &[Expr], env: &Env) -> 
         ("ifthenelse", [cond, then, otherwise]) => {
             return ev.choose(cond, then, otherwise, env, false)
         }
-        // strcat stops at the first undefined or error argument.
-        ("strcat", _) => {
-            let mut out = String::new();
-            for arg in args {
-                match ev.eval(arg, env) {
-                    v @ (Value::Undefined | Value::Error) => return v,
-                    other => out.push_str(&string_form(&other)),
-                }
-            }
-            return Value::String(out);
-        }
+        ("strcat", _) => return strcat(ev, env, args),
         ("anycompare" | "allcompare", [op, list, x]) => {
             return compare_all(ev, env, [op, list, x], name == "anycompare")
         }
         _ => {}
     }
     let values: Vec<Value> = args.iter().map(|a| ev.eval(a, env)).collect();
-    let v = values.as_slice();
-    match name.as_str() {
+    apply(ev, &name, &values)
+}
+
+/// strcat stops at the first undefined or error argument.
+#[inline(never)]
+fn strcat(ev: &mut Evaluator, env: &Env, args: &[Expr]) -> Value {
+    let mut out = String::new();
+    for arg in args {
+        match ev.eval(arg, env) {
+            v @ (Value::Undefined | Value::Error) => return v,
+            other => out.push_str(&string_form(&other)),
+        }
+    }
+    Value::String(out)
+}
+
+/// The strict functions, on evaluated arguments. Kept out of `call` so that the frames of
+/// nested calls stay small.
+#[inline(never)]
+fn apply(ev: &mut Evaluator, name: &str, v: &[Value]) -> Value {
+    match name {
         "isundefined" => one(v, |x| Value::Bool(x.is_undefined())),
         "iserror" => one(v, |x| Value::Bool(x.is_error())),
         "isstring" => one(v, |x| Value::Bool(matches!(x, Value::String(_)))),
@@ -118,13 +127,6 @@ fn one(v: &[Value], f: impl FnOnce(&Value) -> Value) -> Value {
 fn two(v: &[Value], f: impl FnOnce(&Value, &Value) -> Value) -> Value {
     match v {
         [a, b] => f(a, b),
-        _ => Value::Error,
-    }
-}
-
-fn three(v: &[Value], f: impl FnOnce(&Value, &Value, &Value) -> Value) -> Value {
-    match v {
-        [a, b, c] => f(a, b, c),
         _ => Value::Error,
     }
 }

@@ -14,6 +14,7 @@
 //! generated expressions with both and demands the same value and type.
 
 mod ad;
+mod depth;
 mod eval;
 mod expr;
 mod functions;
@@ -21,9 +22,10 @@ mod parse;
 mod value;
 
 pub use ad::{AdParseError, ClassAd};
+pub use depth::STACK_BUDGET;
 pub use eval::MAX_EVAL_DEPTH;
 pub use expr::{BinaryOp, Expr, Literal, UnaryOp};
-pub use parse::{ParseError, MAX_DEPTH};
+pub use parse::{ParseError, MAX_DEPTH, MAX_NESTING};
 pub use value::{AdValue, ListValue, Value};
 
 impl Expr {

@@ -1,14 +1,20 @@
 //! Lexer and parser for ClassAd expressions, with HTCondor's operator precedence.
 //!
-//! Every parse function returns the height of the tree it built: a hostile input (a long
-//! `1+1+...` chain, `((((...`, `!!!!...`) is refused at [`MAX_DEPTH`] instead of building a
-//! tree whose evaluation or drop would exhaust the stack.
+//! Hostile input is refused rather than allowed to exhaust the stack: the parser's own
+//! recursion (`((((...`, `!!!!...`, `f(f(f(...`) stops at [`MAX_NESTING`] levels or the stack
+//! budget, and every parse function returns the height of the tree it built, so that a long
+//! `1+1+...` chain is refused at [`MAX_DEPTH`] before its evaluation or drop could recurse
+//! that deep.
 
 use crate::ad::ClassAd;
+use crate::depth::StackGuard;
 use crate::expr::{BinaryOp, Expr, Literal, UnaryOp};
 
-/// The deepest expression tree accepted.
-pub const MAX_DEPTH: usize = 200;
+/// The deepest expression tree accepted (a chain `a || b || ...` counts one level a term).
+pub const MAX_DEPTH: usize = 500;
+
+/// The deepest nesting of parentheses, calls, lists, ads and unary operators accepted.
+pub const MAX_NESTING: usize = 200;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("column {column}: {message}")]
@@ -42,13 +48,12 @@ const OPERATORS: [&str; 31] = [
 ];
 const BRACKETS: [&str; 4] = ["[", "]", "{", "}"];
 
-struct Lexer<'a> {
+struct Lexer {
     chars: Vec<char>,
     pos: usize,
-    _text: &'a str,
 }
 
-impl<'a> Lexer<'a> {
+impl Lexer {
     fn error(&self, column: usize, message: impl Into<String>) -> ParseError {
         ParseError {
             column: column + 1,
@@ -207,21 +212,22 @@ impl<'a> Lexer<'a> {
 }
 
 /// A recursive-descent parser over a token list.
-struct Parser<'a> {
+struct Parser {
     tokens: Vec<(Token, usize)>,
     pos: usize,
+    /// Parse functions active now: bounds the recursion before a tree is even built.
+    nesting: usize,
+    stack: StackGuard,
     lexer_columns_end: usize,
-    _text: &'a str,
 }
 
 type Parsed = (Expr, usize);
 
-impl<'a> Parser<'a> {
-    fn new(text: &'a str) -> Result<Self, ParseError> {
+impl Parser {
+    fn new(text: &str) -> Result<Self, ParseError> {
         let mut lexer = Lexer {
             chars: text.chars().collect(),
             pos: 0,
-            _text: text,
         };
         let mut tokens = Vec::new();
         loop {
@@ -235,8 +241,9 @@ impl<'a> Parser<'a> {
         Ok(Parser {
             tokens,
             pos: 0,
+            nesting: 0,
+            stack: StackGuard::new(),
             lexer_columns_end: lexer.chars.len(),
-            _text: text,
         })
     }
 
@@ -291,19 +298,57 @@ impl<'a> Parser<'a> {
             self.bump();
             Ok(())
         } else {
-            Err(self.error(format!("expected {op:?}, found {}", self.describe())))
+            Err(self.expected(op))
         }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn expected(&self, op: &str) -> ParseError {
+        self.error(format!("expected {op:?}, found {}", self.describe()))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn too_deeply_nested(&self) -> ParseError {
+        self.error(format!(
+            "expression nested more than {MAX_NESTING} levels deep"
+        ))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn too_deep(&self) -> ParseError {
+        self.error(format!("expression nested deeper than {MAX_DEPTH} levels"))
     }
 
     fn check_depth(&self, depth: usize) -> Result<usize, ParseError> {
         if depth > MAX_DEPTH {
-            Err(self.error(format!("expression nested deeper than {MAX_DEPTH} levels")))
+            Err(self.too_deep())
         } else {
             Ok(depth)
         }
     }
 
+    /// Runs `f` one level deeper, refusing to go past MAX_NESTING levels or the stack budget.
+    fn nested<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, ParseError>,
+    ) -> Result<T, ParseError> {
+        if self.nesting >= MAX_NESTING || self.stack.exhausted() {
+            return Err(self.too_deeply_nested());
+        }
+        self.nesting += 1;
+        let result = f(self);
+        self.nesting -= 1;
+        result
+    }
+
     fn expr(&mut self) -> Result<Parsed, ParseError> {
+        self.nested(Self::conditional)
+    }
+
+    fn conditional(&mut self) -> Result<Parsed, ParseError> {
         let (cond, depth) = self.binary(1)?;
         if !self.is_op("?") {
             return Ok((cond, depth));
@@ -391,7 +436,7 @@ impl<'a> Parser<'a> {
                 }
             }
         }
-        let (operand, depth) = self.unary()?;
+        let (operand, depth) = self.nested(Self::unary)?;
         let depth = self.check_depth(depth + 1)?;
         Ok((Expr::Unary(op, Box::new(operand)), depth))
     }
@@ -433,94 +478,97 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// One operand. The arms that recurse live in their own small functions, so that each
+    /// level of nesting costs little stack.
     fn primary(&mut self) -> Result<Parsed, ParseError> {
-        let token = self.peek().clone();
-        let literal = |l| Ok((Expr::Literal(l), 1));
-        match token {
-            Token::Int(n) => {
-                if n > i64::MAX as u64 {
-                    return Err(self.error(format!("integer {n} is out of range")));
-                }
-                self.bump();
-                literal(Literal::Int(n as i64))
+        match self.peek() {
+            Token::Op("(") => self.parenthesized(),
+            Token::Op("{") => self.list(),
+            Token::Op("[") => self.nested_ad(),
+            Token::Ident(_) if matches!(self.peek_at(1), Token::Op("(")) => self.call(),
+            _ => self.leaf(),
+        }
+    }
+
+    fn parenthesized(&mut self) -> Result<Parsed, ParseError> {
+        self.bump();
+        let (inner, depth) = self.expr()?;
+        self.expect_op(")")?;
+        let depth = self.check_depth(depth + 1)?;
+        Ok((Expr::Paren(Box::new(inner)), depth))
+    }
+
+    fn list(&mut self) -> Result<Parsed, ParseError> {
+        self.bump();
+        let (items, depth) = self.sequence("}", ",")?;
+        Ok((Expr::List(items), depth))
+    }
+
+    fn nested_ad(&mut self) -> Result<Parsed, ParseError> {
+        self.bump();
+        let (ad, depth) = self.ad_body()?;
+        Ok((Expr::Ad(ad), depth))
+    }
+
+    fn call(&mut self) -> Result<Parsed, ParseError> {
+        let Token::Ident(name) = self.bump() else {
+            unreachable!("call() follows an identifier")
+        };
+        if is_keyword(&name) {
+            return Err(self.unexpected_keyword(&name));
+        }
+        self.bump();
+        let (args, depth) = self.sequence(")", ",")?;
+        Ok((Expr::Call(name, args), depth))
+    }
+
+    /// A literal or an attribute reference: no recursion.
+    #[inline(never)]
+    fn leaf(&mut self) -> Result<Parsed, ParseError> {
+        let expr = match self.peek().clone() {
+            Token::Int(n) if n > i64::MAX as u64 => {
+                return Err(self.error(format!("integer {n} is out of range")))
             }
-            Token::Real(r) => {
-                self.bump();
-                literal(Literal::Real(r))
-            }
-            Token::Str(s) => {
-                self.bump();
-                literal(Literal::String(s))
-            }
-            Token::QuotedName(name) => {
-                self.bump();
-                Ok((
-                    Expr::Attr {
-                        name,
-                        absolute: false,
-                    },
-                    1,
-                ))
-            }
-            Token::Ident(word) => {
-                let lower = word.to_ascii_lowercase();
-                let keyword = match lower.as_str() {
-                    "true" => Some(Literal::Bool(true)),
-                    "false" => Some(Literal::Bool(false)),
-                    "undefined" => Some(Literal::Undefined),
-                    "error" => Some(Literal::Error),
-                    "is" | "isnt" => {
-                        return Err(self.error(format!("unexpected operator {word:?}")))
-                    }
-                    _ => None,
-                };
-                self.bump();
-                if let Some(l) = keyword {
-                    return literal(l);
-                }
-                if self.is_op("(") {
-                    self.bump();
-                    let (args, depth) = self.sequence(")", ",")?;
-                    return Ok((Expr::Call(word, args), depth));
-                }
-                Ok((
-                    Expr::Attr {
-                        name: word,
-                        absolute: false,
-                    },
-                    1,
-                ))
-            }
+            Token::Int(n) => Expr::Literal(Literal::Int(n as i64)),
+            Token::Real(r) => Expr::Literal(Literal::Real(r)),
+            Token::Str(s) => Expr::Literal(Literal::String(s)),
+            Token::QuotedName(name) => Expr::Attr {
+                name,
+                absolute: false,
+            },
+            Token::Ident(word) => match word.to_ascii_lowercase().as_str() {
+                "true" => Expr::Literal(Literal::Bool(true)),
+                "false" => Expr::Literal(Literal::Bool(false)),
+                "undefined" => Expr::Literal(Literal::Undefined),
+                "error" => Expr::Literal(Literal::Error),
+                "is" | "isnt" => return Err(self.unexpected_keyword(&word)),
+                _ => Expr::Attr {
+                    name: word,
+                    absolute: false,
+                },
+            },
             Token::Op(".") => {
                 self.bump();
                 let name = self.attribute_name()?;
-                Ok((
+                return Ok((
                     Expr::Attr {
                         name,
                         absolute: true,
                     },
                     1,
-                ))
+                ));
             }
-            Token::Op("(") => {
-                self.bump();
-                let (inner, depth) = self.expr()?;
-                self.expect_op(")")?;
-                let depth = self.check_depth(depth + 1)?;
-                Ok((Expr::Paren(Box::new(inner)), depth))
+            _ => {
+                return Err(self.error(format!("expected an expression, found {}", self.describe())))
             }
-            Token::Op("{") => {
-                self.bump();
-                let (items, depth) = self.sequence("}", ",")?;
-                Ok((Expr::List(items), depth))
-            }
-            Token::Op("[") => {
-                self.bump();
-                let (ad, depth) = self.ad_body()?;
-                Ok((Expr::Ad(ad), depth))
-            }
-            _ => Err(self.error(format!("expected an expression, found {}", self.describe()))),
-        }
+        };
+        self.bump();
+        Ok((expr, 1))
+    }
+
+    #[cold]
+    fn unexpected_keyword(&self, word: &str) -> ParseError {
+        self.error(format!("unexpected operator {word:?}"))
     }
 
     /// Comma-separated expressions up to `close` (function arguments, list items).
