@@ -4,7 +4,8 @@
 
 stdin: one JSON line {"my": ad, "target": ad}, then one JSON line per case:
   {"mode": "plain", "e": expr, "unparse": jobcell's unparse of expr}
-      -> {"parse_error": true} or {"value": V, "unparse_same": bool}
+      -> {"parse_error": true} or {"value": V, "unparse_same": bool, "text": T}
+      (T: str() of the scalar result's Literal, as HTCondor prints it; null for a list or ad)
   {"mode": "match", "e": expr, "probe": expr[, "probe2": expr]}
       -> {"probe": bool[, "probe2": bool]}: each probe evaluated as MY's Requirements, in a
          match of MY against TARGET.
@@ -62,6 +63,17 @@ def describe(ad, text, depth=0):
     return {"t": "unknown", "v": repr(v)}
 
 
+def literal_text(ad, text):
+    """How HTCondor prints a scalar result (str() of its Literal); None for lists and ads."""
+    try:
+        v = evaluate(ad, text)
+    except Exception:  # noqa: BLE001
+        return None
+    if isinstance(v, (list, dict, classad.ClassAd)):
+        return None
+    return str(classad.Literal(v))
+
+
 def main():
     header = json.loads(sys.stdin.readline())
     plain = classad.ClassAd(header["my"])
@@ -81,6 +93,7 @@ def main():
             except Exception:
                 unparse_same = False
             result = {"value": describe(plain, case["e"]), "unparse_same": unparse_same}
+            result["text"] = literal_text(plain, case["e"])
         else:
             result = {}
             for key in ("probe", "probe2"):

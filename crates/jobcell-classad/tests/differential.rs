@@ -6,7 +6,8 @@
 //! functions. tests/classad_reference.py evaluates them all in one Python process; both sides
 //! must give the same type and value, undefined and error included. Lists and ads are compared
 //! item by item (each evaluated in its own scope). Plain cases also check that HTCondor parses
-//! jobcell's unparse back to the same expression.
+//! jobcell's unparse back to the same expression, and that a scalar value prints as HTCondor
+//! prints the literal.
 //!
 //! HTCondor aborts an evaluation that meets a reference cycle (its Python module then raises);
 //! jobcell's answer to the whole expression is then `error`, which counts as agreement.
@@ -678,6 +679,7 @@ fn classad_evaluation_matches_htcondor() {
 
     let mut mismatches = Vec::new();
     let mut unparse_mismatches = Vec::new();
+    let mut printed_compared = 0;
     for (case, theirs) in cases.iter().zip(&answers) {
         let their_parse_error = theirs.get("parse_error").is_some();
         let agree = match &case.ours {
@@ -691,6 +693,14 @@ fn classad_evaluation_matches_htcondor() {
                 } else {
                     if theirs["unparse_same"] != json!(true) {
                         unparse_mismatches.push(format!("{}  =>  {expr}", case.text));
+                    }
+                    let scalar = !matches!(value, Value::List(_) | Value::Ad(_));
+                    if let (true, Some(text)) = (scalar, theirs["text"].as_str()) {
+                        printed_compared += 1;
+                        if text != value.to_string() {
+                            unparse_mismatches
+                                .push(format!("{}  prints  {value}, not {text}", case.text));
+                        }
                     }
                     let theirs = aborted_as_error(theirs["value"].clone());
                     theirs == describe(value, 0)
@@ -711,7 +721,8 @@ fn classad_evaluation_matches_htcondor() {
     }
     let agreed = cases.len() - mismatches.len();
     eprintln!(
-        "classad differential: seed {seed:#x}, {} cases ({} in a match), {agreed} agree ({:.3}%), {} unparse differences, {:.2?}",
+        "classad differential: seed {seed:#x}, {} cases ({} in a match), {agreed} agree ({:.3}%), \
+         {} unparse or print differences ({printed_compared} printed values compared), {:.2?}",
         cases.len(),
         cases.iter().filter(|c| c.with_scopes).count(),
         100.0 * agreed as f64 / cases.len() as f64,
