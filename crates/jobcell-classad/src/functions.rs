@@ -419,13 +419,15 @@ fn substr(v: &[Value]) -> Value {
     let (Value::String(s), Value::Int(offset)) = (s, offset) else {
         return Value::Error;
     };
+    // HTCondor reads offset and length as C ints: the low 32 bits.
+    let offset = *offset as i32 as i64;
     let length = match length {
         None => None,
-        Some(Value::Int(l)) => Some(*l),
+        Some(Value::Int(l)) => Some(*l as i32 as i64),
         Some(_) => return Value::Error,
     };
     let size = s.len() as i64;
-    let mut start = if *offset < 0 { size + offset } else { *offset };
+    let mut start = if offset < 0 { size + offset } else { offset };
     start = start.clamp(0, size);
     let end = match length {
         None => size,

@@ -341,6 +341,11 @@ fn string_functions() {
         ("substr(\"abcdef\", 2, -1)", "\"cde\"", "string"),
         ("substr(\"abcdef\", -10)", "\"abcdef\"", "string"),
         ("substr(\"abcdef\", 10)", "\"\"", "string"),
+        (
+            "substr(\"abc\", -10, 9223372036854775807)",
+            "\"ab\"",
+            "string",
+        ),
         ("substr(\"abc\", 1.5)", "error", "error"),
         ("substr(1, u)", "undefined", "undefined"),
         ("size(\"abc\")", "3", "integer"),
