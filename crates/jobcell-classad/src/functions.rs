@@ -38,6 +38,16 @@ pub(crate) fn call(ev: &mut Evaluator, name: &str, args: &[Expr], env: &Env) -> 
             return ev.choose(cond, then, otherwise, env, false)
         }
         ("strcat", _) => return strcat(ev, env, args),
+        // join looks at its items only once the separator is good.
+        ("join", [separator, items @ ..]) if !items.is_empty() => {
+            let separator = ev.eval(separator, env);
+            if separator.is_error() {
+                return Value::Error;
+            }
+            let mut values = vec![separator];
+            values.extend(items.iter().map(|item| ev.eval(item, env)));
+            return join(ev, &values);
+        }
         ("anycompare" | "allcompare", [op, list, x]) => {
             return compare_all(ev, env, [op, list, x], name == "anycompare")
         }

@@ -18,10 +18,12 @@
 //!
 //! The generator stays clear of the differences listed under "ClassAd expressions" in
 //! docs/submit-files.md (HTCondor's integer pow of a negative base, selecting from a list,
-//! which crashes HTCondor, split() with arbitrary delimiter sets).
+//! which crashes HTCondor, an ad whose attribute selects itself through a nested ad, on which
+//! HTCondor never returns, split() with arbitrary delimiter sets).
 //!
 //! JOBCELL_CLASSAD_CASES (default 10000) and JOBCELL_CLASSAD_SEED (default a fixed seed) set
-//! the corpus. Needs the venv from tests/submit/setup-venv.sh (or $JOBCELL_HTCONDOR_VENV);
+//! the corpus; JOBCELL_CLASSAD_DUMP=FILE writes the reference's input there (to replay a case:
+//! `python tests/classad_reference.py < FILE`). Needs the venv from tests/submit/setup-venv.sh (or $JOBCELL_HTCONDOR_VENV);
 //! skips LOUDLY without it, or fails if JOBCELL_REQUIRE_HTCONDOR=1.
 
 use std::io::{BufRead, BufReader, Write};
@@ -330,7 +332,7 @@ impl Generator {
                     let items: Vec<String> = (0..n).map(|_| self.expr(d)).collect();
                     format!("{{{}}}", items.join(", "))
                 }
-                _ => format!("[a = {}; b = {}]", self.expr(d), self.expr(d)),
+                _ => format!("[g = {}; h = {}]", self.expr(d), self.expr(d)),
             },
             _ => self.call(d),
         }
@@ -653,6 +655,9 @@ fn classad_evaluation_matches_htcondor() {
         input.push('\n');
     }
 
+    if let Some(path) = std::env::var_os("JOBCELL_CLASSAD_DUMP") {
+        std::fs::write(&path, &input).expect("write the corpus");
+    }
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/classad_reference.py");
     let mut child = Command::new(&python)
         .arg(&script)
