@@ -509,7 +509,7 @@ fn arithmetic(op: BinaryOp, l: &Value, r: &Value) -> Value {
 }
 
 /// Byte order of the ASCII-lowercased strings, as strcasecmp.
-pub(crate) fn compare_ignore_case(a: &str, b: &str) -> Ordering {
+fn compare_ignore_case(a: &str, b: &str) -> Ordering {
     let a = a.bytes().map(|c| c.to_ascii_lowercase());
     let b = b.bytes().map(|c| c.to_ascii_lowercase());
     a.cmp(b)

@@ -29,7 +29,9 @@
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::Instant;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use jobcell_classad::{ClassAd, Expr, Value};
 use serde_json::{json, Value as Json};
@@ -669,12 +671,43 @@ fn classad_evaluation_matches_htcondor() {
         .expect("start the HTCondor reference");
     let mut stdin = child.stdin.take().unwrap();
     let writer = std::thread::spawn(move || stdin.write_all(input.as_bytes()));
-    let answers: Vec<Json> = BufReader::new(child.stdout.take().unwrap())
+    // HTCondor has inputs it never returns from: kill the reference (only this child) rather
+    // than hang, allowing far more than the ~2 ms a case takes.
+    let finished = Arc::new(AtomicBool::new(false));
+    let watchdog = {
+        let finished = finished.clone();
+        let pid = child.id();
+        let limit = Duration::from_secs(120) + Duration::from_millis(20) * cases.len() as u32;
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + limit;
+            while Instant::now() < deadline {
+                if finished.load(Ordering::SeqCst) {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = Command::new("kill")
+                .arg("-KILL")
+                .arg(pid.to_string())
+                .status();
+            true
+        })
+    };
+    let lines: Vec<String> = BufReader::new(child.stdout.take().unwrap())
         .lines()
-        .map(|l| serde_json::from_str(&l.expect("read reference output")).expect("reference JSON"))
-        .collect();
-    writer.join().unwrap().expect("feed the reference");
+        .collect::<Result<_, _>>()
+        .expect("read the reference's output");
     let status = child.wait().unwrap();
+    finished.store(true, Ordering::SeqCst);
+    assert!(
+        !watchdog.join().unwrap(),
+        "the HTCondor reference took too long and was killed (JOBCELL_CLASSAD_DUMP=FILE to replay)"
+    );
+    writer.join().unwrap().expect("feed the reference");
+    let answers: Vec<Json> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("reference JSON"))
+        .collect();
     assert!(status.success(), "the HTCondor reference failed: {status}");
     assert_eq!(
         answers.len(),

@@ -606,3 +606,14 @@ fn long_reference_chains_end_in_error_not_a_stack_overflow() {
     short.insert("a100", Expr::int(0));
     assert_eq!(short.eval_attr("a0").to_string(), "100");
 }
+
+#[test]
+fn ads_expressions_and_values_cross_threads() {
+    fn shareable<T: Send + Sync>() {}
+    shareable::<ClassAd>();
+    shareable::<Expr>();
+    shareable::<Value>();
+    let ad = ad();
+    let value = std::thread::spawn(move || ad.eval_attr("x")).join().unwrap();
+    assert_eq!(value.as_int(), Some(6));
+}
