@@ -343,7 +343,8 @@ fn quantize(ev: &mut Evaluator, a: &Value, b: &Value) -> Value {
         Value::Real(s) => multiple(Number::Real(*s)),
         Value::List(list) => {
             let mut last = None;
-            for item in ev.list_values(list) {
+            for index in 0..list.len() {
+                let item = ev.list_item(list, index);
                 let step = match item {
                     Value::Int(i) => Number::Int(i),
                     Value::Real(r) => Number::Real(r),
@@ -367,7 +368,8 @@ fn quantize(ev: &mut Evaluator, a: &Value, b: &Value) -> Value {
 /// each comparison promotes both sides (booleans to integers, to reals beside a real).
 fn extreme(ev: &mut Evaluator, list: &ListValue, better: BinaryOp) -> Value {
     let mut best: Option<Value> = None;
-    for item in ev.list_values(list) {
+    for index in 0..list.len() {
+        let item = ev.list_item(list, index);
         if item.is_undefined() {
             continue;
         }
@@ -396,7 +398,8 @@ fn extreme(ev: &mut Evaluator, list: &ListValue, better: BinaryOp) -> Value {
 fn sum(ev: &mut Evaluator, list: &ListValue, average: bool) -> Value {
     let mut total: Option<Value> = None;
     let mut count = 0;
-    for item in ev.list_values(list) {
+    for index in 0..list.len() {
+        let item = ev.list_item(list, index);
         if item.is_undefined() {
             continue;
         }
@@ -466,7 +469,8 @@ fn member(ev: &mut Evaluator, x: &Value, list: &Value, identical_only: bool) -> 
     let Value::List(list) = list else {
         return Value::Error;
     };
-    for item in ev.list_values(list) {
+    for index in 0..list.len() {
+        let item = ev.list_item(list, index);
         let same = if identical_only {
             identical(x, &item)
         } else {
@@ -716,7 +720,8 @@ fn compare_all(ev: &mut Evaluator, env: &Env, args: [&Expr; 3], any: bool) -> Va
         _ => return Value::Error,
     };
     let x = ev.eval(x, env);
-    for item in ev.list_values(&list) {
+    for index in 0..list.len() {
+        let item = ev.list_item(&list, index);
         match binary(op, &item, &x) {
             Value::Error => return Value::Error,
             Value::Bool(true) if any => return Value::Bool(true),

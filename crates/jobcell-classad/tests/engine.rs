@@ -614,6 +614,8 @@ fn ads_expressions_and_values_cross_threads() {
     shareable::<Expr>();
     shareable::<Value>();
     let ad = ad();
-    let value = std::thread::spawn(move || ad.eval_attr("x")).join().unwrap();
+    let value = std::thread::spawn(move || ad.eval_attr("x"))
+        .join()
+        .unwrap();
     assert_eq!(value.as_int(), Some(6));
 }
