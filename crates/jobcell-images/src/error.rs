@@ -57,6 +57,9 @@ pub enum ImageError {
     Container { what: String, reason: String },
     #[error("import interrupted")]
     Interrupted,
+    /// A directory of the layer store is not what the store made (e.g. a symlink).
+    #[error("layer store {path}: {reason}; refusing it")]
+    LayerStore { path: String, reason: String },
     #[error("source {0}: not a regular file, directory or stream")]
     BadSource(PathBuf),
     #[error("the image is empty (no entries)")]

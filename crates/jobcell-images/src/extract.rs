@@ -235,7 +235,29 @@ pub(crate) struct Policy {
     pub input_total: Option<u64>,
 }
 
+/// Where regular files of an image's layers are kept once, as hardlinks the image trees share:
+/// `<bucket>/.layers/<layer digest><tag>/` (`tag` names the import policy, since setuid
+/// stripping and ownership are part of what a file is).
+pub(crate) struct LayerStore {
+    /// The bucket's `.layers` dir; flock'd `LOCK_EX` from the sharing pass until the commit,
+    /// so a collection never removes a layer between its linking and its row.
+    pub dir: OwnedFd,
+    pub tag: String,
+}
+
+/// A layer an image uses and the bytes of the image's files stored in it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct LayerUse {
+    /// `<digest hex><tag>`: the layer's directory name in the bucket's `.layers`.
+    pub key: String,
+    pub size: u64,
+}
+
 pub(crate) struct Extracted {
+    /// Layers whose files the tree shares, in order; empty for a plain tree.
+    pub layers: Vec<LayerUse>,
+    /// The layer store, still locked (see `LayerStore::dir`).
+    pub _layer_lock: Option<OwnedFd>,
     pub audit: Audit,
     pub digest: String,
     pub size: u64,
@@ -267,6 +289,9 @@ pub(crate) struct Extractor<'p> {
     /// Directories made opaque in this layer (a repeated or nested marker has nothing left
     /// to remove).
     opaque_done: HashSet<Vec<u8>>,
+    /// Digest (hex) of each layer applied, in order.
+    layer_ids: Vec<String>,
+    layer_store: Option<LayerStore>,
 }
 
 fn disp(b: &[u8]) -> String {
@@ -346,6 +371,8 @@ impl<'p> Extractor<'p> {
             layered: false,
             layer: 0,
             opaque_done: HashSet::new(),
+            layer_ids: Vec::new(),
+            layer_store: None,
         };
         let (uid, gid) = policy.owner;
         x.dirs.insert(
@@ -538,7 +565,14 @@ impl<'p> Extractor<'p> {
     }
 
     /// Start applying the next layer of a layered import.
-    pub fn begin_layer(&mut self) {
+    /// Share the regular files of the layers with other images through `store`.
+    pub fn set_layer_store(&mut self, store: LayerStore) {
+        self.layer_store = Some(store);
+    }
+
+    /// Start applying the layer whose digest (hex) is `id`.
+    pub fn begin_layer(&mut self, id: &str) {
+        self.layer_ids.push(id.to_string());
         self.layered = true;
         self.layer += 1;
         self.opaque_done.clear();
@@ -1096,6 +1130,8 @@ impl<'p> Extractor<'p> {
         }
         self.stack.clear();
         self.ensure_mount_points()?;
+        // Before the directories turn read-only: files are swapped for links in place.
+        let (layers, layer_lock) = self.share_layers()?;
         self.apply_dir_attrs()?;
         let size = self
             .records
@@ -1118,12 +1154,143 @@ impl<'p> Extractor<'p> {
         })?;
         self.report(true);
         Ok(Extracted {
+            layers,
+            _layer_lock: layer_lock,
             audit: self.audit,
             digest,
             size,
             entries: self.records.len() as u64,
         })
     }
+}
+
+/// Open (creating with `create`) the directory `comps` below `root`, one `O_NOFOLLOW`
+/// component at a time.
+fn open_chain(root: BorrowedFd, comps: &[&[u8]], create: bool) -> io::Result<OwnedFd> {
+    let mut cur: Option<OwnedFd> = None;
+    for c in comps {
+        let name = cstr(c)?;
+        let at = cur.as_ref().map_or(root, |f| f.as_fd());
+        if create {
+            match sys::mkdirat(at, &name, 0o700) {
+                Err(e) if e.kind() != io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
+        }
+        cur = Some(sys::open_dir_at(at, &name)?);
+    }
+    match cur {
+        Some(fd) => Ok(fd),
+        None => root.try_clone_to_owned(),
+    }
+}
+
+impl Extractor<'_> {
+    /// Make each regular file of the tree one inode with the same file of its layer in the
+    /// layer store: the file is linked into the store when the store lacks it, and the tree's
+    /// copy is replaced by the store's when another image put it there first. A layer's
+    /// digest fixes its content, so the same path in the same layer (same policy tag) is the
+    /// same file; size, mode and owner are compared anyway and a mismatch keeps the copy.
+    fn share_layers(&mut self) -> Result<(Vec<LayerUse>, Option<OwnedFd>), ImageError> {
+        let Some(store) = self.layer_store.take() else {
+            return Ok((Vec::new(), None));
+        };
+        if self.layer_ids.is_empty() {
+            return Ok((Vec::new(), None));
+        }
+        let lerr = |path: String, reason: String| ImageError::LayerStore { path, reason };
+        sys::flock(store.dir.as_fd(), libc::LOCK_EX)
+            .map_err(|e| lerr(".layers".into(), format!("lock: {e}")))?;
+        let keys: Vec<String> = self
+            .layer_ids
+            .iter()
+            .map(|id| format!("{id}{}", store.tag))
+            .collect();
+        let mut sizes = vec![0u64; keys.len()];
+        let mut layer_roots: Vec<Option<OwnedFd>> = (0..keys.len()).map(|_| None).collect();
+        // Records are sorted by path: siblings reuse the parents opened for the previous file.
+        let mut tree_parent: Option<(Vec<u8>, OwnedFd)> = None;
+        let mut layer_parent: Option<(usize, Vec<u8>, OwnedFd)> = None;
+        let tmp = cstr(b".jobcell-layer-link").unwrap();
+        for (key, rec) in &self.records {
+            let Kind::File { size, .. } = rec.kind else {
+                continue;
+            };
+            if rec.layer == 0 || rec.layer as usize > keys.len() {
+                continue;
+            }
+            let l = rec.layer as usize - 1;
+            let comps: Vec<&[u8]> = key.split(|c| *c == b'/').collect();
+            let (name, parents) = comps.split_last().expect("a record has a name");
+            let parent_key = join_refs(parents);
+            let err = |what: &str, e: io::Error| entry_err(key, format!("{what}: {e}"));
+            if layer_roots[l].is_none() {
+                let kc = cstr(keys[l].as_bytes()).unwrap();
+                match sys::mkdirat(store.dir.as_fd(), &kc, 0o700) {
+                    Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                        return Err(lerr(keys[l].clone(), format!("create: {e}")))
+                    }
+                    _ => {}
+                }
+                let fd = sys::open_dir_at(store.dir.as_fd(), &kc).map_err(|e| {
+                    lerr(
+                        format!(".layers/{}", keys[l]),
+                        format!("not a directory of the store ({e})"),
+                    )
+                })?;
+                layer_roots[l] = Some(fd);
+            }
+            if tree_parent.as_ref().is_none_or(|(k, _)| *k != parent_key) {
+                let fd = open_chain(self.root.as_fd(), parents, false)
+                    .map_err(|e| err("open parent", e))?;
+                tree_parent = Some((parent_key.clone(), fd));
+            }
+            if layer_parent
+                .as_ref()
+                .is_none_or(|(ll, k, _)| *ll != l || *k != parent_key)
+            {
+                let root = layer_roots[l].as_ref().expect("opened above");
+                let fd = open_chain(root.as_fd(), parents, true).map_err(|e| {
+                    lerr(
+                        format!(".layers/{}/{}", keys[l], disp(&parent_key)),
+                        e.to_string(),
+                    )
+                })?;
+                layer_parent = Some((l, parent_key.clone(), fd));
+            }
+            let tp = tree_parent.as_ref().expect("set above").1.as_fd();
+            let lp = layer_parent.as_ref().expect("set above").2.as_fd();
+            let name = cstr(name).map_err(|e| err("name", e))?;
+            match sys::fstatat(lp, &name) {
+                Ok(st) => {
+                    let same = st.st_mode & libc::S_IFMT == libc::S_IFREG
+                        && st.st_size as u64 == size
+                        && st.st_mode & 0o7777 == rec.mode
+                        && (st.st_uid, st.st_gid) == (rec.uid, rec.gid);
+                    if !same {
+                        continue;
+                    }
+                    sys::linkat(lp, &name, tp, &tmp).map_err(|e| err("link from layer", e))?;
+                    sys::renameat(tp, &tmp, tp, &name).map_err(|e| err("link from layer", e))?;
+                }
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    sys::linkat(tp, &name, lp, &name).map_err(|e| err("link into layer", e))?;
+                }
+                Err(e) => return Err(err("layer file", e)),
+            }
+            sizes[l] += size;
+        }
+        let layers = keys
+            .into_iter()
+            .zip(sizes)
+            .map(|(key, size)| LayerUse { key, size })
+            .collect();
+        Ok((layers, Some(store.dir)))
+    }
+}
+
+fn join_refs(comps: &[&[u8]]) -> Vec<u8> {
+    comps.join(&b'/')
 }
 
 /// Feed a (possibly compressed) tar stream through the extractor. Returns the format name.

@@ -9,6 +9,9 @@
 //!                                         owned by <uid>, so other local users cannot read
 //!                                         the content (jobs still can: the launcher resolves
 //!                                         the path before dropping privileges)
+//! <images_dir>/<bucket>/.layers/<layer-hex><tag>/ regular files of a container image layer,
+//!                                         hardlinked into every tree that uses the layer
+//!                                         (0700; the dir itself is the layer store's flock)
 //! <images_dir>/.locks/<bucket>.<hex>.lock lease lock: jobs hold LOCK_SH, `remove` needs LOCK_EX
 //! <images_dir>/.staging-*          in-flight imports (flock'd by their importer)
 //! ```
@@ -44,12 +47,15 @@ use serde::{Deserialize, Serialize};
 pub use compress::Compression;
 use error::io_ctx;
 pub use error::ImageError;
+pub use extract::LayerUse;
 pub use image_config::{ImageConfig, ImageConfigError};
 pub use oci::Selector;
 use sys::{cstr, fd_b};
 
 /// Schema version stored in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
+/// Layer store of a bucket (see the module docs).
+const LAYERS_DIR: &str = ".layers";
 /// File name of the index inside the state dir.
 pub const DB_FILE: &str = "images.db";
 
@@ -125,6 +131,16 @@ pub struct Image {
     /// Run settings of a container image (OCI/docker config); none for a plain tree.
     #[serde(default)]
     pub config: Option<ImageConfig>,
+    /// Layers of a container image whose files the tree shares with other images (in order,
+    /// base first); empty for a plain tree.
+    #[serde(default)]
+    pub layers: Vec<LayerUse>,
+    /// Bytes of `layers` that another image also uses (filled by `ImageStore::sharing`).
+    #[serde(default)]
+    pub shared_size: u64,
+    /// `size` minus `shared_size`: what removing this image alone would free at most.
+    #[serde(default)]
+    pub unique_size: u64,
 }
 
 impl Image {
@@ -517,6 +533,15 @@ impl ImageStore {
                     )
                     .map_err(&e)?;
             }
+            if v < 3 {
+                // Layers a container image's tree shares (JSON list of `LayerUse`).
+                self.conn
+                    .execute_batch(
+                        "ALTER TABLE images ADD COLUMN layers TEXT;
+                        PRAGMA user_version = 3;",
+                    )
+                    .map_err(&e)?;
+            }
             Ok(())
         })();
         match r {
@@ -605,6 +630,7 @@ impl ImageStore {
         let digest: String = r.get(1)?;
         let audit: String = r.get(8)?;
         let config: Option<String> = r.get(9)?;
+        let layers: Option<String> = r.get(10)?;
         Ok(Image {
             root: self
                 .images_dir
@@ -625,6 +651,11 @@ impl ImageStore {
             created: r.get(7)?,
             audit: serde_json::from_str(&audit).unwrap_or_default(),
             config: config.and_then(|c| serde_json::from_str(&c).ok()),
+            layers: layers
+                .and_then(|l| serde_json::from_str(&l).ok())
+                .unwrap_or_default(),
+            shared_size: 0,
+            unique_size: 0,
         })
     }
 
@@ -632,7 +663,7 @@ impl ImageStore {
         let e = self.db_err();
         let mut st = self
             .conn
-            .prepare_cached("SELECT name, digest, owner_uid, public, size, entries, format, created, audit, config FROM images ORDER BY name")
+            .prepare_cached("SELECT name, digest, owner_uid, public, size, entries, format, created, audit, config, layers FROM images ORDER BY name")
             .map_err(&e)?;
         let rows = st.query_map([], |r| self.row_to_image(r)).map_err(&e)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(&e)
@@ -642,7 +673,7 @@ impl ImageStore {
         let e = self.db_err();
         let mut st = self
             .conn
-            .prepare_cached("SELECT name, digest, owner_uid, public, size, entries, format, created, audit, config FROM images WHERE name = ?1")
+            .prepare_cached("SELECT name, digest, owner_uid, public, size, entries, format, created, audit, config, layers FROM images WHERE name = ?1")
             .map_err(&e)?;
         st.query_row([name], |r| self.row_to_image(r))
             .optional()
@@ -663,6 +694,9 @@ impl ImageStore {
             root: path.to_path_buf(),
             audit: Audit::default(),
             config: None,
+            layers: Vec::new(),
+            shared_size: 0,
+            unique_size: 0,
         }
     }
 
@@ -843,6 +877,7 @@ impl ImageStore {
                     std::fs::metadata(&p).map_err(io_ctx(format!("source {}", p.display())))?;
                 if md.is_dir() && oci::is_layout_dir(&p) {
                     let mut x = extract::Extractor::new(root, &policy);
+                    x.set_layer_store(self.layer_store(opts.public, owner_uid, &policy)?);
                     let blobs = oci::Blobs::Dir(p.clone());
                     let kind = oci::Container::OciLayout;
                     config = Some(oci::import(
@@ -873,6 +908,7 @@ impl ImageStore {
                     match found {
                         Ok((blobs, kind)) => {
                             let mut x = extract::Extractor::new(root, &policy);
+                            x.set_layer_store(self.layer_store(opts.public, owner_uid, &policy)?);
                             config = Some(oci::import(
                                 &mut x,
                                 &blobs,
@@ -918,6 +954,7 @@ impl ImageStore {
                     let spool = self.spool(&mut r, opts.max_size, opts.cancel.as_deref())?;
                     let (blobs, kind) = container(spool, true)?.map_err(|_| not_container())?;
                     let mut x = extract::Extractor::new(root, &policy);
+                    x.set_layer_store(self.layer_store(opts.public, owner_uid, &policy)?);
                     config = Some(oci::import(
                         &mut x,
                         &blobs,
@@ -948,7 +985,7 @@ impl ImageStore {
             });
         }
         crash_point("image-extracted");
-        self.commit(
+        let img = self.commit(
             name,
             &ex,
             format,
@@ -957,7 +994,12 @@ impl ImageStore {
             opts.public,
             &mut guard,
             &staging,
-        )
+        )?;
+        // Release the layer store before collecting in it.
+        drop(ex);
+        // Best effort: a failure leaves unreferenced layers for the next collection.
+        let _ = self.gc();
+        Ok(img)
     }
 
     /// Copy a stream into an unnamed file in the images dir (gone when closed), bounded by
@@ -1037,6 +1079,153 @@ impl ImageStore {
         Ok(Some(self.spool(&mut r, limit, cancel)?))
     }
 
+    /// The bucket dir of images of this visibility and owner, created on first use.
+    fn open_bucket(&self, public: bool, owner_uid: u32) -> Result<OwnedFd, ImageError> {
+        let bucket_name = bucket(public, owner_uid);
+        let bucket_c = cstr(bucket_name.as_bytes()).unwrap();
+        match sys::open_dir_at(fd_b(&self.images_fd), &bucket_c) {
+            Ok(fd) => Ok(fd),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let _ = sys::mkdirat(
+                    fd_b(&self.images_fd),
+                    &bucket_c,
+                    if public { 0o755 } else { 0o700 },
+                );
+                let fd = sys::open_dir_at(fd_b(&self.images_fd), &bucket_c)
+                    .map_err(io_ctx(format!("open {bucket_name} in the images dir")))?;
+                if !public && sys::geteuid() == 0 && owner_uid != 0 {
+                    sys::fchown(fd_b(&fd), owner_uid, u32::MAX)
+                        .map_err(io_ctx("chown private image dir"))?;
+                }
+                Ok(fd)
+            }
+            Err(e) => Err(ImageError::Io {
+                context: format!("open {bucket_name} in the images dir"),
+                source: e,
+            }),
+        }
+    }
+
+    /// The bucket's layer store for an import with this policy. `.layers` is made 0700 (only
+    /// the store's owner and root use it: jobs run in the trees) and opened without following
+    /// a symlink.
+    fn layer_store(
+        &self,
+        public: bool,
+        owner_uid: u32,
+        policy: &extract::Policy,
+    ) -> Result<extract::LayerStore, ImageError> {
+        let bfd = self.open_bucket(public, owner_uid)?;
+        let name = cstr(LAYERS_DIR.as_bytes()).unwrap();
+        match sys::mkdirat(fd_b(&bfd), &name, 0o700) {
+            Err(e) if e.kind() != io::ErrorKind::AlreadyExists => {
+                return Err(io_ctx(format!("create {LAYERS_DIR} in the images dir"))(e))
+            }
+            _ => {}
+        }
+        let dir = sys::open_dir_at(fd_b(&bfd), &name).map_err(|e| ImageError::LayerStore {
+            path: format!("{}/{LAYERS_DIR}", bucket(public, owner_uid)),
+            reason: format!("not a directory of the store ({e})"),
+        })?;
+        // What a file becomes depends on the policy as well as the layer: name it in the key.
+        let mut tag = String::new();
+        if !policy.preserve_owner {
+            let (u, g) = if sys::geteuid() == 0 {
+                policy.owner
+            } else {
+                (sys::geteuid(), sys::getegid())
+            };
+            tag.push_str(&format!("-u{u}.g{g}"));
+        }
+        if policy.keep_setuid {
+            tag.push_str("-setuid");
+        }
+        Ok(extract::LayerStore { dir, tag })
+    }
+
+    /// Fill `shared_size`/`unique_size` of imported images: a layer's bytes count as shared
+    /// when another image of the same bucket uses that layer too.
+    pub fn sharing(&self, imgs: &mut [Image]) -> Result<(), ImageError> {
+        let all = self.all_rows()?;
+        for img in imgs.iter_mut() {
+            if img.kind == ImageKind::Configured {
+                continue;
+            }
+            let b = bucket_of(img);
+            let shared: u64 = img
+                .layers
+                .iter()
+                .filter(|l| {
+                    all.iter().any(|o| {
+                        o.name != img.name
+                            && bucket_of(o) == b
+                            && o.layers.iter().any(|ol| ol.key == l.key)
+                    })
+                })
+                .map(|l| l.size)
+                .sum();
+            img.shared_size = shared.min(img.size);
+            img.unique_size = img.size - img.shared_size;
+        }
+        Ok(())
+    }
+
+    /// Remove layers no image references (left by a crashed import or by removed images)
+    /// from every bucket this caller can write (root: all). Returns the removed layer dirs as
+    /// `<bucket>/<key>`.
+    pub fn gc(&self) -> Result<Vec<String>, ImageError> {
+        self.check_writable()?;
+        self.cleanup_stale(true);
+        let all = self.all_rows()?;
+        let mut removed = Vec::new();
+        let euid = sys::geteuid();
+        let buckets: Vec<String> = if euid == 0 {
+            sys::read_dir_names(fd_b(&self.images_fd))
+                .map_err(io_ctx("list the images dir"))?
+                .into_iter()
+                .map(|n| n.to_string_lossy().into_owned())
+                .filter(|b| b == "public" || b.starts_with("private-"))
+                .collect()
+        } else {
+            vec![bucket(false, euid)]
+        };
+        for b in buckets {
+            let bc = cstr(b.as_bytes()).unwrap();
+            let Ok(bfd) = sys::open_dir_at(fd_b(&self.images_fd), &bc) else {
+                continue;
+            };
+            let lc = cstr(LAYERS_DIR.as_bytes()).unwrap();
+            let ldir = match sys::open_dir_at(fd_b(&bfd), &lc) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => {
+                    return Err(ImageError::LayerStore {
+                        path: format!("{b}/{LAYERS_DIR}"),
+                        reason: format!("not a directory of the store ({e})"),
+                    })
+                }
+            };
+            // Imports link into the store under this lock and commit their row before
+            // releasing it: a layer seen here without a row is not being imported.
+            sys::flock(fd_b(&ldir), libc::LOCK_EX).map_err(io_ctx("lock the layer store"))?;
+            let used: std::collections::HashSet<&str> = all
+                .iter()
+                .filter(|i| bucket_of(i) == b)
+                .flat_map(|i| i.layers.iter().map(|l| l.key.as_str()))
+                .collect();
+            for name in sys::read_dir_names(fd_b(&ldir)).map_err(io_ctx("list the layer store"))? {
+                let key = name.to_string_lossy();
+                if used.contains(key.as_ref()) {
+                    continue;
+                }
+                sys::remove_tree_at(fd_b(&ldir), &name)
+                    .map_err(io_ctx(format!("remove layer {b}/{key}")))?;
+                removed.push(format!("{b}/{key}"));
+            }
+        }
+        Ok(removed)
+    }
+
     fn name_taken(&self, name: &str) -> Result<bool, ImageError> {
         self.conn
             .query_row("SELECT 1 FROM images WHERE name = ?1", [name], |_| Ok(()))
@@ -1058,30 +1247,7 @@ impl ImageStore {
         _staging: &OwnedFd,
     ) -> Result<Image, ImageError> {
         let bucket_name = bucket(public, owner_uid);
-        let bucket_c = cstr(bucket_name.as_bytes()).unwrap();
-        let bfd = match sys::open_dir_at(fd_b(&self.images_fd), &bucket_c) {
-            Ok(fd) => fd,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                let _ = sys::mkdirat(
-                    fd_b(&self.images_fd),
-                    &bucket_c,
-                    if public { 0o755 } else { 0o700 },
-                );
-                let fd = sys::open_dir_at(fd_b(&self.images_fd), &bucket_c)
-                    .map_err(io_ctx(format!("open {bucket_name} in the images dir")))?;
-                if !public && sys::geteuid() == 0 && owner_uid != 0 {
-                    sys::fchown(fd_b(&fd), owner_uid, u32::MAX)
-                        .map_err(io_ctx("chown private image dir"))?;
-                }
-                fd
-            }
-            Err(e) => {
-                return Err(ImageError::Io {
-                    context: format!("open {bucket_name} in the images dir"),
-                    source: e,
-                })
-            }
-        };
+        let bfd = self.open_bucket(public, owner_uid)?;
         let lock = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
@@ -1113,12 +1279,15 @@ impl ImageStore {
             }
             let audit = serde_json::to_string(&ex.audit).unwrap_or_else(|_| "{}".into());
             let config_json = config.and_then(|c| serde_json::to_string(c).ok());
+            let layers_json = (!ex.layers.is_empty())
+                .then(|| serde_json::to_string(&ex.layers).ok())
+                .flatten();
             let created = now_secs();
             self.conn
                 .execute(
-                    "INSERT INTO images (name, digest, owner_uid, public, size, entries, format, created, audit, config)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-                    params![name, ex.digest, owner_uid, public as i64, ex.size as i64, ex.entries as i64, format, created, audit, config_json],
+                    "INSERT INTO images (name, digest, owner_uid, public, size, entries, format, created, audit, config, layers)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                    params![name, ex.digest, owner_uid, public as i64, ex.size as i64, ex.entries as i64, format, created, audit, config_json, layers_json],
                 )
                 .map_err(&e)?;
             Ok(Image {
@@ -1138,6 +1307,9 @@ impl ImageStore {
                 root: self.images_dir.join(&bucket_name).join(&ex.digest),
                 audit: ex.audit.clone(),
                 config: config.cloned(),
+                layers: ex.layers.clone(),
+                shared_size: 0,
+                unique_size: ex.size,
             })
         })();
         let r = r.and_then(|img| self.conn.execute_batch("COMMIT").map_err(&e).map(|_| img));
@@ -1223,6 +1395,8 @@ impl ImageStore {
             }
             let _ = std::fs::remove_file(&lock_path);
         }
+        // Layers only this image used go now (best effort: `image gc` retries).
+        let _ = self.gc();
         Ok(())
     }
 

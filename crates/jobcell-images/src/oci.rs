@@ -599,7 +599,7 @@ pub(crate) fn import(
                 let what = format!("layer {} ({})", i + 1, ld.digest());
                 let (r, size) = blobs.open(&blob_path(ld)?)?;
                 check_size(ld, size)?;
-                x.begin_layer();
+                x.begin_layer(ld.digest().digest());
                 let mut v = Verify::new(r, input.clone());
                 let applied = extract::import_tar(x, &mut v);
                 // A blob that is not what its manifest names is reported as such, even when
@@ -659,7 +659,7 @@ pub(crate) fn import(
             for (i, (path, diff_id)) in entry.layers.iter().zip(diff_ids).enumerate() {
                 let what = format!("layer {} ({path})", i + 1);
                 let (r, _) = blobs.open(path)?;
-                x.begin_layer();
+                x.begin_layer(diff_id.strip_prefix("sha256:").unwrap_or(diff_id));
                 // docker's diff_ids are digests of the uncompressed layer.
                 let (_, dec) = crate::compress::open(Verify::new(r, input.clone()))
                     .map_err(|e| bad(&what, e.to_string()))?;

@@ -76,6 +76,11 @@ pub enum ImageCmd {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Remove layers no image uses (left by a crashed import or removed images).
+    Gc {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
     /// Remove an image (refused while a job uses it, unless --force).
     Rm {
         /// Name, or id (digest prefix).
@@ -128,7 +133,8 @@ pub fn run(cmd: ImageCmd) -> anyhow::Result<i32> {
         ),
         ImageCmd::Ls { json, store } => {
             let s = open_store(&store)?;
-            let imgs = s.list(uid())?;
+            let mut imgs = s.list(uid())?;
+            s.sharing(&mut imgs)?;
             if json {
                 outln!("{}", serde_json::to_string_pretty(&imgs)?);
             } else {
@@ -138,7 +144,8 @@ pub fn run(cmd: ImageCmd) -> anyhow::Result<i32> {
         }
         ImageCmd::Show { image, json, store } => {
             let s = open_store(&store)?;
-            let img = s.show(&image, uid())?;
+            let mut img = s.show(&image, uid())?;
+            s.sharing(std::slice::from_mut(&mut img))?;
             let in_use = s.in_use(&img);
             if json {
                 let mut v = serde_json::to_value(&img)?;
@@ -147,6 +154,15 @@ pub fn run(cmd: ImageCmd) -> anyhow::Result<i32> {
             } else {
                 print_show(&img, in_use);
             }
+            Ok(0)
+        }
+        ImageCmd::Gc { store } => {
+            let s = open_store(&store)?;
+            let removed = s.gc().context("image gc")?;
+            for r in &removed {
+                outln!("removed layer {r}");
+            }
+            outln!("{} unused layer(s) removed", removed.len());
             Ok(0)
         }
         ImageCmd::Rm {
@@ -410,7 +426,7 @@ fn visibility(i: &Image) -> &'static str {
 }
 
 fn print_table(imgs: &[Image]) {
-    let rows: Vec<[String; 7]> = imgs
+    let rows: Vec<[String; 10]> = imgs
         .iter()
         .map(|i| {
             let configured = i.kind == ImageKind::Configured;
@@ -434,6 +450,21 @@ fn print_table(imgs: &[Image]) {
                 } else {
                     i.audit.setuid_stripped.len().to_string()
                 },
+                if i.layers.is_empty() {
+                    "-".into()
+                } else {
+                    i.layers.len().to_string()
+                },
+                if configured {
+                    "-".into()
+                } else {
+                    jobcell_spec::format_size(i.shared_size)
+                },
+                if configured {
+                    "-".into()
+                } else {
+                    jobcell_spec::format_size(i.unique_size)
+                },
             ]
         })
         .collect();
@@ -445,6 +476,9 @@ fn print_table(imgs: &[Image]) {
         "SIZE",
         "CREATED (UTC)",
         "SETUID-STRIPPED",
+        "LAYERS",
+        "SHARED",
+        "UNIQUE",
     ];
     let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in &rows {
@@ -491,6 +525,26 @@ fn print_show(i: &Image, in_use: bool) {
         "size:",
         &format!("{} ({} bytes)", jobcell_spec::format_size(i.size), i.size),
     );
+    kv(
+        "shared size:",
+        &format!(
+            "{} ({} bytes, in layers other images use)",
+            jobcell_spec::format_size(i.shared_size),
+            i.shared_size
+        ),
+    );
+    kv(
+        "unique size:",
+        &format!(
+            "{} ({} bytes)",
+            jobcell_spec::format_size(i.unique_size),
+            i.unique_size
+        ),
+    );
+    kv("layers:", &i.layers.len());
+    for l in &i.layers {
+        outln!("    sha256:{} ({} bytes stored in it)", l.key, l.size);
+    }
     kv("entries:", &i.entries);
     kv("format:", &i.format);
     kv("created:", &format!("{} UTC", utc(i.created)));

@@ -1043,3 +1043,252 @@ fn sigint_while_a_container_stream_arrives_leaves_nothing() {
     assert_eq!(staging(), 0, "staging dir left");
     assert!(!text(&s.cli(&["image", "ls"]).stdout).contains("slow"));
 }
+
+/// Layer dirs of a root import's private bucket (`<images>/private-0/.layers`).
+fn layer_dirs(s: &Store) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(s.state().join("images/private-0/.layers"))
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn image_json(s: &Store, name: &str) -> serde_json::Value {
+    let o = s.cli(&["image", "show", name, "--json"]);
+    assert!(o.status.success(), "image show {name}: {}", text(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+fn ino(p: &Path) -> u64 {
+    std::os::unix::fs::MetadataExt::ino(&std::fs::symlink_metadata(p).unwrap())
+}
+
+/// Image "b": the same busybox base as `overlay_layers`, then a layer that whites out one
+/// applet of the shared layer and adds its own file.
+fn second_img(bb: &[u8]) -> Img {
+    let lb = layer(&[
+        E::File("bin/.wh.find", b""),
+        E::Dir("opq/"),
+        E::File("opq/b-only", b"b"),
+    ]);
+    Img {
+        refname: None,
+        arch: "amd64",
+        run: json!({}),
+        layers: vec![
+            Blob {
+                media_type: MT_LAYER_GZ,
+                data: gz(bb),
+            },
+            Blob {
+                media_type: MT_LAYER,
+                data: lb,
+            },
+        ],
+    }
+}
+
+#[test]
+fn images_sharing_a_base_layer_store_it_once() {
+    if skip_unless_root() {
+        return;
+    }
+    let Some(bb) = busybox_layer() else {
+        eprintln!("SKIPPED: no /bin/busybox (apt-get install busybox-static)");
+        return;
+    };
+    let s = Store::new("oci-shared");
+    let base_key = sha(&gz(&bb));
+    let (layers, expect) = overlay_layers(bb.clone());
+    let a = s.path("a");
+    oci_layout(
+        &a,
+        &[Img {
+            refname: None,
+            arch: "amd64",
+            run: json!({}),
+            layers,
+        }],
+    );
+    let b = s.path("b");
+    oci_layout(&b, &[second_img(&bb)]);
+    s.add_ok("a", &a, &[]);
+    s.add_ok("b", &b, &[]);
+
+    // The base layer is one directory and its files one inode shared by both trees.
+    let dirs = layer_dirs(&s);
+    assert_eq!(
+        dirs.iter().filter(|d| **d == base_key).count(),
+        1,
+        "{dirs:?}"
+    );
+    // A layer keeps the files some image shows: a's second layer is all hidden by later ones.
+    assert_eq!(dirs.len(), 4, "base + 2 layers of a + 1 of b: {dirs:?}");
+    let bucket = s.state().join("images/private-0");
+    let tree = |n: &str| bucket.join(image_json(&s, n)["id"].as_str().unwrap());
+    let stored = ino(&bucket.join(".layers").join(&base_key).join("bin/busybox"));
+    assert_eq!(ino(&tree("a").join("bin/busybox")), stored);
+    assert_eq!(ino(&tree("b").join("bin/busybox")), stored);
+    let du = Command::new("du").arg("-sk").arg(&bucket).output().unwrap();
+    eprintln!("du of both images: {}", text(&du.stdout).trim());
+
+    // Each sees its own view of the shared layer: whiteouts and opaque dirs stay per image.
+    let out = s.job("a").run(&[
+        "/bin/sh",
+        "-c",
+        "find /etc /data /opq | sort; cat /etc/a /data/old; ls /bin/find",
+    ]);
+    out.expect(0);
+    let mut want: Vec<String> = expect.iter().map(|s| s.to_string()).collect();
+    want.push("a2now a file/bin/find".into());
+    assert_eq!(out.lines(), want, "a's view");
+    let out = s
+        .job("b")
+        .run(&["/bin/sh", "-c", "ls /opq; ls /bin/find || echo no-find"]);
+    out.expect(0);
+    assert_eq!(out.lines(), vec!["b-only", "no-find"], "b's view");
+
+    let ja = image_json(&s, "a");
+    assert_eq!(ja["layers"].as_array().unwrap().len(), 4, "{ja}");
+    let shared = ja["shared_size"].as_u64().unwrap();
+    assert_eq!(shared, bb_size(&bb), "{ja}");
+    assert_eq!(
+        ja["unique_size"].as_u64().unwrap(),
+        ja["size"].as_u64().unwrap() - shared
+    );
+    let ls = text(&s.cli(&["image", "ls"]).stdout);
+    assert!(ls.contains("LAYERS") && ls.contains("SHARED"), "{ls}");
+
+    // rm of one keeps the shared layer (and the other image runs), rm of both removes it.
+    let o = s.cli(&["image", "rm", "a"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(layer_dirs(&s).len(), 2, "{:?}", layer_dirs(&s));
+    assert!(layer_dirs(&s).contains(&base_key));
+    s.job("b").run(&["/bin/busybox", "true"]).expect(0);
+    assert_eq!(image_json(&s, "b")["shared_size"].as_u64(), Some(0));
+    let o = s.cli(&["image", "rm", "b"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(layer_dirs(&s), Vec::<String>::new());
+    s.no_leftovers();
+}
+
+/// Bytes of the regular files of a layer tar.
+fn bb_size(layer_tar: &[u8]) -> u64 {
+    let mut a = tar::Archive::new(layer_tar);
+    a.entries()
+        .unwrap()
+        .map(|e| e.unwrap())
+        .filter(|e| e.header().entry_type() == tar::EntryType::Regular)
+        .map(|e| e.header().size().unwrap())
+        .sum()
+}
+
+#[test]
+fn gc_removes_layers_of_a_crashed_import_and_orphans() {
+    if skip_unless_root() {
+        return;
+    }
+    let Some(bb) = busybox_layer() else {
+        eprintln!("SKIPPED: no /bin/busybox (apt-get install busybox-static)");
+        return;
+    };
+    let s = Store::new("oci-gc");
+    let b = s.path("b");
+    oci_layout(&b, &[second_img(&bb)]);
+    // Killed after linking its layers, before its row: the layers are referenced by nothing.
+    let o = Command::new(JOBCELL)
+        .args(["image", "add", "b", b.to_str().unwrap(), "--state-dir"])
+        .arg(s.state())
+        .env("JOBCELL_CRASH_AT", "image-extracted")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!o.status.success(), "the import was to be killed");
+    assert_eq!(layer_dirs(&s).len(), 2, "{:?}", layer_dirs(&s));
+    // And a layer dir nobody made through an import.
+    let orphan = s
+        .state()
+        .join("images/private-0/.layers")
+        .join("0".repeat(64));
+    std::fs::create_dir_all(orphan.join("etc")).unwrap();
+    std::fs::write(orphan.join("etc/x"), "x").unwrap();
+    let o = s.cli(&["image", "gc"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(
+        text(&o.stdout).contains("3 unused layer(s) removed"),
+        "{}",
+        text(&o.stdout)
+    );
+    assert_eq!(layer_dirs(&s), Vec::<String>::new());
+    // A later import of the same image is whole and runs.
+    s.add_ok("b", &b, &[]);
+    assert_eq!(layer_dirs(&s).len(), 2);
+    s.job("b").run(&["/bin/busybox", "true"]).expect(0);
+    let o = s.cli(&["image", "gc"]);
+    assert!(
+        text(&o.stdout).contains("0 unused layer(s) removed"),
+        "{}",
+        text(&o.stdout)
+    );
+    s.no_leftovers();
+}
+
+#[test]
+fn a_layer_dir_swapped_for_a_symlink_is_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let Some(bb) = busybox_layer() else {
+        eprintln!("SKIPPED: no /bin/busybox (apt-get install busybox-static)");
+        return;
+    };
+    let s = Store::new("oci-layer-link");
+    let base_key = sha(&gz(&bb));
+    let a = s.path("a");
+    oci_layout(&a, &[basic_img(bb.clone(), None)]);
+    let b = s.path("b");
+    oci_layout(&b, &[second_img(&bb)]);
+    s.add_ok("a", &a, &[]);
+    // The base layer's dir now points outside the store.
+    let outside = s.path("outside");
+    std::fs::create_dir_all(outside.join("bin")).unwrap();
+    std::fs::write(outside.join("bin/busybox"), "not busybox").unwrap();
+    let layer = s.state().join("images/private-0/.layers").join(&base_key);
+    std::fs::rename(&layer, s.path("moved")).unwrap();
+    std::os::unix::fs::symlink(&outside, &layer).unwrap();
+
+    let o = s.add("b", &b, &[]);
+    let err = text(&o.stderr);
+    assert!(
+        !o.status.success(),
+        "import through a symlinked layer dir: {err}"
+    );
+    assert!(
+        err.contains("layer store") && err.contains(&base_key),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(!text(&s.cli(&["image", "ls"]).stdout).contains("b "));
+    // Nothing was linked into or out of the symlink's target.
+    let names: Vec<_> = std::fs::read_dir(outside.join("bin")).unwrap().collect();
+    assert_eq!(names.len(), 1);
+    assert_eq!(
+        std::fs::read(outside.join("bin/busybox")).unwrap(),
+        b"not busybox"
+    );
+    // The image already imported keeps running from its own tree.
+    s.job("a").run(&["/bin/busybox", "true"]).expect(0);
+    // Removing it removes the symlink, never what it points to.
+    let o = s.cli(&["image", "rm", "a"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert!(std::fs::symlink_metadata(&layer).is_err(), "symlink left");
+    assert_eq!(
+        std::fs::read(outside.join("bin/busybox")).unwrap(),
+        b"not busybox"
+    );
+    std::fs::remove_dir_all(s.path("moved")).ok();
+    s.no_leftovers();
+}
