@@ -445,11 +445,6 @@ fn print_table(imgs: &[Image]) {
                     jobcell_spec::format_size(i.size)
                 },
                 utc(i.created),
-                if configured {
-                    "-".into()
-                } else {
-                    i.audit.setuid_stripped.len().to_string()
-                },
                 if i.layers.is_empty() {
                     "-".into()
                 } else {
@@ -465,6 +460,11 @@ fn print_table(imgs: &[Image]) {
                 } else {
                     jobcell_spec::format_size(i.unique_size)
                 },
+                if configured {
+                    "-".into()
+                } else {
+                    i.audit.setuid_stripped.len().to_string()
+                },
             ]
         })
         .collect();
@@ -475,10 +475,10 @@ fn print_table(imgs: &[Image]) {
         "OWNER",
         "SIZE",
         "CREATED (UTC)",
-        "SETUID-STRIPPED",
         "LAYERS",
         "SHARED",
         "UNIQUE",
+        "SETUID-STRIPPED",
     ];
     let mut w: Vec<usize> = head.iter().map(|h| h.len()).collect();
     for r in &rows {
