@@ -431,7 +431,7 @@ impl Client {
         };
         let path = format!(
             "/v1/jobs/{id}/wait?timeout={}&held_ends={}",
-            within.as_secs(),
+            within.as_secs_f64(),
             u8::from(held_ends)
         );
         long.exchange::<(), _>("GET", &path, None)

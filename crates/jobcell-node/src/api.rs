@@ -691,14 +691,15 @@ async fn route(
         }
         (&Method::GET, ["v1", "jobs", id, "wait"]) => {
             let id = parse_id(id)?;
-            let secs = query_num::<u64>(&req, "timeout")?
-                .unwrap_or(WAIT_DEFAULT_SECS)
-                .min(WAIT_MAX_SECS);
+            let secs = query_num::<f64>(&req, "timeout")?.unwrap_or(WAIT_DEFAULT_SECS);
+            let within = Duration::try_from_secs_f64(secs.min(WAIT_MAX_SECS)).map_err(|_| {
+                ApiErr::new(
+                    400,
+                    format!("query timeout={secs} is not a number of seconds"),
+                )
+            })?;
             let held_ends = query_flag(&req, "held_ends")?;
-            Ok(json(
-                200,
-                &wait_end(tx, id, held_ends, Duration::from_secs(secs)).await?,
-            ))
+            Ok(json(200, &wait_end(tx, id, held_ends, within).await?))
         }
         (&Method::GET, ["v1", "jobs", id, which @ ("stdout" | "stderr")]) => {
             let id = parse_id(id)?;
@@ -754,8 +755,8 @@ async fn act(tx: &Sender<Cmd>, uid: u32, id: u64, action: Action) -> Result<Resp
 }
 
 /// How long `GET /v1/jobs/{id}/wait` waits by default, and at most: the client asks again.
-pub const WAIT_DEFAULT_SECS: u64 = 30;
-pub const WAIT_MAX_SECS: u64 = 300;
+pub const WAIT_DEFAULT_SECS: f64 = 30.0;
+pub const WAIT_MAX_SECS: f64 = 300.0;
 
 /// The job once it has ended, or as it is when `within` has passed.
 async fn wait_end(

@@ -113,14 +113,9 @@ pub fn wait_for(
     let mut first_failure = None;
     for &id in ids {
         let job = loop {
-            let within = match deadline {
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    // Whole seconds on the wire; a sub-second rest is one more short ask.
-                    left.min(POLL_WITHIN)
-                }
-                None => POLL_WITHIN,
-            };
+            let within = deadline
+                .map(|d| d.saturating_duration_since(Instant::now()).min(POLL_WITHIN))
+                .unwrap_or(POLL_WITHIN);
             let j = client.wait_end(id, held_ends, within)?;
             if has_ended(j.state, held_ends) {
                 break j;
@@ -131,10 +126,6 @@ pub fn wait_for(
                     j.state.as_str()
                 );
                 return Ok(EXIT_TIMED_OUT);
-            }
-            if within < Duration::from_secs(1) {
-                // The daemon waits whole seconds: sleep the rest here.
-                std::thread::sleep(within);
             }
         };
         let code = exit_status(&job);
