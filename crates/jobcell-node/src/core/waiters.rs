@@ -77,7 +77,18 @@ impl Core {
                 }
                 continue;
             }
-            let info = self.get(tx, id)?;
+            let info = match self.get(tx, id) {
+                Ok(info) => info,
+                Err(e) if e.is_fatal() => return Err(e),
+                // Gone from the store too: the waiters hear why, the daemon goes on.
+                Err(e) => {
+                    let msg = e.to_string();
+                    for w in waiting {
+                        answer(replies, w.reply, Err(CoreError::NotFound(msg.clone())));
+                    }
+                    continue;
+                }
+            };
             let (done, still): (Vec<Waiter>, Vec<Waiter>) = waiting
                 .into_iter()
                 .partition(|w| has_ended(info.state, w.held_ends));
