@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use jobcell_api::types::{JobInfo, OutputStream, State};
-use jobcell_api::Client;
+use jobcell_api::{Client, ClientError};
 
 use crate::socket::SocketArg;
 
@@ -116,7 +116,10 @@ pub fn wait_for(
             let within = deadline
                 .map(|d| d.saturating_duration_since(Instant::now()).min(POLL_WITHIN))
                 .unwrap_or(POLL_WITHIN);
-            let j = client.wait_end(id, held_ends, within)?;
+            let j = match ask_again_while_lost(|| client.wait_end(id, held_ends, within), client) {
+                Ok(j) => j,
+                Err(e) => return Err(e.into()),
+            };
             if has_ended(j.state, held_ends) {
                 break j;
             }
@@ -137,6 +140,29 @@ pub fn wait_for(
         }
     }
     Ok(first_failure.unwrap_or(0))
+}
+
+/// A wait changes nothing: asked again, with a pause, while the daemon restarts or the
+/// connection breaks, for as long as the connect timeout.
+fn ask_again_while_lost<T>(
+    mut ask: impl FnMut() -> Result<T, ClientError>,
+    client: &Client,
+) -> Result<T, ClientError> {
+    let mut lost_since: Option<Instant> = None;
+    let mut pause = Duration::from_millis(200);
+    loop {
+        match ask() {
+            Err(e) if e.is_lost_connection() => {
+                let since = *lost_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= client.connect_timeout() {
+                    return Err(e);
+                }
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_secs(1));
+            }
+            r => return r,
+        }
+    }
 }
 
 /// Whether a job in `state` is over (the daemon's rule, see `GET /v1/jobs/{id}/wait`).
@@ -209,5 +235,35 @@ impl<W> KeepError<W> {
         if self.err.is_none() {
             self.err = Some(std::io::Error::new(e.kind(), e.to_string()));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(state: State, exit_code: Option<i32>, signal: Option<i32>) -> JobInfo {
+        let mut j: JobInfo = serde_json::from_value(serde_json::json!({
+            "id": 1, "cluster": 1, "proc": 0, "owner": 0, "user": "nobody", "state": "queued",
+            "priority": 0, "cpus": 1.0, "memory": 1, "command": [], "submitted_at": 0.0,
+            "attempt": 0
+        }))
+        .expect("a job");
+        j.state = state;
+        j.exit_code = exit_code;
+        j.signal = signal;
+        j
+    }
+
+    #[test]
+    fn exit_status_is_the_jobs_code_or_a_failures_one() {
+        assert_eq!(exit_status(&job(State::Completed, Some(0), None)), 0);
+        assert_eq!(exit_status(&job(State::Completed, Some(7), None)), 7);
+        assert_eq!(exit_status(&job(State::Completed, None, Some(9))), 137);
+        assert_eq!(exit_status(&job(State::Failed, None, None)), 1);
+        assert_eq!(exit_status(&job(State::Removed, Some(0), None)), 1);
+        assert_eq!(exit_status(&job(State::Held, None, None)), 1);
+        assert!(has_ended(State::Held, true) && !has_ended(State::Held, false));
+        assert!(!has_ended(State::Running, true));
     }
 }

@@ -370,3 +370,28 @@ fn another_user_cannot_follow_or_read_your_job_but_root_can() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+#[test]
+fn a_wait_outlives_a_daemon_restart() {
+    if !root_or_skip("a_wait_outlives_a_daemon_restart") {
+        return;
+    }
+    let _g = serial();
+    let mut d = start();
+    let id = submit_sh(&d, None, "sleep 3; exit 6");
+    d.wait_state(id, State::Running, T);
+    let mut w = Command::new(BIN)
+        .args(["wait", &id.to_string()])
+        .env("JOBCELL_SOCKET", &d.sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // The job keeps running under its supervisor; the waiter asks the new daemon.
+    d.stop();
+    d.restart();
+    let o = w.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(6), "{}", err(&o));
+    assert_eq!(d.job(id).state, State::Completed);
+}
