@@ -116,10 +116,7 @@ pub fn wait_for(
             let within = deadline
                 .map(|d| d.saturating_duration_since(Instant::now()).min(POLL_WITHIN))
                 .unwrap_or(POLL_WITHIN);
-            let j = match ask_again_while_lost(|| client.wait_end(id, held_ends, within), client) {
-                Ok(j) => j,
-                Err(e) => return Err(e.into()),
-            };
+            let j = ask_again_while_lost(|| client.wait_end(id, held_ends, within), client)?;
             if has_ended(j.state, held_ends) {
                 break j;
             }
