@@ -380,7 +380,7 @@ fn a_wait_outlives_a_daemon_restart() {
     let mut d = start();
     let id = submit_sh(&d, None, "sleep 3; exit 6");
     d.wait_state(id, State::Running, T);
-    let mut w = Command::new(BIN)
+    let w = Command::new(BIN)
         .args(["wait", &id.to_string()])
         .env("JOBCELL_SOCKET", &d.sock)
         .stdout(Stdio::null())
