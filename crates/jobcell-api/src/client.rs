@@ -415,6 +415,131 @@ impl Client {
     pub fn output(&self, id: u64, which: OutputStream) -> Result<Vec<u8>, ClientError> {
         self.bytes(&format!("/v1/jobs/{id}/{}", which.as_str()))
     }
+
+    /// `GET /v1/jobs/{id}/wait?timeout=S`: the job once it has ended (completed, failed,
+    /// removed; held too with `held_ends`), or as it is after `within` (the caller asks again).
+    pub fn wait_end(
+        &self,
+        id: u64,
+        held_ends: bool,
+        within: Duration,
+    ) -> Result<JobInfo, ClientError> {
+        let long = Client {
+            socket: self.socket.clone(),
+            connect_timeout: self.connect_timeout,
+            answer_timeout: within + self.answer_timeout,
+        };
+        let path = format!(
+            "/v1/jobs/{id}/wait?timeout={}&held_ends={}",
+            within.as_secs_f64(),
+            u8::from(held_ends)
+        );
+        long.exchange::<(), _>("GET", &path, None)
+    }
+
+    /// `GET /v1/jobs/{id}/stdout?follow=1&offset=N` (or stderr): writes to `sink`, as it
+    /// comes, what the output holds from `offset` and what the job writes after, until the
+    /// daemon ends the stream (the job has ended). Returns the bytes written. Only the answer's
+    /// head is bounded in time: the stream lasts as long as the job.
+    pub fn follow(
+        &self,
+        id: u64,
+        which: OutputStream,
+        offset: u64,
+        sink: &mut dyn Write,
+    ) -> Result<u64, ClientError> {
+        let mut s = self.connect()?;
+        let path = format!("/v1/jobs/{id}/{}?follow=1&offset={offset}", which.as_str());
+        let req = format!(
+            "GET {path} HTTP/1.1\r\nHost: jobcell\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+        );
+        s.set_write_timeout(Some(self.answer_timeout))
+            .map_err(|e| self.io_err(e))?;
+        s.write_all(req.as_bytes()).map_err(|e| self.io_err(e))?;
+        s.set_read_timeout(Some(self.answer_timeout))
+            .map_err(|e| self.io_err(e))?;
+        let mut buf = Vec::new();
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut read_more = |s: &mut UnixStream, buf: &mut Vec<u8>| -> Result<bool, ClientError> {
+            loop {
+                match s.read(&mut chunk) {
+                    Ok(0) => return Ok(false),
+                    Ok(n) => {
+                        buf.extend_from_slice(&chunk[..n]);
+                        return Ok(true);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) if is_timeout(&e) => return Err(self.timed_out(Waiting::Answer)),
+                    Err(e) if is_closed(&e) => return Ok(false),
+                    Err(e) => return Err(self.io_err(e)),
+                }
+            }
+        };
+        let head_end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            if !read_more(&mut s, &mut buf)? {
+                return Err(ClientError::BadResponse(
+                    "no HTTP header (did the daemon crash?)".into(),
+                ));
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+        if !head.starts_with("http/1.1 200") {
+            // A refusal: a whole answer with its length.
+            while read_more(&mut s, &mut buf)? {}
+            let (status, data) = parse_response(&buf)?;
+            check(status, &data)?;
+            return Err(ClientError::BadResponse(format!(
+                "status {status} to a follow"
+            )));
+        }
+        if !head.contains("transfer-encoding: chunked") {
+            return Err(ClientError::BadResponse(
+                "a followed output must come chunked".into(),
+            ));
+        }
+        s.set_read_timeout(None).map_err(|e| self.io_err(e))?;
+        let cut = || {
+            ClientError::BadResponse(
+                "the daemon ended the output's stream early (restarted?); follow again to go on"
+                    .into(),
+            )
+        };
+        let bad = || ClientError::BadResponse("bad chunked encoding".into());
+        let mut rest = buf.split_off(head_end);
+        let mut written = 0u64;
+        loop {
+            let nl = loop {
+                if let Some(p) = rest.windows(2).position(|w| w == b"\r\n") {
+                    break p;
+                }
+                if !read_more(&mut s, &mut rest)? {
+                    return Err(cut());
+                }
+            };
+            let line = std::str::from_utf8(&rest[..nl]).map_err(|_| bad())?;
+            let size = usize::from_str_radix(line.split(';').next().unwrap_or("").trim(), 16)
+                .map_err(|_| bad())?;
+            if size == 0 {
+                return Ok(written);
+            }
+            while rest.len() < nl + 2 + size + 2 {
+                if !read_more(&mut s, &mut rest)? {
+                    return Err(cut());
+                }
+            }
+            sink.write_all(&rest[nl + 2..nl + 2 + size])
+                .and_then(|()| sink.flush())
+                .map_err(|err| ClientError::Io {
+                    path: PathBuf::from("standard output"),
+                    err,
+                })?;
+            written += size as u64;
+            rest.drain(..nl + 2 + size + 2);
+        }
+    }
 }
 
 fn is_timeout(e: &io::Error) -> bool {

@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Either, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -415,18 +415,19 @@ async fn metrics(tx: &Sender<Cmd>) -> Result<Resp, ApiErr> {
     Ok(Response::builder()
         .status(200)
         .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-        .body(Full::new(Bytes::from(text)))
+        .body(Either::Left(Full::new(Bytes::from(text))))
         .expect("valid response"))
 }
 
-type Resp = Response<Full<Bytes>>;
+/// A whole answer, or a followed output's stream.
+type Resp = Response<Either<Full<Bytes>, FollowBody>>;
 
 fn json<T: serde::Serialize>(code: u16, v: &T) -> Resp {
     let body = serde_json::to_vec(v).unwrap_or_default();
     Response::builder()
         .status(code)
         .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)))
+        .body(Either::Left(Full::new(Bytes::from(body))))
         .expect("valid response")
 }
 
@@ -528,6 +529,13 @@ pub fn parse_id(s: &str) -> Result<u64, ApiErr> {
 }
 
 fn query_u32(req: &Request<Incoming>, key: &str) -> Result<Option<u32>, ApiErr> {
+    query_num(req, key)
+}
+
+fn query_num<T: std::str::FromStr>(
+    req: &Request<Incoming>,
+    key: &str,
+) -> Result<Option<T>, ApiErr> {
     let Some(q) = req.uri().query() else {
         return Ok(None);
     };
@@ -540,6 +548,15 @@ fn query_u32(req: &Request<Incoming>, key: &str) -> Result<Option<u32>, ApiErr> 
         }
     }
     Ok(None)
+}
+
+/// A 0/1 query flag.
+fn query_flag(req: &Request<Incoming>, key: &str) -> Result<bool, ApiErr> {
+    match query_num::<u8>(req, key)? {
+        None | Some(0) => Ok(false),
+        Some(1) => Ok(true),
+        Some(v) => Err(ApiErr::new(400, format!("query {key}={v} must be 0 or 1"))),
+    }
 }
 
 async fn handle(
@@ -672,6 +689,18 @@ async fn route(
                 .await?,
             ))
         }
+        (&Method::GET, ["v1", "jobs", id, "wait"]) => {
+            let id = parse_id(id)?;
+            let secs = query_num::<f64>(&req, "timeout")?.unwrap_or(WAIT_DEFAULT_SECS);
+            let within = Duration::try_from_secs_f64(secs.min(WAIT_MAX_SECS)).map_err(|_| {
+                ApiErr::new(
+                    400,
+                    format!("query timeout={secs} is not a number of seconds"),
+                )
+            })?;
+            let held_ends = query_flag(&req, "held_ends")?;
+            Ok(json(200, &wait_end(tx, id, held_ends, within).await?))
+        }
         (&Method::GET, ["v1", "jobs", id, which @ ("stdout" | "stderr")]) => {
             let id = parse_id(id)?;
             let which = if *which == "stdout" {
@@ -679,6 +708,10 @@ async fn route(
             } else {
                 Stream::Stderr
             };
+            if query_flag(&req, "follow")? {
+                let offset = query_num::<u64>(&req, "offset")?.unwrap_or(0);
+                return follow(tx, uid, id, which, offset).await;
+            }
             let p = ask(tx, |reply| Cmd::Output {
                 caller: uid,
                 id,
@@ -692,7 +725,7 @@ async fn route(
             Ok(Response::builder()
                 .status(200)
                 .header("content-type", "application/octet-stream")
-                .body(Full::new(Bytes::from(data)))
+                .body(Either::Left(Full::new(Bytes::from(data))))
                 .expect("valid response"))
         }
         (_, ["v1", ..]) => Err(ApiErr::new(
@@ -719,6 +752,216 @@ async fn act(tx: &Sender<Cmd>, uid: u32, id: u64, action: Action) -> Result<Resp
     })
     .await?;
     Ok(json(200, &info))
+}
+
+/// How long `GET /v1/jobs/{id}/wait` waits by default, and at most: the client asks again.
+pub const WAIT_DEFAULT_SECS: f64 = 30.0;
+pub const WAIT_MAX_SECS: f64 = 300.0;
+
+/// The job once it has ended, or as it is when `within` has passed.
+async fn wait_end(
+    tx: &Sender<Cmd>,
+    id: u64,
+    held_ends: bool,
+    within: Duration,
+) -> Result<JobInfo, ApiErr> {
+    let (rtx, rrx) = oneshot::channel();
+    tx.send(Cmd::WaitEnd {
+        id,
+        held_ends,
+        reply: rtx,
+    })
+    .map_err(|_| ApiErr::new(503, "the daemon is shutting down"))?;
+    match tokio::time::timeout(within, rrx).await {
+        Ok(r) => r
+            .map_err(|_| ApiErr::new(503, "the daemon is shutting down"))?
+            .map_err(ApiErr::from),
+        // Dropping the receiver lets the core forget the waiter.
+        Err(_) => ask(tx, |reply| Cmd::Get { id, reply }).await,
+    }
+}
+
+/// How often a follower looks for more output (one fstat of the open file); the job's end
+/// comes from the core at once.
+pub const FOLLOW_CHECK: Duration = Duration::from_millis(200);
+/// The most one chunk of a followed stream carries.
+const FOLLOW_CHUNK: usize = 256 << 10;
+
+/// A followed output: chunks as the job writes them; the stream ends after the job does.
+pub struct FollowBody(tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>);
+
+impl hyper::body::Body for FollowBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, std::io::Error>>> {
+        self.0
+            .poll_recv(cx)
+            .map(|o| o.map(|r| r.map(hyper::body::Frame::data)))
+    }
+}
+
+/// `GET /v1/jobs/{id}/stdout?follow=1`: what the job's output holds from `offset`, then what
+/// it writes, until the job has ended (or is held) and the rest is sent. Owner or root only,
+/// like the whole output.
+async fn follow(
+    tx: &Sender<Cmd>,
+    uid: u32,
+    id: u64,
+    which: Stream,
+    offset: u64,
+) -> Result<Resp, ApiErr> {
+    let path = ask(tx, |reply| Cmd::Output {
+        caller: uid,
+        id,
+        which,
+        reply,
+    })
+    .await?;
+    let (etx, ended) = oneshot::channel();
+    tx.send(Cmd::WaitEnd {
+        id,
+        held_ends: true,
+        reply: etx,
+    })
+    .map_err(|_| ApiErr::new(503, "the daemon is shutting down"))?;
+    let (out, rx) = tokio::sync::mpsc::channel(4);
+    let tail = Tail {
+        path,
+        file: None,
+        offset,
+    };
+    tokio::spawn(pump(tail, ended, out));
+    Ok(Response::builder()
+        .status(200)
+        .header("content-type", "application/octet-stream")
+        .body(Either::Right(FollowBody(rx)))
+        .expect("valid response"))
+}
+
+/// A followed output file and how far it has been sent.
+struct Tail {
+    path: std::path::PathBuf,
+    file: Option<std::fs::File>,
+    offset: u64,
+}
+
+impl Tail {
+    /// The next chunk past the offset; None when there is nothing new (or no file yet). A
+    /// file that shrank (the job truncated it) is sent again from its start, as `tail -f`
+    /// does.
+    fn next_chunk(&mut self) -> Result<Option<Bytes>, ApiErr> {
+        use std::os::unix::fs::FileExt;
+        if self.file.is_none() {
+            let Some(f) = open_output(&self.path)? else {
+                return Ok(None);
+            };
+            let len = f
+                .metadata()
+                .map_err(|e| ApiErr::new(500, e.to_string()))?
+                .len();
+            // The start, like a whole read: at most the last MAX_OUTPUT bytes.
+            self.offset = self.offset.max(len.saturating_sub(MAX_OUTPUT));
+            self.file = Some(f);
+        }
+        let f = self.file.as_ref().expect("opened");
+        let len = f
+            .metadata()
+            .map_err(|e| ApiErr::new(500, e.to_string()))?
+            .len();
+        if len < self.offset {
+            self.offset = 0;
+        }
+        if len == self.offset {
+            return Ok(None);
+        }
+        let mut buf = vec![0u8; ((len - self.offset) as usize).min(FOLLOW_CHUNK)];
+        let n = f
+            .read_at(&mut buf, self.offset)
+            .map_err(|e| ApiErr::new(500, format!("{}: {e}", self.path.display())))?;
+        buf.truncate(n);
+        self.offset += n as u64;
+        Ok((n > 0).then(|| Bytes::from(buf)))
+    }
+}
+
+/// Sends a followed output until the job's end has been seen and all it wrote is sent, or the
+/// client is gone. A failure aborts the stream (the client sees it cut short, not ended).
+async fn pump(
+    mut tail: Tail,
+    mut ended: oneshot::Receiver<Result<JobInfo, CoreError>>,
+    out: tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+) {
+    let mut tick = tokio::time::interval(FOLLOW_CHECK);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut over = false;
+    let path = tail.path.clone();
+    loop {
+        loop {
+            let r = tokio::task::spawn_blocking(move || {
+                let r = tail.next_chunk();
+                (tail, r)
+            })
+            .await;
+            let chunk = match r {
+                Ok((t, r)) => {
+                    tail = t;
+                    r
+                }
+                Err(e) => {
+                    let _ = out.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            match chunk {
+                Ok(Some(b)) => {
+                    if out.send(Ok(b)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    debug!("following {}: {}", path.display(), e.msg);
+                    let _ = out.send(Err(std::io::Error::other(e.msg))).await;
+                    return;
+                }
+            }
+        }
+        if over {
+            return;
+        }
+        tokio::select! {
+            _ = tick.tick() => {}
+            // Ended, or the daemon is going away: one last read, then the end.
+            _ = &mut ended => over = true,
+            _ = out.closed() => return,
+        }
+    }
+}
+
+/// A job's output file opened for reading, never through a symlink; None if not there yet.
+fn open_output(p: &std::path::Path) -> Result<Option<std::fs::File>, ApiErr> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(p)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(ApiErr::new(500, format!("{}: {e}", p.display()))),
+    };
+    let meta = f.metadata().map_err(|e| ApiErr::new(500, e.to_string()))?;
+    if !meta.is_file() {
+        return Err(ApiErr::new(
+            409,
+            format!("{} is not a regular file", p.display()),
+        ));
+    }
+    Ok(Some(f))
 }
 
 fn read_output(p: &std::path::Path) -> Result<Vec<u8>, ApiErr> {

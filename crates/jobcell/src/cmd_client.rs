@@ -69,7 +69,8 @@ pub fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
         stderr: a.error.as_deref().map(abs).transpose()?,
         submit_key: Some(new_submit_key()),
     };
-    let r = a.sock.client()?.submit(&req)?;
+    let client = a.sock.client()?;
+    let r = client.submit(&req)?;
     let mut out = std::io::stdout().lock();
     if a.quiet {
         for id in &r.ids {
@@ -85,6 +86,10 @@ pub fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
             r.ids[0],
             r.ids[r.ids.len() - 1]
         )?;
+    }
+    if a.wait {
+        drop(out);
+        return crate::cmd_wait::wait_for(&client, &r.ids, false, None, a.quiet);
     }
     Ok(0)
 }
@@ -438,6 +443,9 @@ pub struct OutputArgs {
     /// With --events: JSON instead of lines.
     #[arg(long, requires = "events")]
     pub json: bool,
+    /// Keep printing what the job writes until it ends, like `tail -f`.
+    #[arg(long, short = 'f', conflicts_with = "events")]
+    pub follow: bool,
 }
 
 pub fn output(a: OutputArgs) -> anyhow::Result<i32> {
@@ -460,6 +468,9 @@ pub fn output(a: OutputArgs) -> anyhow::Result<i32> {
     } else {
         OutputStream::Stdout
     };
+    if a.follow {
+        return crate::cmd_wait::follow(&a.sock, a.id, which);
+    }
     let data = a.sock.client()?.output(a.id, which)?;
     std::io::stdout().write_all(&data)?;
     Ok(0)

@@ -251,5 +251,10 @@ pub fn submit(path: &Path, a: &SubmitArgs) -> anyhow::Result<i32> {
             }
         )?;
     }
+    if a.wait {
+        drop(out);
+        let client = a.sock.client()?;
+        return crate::cmd_wait::wait_for(&client, &r.ids, false, None, a.quiet);
+    }
     Ok(0)
 }

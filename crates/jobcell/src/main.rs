@@ -9,6 +9,7 @@ mod cmd_run;
 mod cmd_selftest;
 mod cmd_spank;
 mod cmd_submit_file;
+mod cmd_wait;
 mod config;
 mod exit;
 mod job_opts;
@@ -53,8 +54,10 @@ enum Cmd {
     History(cmd_client::ListArgs),
     /// The node: cpus and memory total/allocated/used, jobs by state.
     Status(cmd_client::StatusArgs),
-    /// Print a job's stdout (or --stderr).
+    /// Print a job's stdout (or --stderr); -f follows it until the job ends.
     Output(cmd_client::OutputArgs),
+    /// Wait until the jobs have ended, like condor_wait; exit 0 if all completed with 0.
+    Wait(cmd_wait::WaitArgs),
     /// Run the node agent in the foreground (the jobcelld binary beside this one; see
     /// `jobcell daemon --help`).
     #[command(disable_help_flag = true)]
@@ -159,6 +162,7 @@ fn jobcell_main() -> ! {
         Cmd::History(a) => cmd_client::history(a),
         Cmd::Status(a) => cmd_client::status(a),
         Cmd::Output(a) => cmd_client::output(a),
+        Cmd::Wait(a) => cmd_wait::wait(a),
         Cmd::Daemon { args } => exec_jobcelld(args),
         Cmd::Selftest(a) => cmd_selftest::run(a),
         Cmd::SelftestProbe(a) => cmd_selftest::probe(a),

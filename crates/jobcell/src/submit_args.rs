@@ -36,6 +36,9 @@ pub struct SubmitArgs {
     /// Print only the job ids.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+    /// Then wait until the jobs have ended and exit like `jobcell wait` (sbatch --wait).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub wait: bool,
     /// An HTCondor submit description file (`-` for stdin): all its jobs are queued as one
     /// cluster, or none; options given here add to or override what the file says
     /// (docs/submit-files.md).

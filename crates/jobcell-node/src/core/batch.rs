@@ -47,6 +47,7 @@ impl Core {
             if writable {
                 self.schedule(&tx, &mut effects)?;
             }
+            self.settle_waiters(&tx, &mut replies)?;
             tx.commit()?;
             for r in replies.drain(..) {
                 r();
@@ -164,6 +165,11 @@ impl Core {
                 Ok(self.finish(tx, id, Some(res), effects)?)
             }
             Cmd::Exited { id, attempt } => Ok(self.exited(tx, id, attempt, effects)?),
+            Cmd::WaitEnd {
+                id,
+                held_ends,
+                reply,
+            } => self.wait_end(tx, id, held_ends, reply, replies),
         }
     }
 }

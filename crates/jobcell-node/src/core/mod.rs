@@ -19,8 +19,10 @@ mod recovery;
 mod room;
 mod scheduler;
 mod submission;
+mod waiters;
 
 pub use policies::fmt_duration;
+pub use waiters::has_ended;
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
@@ -211,6 +213,13 @@ pub enum Cmd {
     },
     /// Internal: sample running jobs' memory pressure (only with a pressure policy).
     PressureTick,
+    /// Answered when the job has ended (completed, failed, removed; held too with
+    /// `held_ends`): at once if it has, else in the batch that ends it.
+    WaitEnd {
+        id: u64,
+        held_ends: bool,
+        reply: Reply<JobInfo>,
+    },
 }
 
 /// What the node is configured with.
@@ -412,6 +421,8 @@ pub struct Core {
     /// Supervisors' exits and other internal changes that came while the state dir had no
     /// room to record them: applied, in order, once it has.
     deferred: VecDeque<Cmd>,
+    /// Requests waiting for a job's end, by job (see [`waiters`]).
+    waiters: HashMap<u64, Vec<waiters::Waiter>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -498,6 +509,7 @@ impl Core {
             submit_budget: u64::MAX / 4,
             wal_reservable: true,
             deferred: VecDeque::new(),
+            waiters: HashMap::new(),
         }
     }
 

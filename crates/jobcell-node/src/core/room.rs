@@ -75,6 +75,7 @@ impl Core {
                 | Cmd::Output { .. }
                 | Cmd::Status { .. }
                 | Cmd::Ad { .. }
+                | Cmd::WaitEnd { .. }
                 | Cmd::Metrics { .. } => reads.push(c),
             }
         }
