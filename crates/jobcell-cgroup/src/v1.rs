@@ -14,6 +14,11 @@ use crate::{
 };
 use jobcell_spec::FILE_LIMITS;
 
+/// How long the collection of a dead launcher's cgroup waits for its last tasks to go:
+/// GC_ATTEMPTS tries, GC_RETRY apart.
+const GC_ATTEMPTS: u32 = 25;
+const GC_RETRY: Duration = Duration::from_millis(2);
+
 /// The memory controller's one soft limit (the reclaim target under host memory pressure).
 const SOFT_LIMIT: &str = "memory.soft_limit_in_bytes";
 
@@ -459,6 +464,26 @@ impl Root {
         Ok(job)
     }
 
+    /// Remove the stale job cgroup `n` from every hierarchy, if none of them lists a task.
+    fn gc_one(&self, parents: &[Arc<Dir>], n: &str) -> Result<bool, CgroupError> {
+        for p in parents {
+            if let Ok(d) = p.open_child(n) {
+                if !d.procs()?.is_empty() {
+                    return Ok(false);
+                }
+            }
+        }
+        let mut ok = true;
+        for p in parents {
+            if let Err(e) = p.rmdir_child(n) {
+                if e.raw_os_error() != Some(libc::ENOENT) {
+                    ok = false;
+                }
+            }
+        }
+        Ok(ok)
+    }
+
     pub(crate) fn gc_stale(&self) -> Result<Vec<String>, CgroupError> {
         let mut removed = Vec::new();
         // Decide per name once (memory hierarchy first): a job is stale only if its pid is gone
@@ -476,28 +501,23 @@ impl Root {
                 }
             }
         }
-        'names: for n in names {
+        for n in names {
             let pid = job_name_pid(&n).expect("filtered");
             if pid_alive(pid) {
                 continue;
             }
-            for p in &parents {
-                if let Ok(d) = p.open_child(&n) {
-                    if !d.procs()?.is_empty() {
-                        continue 'names;
-                    }
+            // The dead launcher's job was killed with it, but its last tasks may still be
+            // exiting (a killed init is reaped by whoever inherits it): such a cgroup lists
+            // them, or refuses rmdir with EBUSY, for a moment. Wait for that briefly; this runs
+            // only where a launcher was SIGKILLed.
+            for attempt in 0..GC_ATTEMPTS {
+                if attempt > 0 {
+                    std::thread::sleep(GC_RETRY);
                 }
-            }
-            let mut ok = true;
-            for p in &parents {
-                if let Err(e) = p.rmdir_child(&n) {
-                    if e.raw_os_error() != Some(libc::ENOENT) {
-                        ok = false;
-                    }
+                if self.gc_one(&parents, &n)? {
+                    removed.push(n);
+                    break;
                 }
-            }
-            if ok {
-                removed.push(n);
             }
         }
         Ok(removed)
