@@ -18,9 +18,11 @@ mod queue;
 mod recovery;
 mod room;
 mod scheduler;
+mod select;
 mod submission;
 
 pub use policies::fmt_duration;
+pub use select::{AdFilter, BulkSelection};
 
 use std::collections::{HashMap, VecDeque};
 use std::os::fd::OwnedFd;
@@ -134,6 +136,8 @@ pub enum Cmd {
         reply: Reply<SubmitResponse>,
     },
     List {
+        caller: u32,
+        filter: AdFilter,
         reply: Reply<Vec<JobInfo>>,
     },
     Get {
@@ -141,7 +145,9 @@ pub enum Cmd {
         reply: Reply<JobInfo>,
     },
     History {
+        caller: u32,
         limit: u32,
+        filter: AdFilter,
         reply: Reply<Vec<JobInfo>>,
     },
     Events {
@@ -160,6 +166,12 @@ pub enum Cmd {
         id: u64,
         action: Action,
         reply: Reply<JobInfo>,
+    },
+    /// One action on many jobs, in one batch.
+    ActMany {
+        caller: u32,
+        sel: Box<BulkSelection>,
+        reply: Reply<BulkActionResponse>,
     },
     Status {
         reply: Reply<NodeStatus>,
