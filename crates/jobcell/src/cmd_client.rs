@@ -9,7 +9,6 @@ use jobcell_api::types::{
     now, BulkAction, BulkActionRequest, BulkActionResponse, JobFilter, JobInfo, OutputStream,
     ProcSelector, State, SubmitRequest,
 };
-use jobcell_classad::{ClassAd, Expr, Value};
 use jobcell_spec::{format_size, JobSpec};
 
 use crate::cmd_image::user_name;
@@ -110,8 +109,8 @@ pub struct ListArgs {
     /// daemon: `'RequestCpus > 1 && Owner == "alice"'`.
     #[arg(long, value_name = "EXPR")]
     pub constraint: Option<String>,
-    /// Autoformat (also `-af`): per job, the values of these attributes or expressions,
-    /// space-separated, one line per job.
+    /// Autoformat (also `-af`): per job, the values of these attributes, space-separated,
+    /// one line per job.
     #[arg(long = "af", value_name = "ATTR", num_args = 1.., conflicts_with = "json")]
     pub af: Vec<String>,
     /// Only these jobs (finished ones too, q only): a job id, or CLUSTER.PROC, or CLUSTER.
@@ -172,12 +171,27 @@ pub fn condor_style_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsStrin
     out
 }
 
-/// A ClassAd value as condor_q -af prints it: strings without their quotes.
-fn autoformat(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        v => v.to_string(),
+/// An attribute's ClassAd text as condor_q -af prints it: a string literal without its quotes
+/// and escapes, anything else as written.
+fn autoformat(text: &str) -> String {
+    let Some(body) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) else {
+        return text.to_string();
+    };
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
     }
+    out
 }
 
 fn fmt_secs(s: f64) -> String {
@@ -335,25 +349,25 @@ pub fn q(a: ListArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
-/// `-af`: each job's ad, fetched one by one, with the expressions evaluated in it.
+/// `-af`: each job's ad, fetched one by one, and the named attributes' values (names are
+/// case-insensitive; a missing one is `undefined`, as condor_q prints it).
 fn print_autoformat(
     client: &jobcell_api::Client,
     jobs: &[JobInfo],
-    exprs: &[String],
+    attrs: &[String],
 ) -> anyhow::Result<i32> {
-    let exprs: Vec<Expr> = exprs
-        .iter()
-        .map(|e| Expr::parse(e).map_err(|err| anyhow::anyhow!("-af '{e}': {err}")))
-        .collect::<anyhow::Result<_>>()?;
     let mut out = std::io::stdout().lock();
     for j in jobs {
-        let mut ad = ClassAd::new();
-        for (name, text) in client.ad(j.id)? {
-            if let Ok(e) = Expr::parse(&text) {
-                ad.insert(name, e);
-            }
-        }
-        let values: Vec<String> = exprs.iter().map(|e| autoformat(&ad.eval(e))).collect();
+        let ad = client.ad(j.id)?;
+        let values: Vec<String> = attrs
+            .iter()
+            .map(|name| {
+                ad.iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, text)| autoformat(text))
+                    .unwrap_or_else(|| "undefined".into())
+            })
+            .collect();
         writeln!(out, "{}", values.join(" "))?;
     }
     Ok(0)

@@ -111,13 +111,21 @@ fn q_and_history_choose_jobs_by_constraint_and_owner() {
         "q",
         "-af",
         "ProcId",
-        "JobPrio * 2",
+        "jobprio",
         "Owner",
+        "NoSuchAttr",
         "-constraint",
         "JobPrio > 5",
     ]);
     assert!(o.status.success(), "{}", err(&o));
-    assert_eq!(lines(&o), ["0 14 root", "1 14 root", "2 14 root"]);
+    assert_eq!(
+        lines(&o),
+        [
+            "0 7 root undefined",
+            "1 7 root undefined",
+            "2 7 root undefined"
+        ]
+    );
 
     // Owner names as positional filters.
     let o = d.cli(&["q", "root", "--json"]);
