@@ -330,3 +330,86 @@ fn a_constraint_reaches_only_the_callers_own_jobs() {
     let o = d.cli(&["rm", "-constraint", "true"]);
     assert_eq!(out(&o).trim(), "3 jobs marked for removal", "{}", err(&o));
 }
+
+/// `[a0 = 1; a1 = a0 + a0; ...].aN`: each level doubles the work of evaluating it.
+fn fan_out_bomb(levels: usize, base: &str, op: impl Fn(&str) -> String) -> String {
+    let mut attrs = vec![format!("a0 = {base}")];
+    for i in 1..=levels {
+        attrs.push(format!("a{i} = {}", op(&format!("a{}", i - 1))));
+    }
+    format!("[{}].a{levels}", attrs.join("; "))
+}
+
+/// Another user's constraint that would take years (or all memory) to evaluate is cut short:
+/// the daemon keeps answering everyone, the caller gets one line saying why, and a bulk
+/// action with it touches nothing.
+#[test]
+fn a_constraint_that_explodes_is_cut_short_and_the_daemon_keeps_answering() {
+    if !root_or_skip("a_constraint_that_explodes_is_cut_short_and_the_daemon_keeps_answering") {
+        return;
+    }
+    let Some(b) = test_user("jobcell-test-b") else {
+        eprintln!("SKIPPED: a_constraint_that_explodes_is_cut_short_and_the_daemon_keeps_answering: cannot create test users");
+        return;
+    };
+    let _g = serial();
+    let mut d = Daemon::start(&["--cpus", "2", "--memory", "2G"]);
+    submit_held(&d, None, 20, &[]);
+    let of_b = submit_held(&d, Some(b), 3, &[]);
+    let time_bomb = format!("{} > 0", fan_out_bomb(62, "1", |a| format!("{a} + {a}")));
+    let memory_bomb = format!(
+        "size({}) > 0",
+        fan_out_bomb(40, &format!("\"{}\"", "x".repeat(1000)), |a| {
+            format!("strcat({a}, {a})")
+        })
+    );
+    for bomb in [&time_bomb, &memory_bomb] {
+        let mut attack = Command::new(BIN);
+        attack
+            .args(["q", "-constraint", bomb])
+            .env("JOBCELL_SOCKET", &d.sock)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        {
+            use std::os::unix::process::CommandExt;
+            attack.uid(b.0).gid(b.1);
+        }
+        let mut child = attack.spawn().unwrap();
+        std::thread::sleep(Duration::from_millis(300));
+        // Meanwhile the daemon answers others.
+        let t = std::time::Instant::now();
+        let status = d
+            .client()
+            .with_timeouts(Duration::from_secs(5), Duration::from_secs(5))
+            .status();
+        let answered_in = t.elapsed();
+        let ended = (0..200).find_map(|_| {
+            let s = child.try_wait().unwrap();
+            if s.is_none() {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            s
+        });
+        if status.is_err() || ended.is_none() {
+            let _ = child.kill();
+            let _ = child.wait();
+            d.kill9();
+            panic!(
+                "the daemon stalled on a constraint: status {:?} after {answered_in:?}, attacker ended: {ended:?}",
+                status.err()
+            );
+        }
+        assert!(answered_in < Duration::from_secs(2), "{answered_in:?}");
+        let o = child.wait_with_output().unwrap();
+        assert!(!o.status.success());
+        let e = err(&o);
+        assert_eq!(e.trim().lines().count(), 1, "{e}");
+        assert!(e.contains("takes too much work"), "{e}");
+    }
+    let o = d.cli_as(Some(b), &["rm", "-constraint", &time_bomb]);
+    assert!(!o.status.success());
+    assert!(err(&o).contains("takes too much work"), "{}", err(&o));
+    for id in &of_b {
+        assert_eq!(d.job(*id).state, State::Held);
+    }
+}

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use jobcell_classad::{ClassAd, Expr, Value};
+use jobcell_classad::{ClassAd, EvalBudget, Expr, Value};
 
 use super::*;
 
@@ -32,6 +32,40 @@ pub struct BulkSelection {
     pub constraint: Option<Expr>,
 }
 
+/// The work one request's constraint may do over `jobs` jobs: far more than any real
+/// constraint needs, little enough that the core (which serves everyone) stays responsive.
+fn budget_for(jobs: usize) -> EvalBudget {
+    let jobs = jobs as u64;
+    EvalBudget {
+        steps: 100_000 + 1_000 * jobs,
+        bytes: (16 << 20) + (64 << 10) * jobs,
+    }
+}
+
+fn too_costly() -> CoreError {
+    CoreError::BadRequest(
+        "the constraint takes too much work to evaluate (an expression whose attribute \
+         references fan out, or that builds huge strings); simplify it"
+            .into(),
+    )
+}
+
+/// What one request's matching carries from job to job: user names by uid, and what is left
+/// of its evaluation budget.
+struct Work {
+    names: HashMap<u32, String>,
+    budget: EvalBudget,
+}
+
+impl Work {
+    fn for_jobs(jobs: usize) -> Work {
+        Work {
+            names: HashMap::new(),
+            budget: budget_for(jobs),
+        }
+    }
+}
+
 /// HTCondor's reading of a constraint's value: true, or a non-zero number.
 fn satisfied(v: &Value) -> bool {
     match v {
@@ -55,7 +89,7 @@ fn classad_of(attrs: Vec<(String, String)>) -> ClassAd {
 }
 
 impl Core {
-    /// Whether `info`'s job passes `filter` for `caller`; `names` caches user names by uid.
+    /// Whether `info`'s job is one of `owners` and satisfies `constraint`, for `caller`.
     fn passes(
         &self,
         tx: &Batch,
@@ -63,10 +97,11 @@ impl Core {
         info: &JobInfo,
         owners: &[String],
         constraint: Option<&Expr>,
-        names: &mut HashMap<u32, String>,
+        work: &mut Work,
     ) -> Result<bool, CoreError> {
         if !owners.is_empty() {
-            let name = names
+            let name = work
+                .names
                 .entry(info.owner)
                 .or_insert_with(|| sys::user_name(info.owner));
             if !owners.iter().any(|o| o == name) {
@@ -77,7 +112,11 @@ impl Core {
             None => Ok(true),
             Some(c) => {
                 let ad = classad_of(self.ad(tx, caller, info.id)?);
-                Ok(satisfied(&ad.eval(c)))
+                let value = c.eval_within(&ad, None, &mut work.budget);
+                if work.budget.is_spent() {
+                    return Err(too_costly());
+                }
+                Ok(satisfied(&value))
             }
         }
     }
@@ -89,7 +128,7 @@ impl Core {
         caller: u32,
         filter: &AdFilter,
     ) -> Result<Vec<JobInfo>, CoreError> {
-        let mut names = HashMap::new();
+        let mut work = Work::for_jobs(self.jobs.len());
         let mut out = Vec::new();
         for j in self.jobs.values() {
             if filter.is_empty()
@@ -99,7 +138,7 @@ impl Core {
                     &j.info,
                     &filter.owners,
                     filter.constraint.as_ref(),
-                    &mut names,
+                    &mut work,
                 )?
             {
                 out.push(j.info.clone());
@@ -120,9 +159,10 @@ impl Core {
         if filter.is_empty() {
             return Ok(tx.history(limit)?);
         }
-        let mut names = HashMap::new();
+        let ended = tx.history(u32::MAX)?;
+        let mut work = Work::for_jobs(ended.len());
         let mut out = Vec::new();
-        for info in tx.history(u32::MAX)? {
+        for info in ended {
             if out.len() >= limit as usize {
                 break;
             }
@@ -132,7 +172,7 @@ impl Core {
                 &info,
                 &filter.owners,
                 filter.constraint.as_ref(),
-                &mut names,
+                &mut work,
             )? {
                 out.push(info);
             }
@@ -168,10 +208,10 @@ impl Core {
             }
         }
         if let Some(c) = &sel.constraint {
-            let mut names = HashMap::new();
+            let mut work = Work::for_jobs(self.jobs.len());
             for j in self.jobs.values() {
                 if (caller == 0 || j.info.owner == caller)
-                    && self.passes(tx, caller, &j.info, &[], Some(c), &mut names)?
+                    && self.passes(tx, caller, &j.info, &[], Some(c), &mut work)?
                 {
                     chosen.insert(j.info.id);
                 }
