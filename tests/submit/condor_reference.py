@@ -12,7 +12,8 @@ FILE` and `matching` globs resolve there), and prints:
 
 `environ` is this process's environment, which `getenv` and `$ENV()` see; the Rust side uses
 the same for its own parse. Each AD holds the attributes the differential test compares; a
-literal is a JSON value, any other ClassAd expression is {"expr": "<unparsed text>"}.
+literal is a JSON value, any other ClassAd expression is {"expr": "<unparsed text>"} (with
+"value", its value in the job's ad, for the requests).
 `custom` holds the attributes that no plain submit file produces (the `+Attr`s).
 
 The Python `Submit` object takes a single queue statement at the end of its text, so a file
@@ -33,6 +34,8 @@ FIELDS = [
     "RequestMemory", "RequestDisk", "Iwd", "In", "Out", "Err", "UserLog", "JobPrio",
     "JobStatus", "TransferInput", "ShouldTransferFiles", "WhenToTransferOutput",
 ]
+# Requests that may be expressions: their value in the job's ad is what jobcell queues.
+EVALUATED = {"RequestCpus", "RequestMemory", "RequestDisk"}
 # Attributes HTCondor derives from the commands jobcell implements (not custom attributes).
 DERIVED = {
     "args", "arguments", "userlog", "transferinput", "holdreason", "holdreasoncode",
@@ -45,7 +48,12 @@ def enc(ad, key):
         return None
     v = ad[key]
     if isinstance(v, (classad.ExprTree, classad.Value)):
-        return {"expr": str(ad.lookup(key))}
+        out = {"expr": str(ad.lookup(key))}
+        if key in EVALUATED:
+            value = ad.eval(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                out["value"] = value
+        return out
     return v
 
 

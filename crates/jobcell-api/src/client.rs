@@ -15,8 +15,8 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::types::{
-    ApiError, ClusterResponse, ClusterSubmitRequest, Event, HoldRequest, JobInfo, NodeStatus,
-    OutputStream, SubmitRequest, SubmitResponse,
+    ApiError, BulkActionRequest, BulkActionResponse, ClusterResponse, ClusterSubmitRequest, Event,
+    HoldRequest, JobFilter, JobInfo, NodeStatus, OutputStream, SubmitRequest, SubmitResponse,
 };
 
 /// How long the CLI waits for the daemon to accept its connection, by default.
@@ -329,6 +329,18 @@ impl Client {
         self.exchange::<(), _>("GET", "/v1/jobs", None)
     }
 
+    /// `GET /v1/jobs?constraint=...&owner=...`: the unfinished jobs the filter selects,
+    /// chosen by the daemon.
+    pub fn queue_matching(&self, filter: &JobFilter) -> Result<Vec<JobInfo>, ClientError> {
+        let q = filter.query();
+        let path = if q.is_empty() {
+            "/v1/jobs".to_string()
+        } else {
+            format!("/v1/jobs?{q}")
+        };
+        self.exchange::<(), _>("GET", &path, None)
+    }
+
     /// `POST /v1/jobs`. With a `submit_key` it is sent again while the connection breaks
     /// (see [`Client::call_idempotent`]); without, once.
     pub fn submit(&self, req: &SubmitRequest) -> Result<SubmitResponse, ClientError> {
@@ -371,6 +383,23 @@ impl Client {
     /// `GET /v1/history?limit=N`: the last `limit` finished jobs.
     pub fn history(&self, limit: u32) -> Result<Vec<JobInfo>, ClientError> {
         self.exchange::<(), _>("GET", &format!("/v1/history?limit={limit}"), None)
+    }
+
+    /// `GET /v1/history?limit=N&constraint=...&owner=...`: the last `limit` finished jobs the
+    /// filter selects.
+    pub fn history_matching(
+        &self,
+        limit: u32,
+        filter: &JobFilter,
+    ) -> Result<Vec<JobInfo>, ClientError> {
+        let q = filter.query();
+        let sep = if q.is_empty() { "" } else { "&" };
+        self.exchange::<(), _>("GET", &format!("/v1/history?limit={limit}{sep}{q}"), None)
+    }
+
+    /// `POST /v1/actions`: one action on many jobs, in one request.
+    pub fn act_on_many(&self, req: &BulkActionRequest) -> Result<BulkActionResponse, ClientError> {
+        self.exchange("POST", "/v1/actions", Some(req))
     }
 
     /// `GET /v1/jobs/{id}`: one job, finished or not.

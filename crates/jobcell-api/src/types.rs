@@ -181,6 +181,120 @@ pub struct HoldRequest {
     pub reason: Option<String>,
 }
 
+/// Which jobs `GET /v1/jobs` and `GET /v1/history` return: those whose ClassAd (as the
+/// caller sees it with `q -l`) satisfies `constraint`, owned by one of `owners` (user names)
+/// when any are given. Query parameters `constraint=EXPR` and `owner=NAME` (repeatable).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct JobFilter {
+    pub constraint: Option<String>,
+    pub owners: Vec<String>,
+}
+
+impl JobFilter {
+    /// The filter as URL query parameters (`&`-joined, percent-encoded; empty when none).
+    pub fn query(&self) -> String {
+        let mut params = Vec::new();
+        if let Some(c) = &self.constraint {
+            params.push(format!("constraint={}", percent_encode(c)));
+        }
+        for o in &self.owners {
+            params.push(format!("owner={}", percent_encode(o)));
+        }
+        params.join("&")
+    }
+}
+
+/// Percent-encodes everything but RFC 3986's unreserved characters.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Undoes [`percent_encode`] (and a form's `+` for a space); `None` for a malformed escape or
+/// a result that is not UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' => {
+                let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// The action of `POST /v1/actions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BulkAction {
+    Remove,
+    Hold,
+    Release,
+}
+
+/// `CLUSTER.PROC`, or every job of `CLUSTER` (`CLUSTER.`) when `proc` is absent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProcSelector {
+    pub cluster: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proc: Option<u64>,
+}
+
+/// `POST /v1/actions`: one action on every unfinished job selected by `ids`, `procs` or
+/// `constraint` (the union), in one request. A constraint selects only the caller's own jobs
+/// (root's: everyone's); ids and procs that name another user's job are refused one by one.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BulkActionRequest {
+    pub action: BulkAction,
+    /// Why (hold only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ids: Vec<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub procs: Vec<ProcSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<String>,
+}
+
+/// One selected job the action was refused for, and why.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BulkRefusal {
+    pub id: u64,
+    pub error: String,
+}
+
+/// The answer to `POST /v1/actions`: the jobs acted on (a running job removed or held is
+/// being stopped), the jobs refused, and selectors that matched no unfinished job.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct BulkActionResponse {
+    pub done: Vec<u64>,
+    #[serde(default)]
+    pub refused: Vec<BulkRefusal>,
+    #[serde(default)]
+    pub unmatched: Vec<String>,
+}
+
 /// Which of a job's output files `GET /v1/jobs/{id}/stdout|stderr` returns.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputStream {

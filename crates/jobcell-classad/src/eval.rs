@@ -14,6 +14,31 @@ use crate::value::{AdValue, ListValue, Value};
 /// evaluation is aborted as `error` (also when the stack budget runs out first).
 pub const MAX_EVAL_DEPTH: usize = 1000;
 
+/// How much work evaluations may do: expression nodes evaluated, and bytes of string values
+/// made. Attribute references fan out (`[a1 = a0 + a0; a2 = a1 + a1; ...]` doubles the work at
+/// each level), so a short expression could otherwise run for years or fill memory. An
+/// evaluation that runs out is aborted as `error`; one budget may be shared by many
+/// evaluations ([`Expr::eval_within`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EvalBudget {
+    pub steps: u64,
+    pub bytes: u64,
+}
+
+impl EvalBudget {
+    /// What one evaluation may use unless given a budget of its own: far beyond any real
+    /// expression, and still seconds of work at most.
+    pub const DEFAULT: EvalBudget = EvalBudget {
+        steps: 10_000_000,
+        bytes: 256 << 20,
+    };
+
+    /// Whether an evaluation ran out of it (its value was then `error`).
+    pub fn is_spent(&self) -> bool {
+        self.steps == 0 || self.bytes == 0
+    }
+}
+
 /// One ad in a scope chain: unscoped names are looked up here, then in `parent`.
 #[derive(Debug)]
 pub(crate) struct Frame {
@@ -92,6 +117,8 @@ pub(crate) struct Evaluator {
     /// Attributes being evaluated, as (ad storage, index): meeting one again is a cycle.
     in_progress: Vec<(usize, usize)>,
     stack: StackGuard,
+    /// What is left of the work this evaluation may do.
+    budget: EvalBudget,
 }
 
 impl Expr {
@@ -107,6 +134,27 @@ impl Expr {
         let value = evaluator.eval(self, &env);
         evaluator.finish(value)
     }
+
+    /// Like [`Expr::eval_in`], taking its work from `budget` (what is left stays there for
+    /// the next evaluation); `error` once the budget is spent.
+    pub fn eval_within(
+        &self,
+        my: &ClassAd,
+        target: Option<&ClassAd>,
+        budget: &mut EvalBudget,
+    ) -> Value {
+        let my = Frame::root(my);
+        let env = Env {
+            scope: my.clone(),
+            my,
+            target: target.map(Frame::root),
+        };
+        let mut evaluator = Evaluator::new();
+        evaluator.budget = *budget;
+        let value = evaluator.eval(self, &env);
+        *budget = evaluator.budget;
+        evaluator.finish(value)
+    }
 }
 
 impl Evaluator {
@@ -116,6 +164,7 @@ impl Evaluator {
             aborted: false,
             in_progress: Vec::new(),
             stack: StackGuard::new(),
+            budget: EvalBudget::DEFAULT,
         }
     }
 
@@ -147,13 +196,24 @@ impl Evaluator {
         if self.aborted {
             return Value::Error;
         }
-        if self.depth >= MAX_EVAL_DEPTH || self.stack.exhausted() {
+        if self.depth >= MAX_EVAL_DEPTH || self.stack.exhausted() || self.budget.steps == 0 {
             self.aborted = true;
             return Value::Error;
         }
+        self.budget.steps -= 1;
         self.depth += 1;
         let value = self.eval_inner(expr, env);
         self.depth -= 1;
+        if let Value::String(text) = &value {
+            match self.budget.bytes.checked_sub(text.len() as u64) {
+                Some(left) => self.budget.bytes = left,
+                None => {
+                    self.budget.bytes = 0;
+                    self.aborted = true;
+                    return Value::Error;
+                }
+            }
+        }
         value
     }
 

@@ -23,7 +23,7 @@ mod value;
 
 pub use ad::{AdParseError, ClassAd};
 pub use depth::STACK_BUDGET;
-pub use eval::MAX_EVAL_DEPTH;
+pub use eval::{EvalBudget, MAX_EVAL_DEPTH};
 pub use expr::{BinaryOp, Expr, Literal, UnaryOp};
 pub use parse::{ParseError, MAX_DEPTH, MAX_NESTING};
 pub use value::{AdValue, ListValue, Value};

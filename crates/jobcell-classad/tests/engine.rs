@@ -1,7 +1,7 @@
 //! Operators, functions, scopes, parse errors and the depth bounds, one case at a time.
 //! (The differential test checks the same ground against HTCondor at scale.)
 
-use jobcell_classad::{AdParseError, ClassAd, Expr, Value, MAX_DEPTH, MAX_NESTING};
+use jobcell_classad::{AdParseError, ClassAd, EvalBudget, Expr, Value, MAX_DEPTH, MAX_NESTING};
 
 const AD: &str = r#"[
     i = 3; r = 2.5; s = "Abc"; t = true; u = undefined; er = error;
@@ -618,4 +618,52 @@ fn ads_expressions_and_values_cross_threads() {
         .join()
         .unwrap();
     assert_eq!(value.as_int(), Some(6));
+}
+
+#[test]
+fn fan_out_is_stopped_by_the_evaluation_budget() {
+    // Each level doubles the work: 2^62 additions without a budget.
+    let mut attrs = vec!["a0 = 1".to_string()];
+    for i in 1..=62 {
+        attrs.push(format!("a{i} = a{0} + a{0}", i - 1));
+    }
+    let bomb = Expr::parse(&format!("[{}].a62", attrs.join("; "))).unwrap();
+    let ad = ClassAd::new();
+    let mut budget = EvalBudget {
+        steps: 50_000,
+        bytes: 1 << 20,
+    };
+    assert!(matches!(
+        bomb.eval_within(&ad, None, &mut budget),
+        Value::Error
+    ));
+    assert!(budget.is_spent());
+    // Strings count against the bytes: doubling a string 40 times is stopped.
+    let strings = (1..=40)
+        .map(|i| format!("s{i} = strcat(s{0}, s{0})", i - 1))
+        .collect::<Vec<_>>()
+        .join("; ");
+    let bomb = Expr::parse(&format!("size([s0 = \"xxxxxxxx\"; {strings}].s40)")).unwrap();
+    let mut budget = EvalBudget {
+        steps: u64::MAX,
+        bytes: 1 << 20,
+    };
+    assert!(matches!(
+        bomb.eval_within(&ad, None, &mut budget),
+        Value::Error
+    ));
+    // A real expression leaves most of a shared budget for the next one.
+    let job = ClassAd::parse("RequestCpus = 4\nOwner = \"alice\"").unwrap();
+    let real = Expr::parse("RequestCpus > 2 && Owner == \"alice\"").unwrap();
+    let mut budget = EvalBudget {
+        steps: 100,
+        bytes: 100,
+    };
+    for _ in 0..5 {
+        assert!(matches!(
+            real.eval_within(&job, None, &mut budget),
+            Value::Bool(true)
+        ));
+    }
+    assert!(!budget.is_spent());
 }

@@ -23,7 +23,7 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use crate::core::{Action, Cmd, CoreError, Reply, Stream};
+use crate::core::{Action, AdFilter, BulkSelection, Cmd, CoreError, Reply, Stream};
 use crate::types::*;
 
 /// An API error: HTTP status and a one-line message.
@@ -512,14 +512,19 @@ fn escape_controls(s: &str) -> String {
 pub fn decode_hold(body: &[u8]) -> Result<Option<String>, ApiErr> {
     let h: HoldRequest = decode_body(body)?;
     if let Some(r) = &h.reason {
-        if r.len() > 1024 || r.contains('\n') {
-            return Err(ApiErr::new(
-                400,
-                "hold reason must be one line of at most 1024 bytes",
-            ));
-        }
+        check_hold_reason(r)?;
     }
     Ok(h.reason)
+}
+
+fn check_hold_reason(r: &str) -> Result<(), ApiErr> {
+    if r.len() > 1024 || r.contains('\n') {
+        return Err(ApiErr::new(
+            400,
+            "hold reason must be one line of at most 1024 bytes",
+        ));
+    }
+    Ok(())
 }
 
 /// A job or cluster id in a path.
@@ -557,6 +562,73 @@ fn query_flag(req: &Request<Incoming>, key: &str) -> Result<bool, ApiErr> {
         Some(1) => Ok(true),
         Some(v) => Err(ApiErr::new(400, format!("query {key}={v} must be 0 or 1"))),
     }
+}
+
+/// Every value of query parameter `key`, percent-decoded.
+fn query_values(req: &Request<Incoming>, key: &str) -> Result<Vec<String>, ApiErr> {
+    let Some(q) = req.uri().query() else {
+        return Ok(Vec::new());
+    };
+    q.split('&')
+        .filter_map(|kv| kv.strip_prefix(key)?.strip_prefix('='))
+        .map(|v| {
+            percent_decode(v).ok_or_else(|| {
+                ApiErr::new(
+                    400,
+                    format!("query {key}={}: bad percent-encoding", escape_controls(v)),
+                )
+            })
+        })
+        .collect()
+}
+
+/// A constraint as the daemon evaluates it; a bad one is a 400 naming its column.
+fn parse_constraint(text: &str) -> Result<jobcell_classad::Expr, ApiErr> {
+    jobcell_classad::Expr::parse(text)
+        .map_err(|e| ApiErr::new(400, format!("constraint '{}': {e}", escape_controls(text))))
+}
+
+/// The `constraint` and `owner` query parameters of the list endpoints.
+fn ad_filter(req: &Request<Incoming>) -> Result<AdFilter, ApiErr> {
+    let mut constraints = query_values(req, "constraint")?;
+    if constraints.len() > 1 {
+        return Err(ApiErr::new(400, "give one constraint (join them with &&)"));
+    }
+    Ok(AdFilter {
+        constraint: constraints
+            .pop()
+            .as_deref()
+            .map(parse_constraint)
+            .transpose()?,
+        owners: query_values(req, "owner")?,
+    })
+}
+
+/// The body of `POST /v1/actions` as the core takes it.
+fn bulk_selection(r: BulkActionRequest) -> Result<BulkSelection, ApiErr> {
+    if r.ids.is_empty() && r.procs.is_empty() && r.constraint.is_none() {
+        return Err(ApiErr::new(
+            400,
+            "select the jobs: ids, procs or a constraint",
+        ));
+    }
+    let action = match (r.action, r.reason) {
+        (BulkAction::Hold, reason) => {
+            if let Some(r) = &reason {
+                check_hold_reason(r)?;
+            }
+            Action::Hold(reason)
+        }
+        (_, Some(_)) => return Err(ApiErr::new(400, "a reason is only for hold")),
+        (BulkAction::Remove, None) => Action::Remove,
+        (BulkAction::Release, None) => Action::Release,
+    };
+    Ok(BulkSelection {
+        action,
+        ids: r.ids,
+        procs: r.procs,
+        constraint: r.constraint.as_deref().map(parse_constraint).transpose()?,
+    })
 }
 
 async fn handle(
@@ -599,7 +671,29 @@ async fn route(
             Ok(json(200, &ask(tx, |reply| Cmd::Status { reply }).await?))
         }
         (&Method::GET, ["v1", "jobs"]) => {
-            Ok(json(200, &ask(tx, |reply| Cmd::List { reply }).await?))
+            let filter = ad_filter(&req)?;
+            Ok(json(
+                200,
+                &ask(tx, |reply| Cmd::List {
+                    caller: uid,
+                    filter,
+                    reply,
+                })
+                .await?,
+            ))
+        }
+        (&Method::POST, ["v1", "actions"]) => {
+            let r: BulkActionRequest = body_json(req, body_timeout).await?;
+            let sel = bulk_selection(r)?;
+            Ok(json(
+                200,
+                &ask(tx, |reply| Cmd::ActMany {
+                    caller: uid,
+                    sel: Box::new(sel),
+                    reply,
+                })
+                .await?,
+            ))
         }
         (&Method::POST, ["v1", "jobs"]) => {
             let r: SubmitRequest = body_json(req, body_timeout).await?;
@@ -647,9 +741,16 @@ async fn route(
         }
         (&Method::GET, ["v1", "history"]) => {
             let limit = query_u32(&req, "limit")?.unwrap_or(1000).min(100_000);
+            let filter = ad_filter(&req)?;
             Ok(json(
                 200,
-                &ask(tx, |reply| Cmd::History { limit, reply }).await?,
+                &ask(tx, |reply| Cmd::History {
+                    caller: uid,
+                    limit,
+                    filter,
+                    reply,
+                })
+                .await?,
             ))
         }
         (&Method::GET, ["v1", "jobs", id]) => {

@@ -11,7 +11,8 @@
 //!
 //! Normalisation (and why):
 //! - RequestMemory/RequestDisk without a request come back as HTCondor's usage-based default
-//!   expressions; jobcell reports "no request" (None). Any other expression is a mismatch.
+//!   expressions; jobcell reports "no request" (None). Any other request expression is
+//!   compared by its value in the job's ad (sizes rounded up), which is what jobcell queues.
 //! - In/Out/Err are relative to Iwd in the ad (`/dev/null` when unset); jobcell stores them
 //!   resolved against initialdir, so the ad's value is joined with Iwd before comparing.
 //! - A custom attribute that is no literal comes back unparsed by HTCondor (`0 * 2`); jobcell
@@ -157,7 +158,11 @@ fn size_attr(v: Option<&Value>) -> Result<Option<u64>, String> {
             if e == "DiskUsage" || e.starts_with("ifthenelse(MemoryUsage isnt undefined") {
                 Ok(None)
             } else {
-                Err(format!("expression {e}"))
+                // Any other expression: its value in the job's ad, sizes rounded up.
+                match m.get("value").and_then(Value::as_f64) {
+                    Some(v) if v >= 0.0 => Ok(Some(v.ceil() as u64)),
+                    _ => Err(format!("expression {e}")),
+                }
             }
         }
         other => Err(format!("{other:?}")),
@@ -194,6 +199,7 @@ fn compare(file: &str, i: usize, ours: &SubmitJob, ad: &Value, out: &mut Vec<Str
     );
     let cpus = ad["RequestCpus"]
         .as_f64()
+        .or_else(|| ad["RequestCpus"]["value"].as_f64())
         .map(|c| c.to_string())
         .unwrap_or(ad["RequestCpus"].to_string());
     check("RequestCpus", cpus, ours.request_cpus.to_string());

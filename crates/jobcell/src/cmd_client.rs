@@ -5,7 +5,10 @@ use std::io::Write;
 
 use clap::Args;
 use jobcell_api::new_submit_key;
-use jobcell_api::types::{now, JobInfo, OutputStream, State, SubmitRequest};
+use jobcell_api::types::{
+    now, BulkAction, BulkActionRequest, BulkActionResponse, JobFilter, JobInfo, OutputStream,
+    ProcSelector, State, SubmitRequest,
+};
 use jobcell_spec::{format_size, JobSpec};
 
 use crate::cmd_image::user_name;
@@ -104,13 +107,96 @@ pub struct ListArgs {
     /// How many finished jobs (history only).
     #[arg(long, default_value_t = 100)]
     pub limit: u32,
-    /// Each job's attributes in ClassAd form, like `condor_q -l` (q only).
-    #[arg(short = 'l', long = "long")]
+    /// Each job's attributes in ClassAd form, like `condor_q -l`.
+    #[arg(short = 'l', long = "long", conflicts_with = "af")]
     pub long: bool,
-    /// Only these jobs (q only; finished ones too): a job id, or CLUSTER.PROC, or CLUSTER.
-    /// (every job of a cluster), as condor_q takes them.
-    #[arg(value_name = "ID|C.P|C.")]
+    /// Only jobs whose ClassAd satisfies this expression (also `-constraint`), chosen by the
+    /// daemon: `'RequestCpus > 1 && Owner == "alice"'`.
+    #[arg(long, value_name = "EXPR")]
+    pub constraint: Option<String>,
+    /// Autoformat (also `-af`): per job, the values of these attributes, space-separated,
+    /// one line per job.
+    #[arg(long = "af", value_name = "ATTR", num_args = 1.., conflicts_with = "json")]
+    pub af: Vec<String>,
+    /// Only these jobs (finished ones too, q only): a job id, or CLUSTER.PROC, or CLUSTER.
+    /// (every job of a cluster), as condor_q takes them; or a user name: that owner's jobs.
+    #[arg(value_name = "ID|C.P|C.|OWNER")]
     pub ids: Vec<String>,
+}
+
+/// A positional job selector of q, rm, hold and release.
+enum Selector {
+    Id(u64),
+    Proc(ProcSelector),
+    Owner(String),
+}
+
+fn selector(sel: &str) -> anyhow::Result<Selector> {
+    if let Ok(id) = sel.parse::<u64>() {
+        return Ok(Selector::Id(id));
+    }
+    if !sel.starts_with(|c: char| c.is_ascii_digit()) {
+        return Ok(Selector::Owner(sel.to_string()));
+    }
+    let bad =
+        || anyhow::anyhow!("'{sel}' is not a job id, CLUSTER.PROC or CLUSTER. (e.g. 12, 7.0, 7.)");
+    let (c, p) = sel.split_once('.').ok_or_else(bad)?;
+    let cluster: u64 = c.parse().map_err(|_| bad())?;
+    let proc = if p.is_empty() {
+        None
+    } else {
+        Some(p.parse().map_err(|_| bad())?)
+    };
+    Ok(Selector::Proc(ProcSelector { cluster, proc }))
+}
+
+/// HTCondor's single-dash long options (`-constraint`, `-af`) of q, history, rm, hold and
+/// release, spelled as clap takes them.
+pub fn condor_style_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let takes_them = args.get(1).is_some_and(|c| {
+        ["q", "history", "rm", "hold", "release"]
+            .iter()
+            .any(|n| c == *n)
+    });
+    if !takes_them {
+        return args;
+    }
+    let mut out = Vec::with_capacity(args.len());
+    let mut options_end = false;
+    for a in args {
+        options_end |= a == "--";
+        if !options_end && (a == "-constraint" || a == "-af") {
+            let mut long = std::ffi::OsString::from("-");
+            long.push(&a);
+            out.push(long);
+        } else {
+            out.push(a);
+        }
+    }
+    out
+}
+
+/// An attribute's ClassAd text as condor_q -af prints it: a string literal without its quotes
+/// and escapes, anything else as written.
+fn autoformat(text: &str) -> String {
+    let Some(body) = text.strip_prefix('"').and_then(|t| t.strip_suffix('"')) else {
+        return text.to_string();
+    };
+    let mut out = String::with_capacity(body.len());
+    let mut chars = body.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 fn fmt_secs(s: f64) -> String {
@@ -140,49 +226,64 @@ fn state_short(s: State) -> &'static str {
 
 pub fn q(a: ListArgs) -> anyhow::Result<i32> {
     let client = a.sock.client()?;
-    let mut jobs: Vec<JobInfo> = if a.ids.is_empty() {
-        client.queue()?
+    let mut filter = JobFilter {
+        constraint: a.constraint.clone(),
+        owners: Vec::new(),
+    };
+    let mut ids = Vec::new();
+    let mut procs = Vec::new();
+    for sel in &a.ids {
+        match selector(sel)? {
+            Selector::Id(id) => ids.push((sel, id)),
+            Selector::Proc(p) => procs.push((sel, p)),
+            Selector::Owner(o) => filter.owners.push(o),
+        }
+    }
+    let mut jobs: Vec<JobInfo> = if ids.is_empty() && procs.is_empty() {
+        client.queue_matching(&filter)?
     } else {
         let mut out = Vec::new();
-        // Cluster forms need every job's cluster and proc: the queue and the history.
-        let mut all: Option<Vec<JobInfo>> = None;
-        for sel in &a.ids {
-            if let Ok(id) = sel.parse::<u64>() {
-                out.push(client.job(id)?);
-                continue;
+        for (_, id) in &ids {
+            out.push(client.job(*id)?);
+        }
+        if !procs.is_empty() {
+            // Cluster forms need every job's cluster and proc: the queue and the history.
+            let mut all = client.queue()?;
+            let known: std::collections::HashSet<u64> = all.iter().map(|j| j.id).collect();
+            let h = client.history(100_000)?;
+            all.extend(h.into_iter().filter(|h| !known.contains(&h.id)));
+            for (sel, p) in &procs {
+                let found: Vec<JobInfo> = all
+                    .iter()
+                    .filter(|j| j.cluster == p.cluster && p.proc.is_none_or(|n| j.proc == n))
+                    .cloned()
+                    .collect();
+                anyhow::ensure!(!found.is_empty(), "no job {sel}");
+                out.extend(found);
             }
-            let bad = || {
-                anyhow::anyhow!(
-                    "'{sel}' is not a job id, CLUSTER.PROC or CLUSTER. (e.g. 12, 7.0, 7.)"
-                )
-            };
-            let (c, p) = sel.split_once('.').ok_or_else(bad)?;
-            let c: u64 = c.parse().map_err(|_| bad())?;
-            let p: Option<u64> = if p.is_empty() {
-                None
-            } else {
-                Some(p.parse().map_err(|_| bad())?)
-            };
-            if all.is_none() {
-                let mut v = client.queue()?;
-                let h = client.history(100_000)?;
-                let known: std::collections::HashSet<u64> = v.iter().map(|j| j.id).collect();
-                v.extend(h.into_iter().filter(|h| !known.contains(&h.id)));
-                all = Some(v);
-            }
-            let found: Vec<JobInfo> = all
-                .as_ref()
-                .expect("loaded")
+        }
+        if filter != JobFilter::default() {
+            // Named jobs, narrowed by the daemon's choice among the queue and the history.
+            let mut chosen: std::collections::HashSet<u64> = client
+                .queue_matching(&filter)?
                 .iter()
-                .filter(|j| j.cluster == c && p.is_none_or(|p| j.proc == p))
-                .cloned()
+                .map(|j| j.id)
                 .collect();
-            anyhow::ensure!(!found.is_empty(), "no job {sel}");
-            out.extend(found);
+            chosen.extend(
+                client
+                    .history_matching(100_000, &filter)?
+                    .iter()
+                    .map(|j| j.id),
+            );
+            out.retain(|j| chosen.contains(&j.id));
         }
         out
     };
     jobs.sort_by_key(|j| j.id);
+    jobs.dedup_by_key(|j| j.id);
+    if !a.af.is_empty() {
+        return print_autoformat(&client, &jobs, &a.af);
+    }
     if a.long {
         let mut out = std::io::stdout().lock();
         for j in &jobs {
@@ -253,8 +354,48 @@ pub fn q(a: ListArgs) -> anyhow::Result<i32> {
     Ok(0)
 }
 
+/// `-af`: each job's ad, fetched one by one, and the named attributes' values (names are
+/// case-insensitive; a missing one is `undefined`, as condor_q prints it).
+fn print_autoformat(
+    client: &jobcell_api::Client,
+    jobs: &[JobInfo],
+    attrs: &[String],
+) -> anyhow::Result<i32> {
+    let mut out = std::io::stdout().lock();
+    for j in jobs {
+        let ad = client.ad(j.id)?;
+        let values: Vec<String> = attrs
+            .iter()
+            .map(|name| {
+                ad.iter()
+                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, text)| autoformat(text))
+                    .unwrap_or_else(|| "undefined".into())
+            })
+            .collect();
+        writeln!(out, "{}", values.join(" "))?;
+    }
+    Ok(0)
+}
+
 pub fn history(a: ListArgs) -> anyhow::Result<i32> {
-    let jobs = a.sock.client()?.history(a.limit)?;
+    let mut filter = JobFilter {
+        constraint: a.constraint.clone(),
+        owners: Vec::new(),
+    };
+    for sel in &a.ids {
+        match selector(sel)? {
+            Selector::Owner(o) => filter.owners.push(o),
+            _ => anyhow::bail!(
+                "'{sel}': history takes owner names (use -constraint 'ClusterId == N' for jobs)"
+            ),
+        }
+    }
+    let client = a.sock.client()?;
+    let jobs = client.history_matching(a.limit, &filter)?;
+    if !a.af.is_empty() {
+        return print_autoformat(&client, &jobs, &a.af);
+    }
     if a.json {
         writeln!(
             std::io::stdout(),
@@ -356,8 +497,13 @@ pub fn status(a: StatusArgs) -> anyhow::Result<i32> {
 pub struct ActArgs {
     #[command(flatten)]
     pub sock: SocketArg,
-    /// The job's id.
-    pub id: u64,
+    /// The jobs: ids, CLUSTER.PROC or CLUSTER. (suspend and continue: one id).
+    #[arg(value_name = "ID|C.P|C.", required_unless_present = "constraint")]
+    pub ids: Vec<String>,
+    /// Every unfinished job of mine (root: anyone's) whose ClassAd satisfies this (also
+    /// `-constraint`); hold and release only.
+    #[arg(long, value_name = "EXPR")]
+    pub constraint: Option<String>,
     /// Why (hold only).
     #[arg(long)]
     pub reason: Option<String>,
@@ -367,12 +513,86 @@ pub struct ActArgs {
 pub struct RmArgs {
     #[command(flatten)]
     pub sock: SocketArg,
-    /// The job's id.
-    #[arg(required_unless_present = "all_mine", conflicts_with = "all_mine")]
-    pub id: Option<u64>,
+    /// The jobs: ids, CLUSTER.PROC or CLUSTER.
+    #[arg(
+        value_name = "ID|C.P|C.",
+        required_unless_present_any = ["all_mine", "constraint"],
+        conflicts_with = "all_mine"
+    )]
+    pub ids: Vec<String>,
+    /// Every unfinished job of mine (root: anyone's) whose ClassAd satisfies this (also
+    /// `-constraint`).
+    #[arg(long, value_name = "EXPR", conflicts_with = "all_mine")]
+    pub constraint: Option<String>,
     /// Remove every unfinished job of mine.
     #[arg(long)]
     pub all_mine: bool,
+}
+
+/// One action on the jobs `ids` and `constraint` select, in one request; one summary line,
+/// then a line per refusal (the first few) on stderr.
+fn act_on_many(
+    sock: &SocketArg,
+    action: BulkAction,
+    ids: &[String],
+    constraint: Option<String>,
+    reason: Option<String>,
+) -> anyhow::Result<i32> {
+    let mut req = BulkActionRequest {
+        action,
+        reason,
+        ids: Vec::new(),
+        procs: Vec::new(),
+        constraint,
+    };
+    for sel in ids {
+        match selector(sel)? {
+            Selector::Id(id) => req.ids.push(id),
+            Selector::Proc(p) => req.procs.push(p),
+            Selector::Owner(_) => anyhow::bail!(
+                "'{sel}' is not a job id, CLUSTER.PROC or CLUSTER. (for an owner's jobs: -constraint 'Owner == \"{sel}\"')"
+            ),
+        }
+    }
+    let r: BulkActionResponse = sock.client()?.act_on_many(&req)?;
+    let (verb, done) = match action {
+        BulkAction::Remove => ("remove", "marked for removal"),
+        BulkAction::Hold => ("hold", "held"),
+        BulkAction::Release => ("release", "released"),
+    };
+    let jobs = |n: usize| {
+        if n == 1 {
+            "1 job".to_string()
+        } else {
+            format!("{n} jobs")
+        }
+    };
+    if !r.done.is_empty() {
+        writeln!(std::io::stdout(), "{} {done}", jobs(r.done.len()))?;
+    }
+    for sel in &r.unmatched {
+        eprintln!("jobcell: no unfinished job {sel}");
+    }
+    const SHOWN: usize = 3;
+    for f in r.refused.iter().take(SHOWN) {
+        eprintln!("jobcell: job {}: {}", f.id, f.error);
+    }
+    if r.refused.len() > SHOWN {
+        eprintln!(
+            "jobcell: {} more could not be {done}",
+            jobs(r.refused.len() - SHOWN)
+        );
+    }
+    if r.done.is_empty() && r.refused.is_empty() && r.unmatched.is_empty() {
+        eprintln!("jobcell: no unfinished job of yours matches; nothing to {verb}");
+    }
+    Ok(
+        if r.done.is_empty() || !r.refused.is_empty() || !r.unmatched.is_empty() {
+            1
+        } else {
+            0
+        },
+    )
 }
 
 fn describe(verb: &str, j: &JobInfo) -> String {
@@ -389,12 +609,26 @@ pub fn act(verb: &str, a: ActArgs) -> anyhow::Result<i32> {
     if a.reason.is_some() && verb != "hold" {
         anyhow::bail!("--reason is only for hold");
     }
+    let single = match a.ids.as_slice() {
+        [one] if a.constraint.is_none() => one.parse::<u64>().ok(),
+        _ => None,
+    };
+    let Some(id) = single else {
+        let action = match verb {
+            "hold" => BulkAction::Hold,
+            "release" => BulkAction::Release,
+            v => anyhow::bail!(
+                "{v} takes one job id (several jobs and -constraint: hold, release, rm)"
+            ),
+        };
+        return act_on_many(&a.sock, action, &a.ids, a.constraint, a.reason);
+    };
     let c = a.sock.client()?;
     let j = match verb {
-        "hold" => c.hold(a.id, a.reason.as_deref())?,
-        "release" => c.release(a.id)?,
-        "suspend" => c.suspend(a.id)?,
-        "continue" => c.continue_job(a.id)?,
+        "hold" => c.hold(id, a.reason.as_deref())?,
+        "release" => c.release(id)?,
+        "suspend" => c.suspend(id)?,
+        "continue" => c.continue_job(id)?,
         v => anyhow::bail!("no action '{v}' (hold, release, suspend, continue)"),
     };
     writeln!(std::io::stdout(), "{}", describe(verb, &j))?;
@@ -402,24 +636,29 @@ pub fn act(verb: &str, a: ActArgs) -> anyhow::Result<i32> {
 }
 
 pub fn rm(a: RmArgs) -> anyhow::Result<i32> {
-    let c = a.sock.client()?;
-    let ids: Vec<u64> = match a.id {
-        Some(id) => vec![id],
-        None => {
-            // SAFETY: getuid cannot fail and touches no memory.
-            let me = unsafe { libc::getuid() };
-            c.queue()?
-                .into_iter()
-                .filter(|j| j.owner == me)
-                .map(|j| j.id)
-                .collect()
+    if !a.all_mine {
+        if let ([one], None) = (a.ids.as_slice(), &a.constraint) {
+            if let Ok(id) = one.parse::<u64>() {
+                let j = a.sock.client()?.remove(id)?;
+                writeln!(std::io::stdout(), "{}", describe("remove", &j))?;
+                return Ok(0);
+            }
         }
-    };
+        return act_on_many(&a.sock, BulkAction::Remove, &a.ids, a.constraint, None);
+    }
+    let c = a.sock.client()?;
+    // SAFETY: getuid cannot fail and touches no memory.
+    let me = unsafe { libc::getuid() };
+    let ids: Vec<u64> = c
+        .queue()?
+        .into_iter()
+        .filter(|j| j.owner == me)
+        .map(|j| j.id)
+        .collect();
     let mut failed = 0;
     for id in ids {
         match c.remove(id) {
             Ok(j) => writeln!(std::io::stdout(), "{}", describe("remove", &j))?,
-            Err(e) if a.id.is_some() => return Err(e.into()),
             Err(e) => {
                 eprintln!("jobcell: job {id}: {e}");
                 failed += 1;

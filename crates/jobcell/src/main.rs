@@ -135,7 +135,7 @@ fn jobcell_main() -> ! {
             RunCmd::Run(a) => Cli { cmd: Cmd::Run(a) },
         })
     } else {
-        Cli::try_parse()
+        Cli::try_parse_from(cmd_client::condor_style_args(std::env::args_os().collect()))
     };
     let cli = match parsed {
         Ok(c) => c,

@@ -1,7 +1,6 @@
 //! The core loop: take every pending command, apply the batch in one transaction, commit,
 //! then reply and act.
 
-use super::queries::history;
 use super::*;
 
 impl Core {
@@ -115,17 +114,25 @@ impl Core {
             }
             Cmd::Deadline { id, attempt } => self.deadline(tx, id, attempt, effects),
             Cmd::PressureTick => self.pressure_tick(tx, effects),
-            Cmd::List { reply } => {
-                let mut v: Vec<JobInfo> = self.jobs.values().map(|j| j.info.clone()).collect();
-                v.sort_by_key(|j| j.id);
-                later(replies, reply, Ok(v))
+            Cmd::List {
+                caller,
+                filter,
+                reply,
+            } => {
+                let r = self.list(tx, caller, &filter);
+                later(replies, reply, r)
             }
             Cmd::Get { id, reply } => {
                 let r = self.get(tx, id);
                 later(replies, reply, r)
             }
-            Cmd::History { limit, reply } => {
-                let r = history(tx, limit);
+            Cmd::History {
+                caller,
+                limit,
+                filter,
+                reply,
+            } => {
+                let r = self.history(tx, caller, limit, &filter);
                 later(replies, reply, r)
             }
             Cmd::Events { caller, id, reply } => {
@@ -152,6 +159,10 @@ impl Core {
                 reply,
             } => {
                 let r = self.act(tx, caller, id, action, effects);
+                later(replies, reply, r)
+            }
+            Cmd::ActMany { caller, sel, reply } => {
+                let r = self.act_on_many(tx, caller, *sel, effects);
                 later(replies, reply, r)
             }
             Cmd::Started {

@@ -18,10 +18,12 @@ mod queue;
 mod recovery;
 mod room;
 mod scheduler;
+mod select;
 mod submission;
 mod waiters;
 
 pub use policies::fmt_duration;
+pub use select::{AdFilter, BulkSelection};
 pub use waiters::has_ended;
 
 use std::collections::{HashMap, VecDeque};
@@ -136,6 +138,8 @@ pub enum Cmd {
         reply: Reply<SubmitResponse>,
     },
     List {
+        caller: u32,
+        filter: AdFilter,
         reply: Reply<Vec<JobInfo>>,
     },
     Get {
@@ -143,7 +147,9 @@ pub enum Cmd {
         reply: Reply<JobInfo>,
     },
     History {
+        caller: u32,
         limit: u32,
+        filter: AdFilter,
         reply: Reply<Vec<JobInfo>>,
     },
     Events {
@@ -162,6 +168,12 @@ pub enum Cmd {
         id: u64,
         action: Action,
         reply: Reply<JobInfo>,
+    },
+    /// One action on many jobs, in one batch.
+    ActMany {
+        caller: u32,
+        sel: Box<BulkSelection>,
+        reply: Reply<BulkActionResponse>,
     },
     Status {
         reply: Reply<NodeStatus>,

@@ -85,7 +85,3 @@ impl Core {
         })
     }
 }
-
-pub(super) fn history(tx: &Batch, limit: u32) -> Result<Vec<JobInfo>, CoreError> {
-    Ok(tx.history(limit)?)
-}

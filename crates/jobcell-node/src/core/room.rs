@@ -62,6 +62,7 @@ impl Core {
                 }
                 Cmd::NewCluster { reply, .. } => refuse(reply, &refusal),
                 Cmd::Act { reply, .. } => refuse(reply, &refusal),
+                Cmd::ActMany { reply, .. } => refuse(reply, &refusal),
                 Cmd::Exited { .. }
                 | Cmd::Started { .. }
                 | Cmd::SpawnFailed { .. }

@@ -80,8 +80,12 @@ fn replace_self_ref(value: &str, name: &str, prev: &str) -> String {
 /// Expansion for one job: the table, the job's own variables, the environment.
 pub struct Expander<'a> {
     pub table: &'a Table,
-    /// Per-job variables (Cluster, Process, Item, loop variables...), keys lowercase.
+    /// The queue statement's variables (Item, loop variables), keys lowercase: they win over
+    /// the file's definitions.
     pub live: HashMap<String, String>,
+    /// Built-in per-job macros (Cluster, Process, Step, Row...), keys lowercase: a definition
+    /// of the same name in the file wins over them, as in `condor_submit`.
+    pub builtins: HashMap<String, String>,
     pub env: &'a dyn SubmitEnv,
     /// Lowercase names some expansion looked up.
     pub used: &'a RefCell<HashSet<String>>,
@@ -121,6 +125,7 @@ impl Expander<'_> {
             return Ok(Some(v.clone()));
         }
         match self.table.defs.get(&key) {
+            None => Ok(self.builtins.get(&key).cloned()),
             Some(d) => {
                 if depth >= MAX_DEPTH {
                     return Err(SubmitError::Recursion {
@@ -130,7 +135,6 @@ impl Expander<'_> {
                 }
                 Ok(Some(self.expand_depth(&d.value, d.line, depth + 1)?))
             }
-            None => Ok(None),
         }
     }
 

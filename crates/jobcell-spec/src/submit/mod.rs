@@ -7,9 +7,10 @@
 //! the binary implements and tests fake.
 //!
 //! Deliberate departures from `condor_submit` (each reported, never silent):
-//! - `request_memory`, `request_disk`, `request_cpus` and `priority` must be numbers (with
-//!   units for sizes); HTCondor also takes ClassAd expressions, which a single node cannot
-//!   evaluate at submit time.
+//! - `request_memory`, `request_disk` and `request_cpus` that are ClassAd expressions are
+//!   evaluated against the job's ad at submit time (HTCondor keeps the expression and
+//!   evaluates it when matching); one that is not a number there (`MemoryUsage * 2`) is an
+//!   error naming the line.
 //! - Universes other than vanilla, and commands that need a pool (grid, docker/container,
 //!   GPUs, cron, x509...), are errors naming the line. Pool-only commands that change nothing on
 //!   one node (`requirements`, `rank`, `notification`...) are warnings.
@@ -22,6 +23,7 @@
 mod expand;
 mod parse;
 mod quote;
+mod requests;
 
 use std::collections::BTreeMap;
 use std::io;

@@ -8,6 +8,7 @@ use crate::{SizeError, Unit, FILE_LIMITS};
 
 use super::expand::{Def, Expander, Table};
 use super::quote::{parse_arguments, parse_environment};
+use super::requests::{self, Request};
 use super::{
     join, wildcard_match, CustomValue, Submission, SubmitEnv, SubmitError, SubmitJob,
     SubmitOptions, Warning,
@@ -574,7 +575,7 @@ fn blank_rows(rows: Vec<String>, line: usize, warnings: &RefCell<Vec<Warning>>) 
 
 /// An HTCondor size in `unit`s, rounded up (`crate::parse_condor_size`), with the submit
 /// file's wording on error.
-fn condor_size(s: &str, unit: Unit) -> Result<u64, String> {
+pub(super) fn condor_size(s: &str, unit: Unit) -> Result<u64, String> {
     crate::parse_condor_size(s, unit, unit).map_err(|e| match e {
         SizeError::TooLarge(_) => format!("'{s}' is too large"),
         _ => format!(
@@ -738,7 +739,8 @@ pub fn parse_submit(
                 last_queue = Some(line);
                 let base = Expander {
                     table: &table,
-                    live: HashMap::from([
+                    live: HashMap::new(),
+                    builtins: HashMap::from([
                         ("cluster".into(), opts.cluster_id.to_string()),
                         ("clusterid".into(), opts.cluster_id.to_string()),
                     ]),
@@ -774,6 +776,7 @@ pub fn parse_submit(
                     for step in 0..q.count {
                         let mut ex = Expander {
                             live: base.live.clone(),
+                            builtins: base.builtins.clone(),
                             ..base
                         };
                         let proc = next_proc;
@@ -784,7 +787,7 @@ pub fn parse_submit(
                             ("itemindex", index.to_string()),
                             ("row", index.to_string()),
                         ] {
-                            ex.live.insert(k.into(), v);
+                            ex.builtins.insert(k.into(), v);
                         }
                         match &values {
                             Some(vals) => {
@@ -842,7 +845,7 @@ struct JobCommands<'a, 'e> {
 }
 
 /// A command's value that jobcell refuses, naming the line, command and value.
-fn bad(line: usize, cmd: &str, value: &str, msg: String) -> SubmitError {
+pub(super) fn bad(line: usize, cmd: &str, value: &str, msg: String) -> SubmitError {
     SubmitError::BadValue {
         line,
         command: cmd.into(),
@@ -965,19 +968,12 @@ impl JobCommands<'_, '_> {
             .map(|p| join(initialdir, &p)))
     }
 
-    /// `request_cpus`: a plain number of cores, 1 when unset.
-    fn request_cpus(&self) -> Result<f64, SubmitError> {
-        let Some((c, line)) = self.get("request_cpus")? else {
-            return Ok(1.0);
-        };
-        match c.trim().parse::<f64>() {
-            Ok(n) if n.is_finite() && n >= 0.0 => Ok(n),
-            _ => Err(bad(
-                line,
-                "request_cpus",
-                &c,
-                "expected a number of cores (jobcell does not evaluate expressions)".into(),
-            )),
+    /// A request command (`request_cpus`, `request_memory`, `request_disk`) as written: sizes
+    /// read in `unit`.
+    fn request(&self, cmd: &str, unit: Option<Unit>) -> Result<Request, SubmitError> {
+        match self.get(cmd)? {
+            Some((v, line)) => Request::read(cmd, &v, line, unit),
+            None => Ok(Request::Unset),
         }
     }
 
@@ -1017,13 +1013,10 @@ impl JobCommands<'_, '_> {
         Ok(limits)
     }
 
-    /// `priority`: a whole number, 0 when unset.
+    /// `priority`: a whole number or an expression evaluating to one, 0 when unset.
     fn priority(&self) -> Result<i64, SubmitError> {
         match self.get("priority")? {
-            Some((p, line)) => p
-                .trim()
-                .parse::<i64>()
-                .map_err(|_| bad(line, "priority", &p, "expected a whole number".into())),
+            Some((p, line)) => requests::priority(&p, line),
             None => Ok(0),
         }
     }
@@ -1199,15 +1192,26 @@ fn make_job(
     let output = c.path("output", &initialdir)?;
     let error = c.path("error", &initialdir)?;
     let log = c.path("log", &initialdir)?;
-    let request_cpus = c.request_cpus()?;
-    let request_memory = c.size("request_memory", Unit::MiB)?;
-    let request_disk = c.size("request_disk", Unit::KiB)?;
+    let cpus = c.request("request_cpus", None)?;
+    let memory = c.request("request_memory", Some(Unit::MiB))?;
+    let disk = c.request("request_disk", Some(Unit::KiB))?;
     let limits = c.file_limits()?;
     let priority = c.priority()?;
     let allowed_job_duration = c.allowed_job_duration()?;
     let held = c.held()?;
     let transfer = c.transfer(queue_line)?;
     let (custom_attributes, image) = c.custom_and_image(custom)?;
+    let requests = requests::evaluate(
+        [
+            ("request_cpus", cpus),
+            ("request_memory", memory),
+            ("request_disk", disk),
+        ],
+        opts.cluster_id,
+        proc,
+        priority,
+        &custom_attributes,
+    )?;
 
     let mut argv = vec![executable.clone()];
     argv.extend(arguments.iter().cloned());
@@ -1224,9 +1228,9 @@ fn make_job(
         output,
         error,
         log,
-        request_cpus,
-        request_memory,
-        request_disk,
+        request_cpus: requests.cpus,
+        request_memory: requests.memory,
+        request_disk: requests.disk,
         limits,
         priority,
         held,

@@ -214,12 +214,27 @@ fn errors_carry_line_numbers() {
     assert_line(
         "executable=x\nrequest_memory = MY.Foo * 2\nqueue\n",
         2,
-        "not a size",
+        "evaluates to undefined in the job's ad",
     );
     assert_line(
         "executable=x\nrequest_cpus = two\nqueue\n",
         2,
-        "number of cores",
+        "evaluates to undefined",
+    );
+    assert_line(
+        "executable=x\nrequest_cpus = 2 +\nqueue\n",
+        2,
+        "expected a number of cores, or a ClassAd expression",
+    );
+    assert_line(
+        "executable=x\nrequest_memory = \"big\"\nqueue\n",
+        2,
+        "evaluates to \"big\"",
+    );
+    assert_line(
+        "executable=x\npriority = ProcId * 2\nqueue\n",
+        2,
+        "evaluates to undefined",
     );
     assert_line("executable=x\npriority = high\nqueue\n", 2, "whole number");
     assert_line("executable=x\nhold = maybe\nqueue\n", 2, "true or false");
@@ -367,4 +382,39 @@ fn container_image_names_the_image() {
         parse("universe = container\ncontainer_image = alma9\nexecutable = /bin/true\nqueue\n")
             .unwrap();
     assert_eq!(sub.jobs[0].image.as_deref(), Some("alma9"));
+}
+
+#[test]
+fn request_expressions_are_evaluated_in_the_job_ad() {
+    let s = parse(
+        "executable=x\nn = 3\nrequest_cpus = ifThenElse(ProcId > 0, $(n), 1)\n\
+         request_memory = RequestCpus * 1024 + 0.5\nrequest_disk = 1G\n\
+         +Scratch = 10\nrequest_disk = Scratch * 1024\npriority = 7 / 2.0\nqueue 2\n",
+    )
+    .unwrap();
+    let got: Vec<_> = s
+        .jobs
+        .iter()
+        .map(|j| (j.request_cpus, j.request_memory, j.request_disk, j.priority))
+        .collect();
+    // Fractional sizes round up; priority truncates, as condor_submit's JobPrio.
+    assert_eq!(
+        got,
+        [
+            (1.0, Some(1025), Some(10240), 3),
+            (3.0, Some(3073), Some(10240), 3)
+        ]
+    );
+}
+
+#[test]
+fn a_definition_in_the_file_wins_over_a_builtin_macro() {
+    let s = parse(
+        "executable=x\nstep = reco\narguments = $(Step) $(Process) $(Item)\nqueue 1 in (a)\n",
+    )
+    .unwrap();
+    assert_eq!(s.jobs[0].arguments, ["reco", "0", "a"]);
+    // The queue statement's own variables still win over the file's definitions.
+    let s = parse("executable=x\nitem = mine\narguments = $(item)\nqueue 1 in (a)\n").unwrap();
+    assert_eq!(s.jobs[0].arguments, ["a"]);
 }
