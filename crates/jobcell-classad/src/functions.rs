@@ -596,7 +596,7 @@ fn regexp(v: &[Value]) -> Value {
     };
     // Only the lower-case letters count.
     let has = |c: char| options.contains(c);
-    match regex::RegexBuilder::new(pattern)
+    match regex_lite::RegexBuilder::new(pattern)
         .case_insensitive(has('i'))
         .multi_line(has('m'))
         .dot_matches_new_line(has('s'))
