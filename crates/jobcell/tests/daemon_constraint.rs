@@ -13,31 +13,6 @@ use jobcell_node::types::State;
 
 const T: Duration = Duration::from_secs(30);
 
-/// (uid, gid) of a system user made for the tests if missing.
-fn test_user(name: &str) -> Option<(u32, u32)> {
-    let id = |flag: &str| -> Option<u32> {
-        let o = Command::new("id").arg(flag).arg(name).output().ok()?;
-        String::from_utf8(o.stdout).ok()?.trim().parse().ok()
-    };
-    if id("-u").is_none() {
-        let made = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                name,
-            ])
-            .status()
-            .ok()?
-            .success();
-        if !made {
-            return None;
-        }
-    }
-    Some((id("-u")?, id("-g")?))
-}
-
 /// Submits `count` held jobs (one cluster) as `uid` with `extra` submit options; their ids.
 fn submit_held(d: &Daemon, uid: Option<(u32, u32)>, count: u32, extra: &[&str]) -> Vec<u64> {
     submit(

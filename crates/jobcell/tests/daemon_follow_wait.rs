@@ -28,31 +28,6 @@ fn submit_sh(d: &Daemon, uid: Option<(u32, u32)>, script: &str) -> u64 {
     ids(&o)[0]
 }
 
-/// (uid, gid) of a system user made for the tests if missing.
-fn test_user(name: &str) -> Option<(u32, u32)> {
-    let id = |flag: &str| -> Option<u32> {
-        let o = Command::new("id").arg(flag).arg(name).output().ok()?;
-        String::from_utf8(o.stdout).ok()?.trim().parse().ok()
-    };
-    if id("-u").is_none() {
-        let made = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ])
-            .arg(name)
-            .status()
-            .ok()?
-            .success();
-        if !made {
-            return None;
-        }
-    }
-    Some((id("-u")?, id("-g")?))
-}
-
 #[test]
 fn a_follower_gets_the_lines_in_order_as_they_are_written_and_ends_with_the_job() {
     let test = "a_follower_gets_the_lines_in_order_as_they_are_written_and_ends_with_the_job";

@@ -7,7 +7,6 @@ mod daemon_harness;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use daemon_harness::*;
@@ -17,31 +16,6 @@ const T: Duration = Duration::from_secs(60);
 
 fn chmod(p: &Path, mode: u32) {
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
-}
-
-/// (uid, gid) of a system user made for the tests if missing.
-fn test_user(name: &str) -> Option<(u32, u32)> {
-    let id = |flag: &str| -> Option<u32> {
-        let o = Command::new("id").arg(flag).arg(name).output().ok()?;
-        String::from_utf8(o.stdout).ok()?.trim().parse().ok()
-    };
-    if id("-u").is_none() {
-        let made = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-            ])
-            .arg(name)
-            .status()
-            .ok()?
-            .success();
-        if !made {
-            return None;
-        }
-    }
-    Some((id("-u")?, id("-g")?))
 }
 
 fn ended(j: &jobcell_node::types::JobInfo) -> bool {

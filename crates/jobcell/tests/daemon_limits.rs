@@ -19,31 +19,8 @@ const CONFIG: &str = "[limits]\ndefault_pids = 123\nmax_disk = \"1G\"\n";
 
 /// A system account for the tests (made once, kept: uids are cheap and tests may run in
 /// parallel with other suites that use it).
-fn test_user() -> Option<(u32, u32)> {
-    named_test_user("jobcell-test-a")
-}
-
-fn named_test_user(name: &str) -> Option<(u32, u32)> {
-    let id = |flag: &str| -> Option<u32> {
-        let o = Command::new("id").arg(flag).arg(name).output().ok()?;
-        if !o.status.success() {
-            return None;
-        }
-        String::from_utf8(o.stdout).ok()?.trim().parse().ok()
-    };
-    if id("-u").is_none() {
-        Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                name,
-            ])
-            .status()
-            .ok()?;
-    }
-    Some((id("-u")?, id("-g")?))
+fn user_a() -> Option<(u32, u32)> {
+    test_user("jobcell-test-a")
 }
 
 /// One raw HTTP request as `uid`, from a forked child (peer credentials are per process).
@@ -142,7 +119,7 @@ fn a_user_cannot_lift_the_nodes_limits() {
     if !root_or_skip("a_user_cannot_lift_the_nodes_limits") {
         return;
     }
-    let Some(user) = test_user() else {
+    let Some(user) = user_a() else {
         eprintln!("SKIPPED: a_user_cannot_lift_the_nodes_limits: cannot create a test user");
         return;
     };
@@ -222,7 +199,7 @@ fn a_users_job_without_a_pids_limit_gets_the_nodes_default() {
     if !root_or_skip("a_users_job_without_a_pids_limit_gets_the_nodes_default") {
         return;
     }
-    let Some(user) = test_user() else {
+    let Some(user) = user_a() else {
         eprintln!("SKIPPED: pids default: cannot create a test user");
         return;
     };
@@ -280,7 +257,7 @@ fn memory_high_reaches_the_job_cgroup_from_the_api_the_cli_and_a_submit_file() {
     if !root_or_skip("memory_high_reaches_the_job_cgroup_from_the_api_the_cli_and_a_submit_file") {
         return;
     }
-    let Some(user) = test_user() else {
+    let Some(user) = user_a() else {
         eprintln!("SKIPPED: memory_high: cannot create a test user");
         return;
     };
@@ -358,7 +335,7 @@ fn memory_high_cannot_lift_a_users_soft_memory_limit() {
     if !root_or_skip("memory_high_cannot_lift_a_users_soft_memory_limit") {
         return;
     }
-    let Some(user) = test_user() else {
+    let Some(user) = user_a() else {
         eprintln!("SKIPPED: memory_high soft: cannot create a test user");
         return;
     };
@@ -411,7 +388,7 @@ fn a_users_job_never_writes_the_hosts_shared_tmp() {
     if !root_or_skip("a_users_job_never_writes_the_hosts_shared_tmp") {
         return;
     }
-    let Some(user) = test_user() else {
+    let Some(user) = user_a() else {
         eprintln!("SKIPPED: shared tmp: cannot create a test user");
         return;
     };
@@ -443,7 +420,7 @@ fn submit_files_of_users_are_bounded_too() {
     if !root_or_skip("submit_files_of_users_are_bounded_too") {
         return;
     }
-    let Some(user) = test_user() else {
+    let Some(user) = user_a() else {
         eprintln!("SKIPPED: submit files: cannot create a test user");
         return;
     };
@@ -502,7 +479,7 @@ fn a_users_bind_source_is_opened_as_that_user() {
     if !root_or_skip("a_users_bind_source_is_opened_as_that_user") {
         return;
     }
-    let Some(user) = test_user() else {
+    let Some(user) = user_a() else {
         eprintln!("SKIPPED: bind sources: cannot create a test user");
         return;
     };
@@ -643,10 +620,7 @@ fn a_users_priority_orders_only_their_own_jobs() {
     if !root_or_skip("a_users_priority_orders_only_their_own_jobs") {
         return;
     }
-    let (Some(a), Some(b)) = (
-        named_test_user("jobcell-test-a"),
-        named_test_user("jobcell-test-b"),
-    ) else {
+    let (Some(a), Some(b)) = (test_user("jobcell-test-a"), test_user("jobcell-test-b")) else {
         eprintln!("SKIPPED: a_users_priority_orders_only_their_own_jobs: cannot create test users");
         return;
     };
@@ -691,7 +665,7 @@ fn limits_are_checked_again_when_a_job_starts() {
     if !root_or_skip("limits_are_checked_again_when_a_job_starts") {
         return;
     }
-    let Some(user) = test_user() else {
+    let Some(user) = user_a() else {
         eprintln!("SKIPPED: limits_are_checked_again_when_a_job_starts: cannot create a test user");
         return;
     };

@@ -572,3 +572,29 @@ pub fn owner_of(p: &Path) -> u32 {
     use std::os::unix::fs::MetadataExt;
     std::fs::metadata(p).unwrap().uid()
 }
+
+/// (uid, gid) of a system user made for the tests if missing (kept: uids are cheap, and
+/// suites running at the same time may use it).
+pub fn test_user(name: &str) -> Option<(u32, u32)> {
+    let id = |flag: &str| -> Option<u32> {
+        let o = Command::new("id").arg(flag).arg(name).output().ok()?;
+        String::from_utf8(o.stdout).ok()?.trim().parse().ok()
+    };
+    if id("-u").is_none() {
+        let made = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+            ])
+            .arg(name)
+            .status()
+            .ok()?
+            .success();
+        if !made {
+            return None;
+        }
+    }
+    Some((id("-u")?, id("-g")?))
+}
