@@ -876,19 +876,18 @@ impl ImageStore {
                 let md =
                     std::fs::metadata(&p).map_err(io_ctx(format!("source {}", p.display())))?;
                 if md.is_dir() && oci::is_layout_dir(&p) {
-                    let mut x = extract::Extractor::new(root, &policy);
-                    x.set_layer_store(self.layer_store(opts.public, owner_uid, &policy)?);
                     let blobs = oci::Blobs::Dir(p.clone());
-                    let kind = oci::Container::OciLayout;
-                    config = Some(oci::import(
-                        &mut x,
+                    let (c, f, done) = self.import_container(
+                        root,
+                        &policy,
+                        opts,
+                        owner_uid,
                         &blobs,
-                        kind,
-                        &opts.select,
+                        oci::Container::OciLayout,
                         input_bytes.clone(),
-                    )?);
-                    format = kind.format_name();
-                    x.finish()?
+                    )?;
+                    (config, format) = (Some(c), f);
+                    done
                 } else if md.is_dir() {
                     let mut x = extract::Extractor::new(root, &policy);
                     dirwalk::import_dir(&mut x, &p)?;
@@ -907,17 +906,17 @@ impl ImageStore {
                     };
                     match found {
                         Ok((blobs, kind)) => {
-                            let mut x = extract::Extractor::new(root, &policy);
-                            x.set_layer_store(self.layer_store(opts.public, owner_uid, &policy)?);
-                            config = Some(oci::import(
-                                &mut x,
+                            let (c, f, done) = self.import_container(
+                                root,
+                                &policy,
+                                opts,
+                                owner_uid,
                                 &blobs,
                                 kind,
-                                &opts.select,
                                 input_bytes.clone(),
-                            )?);
-                            format = kind.format_name();
-                            x.finish()?
+                            )?;
+                            (config, format) = (Some(c), f);
+                            done
                         }
                         Err(f) => {
                             let r = Counting {
@@ -953,17 +952,17 @@ impl ImageStore {
                     // Blobs are read out of order: keep the stream in an unnamed file first.
                     let spool = self.spool(&mut r, opts.max_size, opts.cancel.as_deref())?;
                     let (blobs, kind) = container(spool, true)?.map_err(|_| not_container())?;
-                    let mut x = extract::Extractor::new(root, &policy);
-                    x.set_layer_store(self.layer_store(opts.public, owner_uid, &policy)?);
-                    config = Some(oci::import(
-                        &mut x,
+                    let (c, f, done) = self.import_container(
+                        root,
+                        &policy,
+                        opts,
+                        owner_uid,
                         &blobs,
                         kind,
-                        &opts.select,
                         input_bytes.clone(),
-                    )?);
-                    format = kind.format_name();
-                    x.finish()?
+                    )?;
+                    (config, format) = (Some(c), f);
+                    done
                 } else {
                     let mut x = extract::Extractor::new(root, &policy);
                     // Decompressed above already: the format is what was found there.
@@ -1109,6 +1108,25 @@ impl ImageStore {
     /// The bucket's layer store for an import with this policy. `.layers` is made 0700 (only
     /// the store's owner and root use it: jobs run in the trees) and opened without following
     /// a symlink.
+    /// A container image's layers applied into `root` (their files shared through the
+    /// bucket's layer store), with its config and the name of its format.
+    #[allow(clippy::too_many_arguments)]
+    fn import_container(
+        &self,
+        root: OwnedFd,
+        policy: &extract::Policy,
+        opts: &ImportOptions,
+        owner_uid: u32,
+        blobs: &oci::Blobs,
+        kind: oci::Container,
+        input_bytes: Arc<AtomicU64>,
+    ) -> Result<(ImageConfig, &'static str, extract::Extracted), ImageError> {
+        let mut x = extract::Extractor::new(root, policy);
+        x.set_layer_store(self.layer_store(opts.public, owner_uid, policy)?);
+        let config = oci::import(&mut x, blobs, kind, &opts.select, input_bytes)?;
+        Ok((config, kind.format_name(), x.finish()?))
+    }
+
     fn layer_store(
         &self,
         public: bool,
