@@ -26,7 +26,7 @@ pub struct JobOpts {
     pub env: Vec<String>,
     /// Seconds between passing SIGTERM/SIGINT/SIGHUP/SIGQUIT to the job (or removing it) and
     /// killing it.
-    #[arg(long, value_name = "SECS")]
+    #[arg(long, value_name = "SECS", allow_negative_numbers = true)]
     pub grace: Option<f64>,
     /// Run inside this registered image (see `jobcell image ls`).
     #[arg(long, value_name = "NAME")]
@@ -39,28 +39,28 @@ pub struct JobOpts {
     pub net: NetMode,
     /// CPU share in cores (fractional allowed): a proportional weight, not a cap; an idle
     /// machine lets the job use more. The daemon also reserves it (default 1 there).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub cpus: Option<f64>,
     /// Hard CPU quota in cores.
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
     pub cpu_limit: Option<f64>,
     /// Pin the job to these CPUs (kernel list syntax, e.g. 0-1,3).
     #[arg(long, value_name = "LIST")]
     pub cpuset: Option<String>,
     /// Memory for the job (bare numbers are MiB, like HTCondor's request_memory; 2G, 512MB,
     /// 1.5GiB).
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", allow_negative_numbers = true)]
     pub memory: Option<String>,
     /// hard: OOM-killed past --memory; soft: may exceed it while the host has free memory;
     /// none: measure only.
     #[arg(long, value_name = "hard|soft|none", default_value = "hard")]
     pub memory_policy: MemoryPolicy,
     /// Swap the job may use on top of --memory (bare numbers are MiB).
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", allow_negative_numbers = true)]
     pub swap: Option<String>,
     /// Throttle and reclaim the job's memory above this, without killing it (bare numbers are
     /// MiB; v2 memory.high, v1 memory.soft_limit_in_bytes).
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", allow_negative_numbers = true)]
     pub memory_high: Option<String>,
     /// Most processes and threads the job may have at once.
     #[arg(long, value_name = "N")]
@@ -70,7 +70,7 @@ pub struct JobOpts {
     pub io_weight: Option<u16>,
     /// Disk the job may fill in its scratch, as its own filesystem (bare numbers are KiB, like
     /// HTCondor's request_disk; 10G, 500MB). Root only.
-    #[arg(long, value_name = "SIZE")]
+    #[arg(long, value_name = "SIZE", allow_negative_numbers = true)]
     pub disk: Option<String>,
 }
 

@@ -1440,6 +1440,15 @@ fn bad_input_is_125_with_one_line_and_nothing_created() {
             vec!["--memory-high".into(), "lots".into()],
             "--memory-high lots".into(),
         ),
+        // Negative values reach the range check, not clap's "use -- -1" tip.
+        (vec!["--cpus".into(), "-1".into()], "--cpus -1".into()),
+        (
+            vec!["--cpu-limit".into(), "-2".into()],
+            "--cpu-limit -2".into(),
+        ),
+        (vec!["--memory".into(), "-5".into()], "--memory -5".into()),
+        (vec!["--disk".into(), "-3".into()], "--disk -3".into()),
+        (vec!["--grace".into(), "-1".into()], "--grace -1".into()),
     ];
     for (opts, name) in cases {
         let out = Job::new(&base).opts(&opts).run(&["true"]);
