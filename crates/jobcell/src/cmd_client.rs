@@ -346,8 +346,8 @@ pub fn q(a: ListArgs) -> anyhow::Result<i32> {
     let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
     writeln!(
         out,
-        "\n{} jobs{}{}",
-        jobs.len(),
+        "\n{}{}{}",
+        count_jobs(jobs.len()),
         if summary.is_empty() { "" } else { "; " },
         summary.join(", ")
     )?;
@@ -560,15 +560,8 @@ fn act_on_many(
         BulkAction::Hold => ("hold", "held"),
         BulkAction::Release => ("release", "released"),
     };
-    let jobs = |n: usize| {
-        if n == 1 {
-            "1 job".to_string()
-        } else {
-            format!("{n} jobs")
-        }
-    };
     if !r.done.is_empty() {
-        writeln!(std::io::stdout(), "{} {done}", jobs(r.done.len()))?;
+        writeln!(std::io::stdout(), "{} {done}", count_jobs(r.done.len()))?;
     }
     for sel in &r.unmatched {
         eprintln!("jobcell: no unfinished job {sel}");
@@ -580,7 +573,7 @@ fn act_on_many(
     if r.refused.len() > SHOWN {
         eprintln!(
             "jobcell: {} more could not be {done}",
-            jobs(r.refused.len() - SHOWN)
+            count_jobs(r.refused.len() - SHOWN)
         );
     }
     if r.done.is_empty() && r.refused.is_empty() && r.unmatched.is_empty() {
@@ -713,4 +706,13 @@ pub fn output(a: OutputArgs) -> anyhow::Result<i32> {
     let data = a.sock.client()?.output(a.id, which)?;
     std::io::stdout().write_all(&data)?;
     Ok(0)
+}
+
+/// "1 job", "2 jobs".
+fn count_jobs(n: usize) -> String {
+    if n == 1 {
+        "1 job".to_string()
+    } else {
+        format!("{n} jobs")
+    }
 }

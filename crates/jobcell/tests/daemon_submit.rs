@@ -575,3 +575,16 @@ fn raw_status(sock: &std::path::Path, head: &str) -> (u16, String) {
         r,
     )
 }
+
+#[test]
+fn q_counts_one_job_in_the_singular() {
+    if !root_or_skip("q_counts_one_job_in_the_singular") {
+        return;
+    }
+    let d = Daemon::start(&[]);
+    ids(&d.cli(&["submit", "-q", "--hold", "--", "/bin/true"]));
+    let o = d.cli(&["q"]);
+    assert!(o.status.success(), "{}", err(&o));
+    let last = out(&o).lines().last().unwrap_or_default().to_string();
+    assert!(last.starts_with("1 job;"), "{last}");
+}
