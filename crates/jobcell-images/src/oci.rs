@@ -588,7 +588,18 @@ pub(crate) fn import(
             let cfg: ImageConfiguration = serde_json::from_slice(&raw)
                 .map_err(|e| bad(format!("config {}", cd.digest()), e.to_string()))?;
             check_platform(&cfg, sel)?;
-            for (i, ld) in manifest.layers().iter().enumerate() {
+            let diff_ids = cfg.rootfs().diff_ids();
+            if diff_ids.len() != manifest.layers().len() {
+                return Err(bad(
+                    format!("config {}", cd.digest()),
+                    format!(
+                        "names {} diff_ids but the manifest lists {} layers",
+                        diff_ids.len(),
+                        manifest.layers().len()
+                    ),
+                ));
+            }
+            for (i, (ld, diff_id)) in manifest.layers().iter().zip(diff_ids).enumerate() {
                 let mt = ld.media_type().to_string();
                 if !mt.contains("tar") {
                     return Err(bad(
@@ -600,17 +611,34 @@ pub(crate) fn import(
                 let (r, size) = blobs.open(&blob_path(ld)?)?;
                 check_size(ld, size)?;
                 x.begin_layer(ld.digest().digest());
-                let mut v = Verify::new(r, input.clone());
-                let applied = extract::import_tar(x, &mut v);
+                // Two digests per layer: the blob's (the manifest's) and its uncompressed
+                // tar's (the config's diff_id, what the image's identity is built from).
+                let mut blob = Verify::new(r, input.clone());
+                let (tar_digest, applied) = match crate::compress::open(&mut blob) {
+                    Ok((_, dec)) => {
+                        let mut tar = Verify::new(dec, Arc::new(AtomicU64::new(0)));
+                        let applied = extract::import_tar(x, &mut tar);
+                        (tar.finish(&what), applied)
+                    }
+                    Err(e) => (Err(bad(&what, e.to_string())), Ok("tar")),
+                };
+                let blob_digest = blob.finish(&what);
+                let want_diff = diff_id.strip_prefix("sha256:").unwrap_or(diff_id);
                 // A blob that is not what its manifest names is reported as such, even when
                 // its content also broke the extraction.
-                match (v.finish(&what), applied) {
-                    (Ok((got, _)), _) if got != ld.digest().digest() => {
+                match (blob_digest, tar_digest, applied) {
+                    (Ok((got, _)), _, _) if got != ld.digest().digest() => {
                         return Err(digest_mismatch(ld, &got))
                     }
-                    (_, Err(e)) => return Err(e),
-                    (Err(e), Ok(_)) => return Err(e),
-                    (Ok(_), Ok(_)) => {}
+                    (Ok(_), Ok((got, _)), _) if got != want_diff => {
+                        return Err(bad(
+                            what,
+                            format!("uncompressed content has digest sha256:{got}, the config's diff_id is {diff_id}; refusing a layer that does not match"),
+                        ))
+                    }
+                    (_, _, Err(e)) => return Err(e),
+                    (Err(e), _, Ok(_)) | (_, Err(e), Ok(_)) => return Err(e),
+                    (Ok(_), Ok(_), Ok(_)) => {}
                 }
             }
             Ok(config_of(&cfg, &chosen, Some(md.digest().to_string())))

@@ -704,6 +704,100 @@ fn hostile_container_images_are_refused() {
     assert!(outside.exists(), "the whiteout removed a host dir");
 }
 
+/// Rewrite the config of the layout's only image with `edit`, and the manifest and index
+/// that name it, so every descriptor matches again: what is left is a config that lies.
+fn rewrite_config(dir: &Path, edit: impl Fn(&mut serde_json::Value)) {
+    let blobs = dir.join("blobs/sha256");
+    let index_path = dir.join("index.json");
+    let mut index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&index_path).unwrap()).unwrap();
+    let md = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(&md[7..])).unwrap()).unwrap();
+    let cd = m["config"]["digest"].as_str().unwrap().to_string();
+    let mut c: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(&cd[7..])).unwrap()).unwrap();
+    edit(&mut c);
+    let c = serde_json::to_vec(&c).unwrap();
+    std::fs::write(blobs.join(sha(&c)), &c).unwrap();
+    m["config"]["digest"] = json!(format!("sha256:{}", sha(&c)));
+    m["config"]["size"] = json!(c.len());
+    let m = serde_json::to_vec(&m).unwrap();
+    std::fs::write(blobs.join(sha(&m)), &m).unwrap();
+    index["manifests"][0]["digest"] = json!(format!("sha256:{}", sha(&m)));
+    index["manifests"][0]["size"] = json!(m.len());
+    std::fs::write(&index_path, serde_json::to_vec(&index).unwrap()).unwrap();
+}
+
+/// An OCI layer is checked twice: the blob against the manifest's digest, and its
+/// uncompressed tar against the config's `rootfs.diff_ids` (what the image's identity is made
+/// of). A config naming other content, or another number of layers, is refused and nothing
+/// is registered.
+#[test]
+fn an_oci_layer_not_matching_its_diff_id_is_refused() {
+    if skip_unless_root() {
+        return;
+    }
+    let s = Store::new("oci-diffid");
+    let img = || Img {
+        refname: None,
+        arch: "amd64",
+        run: json!({}),
+        layers: vec![
+            Blob {
+                media_type: MT_LAYER_GZ,
+                data: gz(&layer(&[E::Dir("etc/"), E::File("etc/a", b"a")])),
+            },
+            Blob {
+                media_type: MT_LAYER,
+                data: layer(&[E::File("etc/b", b"b")]),
+            },
+        ],
+    };
+    let other = format!("sha256:{}", sha(&layer(&[E::File("etc/evil", b"x")])));
+    let cases: [(&str, Box<dyn Fn(&mut serde_json::Value)>, String); 3] = [
+        (
+            "gzip layer",
+            Box::new(|c| c["rootfs"]["diff_ids"][0] = json!(other)),
+            format!("layer 1 (sha256:{}): uncompressed content has digest", {
+                sha(&img().layers[0].data)
+            }),
+        ),
+        (
+            "plain layer",
+            Box::new(|c| c["rootfs"]["diff_ids"][1] = json!(other)),
+            format!("the config's diff_id is {other}"),
+        ),
+        (
+            "count",
+            Box::new(|c| {
+                c["rootfs"]["diff_ids"].as_array_mut().unwrap().pop();
+            }),
+            "names 1 diff_ids but the manifest lists 2 layers".into(),
+        ),
+    ];
+    for (what, edit, want) in cases {
+        let dir = s.path(what);
+        oci_layout(&dir, &[img()]);
+        rewrite_config(&dir, edit);
+        let o = s.add("lying", &dir, &[]);
+        let err = text(&o.stderr);
+        assert!(!o.status.success(), "{what}: accepted");
+        assert!(err.contains(&want), "{what}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{what}: {err}");
+        s.no_leftovers();
+    }
+    let ls = text(&s.cli(&["image", "ls"]).stdout);
+    assert!(!ls.contains("lying"), "{ls}");
+    // The same layout with an honest config imports.
+    let dir = s.path("honest");
+    oci_layout(&dir, &[img()]);
+    s.add_ok("honest", &dir, &[]);
+}
+
 /// A layer turns a directory into a symlink to a host path and a later layer writes below
 /// it: the write lands inside the image (the link is replaced by a directory), never on the
 /// host, even when root imports.
