@@ -134,6 +134,20 @@ impl JobSpec {
         if self.argv.is_empty() || self.argv[0].is_empty() {
             return Err(SpecError::NoCommand);
         }
+        self.validate_rest()
+    }
+
+    /// `validate` for a request to the daemon: a job in an image may leave the command out,
+    /// since the daemon takes it from the image's Entrypoint + Cmd (and refuses an image that
+    /// names none).
+    pub fn validate_request(&mut self) -> Result<(), SpecError> {
+        if self.argv.is_empty() && self.image.is_some() {
+            return self.validate_rest();
+        }
+        self.validate()
+    }
+
+    fn validate_rest(&mut self) -> Result<(), SpecError> {
         self.scratch_base = clean_abs_path("--scratch-base", &self.scratch_base)?;
         if let Some(w) = &self.workdir {
             self.workdir = Some(clean_abs_path("workdir", w)?);

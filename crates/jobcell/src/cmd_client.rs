@@ -53,8 +53,9 @@ pub fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
         );
         return crate::cmd_submit_file::submit(f, &a);
     }
+    // In an image the command may come from its Entrypoint + Cmd, which the daemon applies.
     anyhow::ensure!(
-        !a.command.is_empty(),
+        !a.command.is_empty() || a.job.image.is_some(),
         "no command given (usage: jobcell submit [OPTIONS] -- COMMAND [ARGS...])"
     );
     if a.user.is_some() && !is_root() {

@@ -78,6 +78,6 @@ pub fn finish_spec(spec: &mut JobSpec, user: UserSpec, a: &SubmitArgs) -> anyhow
         // The node's default for users (`[limits] default_pids`) applies.
         spec.resources.pids = None;
     }
-    spec.validate()?;
+    spec.validate_request()?;
     Ok(())
 }

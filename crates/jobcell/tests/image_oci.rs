@@ -989,6 +989,69 @@ fn the_daemon_applies_the_image_config_at_submission() {
         got.starts_with("yes /") && got.ends_with(" /bin/echo\n"),
         "{got:?}"
     );
+    // No command at all: `jobcell submit --image` and a submit file without `executable` run
+    // the image's Entrypoint + Cmd; the file's `arguments` replace Cmd (`docker run IMG ARGS`).
+    let o = d.cli(&["submit", "-q", "--image", "demo", "--memory", "32M"]);
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    assert_eq!(output(daemon_harness::ids(&o)[0]), "yes /srv cmd-default\n");
+    let o = d.cli(&[
+        "submit", "-q", "--image", "demo", "--memory", "32M", "--", "x",
+    ]);
+    assert_eq!(output(daemon_harness::ids(&o)[0]), "yes /srv x\n");
+    for (args, want) in [
+        ("", "cmd-default"),
+        ("arguments = from-file\n", "from-file"),
+    ] {
+        let out = work.path().join("out2");
+        let _ = std::fs::remove_file(&out);
+        let file = format!(
+            "universe = container\ncontainer_image = demo\n{args}request_memory = 32\noutput = out2\nqueue\n"
+        );
+        let o = d.cli_in(work.path(), None, &[], &["submit", "-q", "-"], Some(&file));
+        assert!(o.status.success(), "{}", text(&o.stderr));
+        let j = d.wait_for(daemon_harness::ids(&o)[0], JOB_TIMEOUT, |j| {
+            j.state.terminal()
+        });
+        assert_eq!(j.exit_code, Some(0), "{j:?}");
+        // The job starts in its transfer dir (the file's own dir wins over WorkingDir).
+        let got = std::fs::read_to_string(&out).unwrap();
+        assert!(
+            got.starts_with("yes /") && got.ends_with(&format!(" {want}\n")),
+            "{got:?}"
+        );
+    }
+    // A plain tree names no command: refused in one line, nothing queued.
+    let tree = s.path("tree");
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    let o = Command::new(JOBCELL)
+        .args(["image", "add", "plain", "--public", tree.to_str().unwrap()])
+        .arg("--state-dir")
+        .arg(&d.state)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o.stderr));
+    let o = d.cli(&["submit", "-q", "--image", "plain", "--memory", "32M"]);
+    let err = text(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(
+        err.contains("image 'plain'") && err.contains("give the command"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    // Without an image the executable is still required.
+    let o = d.cli_in(
+        work.path(),
+        None,
+        &[],
+        &["submit", "-q", "-"],
+        Some("arguments = a\nqueue\n"),
+    );
+    assert!(!o.status.success());
+    assert!(
+        text(&o.stderr).contains("no executable"),
+        "{}",
+        text(&o.stderr)
+    );
 }
 
 /// What `podman save` really writes (docker-archive, oci-archive, oci-dir) imports as the same

@@ -67,10 +67,18 @@ impl Core {
                 images.insert(name.clone(), img.config);
             }
             // The image's Env, WorkingDir, Entrypoint and Cmd, applied once, at submission.
-            if let Some(c) = &images[&name] {
-                let given = !spec.argv.is_empty();
-                c.apply_to(&name, &mut spec, given)
-                    .map_err(|e| CoreError::BadRequest(e.to_string()))?;
+            match &images[&name] {
+                Some(c) => {
+                    let given = !spec.argv.is_empty();
+                    c.apply_to(&name, &mut spec, given)
+                        .map_err(|e| CoreError::BadRequest(e.to_string()))?;
+                }
+                None if spec.argv.is_empty() => {
+                    return Err(CoreError::BadRequest(format!(
+                        "image '{name}' is a plain tree with no Entrypoint or Cmd: give the command to run"
+                    )))
+                }
+                None => {}
             }
         }
         spec.validate()

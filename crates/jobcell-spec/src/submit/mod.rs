@@ -154,7 +154,8 @@ pub struct SubmitJob {
     pub cluster_id: u64,
     pub proc_id: u64,
     /// Absolute (a relative `executable` resolves against the submit directory, as HTCondor's
-    /// `Cmd`; not against initialdir).
+    /// `Cmd`; not against initialdir). Empty for a job in an image that names none: it runs
+    /// the image's Entrypoint + Cmd (its `arguments` replacing Cmd).
     pub executable: String,
     /// The arguments (without the executable).
     pub arguments: Vec<String>,

@@ -892,10 +892,17 @@ impl JobCommands<'_, '_> {
         })
     }
 
-    /// `executable`, absolute; a job without one is an error at its `queue` line.
-    fn executable(&self, cwd: &str, queue_line: usize) -> Result<String, SubmitError> {
+    /// `executable`, absolute; a job without one is an error at its `queue` line, except in
+    /// an image, which then runs its Entrypoint + Cmd (`None`), as `docker run IMAGE` does.
+    fn executable(
+        &self,
+        cwd: &str,
+        queue_line: usize,
+        in_image: bool,
+    ) -> Result<Option<String>, SubmitError> {
         match self.get("executable")? {
-            Some((e, _)) if !e.trim().is_empty() => Ok(join(cwd, e.trim())),
+            Some((e, _)) if !e.trim().is_empty() => Ok(Some(join(cwd, e.trim()))),
+            _ if in_image => Ok(None),
             _ => Err(SubmitError::NoExecutable { line: queue_line }),
         }
     }
@@ -1184,7 +1191,8 @@ fn make_job(
 ) -> Result<SubmitJob, SubmitError> {
     let c = JobCommands { ex, cmds };
     c.check_universe()?;
-    let executable = c.executable(cwd, queue_line)?;
+    let (custom_attributes, image) = c.custom_and_image(custom)?;
+    let executable = c.executable(cwd, queue_line, image.is_some())?;
     let (arguments, args_v1) = c.arguments()?;
     let environment = c.environment(env)?;
     let initialdir = c.initialdir(cwd, env)?;
@@ -1200,7 +1208,6 @@ fn make_job(
     let allowed_job_duration = c.allowed_job_duration()?;
     let held = c.held()?;
     let transfer = c.transfer(queue_line)?;
-    let (custom_attributes, image) = c.custom_and_image(custom)?;
     let requests = requests::evaluate(
         [
             ("request_cpus", cpus),
@@ -1213,12 +1220,13 @@ fn make_job(
         &custom_attributes,
     )?;
 
-    let mut argv = vec![executable.clone()];
+    // Without an executable the arguments replace the image's Cmd (`docker run IMAGE ARGS`).
+    let mut argv: Vec<String> = executable.iter().cloned().collect();
     argv.extend(arguments.iter().cloned());
     Ok(SubmitJob {
         cluster_id: opts.cluster_id,
         proc_id: proc,
-        executable,
+        executable: executable.unwrap_or_default(),
         arguments,
         argv,
         args_v1,

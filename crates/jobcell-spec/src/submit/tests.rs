@@ -418,3 +418,18 @@ fn a_definition_in_the_file_wins_over_a_builtin_macro() {
     let s = parse("executable=x\nitem = mine\narguments = $(item)\nqueue 1 in (a)\n").unwrap();
     assert_eq!(s.jobs[0].arguments, ["a"]);
 }
+
+#[test]
+fn a_job_in_an_image_may_leave_out_the_executable() {
+    let s = parse("universe = container\ncontainer_image = app\nqueue\n").unwrap();
+    let j = &s.jobs[0];
+    assert_eq!((j.executable.as_str(), j.argv.len()), ("", 0));
+    assert_eq!(j.image.as_deref(), Some("app"));
+    // Its arguments replace the image's Cmd.
+    let s = parse("container_image = app\narguments = a b\nqueue\n").unwrap();
+    assert_eq!(s.jobs[0].argv, ["a", "b"]);
+    let mut spec = s.jobs[0].to_job_spec();
+    spec.argv.clear();
+    assert_eq!(spec.validate_request(), Ok(()));
+    assert_eq!(spec.validate(), Err(crate::SpecError::NoCommand));
+}
