@@ -19,6 +19,7 @@ fi
 # HTCondor's own submit parser, the differential tests' reference.
 need=()
 command -v busybox >/dev/null || need+=(busybox-static)
+command -v podman >/dev/null || need+=(podman)
 command -v cpio >/dev/null || need+=(cpio)
 command -v qemu-system-x86_64 >/dev/null || need+=(qemu-system-x86)
 ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)

@@ -40,7 +40,8 @@ pub enum ImageCmd {
     Add {
         /// Unique name jobs use with --image.
         name: String,
-        /// Tarball, directory, or `-` for stdin.
+        /// Tarball, directory, `-` for stdin, or `podman:IMAGE` / `docker:IMAGE` for an image
+        /// of your local Podman or Docker store (the tool's `save` runs as you).
         source: PathBuf,
         /// Everyone may see and use it (default: only you and root).
         #[arg(long)]
@@ -241,7 +242,16 @@ fn add(
         select,
         ..ImportOptions::default()
     };
-    let src = if source.as_os_str() == "-" {
+    let tool = source
+        .to_str()
+        .and_then(crate::image_tool::Tool::parse_source);
+    let mut save = None;
+    let src = if let Some((tool, image)) = tool {
+        let (child, archive) = crate::image_tool::Save::start(tool, image)
+            .with_context(|| format!("image add {name}"))?;
+        save = Some(child);
+        ImportSource::Reader(Box::new(archive))
+    } else if source.as_os_str() == "-" {
         ImportSource::Reader(Box::new(std::io::stdin()))
     } else {
         ImportSource::Path(source.clone())
@@ -249,6 +259,14 @@ fn add(
     let r = s.add(&name, src, &opts);
     if let Some(p) = &progress {
         p.clear();
+    }
+    // The archive's reader is gone with the import: a tool still writing gets EPIPE and
+    // ends. A failed tool explains a failed import better than the short stream it left.
+    if let Some(save) = save {
+        let tool_result = save.finish();
+        if r.is_err() {
+            tool_result.with_context(|| format!("image add {name}"))?;
+        }
     }
     match r {
         Ok(img) => {

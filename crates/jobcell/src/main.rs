@@ -12,6 +12,7 @@ mod cmd_submit_file;
 mod cmd_wait;
 mod config;
 mod exit;
+mod image_tool;
 mod job_opts;
 mod socket;
 mod submit_args;

@@ -758,7 +758,8 @@ fn an_oci_layer_not_matching_its_diff_id_is_refused() {
         ],
     };
     let other = format!("sha256:{}", sha(&layer(&[E::File("etc/evil", b"x")])));
-    let cases: [(&str, Box<dyn Fn(&mut serde_json::Value)>, String); 3] = [
+    type ConfigEdit<'a> = Box<dyn Fn(&mut serde_json::Value) + 'a>;
+    let cases: [(&str, ConfigEdit, String); 3] = [
         (
             "gzip layer",
             Box::new(|c| c["rootfs"]["diff_ids"][0] = json!(other)),
