@@ -76,7 +76,8 @@ impl Podman {
             p.join("containers.conf"),
             format!(
                 "[engine]\nevents_logger = \"none\"\ncgroup_manager = \"cgroupfs\"\n\
-                 tmp_dir = \"{0}/tmp\"\nstatic_dir = \"{0}/static\"\nvolume_path = \"{0}/volumes\"\n",
+                 tmp_dir = \"{0}/tmp\"\nstatic_dir = \"{0}/static\"\nvolume_path = \"{0}/volumes\"\n\
+                 [network]\nnetwork_config_dir = \"{0}/networks\"\n",
                 p.display()
             ),
         )
