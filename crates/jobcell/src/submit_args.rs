@@ -50,7 +50,8 @@ pub struct SubmitArgs {
     /// With --dry-run: a JSON list of the jobs.
     #[arg(long, requires = "dry_run")]
     pub json: bool,
-    /// The command and its arguments.
+    /// The command and its arguments (optional with an --image that names Entrypoint/Cmd;
+    /// after an Entrypoint they replace its Cmd, as with `docker run IMAGE ARGS`).
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
