@@ -272,6 +272,17 @@ fn top_shows_each_running_job_with_its_cpu_and_h_holds_the_selected_one() {
         })
     });
     assert!(row(&s, "2.0").unwrap()[1] == "jobcell-test-a", "{s}");
+    // s cycles the sort column; o filters by owner (Enter with nothing typed: everyone).
+    tm.keys("ss");
+    tm.wait_screen("sorted by CPU%", |s| s.contains("sort CPU%"));
+    tm.keys("SS");
+    tm.wait_screen("sorted by id again", |s| s.contains("sort ID"));
+    tm.keys("onobody\r");
+    tm.wait_screen("nobody's jobs: none", |s| {
+        s.contains("owner nobody") && s.contains("(no running jobs)")
+    });
+    tm.keys("o\r");
+    tm.wait_screen("everyone's jobs again", |s| row(s, "1.0").is_some());
     // The first row (1.0) is selected: h holds it, through the API, as root.
     tm.keys("h");
     tm.wait_screen("the hold's outcome", |s| s.contains("job 1.0 held"));
