@@ -19,6 +19,10 @@ pub struct WatchArgs {
     /// Seconds between looks at the queue.
     #[arg(short = 'd', long = "delay", value_name = "SECS", default_value = "1", value_parser = parse_delay)]
     pub delay: Duration,
+    /// Stop when: `all,done` (every job has ended; held ones keep it waiting), `any,done`
+    /// (a job has ended), `any,held` (a job is held). Default: every job has ended or is held.
+    #[arg(long = "exit", value_name = "GROUP,STATE", value_parser = parse_exit)]
+    pub exit: Option<ExitWhen>,
     /// What to watch: a job id, CLUSTER.PROC, CLUSTER. (a whole cluster), or an owner's
     /// name (the clusters that owner has in the queue now). Default: your own clusters.
     #[arg(value_name = "ID|C.P|C.|OWNER")]
@@ -32,6 +36,34 @@ fn parse_delay(s: &str) -> Result<Duration, String> {
         .filter(|v| v.is_finite() && *v >= 0.1)
         .and_then(|v| Duration::try_from_secs_f64(v).ok())
         .ok_or_else(|| format!("'{s}' is not a number of seconds (at least 0.1)"))
+}
+
+/// When `watch` stops, as condor_watch_q's `-exit`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExitWhen {
+    AllDone,
+    AnyDone,
+    AnyHeld,
+}
+
+fn parse_exit(s: &str) -> Result<ExitWhen, String> {
+    match s.trim() {
+        "all,done" => Ok(ExitWhen::AllDone),
+        "any,done" => Ok(ExitWhen::AnyDone),
+        "any,held" => Ok(ExitWhen::AnyHeld),
+        _ => Err(format!("'{s}' is not all,done, any,done or any,held")),
+    }
+}
+
+/// Whether the watch is over, given every cluster's counts.
+fn over(exit: Option<ExitWhen>, counts: &BTreeMap<u64, Counts>) -> bool {
+    let mut all = counts.values();
+    match exit {
+        None => all.all(Counts::settled),
+        Some(ExitWhen::AllDone) => all.all(|n| n.settled() && n.held == 0),
+        Some(ExitWhen::AnyDone) => all.any(|n| n.done + n.failed > 0),
+        Some(ExitWhen::AnyHeld) => all.any(|n| n.held > 0),
+    }
 }
 
 /// The watched jobs of one cluster: all of them, or these ids.
@@ -108,7 +140,7 @@ pub fn watch(a: WatchArgs) -> anyhow::Result<i32> {
         }
         out.flush()?;
         drop(out);
-        if counts.values().all(Counts::settled) {
+        if over(a.exit, &counts) {
             return Ok(report_failures(&jobs));
         }
         last = counts;
@@ -116,13 +148,15 @@ pub fn watch(a: WatchArgs) -> anyhow::Result<i32> {
     }
 }
 
-/// The exit status: 0 if every watched job completed with 0; else 1, each other one named.
+/// The exit status: 0 if no watched job failed, was removed or is held; else 1, each such
+/// one named.
 fn report_failures(jobs: &[JobInfo]) -> i32 {
     let mut code = 0;
     for j in jobs {
         let id = format!("{}.{}", j.cluster, j.proc);
         let why = match (j.state, j.exit_code, j.signal) {
             (State::Completed, Some(0), _) => continue,
+            (State::Queued | State::Starting | State::Running | State::Suspended, ..) => continue,
             (State::Held, ..) => format!(
                 "is held: {}",
                 j.hold_reason.as_deref().unwrap_or("no reason given")
@@ -316,5 +350,27 @@ mod tests {
         };
         assert!(all.settled());
         assert!(line(7, &all, false).contains(&"#".repeat(30)));
+    }
+
+    #[test]
+    fn exit_conditions_stop_at_the_first_state_they_name() {
+        let c = |n: Counts| BTreeMap::from([(1, n)]);
+        let held = c(Counts {
+            done: 1,
+            held: 1,
+            ..Counts::default()
+        });
+        assert!(over(None, &held));
+        assert!(!over(Some(ExitWhen::AllDone), &held));
+        assert!(over(Some(ExitWhen::AnyHeld), &held));
+        let running = c(Counts {
+            done: 1,
+            run: 1,
+            ..Counts::default()
+        });
+        assert!(!over(None, &running));
+        assert!(over(Some(ExitWhen::AnyDone), &running));
+        assert!(!over(Some(ExitWhen::AnyHeld), &running));
+        assert!(parse_exit("any,idle").unwrap_err().contains("'any,idle'"));
     }
 }

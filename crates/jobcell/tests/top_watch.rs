@@ -468,6 +468,25 @@ fn watch_exits_0_when_every_job_of_the_cluster_is_done() {
     let o = d.cli(&["watch", "1.3"]);
     assert!(o.status.success(), "{}", err(&o));
     assert!(out(&o).contains("1 done"), "{}", out(&o));
+    // A held job ends the watch (default, and --exit any,held), with exit 1 naming it.
+    let o = d.cli(&["submit", "--hold", "--memory", "32M", "--", "/bin/true"]);
+    assert!(o.status.success(), "{}", err(&o));
+    for args in [
+        vec!["watch", "2."],
+        vec!["watch", "--exit", "any,held", "2."],
+    ] {
+        let o = d.cli(&args);
+        assert_eq!(o.status.code(), Some(1), "{args:?}: {}", err(&o));
+        assert!(out(&o).contains("0 done, 1 held"), "{}", out(&o));
+        assert!(err(&o).contains("job 2.0 (id 6) is held"), "{}", err(&o));
+    }
+    let o = d.cli(&["watch", "--exit", "any,idle", "2."]);
+    assert!(!o.status.success());
+    assert!(
+        err(&o).contains("'any,idle' is not all,done"),
+        "{}",
+        err(&o)
+    );
     let o = d.cli(&["watch", "9."]);
     assert!(!o.status.success());
     assert!(err(&o).contains("no job 9."), "{}", err(&o));
