@@ -17,6 +17,7 @@ use thiserror::Error;
 use crate::types::{
     ApiError, BulkActionRequest, BulkActionResponse, ClusterResponse, ClusterSubmitRequest, Event,
     HoldRequest, JobFilter, JobInfo, NodeStatus, OutputStream, SubmitRequest, SubmitResponse,
+    TopFrame,
 };
 
 /// How long the CLI waits for the daemon to accept its connection, by default.
@@ -322,6 +323,11 @@ impl Client {
     /// `GET /v1/status`: the node's cores, memory and jobs by state.
     pub fn status(&self) -> Result<NodeStatus, ClientError> {
         self.exchange::<(), _>("GET", "/v1/status", None)
+    }
+
+    /// `GET /v1/top`: the node's resources and its running jobs' cgroup figures, read now.
+    pub fn top(&self) -> Result<TopFrame, ClientError> {
+        self.exchange::<(), _>("GET", "/v1/top", None)
     }
 
     /// `GET /v1/jobs`: every unfinished job (everyone's).

@@ -344,3 +344,57 @@ pub fn now() -> f64 {
         .map(|d| d.as_secs_f64())
         .unwrap_or(0.0)
 }
+
+/// `GET /v1/top`: the node and its running jobs, read from their cgroups when asked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopFrame {
+    /// When the cgroups were read (Unix seconds): CPU% is the change of `cpu_us` between
+    /// two frames over the change of `time`.
+    pub time: f64,
+    pub node: TopNode,
+    /// Unfinished and recent jobs by state, as `GET /v1/status` counts them.
+    pub jobs_by_state: std::collections::BTreeMap<String, u64>,
+    /// Running and suspended jobs (everyone's, as `GET /v1/jobs` shows them), by id.
+    pub jobs: Vec<TopJob>,
+}
+
+/// The node's resources: what it offers jobs, what running jobs asked for, what they use.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopNode {
+    pub cpus_total: f64,
+    pub cpus_allocated: f64,
+    pub memory_total: u64,
+    pub memory_allocated: u64,
+    /// Memory charged to all jobs' cgroups; None without a memory controller.
+    pub memory_used: Option<u64>,
+    /// The scratch base's filesystem (statvfs); None where it cannot be measured.
+    pub disk_total: Option<u64>,
+    pub disk_used: Option<u64>,
+    /// Scratch running jobs asked for (`request_disk`).
+    pub disk_allocated: u64,
+    pub load_1m: f64,
+}
+
+/// One running or suspended job and its cgroup's figures (None: not measurable here).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TopJob {
+    pub id: u64,
+    pub cluster: u64,
+    pub proc: u64,
+    pub owner: u32,
+    pub owner_name: String,
+    pub state: State,
+    pub cpus: f64,
+    pub memory: u64,
+    pub command: Vec<String>,
+    pub started_at: Option<f64>,
+    /// Seconds run since it started, less the time it was suspended.
+    pub run_time: Option<f64>,
+    /// CPU time (user + system) of the job's cgroup, µs.
+    pub cpu_us: Option<u64>,
+    pub memory_current: Option<u64>,
+    /// PSI `some avg10` of `memory.pressure` (percent); cgroup v2 only.
+    pub memory_pressure: Option<f64>,
+    pub io_read_bytes: Option<u64>,
+    pub io_write_bytes: Option<u64>,
+}

@@ -670,6 +670,7 @@ async fn route(
         (&Method::GET, ["v1", "status"]) => {
             Ok(json(200, &ask(tx, |reply| Cmd::Status { reply }).await?))
         }
+        (&Method::GET, ["v1", "top"]) => Ok(json(200, &ask(tx, |reply| Cmd::Top { reply }).await?)),
         (&Method::GET, ["v1", "jobs"]) => {
             let filter = ad_filter(&req)?;
             Ok(json(

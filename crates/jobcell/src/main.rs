@@ -9,7 +9,9 @@ mod cmd_run;
 mod cmd_selftest;
 mod cmd_spank;
 mod cmd_submit_file;
+mod cmd_top;
 mod cmd_wait;
+mod cmd_watch;
 mod config;
 mod exit;
 mod image_tool;
@@ -59,6 +61,10 @@ enum Cmd {
     Output(cmd_client::OutputArgs),
     /// Wait until the jobs have ended, like condor_wait; exit 0 if all completed with 0.
     Wait(cmd_wait::WaitArgs),
+    /// A live view of the node and its running jobs (CPU, memory, IO), like top.
+    Top(cmd_top::TopArgs),
+    /// One progress line per cluster until the jobs end, like condor_watch_q.
+    Watch(cmd_watch::WatchArgs),
     /// Run the node agent in the foreground (the jobcelld binary beside this one; see
     /// `jobcell daemon --help`).
     #[command(disable_help_flag = true)]
@@ -164,6 +170,8 @@ fn jobcell_main() -> ! {
         Cmd::Status(a) => cmd_client::status(a),
         Cmd::Output(a) => cmd_client::output(a),
         Cmd::Wait(a) => cmd_wait::wait(a),
+        Cmd::Top(a) => cmd_top::top(a),
+        Cmd::Watch(a) => cmd_watch::watch(a),
         Cmd::Daemon { args } => exec_jobcelld(args),
         Cmd::Selftest(a) => cmd_selftest::run(a),
         Cmd::SelftestProbe(a) => cmd_selftest::probe(a),

@@ -152,6 +152,10 @@ impl Core {
                 let r = self.status(tx);
                 later(replies, reply, r)
             }
+            Cmd::Top { reply } => {
+                let r = self.top(tx);
+                later(replies, reply, r)
+            }
             Cmd::Act {
                 caller,
                 id,

@@ -20,6 +20,7 @@ mod room;
 mod scheduler;
 mod select;
 mod submission;
+mod top;
 mod waiters;
 
 pub use policies::fmt_duration;
@@ -177,6 +178,10 @@ pub enum Cmd {
     },
     Status {
         reply: Reply<NodeStatus>,
+    },
+    /// The node and its running jobs' cgroup figures.
+    Top {
+        reply: Reply<TopFrame>,
     },
     /// A supervisor's pidfd became readable.
     Exited {

@@ -75,6 +75,7 @@ impl Core {
                 | Cmd::Events { .. }
                 | Cmd::Output { .. }
                 | Cmd::Status { .. }
+                | Cmd::Top { .. }
                 | Cmd::Ad { .. }
                 | Cmd::WaitEnd { .. }
                 | Cmd::Metrics { .. } => reads.push(c),
