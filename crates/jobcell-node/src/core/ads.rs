@@ -69,7 +69,7 @@ fn spec_ad(sp: &JobSpec) -> Vec<(String, String)> {
 }
 
 /// What the daemon knows of the job now, over what its submit file said.
-fn set_live_attributes(
+pub(super) fn set_live_attributes(
     ad: &mut Vec<(String, String)>,
     info: &JobInfo,
     duration_limit: Option<f64>,
@@ -122,10 +122,14 @@ fn set_live_attributes(
                 set(ad, "HoldReasonCode", "34".into());
             } else if r.starts_with("The job exceeded allowed job duration") {
                 set(ad, "HoldReasonCode", "46".into());
+            } else if r.starts_with("The job exceeded allowed execute duration") {
+                set(ad, "HoldReasonCode", "47".into());
             }
         }
         _ => {
-            ad.retain(|(k, _)| k != "HoldReason" && k != "HoldReasonCode");
+            ad.retain(|(k, _)| {
+                k != "HoldReason" && k != "HoldReasonCode" && k != "HoldReasonSubCode"
+            });
         }
     }
     if let Some(r) = &info.reason {
@@ -168,7 +172,7 @@ fn set_live_attributes(
 }
 
 /// Sets an attribute (names are case-insensitive), adding it if absent.
-fn set(ad: &mut Vec<(String, String)>, name: &str, value: String) {
+pub(super) fn set(ad: &mut Vec<(String, String)>, name: &str, value: String) {
     match ad.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
         Some(e) => e.1 = value,
         None => ad.push((name.to_string(), value)),
