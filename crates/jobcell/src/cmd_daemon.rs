@@ -111,7 +111,7 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
                 Some(d) => {
                     let secs = parse_duration(d)
                         .with_context(|| format!("[policy] periodic_expr_interval = \"{d}\""))?;
-                    if !(secs >= 1.0) {
+                    if secs < 1.0 {
                         anyhow::bail!(
                             "[policy] periodic_expr_interval = \"{d}\" must be at least 1s"
                         );

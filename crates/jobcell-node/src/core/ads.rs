@@ -14,11 +14,17 @@ impl Core {
         caller: u32,
         id: u64,
     ) -> Result<Vec<(String, String)>, CoreError> {
-        let (info, spec, extra) = match self.jobs.get(&id) {
-            Some(j) => (j.info.clone(), j.spec.clone(), j.extra.clone()),
+        let (info, spec, extra, policy_state) = match self.jobs.get(&id) {
+            Some(j) => (
+                j.info.clone(),
+                j.spec.clone(),
+                j.extra.clone(),
+                j.policy_state.clone(),
+            ),
             None => {
                 let r = load(tx, id)?;
-                (r.info, r.spec, r.extra)
+                let st = job_policy::PolicyState::decode(r.policy.as_deref());
+                (r.info, r.spec, r.extra, st)
             }
         };
         let x: JobExtra = extra
@@ -36,6 +42,9 @@ impl Core {
             .allowed_job_duration
             .or(self.cfg.policy.allowed_job_duration);
         set_live_attributes(&mut ad, &info, limit);
+        if matches!(job_policy::JobPolicy::from_ad(&x.ad), Ok(Some(_))) {
+            job_policy::set_policy_attributes(&mut ad, &info, &policy_state, now(), None);
+        }
         if caller != 0 && caller != info.owner {
             ad.retain(|(k, _)| !k.eq_ignore_ascii_case("Environment"));
         }
