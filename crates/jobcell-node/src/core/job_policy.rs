@@ -100,8 +100,8 @@ impl JobPolicy {
         p.execute_limit = count("AllowedExecuteDuration", 1, " > 0")?.map(|n| n as f64);
         p.vacate_time = count("JobMaxVacateTime", 0, " >= 0")?.map(|n| n as u64);
         // Read by OnExitRemove; a bad one would make it undefined, not wrong.
-        count("MaxRetries", 0, " >= 0")?;
-        count("SuccessExitCode", i64::MIN, "")?;
+        count("JobMaxRetries", 0, " >= 0")?;
+        count("JobSuccessExitCode", i64::MIN, "")?;
         let any = !p.exprs.is_empty() || p.execute_limit.is_some() || p.vacate_time.is_some();
         Ok(any.then_some(p))
     }
@@ -732,8 +732,8 @@ mod tests {
 
     #[test]
     fn exit_policy_in_htcondor_order() {
-        let remove = "NumJobCompletions > MaxRetries || (ExitBySignal == false && ExitCode == 0)";
-        let p = policy(&[("MaxRetries", "2"), ("OnExitRemove", remove)]);
+        let remove = "NumJobCompletions > JobMaxRetries || ExitCode is 0";
+        let p = policy(&[("JobMaxRetries", "2"), ("OnExitRemove", remove)]);
         let exit = |code: &str, n: &str| {
             exit_decision(
                 &p,
@@ -742,13 +742,14 @@ mod tests {
                         ("ExitCode", code),
                         ("ExitBySignal", "false"),
                         ("NumJobCompletions", n),
-                        ("MaxRetries", "2"),
+                        ("JobMaxRetries", "2"),
                     ],
                     &p,
                 ),
             )
         };
-        assert!(matches!(exit("1", "1"), ExitDecision::Requeue(_)));
+        let d = exit("1", "1");
+        assert!(matches!(d, ExitDecision::Requeue(_)), "{d:?}");
         assert!(matches!(exit("1", "2"), ExitDecision::Requeue(_)));
         assert_eq!(exit("1", "3"), ExitDecision::Complete(false));
         assert_eq!(exit("0", "1"), ExitDecision::Complete(false));

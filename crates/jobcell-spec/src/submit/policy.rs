@@ -28,11 +28,11 @@ const COMMANDS: &[(&str, &str, Kind)] = &[
     ("on_exit_hold_reason", "OnExitHoldReason", Kind::Expr),
     ("on_exit_hold_subcode", "OnExitHoldSubCode", Kind::Expr),
     ("on_exit_remove", "OnExitRemove", Kind::Expr),
-    ("max_retries", "MaxRetries", Kind::Count(0)),
+    ("max_retries", "JobMaxRetries", Kind::Count(0)),
     ("retry_until", "", Kind::Expr),
     (
         "success_exit_code",
-        "SuccessExitCode",
+        "JobSuccessExitCode",
         Kind::Count(i64::MIN),
     ),
     (
@@ -70,7 +70,7 @@ pub(super) fn read(
     let mut retry: Option<(String, usize)> = None;
     let mut retries_set = false;
     let mut success: Option<i64> = None;
-    let mut on_exit_remove_line = None;
+    let mut on_exit_remove = None;
     for &(cmd, attr, kind) in COMMANDS {
         let Some((value, line)) = get(cmd)? else {
             continue;
@@ -85,10 +85,7 @@ pub(super) fn read(
                     .map_err(|e| bad(line, cmd, text, format!("not a ClassAd expression: {e}")))?;
                 match cmd {
                     "retry_until" => retry = Some((text.to_string(), line)),
-                    "on_exit_remove" => {
-                        on_exit_remove_line = Some(line);
-                        out.attributes.push((attr.into(), text.into()));
-                    }
+                    "on_exit_remove" => on_exit_remove = Some(text.to_string()),
                     _ => out.attributes.push((attr.into(), text.into())),
                 }
             }
@@ -115,33 +112,32 @@ pub(super) fn read(
             }
         }
     }
+    // condor_submit's OnExitRemove: the job leaves the queue after its retries, on success,
+    // when retry_until holds, or when on_exit_remove does (appended as written, as it does).
     if retries_set || retry.is_some() || success.is_some() {
-        if let Some(line) = on_exit_remove_line {
-            return Err(SubmitError::Syntax {
-                line,
-                msg: "on_exit_remove cannot be combined with max_retries, retry_until or success_exit_code (they make the job's OnExitRemove)".into(),
-            });
-        }
         if !retries_set {
             out.attributes
-                .push(("MaxRetries".into(), DEFAULT_MAX_RETRIES.to_string()));
+                .push(("JobMaxRetries".into(), DEFAULT_MAX_RETRIES.to_string()));
         }
         let success_code = if success.is_some() {
-            "SuccessExitCode"
+            "JobSuccessExitCode"
         } else {
             "0"
         };
-        let mut remove = format!(
-            "NumJobCompletions > MaxRetries || (ExitBySignal == false && ExitCode == {success_code})"
-        );
+        let mut remove = format!("NumJobCompletions > JobMaxRetries || ExitCode is {success_code}");
         if let Some((until, _)) = retry {
             // An integer is an exit code that ends the retries.
             match until.parse::<i64>() {
-                Ok(code) => remove += &format!(" || ExitCode == {code}"),
-                Err(_) => remove += &format!(" || ({until})"),
+                Ok(code) => remove += &format!(" || ExitCode is {code}"),
+                Err(_) => remove += &format!(" || {until}"),
             }
         }
+        if let Some(r) = on_exit_remove {
+            remove += &format!(" || {r}");
+        }
         out.attributes.push(("OnExitRemove".into(), remove));
+    } else if let Some(r) = on_exit_remove {
+        out.attributes.push(("OnExitRemove".into(), r));
     }
     Ok(out)
 }
@@ -188,25 +184,34 @@ mod tests {
         assert!(e.starts_with("line 2: periodic_remove = (1 +:"), "{e}");
     }
 
+    /// The attributes condor_submit 23.10 writes for the same commands.
     #[test]
-    fn retries_fold_into_on_exit_remove() {
+    fn retries_fold_into_on_exit_remove_as_condor_submit_does() {
         let p = read_from(&[("max_retries", "3")]).unwrap();
-        assert_eq!(attr(&p, "MaxRetries"), Some("3"));
+        assert_eq!(attr(&p, "JobMaxRetries"), Some("3"));
         assert_eq!(
             attr(&p, "OnExitRemove"),
-            Some("NumJobCompletions > MaxRetries || (ExitBySignal == false && ExitCode == 0)")
+            Some("NumJobCompletions > JobMaxRetries || ExitCode is 0")
         );
         let p = read_from(&[("retry_until", "7"), ("success_exit_code", "2")]).unwrap();
-        assert_eq!(attr(&p, "MaxRetries"), Some("2"));
-        assert_eq!(attr(&p, "SuccessExitCode"), Some("2"));
+        assert_eq!(attr(&p, "JobMaxRetries"), Some("2"));
+        assert_eq!(attr(&p, "JobSuccessExitCode"), Some("2"));
         assert_eq!(
             attr(&p, "OnExitRemove"),
-            Some("NumJobCompletions > MaxRetries || (ExitBySignal == false && ExitCode == SuccessExitCode) || ExitCode == 7")
+            Some("NumJobCompletions > JobMaxRetries || ExitCode is JobSuccessExitCode || ExitCode is 7")
         );
         let p = read_from(&[("max_retries", "1"), ("retry_until", "ExitCode > 5")]).unwrap();
-        assert!(attr(&p, "OnExitRemove")
-            .unwrap()
-            .ends_with("|| (ExitCode > 5)"));
+        assert_eq!(
+            attr(&p, "OnExitRemove"),
+            Some("NumJobCompletions > JobMaxRetries || ExitCode is 0 || ExitCode > 5")
+        );
+        let p = read_from(&[("on_exit_remove", "true"), ("max_retries", "2")]).unwrap();
+        assert_eq!(
+            attr(&p, "OnExitRemove"),
+            Some("NumJobCompletions > JobMaxRetries || ExitCode is 0 || true")
+        );
+        let p = read_from(&[("on_exit_remove", "ExitCode != 9")]).unwrap();
+        assert_eq!(attr(&p, "OnExitRemove"), Some("ExitCode != 9"));
     }
 
     #[test]
@@ -222,13 +227,5 @@ mod tests {
         }
         let p = read_from(&[("job_max_vacate_time", "30")]).unwrap();
         assert_eq!(p.vacate_time, Some(30));
-    }
-
-    #[test]
-    fn on_exit_remove_and_retries_exclude_each_other() {
-        let e = read_from(&[("on_exit_remove", "true"), ("max_retries", "2")])
-            .unwrap_err()
-            .to_string();
-        assert!(e.starts_with("line 1: on_exit_remove cannot"), "{e}");
     }
 }
