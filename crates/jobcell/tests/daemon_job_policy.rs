@@ -188,7 +188,7 @@ fn on_exit_hold_holds_with_htcondor_codes() {
         return;
     }
     let _g = serial();
-    let (d, work) = setup();
+    let (mut d, work) = setup();
     let file = "executable = /bin/sh\narguments = \"-c 'exit 3'\"\n\
                 on_exit_hold = ExitCode == 3\non_exit_hold_subcode = 7\nqueue\n";
     let id = submit(&d, work.path(), file);
@@ -206,6 +206,19 @@ fn on_exit_hold_holds_with_htcondor_codes() {
         "{ad:?}"
     );
     assert!(q(&d).contains(&format!("hold: {reason}")));
+    // The codes and counts are kept across a restart.
+    d.stop();
+    d.restart();
+    let ad = d.ad(id);
+    assert_eq!(
+        (
+            ad["HoldReasonCode"].as_str(),
+            ad["HoldReasonSubCode"].as_str(),
+            ad["NumJobCompletions"].as_str()
+        ),
+        ("3", "7", "1"),
+        "{ad:?}"
+    );
     // A reason of its own.
     let file = "executable = /bin/sh\narguments = \"-c 'exit 4'\"\n\
                 on_exit_hold = ExitCode != 0\n\
