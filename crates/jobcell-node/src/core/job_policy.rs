@@ -61,6 +61,8 @@ pub(super) struct JobPolicy {
     pub execute_limit: Option<f64>,
     /// `job_max_vacate_time` (seconds); the job's spec carries it as its stop grace.
     pub vacate_time: Option<u64>,
+    /// The job's submit ad, kept so that an evaluation decodes nothing.
+    ad: Vec<(String, String)>,
 }
 
 impl JobPolicy {
@@ -103,6 +105,9 @@ impl JobPolicy {
         count("JobMaxRetries", 0, " >= 0")?;
         count("JobSuccessExitCode", i64::MIN, "")?;
         let any = !p.exprs.is_empty() || p.execute_limit.is_some() || p.vacate_time.is_some();
+        if any {
+            p.ad = ad.to_vec();
+        }
         Ok(any.then_some(p))
     }
 
@@ -357,15 +362,8 @@ impl Core {
 
     /// The ad a job's policy is evaluated in: its `q -l` ad with the live policy attributes.
     fn policy_ad(&self, j: &Job, info: &JobInfo, memory: Option<MemoryNow>) -> ClassAd {
-        let x: JobExtra = j
-            .extra
-            .as_deref()
-            .and_then(|e| serde_json::from_str(e).ok())
-            .unwrap_or_default();
-        let mut ad = x.ad;
-        let limit = x
-            .allowed_job_duration
-            .or(self.cfg.policy.allowed_job_duration);
+        let mut ad = j.policy.as_ref().map(|p| p.ad.clone()).unwrap_or_default();
+        let limit = j.max_duration.or(self.cfg.policy.allowed_job_duration);
         super::ads::set_live_attributes(&mut ad, info, limit);
         set_policy_attributes(&mut ad, info, &j.policy_state, now(), memory);
         super::select::classad_of(ad)
