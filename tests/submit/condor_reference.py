@@ -42,6 +42,15 @@ DERIVED = {
     "holdreasonsubcode", "environment", "streamin", "streamout", "streamerr",
 }
 
+# The job policy attributes, compared by their text (only those that differ from a plain job's).
+POLICY = [
+    "PeriodicHold", "PeriodicHoldReason", "PeriodicHoldSubCode", "PeriodicRelease",
+    "PeriodicRemove", "OnExitHold", "OnExitHoldReason", "OnExitHoldSubCode", "OnExitRemove",
+    "JobMaxRetries", "JobSuccessExitCode", "AllowedExecuteDuration", "JobMaxVacateTime",
+    "LeaveJobInQueue",
+]
+DERIVED |= {k.lower() for k in POLICY}
+
 
 def enc(ad, key):
     if key not in ad:
@@ -79,9 +88,19 @@ def split_queues(text):
     return out or [text]
 
 
+def baseline_ad():
+    return next(iter(htcondor.Submit("executable = /bin/true\nqueue\n").jobs(clusterid=1)))
+
+
 def baseline_attrs():
-    ad = next(iter(htcondor.Submit("executable = /bin/true\nqueue\n").jobs(clusterid=1)))
-    return {k.lower() for k in ad.keys()}
+    return {k.lower() for k in baseline_ad().keys()}
+
+
+def policy(ad, plain):
+    return {
+        k: str(ad.lookup(k)) for k in POLICY
+        if k in ad and (k not in plain or str(ad.lookup(k)) != str(plain.lookup(k)))
+    }
 
 
 def run(text, cluster, base):
@@ -90,6 +109,7 @@ def run(text, cluster, base):
         sub = htcondor.Submit(part)
         for ad in sub.jobs(clusterid=cluster, procid=len(jobs)):
             rec = {k: enc(ad, k) for k in FIELDS if k in ad}
+            rec["policy"] = policy(ad, PLAIN)
             rec["custom"] = {
                 k: enc(ad, k) for k in ad.keys()
                 if k.lower() not in base and k.lower() not in DERIVED
@@ -103,6 +123,8 @@ def main():
     cluster = int(sys.argv[2]) if len(sys.argv) > 2 else 42
     os.chdir(corpus)
     base = baseline_attrs()
+    global PLAIN
+    PLAIN = baseline_ad()
     files = {}
     for name in sorted(os.listdir(".")):
         if not name.endswith(".sub"):

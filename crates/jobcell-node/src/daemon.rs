@@ -371,6 +371,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
         let _g = rt.enter();
         core.recover(&store)?;
         core.start_pressure_sampler();
+        core.start_policy_timer();
     }
     let (core_ended_tx, core_ended) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()

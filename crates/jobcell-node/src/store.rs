@@ -77,6 +77,12 @@ const MIGRATIONS: &[&str] = &[
     // in, so a restart after a power loss or reboot knows that files not fsync'd (claims,
     // results) may be lost or empty (see Core::recover)
     "CREATE TABLE node (key TEXT PRIMARY KEY, value TEXT NOT NULL);",
+    // 5 -> 6: what a job's policy expressions read that no other column keeps (completions,
+    // cumulative wall time, the hold's code), and completed jobs kept in the queue by
+    // `leave_in_queue` (loaded at start with the unfinished ones)
+    "ALTER TABLE jobs ADD COLUMN policy TEXT;
+     ALTER TABLE jobs ADD COLUMN in_queue INTEGER;
+     CREATE INDEX jobs_in_queue ON jobs(id) WHERE in_queue = 1;",
 ];
 
 pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
@@ -99,9 +105,13 @@ pub struct JobRow {
     pub pending: Option<String>,
     /// [`crate::types::JobExtra`] as JSON (jobs from submit files).
     pub extra: Option<String>,
+    /// The job's policy state as JSON (see `core::job_policy`).
+    pub policy: Option<String>,
+    /// A completed job that `leave_in_queue` keeps in the queue.
+    pub in_queue: bool,
 }
 
-pub const JOB_COLUMNS: &str = "id, owner, user, state, priority, cpus, memory, command, submitted_at, started_at, ended_at, hold_reason, reason, attempt, exit_code, signal, report, spec, stdout, stderr, sup_pid, sup_start, pending, cluster, proc, extra";
+pub const JOB_COLUMNS: &str = "id, owner, user, state, priority, cpus, memory, command, submitted_at, started_at, ended_at, hold_reason, reason, attempt, exit_code, signal, report, spec, stdout, stderr, sup_pid, sup_start, pending, cluster, proc, extra, policy, in_queue";
 
 pub fn job_from_row(r: &Row) -> rusqlite::Result<JobRow> {
     let state: String = r.get(3)?;
@@ -140,6 +150,8 @@ pub fn job_from_row(r: &Row) -> rusqlite::Result<JobRow> {
         sup_start: r.get::<_, Option<i64>>(21)?.map(|v| v as u64),
         pending: r.get(22)?,
         extra: r.get(25)?,
+        policy: r.get(26)?,
+        in_queue: r.get::<_, Option<i64>>(27)? == Some(1),
     })
 }
 
@@ -200,12 +212,13 @@ impl Store {
         }
     }
 
-    /// Every job not yet finished.
+    /// Every job not yet finished, and the completed ones kept in the queue.
     pub fn active_jobs(&self) -> Result<Vec<JobRow>, StoreError> {
         let mut st = self
             .conn
             .prepare(&format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE state NOT IN ('completed','failed','removed') ORDER BY id"
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state NOT IN ('completed','failed','removed')
+                 UNION ALL SELECT {JOB_COLUMNS} FROM jobs WHERE in_queue = 1 ORDER BY id"
             ))
             .map_err(|e| self.err(e))?;
         let rows = st
@@ -345,7 +358,7 @@ impl Batch<'_> {
     pub fn history(&self, limit: u32) -> Result<Vec<JobInfo>, StoreError> {
         self.all(
             &format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('completed','failed','removed') ORDER BY ended_at DESC, id DESC LIMIT ?1"
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE state IN ('completed','failed','removed') AND in_queue IS NOT 1 ORDER BY ended_at DESC, id DESC LIMIT ?1"
             ),
             params![limit],
             |r| job_from_row(r).map(|j| j.info),
@@ -504,6 +517,22 @@ impl Batch<'_> {
         self.run(
             "UPDATE jobs SET pending=?2 WHERE id=?1",
             params![id as i64, pending],
+        )
+    }
+
+    /// The job's policy state (JSON).
+    pub fn set_policy(&self, id: u64, policy: &str) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE jobs SET policy=?2 WHERE id=?1",
+            params![id as i64, policy],
+        )
+    }
+
+    /// Whether a completed job stays in the queue (`leave_in_queue`).
+    pub fn set_in_queue(&self, id: u64, in_queue: bool) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE jobs SET in_queue=?2 WHERE id=?1",
+            params![id as i64, in_queue.then_some(1)],
         )
     }
 

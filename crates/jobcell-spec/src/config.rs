@@ -137,6 +137,10 @@ pub struct PolicyConfig {
     pub pressure_duration: Option<String>,
     /// ...is preempted: "requeue" (killed and queued again, the default) or "hold".
     pub pressure_action: Option<String>,
+    /// How often jobs' periodic policy expressions (`periodic_hold`, `periodic_release`,
+    /// `periodic_remove`, `leave_in_queue`) are evaluated (HTCondor's
+    /// PERIODIC_EXPR_INTERVAL; default "60s").
+    pub periodic_expr_interval: Option<String>,
 }
 
 /// `[node]`: sizes are strings in HTCondor units (bare numbers are MiB).

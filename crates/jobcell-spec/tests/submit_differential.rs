@@ -266,6 +266,25 @@ fn compare(file: &str, i: usize, ours: &SubmitJob, ad: &Value, out: &mut Vec<Str
         format!("{:?}", s("WhenToTransferOutput")),
         format!("{:?}", ours.when_to_transfer_output),
     );
+    // Job policy attributes: HTCondor's that differ from a plain job's, against ours.
+    let theirs: BTreeMap<String, String> = ad["policy"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), no_ws(v.as_str().unwrap_or_default())))
+                .collect()
+        })
+        .unwrap_or_default();
+    let mine: BTreeMap<String, String> = ours
+        .policy
+        .iter()
+        .map(|(k, v)| (k.clone(), no_ws(v)))
+        .collect();
+    check(
+        "policy attributes",
+        format!("{theirs:?}"),
+        format!("{mine:?}"),
+    );
     let theirs: BTreeMap<String, Value> = ad["custom"]
         .as_object()
         .map(|m| {

@@ -106,6 +106,19 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
                 })
                 .transpose()?,
             pressure: pressure_policy(&cfg)?,
+            periodic_expr_interval: match cfg.policy.periodic_expr_interval.as_deref() {
+                None => jobcell_node::core::DEFAULT_PERIODIC_EXPR_INTERVAL,
+                Some(d) => {
+                    let secs = parse_duration(d)
+                        .with_context(|| format!("[policy] periodic_expr_interval = \"{d}\""))?;
+                    if secs < 1.0 {
+                        anyhow::bail!(
+                            "[policy] periodic_expr_interval = \"{d}\" must be at least 1s"
+                        );
+                    }
+                    std::time::Duration::from_secs_f64(secs)
+                }
+            },
         },
         limits: jobcell_node::limits::UserLimits::from_config(&cfg.limits)?,
         metrics_listen: a

@@ -30,6 +30,13 @@ impl Core {
         if j.pending.is_some() {
             return conflict("it is already being removed or held");
         }
+        if state == State::Completed {
+            // Kept in the queue by leave_in_queue: rm takes it out; nothing else applies.
+            return match action {
+                Action::Remove => self.leave_queue(tx, id),
+                _ => conflict("it has completed"),
+            };
+        }
         match (action, state) {
             (Action::Remove, State::Queued | State::Held) => {
                 self.queue.remove(j.info.owner, j.info.priority, id);
@@ -52,6 +59,7 @@ impl Core {
                     reason.unwrap_or_else(|| format!("held by {}", sys::user_name(caller)));
                 self.queue.remove(j.info.owner, j.info.priority, id);
                 tx.hold(id, &reason)?;
+                self.note_user_hold(tx, id, &reason)?;
                 tx.add_event(id, "held", Some(&serde_json::json!({"reason": reason})))?;
                 self.queued_at.remove(&id);
                 self.ulog_job(id, userlog::Event::Held(reason.clone()));
@@ -64,6 +72,7 @@ impl Core {
             (Action::Hold(reason), _) => {
                 let reason =
                     reason.unwrap_or_else(|| format!("held by {}", sys::user_name(caller)));
+                self.note_user_hold(tx, id, &reason)?;
                 self.evict(tx, id, Pending::Hold(reason), effects)?;
                 Ok(self.jobs[&id].info.clone())
             }
@@ -132,7 +141,7 @@ impl Core {
             tx.set_state(id, State::Running)?;
         }
         let kind = match &p {
-            Pending::Remove(_) => "remove-requested",
+            Pending::Remove(_) | Pending::PolicyRemove(_) => "remove-requested",
             Pending::Hold(_) => "hold-requested",
             Pending::Requeue(_) => "requeue-requested",
         };

@@ -14,11 +14,17 @@ impl Core {
         caller: u32,
         id: u64,
     ) -> Result<Vec<(String, String)>, CoreError> {
-        let (info, spec, extra) = match self.jobs.get(&id) {
-            Some(j) => (j.info.clone(), j.spec.clone(), j.extra.clone()),
+        let (info, spec, extra, policy_state) = match self.jobs.get(&id) {
+            Some(j) => (
+                j.info.clone(),
+                j.spec.clone(),
+                j.extra.clone(),
+                j.policy_state.clone(),
+            ),
             None => {
                 let r = load(tx, id)?;
-                (r.info, r.spec, r.extra)
+                let st = job_policy::PolicyState::decode(r.policy.as_deref());
+                (r.info, r.spec, r.extra, st)
             }
         };
         let x: JobExtra = extra
@@ -36,6 +42,9 @@ impl Core {
             .allowed_job_duration
             .or(self.cfg.policy.allowed_job_duration);
         set_live_attributes(&mut ad, &info, limit);
+        if matches!(job_policy::JobPolicy::from_ad(&x.ad), Ok(Some(_))) {
+            job_policy::set_policy_attributes(&mut ad, &info, &policy_state, now(), None);
+        }
         if caller != 0 && caller != info.owner {
             ad.retain(|(k, _)| !k.eq_ignore_ascii_case("Environment"));
         }
@@ -69,7 +78,7 @@ fn spec_ad(sp: &JobSpec) -> Vec<(String, String)> {
 }
 
 /// What the daemon knows of the job now, over what its submit file said.
-fn set_live_attributes(
+pub(super) fn set_live_attributes(
     ad: &mut Vec<(String, String)>,
     info: &JobInfo,
     duration_limit: Option<f64>,
@@ -122,10 +131,14 @@ fn set_live_attributes(
                 set(ad, "HoldReasonCode", "34".into());
             } else if r.starts_with("The job exceeded allowed job duration") {
                 set(ad, "HoldReasonCode", "46".into());
+            } else if r.starts_with("The job exceeded allowed execute duration") {
+                set(ad, "HoldReasonCode", "47".into());
             }
         }
         _ => {
-            ad.retain(|(k, _)| k != "HoldReason" && k != "HoldReasonCode");
+            ad.retain(|(k, _)| {
+                k != "HoldReason" && k != "HoldReasonCode" && k != "HoldReasonSubCode"
+            });
         }
     }
     if let Some(r) = &info.reason {
@@ -168,7 +181,7 @@ fn set_live_attributes(
 }
 
 /// Sets an attribute (names are case-insensitive), adding it if absent.
-fn set(ad: &mut Vec<(String, String)>, name: &str, value: String) {
+pub(super) fn set(ad: &mut Vec<(String, String)>, name: &str, value: String) {
     match ad.iter_mut().find(|(n, _)| n.eq_ignore_ascii_case(name)) {
         Some(e) => e.1 = value,
         None => ad.push((name.to_string(), value)),

@@ -114,6 +114,7 @@ impl Core {
             }
             Cmd::Deadline { id, attempt } => self.deadline(tx, id, attempt, effects),
             Cmd::PressureTick => self.pressure_tick(tx, effects),
+            Cmd::PolicyTick => self.policy_tick(tx, effects),
             Cmd::List {
                 caller,
                 filter,

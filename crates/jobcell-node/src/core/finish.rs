@@ -89,7 +89,7 @@ impl Core {
         res: Option<JobResult>,
         effects: &mut Vec<Effect>,
     ) -> Result<(), StoreError> {
-        let Some(j) = self.jobs.remove(&id) else {
+        let Some(mut j) = self.jobs.remove(&id) else {
             return Ok(());
         };
         self.deallocate(allocation(&j.info));
@@ -102,12 +102,29 @@ impl Core {
         if let (None, Some((pid, _))) = (&res, j.sup) {
             effects.push(Effect::Cleanup { id, pid });
         }
-        let ending = self.ending(&j, res);
+        let mut ending = self.ending(&j, res);
         self.pressure.remove(&id);
+        let in_queue = self.apply_exit_policy(&mut j, &mut ending);
+        j.seen_state = ending.state;
+        self.save_exit_policy_state(tx, &j)?;
         match ending.state {
             State::Queued => self.requeue_after(tx, j, ending),
             State::Held => self.hold_after(tx, j, ending),
-            _ => self.end_job(tx, j, ending),
+            _ => {
+                self.end_job(tx, &j, &ending)?;
+                if in_queue {
+                    // `leave_in_queue`: shown completed in the queue until it is removed
+                    // or the expression turns false.
+                    tx.set_in_queue(id, true)?;
+                    j.info.state = ending.state;
+                    j.info.ended_at = Some(now());
+                    j.info.reason = ending.reason.clone();
+                    j.seen_state = ending.state;
+                    j.end_attempt(ending.exit_code, ending.signal, ending.report);
+                    self.jobs.insert(id, j);
+                }
+                Ok(())
+            }
         }
     }
 
@@ -136,6 +153,7 @@ impl Core {
             (Some(Pending::Remove(by)), _) => (State::Removed, Some(format!("removed by {}", sys::user_name(*by)))),
             (Some(Pending::Hold(r)), _) => (State::Held, Some(r.clone())),
             (Some(Pending::Requeue(r)), _) => (State::Queued, Some(r.clone())),
+            (Some(Pending::PolicyRemove(r)), _) => (State::Removed, Some(r.clone())),
             // A problem the job's owner can fix (an input file they cannot read...): held,
             // like HTCondor, rather than failed.
             (None, Some(r)) if r.hold_reason.is_some() => (State::Held, r.hold_reason.clone()),
@@ -217,7 +235,7 @@ impl Core {
     }
 
     /// Finished for good: completed, failed or removed.
-    fn end_job(&mut self, tx: &Batch, j: Job, e: Ending) -> Result<(), StoreError> {
+    fn end_job(&mut self, tx: &Batch, j: &Job, e: &Ending) -> Result<(), StoreError> {
         let id = j.info.id;
         let (state, reason) = (e.state, &e.reason);
         tx.end(id, state, now(), reason.as_deref(), e.attempt_end())?;
@@ -255,12 +273,12 @@ impl Core {
 }
 
 /// How an attempt ended and what that makes of its job (see [`Core::finish`]).
-struct Ending {
-    state: State,
-    reason: Option<String>,
-    exit_code: Option<i32>,
-    signal: Option<i32>,
-    report: Option<serde_json::Value>,
+pub(super) struct Ending {
+    pub(super) state: State,
+    pub(super) reason: Option<String>,
+    pub(super) exit_code: Option<i32>,
+    pub(super) signal: Option<i32>,
+    pub(super) report: Option<serde_json::Value>,
     report_json: Option<String>,
     oom: bool,
 }

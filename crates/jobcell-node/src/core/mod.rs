@@ -11,6 +11,7 @@ mod actions;
 mod ads;
 mod batch;
 mod finish;
+mod job_policy;
 mod metrics;
 mod policies;
 mod queries;
@@ -230,6 +231,8 @@ pub enum Cmd {
     },
     /// Internal: sample running jobs' memory pressure (only with a pressure policy).
     PressureTick,
+    /// Internal: evaluate jobs' periodic policy expressions.
+    PolicyTick,
     /// Answered when the job has ended (completed, failed, removed; held too with
     /// `held_ends`): at once if it has, else in the batch that ends it.
     WaitEnd {
@@ -259,13 +262,29 @@ pub struct CoreConfig {
 }
 
 /// The node's job policies (`[policy]` in the config).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Policy {
     /// Longest a job may run (seconds); a job past it is held with the reason. A job's own
     /// `allowed_job_duration` may be shorter, never longer.
     pub allowed_job_duration: Option<f64>,
     pub pressure: Option<PressurePolicy>,
+    /// How often jobs' periodic policy expressions are evaluated (HTCondor's
+    /// PERIODIC_EXPR_INTERVAL); zero: never.
+    pub periodic_expr_interval: std::time::Duration,
 }
+
+impl Default for Policy {
+    fn default() -> Policy {
+        Policy {
+            allowed_job_duration: None,
+            pressure: None,
+            periodic_expr_interval: DEFAULT_PERIODIC_EXPR_INTERVAL,
+        }
+    }
+}
+
+/// HTCondor's PERIODIC_EXPR_INTERVAL default.
+pub const DEFAULT_PERIODIC_EXPR_INTERVAL: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Preempt a job that stays under memory pressure (the seed: "it may be a better use of
 /// resources to preempt a heavily-swapping process and reschedule it").
@@ -297,6 +316,8 @@ enum Pending {
     Hold(String),
     /// Stop it and queue it again (a policy's preemption), with the reason.
     Requeue(String),
+    /// Removed by its own policy expression, with the reason.
+    PolicyRemove(String),
 }
 
 impl Pending {
@@ -305,11 +326,15 @@ impl Pending {
             Pending::Remove(by) => format!("remove:{by}"),
             Pending::Hold(r) => format!("hold:{r}"),
             Pending::Requeue(r) => format!("requeue:{r}"),
+            Pending::PolicyRemove(r) => format!("policy-remove:{r}"),
         }
     }
     fn decode(s: &str) -> Option<Pending> {
         if let Some(by) = s.strip_prefix("remove:") {
             return by.parse().ok().map(Pending::Remove);
+        }
+        if let Some(r) = s.strip_prefix("policy-remove:") {
+            return Some(Pending::PolicyRemove(r.to_string()));
         }
         if let Some(r) = s.strip_prefix("requeue:") {
             return Some(Pending::Requeue(r.to_string()));
@@ -333,6 +358,12 @@ struct Job {
     ulog: Option<userlog::Target>,
     /// Its own wall-time limit (seconds).
     max_duration: Option<f64>,
+    /// Its policy expressions (submit-file jobs that have them).
+    policy: Option<Arc<job_policy::JobPolicy>>,
+    /// What its policy reads that no other column keeps.
+    policy_state: job_policy::PolicyState,
+    /// Its state when the policy last looked (to date EnteredCurrentStatus).
+    seen_state: State,
 }
 
 impl Job {
@@ -366,8 +397,15 @@ impl Job {
                 proc: r.info.proc,
             })
         });
+        let policy = x
+            .as_ref()
+            .and_then(|x| job_policy::JobPolicy::from_ad(&x.ad).ok().flatten())
+            .map(Arc::new);
         Job {
             max_duration: x.as_ref().and_then(|x| x.allowed_job_duration),
+            policy,
+            policy_state: job_policy::PolicyState::decode(r.policy.as_deref()),
+            seen_state: r.info.state,
             info: r.info,
             spec: r.spec,
             stdout: r.stdout,

@@ -135,10 +135,23 @@ impl Core {
         }
     }
 
-    /// Send ourselves a [`Cmd::Deadline`] when the job's wall-time limit passes.
+    /// The job's `allowed_execute_duration` (seconds).
+    fn execute_limit(&self, id: u64) -> Option<f64> {
+        self.jobs
+            .get(&id)
+            .and_then(|j| j.policy.as_ref())
+            .and_then(|p| p.execute_limit)
+    }
+
+    /// Send ourselves a [`Cmd::Deadline`] when the job's wall-time limit (or its
+    /// `allowed_execute_duration`, whichever is first) passes.
     pub(super) fn arm_deadline(&self, id: u64, attempt: u32, started_at: f64) {
-        let Some(limit) = self.duration_limit(id) else {
-            return;
+        let limit = match (self.duration_limit(id), self.execute_limit(id)) {
+            (Some(a), Some(b)) => a.min(b),
+            (a, b) => match a.or(b) {
+                Some(l) => l,
+                None => return,
+            },
         };
         let left = (started_at + limit - now()).max(0.0);
         let tx = self.tx.clone();
@@ -163,16 +176,33 @@ impl Core {
         if j.info.attempt != attempt || !j.info.state.active() || j.pending.is_some() {
             return Ok(());
         }
-        let limit = self.duration_limit(id).unwrap_or(0.0);
-        let reason = format!(
-            "The job exceeded allowed job duration of {}",
-            fmt_duration(limit)
-        );
-        tx.add_event(id,
-            "policy",
-            Some(
-                &serde_json::json!({"policy": "allowed_job_duration", "limit_s": limit, "action": "hold"}),
+        let job_limit = self.duration_limit(id);
+        let (policy, limit, reason) = match self.execute_limit(id) {
+            // HTCondor's HoldReasonCode 47, not the job duration's 46.
+            Some(e) if job_limit.is_none_or(|d| e < d) => (
+                "allowed_execute_duration",
+                e,
+                format!(
+                    "The job exceeded allowed execute duration of {}",
+                    fmt_duration(e)
+                ),
             ),
+            _ => {
+                let limit = job_limit.unwrap_or(0.0);
+                (
+                    "allowed_job_duration",
+                    limit,
+                    format!(
+                        "The job exceeded allowed job duration of {}",
+                        fmt_duration(limit)
+                    ),
+                )
+            }
+        };
+        tx.add_event(
+            id,
+            "policy",
+            Some(&serde_json::json!({"policy": policy, "limit_s": limit, "action": "hold"})),
         )?;
         warn!("job {id}: {reason}; holding it");
         *self.counters.preemptions.entry("duration").or_default() += 1;

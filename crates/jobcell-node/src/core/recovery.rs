@@ -144,6 +144,11 @@ impl Core {
                 tx.add_event(id, "removed", Some(&serde_json::json!({"by": by})))?;
                 return Ok(Recovered::Settled);
             }
+            Some(Pending::PolicyRemove(reason)) => {
+                tx.remove(id, now(), &reason)?;
+                tx.add_event(id, "removed", Some(&serde_json::json!({"reason": reason})))?;
+                return Ok(Recovered::Settled);
+            }
             Some(Pending::Hold(r)) => {
                 tx.hold(id, &r)?;
                 tx.add_event(id, "held", Some(&serde_json::json!({"reason": r})))?;

@@ -67,8 +67,8 @@ impl Core {
                 | Cmd::Started { .. }
                 | Cmd::SpawnFailed { .. }
                 | Cmd::Deadline { .. } => self.deferred.push_back(c),
-                // The next tick samples again.
-                Cmd::PressureTick => {}
+                // The next tick samples (or evaluates) again.
+                Cmd::PressureTick | Cmd::PolicyTick => {}
                 Cmd::List { .. }
                 | Cmd::Get { .. }
                 | Cmd::History { .. }

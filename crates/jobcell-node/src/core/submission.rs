@@ -133,6 +133,8 @@ impl Core {
                     "a job ad has at most 10000 attributes".into(),
                 ));
             }
+            job_policy::JobPolicy::from_ad(&x.ad)
+                .map_err(|e| CoreError::BadRequest(e.to_string()))?;
             if let Some(d) = x.allowed_job_duration {
                 if !(d.is_finite() && d > 0.0) {
                     return Err(CoreError::BadRequest(format!(
@@ -253,6 +255,14 @@ impl Core {
                 extra: extra_json,
                 ulog,
                 max_duration: extra.and_then(|x| x.allowed_job_duration),
+                policy: extra
+                    .and_then(|x| job_policy::JobPolicy::from_ad(&x.ad).ok().flatten())
+                    .map(Arc::new),
+                policy_state: job_policy::PolicyState {
+                    entered_at: t,
+                    ..Default::default()
+                },
+                seen_state: state,
             },
         );
         self.ulog_job(id, userlog::Event::Submitted);

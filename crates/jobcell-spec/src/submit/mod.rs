@@ -22,6 +22,7 @@
 
 mod expand;
 mod parse;
+mod policy;
 mod quote;
 mod requests;
 
@@ -193,6 +194,12 @@ pub struct SubmitJob {
     pub custom_attributes: BTreeMap<String, CustomValue>,
     /// Seconds the job may run before it is held (HTCondor's `allowed_job_duration`).
     pub allowed_job_duration: Option<u64>,
+    /// The policy commands as HTCondor's attributes (`PeriodicHold`, `OnExitRemove`, ...):
+    /// (name, ClassAd text), evaluated by the daemon.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub policy: Vec<(String, String)>,
+    /// `job_max_vacate_time`: seconds between SIGTERM and SIGKILL when the job is stopped.
+    pub job_max_vacate_time: Option<u64>,
 }
 
 impl SubmitJob {
@@ -259,6 +266,7 @@ impl SubmitJob {
         if let Some(d) = self.allowed_job_duration {
             ad.push(("AllowedJobDuration".into(), d.to_string()));
         }
+        ad.extend(self.policy.iter().cloned());
         for (k, v) in &self.custom_attributes {
             let text = match v {
                 CustomValue::String(s) => q(s),
@@ -314,6 +322,9 @@ impl SubmitJob {
             }
         }
         spec.image = self.image.clone();
+        if let Some(t) = self.job_max_vacate_time {
+            spec.grace = std::time::Duration::from_secs(t);
+        }
         spec
     }
 }

@@ -7,6 +7,7 @@ use std::path::Path;
 use crate::{SizeError, Unit, FILE_LIMITS};
 
 use super::expand::{Def, Expander, Table};
+use super::policy;
 use super::quote::{parse_arguments, parse_environment};
 use super::requests::{self, Request};
 use super::{
@@ -213,9 +214,12 @@ fn command_name(lower: &str) -> Option<&'static str> {
         "container_image" => "container_image",
         "allowed_job_duration" => "allowed_job_duration",
         _ => {
+            if let Some(c) = policy::is_command(lower) {
+                return Some(c);
+            }
             return FILE_LIMITS
                 .iter()
-                .find_map(|f| f.submit.filter(|c| *c == lower))
+                .find_map(|f| f.submit.filter(|c| *c == lower));
         }
     })
 }
@@ -237,18 +241,6 @@ const IGNORED: &[&str] = &[
     "batch_name",
     "job_batch_name",
     "description",
-    "leave_in_queue",
-    "on_exit_remove",
-    "on_exit_hold",
-    "on_exit_hold_reason",
-    "on_exit_hold_subcode",
-    "periodic_hold",
-    "periodic_release",
-    "periodic_remove",
-    "max_retries",
-    "retry_until",
-    "success_exit_code",
-    "job_max_vacate_time",
     "nice_user",
     "copy_to_spool",
     "coresize",
@@ -262,7 +254,6 @@ const IGNORED: &[&str] = &[
     "hold_kill_sig",
     "remove_kill_sig",
     "job_lease_duration",
-    "allowed_execute_duration",
     "submit_event_notes",
     "preserve_relative_executable",
     "job_machine_attrs",
@@ -1207,6 +1198,7 @@ fn make_job(
     let priority = c.priority()?;
     let allowed_job_duration = c.allowed_job_duration()?;
     let held = c.held()?;
+    let policy = policy::read(|cmd| c.get(cmd))?;
     let transfer = c.transfer(queue_line)?;
     let requests = requests::evaluate(
         [
@@ -1248,6 +1240,8 @@ fn make_job(
         when_to_transfer_output: transfer.when_to_transfer_output,
         custom_attributes,
         allowed_job_duration,
+        policy: policy.attributes,
+        job_max_vacate_time: policy.vacate_time,
     })
 }
 
