@@ -7,6 +7,7 @@ mod cmd_client;
 mod cmd_image;
 mod cmd_run;
 mod cmd_selftest;
+mod cmd_show;
 mod cmd_spank;
 mod cmd_submit_file;
 mod cmd_wait;
@@ -56,6 +57,8 @@ enum Cmd {
     Status(cmd_client::StatusArgs),
     /// Print a job's stdout (or --stderr); -f follows it until the job ends.
     Output(cmd_client::OutputArgs),
+    /// A job's summary and its CPU and memory over its run, drawn in the terminal.
+    Show(cmd_show::ShowArgs),
     /// Wait until the jobs have ended, like condor_wait; exit 0 if all completed with 0.
     Wait(cmd_wait::WaitArgs),
     /// Run the node agent in the foreground (the jobcelld binary beside this one; see
@@ -162,6 +165,7 @@ fn jobcell_main() -> ! {
         Cmd::History(a) => cmd_client::history(a),
         Cmd::Status(a) => cmd_client::status(a),
         Cmd::Output(a) => cmd_client::output(a),
+        Cmd::Show(a) => cmd_show::show(a),
         Cmd::Wait(a) => cmd_wait::wait(a),
         Cmd::Daemon { args } => exec_jobcelld(args),
         Cmd::Selftest(a) => cmd_selftest::run(a),
