@@ -111,6 +111,16 @@ impl Recorder {
         }
     }
 
+    /// Count a tick; whether a point is due at it (every one until the series is first
+    /// thinned, then every 2nd, 4th, ...; always the last). A tick with none reads nothing.
+    pub fn due(&self, last: bool) -> bool {
+        let mut st = self.state.borrow_mut();
+        // Counted from 0, as the points kept by a thinning are: new ones fall in step.
+        let due = last || st.ticks.is_multiple_of(st.stride);
+        st.ticks += 1;
+        due
+    }
+
     /// The series as recorded so far.
     pub fn series(&self) -> UsageSeries {
         self.state.borrow().series.clone()
@@ -123,15 +133,10 @@ impl UsageSampler for Recorder {
     }
 
     fn sample(&self, cgroup: &JobCgroup, last: bool) {
-        {
-            let mut st = self.state.borrow_mut();
-            st.ticks += 1;
-            if !last && st.ticks % st.stride != 0 {
-                return;
+        if self.due(last) {
+            if let Some(p) = point(cgroup) {
+                self.record(p);
             }
-        }
-        if let Some(p) = point(cgroup) {
-            self.record(p);
         }
     }
 }
@@ -254,14 +259,21 @@ mod tests {
         let d = tmpdir("bounded");
         let r = Recorder::start(&d, Duration::from_secs(1)).unwrap();
         for i in 0..5000 {
-            r.record(at(i as f64));
+            if r.due(i == 4999) {
+                r.record(at(i as f64));
+            }
         }
         let mem = r.series();
         assert!(mem.points.len() <= MAX_POINTS, "{}", mem.points.len());
         assert!(mem.points.len() > MAX_POINTS / 4, "{}", mem.points.len());
         assert_eq!(mem.points[0].t, 0.0);
         assert!(mem.points.last().unwrap().t >= 4990.0);
+        assert_eq!(mem.points.last().unwrap().t, 4999.0);
         assert!(mem.points.windows(2).all(|w| w[0].t < w[1].t));
+        // Evenly spaced at the final interval, the last point apart.
+        let body = &mem.points[..mem.points.len() - 1];
+        let uneven = body.windows(2).find(|w| w[1].t - w[0].t != 8.0);
+        assert!(uneven.is_none(), "{uneven:?}");
         // What the file says is what was recorded (appends after the rewrites).
         let file = read(&jobdir::usage_path(&d)).unwrap().unwrap();
         assert_eq!(file, mem);
