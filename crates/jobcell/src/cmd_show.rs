@@ -48,7 +48,12 @@ pub fn show(a: ShowArgs) -> anyhow::Result<i32> {
 
 fn summary(j: &JobInfo, s: &UsageSeries) -> Vec<String> {
     let mut v = vec![format!("job {}  {}", j.id, j.state.as_str())];
-    v.push(format!("owner      uid {} (runs as {})", j.owner, j.user));
+    v.push(format!(
+        "owner      {} (uid {}), runs as {}",
+        crate::cmd_image::user_name(j.owner),
+        j.owner,
+        j.user
+    ));
     v.push(format!("command    {}", j.command.join(" ")));
     v.push(format!(
         "requests   {} cpus, {} memory",

@@ -119,6 +119,7 @@ fn a_job_growing_in_steps_has_a_rising_series_whose_peak_matches_its_report() {
         "{text}"
     );
     for want in [
+        "owner      root (uid 0), runs as nobody",
         "command    /usr/bin/python3 -c",
         "requests   0.5 cpus, 512.0 MiB memory",
         "exit       code 0",
