@@ -37,16 +37,18 @@ pub fn show(a: ShowArgs) -> anyhow::Result<i32> {
     let job = client.job(a.id)?;
     let tty = is_tty();
     let width = if tty { terminal_width() } else { 80 };
-    for line in summary(&job, &series) {
+    let width = width.clamp(40, 240);
+    for line in summary(&job, &series, width) {
         writeln!(out, "{line}")?;
     }
-    for line in plots(&job, &series, width.clamp(40, 240), tty) {
+    for line in plots(&job, &series, width, tty) {
         writeln!(out, "{line}")?;
     }
     Ok(0)
 }
 
-fn summary(j: &JobInfo, s: &UsageSeries) -> Vec<String> {
+/// The summary lines, none wider than `width` but a hold reason's.
+fn summary(j: &JobInfo, s: &UsageSeries, width: usize) -> Vec<String> {
     let mut v = vec![format!("job {}  {}", j.id, j.state.as_str())];
     v.push(format!(
         "owner      {} (uid {}), runs as {}",
@@ -54,7 +56,10 @@ fn summary(j: &JobInfo, s: &UsageSeries) -> Vec<String> {
         j.owner,
         j.user
     ));
-    v.push(format!("command    {}", j.command.join(" ")));
+    v.push(format!(
+        "command    {}",
+        command_line(&j.command, width.saturating_sub(11))
+    ));
     v.push(format!(
         "requests   {} cpus, {} memory",
         j.cpus,
@@ -105,6 +110,27 @@ fn summary(j: &JobInfo, s: &UsageSeries) -> Vec<String> {
         None => "usage      no samples (not run yet, or the node samples no usage)".into(),
     });
     v
+}
+
+/// The argv on one line: an argument with spaces or control characters quoted and escaped
+/// (a `-c` script's newlines as `\n`), the whole cut at `max` characters.
+fn command_line(argv: &[String], max: usize) -> String {
+    let line = argv
+        .iter()
+        .map(|a| {
+            if a.is_empty() || a.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                format!("{a:?}")
+            } else {
+                a.clone()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    if line.chars().count() > max {
+        line.chars().take(max.saturating_sub(1)).collect::<String>() + "…"
+    } else {
+        line
+    }
 }
 
 /// Both plots, or nothing without samples.
@@ -194,13 +220,14 @@ fn cpu_steps(s: &UsageSeries, x0: f64) -> Vec<(f64, f64, f64)> {
         .collect()
 }
 
-/// 1, 2 or 5 times a power of ten, at least `v` (and above 0).
+/// A round number at least `v` (and above 0): 1, 1.2, 1.5, 2, 2.5, 3, 4, 5, 6 or 8 times a
+/// power of ten, so that a job just above its request still fills most of the plot.
 fn nice_ceiling(v: f64) -> f64 {
     if v.is_nan() || v <= 0.0 {
         return 1.0;
     }
     let p = 10f64.powf(v.log10().floor());
-    [1.0, 2.0, 5.0, 10.0]
+    [1.0, 1.2, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0]
         .iter()
         .map(|m| m * p)
         .find(|&c| c >= v * 0.999_999)
@@ -349,14 +376,13 @@ mod tests {
             .iter()
             .map(|s| s.as_str())
             .collect();
-        assert!(mem[0].starts_with("  500 MiB ┤"), "{mem:?}");
+        assert!(mem[0].starts_with("  300 MiB ┤"), "{mem:?}");
         assert!(mem.iter().any(|r| r.starts_with("  256 MiB ┤─")), "{mem:?}");
         let bottom = mem[PLOT_ROWS - 1];
         let bars: Vec<char> = bottom.chars().skip(AXIS_COLS).collect();
         assert_eq!(bars.len(), 80 - AXIS_COLS - 1, "{bottom:?}");
-        // 50 MiB is 0.8 of the bottom row's 62.5 MiB; from 100 MiB on the row is full.
-        assert!(bars.iter().all(|&c| c == '▆' || c == '█'), "{bottom:?}");
-        assert_eq!(bars.last(), Some(&'█'), "{bottom:?}");
+        // A row is 37.5 MiB: the first 50 MiB fill the bottom one.
+        assert!(bars.iter().all(|&c| c == '█'), "{bottom:?}");
         let rising: Vec<usize> = (0..PLOT_ROWS)
             .map(|r| mem[r].chars().filter(|&c| c == '█').count())
             .collect();
@@ -376,7 +402,7 @@ mod tests {
     fn no_samples_no_plot_and_a_summary_that_says_so() {
         let empty = UsageSeries::default();
         assert!(plots(&job(), &empty, 80, false).is_empty());
-        let s = summary(&job(), &empty).join("\n");
+        let s = summary(&job(), &empty, 80).join("\n");
         assert!(s.contains("no samples"), "{s}");
         assert!(
             s.contains("job 7  completed") && s.contains("exit       code 0"),
@@ -398,8 +424,21 @@ mod tests {
     fn axis_tops_are_round() {
         assert_eq!(nice_ceiling(0.0), 1.0);
         assert_eq!(nice_ceiling(1.0), 1.0);
-        assert_eq!(nice_ceiling(1.3), 2.0);
-        assert_eq!(nice_ceiling(3.0), 5.0);
-        assert_eq!(nice_ceiling(700.0), 1000.0);
+        assert_eq!(nice_ceiling(1.1), 1.2);
+        assert_eq!(nice_ceiling(1.3), 1.5);
+        assert_eq!(nice_ceiling(3.5), 4.0);
+        assert_eq!(nice_ceiling(450.0), 500.0);
+        assert_eq!(nice_ceiling(900.0), 1000.0);
+    }
+
+    #[test]
+    fn a_command_is_one_line() {
+        let argv = ["python3", "-c", "import os\nprint(1)", ""].map(String::from);
+        assert_eq!(
+            command_line(&argv, 80),
+            "python3 -c \"import os\\nprint(1)\" \"\""
+        );
+        let long = vec!["x".repeat(300)];
+        assert_eq!(command_line(&long, 69).chars().count(), 69);
     }
 }
