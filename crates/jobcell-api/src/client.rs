@@ -18,6 +18,7 @@ use crate::types::{
     ApiError, BulkActionRequest, BulkActionResponse, ClusterResponse, ClusterSubmitRequest, Event,
     HoldRequest, JobFilter, JobInfo, NodeStatus, OutputStream, SubmitRequest, SubmitResponse,
     TopFrame,
+    UsageSeries,
 };
 
 /// How long the CLI waits for the daemon to accept its connection, by default.
@@ -444,6 +445,11 @@ impl Client {
     /// `GET /v1/jobs/{id}/events`: the job's event log.
     pub fn events(&self, id: u64) -> Result<Vec<Event>, ClientError> {
         self.exchange::<(), _>("GET", &format!("/v1/jobs/{id}/events"), None)
+    }
+
+    /// `GET /v1/jobs/{id}/usage`: the job's CPU, memory, IO and processes over its latest run.
+    pub fn usage(&self, id: u64) -> Result<UsageSeries, ClientError> {
+        self.exchange::<(), _>("GET", &format!("/v1/jobs/{id}/usage"), None)
     }
 
     /// `GET /v1/jobs/{id}/stdout` or `.../stderr`: what the job wrote there so far.

@@ -398,3 +398,40 @@ pub struct TopJob {
     pub io_read_bytes: Option<u64>,
     pub io_write_bytes: Option<u64>,
 }
+
+/// `GET /v1/jobs/{id}/usage`: the job's cgroup sampled over its latest run, oldest first. A
+/// long job's series is thinned (every other point dropped, `interval` doubled) to stay
+/// within a bound; the last point is taken as the job ends.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsageSeries {
+    /// Seconds between points.
+    pub interval: f64,
+    pub points: Vec<UsagePoint>,
+}
+
+/// One sample of a job's cgroup.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct UsagePoint {
+    /// When, in seconds since the Unix epoch.
+    pub t: f64,
+    /// CPU time used so far, user + system, µs.
+    pub cpu_us: u64,
+    /// Memory charged now, bytes.
+    pub mem: u64,
+    /// Most memory charged so far, bytes.
+    pub mem_peak: u64,
+    /// Swap used now, bytes, where the kernel accounts it for the cgroup.
+    #[serde(default)]
+    pub swap: Option<u64>,
+    /// Share of the last 10 s in which some task waited for memory, percent (PSI `some
+    /// avg10`; cgroup v2 only).
+    #[serde(default)]
+    pub psi_some: Option<f64>,
+    /// Bytes read and written so far, where the kernel accounts the cgroup's IO.
+    #[serde(default)]
+    pub io_r: Option<u64>,
+    #[serde(default)]
+    pub io_w: Option<u64>,
+    /// Processes and threads now.
+    pub pids: u64,
+}

@@ -768,6 +768,21 @@ impl JobCgroup {
         Ok(())
     }
 
+    /// What the cgroup holds right now (memory, swap, processes), for a series sampled over a
+    /// job's life; also kept as a [`sample`](Self::sample) for the peaks.
+    pub fn current(&self) -> Result<Current, CgroupError> {
+        let s = match &self.inner {
+            JobImpl::V1(j) => j.sample()?,
+            JobImpl::V2(j) => j.sample()?,
+        };
+        self.keep_sample(&s);
+        Ok(Current {
+            memory: s.memory,
+            swap: s.swap,
+            pids: s.pids,
+        })
+    }
+
     fn keep_sample(&self, s: &Sample) {
         self.samples.memory.fetch_max(s.memory, Ordering::Relaxed);
         self.samples
@@ -891,6 +906,16 @@ impl Drop for JobCgroup {
             let _ = self.remove_inner();
         }
     }
+}
+
+/// What a job cgroup holds at one moment (see [`JobCgroup::current`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Current {
+    pub memory: u64,
+    /// 0 where the kernel accounts no swap for the cgroup.
+    pub swap: u64,
+    /// Processes and threads (`pids.current`); 0 without a pids controller.
+    pub pids: u64,
 }
 
 /// One sample of the figures that may lack a kernel peak.

@@ -791,6 +791,20 @@ async fn route(
                 .await?,
             ))
         }
+        (&Method::GET, ["v1", "jobs", id, "usage"]) => {
+            let id = parse_id(id)?;
+            let p = ask(tx, |reply| Cmd::Usage {
+                caller: uid,
+                id,
+                reply,
+            })
+            .await?;
+            let series = tokio::task::spawn_blocking(move || crate::usage::read(&p))
+                .await
+                .map_err(|e| ApiErr::new(500, e.to_string()))?
+                .map_err(|e| ApiErr::new(500, e.to_string()))?;
+            Ok(json(200, &series.unwrap_or_default()))
+        }
         (&Method::GET, ["v1", "jobs", id, "wait"]) => {
             let id = parse_id(id)?;
             let secs = query_num::<f64>(&req, "timeout")?.unwrap_or(WAIT_DEFAULT_SECS);

@@ -59,6 +59,8 @@ pub struct DaemonOptions {
     pub api_body_timeout: std::time::Duration,
     /// `[run] job_uids`: a uid of its own for each job that would run as nobody.
     pub job_uids: Option<jobcell_spec::UidRange>,
+    /// `[usage] sample_interval` in seconds; None: running jobs are not sampled.
+    pub usage_interval: Option<f64>,
 }
 
 #[derive(Debug, Error)]
@@ -357,6 +359,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
         policy: o.policy.clone(),
         limits: o.limits.clone(),
         job_uids: o.job_uids,
+        usage_interval: o.usage_interval,
     };
     let mut core = Core::new(
         &store.path,

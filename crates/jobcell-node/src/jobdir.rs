@@ -10,6 +10,8 @@
 //!                  /result-<attempt>.unwritten-<errno>  an empty file instead, when the
 //!                                        result could not be written (a full disk)
 //!                  /stdout, /stderr      the job's output, unless its owner named files
+//!                  /usage                the job's cgroup sampled over its latest run, one
+//!                                        JSON line per point (see crate::usage)
 //! ```
 //!
 //! Everything here is root's and private: the jobs dir and each job dir are 0700, the files
@@ -58,6 +60,9 @@ pub struct SupervisorSpec {
     /// `cwd` at exit.
     #[serde(default)]
     pub transfer: bool,
+    /// Seconds between samples of the job's cgroup (`[usage] sample_interval`); None: none.
+    #[serde(default)]
+    pub usage_interval: Option<f64>,
 }
 
 /// The image store's location and the admin-named image trees (`[images]` in the config).
@@ -144,6 +149,9 @@ pub fn stdout_path(dir: &Path) -> PathBuf {
 }
 pub fn stderr_path(dir: &Path) -> PathBuf {
     dir.join("stderr")
+}
+pub fn usage_path(dir: &Path) -> PathBuf {
+    dir.join("usage")
 }
 pub fn spec_path(dir: &Path) -> PathBuf {
     dir.join("spec.json")

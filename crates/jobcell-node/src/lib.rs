@@ -30,6 +30,7 @@ pub mod spawner;
 pub mod store;
 pub mod supervise;
 pub mod sys;
+pub mod usage;
 pub mod userlog;
 
 pub use daemon::{run_daemon, DaemonError, DaemonOptions};

@@ -20,6 +20,7 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use crate::jobdir::{self, Claim, JobResult, SupervisorSpec};
 use crate::sys;
 use crate::types::now;
+use crate::usage;
 
 /// Run the supervisor; the process exit code (0 unless the result could not be written).
 pub fn supervise(dir: &Path, attempt: u32) -> i32 {
@@ -260,6 +261,19 @@ fn run(
     } else {
         None
     };
+    // Said on the supervisor's own stderr (the daemon's log), before it becomes the job's: a
+    // series that cannot be kept costs the job nothing else.
+    let recorder = s
+        .usage_interval
+        .and_then(|i| std::time::Duration::try_from_secs_f64(i).ok())
+        .filter(|_| root.is_some())
+        .and_then(|tick| match usage::Recorder::start(dir, tick) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                eprintln!("jobcell supervise: job {}: no usage series: {e}", s.id);
+                None
+            }
+        });
     // SAFETY: dup2 of descriptors this function holds open (dropped only below) onto the
     // standard ones, which nothing else in this process holds as Rust objects.
     unsafe {
@@ -300,6 +314,9 @@ fn run(
                 .flat_map(|i| [i.state_dir.clone(), i.images_dir.clone()])
                 .chain(dir.parent().map(Path::to_path_buf))
                 .collect(),
+            sampler: recorder
+                .as_ref()
+                .map(|r| r as &dyn jobcell_sandbox::UsageSampler),
         },
         &task,
     );

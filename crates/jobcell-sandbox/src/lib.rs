@@ -17,5 +17,6 @@ pub mod syscall;
 
 pub use launch::{
     launch, launch_task, JobExit, Launch, LaunchError, Outcome, SchedulerTask, ScratchMount,
+    UsageSampler,
 };
 pub use report::Report;

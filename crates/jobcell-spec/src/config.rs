@@ -42,6 +42,18 @@ pub struct Config {
     /// Bounds on `jobcell image add`, for every caller (`[import]`).
     #[serde(default)]
     pub import: ImportConfig,
+    /// How the daemon samples running jobs' usage over time (`[usage]`).
+    #[serde(default)]
+    pub usage: UsageConfig,
+}
+
+/// `[usage]`: the series `jobcell show` draws.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UsageConfig {
+    /// How often a running job's cgroup is sampled: a duration as in `[policy]` (default
+    /// "15s"), or `"none"` for no series.
+    pub sample_interval: Option<String>,
 }
 
 /// The bound when `[scratch] disk` is not set.

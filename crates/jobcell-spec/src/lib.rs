@@ -12,7 +12,7 @@ pub mod submit;
 
 pub use config::{
     with_job_uids, Config, ConfigError, ImportConfig, LimitsConfig, ScratchConfig, UidRange,
-    DEFAULT_CONFIG_PATH, DEFAULT_JOB_UIDS, DEFAULT_SCRATCH_DISK,
+    UsageConfig, DEFAULT_CONFIG_PATH, DEFAULT_JOB_UIDS, DEFAULT_SCRATCH_DISK,
 };
 pub use resources::{
     parse_cpu_list, FileLimit, MemoryPolicy, ResourceError, Resources, DEFAULT_PIDS, FILE_LIMITS,

@@ -136,6 +136,7 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
         api_idle_timeout: timeout(&n.api_idle_timeout, "api_idle_timeout", 15.0)?,
         api_body_timeout: timeout(&n.api_body_timeout, "api_body_timeout", 60.0)?,
         job_uids: cfg.run.job_uid_range()?,
+        usage_interval: usage_interval(&cfg.usage)?,
         state_dir,
     };
     // A range that holds an account is refused now, not at every job's start.
@@ -154,6 +155,22 @@ pub fn run(a: DaemonArgs) -> anyhow::Result<i32> {
     init_logging();
     jobcell_node::run_daemon(opts)?;
     Ok(0)
+}
+
+/// `[usage] sample_interval`: seconds, or None for `"none"`.
+fn usage_interval(u: &jobcell_spec::UsageConfig) -> anyhow::Result<Option<f64>> {
+    let Some(v) = u.sample_interval.as_deref() else {
+        return Ok(Some(jobcell_node::usage::DEFAULT_SAMPLE_INTERVAL));
+    };
+    if v.trim().eq_ignore_ascii_case("none") {
+        return Ok(None);
+    }
+    let secs = parse_duration(v).with_context(|| format!("[usage] sample_interval = \"{v}\""))?;
+    anyhow::ensure!(
+        (0.1..=86400.0).contains(&secs),
+        "[usage] sample_interval = \"{v}\": must be between 0.1s and 1d"
+    );
+    Ok(Some(secs))
 }
 
 /// `[node] KEY`, a count that must be at least 1.

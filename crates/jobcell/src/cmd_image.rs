@@ -395,7 +395,7 @@ impl ProgressBar {
 }
 
 /// `YYYY-MM-DD HH:MM` UTC from unix seconds (civil-from-days, no time crate needed).
-fn utc(ts: i64) -> String {
+pub(crate) fn utc(ts: i64) -> String {
     if ts <= 0 {
         return "-".into();
     }

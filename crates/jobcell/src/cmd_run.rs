@@ -211,6 +211,7 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             .into_iter()
             .filter_map(|d| std::path::absolute(d).ok())
             .collect(),
+        sampler: None,
     });
     let mut outcome = match outcome {
         Ok(o) => o,

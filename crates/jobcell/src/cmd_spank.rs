@@ -172,6 +172,7 @@ fn run(argv0: OsString) -> anyhow::Result<JobExit> {
             // The task runs as its user already (rootless): the binds are opened as them.
             binds_as: None,
             hidden: vec![state_dir, images_dir],
+            sampler: None,
         },
         &SchedulerTask {
             workdir,

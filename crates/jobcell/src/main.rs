@@ -7,6 +7,7 @@ mod cmd_client;
 mod cmd_image;
 mod cmd_run;
 mod cmd_selftest;
+mod cmd_show;
 mod cmd_spank;
 mod cmd_submit_file;
 mod cmd_top;
@@ -59,6 +60,8 @@ enum Cmd {
     Status(cmd_client::StatusArgs),
     /// Print a job's stdout (or --stderr); -f follows it until the job ends.
     Output(cmd_client::OutputArgs),
+    /// A job's summary and its CPU and memory over its run, drawn in the terminal.
+    Show(cmd_show::ShowArgs),
     /// Wait until the jobs have ended, like condor_wait; exit 0 if all completed with 0.
     Wait(cmd_wait::WaitArgs),
     /// A live view of the node and its running jobs (CPU, memory, IO), like top.
@@ -169,6 +172,7 @@ fn jobcell_main() -> ! {
         Cmd::History(a) => cmd_client::history(a),
         Cmd::Status(a) => cmd_client::status(a),
         Cmd::Output(a) => cmd_client::output(a),
+        Cmd::Show(a) => cmd_show::show(a),
         Cmd::Wait(a) => cmd_wait::wait(a),
         Cmd::Top(a) => cmd_top::top(a),
         Cmd::Watch(a) => cmd_watch::watch(a),

@@ -140,6 +140,10 @@ impl Core {
                 let r = self.events(tx, caller, id);
                 later(replies, reply, r)
             }
+            Cmd::Usage { caller, id, reply } => {
+                let r = self.usage_path(tx, caller, id);
+                later(replies, reply, r)
+            }
             Cmd::Output {
                 caller,
                 id,

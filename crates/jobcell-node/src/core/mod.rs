@@ -159,6 +159,12 @@ pub enum Cmd {
         id: u64,
         reply: Reply<Vec<Event>>,
     },
+    /// Where the job's usage series is (its owner or root only).
+    Usage {
+        caller: u32,
+        id: u64,
+        reply: Reply<PathBuf>,
+    },
     Output {
         caller: u32,
         id: u64,
@@ -259,6 +265,9 @@ pub struct CoreConfig {
     pub limits: crate::limits::UserLimits,
     /// Per-job uids for jobs that would run as nobody (`[run] job_uids`).
     pub job_uids: Option<jobcell_spec::UidRange>,
+    /// Seconds between samples of a running job's cgroup (`[usage] sample_interval`); None:
+    /// no series.
+    pub usage_interval: Option<f64>,
 }
 
 /// The node's job policies (`[policy]` in the config).

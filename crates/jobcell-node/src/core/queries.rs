@@ -16,6 +16,18 @@ impl Core {
         Ok(tx.events(id)?)
     }
 
+    /// The job's usage series file: the same readers as its events and output.
+    pub(super) fn usage_path(
+        &self,
+        tx: &Batch,
+        caller: u32,
+        id: u64,
+    ) -> Result<PathBuf, CoreError> {
+        let owner = self.owner_of(tx, id)?;
+        self.check_owner(caller, owner, id, "read the usage of")?;
+        Ok(jobdir::usage_path(&self.job_dir(id)))
+    }
+
     pub(super) fn owner_of(&self, tx: &Batch, id: u64) -> Result<u32, CoreError> {
         match self.jobs.get(&id) {
             Some(j) => Ok(j.info.owner),

@@ -74,6 +74,7 @@ impl Core {
                 | Cmd::History { .. }
                 | Cmd::Events { .. }
                 | Cmd::Output { .. }
+                | Cmd::Usage { .. }
                 | Cmd::Status { .. }
                 | Cmd::Top { .. }
                 | Cmd::Ad { .. }

@@ -238,6 +238,7 @@ impl Core {
             owner: j.info.owner,
             images: Some(self.cfg.images.clone()),
             job_uids: self.cfg.job_uids,
+            usage_interval: self.cfg.usage_interval,
         };
         let data = serde_json::to_vec(&s).map_err(|e| e.to_string())?;
         if !self.spawner.execs() {

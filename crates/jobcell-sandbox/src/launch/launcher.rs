@@ -633,8 +633,18 @@ pub(super) fn wait_for_job(
         h.oom
             .as_ref()
             .map(|w| (w, &mut on_oom as &mut dyn FnMut(&OomWatch))),
-        &mut || {
+        l.sampler.map(|s| s.interval()),
+        &mut |wake| {
+            if wake == Wake::Tick {
+                if let (Some(s), Some(c)) = (l.sampler, cgroup.as_ref()) {
+                    s.sample(c, false);
+                }
+                return false;
+            }
             if cgroup_free_at_status {
+                if let (Some(s), Some(c)) = (l.sampler, cgroup.as_ref()) {
+                    s.sample(c, true);
+                }
                 usage = cgroup.as_ref().map(|c| final_usage(c, l.usage));
                 cgroup_removed = cgroup.take().map(|c| c.remove());
             }
@@ -713,6 +723,9 @@ pub(super) fn finish(
         disk_usage = crate::disk::usage(fd.as_raw_fd()).or(disk_usage);
     }
     if usage.is_none() {
+        if let (Some(s), Some(c)) = (l.sampler, h.cgroup.as_ref()) {
+            s.sample(c, true);
+        }
         usage = h.cgroup.as_ref().map(|c| final_usage(c, l.usage));
     }
     if let Some(c) = h.cgroup.take() {
@@ -976,8 +989,19 @@ enum Waited {
     Reported,
 }
 
-/// The launcher's wait: pass signals on, enforce the grace period, run `on_status` once the
-/// init reports the job's end, and reap the init (unless `on_status` returns true).
+/// Why [`wait_loop`] calls its hook.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wake {
+    /// The init reported the job's end (once).
+    Status,
+    /// A sampling interval passed while the job runs.
+    Tick,
+}
+
+/// The launcher's wait: pass signals on, enforce the grace period, call `on_wake` every `tick`
+/// until the job ends and once the init reports that end, and reap the init (unless `on_wake`
+/// returns true for the status).
+#[allow(clippy::too_many_arguments)]
 fn wait_loop(
     init: libc::pid_t,
     sigfd: &OwnedFd,
@@ -985,11 +1009,13 @@ fn wait_loop(
     reader: &mut Reader,
     grace: Duration,
     mut oom: Option<OnOom<'_>>,
-    on_status: &mut dyn FnMut() -> bool,
+    tick: Option<Duration>,
+    on_wake: &mut dyn FnMut(Wake) -> bool,
 ) -> Result<Waited, LaunchError> {
     let mut deadline: Option<Instant> = None;
     let mut msg_open = true;
     let mut status_seen = false;
+    let mut next_tick = tick.map(|t| Instant::now() + t);
     loop {
         crash_point("wait");
         let mut fds = [
@@ -1009,10 +1035,16 @@ fn wait_loop(
                 revents: 0,
             },
         ];
-        let timeout = match deadline {
+        let wake_at = match (deadline, next_tick) {
+            (Some(d), Some(t)) => Some(d.min(t)),
+            (d, t) => d.or(t),
+        };
+        let timeout = match wake_at {
+            // Rounded up: a poll that returns just before the instant would spin.
             Some(d) => d
                 .saturating_duration_since(Instant::now())
-                .as_millis()
+                .as_micros()
+                .div_ceil(1000)
                 .min(i32::MAX as u128) as i32,
             None => -1,
         };
@@ -1034,6 +1066,14 @@ fn wait_loop(
                 deadline = None;
             }
         }
+        if let (Some(t), Some(at)) = (tick, next_tick) {
+            let now = Instant::now();
+            if now >= at && !status_seen {
+                on_wake(Wake::Tick);
+                // The next one an interval from now: a stalled wake-up is not made up for.
+                next_tick = Some(now + t);
+            }
+        }
         // OOM before the status: the kernel signals an OOM kill before its victim is reaped,
         // and the status hook may remove the cgroup the OOM count is read from.
         if let (Some((w, on_oom)), true) = (oom.as_mut(), fds[2].revents != 0) {
@@ -1043,7 +1083,8 @@ fn wait_loop(
             msg_open = reader.fill(msg_fd).unwrap_or(false);
             if !status_seen && reader.has_status() {
                 status_seen = true;
-                if on_status() {
+                next_tick = None;
+                if on_wake(Wake::Status) {
                     return Ok(Waited::Reported);
                 }
             }

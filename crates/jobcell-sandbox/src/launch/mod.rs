@@ -123,6 +123,18 @@ pub struct Launch<'a> {
     /// jobcell's own state on this host (state dir, image trees, job dirs): in a job without an
     /// image each is covered by an empty tmpfs. One that does not exist is skipped.
     pub hidden: Vec<PathBuf>,
+    /// Called with the job's cgroup while the job runs and once at its end (a daemon's
+    /// supervisor keeps the job's usage over time); `None` (`jobcell run`) adds no wake-up.
+    pub sampler: Option<&'a dyn UsageSampler>,
+}
+
+/// Reads a running job's cgroup every [`interval`](Self::interval) from the launcher's own
+/// wait loop (no thread: the launcher stays single-threaded), and once more right before the
+/// cgroup is removed, so the last sample holds the job's final figures.
+pub trait UsageSampler {
+    fn interval(&self) -> std::time::Duration;
+    /// `last`: the job has ended; the cgroup is about to go.
+    fn sample(&self, cgroup: &jobcell_cgroup::JobCgroup, last: bool);
 }
 
 /// When jobcell runs as one task of an enclosing scheduler (the SPANK plugin execs it in place
