@@ -17,8 +17,7 @@ use thiserror::Error;
 use crate::types::{
     ApiError, BulkActionRequest, BulkActionResponse, ClusterResponse, ClusterSubmitRequest, Event,
     HoldRequest, JobFilter, JobInfo, NodeStatus, OutputStream, SubmitRequest, SubmitResponse,
-    TopFrame,
-    UsageSeries,
+    TopFrame, UsageSeries,
 };
 
 /// How long the CLI waits for the daemon to accept its connection, by default.
