@@ -35,6 +35,10 @@ use thiserror::Error;
 use crate::spec::JobSpec;
 
 pub use parse::parse_submit;
+
+/// The most jobs one cluster holds: a submit file's `queue` statements together, and
+/// `jobcell submit --count` (the daemon enforces the same number for both).
+pub const MAX_CLUSTER_JOBS: u64 = 100_000;
 pub use quote::{args_to_v2_raw, env_to_v2_raw, parse_arguments, parse_environment};
 
 /// Everything the parser needs from the system. Paths are relative to [`SubmitEnv::cwd`]
@@ -103,6 +107,8 @@ pub enum SubmitError {
     EmptyQueue { line: usize },
     #[error("line {line}: macro {name} expands too deeply (does it refer to itself?)")]
     Recursion { line: usize, name: String },
+    #[error("line {line}: the file queues more than {MAX_CLUSTER_JOBS} jobs, the most one cluster holds")]
+    TooManyJobs { line: usize },
 }
 
 impl SubmitError {
@@ -115,7 +121,8 @@ impl SubmitError {
             | SubmitError::Read { line, .. }
             | SubmitError::NoExecutable { line }
             | SubmitError::EmptyQueue { line }
-            | SubmitError::Recursion { line, .. } => Some(*line),
+            | SubmitError::Recursion { line, .. }
+            | SubmitError::TooManyJobs { line } => Some(*line),
             SubmitError::NoQueue => None,
         }
     }

@@ -384,7 +384,14 @@ fn parse_count(s: &str, line: usize) -> Result<u64, SubmitError> {
         line,
         command: "queue".into(),
         value: s.into(),
-        msg: "the count must be a whole number >= 0".into(),
+        // condor_submit refuses `queue 1 # note` too ("Invalid Queue count expression"): a
+        // comment is a line of its own.
+        msg: if s.contains('#') {
+            "the count must be a whole number >= 0 (a '#' comment must be on a line of its own)"
+                .into()
+        } else {
+            "the count must be a whole number >= 0".into()
+        },
     })
 }
 
@@ -769,6 +776,13 @@ pub fn parse_submit(
                             cmds.insert(c, d);
                         }
                     }
+                }
+                // Refused before any of them is made: `queue 1000000000` must not fill memory.
+                let total = (rows.len() as u64)
+                    .saturating_mul(q.count)
+                    .saturating_add(next_proc);
+                if total > super::MAX_CLUSTER_JOBS {
+                    return Err(SubmitError::TooManyJobs { line });
                 }
                 let before = jobs.len();
                 for (index, row) in rows.iter().enumerate() {

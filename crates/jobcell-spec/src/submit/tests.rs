@@ -418,3 +418,27 @@ fn a_definition_in_the_file_wins_over_a_builtin_macro() {
     let s = parse("executable=x\nitem = mine\narguments = $(item)\nqueue 1 in (a)\n").unwrap();
     assert_eq!(s.jobs[0].arguments, ["a"]);
 }
+
+#[test]
+fn a_cluster_past_the_limit_is_refused_before_its_jobs_are_made() {
+    let max = MAX_CLUSTER_JOBS;
+    let ok = parse(&format!("executable = /bin/true\nqueue {max}\n")).unwrap();
+    assert_eq!(ok.jobs.len() as u64, max);
+    let e = parse(&format!("executable = /bin/true\nqueue 1\nqueue {max}\n")).unwrap_err();
+    assert_eq!(e, SubmitError::TooManyJobs { line: 3 });
+    // Far past it: refused without making a billion jobs first.
+    let e = parse("executable = /bin/true\nqueue 1000000000000\n").unwrap_err();
+    assert_eq!(e.line(), Some(2));
+}
+
+#[test]
+fn a_comment_after_a_queue_count_is_refused_naming_the_comment() {
+    // As condor_submit: "Invalid Queue count expression".
+    let e = parse("executable = /bin/true\nqueue 2 # two\n").unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with("line 2: queue = 2 # two"), "{msg}");
+    assert!(
+        msg.contains("'#' comment must be on a line of its own"),
+        "{msg}"
+    );
+}
