@@ -137,15 +137,12 @@ fn warnings_name_the_line_and_do_not_stop_the_dry_run() {
     let dir = tempfile::tempdir().unwrap();
     let out = run_stdin(
         &["submit", "--dry-run", "--json", "-"],
-        "executable = /bin/echo\nrequirements = Memory > 10\nqueue\n",
+        "executable = /bin/echo\nrank = Memory > 10\nqueue\n",
         dir.path(),
     );
     assert!(out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.contains("warning: <stdin>: line 2: 'requirements'"),
-        "{err}"
-    );
+    assert!(err.contains("warning: <stdin>: line 2: 'rank'"), "{err}");
     assert!(!err.contains("not a file"), "{err}");
     let out = run_stdin(
         &["submit", "--dry-run", "-"],

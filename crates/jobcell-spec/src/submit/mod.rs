@@ -13,7 +13,7 @@
 //!   error naming the line.
 //! - Universes other than vanilla, and commands that need a pool (grid, docker/container,
 //!   GPUs, cron, x509...), are errors naming the line. Pool-only commands that change nothing on
-//!   one node (`requirements`, `rank`, `notification`...) are warnings.
+//!   one node (`rank`, `notification`...) are warnings.
 //! - A name that is no command and that no macro refers to gets a warning (usually a typo);
 //!   `condor_submit` says nothing.
 //! - Undefined `$(NAME)` expands to nothing, as in HTCondor, with a warning naming the line.
@@ -199,6 +199,20 @@ pub struct SubmitJob {
     pub custom_attributes: BTreeMap<String, CustomValue>,
     /// Seconds the job may run before it is held (HTCondor's `allowed_job_duration`).
     pub allowed_job_duration: Option<u64>,
+    /// `requirements`, a ClassAd expression in its normal form: matched by the daemon
+    /// against the node's machine ad (docs/submit-files.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<String>,
+    /// Where the file named the job's input files, for errors about them.
+    #[serde(skip)]
+    pub input_lines: InputLines,
+}
+
+/// The lines of a job's `input` and `transfer_input_files` commands.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct InputLines {
+    pub input: Option<usize>,
+    pub transfer_input_files: Option<usize>,
 }
 
 impl SubmitJob {
@@ -264,6 +278,9 @@ impl SubmitJob {
         }
         if let Some(d) = self.allowed_job_duration {
             ad.push(("AllowedJobDuration".into(), d.to_string()));
+        }
+        if let Some(r) = &self.requirements {
+            ad.push(("Requirements".into(), r.clone()));
         }
         for (k, v) in &self.custom_attributes {
             let text = match v {

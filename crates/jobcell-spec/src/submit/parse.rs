@@ -10,7 +10,7 @@ use super::expand::{Def, Expander, Table};
 use super::quote::{parse_arguments, parse_environment};
 use super::requests::{self, Request};
 use super::{
-    join, wildcard_match, CustomValue, Submission, SubmitEnv, SubmitError, SubmitJob,
+    join, wildcard_match, CustomValue, InputLines, Submission, SubmitEnv, SubmitError, SubmitJob,
     SubmitOptions, Warning,
 };
 
@@ -212,6 +212,7 @@ fn command_name(lower: &str) -> Option<&'static str> {
         "jobcell_image" => "jobcell_image",
         "container_image" => "container_image",
         "allowed_job_duration" => "allowed_job_duration",
+        "requirements" => "requirements",
         _ => {
             return FILE_LIMITS
                 .iter()
@@ -225,7 +226,6 @@ const IGNORED: &[&str] = &[
     "notification",
     "notify_user",
     "email_attributes",
-    "requirements",
     "rank",
     "stream_output",
     "stream_error",
@@ -1035,6 +1035,26 @@ impl JobCommands<'_, '_> {
         }
     }
 
+    /// `requirements`: a ClassAd expression, unparsed in its normal form (the daemon
+    /// evaluates it against the node's machine ad).
+    fn requirements(&self) -> Result<Option<String>, SubmitError> {
+        let Some((r, line)) = self.get("requirements")? else {
+            return Ok(None);
+        };
+        if r.trim().is_empty() {
+            return Ok(None);
+        }
+        let e = jobcell_classad::Expr::parse(r.trim()).map_err(|e| {
+            bad(
+                line,
+                "requirements",
+                &r,
+                format!("not a ClassAd expression: {e}"),
+            )
+        })?;
+        Ok(Some(e.to_string()))
+    }
+
     /// `allowed_job_duration`: whole seconds > 0.
     fn allowed_job_duration(&self) -> Result<Option<u64>, SubmitError> {
         let Some((d, line)) = self.get("allowed_job_duration")? else {
@@ -1212,6 +1232,7 @@ fn make_job(
     let limits = c.file_limits()?;
     let priority = c.priority()?;
     let allowed_job_duration = c.allowed_job_duration()?;
+    let requirements = c.requirements()?;
     let held = c.held()?;
     let transfer = c.transfer(queue_line)?;
     let (custom_attributes, image) = c.custom_and_image(custom)?;
@@ -1254,6 +1275,11 @@ fn make_job(
         when_to_transfer_output: transfer.when_to_transfer_output,
         custom_attributes,
         allowed_job_duration,
+        requirements,
+        input_lines: InputLines {
+            input: cmds.get("input").map(|d| d.line),
+            transfer_input_files: cmds.get("transfer_input_files").map(|d| d.line),
+        },
     })
 }
 

@@ -157,10 +157,9 @@ fn continuation_and_case() {
 #[test]
 fn warnings_name_lines() {
     let s =
-        parse("executable=x\nrequirements = Memory > 1\nfoo_bar = 3\narguments=$(nope)\nqueue\n")
-            .unwrap();
+        parse("executable=x\nrank = Memory > 1\nfoo_bar = 3\narguments=$(nope)\nqueue\n").unwrap();
     let w: Vec<String> = s.warnings.iter().map(|w| w.to_string()).collect();
-    assert!(w[0].starts_with("line 2: 'requirements'"), "{w:?}");
+    assert!(w[0].starts_with("line 2: 'rank'"), "{w:?}");
     assert!(w[1].starts_with("line 3: 'foo_bar'"), "{w:?}");
     assert!(w[2].starts_with("line 4: $(nope) is not defined"), "{w:?}");
 }
@@ -441,4 +440,25 @@ fn a_comment_after_a_queue_count_is_refused_naming_the_comment() {
         msg.contains("'#' comment must be on a line of its own"),
         "{msg}"
     );
+}
+
+#[test]
+fn requirements_go_to_the_ad_in_normal_form_and_a_bad_one_names_its_line() {
+    let s =
+        parse("executable=/bin/true\nrequirements = (TARGET.Memory>=  1024) && Jobcell\nqueue\n")
+            .unwrap();
+    let j = &s.jobs[0];
+    let text = j.requirements.as_deref().unwrap();
+    assert_eq!(
+        jobcell_classad::Expr::parse(text).unwrap().to_string(),
+        text,
+        "normal form"
+    );
+    assert!(j
+        .classad()
+        .contains(&("Requirements".to_string(), text.to_string())));
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    let e = parse("executable=/bin/true\nrequirements = Memory >\nqueue\n").unwrap_err();
+    assert_eq!(e.line(), Some(2), "{e}");
+    assert!(e.to_string().contains("requirements"), "{e}");
 }
