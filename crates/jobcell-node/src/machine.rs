@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use jobcell_classad::{ClassAd, Expr, Value};
+use jobcell_classad::{ClassAd, EvalBudget, Expr, Value};
 
 /// What does not change while the daemon runs: read once.
 struct Fixed {
@@ -102,14 +102,31 @@ pub fn to_pairs(ad: &ClassAd) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Why a job's `requirements` cannot match `machine`, or `None` when they do. `job` is the
-/// job's ad (its `Requirements` among them). Undefined and error never match, as in
-/// HTCondor's negotiator.
-pub fn unmatched(job: &[(String, String)], machine: &ClassAd) -> Option<String> {
-    let text = job
+/// The evaluation budget of the `requirements` of a cluster of `jobs`, shared by all of them
+/// (as a constraint's): a hostile expression must not stall the daemon.
+pub fn requirements_budget(jobs: usize) -> EvalBudget {
+    let jobs = jobs as u64;
+    EvalBudget {
+        steps: 100_000 + 1_000 * jobs,
+        bytes: (16 << 20) + (64 << 10) * jobs,
+    }
+}
+
+/// Why a job's `requirements` cannot match `machine`, or `Ok(None)` when they do. `job` is
+/// the job's ad (its `Requirements` among them). Undefined and error never match, as in
+/// HTCondor's negotiator. Err: the evaluation spent what was left of `budget`.
+pub fn unmatched(
+    job: &[(String, String)],
+    machine: &ClassAd,
+    budget: &mut EvalBudget,
+) -> Result<Option<String>, String> {
+    let Some(text) = job
         .iter()
         .find(|(n, _)| n.eq_ignore_ascii_case("Requirements"))
-        .map(|(_, v)| v.as_str())?;
+        .map(|(_, v)| v.as_str())
+    else {
+        return Ok(None);
+    };
     let mut my = ClassAd::new();
     for (n, v) in job {
         // The submit parser wrote every value in ClassAd syntax; one that does not parse
@@ -119,22 +136,28 @@ pub fn unmatched(job: &[(String, String)], machine: &ClassAd) -> Option<String> 
         }
     }
     let Ok(expr) = Expr::parse(text) else {
-        return Some(format!(
+        return Ok(Some(format!(
             "requirements ({text}) can never match this node: not a ClassAd expression"
-        ));
+        )));
     };
     let expr = unscoped_to_target(&expr, &my, machine);
-    let outcome = match expr.eval_in(&my, Some(machine)) {
-        Value::Bool(true) => return None,
+    let value = expr.eval_within(&my, Some(machine), budget);
+    if budget.is_spent() {
+        return Err(format!(
+            "requirements ({text}): evaluation takes more than the node allows"
+        ));
+    }
+    let outcome = match value {
+        Value::Bool(true) => return Ok(None),
         Value::Bool(false) => "false".to_string(),
         Value::Undefined => "undefined".to_string(),
         Value::Error => "error".to_string(),
         other => format!("{other:?}, not a boolean"),
     };
-    Some(format!(
+    Ok(Some(format!(
         "requirements ({text}) can never match this node: {outcome} against its machine ad \
          (jobcell status -l)"
-    ))
+    )))
 }
 
 /// HTCondor's matchmaking looks a name the job's ad lacks up in the machine's (so
@@ -185,6 +208,26 @@ mod tests {
             ("RequestMemory".into(), "2048".into()),
             ("Requirements".into(), req.into()),
         ]
+    }
+
+    fn unmatched(job: &[(String, String)], m: &ClassAd) -> Option<String> {
+        super::unmatched(job, m, &mut requirements_budget(1)).unwrap()
+    }
+
+    #[test]
+    fn an_exploding_requirements_spends_the_budget_and_is_refused() {
+        let m = machine_ad(4.0, 8 << 30, None, "0");
+        let mut ad = vec![("a0".to_string(), "1".to_string())];
+        for i in 1..64 {
+            ad.push((format!("a{i}"), format!("a{} + a{}", i - 1, i - 1)));
+        }
+        ad.push(("Requirements".into(), "a63 > 0".into()));
+        let mut budget = requirements_budget(10);
+        let e = super::unmatched(&ad, &m, &mut budget).unwrap_err();
+        assert!(
+            e.contains("evaluation takes more than the node allows"),
+            "{e}"
+        );
     }
 
     #[test]

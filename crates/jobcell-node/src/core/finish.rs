@@ -189,7 +189,7 @@ impl Core {
         j.info.started_at = None;
         j.info.reason = e.reason;
         j.end_attempt(e.exit_code, e.signal, e.report);
-        self.queue.insert(j.info.owner, j.info.priority, id);
+        self.queue.insert(&j.info);
         self.queued_at.insert(id, now());
         self.jobs.insert(id, j);
         Ok(())

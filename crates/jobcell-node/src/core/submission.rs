@@ -8,6 +8,22 @@ use jobcell_spec::submit::MAX_CLUSTER_JOBS;
 use super::*;
 use crate::machine;
 
+/// The most a cluster's jobs may come to, spec and submit-file extras (about 3000 bytes
+/// each for 100,000 jobs, which is more than a submit file's jobs with their environment
+/// take): what the daemon holds in memory while it checks them.
+const MAX_EXPANDED_CLUSTER: u64 = 512 << 20;
+
+/// About what a job's extras take stored (their JSON).
+fn extra_size(x: &JobExtra) -> usize {
+    let paths = [&x.cwd, &x.stdin, &x.log]
+        .iter()
+        .filter_map(|p| p.as_ref().map(String::len))
+        .sum::<usize>();
+    let inputs: usize = x.transfer_input.iter().map(|p| p.len() + 3).sum();
+    let ad: usize = x.ad.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+    paths + inputs + ad
+}
+
 /// The hold reason of a job submitted held.
 const HELD_AT_SUBMISSION: &str = "held at submission";
 
@@ -246,7 +262,7 @@ impl Core {
             report: None,
         };
         if state == State::Queued {
-            self.queue.insert(caller, priority, id);
+            self.queue.insert(&info);
             self.queued_at.insert(id, t);
         }
         let ulog = extra
@@ -389,6 +405,17 @@ impl Core {
                 "a cluster has 1 to {MAX_CLUSTER_JOBS} jobs, not {count}"
             )));
         }
+        // Each of the compact form's jobs is at least the common one: refuse at once what
+        // would expand past the bound, rather than after checking hundreds of large jobs.
+        if let Some(c) = &common {
+            let base = serde_json::to_string(c).map_or(0, |t| t.len() as u64);
+            if base.saturating_mul(count as u64) > MAX_EXPANDED_CLUSTER {
+                return Err(CoreError::BadRequest(format!(
+                    "the cluster's jobs come to more than {} MiB",
+                    MAX_EXPANDED_CLUSTER >> 20
+                )));
+            }
+        }
         // The compact form is expanded one job at a time into what a full request holds, and
         // each goes through the same checks.
         let full: Box<dyn Iterator<Item = Result<ClusterJob, CompactError>>> = match &common {
@@ -397,6 +424,8 @@ impl Core {
         };
         let mut images = Default::default();
         let mut checked = Vec::with_capacity(count);
+        let mut expanded = 0u64;
+        let mut budget = machine::requirements_budget(count);
         // TARGET for the jobs' `requirements`: the node as a whole (see unmatched_hold).
         let node_ad = machine::machine_ad(
             self.cfg.node.cpus,
@@ -418,9 +447,19 @@ impl Core {
                 .map_err(|e| e.about(&format!("job {cluster}.{proc}")))?;
             let spec_json =
                 serde_json::to_string(&spec).map_err(|e| CoreError::Internal(e.to_string()))?;
+            // The compact form lets a small body stand for much more (a large common job
+            // repeated per proc): bound what it expands to, as the body limit bounds a full one.
+            expanded += (spec_json.len() + extra_size(&j.extra)) as u64;
+            if expanded > MAX_EXPANDED_CLUSTER {
+                return Err(CoreError::BadRequest(format!(
+                    "job {cluster}.{proc}: the cluster's jobs come to more than {} MiB",
+                    MAX_EXPANDED_CLUSTER >> 20
+                )));
+            }
             // Requirements that this node can never meet hold the job now, saying why, rather
             // than leave it idle for ever; ones it meets wait for room like every job.
-            let hold = machine::unmatched(&j.extra.ad, &node_ad)
+            let hold = machine::unmatched(&j.extra.ad, &node_ad, &mut budget)
+                .map_err(|e| CoreError::BadRequest(format!("job {cluster}.{proc}: {e}")))?
                 .or_else(|| j.hold.then(|| HELD_AT_SUBMISSION.to_string()));
             checked.push((
                 spec, spec_json, cpus, memory, j.priority, hold, j.stdout, j.stderr, j.extra,
