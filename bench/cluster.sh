@@ -4,7 +4,8 @@
 # scheduler with N jobs waiting that cannot start: the CPU per event of short jobs that do.
 # Run as root from the repo root after
 #   cargo build --release -p jobcell --bins
-# Usage: bench/cluster.sh [N]     (default 100000; JOBCELL=path/to/jobcell for another build)
+# Usage: bench/cluster.sh [N]     (default 100000; JOBCELL=path/to/jobcell for another build;
+#        SCHED_ONLY=1 for part 4 alone, e.g. to compare with a build whose clusters are smaller)
 set -eu
 N=${1:-100000}
 J=${JOBCELL:-$(pwd)/target/release/jobcell}
@@ -37,6 +38,7 @@ mkdir "$D/work"
 cd "$D/work"
 printf 'executable = /bin/echo\narguments = $(Process) in $(Cluster)\noutput = out.$(Process)\nerror = err.$(Process)\nrequest_memory = 16M\nrequest_cpus = 1\nhold = true\nqueue %s\n' "$N" > held.sub
 
+if [ -z "${SCHED_ONLY:-}" ]; then
 # 1. Submit N held jobs from one file: wall time of `jobcell submit`, daemon CPU for it.
 c0=$(dcpu); t0=$(now)
 "$J" submit --socket "$SOCK" held.sub >/dev/null
@@ -57,6 +59,7 @@ t0=$(now)
 t1=$(now)
 echo "q with $N jobs queued: $(echo "$t1 - $t0" | bc) s; $("$J" q --socket "$SOCK" | tail -1)"
 "$J" rm --socket "$SOCK" --all-mine >/dev/null
+fi
 
 # 4. Scheduler: a sleeper takes 1.9 of the 2 cpus, N released 1-cpu jobs wait behind it, and
 # 200 short 0.05-cpu jobs of the same owner start and finish one at a time beside them: each
