@@ -349,3 +349,23 @@ fn an_exploding_requirements_is_refused_and_the_daemon_keeps_answering() {
     assert!(d.all_jobs().is_empty());
     assert!(d.cli(&["status"]).status.success());
 }
+
+#[test]
+fn a_job_that_cannot_start_is_failed_with_the_reason() {
+    if !root_or_skip("a_job_that_cannot_start_is_failed_with_the_reason") {
+        return;
+    }
+    let _g = serial();
+    let d = Daemon::start(&[]);
+    let o = d.cli(&["submit", "-q", "--", "/nonexistent/command"]);
+    let id = ids(&o)[0];
+    let j = d.wait_for(id, T, |j| j.state.terminal());
+    assert_eq!(j.state, State::Failed, "{j:?}");
+    let why = j.reason.unwrap_or_default();
+    assert!(why.contains("/nonexistent/command"), "{why}");
+    // A job's own exit status 127 is still its own.
+    let o = d.cli(&["submit", "-q", "--", "/bin/sh", "-c", "exit 127"]);
+    let id = ids(&o)[0];
+    let j = d.wait_for(id, T, |j| j.state.terminal());
+    assert_eq!((j.state, j.exit_code), (State::Completed, Some(127)));
+}
