@@ -204,10 +204,8 @@ fn post_as(sock: &std::path::Path, (uid, gid): (u32, u32), path: &str, body: &[u
     // connects, and hands the answer back over a socketpair.
     let mut fds = [0; 2];
     // SAFETY: `fds` is the two-element array socketpair fills.
-    assert_eq!(
-        unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) },
-        0
-    );
+    let made = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
+    assert_eq!(made, 0);
     let req = format!(
         "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
         body.len()
