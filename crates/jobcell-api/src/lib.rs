@@ -7,6 +7,7 @@
 //! library.
 
 pub mod client;
+pub mod compact;
 pub mod submit_file;
 pub mod types;
 

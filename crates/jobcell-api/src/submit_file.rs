@@ -24,7 +24,7 @@ pub fn cluster_job(
     let priority = i32::try_from(job.priority)
         .map_err(|_| SubmitFileError::PriorityOutOfRange(job.priority))?
         .saturating_add(extra_priority);
-    Ok(ClusterJob {
+    let mut c = ClusterJob {
         spec,
         priority,
         hold: job.held || hold,
@@ -39,7 +39,30 @@ pub fn cluster_job(
             ad: job.classad(),
             allowed_job_duration: job.allowed_job_duration.map(|d| d as f64),
         },
-    })
+    };
+    // The ad says what is queued, the submitter's options included.
+    c.extra.ad = as_queued(job, &c).classad();
+    Ok(c)
+}
+
+/// The file's `job` with what the submitter's options changed in it (`c`, its cluster job):
+/// requests, priority, hold, image. What `--dry-run` shows and the job's ad holds.
+pub fn as_queued(job: &SubmitJob, c: &ClusterJob) -> SubmitJob {
+    let mut j = job.clone();
+    let r = &c.spec.resources;
+    if let Some(cpus) = r.cpus {
+        j.request_cpus = cpus;
+    }
+    if let Some(m) = r.memory {
+        j.request_memory = Some(m.div_ceil(1 << 20));
+    }
+    if let Some(d) = r.disk {
+        j.request_disk = Some(d.div_ceil(1 << 10));
+    }
+    j.priority = c.priority.into();
+    j.held = c.hold;
+    j.image = c.spec.image.clone();
+    j
 }
 
 #[cfg(test)]
@@ -104,7 +127,8 @@ mod tests {
         assert_eq!(x.log.as_deref(), Some("/home/u/run/log"));
         assert_eq!(x.transfer_input, ["/home/u/run/a", "/abs/b"]);
         assert!(x.transfer, "IF_NEEDED with files to send");
-        assert_eq!(x.ad, j.classad());
+        assert_eq!(x.ad, as_queued(&j, &c).classad());
+        assert!(x.ad.contains(&("JobPrio".to_string(), "7".to_string())));
     }
 
     #[test]

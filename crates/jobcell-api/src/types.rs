@@ -137,11 +137,18 @@ pub struct ClusterJob {
     pub extra: JobExtra,
 }
 
-/// `POST /v1/clusters/{id}/jobs`: every job of a submit file, queued all or nothing.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+/// `POST /v1/clusters/{id}/jobs`: every job of a submit file, queued all or nothing. Either
+/// `jobs`, each in full, or the compact form: `common`, one job, and `procs`, what each job
+/// changes in it (see [`crate::compact`]).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSubmitRequest {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub jobs: Vec<ClusterJob>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub common: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub procs: Vec<crate::compact::ProcPatch>,
     #[serde(default)]
     pub submit_key: Option<String>,
 }
@@ -331,6 +338,10 @@ pub struct NodeStatus {
     pub jobs: std::collections::BTreeMap<String, u64>,
     pub daemon_pid: u32,
     pub version: String,
+    /// The node's machine ClassAd, (name, value in ClassAd syntax): what a job's
+    /// `requirements` are matched against.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub machine_ad: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

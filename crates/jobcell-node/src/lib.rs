@@ -24,6 +24,7 @@ pub mod core;
 pub mod daemon;
 pub mod jobdir;
 pub mod limits;
+pub mod machine;
 pub mod resources;
 pub mod space;
 pub mod spawner;

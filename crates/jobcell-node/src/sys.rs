@@ -363,6 +363,23 @@ pub fn hostname() -> String {
     "localhost".into()
 }
 
+/// The CPUs this process may run on (its affinity: the node's CPUs for jobs, which run in
+/// cgroups below the daemon's).
+pub fn allowed_cpus() -> io::Result<std::collections::BTreeSet<u32>> {
+    // SAFETY: cpu_set_t is plain data; sched_getaffinity fills at most its size.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        if libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        set
+    };
+    Ok((0..libc::CPU_SETSIZE as u32)
+        // SAFETY: i < CPU_SETSIZE, within the set.
+        .filter(|&i| unsafe { libc::CPU_ISSET(i as usize, &set) })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

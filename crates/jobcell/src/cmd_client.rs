@@ -38,7 +38,7 @@ pub fn build_spec(a: &SubmitArgs) -> anyhow::Result<JobSpec> {
 pub fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
     if let Some(f) = &a.file {
         if a.dry_run {
-            return crate::cmd_submit_file::dry_run(f, a.json);
+            return crate::cmd_submit_file::dry_run(f, &a);
         }
         anyhow::ensure!(
             a.command.is_empty(),
@@ -459,10 +459,21 @@ pub struct StatusArgs {
     pub sock: SocketArg,
     #[arg(long)]
     pub json: bool,
+    /// The node's machine ClassAd (what submit files' `requirements` are matched against),
+    /// like `condor_status -l`.
+    #[arg(short = 'l', long = "long", conflicts_with = "json")]
+    pub long: bool,
 }
 
 pub fn status(a: StatusArgs) -> anyhow::Result<i32> {
     let s = a.sock.client()?.status()?;
+    if a.long {
+        let mut out = std::io::stdout().lock();
+        for (k, v) in &s.machine_ad {
+            writeln!(out, "{k} = {v}")?;
+        }
+        return Ok(0);
+    }
     if a.json {
         writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&s)?)?;
         return Ok(0);

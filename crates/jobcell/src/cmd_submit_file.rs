@@ -91,13 +91,6 @@ fn read_description(path: &Path) -> anyhow::Result<(String, String)> {
     }
 }
 
-/// Parse a submit file (`-` for stdin) into the jobs it queues; warnings go to stderr, each
-/// naming the file and line. Nothing is returned unless the whole file is valid.
-pub fn parse_for_submit(path: &Path) -> anyhow::Result<Vec<SubmitJob>> {
-    let (name, text) = read_description(path)?;
-    parse_text(&name, &text, 1)
-}
-
 fn parse_text(name: &str, text: &str, cluster_id: u64) -> anyhow::Result<Vec<SubmitJob>> {
     let env = HostEnv::new()?;
     let sub = parse_submit(text, &env, &SubmitOptions { cluster_id })
@@ -119,17 +112,26 @@ fn parse_text(name: &str, text: &str, cluster_id: u64) -> anyhow::Result<Vec<Sub
     Ok(sub.jobs)
 }
 
-/// `jobcell submit --dry-run [--json] FILE|-`: print what would be queued, queue nothing.
-pub fn dry_run(path: &Path, json: bool) -> anyhow::Result<i32> {
-    let jobs = parse_for_submit(path)?;
+/// `jobcell submit --dry-run [--json] FILE|-`: print what would be queued, queue nothing. The
+/// jobs go through what a real submit does before it asks the daemon (the command line's
+/// options over the file's, the checks of the spec and of the input files), so what is
+/// printed is what would be sent.
+pub fn dry_run(path: &Path, a: &SubmitArgs) -> anyhow::Result<i32> {
+    let (name, text) = read_description(path)?;
+    let jobs = parse_text(&name, &text, 1)?;
+    let mut shown = Vec::with_capacity(jobs.len());
+    for job in &jobs {
+        let c = cluster_job(&name, job, a)?;
+        shown.push(jobcell_api::submit_file::as_queued(job, &c));
+    }
     // Buffered: stdout is line-buffered, and a large cluster prints millions of lines.
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if json {
-        serde_json::to_writer_pretty(&mut out, &jobs)?;
+    if a.json {
+        serde_json::to_writer_pretty(&mut out, &shown)?;
         writeln!(out)?;
     } else {
         // Like `condor_submit -dry-run`: each job's attributes, then a summary line.
-        for job in &jobs {
+        for job in &shown {
             writeln!(out, "{}.{}", job.cluster_id, job.proc_id)?;
             for (k, v) in job.classad() {
                 writeln!(out, "{k} = {v}")?;
@@ -139,7 +141,7 @@ pub fn dry_run(path: &Path, json: bool) -> anyhow::Result<i32> {
         writeln!(
             out,
             "{} job(s) dry-run to cluster 1 (nothing was queued).",
-            jobs.len()
+            shown.len()
         )?;
     }
     out.flush()?;
@@ -148,20 +150,29 @@ pub fn dry_run(path: &Path, json: bool) -> anyhow::Result<i32> {
 
 /// A path the submitting user must be able to read (checked as that user, here, before
 /// anything is queued; the supervisor checks again as the job's user when it starts).
-fn check_readable(what: &str, p: &str) -> anyhow::Result<()> {
+/// `at` names the file and line that gave it.
+fn check_readable(at: &str, what: &str, p: &str) -> anyhow::Result<()> {
     let path = Path::new(p);
-    let m = std::fs::metadata(path).with_context(|| format!("{what} {p}"))?;
+    let m = std::fs::metadata(path).with_context(|| format!("{at}{what} {p}"))?;
     if m.is_dir() {
-        std::fs::read_dir(path).with_context(|| format!("{what} {p}"))?;
+        std::fs::read_dir(path).with_context(|| format!("{at}{what} {p}"))?;
     } else {
-        std::fs::File::open(path).with_context(|| format!("{what} {p}"))?;
+        std::fs::File::open(path).with_context(|| format!("{at}{what} {p}"))?;
     }
     Ok(())
 }
 
+/// `FILE: line N: ` (or `FILE: `).
+fn file_line(name: &str, line: Option<usize>) -> String {
+    match line {
+        Some(l) => format!("{name}: line {l}: "),
+        None => format!("{name}: "),
+    }
+}
+
 /// The job the daemon is asked to queue for one job of the file: the file's job with the
 /// command line's options over it, its input files checked as the submitter.
-fn cluster_job(job: &SubmitJob, a: &SubmitArgs) -> anyhow::Result<ClusterJob> {
+fn cluster_job(name: &str, job: &SubmitJob, a: &SubmitArgs) -> anyhow::Result<ClusterJob> {
     let mut spec = job.to_job_spec();
     let from_file = spec.resources.clone();
     // Options given on the command line add to (or override) what the file says.
@@ -176,15 +187,38 @@ fn cluster_job(job: &SubmitJob, a: &SubmitArgs) -> anyhow::Result<ClusterJob> {
         spec.image = job.image.clone();
     }
     crate::submit_args::finish_spec(&mut spec, crate::submit_args::job_user(a)?, a)?;
+    let lines = job.input_lines;
     for f in job.transfer_input_paths() {
-        check_readable("transfer_input_files:", &f)?;
+        let at = file_line(name, lines.transfer_input_files);
+        check_readable(&at, "transfer_input_files:", &f)?;
     }
     if let Some(i) = &job.input {
-        check_readable("input", i)?;
+        check_readable(&file_line(name, lines.input), "input", i)?;
     }
     Ok(jobcell_api::submit_file::cluster_job(
         job, spec, a.priority, a.hold,
     )?)
+}
+
+/// The jobs of the file as one request: compact (the first job, then what each of the
+/// others changes) when that expands back to every job exactly, else each job whole.
+fn cluster_request(jobs: Vec<ClusterJob>) -> anyhow::Result<ClusterSubmitRequest> {
+    // The key makes a resend after a lost answer (the daemon restarted between its commit and
+    // its reply) return the jobs made the first time instead of a second copy.
+    let submit_key = Some(new_submit_key());
+    Ok(match jobcell_api::compact::compact(&jobs)? {
+        Some((common, procs)) => ClusterSubmitRequest {
+            common: Some(common),
+            procs,
+            submit_key,
+            ..Default::default()
+        },
+        None => ClusterSubmitRequest {
+            jobs,
+            submit_key,
+            ..Default::default()
+        },
+    })
 }
 
 /// How long a submit file's cluster may take to be answered, by default.
@@ -195,10 +229,10 @@ pub fn submit(path: &Path, a: &SubmitArgs) -> anyhow::Result<i32> {
     let (name, text) = read_description(path)?;
     // Everything is checked before a cluster is asked for: a bad file leaves no trace.
     let first = parse_text(&name, &text, 1)?;
-    let _ = first
-        .iter()
-        .map(|j| cluster_job(j, a))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    for j in &first {
+        cluster_job(&name, j, a)?;
+    }
+    drop(first);
     let client = a.sock.client()?;
     let c = client.new_cluster()?;
     // $(Cluster) expands to the real cluster id now; warnings were said the first time.
@@ -214,15 +248,10 @@ pub fn submit(path: &Path, a: &SubmitArgs) -> anyhow::Result<i32> {
     .jobs;
     let jobs = jobs
         .iter()
-        .map(|j| cluster_job(j, a))
+        .map(|j| cluster_job(&name, j, a))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let n = jobs.len();
-    // The key makes a resend after a lost answer (the daemon restarted between its commit and
-    // its reply) return the jobs made the first time instead of a second copy.
-    let req = ClusterSubmitRequest {
-        jobs,
-        submit_key: Some(new_submit_key()),
-    };
+    let req = cluster_request(jobs)?;
     // A large cluster is checked and committed in one request: give it longer than a query
     // unless the user chose.
     let cluster_client = match a.sock.timeout()? {

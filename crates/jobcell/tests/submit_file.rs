@@ -137,15 +137,12 @@ fn warnings_name_the_line_and_do_not_stop_the_dry_run() {
     let dir = tempfile::tempdir().unwrap();
     let out = run_stdin(
         &["submit", "--dry-run", "--json", "-"],
-        "executable = /bin/echo\nrequirements = Memory > 10\nqueue\n",
+        "executable = /bin/echo\nrank = Memory > 10\nqueue\n",
         dir.path(),
     );
     assert!(out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
-    assert!(
-        err.contains("warning: <stdin>: line 2: 'requirements'"),
-        "{err}"
-    );
+    assert!(err.contains("warning: <stdin>: line 2: 'rank'"), "{err}");
     assert!(!err.contains("not a file"), "{err}");
     let out = run_stdin(
         &["submit", "--dry-run", "-"],
@@ -155,4 +152,26 @@ fn warnings_name_the_line_and_do_not_stop_the_dry_run() {
     assert!(out.status.success());
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("/missing is not a file on this host"), "{err}");
+}
+
+#[test]
+fn an_unreadable_input_file_names_the_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    for (text, want) in [
+        (
+            "executable = /bin/true\n\ninput = /nonexistent/in.$(Process)\nqueue\n",
+            "<stdin>: line 3: input /nonexistent/in.0: ",
+        ),
+        (
+            "executable = /bin/true\ntransfer_input_files = /nonexistent/x\nqueue\n",
+            "<stdin>: line 2: transfer_input_files: /nonexistent/x: ",
+        ),
+    ] {
+        let out = run_stdin(&["submit", "--dry-run", "-"], text, dir.path());
+        assert_eq!(out.status.code(), Some(125));
+        assert!(out.stdout.is_empty(), "nothing is printed as queued");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(want), "{err}");
+    }
 }

@@ -39,7 +39,7 @@ impl Core {
         }
         match (action, state) {
             (Action::Remove, State::Queued | State::Held) => {
-                self.queue.remove(j.info.owner, j.info.priority, id);
+                self.queue.remove(&j.info);
                 let reason = format!("removed by {}", sys::user_name(caller));
                 tx.remove(id, now(), &reason)?;
                 tx.add_event(id, "removed", Some(&serde_json::json!({"by": caller})))?;
@@ -57,7 +57,7 @@ impl Core {
             (Action::Hold(reason), State::Queued) => {
                 let reason =
                     reason.unwrap_or_else(|| format!("held by {}", sys::user_name(caller)));
-                self.queue.remove(j.info.owner, j.info.priority, id);
+                self.queue.remove(&j.info);
                 tx.hold(id, &reason)?;
                 self.note_user_hold(tx, id, &reason)?;
                 tx.add_event(id, "held", Some(&serde_json::json!({"reason": reason})))?;
@@ -84,7 +84,7 @@ impl Core {
                 let j = self.jobs.get_mut(&id).expect("present");
                 j.info.state = State::Queued;
                 j.info.hold_reason = None;
-                self.queue.insert(j.info.owner, j.info.priority, id);
+                self.queue.insert(&j.info);
                 Ok(j.info.clone())
             }
             (Action::Release, s) => conflict(&format!("it is {}, not held", s.as_str())),

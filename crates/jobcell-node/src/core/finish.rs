@@ -158,6 +158,8 @@ impl Core {
             // like HTCondor, rather than failed.
             (None, Some(r)) if r.hold_reason.is_some() => (State::Held, r.hold_reason.clone()),
             (None, Some(r)) if r.error.is_some() => (State::Failed, r.error.clone()),
+            // The launcher could not exec the command (126/127 are its, not the job's).
+            (None, Some(r)) if r.exec_error.is_some() => (State::Failed, r.exec_error.clone()),
             // HTCondor holds a job its memory limit killed; `release` runs it again.
             (None, Some(_)) if oom => {
                 *self.counters.preemptions.entry("memory").or_default() += 1;
@@ -207,7 +209,7 @@ impl Core {
         j.info.started_at = None;
         j.info.reason = e.reason;
         j.end_attempt(e.exit_code, e.signal, e.report);
-        self.queue.insert(j.info.owner, j.info.priority, id);
+        self.queue.insert(&j.info);
         self.queued_at.insert(id, now());
         self.jobs.insert(id, j);
         Ok(())

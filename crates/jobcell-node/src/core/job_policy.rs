@@ -490,10 +490,7 @@ impl Core {
         effects: &mut Vec<Effect>,
     ) -> Result<(), CoreError> {
         let t = now();
-        let (state, owner, priority) = {
-            let j = &self.jobs[&id].info;
-            (j.state, j.owner, j.priority)
-        };
+        let state = self.jobs[&id].info.state;
         let what = match &decision {
             PeriodicDecision::Remove(_) => "remove",
             PeriodicDecision::Hold(_) => "hold",
@@ -512,7 +509,7 @@ impl Core {
                     Some(&serde_json::json!({"policy": "periodic_remove", "reason": reason, "action": "remove"})),
                 )?;
                 if matches!(state, State::Queued | State::Held) {
-                    self.queue.remove(owner, priority, id);
+                    self.queue.remove(&self.jobs[&id].info);
                     tx.remove(id, t, &reason)?;
                     tx.add_event(id, "removed", Some(&serde_json::json!({"reason": reason})))?;
                     self.queued_at.remove(&id);
@@ -531,7 +528,7 @@ impl Core {
                 )?;
                 self.note_hold(tx, id, hold)?;
                 if state == State::Queued {
-                    self.queue.remove(owner, priority, id);
+                    self.queue.remove(&self.jobs[&id].info);
                     tx.hold(id, &reason)?;
                     tx.add_event(id, "held", Some(&serde_json::json!({"reason": reason})))?;
                     self.queued_at.remove(&id);
@@ -561,7 +558,7 @@ impl Core {
                 j.seen_state = State::Queued;
                 j.policy_state.hold = None;
                 j.policy_state.entered_at = t;
-                self.queue.insert(owner, priority, id);
+                self.queue.insert(&self.jobs[&id].info);
                 self.save_policy_state(tx, id)?;
             }
         }

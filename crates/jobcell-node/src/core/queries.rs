@@ -94,6 +94,12 @@ impl Core {
             jobs,
             daemon_pid: std::process::id(),
             version: env!("CARGO_PKG_VERSION").to_string(),
+            machine_ad: crate::machine::to_pairs(&crate::machine::machine_ad(
+                self.cfg.node.cpus,
+                self.cfg.node.memory,
+                crate::machine::disk_size(&self.cfg.scratch_base),
+                env!("CARGO_PKG_VERSION"),
+            )),
         })
     }
 }

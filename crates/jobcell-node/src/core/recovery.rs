@@ -47,7 +47,7 @@ impl Core {
             let state = job.info.state;
             if !state.active() {
                 if state == State::Queued {
-                    self.queue.insert(job.info.owner, job.info.priority, id);
+                    self.queue.insert(&job.info);
                 }
                 self.jobs.insert(id, job);
                 continue;
@@ -169,7 +169,7 @@ impl Core {
                 &serde_json::json!({"why": "the daemon stopped before the job's supervisor started", "attempt": attempt}),
             ),
         )?;
-        self.queue.insert(job.info.owner, job.info.priority, id);
+        self.queue.insert(&job.info);
         self.jobs.insert(id, job);
         Ok(Recovered::Requeued)
     }

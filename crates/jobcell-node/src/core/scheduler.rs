@@ -78,15 +78,15 @@ impl Core {
         if self.queue.is_empty() || !room(self.alloc_cpus, self.alloc_mem) {
             return Ok(());
         }
-        // Owners with queued jobs, each with its jobs in its own order; the next one of an
-        // owner is the first that fits (smaller jobs fill room a large one cannot use).
-        let mut waiting: HashMap<u32, Vec<u64>> = HashMap::new();
+        // Owners with queued jobs; the next one of an owner is its first that fits (smaller
+        // jobs fill room a large one cannot use). A job picked leaves the queue at once, so
+        // the queue alone says what is left.
         let mut started = Vec::new();
         let mut owners: Vec<u32> = self.queue.owners().collect();
         while room(self.alloc_cpus, self.alloc_mem) && !owners.is_empty() {
             let used = |o: &u32| self.alloc_by_owner.get(o).copied().unwrap_or(0.0);
             let turn = |o: &u32| self.last_start.get(o).copied().unwrap_or(0);
-            let head = |o: &u32| self.queue.of(*o).next();
+            let head = |o: &u32| self.queue.head(*o);
             let (at, &owner) = owners
                 .iter()
                 .enumerate()
@@ -98,17 +98,12 @@ impl Core {
                 })
                 .expect("owners is not empty");
             let (free_cpus, free_mem) = (node.cpus - self.alloc_cpus, node.memory - self.alloc_mem);
-            let taken = waiting.entry(owner).or_default();
-            let fits = self.queue.of(owner).find(|id| {
-                let j = &self.jobs[id].info;
-                !taken.contains(id) && j.cpus <= free_cpus + 1e-9 && j.memory <= free_mem
-            });
-            let Some(id) = fits else {
+            let Some(id) = self.queue.first_fitting(owner, free_cpus, free_mem) else {
                 // Nothing more of this owner's fits in what is left: the others' may.
                 owners.swap_remove(at);
                 continue;
             };
-            taken.push(id);
+            self.queue.remove(&self.jobs[&id].info);
             self.allocate(allocation(&self.jobs[&id].info));
             self.starts += 1;
             self.last_start.insert(owner, self.starts);
@@ -117,7 +112,6 @@ impl Core {
         let t = now();
         for id in started {
             let j = self.jobs.get_mut(&id).expect("queued job");
-            self.queue.remove(j.info.owner, j.info.priority, id);
             j.info.attempt += 1;
             j.info.state = State::Starting;
             j.info.started_at = Some(t);

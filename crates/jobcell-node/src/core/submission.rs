@@ -1,7 +1,31 @@
 //! Submission: one job (or `count` copies) or a submit file's whole cluster, checked before
 //! anything is written.
 
+use jobcell_api::compact::{self, CompactError};
+use jobcell_api::types::ClusterJob;
+use jobcell_spec::submit::MAX_CLUSTER_JOBS;
+
 use super::*;
+use crate::machine;
+
+/// The most a cluster's jobs may come to, spec and submit-file extras (about 3000 bytes
+/// each for 100,000 jobs, which is more than a submit file's jobs with their environment
+/// take): what the daemon holds in memory while it checks them.
+const MAX_EXPANDED_CLUSTER: u64 = 512 << 20;
+
+/// About what a job's extras take stored (their JSON).
+fn extra_size(x: &JobExtra) -> usize {
+    let paths = [&x.cwd, &x.stdin, &x.log]
+        .iter()
+        .filter_map(|p| p.as_ref().map(String::len))
+        .sum::<usize>();
+    let inputs: usize = x.transfer_input.iter().map(|p| p.len() + 3).sum();
+    let ad: usize = x.ad.iter().map(|(k, v)| k.len() + v.len() + 6).sum();
+    paths + inputs + ad
+}
+
+/// The hold reason of a job submitted held.
+const HELD_AT_SUBMISSION: &str = "held at submission";
 
 impl Core {
     /// The ids of the caller's jobs made by an earlier request with this key (empty: none).
@@ -103,6 +127,19 @@ impl Core {
                 jobcell_spec::format_size(node.memory)
             )));
         }
+        if let Some(list) = &spec.resources.cpuset {
+            // Refused now rather than failing when the job starts (validate checked the form).
+            let wanted = jobcell_spec::parse_cpu_list(list)
+                .map_err(|e| CoreError::BadRequest(format!("--cpuset {list}: {e}")))?;
+            let have = sys::allowed_cpus().map_err(|e| CoreError::Internal(e.to_string()))?;
+            let missing: Vec<String> = wanted.difference(&have).map(|c| c.to_string()).collect();
+            if !missing.is_empty() {
+                return Err(CoreError::ExceedsNode(format!(
+                    "--cpuset {list}: this node has no CPU {} for jobs",
+                    missing.join(",")
+                )));
+            }
+        }
         for (what, p) in [("stdout", stdout), ("stderr", stderr)] {
             if let Some(p) = p {
                 jobcell_spec::clean_abs_path(what, Path::new(p))
@@ -171,7 +208,7 @@ impl Core {
         spec: &JobSpec,
         spec_json: &str,
         (cpus, memory): (f64, u64),
-        (priority, hold): (i32, bool),
+        (priority, hold): (i32, Option<&str>),
         (stdout, stderr): (&Option<String>, &Option<String>),
         extra: Option<&JobExtra>,
         submit_key: &Option<String>,
@@ -182,8 +219,12 @@ impl Core {
             UserSpec::Uid(u) => sys::user_name(*u),
             u => u.to_string(),
         };
-        let state = if hold { State::Held } else { State::Queued };
-        let hold_reason = hold.then(|| "held at submission".to_string());
+        let state = if hold.is_some() {
+            State::Held
+        } else {
+            State::Queued
+        };
+        let hold_reason = hold.map(String::from);
         let extra_json = extra.map(|x| serde_json::to_string(x).unwrap_or_default());
         let id = tx.insert_job(&NewJob {
             owner: caller,
@@ -231,7 +272,7 @@ impl Core {
             report: None,
         };
         if state == State::Queued {
-            self.queue.insert(caller, priority, id);
+            self.queue.insert(&info);
             self.queued_at.insert(id, t);
         }
         let ulog = extra
@@ -284,9 +325,9 @@ impl Core {
             return Ok(SubmitResponse { ids, cluster });
         }
         let count = req.count.unwrap_or(1);
-        if count == 0 || count > 10_000 {
+        if count == 0 || u64::from(count) > MAX_CLUSTER_JOBS {
             return Err(CoreError::BadRequest(format!(
-                "count {count} must be between 1 and 10000"
+                "count {count} must be between 1 and {MAX_CLUSTER_JOBS}"
             )));
         }
         let (spec, cpus, memory) = self.check_job(
@@ -317,7 +358,7 @@ impl Core {
                     &spec,
                     &spec_json,
                     (cpus, memory),
-                    (req.priority, req.hold),
+                    (req.priority, req.hold.then_some(HELD_AT_SUBMISSION)),
                     (&req.stdout, &req.stderr),
                     None,
                     &req.submit_key,
@@ -362,15 +403,56 @@ impl Core {
                 "cluster {cluster} already has jobs; ask for a new one"
             )));
         }
-        if req.jobs.is_empty() || req.jobs.len() > 100_000 {
+        let ClusterSubmitRequest {
+            jobs,
+            common,
+            procs,
+            submit_key,
+        } = req;
+        let count = match &common {
+            Some(_) if !jobs.is_empty() => {
+                return Err(CoreError::BadRequest(
+                    "a cluster request has either jobs or common and procs, not both".into(),
+                ))
+            }
+            Some(_) => procs.len(),
+            None => jobs.len(),
+        };
+        if count == 0 || count as u64 > MAX_CLUSTER_JOBS {
             return Err(CoreError::BadRequest(format!(
-                "a cluster has 1 to 100000 jobs, not {}",
-                req.jobs.len()
+                "a cluster has 1 to {MAX_CLUSTER_JOBS} jobs, not {count}"
             )));
         }
+        // Each of the compact form's jobs is at least the common one: refuse at once what
+        // would expand past the bound, rather than after checking hundreds of large jobs.
+        if let Some(c) = &common {
+            let base = serde_json::to_string(c).map_or(0, |t| t.len() as u64);
+            if base.saturating_mul(count as u64) > MAX_EXPANDED_CLUSTER {
+                return Err(CoreError::BadRequest(format!(
+                    "the cluster's jobs come to more than {} MiB",
+                    MAX_EXPANDED_CLUSTER >> 20
+                )));
+            }
+        }
+        // The compact form is expanded one job at a time into what a full request holds, and
+        // each goes through the same checks.
+        let full: Box<dyn Iterator<Item = Result<ClusterJob, CompactError>>> = match &common {
+            Some(c) => Box::new(procs.iter().map(|p| compact::expand(c, p))),
+            None => Box::new(jobs.into_iter().map(Ok)),
+        };
         let mut images = Default::default();
-        let mut checked = Vec::with_capacity(req.jobs.len());
-        for (proc, j) in req.jobs.into_iter().enumerate() {
+        let mut checked = Vec::with_capacity(count);
+        let mut expanded = 0u64;
+        let mut budget = machine::requirements_budget(count);
+        // TARGET for the jobs' `requirements`: the node as a whole (see unmatched_hold).
+        let node_ad = machine::machine_ad(
+            self.cfg.node.cpus,
+            self.cfg.node.memory,
+            machine::disk_size(&self.cfg.scratch_base),
+            env!("CARGO_PKG_VERSION"),
+        );
+        for (proc, j) in full.enumerate() {
+            let j = j.map_err(|e| CoreError::BadRequest(format!("job {cluster}.{proc}: {e}")))?;
             let (spec, cpus, memory) = self
                 .check_job(
                     caller,
@@ -383,8 +465,22 @@ impl Core {
                 .map_err(|e| e.about(&format!("job {cluster}.{proc}")))?;
             let spec_json =
                 serde_json::to_string(&spec).map_err(|e| CoreError::Internal(e.to_string()))?;
+            // The compact form lets a small body stand for much more (a large common job
+            // repeated per proc): bound what it expands to, as the body limit bounds a full one.
+            expanded += (spec_json.len() + extra_size(&j.extra)) as u64;
+            if expanded > MAX_EXPANDED_CLUSTER {
+                return Err(CoreError::BadRequest(format!(
+                    "job {cluster}.{proc}: the cluster's jobs come to more than {} MiB",
+                    MAX_EXPANDED_CLUSTER >> 20
+                )));
+            }
+            // Requirements that this node can never meet hold the job now, saying why, rather
+            // than leave it idle for ever; ones it meets wait for room like every job.
+            let hold = machine::unmatched(&j.extra.ad, &node_ad, &mut budget)
+                .map_err(|e| CoreError::BadRequest(format!("job {cluster}.{proc}: {e}")))?
+                .or_else(|| j.hold.then(|| HELD_AT_SUBMISSION.to_string()));
             checked.push((
-                spec, spec_json, cpus, memory, j.priority, j.hold, j.stdout, j.stderr, j.extra,
+                spec, spec_json, cpus, memory, j.priority, hold, j.stdout, j.stderr, j.extra,
             ));
         }
         let spec_bytes: u64 = checked.iter().map(|c| c.1.len() as u64).sum();
@@ -402,10 +498,10 @@ impl Core {
                 &spec,
                 &spec_json,
                 (cpus, memory),
-                (prio, hold),
+                (prio, hold.as_deref()),
                 (&out, &err),
                 Some(&extra),
-                &req.submit_key,
+                &submit_key,
                 t,
             )?);
         }

@@ -13,7 +13,7 @@
 //!   error naming the line.
 //! - Universes other than vanilla, and commands that need a pool (grid, docker/container,
 //!   GPUs, cron, x509...), are errors naming the line. Pool-only commands that change nothing on
-//!   one node (`requirements`, `rank`, `notification`...) are warnings.
+//!   one node (`rank`, `notification`...) are warnings.
 //! - A name that is no command and that no macro refers to gets a warning (usually a typo);
 //!   `condor_submit` says nothing.
 //! - Undefined `$(NAME)` expands to nothing, as in HTCondor, with a warning naming the line.
@@ -36,6 +36,10 @@ use thiserror::Error;
 use crate::spec::JobSpec;
 
 pub use parse::parse_submit;
+
+/// The most jobs one cluster holds: a submit file's `queue` statements together, and
+/// `jobcell submit --count` (the daemon enforces the same number for both).
+pub const MAX_CLUSTER_JOBS: u64 = 100_000;
 pub use quote::{args_to_v2_raw, env_to_v2_raw, parse_arguments, parse_environment};
 
 /// Everything the parser needs from the system. Paths are relative to [`SubmitEnv::cwd`]
@@ -104,6 +108,8 @@ pub enum SubmitError {
     EmptyQueue { line: usize },
     #[error("line {line}: macro {name} expands too deeply (does it refer to itself?)")]
     Recursion { line: usize, name: String },
+    #[error("line {line}: the file queues more than {MAX_CLUSTER_JOBS} jobs, the most one cluster holds")]
+    TooManyJobs { line: usize },
 }
 
 impl SubmitError {
@@ -116,7 +122,8 @@ impl SubmitError {
             | SubmitError::Read { line, .. }
             | SubmitError::NoExecutable { line }
             | SubmitError::EmptyQueue { line }
-            | SubmitError::Recursion { line, .. } => Some(*line),
+            | SubmitError::Recursion { line, .. }
+            | SubmitError::TooManyJobs { line } => Some(*line),
             SubmitError::NoQueue => None,
         }
     }
@@ -200,6 +207,20 @@ pub struct SubmitJob {
     pub policy: Vec<(String, String)>,
     /// `job_max_vacate_time`: seconds between SIGTERM and SIGKILL when the job is stopped.
     pub job_max_vacate_time: Option<u64>,
+    /// `requirements`, a ClassAd expression in its normal form: matched by the daemon
+    /// against the node's machine ad (docs/submit-files.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<String>,
+    /// Where the file named the job's input files, for errors about them.
+    #[serde(skip)]
+    pub input_lines: InputLines,
+}
+
+/// The lines of a job's `input` and `transfer_input_files` commands.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct InputLines {
+    pub input: Option<usize>,
+    pub transfer_input_files: Option<usize>,
 }
 
 impl SubmitJob {
@@ -267,6 +288,9 @@ impl SubmitJob {
             ad.push(("AllowedJobDuration".into(), d.to_string()));
         }
         ad.extend(self.policy.iter().cloned());
+        if let Some(r) = &self.requirements {
+            ad.push(("Requirements".into(), r.clone()));
+        }
         for (k, v) in &self.custom_attributes {
             let text = match v {
                 CustomValue::String(s) => q(s),

@@ -11,7 +11,7 @@ use super::policy;
 use super::quote::{parse_arguments, parse_environment};
 use super::requests::{self, Request};
 use super::{
-    join, wildcard_match, CustomValue, Submission, SubmitEnv, SubmitError, SubmitJob,
+    join, wildcard_match, CustomValue, InputLines, Submission, SubmitEnv, SubmitError, SubmitJob,
     SubmitOptions, Warning,
 };
 
@@ -213,6 +213,7 @@ fn command_name(lower: &str) -> Option<&'static str> {
         "jobcell_image" => "jobcell_image",
         "container_image" => "container_image",
         "allowed_job_duration" => "allowed_job_duration",
+        "requirements" => "requirements",
         _ => {
             if let Some(c) = policy::is_command(lower) {
                 return Some(c);
@@ -229,7 +230,6 @@ const IGNORED: &[&str] = &[
     "notification",
     "notify_user",
     "email_attributes",
-    "requirements",
     "rank",
     "stream_output",
     "stream_error",
@@ -375,7 +375,14 @@ fn parse_count(s: &str, line: usize) -> Result<u64, SubmitError> {
         line,
         command: "queue".into(),
         value: s.into(),
-        msg: "the count must be a whole number >= 0".into(),
+        // condor_submit refuses `queue 1 # note` too ("Invalid Queue count expression"): a
+        // comment is a line of its own.
+        msg: if s.contains('#') {
+            "the count must be a whole number >= 0 (a '#' comment must be on a line of its own)"
+                .into()
+        } else {
+            "the count must be a whole number >= 0".into()
+        },
     })
 }
 
@@ -761,6 +768,13 @@ pub fn parse_submit(
                         }
                     }
                 }
+                // Refused before any of them is made: `queue 1000000000` must not fill memory.
+                let total = (rows.len() as u64)
+                    .saturating_mul(q.count)
+                    .saturating_add(next_proc);
+                if total > super::MAX_CLUSTER_JOBS {
+                    return Err(SubmitError::TooManyJobs { line });
+                }
                 let before = jobs.len();
                 for (index, row) in rows.iter().enumerate() {
                     let values = row.map(|r| split_item(r, vars.len()));
@@ -1019,6 +1033,26 @@ impl JobCommands<'_, '_> {
         }
     }
 
+    /// `requirements`: a ClassAd expression, unparsed in its normal form (the daemon
+    /// evaluates it against the node's machine ad).
+    fn requirements(&self) -> Result<Option<String>, SubmitError> {
+        let Some((r, line)) = self.get("requirements")? else {
+            return Ok(None);
+        };
+        if r.trim().is_empty() {
+            return Ok(None);
+        }
+        let e = jobcell_classad::Expr::parse(r.trim()).map_err(|e| {
+            bad(
+                line,
+                "requirements",
+                &r,
+                format!("not a ClassAd expression: {e}"),
+            )
+        })?;
+        Ok(Some(e.to_string()))
+    }
+
     /// `allowed_job_duration`: whole seconds > 0.
     fn allowed_job_duration(&self) -> Result<Option<u64>, SubmitError> {
         let Some((d, line)) = self.get("allowed_job_duration")? else {
@@ -1197,6 +1231,7 @@ fn make_job(
     let limits = c.file_limits()?;
     let priority = c.priority()?;
     let allowed_job_duration = c.allowed_job_duration()?;
+    let requirements = c.requirements()?;
     let held = c.held()?;
     let policy = policy::read(|cmd| c.get(cmd))?;
     let transfer = c.transfer(queue_line)?;
@@ -1242,6 +1277,11 @@ fn make_job(
         allowed_job_duration,
         policy: policy.attributes,
         job_max_vacate_time: policy.vacate_time,
+        requirements,
+        input_lines: InputLines {
+            input: cmds.get("input").map(|d| d.line),
+            transfer_input_files: cmds.get("transfer_input_files").map(|d| d.line),
+        },
     })
 }
 

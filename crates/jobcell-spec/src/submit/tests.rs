@@ -157,10 +157,9 @@ fn continuation_and_case() {
 #[test]
 fn warnings_name_lines() {
     let s =
-        parse("executable=x\nrequirements = Memory > 1\nfoo_bar = 3\narguments=$(nope)\nqueue\n")
-            .unwrap();
+        parse("executable=x\nrank = Memory > 1\nfoo_bar = 3\narguments=$(nope)\nqueue\n").unwrap();
     let w: Vec<String> = s.warnings.iter().map(|w| w.to_string()).collect();
-    assert!(w[0].starts_with("line 2: 'requirements'"), "{w:?}");
+    assert!(w[0].starts_with("line 2: 'rank'"), "{w:?}");
     assert!(w[1].starts_with("line 3: 'foo_bar'"), "{w:?}");
     assert!(w[2].starts_with("line 4: $(nope) is not defined"), "{w:?}");
 }
@@ -432,4 +431,49 @@ fn a_job_in_an_image_may_leave_out_the_executable() {
     spec.argv.clear();
     assert_eq!(spec.validate_request(), Ok(()));
     assert_eq!(spec.validate(), Err(crate::SpecError::NoCommand));
+}
+
+#[test]
+fn a_cluster_past_the_limit_is_refused_before_its_jobs_are_made() {
+    let max = MAX_CLUSTER_JOBS;
+    let ok = parse(&format!("executable = /bin/true\nqueue {max}\n")).unwrap();
+    assert_eq!(ok.jobs.len() as u64, max);
+    let e = parse(&format!("executable = /bin/true\nqueue 1\nqueue {max}\n")).unwrap_err();
+    assert_eq!(e, SubmitError::TooManyJobs { line: 3 });
+    // Far past it: refused without making a billion jobs first.
+    let e = parse("executable = /bin/true\nqueue 1000000000000\n").unwrap_err();
+    assert_eq!(e.line(), Some(2));
+}
+
+#[test]
+fn a_comment_after_a_queue_count_is_refused_naming_the_comment() {
+    // As condor_submit: "Invalid Queue count expression".
+    let e = parse("executable = /bin/true\nqueue 2 # two\n").unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.starts_with("line 2: queue = 2 # two"), "{msg}");
+    assert!(
+        msg.contains("'#' comment must be on a line of its own"),
+        "{msg}"
+    );
+}
+
+#[test]
+fn requirements_go_to_the_ad_in_normal_form_and_a_bad_one_names_its_line() {
+    let s =
+        parse("executable=/bin/true\nrequirements = (TARGET.Memory>=  1024) && Jobcell\nqueue\n")
+            .unwrap();
+    let j = &s.jobs[0];
+    let text = j.requirements.as_deref().unwrap();
+    assert_eq!(
+        jobcell_classad::Expr::parse(text).unwrap().to_string(),
+        text,
+        "normal form"
+    );
+    assert!(j
+        .classad()
+        .contains(&("Requirements".to_string(), text.to_string())));
+    assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+    let e = parse("executable=/bin/true\nrequirements = Memory >\nqueue\n").unwrap_err();
+    assert_eq!(e.line(), Some(2), "{e}");
+    assert!(e.to_string().contains("requirements"), "{e}");
 }
