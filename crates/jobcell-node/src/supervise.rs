@@ -202,11 +202,15 @@ fn run(
                 .map_err(|e| Failure::Hold(format!("bind sources: the submitter: {e}")))?,
         ),
     };
-    if let (Some(cwd), None) = (&s.cwd, &lease) {
-        // (In an image the directory is looked up in the image's view, by the launcher.)
-        if !s.transfer {
-            check_dir(cwd, &job_identity).map_err(hold)?;
-        }
+    // The submitter's initialdir or `--chdir` (without an image a spec's workdir is only
+    // ever the latter). In an image the directory is looked up in the image's view, by the
+    // launcher.
+    let chosen_dir = match &lease {
+        None if !s.transfer => s.cwd.as_ref().or(s.spec.workdir.as_ref()),
+        _ => None,
+    };
+    if let Some(dir) = chosen_dir {
+        check_dir(dir, &job_identity).map_err(hold)?;
     }
     let input = match &s.stdin {
         Some(p) => Some(open_input(p, &identity).map_err(hold)?),
@@ -276,6 +280,7 @@ fn run(
             // The job's own initialdir, else the image's WorkingDir (or scratch).
             None => s.cwd.clone().or_else(|| s.spec.workdir.clone()),
         },
+        workdir_required: chosen_dir.is_some(),
         job_scratch: staged.as_ref().map(|(sd, _)| sd.path().to_path_buf()),
         // The staged dir is this job's alone: request_disk applies to it.
         own_scratch: staged.is_some(),

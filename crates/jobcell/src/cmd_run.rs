@@ -43,7 +43,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The command and its arguments (optional with an --image that names Entrypoint/Cmd).
-    #[arg(last = true, value_name = "COMMAND")]
+    /// Everything from the first word that is not an option on is the command; `--` before
+    /// it is needed only when the command itself starts with `-`.
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
@@ -183,9 +185,11 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
         }
     };
     let _terminal = TerminalModes::save();
-    // The job starts in its image's WorkingDir (or its own): the launcher's task workdir.
+    // The job starts in --chdir, else its image's WorkingDir (or scratch): the launcher's task
+    // workdir.
     let task = jobcell_sandbox::SchedulerTask {
         workdir: spec.workdir.clone(),
+        workdir_required: a.job.chdir.is_some(),
         ..Default::default()
     };
     let launch = |l: &Launch| jobcell_sandbox::launch_task(l, &task);

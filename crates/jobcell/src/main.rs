@@ -13,6 +13,7 @@ mod cmd_wait;
 mod config;
 mod exit;
 mod job_opts;
+mod paths;
 mod socket;
 mod submit_args;
 
@@ -36,7 +37,8 @@ enum Cmd {
     /// Manage the image registry.
     #[command(subcommand)]
     Image(cmd_image::ImageCmd),
-    /// Queue a job on this node's daemon: jobcell submit [OPTIONS] -- COMMAND [ARGS...]
+    /// Queue a job on this node's daemon: jobcell submit [OPTIONS] COMMAND [ARGS...], or a
+    /// submit file: jobcell submit [OPTIONS] FILE
     Submit(Box<submit_args::SubmitArgs>),
     /// List unfinished jobs (everyone's), like condor_q.
     Q(cmd_client::ListArgs),
@@ -74,7 +76,7 @@ enum Cmd {
 }
 
 const RUN_ABOUT: &str =
-    "Run one job isolated, in the foreground: jobcell run [OPTIONS] -- COMMAND [ARGS...]";
+    "Run one job isolated, in the foreground: jobcell run [OPTIONS] [--] COMMAND [ARGS...]";
 
 /// `jobcell run` parsed without the other subcommands. Every launch starts this binary, and
 /// building clap's whole command tree first (every subcommand's arguments, ~150 KiB of heap)

@@ -400,7 +400,7 @@ pub(super) fn child_plan(
                 .workdir
                 .clone()
                 .unwrap_or_else(|| host.scratch_path.clone()),
-            workdir_fallback: host.scratch_path.clone(),
+            workdir_fallback: (!task.workdir_required).then(|| host.scratch_path.clone()),
             argv,
             envp,
             path_dirs,

@@ -132,6 +132,9 @@ pub struct Launch<'a> {
 pub struct SchedulerTask {
     /// Where the job starts; if it does not exist in the job's view (an image), scratch.
     pub workdir: Option<PathBuf>,
+    /// `workdir` was chosen by the job's submitter (`--chdir`, initialdir): a job that cannot
+    /// enter it fails instead of starting in scratch.
+    pub workdir_required: bool,
     /// An existing per-job dir owned by the caller, used instead of a fresh scratch dir and
     /// left in place; the tmpfs that hides other jobs' dirs covers its parent.
     pub job_scratch: Option<PathBuf>,

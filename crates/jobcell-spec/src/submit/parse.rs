@@ -212,6 +212,7 @@ fn command_name(lower: &str) -> Option<&'static str> {
         "jobcell_image" => "jobcell_image",
         "container_image" => "container_image",
         "allowed_job_duration" => "allowed_job_duration",
+        "transfer_executable" => "transfer_executable",
         _ => {
             return FILE_LIMITS
                 .iter()
@@ -229,7 +230,6 @@ const IGNORED: &[&str] = &[
     "rank",
     "stream_output",
     "stream_error",
-    "transfer_executable",
     "transfer_output_files",
     "transfer_output_remaps",
     "accounting_group",
@@ -892,11 +892,27 @@ impl JobCommands<'_, '_> {
         })
     }
 
-    /// `executable`, absolute; a job without one is an error at its `queue` line.
-    fn executable(&self, cwd: &str, queue_line: usize) -> Result<String, SubmitError> {
+    /// `executable`, absolute, and its line; a job without one is an error at its `queue`
+    /// line.
+    fn executable(&self, cwd: &str, queue_line: usize) -> Result<(String, usize), SubmitError> {
         match self.get("executable")? {
-            Some((e, _)) if !e.trim().is_empty() => Ok(join(cwd, e.trim())),
+            Some((e, line)) if !e.trim().is_empty() => Ok((join(cwd, e.trim()), line)),
             _ => Err(SubmitError::NoExecutable { line: queue_line }),
+        }
+    }
+
+    /// `transfer_executable` (default true): false names a program already on the node.
+    fn transfer_executable(&self) -> Result<bool, SubmitError> {
+        match self.get("transfer_executable")? {
+            Some((t, line)) => parse_bool(&t).ok_or_else(|| {
+                bad(
+                    line,
+                    "transfer_executable",
+                    &t,
+                    "expected true or false".into(),
+                )
+            }),
+            None => Ok(true),
         }
     }
 
@@ -1184,7 +1200,8 @@ fn make_job(
 ) -> Result<SubmitJob, SubmitError> {
     let c = JobCommands { ex, cmds };
     c.check_universe()?;
-    let executable = c.executable(cwd, queue_line)?;
+    let (executable, executable_line) = c.executable(cwd, queue_line)?;
+    let transfer_executable = c.transfer_executable()?;
     let (arguments, args_v1) = c.arguments()?;
     let environment = c.environment(env)?;
     let initialdir = c.initialdir(cwd, env)?;
@@ -1219,6 +1236,8 @@ fn make_job(
         cluster_id: opts.cluster_id,
         proc_id: proc,
         executable,
+        executable_line,
+        transfer_executable,
         arguments,
         argv,
         args_v1,
