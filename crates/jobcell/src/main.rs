@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod cmd_client;
+mod cmd_docs;
 mod cmd_image;
 mod cmd_run;
 mod cmd_selftest;
@@ -70,6 +71,10 @@ enum Cmd {
     },
     /// Attack this node's isolation from inside real jobs (run as root) and print the table.
     Selftest(cmd_selftest::SelftestArgs),
+    /// Print a shell completion script: bash, zsh or fish.
+    Completions(cmd_docs::CompletionsArgs),
+    /// Write the man pages (jobcell(1), one per subcommand) into DIR, or jobcell(1) to stdout.
+    Man(cmd_docs::ManArgs),
     /// (internal) One attack syscall from inside a selftest job.
     #[command(hide = true, name = "selftest-probe")]
     SelftestProbe(cmd_selftest::ProbeArgs),
@@ -168,6 +173,8 @@ fn jobcell_main() -> ! {
         Cmd::Daemon { args } => exec_jobcelld(args),
         Cmd::Selftest(a) => cmd_selftest::run(a),
         Cmd::SelftestProbe(a) => cmd_selftest::probe(a),
+        Cmd::Completions(a) => cmd_docs::completions::<Cli>(a).map_err(Into::into),
+        Cmd::Man(a) => cmd_docs::man::<Cli>(a).map_err(Into::into),
     };
     match result {
         Ok(code) => std::process::exit(code),
