@@ -63,7 +63,19 @@ pub fn build_spec(
         .unwrap_or_else(|| "nobody".into());
     spec.user = UserSpec::parse(&user)?;
     spec.scratch_base = match &a.scratch_base {
-        Some(p) => p.clone(),
+        Some(p) => {
+            // The launcher makes the base's last directory; a mistyped path must not become a
+            // tree of root's dirs.
+            if let Some(parent) = p.parent().filter(|q| !q.as_os_str().is_empty()) {
+                anyhow::ensure!(
+                    parent.is_dir(),
+                    "--scratch-base {}: {} does not exist (jobcell makes only the last directory)",
+                    p.display(),
+                    parent.display()
+                );
+            }
+            p.clone()
+        }
         None => config::default_scratch_base(cfg)?,
     };
     spec.keep_scratch = a.keep_scratch;
@@ -131,6 +143,11 @@ fn bound_scratch(
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<i32> {
+    // Before anything is made (the scratch pool, an image lease).
+    if let Some(p) = &a.cgroup_parent {
+        jobcell_cgroup::check_parent_path(p)
+            .map_err(|e| anyhow::anyhow!("--cgroup-parent {}: {e}", p.display()))?;
+    }
     let cfg = config::load(a.config.as_deref())?;
     // The lease keeps the image from being removed while the job runs; the store stays open
     // (closing SQLite costs ~0.35 ms, not worth adding to the launch).
