@@ -16,6 +16,7 @@ pub mod sync;
 pub mod syscall;
 
 pub use launch::{
-    launch, launch_task, JobExit, Launch, LaunchError, Outcome, SchedulerTask, ScratchMount,
+    launch, launch_task, unenforced_limits_warning, JobExit, Launch, LaunchError, Outcome,
+    SchedulerTask, ScratchMount,
 };
 pub use report::Report;

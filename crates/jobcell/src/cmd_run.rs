@@ -201,6 +201,16 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             },
         }
     };
+    // Said before the job runs, not after: the job is not held to them.
+    let unenforced = match (&delegated, &a.cgroup_parent) {
+        (None, None) if !config::is_root() => {
+            jobcell_sandbox::unenforced_limits_warning(&spec.resources)
+        }
+        _ => None,
+    };
+    if let Some(w) = &unenforced {
+        eprintln!("jobcell: {w}");
+    }
     let _terminal = TerminalModes::save();
     // The job starts in --chdir, else its image's WorkingDir (or scratch): the launcher's task
     // workdir.
@@ -245,7 +255,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     if let Some(init) = outcome.init.take() {
         init.leave();
     }
-    for w in &outcome.report.warnings {
+    for w in outcome
+        .report
+        .warnings
+        .iter()
+        .filter(|w| Some(*w) != unenforced.as_ref())
+    {
         eprintln!("jobcell: warning: {w}");
     }
     if let Some(e) = &outcome.exec_error {

@@ -125,6 +125,18 @@ pub struct Launch<'a> {
     pub hidden: Vec<PathBuf>,
 }
 
+/// What a rootless job without a cgroup of its own (none is delegated to its caller) is told
+/// about the limits it asked for, if any: they are not enforced.
+pub fn unenforced_limits_warning(r: &jobcell_spec::Resources) -> Option<String> {
+    if !r.has_explicit_limits() {
+        return None;
+    }
+    Some(format!(
+        "{} not enforced: running rootless with no cgroup of jobcell's own (none is delegated to this user), so limits are the enclosing scheduler's; usage is the kernel's accounting of the job's processes",
+        r.explicit_limit_flags().join(", ")
+    ))
+}
+
 /// When jobcell runs as one task of an enclosing scheduler (the SPANK plugin execs it in place
 /// of a Slurm task): the job keeps the task's working directory, and its private dirs come from
 /// a per-job dir the scheduler side made and removes, shared by the job's tasks and steps.
