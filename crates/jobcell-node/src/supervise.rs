@@ -588,14 +588,22 @@ fn open_output(
     Ok(f)
 }
 
-/// Move `pid` into the supervisors cgroup `d`, creating it; a daemon that stops removes it when
-/// empty, so a concurrent removal (ENOENT) is retried.
+/// Move `pid` into the supervisors cgroup `d`, creating it; a daemon that stops removes it and
+/// jobcell's parent above it when empty, so a concurrent removal (ENOENT) is retried, the
+/// parent made again first.
 fn join_supervisors(d: &Path, pid: i32) -> Result<(), String> {
     let mut tries = 0;
     loop {
         match std::fs::create_dir(d) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 3 => {
+                tries += 1;
+                if let Some(parent) = d.parent() {
+                    let _ = std::fs::create_dir(parent);
+                }
+                continue;
+            }
             Err(e) => return Err(format!("creating {}: {e}", d.display())),
         }
         match std::fs::write(d.join("cgroup.procs"), pid.to_string()) {
