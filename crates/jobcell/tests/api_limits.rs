@@ -432,7 +432,15 @@ fn a_closed_stdout_ends_every_client_command_quietly() {
     let d = Daemon::start(&[]);
     // Enough jobs that `q` and `history` write more than a pipe holds (64 KiB) after the
     // reader has gone.
-    let o = d.cli(&["submit", "--hold", "-q", "--count", "1000", "--", "/bin/true"]);
+    let o = d.cli(&[
+        "submit",
+        "--hold",
+        "-q",
+        "--count",
+        "1000",
+        "--",
+        "/bin/true",
+    ]);
     let id = ids(&o)[0].to_string();
     for args in [
         &["history", "--json"][..],
