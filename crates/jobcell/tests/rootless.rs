@@ -206,8 +206,7 @@ fn rootless_image_view_binds_and_report() {
     }
     let (said, json) = err.split_at(err.find('{').expect("a JSON report on stderr"));
     assert_eq!(
-        said.matches("limits come from the enclosing scheduler")
-            .count(),
+        said.matches("limits are the enclosing scheduler's").count(),
         1,
         "the warning must be said once: {said}"
     );
@@ -454,7 +453,7 @@ fn rootless_with_a_delegated_cgroup_applies_limits_and_reports_usage() {
     let status = deleg.launcher.take().unwrap().wait().unwrap();
     assert!(status.success(), "status {status:?}\n{out}\n{err}");
     assert!(
-        !err.contains("limits come from the enclosing scheduler"),
+        !err.contains("not enforced"),
         "a delegated cgroup was not used: {err}"
     );
     assert!(err.contains("went over its memory limit"), "{err}");
