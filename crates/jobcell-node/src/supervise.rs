@@ -280,7 +280,9 @@ fn run(
             // The job's own initialdir, else the image's WorkingDir (or scratch).
             None => s.cwd.clone().or_else(|| s.spec.workdir.clone()),
         },
-        workdir_required: chosen_dir.is_some(),
+        // `--chdir` is bound into the job, so it is there unless the user cannot enter it; an
+        // initialdir under the job's private /tmp is not, and the job starts in scratch.
+        workdir_required: chosen_dir.is_some() && s.cwd.is_none(),
         job_scratch: staged.as_ref().map(|(sd, _)| sd.path().to_path_buf()),
         // The staged dir is this job's alone: request_disk applies to it.
         own_scratch: staged.is_some(),
