@@ -14,7 +14,8 @@ if [[ $(id -u) -ne 0 ]]; then
   exit 1
 fi
 
-# Debian packages: busybox for test images; strace to count a watcher's requests; btrfs-progs for the scratch pool; qemu, a Debian kernel and cpio for the v2 VM;
+# Debian packages: busybox for test images; strace to count a watcher's requests; man-db to
+# render the generated man pages; btrfs-progs for the scratch pool; qemu, a Debian kernel and cpio for the v2 VM;
 # a single-node Slurm (with munge and the SPANK headers) for the Slurm tests; python3-venv for
 # HTCondor's own submit parser, the differential tests' reference.
 need=()
@@ -26,6 +27,7 @@ ls /boot/vmlinuz-* >/dev/null 2>&1 || need+=(linux-image-amd64)
 command -v setpriv >/dev/null || need+=(util-linux)
 command -v strace >/dev/null || need+=(strace)
 command -v tmux >/dev/null || need+=(tmux)
+command -v man >/dev/null || need+=(man-db)
 command -v mkfs.btrfs >/dev/null || need+=(btrfs-progs)
 command -v slurmctld >/dev/null || need+=(slurm-wlm)
 command -v munged >/dev/null || need+=(munge)

@@ -248,6 +248,18 @@ pub enum CgroupError {
     Timeout { what: String, secs: f64 },
     #[error("cannot parse {path}: {detail}")]
     Parse { path: PathBuf, detail: String },
+    #[error("`..` would leave the cgroup hierarchy")]
+    ParentEscapes(PathBuf),
+}
+
+/// A parent cgroup path (`--cgroup-parent`, `[paths] cgroup_parent`) stays where it says: a
+/// `..` would make jobcell create (and leave) directories outside the hierarchy it names, even
+/// outside cgroupfs.
+pub fn check_parent_path(p: &Path) -> Result<(), CgroupError> {
+    if p.components().any(|c| c == std::path::Component::ParentDir) {
+        return Err(CgroupError::ParentEscapes(p.to_path_buf()));
+    }
+    Ok(())
 }
 
 impl CgroupError {
@@ -456,6 +468,7 @@ impl CgroupRoot {
     /// (`/batch/jobcell`), or on v2 also a filesystem path below the cgroup2 mount.
     /// On v2 this may move this process into `<parent>/launcher` (see the crate docs).
     pub fn detect(parent_override: Option<&Path>) -> Result<Self, CgroupError> {
+        parent_override.map(check_parent_path).transpose()?;
         let (mounts, cgs) = read_layout()?;
         let has_v1_memory = mounts
             .iter()
@@ -502,6 +515,7 @@ impl CgroupRoot {
     /// [`CgroupError::Delegation`] naming the first directory or file it may not write; the
     /// caller then leaves limits to the enclosing scheduler.
     pub fn detect_delegated(parent_override: Option<&Path>) -> Result<Self, CgroupError> {
+        parent_override.map(check_parent_path).transpose()?;
         let (mounts, cgs) = read_layout()?;
         let has_v1_memory = mounts
             .iter()

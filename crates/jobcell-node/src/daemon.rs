@@ -334,6 +334,11 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
                 .collect()
         })
         .unwrap_or_default();
+    // The `jobcell` parents jobcell made itself (an admin's `cgroup_parent` is theirs to keep).
+    let own_parents: Vec<PathBuf> = match (&cgroups, &o.cgroup_parent) {
+        (Some(r), None) => r.parent_paths(),
+        _ => Vec::new(),
+    };
 
     // Fork the spawner while this process has a single thread.
     let spawner = Spawner::start(o.exe.as_deref()).map_err(DaemonError::Spawner)?;
@@ -460,8 +465,10 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
     }
     let _ = sys::sd_notify("STOPPING=1");
     let _ = std::fs::remove_file(&o.socket);
-    // Only succeeds when no supervisor is left in it (rmdir of a non-empty cgroup fails).
-    for d in supervisor_cgroups {
+    // Only succeeds when no supervisor is left in it (rmdir of a non-empty cgroup fails), and
+    // the parents only when no job nor anyone else's cgroup is: running jobs keep theirs, for
+    // the next daemon to re-attach to.
+    for d in supervisor_cgroups.iter().chain(&own_parents) {
         let _ = std::fs::remove_dir(d);
     }
     Ok(())

@@ -203,11 +203,15 @@ fn run(
                 .map_err(|e| Failure::Hold(format!("bind sources: the submitter: {e}")))?,
         ),
     };
-    if let (Some(cwd), None) = (&s.cwd, &lease) {
-        // (In an image the directory is looked up in the image's view, by the launcher.)
-        if !s.transfer {
-            check_dir(cwd, &job_identity).map_err(hold)?;
-        }
+    // The submitter's initialdir or `--chdir` (without an image a spec's workdir is only
+    // ever the latter). In an image the directory is looked up in the image's view, by the
+    // launcher.
+    let chosen_dir = match &lease {
+        None if !s.transfer => s.cwd.as_ref().or(s.spec.workdir.as_ref()),
+        _ => None,
+    };
+    if let Some(dir) = chosen_dir {
+        check_dir(dir, &job_identity).map_err(hold)?;
     }
     let input = match &s.stdin {
         Some(p) => Some(open_input(p, &identity).map_err(hold)?),
@@ -290,6 +294,9 @@ fn run(
             // The job's own initialdir, else the image's WorkingDir (or scratch).
             None => s.cwd.clone().or_else(|| s.spec.workdir.clone()),
         },
+        // `--chdir` is bound into the job, so it is there unless the user cannot enter it; an
+        // initialdir under the job's private /tmp is not, and the job starts in scratch.
+        workdir_required: chosen_dir.is_some() && s.cwd.is_none(),
         job_scratch: staged.as_ref().map(|(sd, _)| sd.path().to_path_buf()),
         // The staged dir is this job's alone: request_disk applies to it.
         own_scratch: staged.is_some(),
@@ -600,14 +607,22 @@ fn open_output(
     Ok(f)
 }
 
-/// Move `pid` into the supervisors cgroup `d`, creating it; a daemon that stops removes it when
-/// empty, so a concurrent removal (ENOENT) is retried.
+/// Move `pid` into the supervisors cgroup `d`, creating it; a daemon that stops removes it and
+/// jobcell's parent above it when empty, so a concurrent removal (ENOENT) is retried, the
+/// parent made again first.
 fn join_supervisors(d: &Path, pid: i32) -> Result<(), String> {
     let mut tries = 0;
     loop {
         match std::fs::create_dir(d) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 3 => {
+                tries += 1;
+                if let Some(parent) = d.parent() {
+                    let _ = std::fs::create_dir(parent);
+                }
+                continue;
+            }
             Err(e) => return Err(format!("creating {}: {e}", d.display())),
         }
         match std::fs::write(d.join("cgroup.procs"), pid.to_string()) {

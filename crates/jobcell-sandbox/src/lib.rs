@@ -16,7 +16,7 @@ pub mod sync;
 pub mod syscall;
 
 pub use launch::{
-    launch, launch_task, JobExit, Launch, LaunchError, Outcome, SchedulerTask, ScratchMount,
-    UsageSampler,
+    launch, launch_task, unenforced_limits_warning, JobExit, Launch, LaunchError, Outcome,
+    SchedulerTask, ScratchMount, UsageSampler,
 };
 pub use report::Report;

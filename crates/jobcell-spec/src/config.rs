@@ -313,8 +313,12 @@ impl Config {
     /// Parse config text; `path` only names the file in errors.
     pub fn parse(text: &str, path: &str) -> Result<Self, ConfigError> {
         let c: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: path.to_string(),
-            message: e.message().to_string(),
+            // `file:line`, as compilers say it, when toml knows where.
+            path: match e.span() {
+                Some(span) => format!("{path}:{}", line_of(text, span.start)),
+                None => path.to_string(),
+            },
+            message: e.message().trim_end().to_string(),
         })?;
         let bad = |key: &str, e: crate::SizeError| ConfigError::Parse {
             path: path.to_string(),
@@ -326,9 +330,33 @@ impl Config {
     }
 }
 
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    let end = offset.min(text.len());
+    text.as_bytes()[..end]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count()
+        + 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_config_names_its_file_and_line() {
+        let text = "[paths]\nstate_dir = \"/s\"\n\n[run]\ngrace_secs = \"ten\"\n";
+        let e = Config::parse(text, "/etc/jobcell/config.toml").unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("config /etc/jobcell/config.toml:5: "),
+            "{msg}"
+        );
+        assert_eq!(msg.lines().count(), 1, "{msg}");
+        let e = Config::parse("[paths]\nnot_a_key = 1\n", "c.toml").unwrap_err();
+        assert!(e.to_string().starts_with("config c.toml:2: "), "{e}");
+    }
 
     #[test]
     fn parses_a_full_config() {

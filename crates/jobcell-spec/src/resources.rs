@@ -215,6 +215,37 @@ impl Resources {
     }
 
     /// Whether the job asks for a limit that has no default (pids always has one).
+    /// The limits asked for, as the options that ask for them (`--memory 1.0 GiB`), for
+    /// saying which are not enforced.
+    pub fn explicit_limit_flags(&self) -> Vec<String> {
+        let defaults = Resources::default();
+        let mut flags = Vec::new();
+        let mut say = |flag: &str, v: Option<String>| {
+            if let Some(v) = v {
+                flags.push(format!("--{flag} {v}"));
+            }
+        };
+        say("cpus", self.cpus.map(|c| c.to_string()));
+        say("cpu-limit", self.cpu_limit.map(|c| c.to_string()));
+        say("cpuset", self.cpuset.clone());
+        say("memory", self.memory.map(crate::format_size));
+        say("swap", self.swap.map(crate::format_size));
+        say("io-weight", self.io_weight.map(|w| w.to_string()));
+        for f in FILE_LIMITS {
+            if (f.get)(&defaults).is_none() {
+                let v = (f.get)(self);
+                say(
+                    f.flag,
+                    match f.unit {
+                        Some(_) => v.map(crate::format_size),
+                        None => v.map(|n| n.to_string()),
+                    },
+                );
+            }
+        }
+        flags
+    }
+
     pub fn has_explicit_limits(&self) -> bool {
         let defaults = Resources::default();
         self.cpus.is_some()

@@ -13,7 +13,9 @@ use jobcell_spec::{format_size, JobSpec};
 
 use crate::cmd_image::user_name;
 use crate::socket::SocketArg;
-use crate::submit_args::{finish_spec, is_root, job_user, SubmitArgs};
+use crate::submit_args::{
+    finish_spec, is_root, job_user, words_follow_dashes, SubmitArgs, SubmitForm,
+};
 
 fn abs(p: &str) -> anyhow::Result<String> {
     let pb = std::path::Path::new(p);
@@ -27,41 +29,43 @@ fn abs(p: &str) -> anyhow::Result<String> {
     })
 }
 
-pub fn build_spec(a: &SubmitArgs) -> anyhow::Result<JobSpec> {
+pub fn build_spec(a: &SubmitArgs, command: Vec<String>) -> anyhow::Result<JobSpec> {
     let user = job_user(a)?;
-    let mut spec = JobSpec::new(a.command.clone());
+    let mut spec = JobSpec::new(command);
     a.job.apply(&mut spec, None)?;
     finish_spec(&mut spec, user, a)?;
     Ok(spec)
 }
 
 pub fn submit(a: SubmitArgs) -> anyhow::Result<i32> {
-    if let Some(f) = &a.file {
-        if a.dry_run {
-            return crate::cmd_submit_file::dry_run(f, &a);
+    let args: Vec<_> = std::env::args_os().collect();
+    let after_dashes = words_follow_dashes(&args, a.words.first().map(String::as_str));
+    let command = match a.form(after_dashes) {
+        SubmitForm::File(f) => {
+            if a.dry_run {
+                return crate::cmd_submit_file::dry_run(&f, &a);
+            }
+            if a.user.is_some() && !is_root() {
+                anyhow::bail!("--user needs root: your jobs run as you");
+            }
+            anyhow::ensure!(
+                a.count == 1 && a.output.is_none() && a.error.is_none() && a.job.chdir.is_none(),
+                "--count, --output, --error and --chdir are for a command; a submit file says `queue N`, `output`, `error`, `initialdir`"
+            );
+            return crate::cmd_submit_file::submit(&f, &a);
         }
-        anyhow::ensure!(
-            a.command.is_empty(),
-            "give a submit file or a command after --, not both"
-        );
-        if a.user.is_some() && !is_root() {
-            anyhow::bail!("--user needs root: your jobs run as you");
-        }
-        anyhow::ensure!(
-            a.count == 1 && a.output.is_none() && a.error.is_none(),
-            "--count, --output and --error are for the quick form; a submit file says `queue N`, `output`, `error`"
-        );
-        return crate::cmd_submit_file::submit(f, &a);
-    }
+        SubmitForm::Command(c) => c,
+    };
     // In an image the command may come from its Entrypoint + Cmd, which the daemon applies.
     anyhow::ensure!(
-        !a.command.is_empty() || a.job.image.is_some(),
-        "no command given (usage: jobcell submit [OPTIONS] -- COMMAND [ARGS...])"
+        !command.is_empty() || a.job.image.is_some(),
+        "no command given (usage: jobcell submit [OPTIONS] COMMAND [ARGS...])"
     );
+    anyhow::ensure!(!a.dry_run, "--dry-run is for a submit file, not a command");
     if a.user.is_some() && !is_root() {
         anyhow::bail!("--user needs root: your jobs run as you");
     }
-    let spec = build_spec(&a)?;
+    let spec = build_spec(&a, command)?;
     // One key per invocation: if the answer is lost (the daemon restarted between its commit
     // and its reply), the resend gets the jobs made the first time instead of a second copy.
     let req = SubmitRequest {

@@ -43,7 +43,9 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// The command and its arguments (optional with an --image that names Entrypoint/Cmd).
-    #[arg(last = true, value_name = "COMMAND")]
+    /// Everything from the first word that is not an option on is the command; `--` before
+    /// it is needed only when the command itself starts with `-`.
+    #[arg(trailing_var_arg = true, value_name = "COMMAND")]
     pub command: Vec<String>,
 }
 
@@ -61,7 +63,19 @@ pub fn build_spec(
         .unwrap_or_else(|| "nobody".into());
     spec.user = UserSpec::parse(&user)?;
     spec.scratch_base = match &a.scratch_base {
-        Some(p) => p.clone(),
+        Some(p) => {
+            // The launcher makes the base's last directory; a mistyped path must not become a
+            // tree of root's dirs.
+            if let Some(parent) = p.parent().filter(|q| !q.as_os_str().is_empty()) {
+                anyhow::ensure!(
+                    parent.is_dir(),
+                    "--scratch-base {}: {} does not exist (jobcell makes only the last directory)",
+                    p.display(),
+                    parent.display()
+                );
+            }
+            p.clone()
+        }
         None => config::default_scratch_base(cfg)?,
     };
     spec.keep_scratch = a.keep_scratch;
@@ -129,6 +143,11 @@ fn bound_scratch(
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<i32> {
+    // Before anything is made (the scratch pool, an image lease).
+    if let Some(p) = &a.cgroup_parent {
+        jobcell_cgroup::check_parent_path(p)
+            .map_err(|e| anyhow::anyhow!("--cgroup-parent {}: {e}", p.display()))?;
+    }
     let cfg = config::load(a.config.as_deref())?;
     // The lease keeps the image from being removed while the job runs; the store stays open
     // (closing SQLite costs ~0.35 ms, not worth adding to the launch).
@@ -182,10 +201,22 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
             },
         }
     };
+    // Said before the job runs, not after: the job is not held to them.
+    let unenforced = match (&delegated, &a.cgroup_parent) {
+        (None, None) if !config::is_root() => {
+            jobcell_sandbox::unenforced_limits_warning(&spec.resources)
+        }
+        _ => None,
+    };
+    if let Some(w) = &unenforced {
+        eprintln!("jobcell: {w}");
+    }
     let _terminal = TerminalModes::save();
-    // The job starts in its image's WorkingDir (or its own): the launcher's task workdir.
+    // The job starts in --chdir, else its image's WorkingDir (or scratch): the launcher's task
+    // workdir.
     let task = jobcell_sandbox::SchedulerTask {
         workdir: spec.workdir.clone(),
+        workdir_required: a.job.chdir.is_some(),
         ..Default::default()
     };
     let launch = |l: &Launch| jobcell_sandbox::launch_task(l, &task);
@@ -225,7 +256,12 @@ pub fn run(a: RunArgs) -> anyhow::Result<i32> {
     if let Some(init) = outcome.init.take() {
         init.leave();
     }
-    for w in &outcome.report.warnings {
+    for w in outcome
+        .report
+        .warnings
+        .iter()
+        .filter(|w| Some(*w) != unenforced.as_ref())
+    {
         eprintln!("jobcell: warning: {w}");
     }
     if let Some(e) = &outcome.exec_error {

@@ -176,6 +176,8 @@ fn run(argv0: OsString) -> anyhow::Result<JobExit> {
         },
         &SchedulerTask {
             workdir,
+            // The task's own cwd, which an image may lack: scratch then, as before.
+            workdir_required: false,
             job_scratch: Some(scratch),
             // Shared by every task and step of the Slurm job on this node.
             own_scratch: false,

@@ -85,8 +85,16 @@ fn read_description(path: &Path) -> anyhow::Result<(String, String)> {
             .context("reading the submit description from stdin")?;
         Ok(("<stdin>".into(), text))
     } else {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read {}", path.display()))?;
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            let hint = match e.kind() {
+                std::io::ErrorKind::NotFound => format!(
+                    " (a submit file; to queue a command: jobcell submit -- {})",
+                    path.display()
+                ),
+                _ => String::new(),
+            };
+            anyhow::anyhow!("cannot read {}: {e}{hint}", path.display())
+        })?;
         Ok((path.display().to_string(), text))
     }
 }
@@ -98,13 +106,18 @@ fn parse_text(name: &str, text: &str, cluster_id: u64) -> anyhow::Result<Vec<Sub
     for w in &sub.warnings {
         eprintln!("jobcell: warning: {name}: {w}");
     }
-    // condor_submit refuses a missing executable; here it is only a warning, since the job may
-    // create it first or find it inside its image (then the host's view says nothing).
+    // condor_submit refuses an executable it cannot send. Checked by this process, which is
+    // the submitter's; an image's executable is in the image's view, and
+    // `transfer_executable = false` names a program already on the node.
     let mut seen = std::collections::HashSet::new();
-    for job in sub.jobs.iter().filter(|j| j.image.is_none()) {
-        if seen.insert(&job.executable) && !Path::new(&job.executable).is_file() {
-            eprintln!(
-                "jobcell: warning: {name}: executable {} is not a file on this host",
+    for job in &sub.jobs {
+        if job.image.is_some() || !job.transfer_executable || !seen.insert(&job.executable) {
+            continue;
+        }
+        if let Err(why) = crate::paths::check_executable(Path::new(&job.executable)) {
+            anyhow::bail!(
+                "{name}: line {}: executable {}: {why}",
+                job.executable_line,
                 job.executable
             );
         }

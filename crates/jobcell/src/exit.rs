@@ -15,5 +15,32 @@ pub(crate) fn one_line(e: &anyhow::Error) -> String {
             msg.push_str(&c);
         }
     }
-    msg.replace('\n', " ")
+    printable(&msg)
+}
+
+/// `msg` on one line of printable text: a newline is a space; other control characters (an
+/// archive's raw header bytes, a terminal escape in a file name) are `\xNN`; an undecodable
+/// byte shown as U+FFFD is `?`.
+pub(crate) fn printable(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    for c in msg.chars() {
+        match c {
+            '\n' => out.push(' '),
+            '\u{fffd}' => out.push('?'),
+            c if c.is_control() => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn messages_are_one_printable_line() {
+        assert_eq!(
+            super::printable("bad\nfield \u{5}\u{fffd}\u{1b}[31m ok"),
+            "bad field \\x05?\\x1b[31m ok"
+        );
+    }
 }

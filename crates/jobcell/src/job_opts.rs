@@ -15,6 +15,11 @@ pub struct JobOpts {
     /// (/tmp, /var/tmp, /dev/shm). `--private none` makes none private.
     #[arg(long = "private", value_name = "DIR")]
     pub private: Vec<PathBuf>,
+    /// Start the job in this host directory (HTCondor's initialdir, sbatch --chdir), which
+    /// must be one you can enter; with --image it is bound into the job at the same path.
+    /// Default: the job's scratch dir (or its image's WorkingDir).
+    #[arg(long, short = 'C', value_name = "DIR")]
+    pub chdir: Option<PathBuf>,
     /// Make a host path visible read-write at DST (default: the same path).
     #[arg(long, value_name = "SRC[:DST]")]
     pub bind: Vec<String>,
@@ -110,6 +115,28 @@ impl JobOpts {
         }
         for b in &self.bind {
             spec.mounts.push(parse_bind(b, false)?);
+        }
+        if let Some(d) = &self.chdir {
+            let dir = crate::paths::checked_workdir(d)?;
+            // Bound at its own path: an image's view has no host dir but those bound into it,
+            // and the host's view may cover it (a dir under the job's private /tmp).
+            if !spec.mounts.iter().any(|m| m.dst == dir) {
+                spec.mounts.push(jobcell_spec::MountSpec {
+                    src: dir.clone(),
+                    dst: dir.clone(),
+                    readonly: false,
+                });
+            }
+            spec.workdir = Some(dir);
+        }
+        // A relative program with a `/` is the submitter's file, as condor_submit reads it
+        // (in an image, the image's).
+        if self.image.is_none() {
+            if let Some(program) = spec.argv.first() {
+                if let Some(abs) = crate::paths::resolve_program(program)? {
+                    spec.argv[0] = abs;
+                }
+            }
         }
         for b in &self.ro_bind {
             spec.mounts.push(parse_bind(b, true)?);

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 
 mod cmd_client;
+mod cmd_docs;
 mod cmd_image;
 mod cmd_run;
 mod cmd_selftest;
@@ -17,6 +18,7 @@ mod config;
 mod exit;
 mod image_tool;
 mod job_opts;
+mod paths;
 mod socket;
 mod submit_args;
 
@@ -40,7 +42,8 @@ enum Cmd {
     /// Manage the image registry.
     #[command(subcommand)]
     Image(cmd_image::ImageCmd),
-    /// Queue a job on this node's daemon: jobcell submit [OPTIONS] -- COMMAND [ARGS...]
+    /// Queue a job on this node's daemon: jobcell submit [OPTIONS] COMMAND [ARGS...], or a
+    /// submit file: jobcell submit [OPTIONS] FILE
     Submit(Box<submit_args::SubmitArgs>),
     /// List unfinished jobs (everyone's), like condor_q.
     Q(cmd_client::ListArgs),
@@ -78,13 +81,17 @@ enum Cmd {
     },
     /// Attack this node's isolation from inside real jobs (run as root) and print the table.
     Selftest(cmd_selftest::SelftestArgs),
+    /// Print a shell completion script: bash, zsh or fish.
+    Completions(cmd_docs::CompletionsArgs),
+    /// Write the man pages (jobcell(1), one per subcommand) into DIR, or jobcell(1) to stdout.
+    Man(cmd_docs::ManArgs),
     /// (internal) One attack syscall from inside a selftest job.
     #[command(hide = true, name = "selftest-probe")]
     SelftestProbe(cmd_selftest::ProbeArgs),
 }
 
 const RUN_ABOUT: &str =
-    "Run one job isolated, in the foreground: jobcell run [OPTIONS] -- COMMAND [ARGS...]";
+    "Run one job isolated, in the foreground: jobcell run [OPTIONS] [--] COMMAND [ARGS...]";
 
 /// `jobcell run` parsed without the other subcommands. Every launch starts this binary, and
 /// building clap's whole command tree first (every subcommand's arguments, ~150 KiB of heap)
@@ -179,6 +186,8 @@ fn jobcell_main() -> ! {
         Cmd::Daemon { args } => exec_jobcelld(args),
         Cmd::Selftest(a) => cmd_selftest::run(a),
         Cmd::SelftestProbe(a) => cmd_selftest::probe(a),
+        Cmd::Completions(a) => cmd_docs::completions::<Cli>(a).map_err(Into::into),
+        Cmd::Man(a) => cmd_docs::man::<Cli>(a).map_err(Into::into),
     };
     match result {
         Ok(code) => std::process::exit(code),

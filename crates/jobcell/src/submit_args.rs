@@ -1,7 +1,7 @@
 //! `jobcell submit`'s options, and what makes a job's spec whole whichever form it came in
 //! (a command after `--`, or a submit file).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use jobcell_spec::{JobSpec, UserSpec};
@@ -39,21 +39,71 @@ pub struct SubmitArgs {
     /// Then wait until the jobs have ended and exit like `jobcell wait` (sbatch --wait).
     #[arg(long, conflicts_with = "dry_run")]
     pub wait: bool,
-    /// An HTCondor submit description file (`-` for stdin): all its jobs are queued as one
-    /// cluster, or none; options given here add to or override what the file says
-    /// (docs/submit-files.md).
-    #[arg(value_name = "FILE|-")]
-    pub file: Option<PathBuf>,
     /// With FILE: print the jobs it would queue (like condor_submit -dry-run); queue nothing.
-    #[arg(long, requires = "file")]
+    #[arg(long, requires = "words")]
     pub dry_run: bool,
     /// With --dry-run: a JSON list of the jobs.
     #[arg(long, requires = "dry_run")]
     pub json: bool,
-    /// The command and its arguments (optional with an --image that names Entrypoint/Cmd;
-    /// after an Entrypoint they replace its Cmd, as with `docker run IMAGE ARGS`).
-    #[arg(last = true, value_name = "COMMAND")]
-    pub command: Vec<String>,
+    /// An HTCondor submit description file (`-` for stdin): all its jobs are queued as one
+    /// cluster, or none; options given here add to or override what the file says
+    /// (docs/submit-files.md). Or the command and its arguments: several words, a program
+    /// (a `#!` script or a binary), or anything after `--` (optional with an --image that names
+    /// Entrypoint/Cmd; after an Entrypoint they replace its Cmd, as with `docker run IMAGE ARGS`).
+    #[arg(trailing_var_arg = true, value_name = "FILE|COMMAND")]
+    pub words: Vec<String>,
+}
+
+/// What `jobcell submit` was given to queue.
+#[derive(Debug, PartialEq)]
+pub enum SubmitForm {
+    /// A submit description file (`-`: stdin).
+    File(PathBuf),
+    /// A command and its arguments.
+    Command(Vec<String>),
+}
+
+impl SubmitArgs {
+    /// A single word is a submit file unless it is a program: one starting with `#!` or an
+    /// ELF header (sbatch's `job.sh`). `after_dashes`: the words followed `--`, so they are a
+    /// command whatever they name.
+    pub fn form(&self, after_dashes: bool) -> SubmitForm {
+        match self.words.as_slice() {
+            [one] if !after_dashes && (one == "-" || !is_program(Path::new(one))) => {
+                SubmitForm::File(PathBuf::from(one))
+            }
+            // The file named, not a program of that name in the job's PATH.
+            [one] if !after_dashes && !one.contains('/') => {
+                SubmitForm::Command(vec![format!("./{one}")])
+            }
+            words => SubmitForm::Command(words.to_vec()),
+        }
+    }
+}
+
+/// Starts like a script (`#!`) or an ELF executable. Read as the submitter; a file that
+/// cannot be read is left to the submit-file reader to report.
+fn is_program(p: &Path) -> bool {
+    use std::io::Read;
+    let mut head = [0u8; 4];
+    let Ok(mut f) = std::fs::File::open(p) else {
+        return false;
+    };
+    let n = f.read(&mut head).unwrap_or(0);
+    head[..n].starts_with(b"#!") || head[..n].starts_with(b"\x7fELF")
+}
+
+/// Whether `--` came before the command's first word on this process's command line.
+pub fn words_follow_dashes(args: &[std::ffi::OsString], first_word: Option<&str>) -> bool {
+    for a in args.iter().skip(2) {
+        if a == "--" {
+            return true;
+        }
+        if first_word.is_some_and(|w| a == w) {
+            return false;
+        }
+    }
+    false
 }
 
 pub fn is_root() -> bool {

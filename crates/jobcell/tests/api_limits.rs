@@ -430,7 +430,17 @@ fn a_closed_stdout_ends_every_client_command_quietly() {
     }
     let _g = serial();
     let d = Daemon::start(&[]);
-    let o = d.cli(&["submit", "--hold", "-q", "--", "/bin/true"]);
+    // Enough jobs that `q` and `history` write more than a pipe holds (64 KiB) after the
+    // reader has gone.
+    let o = d.cli(&[
+        "submit",
+        "--hold",
+        "-q",
+        "--count",
+        "1000",
+        "--",
+        "/bin/true",
+    ]);
     let id = ids(&o)[0].to_string();
     for args in [
         &["history", "--json"][..],

@@ -588,3 +588,101 @@ fn q_counts_one_job_in_the_singular() {
     let last = out(&o).lines().last().unwrap_or_default().to_string();
     assert!(last.starts_with("1 job;"), "{last}");
 }
+
+/// `jobcell submit --chdir DIR job.sh`: the job runs in DIR, the script (a `#!` file given
+/// alone, as to sbatch) is the submitter's from the submit directory.
+#[test]
+fn submit_chdir_runs_a_script_of_the_submit_directory_there() {
+    if !root_or_skip("submit_chdir_runs_a_script_of_the_submit_directory_there") {
+        return;
+    }
+    let _g = serial();
+    let d = Daemon::start(&[]);
+    let work = TempDir::itest();
+    let run = work.path().join("run");
+    std::fs::create_dir(&run).unwrap();
+    chmod(&run, 0o777);
+    std::fs::write(
+        work.path().join("job.sh"),
+        "#!/bin/sh\necho pwd=$(pwd) args=$*\n",
+    )
+    .unwrap();
+    chmod(&work.path().join("job.sh"), 0o755);
+    let out = d.cli_in(
+        work.path(),
+        Some(nobody()),
+        &[],
+        &["submit", "-q", "--chdir", "run", "job.sh"],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let id: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let done = d.wait_state(id, State::Completed, T);
+    assert_eq!(done.owner, nobody().0);
+    let o = d.cli(&["output", &id.to_string()]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("pwd={} args=", run.display())
+    );
+    // Several words without `--` are the command too.
+    let out = d.cli_in(
+        &run,
+        Some(nobody()),
+        &[],
+        &["submit", "-q", "--chdir", ".", "sh", "-c", "echo here=$PWD"],
+        None,
+    );
+    assert!(out.status.success(), "{out:?}");
+    let id: u64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    d.wait_state(id, State::Completed, T);
+    let o = d.cli(&["output", &id.to_string()]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        format!("here={}", run.display())
+    );
+}
+
+/// A directory the submitter cannot enter is refused by `jobcell submit` (which runs as the
+/// submitter), and a job that names one through the API directly is held when it would start
+/// (checked as the job's user), instead of running in its scratch dir.
+#[test]
+fn a_workdir_the_submitter_cannot_enter_is_refused_or_held_never_run_elsewhere() {
+    if !root_or_skip("a_workdir_the_submitter_cannot_enter_is_refused_or_held_never_run_elsewhere")
+    {
+        return;
+    }
+    let _g = serial();
+    let d = Daemon::start(&[]);
+    let work = TempDir::itest();
+    let closed = work.path().join("roots-only");
+    std::fs::create_dir(&closed).unwrap();
+    chmod(&closed, 0o700);
+    let dir = closed.to_str().unwrap();
+    let out = d.cli_in(
+        work.path(),
+        Some(nobody()),
+        &[],
+        &["submit", "--chdir", dir, "--", "/bin/pwd"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(125), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr).trim(),
+        format!("jobcell: --chdir {dir}: Permission denied")
+    );
+    assert!(d.all_jobs().is_empty());
+    // The same through the API, as that user.
+    let mut spec = jobcell_spec::JobSpec::new(vec!["/bin/pwd".into()]);
+    let (nu, ng) = nobody();
+    spec.user = jobcell_spec::UserSpec::Uid(nu);
+    spec.workdir = Some(closed.clone());
+    let body = serde_json::to_vec(&serde_json::json!({"spec": spec})).unwrap();
+    assert_eq!(as_user_request(&d.sock, nu, ng, "/v1/jobs", &body), 201);
+    let id = d.all_jobs()[0].id;
+    let held = d.wait_state(id, State::Held, T);
+    let why = held.hold_reason.unwrap_or_default();
+    assert!(
+        why.contains(dir) && why.contains("Permission denied"),
+        "{why}"
+    );
+}

@@ -206,8 +206,7 @@ fn rootless_image_view_binds_and_report() {
     }
     let (said, json) = err.split_at(err.find('{').expect("a JSON report on stderr"));
     assert_eq!(
-        said.matches("limits come from the enclosing scheduler")
-            .count(),
+        said.matches("limits are the enclosing scheduler's").count(),
         1,
         "the warning must be said once: {said}"
     );
@@ -454,7 +453,7 @@ fn rootless_with_a_delegated_cgroup_applies_limits_and_reports_usage() {
     let status = deleg.launcher.take().unwrap().wait().unwrap();
     assert!(status.success(), "status {status:?}\n{out}\n{err}");
     assert!(
-        !err.contains("limits come from the enclosing scheduler"),
+        !err.contains("not enforced"),
         "a delegated cgroup was not used: {err}"
     );
     assert!(err.contains("went over its memory limit"), "{err}");
@@ -542,7 +541,9 @@ fn rootless_without_a_delegated_cgroup_says_so_once() {
     let lines: Vec<&str> = said.lines().filter(|l| !l.trim().is_empty()).collect();
     assert_eq!(lines.len(), 1, "exactly one line expected: {said}");
     assert!(
-        lines[0].contains("limits come from the enclosing scheduler"),
+        lines[0].starts_with(
+            "jobcell: --cpus 1, --memory 64.0 MiB not enforced: running rootless with no cgroup"
+        ) && lines[0].contains("limits are the enclosing scheduler's"),
         "{said}"
     );
     let v: serde_json::Value = serde_json::from_str(json).unwrap();

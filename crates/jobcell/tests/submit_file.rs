@@ -144,14 +144,57 @@ fn warnings_name_the_line_and_do_not_stop_the_dry_run() {
     let err = String::from_utf8(out.stderr).unwrap();
     assert!(err.contains("warning: <stdin>: line 2: 'rank'"), "{err}");
     assert!(!err.contains("not a file"), "{err}");
-    let out = run_stdin(
-        &["submit", "--dry-run", "-"],
-        "executable = ./missing\nqueue\n",
-        dir.path(),
-    );
-    assert!(out.status.success());
-    let err = String::from_utf8(out.stderr).unwrap();
-    assert!(err.contains("/missing is not a file on this host"), "{err}");
+}
+
+/// condor_submit refuses an executable it could not send; so does `jobcell submit`, naming the
+/// file and the `executable` line, unless the program is the node's or the image's.
+#[test]
+fn a_missing_or_unrunnable_executable_is_refused_at_its_line() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("data.txt"), "not a program\n").unwrap();
+    std::fs::create_dir(dir.path().join("adir")).unwrap();
+    let cwd = dir.path().canonicalize().unwrap();
+    for (exe, why) in [
+        ("./missing", "No such file or directory"),
+        ("data.txt", "not executable by you"),
+        ("adir", "not a regular file"),
+    ] {
+        let out = run_stdin(
+            &["submit", "--dry-run", "-"],
+            &format!("universe = vanilla\nexecutable = {exe}\nqueue\n"),
+            dir.path(),
+        );
+        assert_eq!(out.status.code(), Some(125), "{exe}");
+        assert!(out.stdout.is_empty(), "{exe}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert_eq!(
+            err.trim_end(),
+            format!(
+                "jobcell: <stdin>: line 2: executable {}/{exe}: {why}",
+                cwd.display()
+            ),
+            "{exe}"
+        );
+    }
+    // A program already on the node, an image's, and a runnable one of the submitter's pass.
+    std::fs::set_permissions(
+        dir.path().join("data.txt"),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    for text in [
+        "executable = /opt/nowhere/prog\ntransfer_executable = false\nqueue\n",
+        "executable = /in/the/image\njobcell_image = alma9\nqueue\n",
+        "executable = data.txt\nqueue\n",
+    ] {
+        let out = run_stdin(&["submit", "--dry-run", "-"], text, dir.path());
+        assert!(
+            out.status.success(),
+            "{text}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[test]

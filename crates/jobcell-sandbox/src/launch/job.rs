@@ -23,8 +23,9 @@ pub(super) struct JobPlan {
     pub(super) userns: bool,
     pub(super) cgroupns: bool,
     pub(super) workdir: PathBuf,
-    /// Where the job starts when `workdir` is missing in its view.
-    pub(super) workdir_fallback: PathBuf,
+    /// Where the job starts when `workdir` is missing in its view; `None`: the job fails
+    /// instead (a directory its submitter chose must not silently become another).
+    pub(super) workdir_fallback: Option<PathBuf>,
     pub(super) argv: Vec<CString>,
     pub(super) envp: Vec<CString>,
     pub(super) path_dirs: Vec<Vec<u8>>,
@@ -182,7 +183,10 @@ fn become_job(c: &JobPlan, user: &Identity, sys: &dyn Syscall) -> Result<(), Job
         JobError::Identity(format!("becoming user {} ({})", user.name, user.uid), e)
     })?;
     sys.chdir(&c.workdir)
-        .or_else(|_| sys.chdir(&c.workdir_fallback))
+        .or_else(|e| match &c.workdir_fallback {
+            Some(f) => sys.chdir(f),
+            None => Err(e),
+        })
         .map_err(|e| JobError::Identity(format!("entering {}", c.workdir.display()), e))?;
     // Nothing of the launcher's reaches the job but stdin, stdout and stderr.
     let _ = sys.cloexec_from(3);
@@ -243,7 +247,7 @@ pub(super) mod tests {
             userns,
             cgroupns,
             workdir: "/missing".into(),
-            workdir_fallback: "/scratch/job".into(),
+            workdir_fallback: Some("/scratch/job".into()),
             argv: vec![c"/bin/true".into()],
             envp: Vec::new(),
             path_dirs: Vec::new(),

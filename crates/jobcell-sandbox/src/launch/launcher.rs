@@ -256,9 +256,7 @@ pub(super) fn prepare<'a>(
     // Where the job's cgroup goes. Rootless, only when the caller names a cgroup it may
     // write (a delegated subtree); otherwise the job lives in the scheduler's cgroup.
     let hierarchy = if resolved.rootless && l.cgroup_root.is_none() && l.cgroup_parent.is_none() {
-        if spec.resources.has_explicit_limits() {
-            warnings.push("running rootless: no cgroup of jobcell's own, so limits come from the enclosing scheduler; usage is the kernel's accounting of the job's processes".into());
-        }
+        warnings.extend(super::unenforced_limits_warning(&spec.resources));
         None
     } else {
         Some(match l.cgroup_root {
@@ -400,7 +398,7 @@ pub(super) fn child_plan(
                 .workdir
                 .clone()
                 .unwrap_or_else(|| host.scratch_path.clone()),
-            workdir_fallback: host.scratch_path.clone(),
+            workdir_fallback: (!task.workdir_required).then(|| host.scratch_path.clone()),
             argv,
             envp,
             path_dirs,

@@ -137,6 +137,18 @@ pub trait UsageSampler {
     fn sample(&self, cgroup: &jobcell_cgroup::JobCgroup, last: bool);
 }
 
+/// What a rootless job without a cgroup of its own (none is delegated to its caller) is told
+/// about the limits it asked for, if any: they are not enforced.
+pub fn unenforced_limits_warning(r: &jobcell_spec::Resources) -> Option<String> {
+    if !r.has_explicit_limits() {
+        return None;
+    }
+    Some(format!(
+        "{} not enforced: running rootless with no cgroup of jobcell's own (none is delegated to this user), so limits are the enclosing scheduler's; usage is the kernel's accounting of the job's processes",
+        r.explicit_limit_flags().join(", ")
+    ))
+}
+
 /// When jobcell runs as one task of an enclosing scheduler (the SPANK plugin execs it in place
 /// of a Slurm task): the job keeps the task's working directory, and its private dirs come from
 /// a per-job dir the scheduler side made and removes, shared by the job's tasks and steps.
@@ -144,6 +156,9 @@ pub trait UsageSampler {
 pub struct SchedulerTask {
     /// Where the job starts; if it does not exist in the job's view (an image), scratch.
     pub workdir: Option<PathBuf>,
+    /// `workdir` was chosen by the job's submitter (`--chdir`, initialdir): a job that cannot
+    /// enter it fails instead of starting in scratch.
+    pub workdir_required: bool,
     /// An existing per-job dir owned by the caller, used instead of a fresh scratch dir and
     /// left in place; the tmpfs that hides other jobs' dirs covers its parent.
     pub job_scratch: Option<PathBuf>,

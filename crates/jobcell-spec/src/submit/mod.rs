@@ -165,6 +165,13 @@ pub struct SubmitJob {
     /// `Cmd`; not against initialdir). Empty for a job in an image that names none: it runs
     /// the image's Entrypoint + Cmd (its `arguments` replacing Cmd).
     pub executable: String,
+    /// The line of the `executable` command in effect.
+    #[serde(skip)]
+    pub executable_line: usize,
+    /// `transfer_executable` (default true); false: the executable is a path on the node,
+    /// not a file of the submitter's, and is not checked at submit time.
+    #[serde(skip)]
+    pub transfer_executable: bool,
     /// The arguments (without the executable).
     pub arguments: Vec<String>,
     /// `executable` followed by `arguments`.

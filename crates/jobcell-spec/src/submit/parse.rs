@@ -214,6 +214,7 @@ fn command_name(lower: &str) -> Option<&'static str> {
         "container_image" => "container_image",
         "allowed_job_duration" => "allowed_job_duration",
         "requirements" => "requirements",
+        "transfer_executable" => "transfer_executable",
         _ => {
             if let Some(c) = policy::is_command(lower) {
                 return Some(c);
@@ -233,7 +234,6 @@ const IGNORED: &[&str] = &[
     "rank",
     "stream_output",
     "stream_error",
-    "transfer_executable",
     "transfer_output_files",
     "transfer_output_remaps",
     "accounting_group",
@@ -897,18 +897,34 @@ impl JobCommands<'_, '_> {
         })
     }
 
-    /// `executable`, absolute; a job without one is an error at its `queue` line, except in
-    /// an image, which then runs its Entrypoint + Cmd (`None`), as `docker run IMAGE` does.
+    /// `executable`, absolute, and its line; a job without one is an error at its `queue`
+    /// line, except in an image, which then runs its Entrypoint + Cmd (an empty executable),
+    /// as `docker run IMAGE` does.
     fn executable(
         &self,
         cwd: &str,
         queue_line: usize,
         in_image: bool,
-    ) -> Result<Option<String>, SubmitError> {
+    ) -> Result<(String, usize), SubmitError> {
         match self.get("executable")? {
-            Some((e, _)) if !e.trim().is_empty() => Ok(Some(join(cwd, e.trim()))),
-            _ if in_image => Ok(None),
+            Some((e, line)) if !e.trim().is_empty() => Ok((join(cwd, e.trim()), line)),
+            _ if in_image => Ok((String::new(), queue_line)),
             _ => Err(SubmitError::NoExecutable { line: queue_line }),
+        }
+    }
+
+    /// `transfer_executable` (default true): false names a program already on the node.
+    fn transfer_executable(&self) -> Result<bool, SubmitError> {
+        match self.get("transfer_executable")? {
+            Some((t, line)) => parse_bool(&t).ok_or_else(|| {
+                bad(
+                    line,
+                    "transfer_executable",
+                    &t,
+                    "expected true or false".into(),
+                )
+            }),
+            None => Ok(true),
         }
     }
 
@@ -1217,7 +1233,8 @@ fn make_job(
     let c = JobCommands { ex, cmds };
     c.check_universe()?;
     let (custom_attributes, image) = c.custom_and_image(custom)?;
-    let executable = c.executable(cwd, queue_line, image.is_some())?;
+    let (executable, executable_line) = c.executable(cwd, queue_line, image.is_some())?;
+    let transfer_executable = c.transfer_executable()?;
     let (arguments, args_v1) = c.arguments()?;
     let environment = c.environment(env)?;
     let initialdir = c.initialdir(cwd, env)?;
@@ -1248,12 +1265,17 @@ fn make_job(
     )?;
 
     // Without an executable the arguments replace the image's Cmd (`docker run IMAGE ARGS`).
-    let mut argv: Vec<String> = executable.iter().cloned().collect();
+    let mut argv: Vec<String> = (!executable.is_empty())
+        .then(|| executable.clone())
+        .into_iter()
+        .collect();
     argv.extend(arguments.iter().cloned());
     Ok(SubmitJob {
         cluster_id: opts.cluster_id,
         proc_id: proc,
-        executable: executable.unwrap_or_default(),
+        executable,
+        executable_line,
+        transfer_executable,
         arguments,
         argv,
         args_v1,
