@@ -173,6 +173,40 @@ pub struct JobInfo {
     /// The launcher's report (docs/REPORT.md) for finished jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<serde_json::Value>,
+    /// HTCondor's JobBatchName (submit `batch_name`), when the job has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_name: Option<String>,
+    /// Seconds the job spent suspended in its current (or last) run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub suspended_s: f64,
+    /// Since when it is suspended, while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_at: Option<f64>,
+    /// The owner's user name (`owner` is the uid); the CLI's `--json` fills it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_name: Option<String>,
+}
+
+impl JobInfo {
+    /// A suspended job thawed at `t`: its suspension counts no longer as run time.
+    pub fn resumed(&mut self, t: f64) {
+        if let Some(from) = self.suspended_at.take() {
+            self.suspended_s += (t - from).max(0.0);
+        }
+    }
+
+    /// Seconds it has run (not suspended) in its current run, at `t`.
+    pub fn run_time(&self, t: f64) -> f64 {
+        let Some(start) = self.started_at else {
+            return 0.0;
+        };
+        let frozen = self.suspended_s + self.suspended_at.map_or(0.0, |f| (t - f).max(0.0));
+        (t - start - frozen).max(0.0)
+    }
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -250,6 +284,10 @@ pub enum BulkAction {
     Remove,
     Hold,
     Release,
+    Suspend,
+    Continue,
+    /// condor_qedit: set `attribute` to `value` on queued or held jobs.
+    Edit,
 }
 
 /// `CLUSTER.PROC`, or every job of `CLUSTER` (`CLUSTER.`) when `proc` is absent.
@@ -275,6 +313,13 @@ pub struct BulkActionRequest {
     pub procs: Vec<ProcSelector>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constraint: Option<String>,
+    /// The attribute to change (edit only): RequestMemory, RequestCpus, RequestDisk, JobPrio,
+    /// JobBatchName or a custom one (`+Foo`, `MY.Foo` or `Foo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<String>,
+    /// Its new value, a ClassAd expression (edit only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 /// One selected job the action was refused for, and why.
@@ -289,6 +334,9 @@ pub struct BulkRefusal {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BulkActionResponse {
     pub done: Vec<u64>,
+    /// The `[cluster, proc]` of each job in `done`, in the same order.
+    #[serde(default)]
+    pub done_procs: Vec<(u64, u64)>,
     #[serde(default)]
     pub refused: Vec<BulkRefusal>,
     #[serde(default)]

@@ -10,6 +10,7 @@
 mod actions;
 mod ads;
 mod batch;
+mod edit;
 mod finish;
 mod metrics;
 mod policies;
@@ -22,6 +23,7 @@ mod select;
 mod submission;
 mod waiters;
 
+pub use edit::{refuse_attribute, Edit};
 pub use policies::fmt_duration;
 pub use select::{AdFilter, BulkSelection};
 pub use waiters::has_ended;
@@ -111,6 +113,7 @@ pub enum Action {
     Release,
     Suspend,
     Continue,
+    Edit(Box<Edit>),
 }
 
 impl Action {
@@ -121,6 +124,7 @@ impl Action {
             Action::Release => "release",
             Action::Suspend => "suspend",
             Action::Continue => "continue",
+            Action::Edit(_) => "edit",
         }
     }
 }

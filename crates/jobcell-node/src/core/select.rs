@@ -78,7 +78,7 @@ fn satisfied(v: &Value) -> bool {
 
 /// The `q -l` attributes as a ClassAd (values are ClassAd text; one that does not parse,
 /// which the daemon never writes, is left out rather than failing the listing).
-fn classad_of(attrs: Vec<(String, String)>) -> ClassAd {
+pub(super) fn classad_of(attrs: Vec<(String, String)>) -> ClassAd {
     let mut ad = ClassAd::new();
     for (name, text) in attrs {
         if let Ok(expr) = Expr::parse(&text) {
@@ -219,7 +219,10 @@ impl Core {
         }
         for id in chosen {
             match self.act(tx, caller, id, sel.action.clone(), effects) {
-                Ok(_) => resp.done.push(id),
+                Ok(j) => {
+                    resp.done.push(id);
+                    resp.done_procs.push((j.cluster, j.proc));
+                }
                 Err(e) if e.is_fatal() => return Err(e),
                 Err(e) => resp.refused.push(BulkRefusal {
                     id,

@@ -35,7 +35,9 @@ use thiserror::Error;
 use crate::spec::JobSpec;
 
 pub use parse::parse_submit;
-pub use quote::{args_to_v2_raw, env_to_v2_raw, parse_arguments, parse_environment};
+pub use quote::{
+    args_to_v2_raw, env_to_v2_raw, parse_arguments, parse_environment, v2_raw_readable,
+};
 
 /// Everything the parser needs from the system. Paths are relative to [`SubmitEnv::cwd`]
 /// unless absolute, like `condor_submit`'s.

@@ -212,6 +212,7 @@ fn command_name(lower: &str) -> Option<&'static str> {
         "jobcell_image" => "jobcell_image",
         "container_image" => "container_image",
         "allowed_job_duration" => "allowed_job_duration",
+        "batch_name" | "job_batch_name" => "batch_name",
         _ => {
             return FILE_LIMITS
                 .iter()
@@ -234,8 +235,6 @@ const IGNORED: &[&str] = &[
     "transfer_output_remaps",
     "accounting_group",
     "accounting_group_user",
-    "batch_name",
-    "job_batch_name",
     "description",
     "leave_in_queue",
     "on_exit_remove",
@@ -1156,6 +1155,15 @@ impl JobCommands<'_, '_> {
                 }
             }
             custom_attributes.insert(attr.clone(), cv);
+        }
+        // condor_q's batch view groups jobs by it.
+        if let Some((name, _)) = self.get("batch_name")? {
+            if !name.trim().is_empty() {
+                custom_attributes.insert(
+                    "JobBatchName".to_string(),
+                    CustomValue::String(name.trim().to_string()),
+                );
+            }
         }
         // `container_image` names an image of the node's store, as `jobcell_image` does.
         for key in ["container_image", "jobcell_image"] {
