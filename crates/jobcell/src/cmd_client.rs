@@ -335,7 +335,11 @@ fn print_json(jobs: &mut [JobInfo]) -> anyhow::Result<i32> {
     for j in jobs.iter_mut() {
         j.owner_name = Some(user_name(j.owner));
     }
-    writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&jobs)?)?;
+    writeln!(
+        std::io::stdout(),
+        "{}",
+        serde_json::to_string_pretty(&jobs)?
+    )?;
     Ok(0)
 }
 
@@ -426,7 +430,11 @@ fn print_job_lines(out: &mut impl Write, jobs: &[JobInfo], hold: bool) -> anyhow
         "ID", "CLUSTER", "OWNER", "SUBMITTED", "STATE", "CPUS", "MEMORY", "RUN_TIME", "PRIO"
     )?;
     for j in jobs {
-        let run = if j.state.active() { j.run_time(now) } else { 0.0 };
+        let run = if j.state.active() {
+            j.run_time(now)
+        } else {
+            0.0
+        };
         writeln!(
             out,
             "{:>7} {:>10} {:<10} {:<11} {:<9} {:>5} {:>9} {:>12} {:>4}  {}",
@@ -460,7 +468,10 @@ fn job_ids(jobs: &[&JobInfo]) -> String {
     } else if first.cluster == last.cluster {
         format!("{}.{}-{}", first.cluster, first.proc, last.proc)
     } else {
-        format!("{}.{} ... {}.{}", first.cluster, first.proc, last.cluster, last.proc)
+        format!(
+            "{}.{} ... {}.{}",
+            first.cluster, first.proc, last.cluster, last.proc
+        )
     }
 }
 
@@ -521,7 +532,10 @@ fn print_batches(
         let mut in_batch: Vec<u64> = js.iter().map(|j| j.cluster).collect();
         in_batch.dedup();
         let finished = count(|s| !s.active() && s != State::Queued && s != State::Held);
-        let gone: usize = in_batch.iter().map(|c| done.get(c).copied().unwrap_or(0)).sum();
+        let gone: usize = in_batch
+            .iter()
+            .map(|c| done.get(c).copied().unwrap_or(0))
+            .sum();
         // Jobs named by id may be finished ones already counted in the history.
         let done_n = gone.max(finished);
         let submitted = js
@@ -1087,7 +1101,10 @@ pub fn rm(a: RmArgs) -> anyhow::Result<i32> {
     let me = unsafe { libc::getuid() };
     // The daemon's constraint selects only the caller's jobs, but root's selects everyone's:
     // name the owner.
-    let mine = format!("Owner == {}", jobcell_spec::submit::classad_string(&user_name(me)));
+    let mine = format!(
+        "Owner == {}",
+        jobcell_spec::submit::classad_string(&user_name(me))
+    );
     let req = bulk_request(BulkAction::Remove, &[], Some(mine), None)?;
     send_bulk(&a.sock, &req)
 }

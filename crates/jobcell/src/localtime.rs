@@ -1,7 +1,6 @@
 //! Epoch seconds as the local date-times the queue commands print, and back (`history
 //! -completedsince 2026-12-07 04:30`), through the C library's time zone rules.
 
-
 fn broken_down(t: f64) -> libc::tm {
     let secs = t.floor() as libc::time_t;
     // SAFETY: an all-zero tm is a valid value (integers and a null zone pointer).
@@ -111,7 +110,14 @@ mod tests {
         assert_eq!(full(t + 12.5), "2026-12-07 04:30:12.500");
         assert_eq!(parse("2026-12-07").unwrap() + 4.5 * 3600.0, t);
         assert_eq!(parse("1700000000").unwrap(), 1_700_000_000.0);
-        for bad in ["yesterday", "2026-13-01", "2026-02-30", "2026-12-07 25:00", "-5", ""] {
+        for bad in [
+            "yesterday",
+            "2026-13-01",
+            "2026-02-30",
+            "2026-12-07 25:00",
+            "-5",
+            "",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

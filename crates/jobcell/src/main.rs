@@ -55,8 +55,10 @@ enum Cmd {
     /// Thaw suspended jobs, like condor_continue.
     Continue(cmd_client::ActArgs),
     /// Change an attribute of queued or held jobs, like condor_qedit.
-    #[command(override_usage = "jobcell qedit [OPTIONS] ID|C.P|C. ... ATTR VALUE\n       \
-                                jobcell qedit [OPTIONS] -constraint EXPR ATTR VALUE")]
+    #[command(
+        override_usage = "jobcell qedit [OPTIONS] ID|C.P|C. ... ATTR VALUE\n       \
+                                jobcell qedit [OPTIONS] -constraint EXPR ATTR VALUE"
+    )]
     Qedit(cmd_client::QeditArgs),
     /// Finished jobs with exit status and usage, newest first, like condor_history.
     History(cmd_client::ListArgs),
