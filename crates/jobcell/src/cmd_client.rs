@@ -113,6 +113,9 @@ pub struct ListArgs {
     /// One line a job instead of the batch summary (q only; also `-nobatch`).
     #[arg(long)]
     pub nobatch: bool,
+    /// Only the totals line (q only; also `-totals`).
+    #[arg(long)]
+    pub totals: bool,
     /// Only held jobs, each with its hold reason (q only; also `-hold`).
     #[arg(long, conflicts_with_all = ["run", "idle"])]
     pub hold: bool,
@@ -179,7 +182,7 @@ fn selector(sel: &str) -> anyhow::Result<Selector> {
 const CONDOR_COMMANDS: [&str; 8] = [
     "q", "history", "rm", "hold", "release", "suspend", "continue", "qedit",
 ];
-const CONDOR_OPTIONS: [&str; 15] = [
+const CONDOR_OPTIONS: [&str; 16] = [
     "-constraint",
     "-af",
     "-autoformat",
@@ -195,30 +198,78 @@ const CONDOR_OPTIONS: [&str; 15] = [
     "-since",
     "-reason",
     "-json",
+    "-totals",
+];
+/// HTCondor options that ask for what jobcell does anyway: dropped.
+const CONDOR_DEFAULTS: [&str; 3] = ["-batch", "-allusers", "-backwards"];
+/// HTCondor options that change nothing on one node: dropped with a warning.
+const CONDOR_NO_EFFECT: [&str; 3] = ["-global", "-wide", "-debug"];
+/// HTCondor options jobcell has no counterpart for: refused in one line.
+const CONDOR_UNSUPPORTED: [&str; 22] = [
+    "-name",
+    "-pool",
+    "-schedd",
+    "-addr",
+    "-submitter",
+    "-analyze",
+    "-better-analyze",
+    "-dag",
+    "-io",
+    "-userlog",
+    "-file",
+    "-forwards",
+    "-startd",
+    "-goodput",
+    "-cputime",
+    "-currentrun",
+    "-xml",
+    "-attributes",
+    "-forcex",
+    "-subcode",
+    "-jobads",
+    "-stream-results",
 ];
 
 /// HTCondor's single-dash long options (`-constraint`, `-af`, `-nobatch`, ...) of the queue
-/// commands, spelled as clap takes them (`-h` stays help, `-l` long).
-pub fn condor_style_args(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
-    let takes_them = args
+/// commands, spelled as clap takes them (`-h` stays help, `-l` long); `rm -all` is
+/// `--all-mine`. Options without effect here are dropped with a warning on stderr; those
+/// jobcell cannot honour are an error.
+pub fn condor_style_args(args: Vec<std::ffi::OsString>) -> Result<Vec<std::ffi::OsString>, String> {
+    let Some(cmd) = args
         .get(1)
-        .is_some_and(|c| CONDOR_COMMANDS.iter().any(|n| c == *n));
-    if !takes_them {
-        return args;
-    }
+        .and_then(|c| CONDOR_COMMANDS.iter().find(|n| c == **n))
+    else {
+        return Ok(args);
+    };
     let mut out = Vec::with_capacity(args.len());
     let mut options_end = false;
     for a in args {
         options_end |= a == "--";
-        if !options_end && CONDOR_OPTIONS.iter().any(|o| a == *o) {
+        let name = a.to_string_lossy();
+        if options_end {
+            out.push(a);
+        } else if CONDOR_OPTIONS.iter().any(|o| name == *o) {
             let mut long = std::ffi::OsString::from("-");
             long.push(&a);
             out.push(long);
+        } else if *cmd == "rm" && name == "-all" {
+            out.push("--all-mine".into());
+        } else if CONDOR_DEFAULTS.iter().any(|o| name == *o) {
+        } else if CONDOR_NO_EFFECT
+            .iter()
+            .any(|o| name == *o || name.starts_with(&format!("{o}:")))
+        {
+            eprintln!("jobcell: {name} has no effect on a single jobcell node; ignored");
+        } else if CONDOR_UNSUPPORTED.iter().any(|o| name == *o) {
+            return Err(format!(
+                "{cmd} {name}: HTCondor's option is not supported by jobcell (one node, one \
+                 queue; see docs/submit-files.md)"
+            ));
         } else {
             out.push(a);
         }
     }
-    out
+    Ok(out)
 }
 
 /// An attribute's ClassAd text as condor_q -af prints it: a string literal without its quotes
@@ -393,11 +444,16 @@ pub fn q(a: ListArgs) -> anyhow::Result<i32> {
         return print_json(&mut jobs);
     }
     let mut out = std::io::stdout().lock();
+    if a.totals {
+        print_totals(&mut out, &jobs)?;
+        return Ok(0);
+    }
     if a.nobatch || a.hold || a.run || a.idle {
         print_job_lines(&mut out, &jobs, a.hold)?;
     } else {
         print_batches(&client, &mut out, &jobs)?;
     }
+    writeln!(out)?;
     print_totals(&mut out, &jobs)?;
     Ok(0)
 }
@@ -565,7 +621,7 @@ fn print_totals(out: &mut impl Write, jobs: &[JobInfo]) -> anyhow::Result<()> {
     let n = |f: fn(State) -> bool| jobs.iter().filter(|j| f(j.state)).count();
     writeln!(
         out,
-        "\nTotal for query: {}; {} completed, {} removed, {} idle, {} running, {} held, {} suspended",
+        "Total for query: {}; {} completed, {} removed, {} idle, {} running, {} held, {} suspended",
         count_jobs(jobs.len()),
         n(|s| s == State::Completed || s == State::Failed),
         n(|s| s == State::Removed),
@@ -696,6 +752,7 @@ enum Since {
 pub fn history(a: ListArgs) -> anyhow::Result<i32> {
     for (set, what) in [
         (a.nobatch, "-nobatch"),
+        (a.totals, "-totals"),
         (a.hold, "-hold"),
         (a.run, "-run"),
         (a.idle, "-idle"),

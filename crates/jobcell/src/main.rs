@@ -145,7 +145,13 @@ fn jobcell_main() -> ! {
             RunCmd::Run(a) => Cli { cmd: Cmd::Run(a) },
         })
     } else {
-        Cli::try_parse_from(cmd_client::condor_style_args(std::env::args_os().collect()))
+        match cmd_client::condor_style_args(std::env::args_os().collect()) {
+            Ok(args) => Cli::try_parse_from(args),
+            Err(e) => {
+                eprintln!("jobcell: {e}");
+                std::process::exit(EXIT_JOBCELL_ERROR);
+            }
+        }
     };
     let cli = match parsed {
         Ok(c) => c,

@@ -169,6 +169,22 @@ fn q_prints_condor_qs_batches_and_its_filters() {
         2,
         "{o}"
     );
+    let o = ok(&d.cli(&["q", "-totals", "-batch", "-allusers"]));
+    assert_eq!(
+        o.trim(),
+        "Total for query: 5 jobs; 0 completed, 0 removed, 0 idle, 1 running, 4 held, 0 suspended"
+    );
+    let o = d.cli(&["q", "-global", "-nobatch"]);
+    assert!(ok(&o).contains("Total for query"));
+    assert_eq!(
+        err(&o).trim(),
+        "jobcell: -global has no effect on a single jobcell node; ignored"
+    );
+    let e = refused(&d.cli(&["q", "-better-analyze", "1"]));
+    assert!(
+        e.contains("q -better-analyze: HTCondor's option is not supported"),
+        "{e}"
+    );
     let o = ok(&d.cli(&["q", "-h"]));
     assert!(o.contains("Usage: jobcell q"), "{o}");
     // Bad input: one line.
@@ -246,7 +262,7 @@ fn history_takes_ids_clusters_owners_and_time_windows() {
     want.sort();
     assert_eq!(listed(&["-since", &first[2].to_string()]), want);
     assert_eq!(listed(&["-since", "ExitCode == 0"]), second);
-    assert_eq!(listed(&["-match", "2"]).len(), 2);
+    assert_eq!(listed(&["-match", "2", "-backwards"]).len(), 2);
     assert_eq!(listed(&["-limit", "1"]).len(), 1);
     // -l: the finished job's ad.
     let o = ok(&d.cli(&["history", "-l", &format!("{c2}.0")]));
@@ -336,8 +352,8 @@ fn suspend_and_continue_take_clusters_and_constraints() {
         "{}",
         err(&o)
     );
-    // rm --all-mine: one summary line.
-    let o = d.cli(&["rm", "--all-mine"]);
+    // rm -all (--all-mine): one summary line.
+    let o = d.cli(&["rm", "-all"]);
     assert_eq!(ok(&o).trim(), format!("Job(s) {c}.0-2 marked for removal"));
     for id in &jobs {
         d.wait_state(*id, State::Removed, T);
