@@ -339,6 +339,24 @@ fn suspend_and_continue_take_clusters_and_constraints() {
     assert!(!o.status.success());
     assert_eq!(out(&o).trim(), format!("Job {c}.2 continued"));
     assert!(err(&o).contains("not suspended"), "{}", err(&o));
+    // Its events, with local date-times.
+    let ev = ok(&d.cli(&["output", &jobs[0].to_string(), "--events"]));
+    let kinds: Vec<&str> = ev
+        .lines()
+        .map(|l| l.split_whitespace().nth(2).unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["submitted", "started", "suspended", "continued"],
+        "{ev}"
+    );
+    for l in ev.lines() {
+        let (date, time) = (&l[..10], &l[11..23]);
+        assert!(
+            date.as_bytes()[4] == b'-' && date.as_bytes()[7] == b'-' && time.as_bytes()[2] == b':',
+            "{l}"
+        );
+    }
     // Separate help texts: --reason is hold's only.
     let h = ok(&d.cli(&["hold", "--help"]));
     assert!(h.contains("--reason"), "{h}");
