@@ -217,11 +217,15 @@ pub struct HoldRequest {
 
 /// Which jobs `GET /v1/jobs` and `GET /v1/history` return: those whose ClassAd (as the
 /// caller sees it with `q -l`) satisfies `constraint`, owned by one of `owners` (user names)
-/// when any are given. Query parameters `constraint=EXPR` and `owner=NAME` (repeatable).
+/// when any are given, of one of `clusters` when any are given. Query parameters
+/// `constraint=EXPR`, `owner=NAME` and `cluster=N` (both repeatable).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {
     pub constraint: Option<String>,
     pub owners: Vec<String>,
+    /// Cluster ids (`cluster=N`, repeatable); empty: every cluster. Chosen by an index, before
+    /// the constraint is evaluated.
+    pub clusters: Vec<u64>,
 }
 
 impl JobFilter {
@@ -233,6 +237,9 @@ impl JobFilter {
         }
         for o in &self.owners {
             params.push(format!("owner={}", percent_encode(o)));
+        }
+        for c in &self.clusters {
+            params.push(format!("cluster={c}"));
         }
         params.join("&")
     }

@@ -603,6 +603,17 @@ fn ad_filter(req: &Request<Incoming>) -> Result<AdFilter, ApiErr> {
             .map(parse_constraint)
             .transpose()?,
         owners: query_values(req, "owner")?,
+        clusters: query_values(req, "cluster")?
+            .iter()
+            .map(|c| {
+                c.parse().map_err(|_| {
+                    ApiErr::new(
+                        400,
+                        format!("query cluster={}: not a cluster id", escape_controls(c)),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
     })
 }
 

@@ -434,6 +434,27 @@ impl Batch<'_> {
         )
     }
 
+    /// The finished jobs of these clusters, newest first.
+    pub fn history_of_clusters(&self, clusters: &[u64]) -> Result<Vec<JobInfo>, StoreError> {
+        let mut out = Vec::new();
+        for c in clusters {
+            out.extend(self.all(
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE cluster = ?1 AND state IN ('completed','failed','removed')"
+                ),
+                params![*c as i64],
+                |r| job_from_row(r).map(|j| j.info),
+            )?);
+        }
+        out.sort_by(|a, b| {
+            b.ended_at
+                .partial_cmp(&a.ended_at)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(b.id.cmp(&a.id))
+        });
+        Ok(out)
+    }
+
     pub fn events(&self, id: u64) -> Result<Vec<Event>, StoreError> {
         self.all(
             "SELECT time, kind, detail FROM events WHERE job = ?1 ORDER BY rowid",

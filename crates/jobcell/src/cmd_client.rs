@@ -326,6 +326,7 @@ fn chosen_jobs(client: &jobcell_api::Client, a: &ListArgs) -> anyhow::Result<Vec
     let mut filter = JobFilter {
         constraint: a.constraint.clone(),
         owners: Vec::new(),
+        clusters: Vec::new(),
     };
     let mut ids = Vec::new();
     let mut procs = Vec::new();
@@ -551,18 +552,15 @@ fn print_batches(
             None => batches.push((key, vec![j])),
         }
     }
-    // DONE: the batches' jobs that have left the queue, from the history, one request.
+    // DONE: the batches' jobs that have left the queue, from the history, one request that
+    // the daemon answers from those clusters' rows alone.
     let clusters: std::collections::BTreeSet<u64> = jobs.iter().map(|j| j.cluster).collect();
     let mut done: std::collections::HashMap<u64, usize> = std::collections::HashMap::new();
-    if !clusters.is_empty() && clusters.len() <= 200 {
-        let constraint = clusters
-            .iter()
-            .map(|c| format!("ClusterId == {c}"))
-            .collect::<Vec<_>>()
-            .join(" || ");
+    if !clusters.is_empty() {
         let filter = JobFilter {
-            constraint: Some(constraint),
+            constraint: None,
             owners: Vec::new(),
+            clusters: clusters.iter().copied().collect(),
         };
         for h in client.history_matching(u32::MAX, &filter)? {
             *done.entry(h.cluster).or_default() += 1;
@@ -774,22 +772,37 @@ pub fn history(a: ListArgs) -> anyhow::Result<i32> {
     let mut filter = JobFilter {
         constraint: a.constraint.clone(),
         owners: Vec::new(),
+        clusters: Vec::new(),
     };
-    // Ids, C.P and C. narrow the daemon's choice by a constraint on ClusterId/ProcId.
+    // Ids, C.P and C. narrow the daemon's choice by a constraint on ClusterId/ProcId; when
+    // only clusters are named, the daemon reads those clusters' rows alone.
     let mut picks = Vec::new();
+    let mut only_clusters = true;
     for sel in &a.ids {
         match selector(sel)? {
             Selector::Owner(o) => filter.owners.push(o),
-            Selector::Id(id) => picks.push(format!("JobcellId == {id}")),
+            Selector::Id(id) => {
+                only_clusters = false;
+                picks.push(format!("JobcellId == {id}"));
+            }
             Selector::Proc(ProcSelector {
                 cluster,
                 proc: None,
-            }) => picks.push(format!("ClusterId == {cluster}")),
+            }) => {
+                filter.clusters.push(cluster);
+                picks.push(format!("ClusterId == {cluster}"));
+            }
             Selector::Proc(ProcSelector {
                 cluster,
                 proc: Some(p),
-            }) => picks.push(format!("(ClusterId == {cluster} && ProcId == {p})")),
+            }) => {
+                filter.clusters.push(cluster);
+                picks.push(format!("(ClusterId == {cluster} && ProcId == {p})"));
+            }
         }
+    }
+    if !only_clusters {
+        filter.clusters.clear();
     }
     let mut clauses = Vec::new();
     if let Some(c) = &a.constraint {
@@ -822,6 +835,7 @@ pub fn history(a: ListArgs) -> anyhow::Result<i32> {
                         None => e,
                     }),
                     owners: filter.owners.clone(),
+                    clusters: filter.clusters.clone(),
                 };
                 let hits: std::collections::HashSet<u64> = client
                     .history_matching(u32::MAX, &matching)?

@@ -264,6 +264,25 @@ fn history_takes_ids_clusters_owners_and_time_windows() {
     assert_eq!(listed(&["-since", "ExitCode == 0"]), second);
     assert_eq!(listed(&["-match", "2", "-backwards"]).len(), 2);
     assert_eq!(listed(&["-limit", "1"]).len(), 1);
+    // The API's cluster filter, and a bad one.
+    let by_cluster = jobcell_api::types::JobFilter {
+        clusters: vec![c1],
+        ..Default::default()
+    };
+    let mut got: Vec<u64> = d
+        .client()
+        .history_matching(100, &by_cluster)
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    got.sort();
+    assert_eq!(got, first);
+    let (code, _) = d
+        .client()
+        .raw("GET", "/v1/history?limit=5&cluster=x", None)
+        .unwrap();
+    assert_eq!(code, 400);
     // -l: the finished job's ad.
     let o = ok(&d.cli(&["history", "-l", &format!("{c2}.0")]));
     assert!(

@@ -71,6 +71,7 @@ fn q_and_history_choose_jobs_by_constraint_and_owner() {
     let filter = jobcell_node::types::JobFilter {
         constraint: Some("JobPrio < 5 && JobStatus == 5".into()),
         owners: vec![],
+        clusters: vec![],
     };
     let got: Vec<u64> = d
         .client()
@@ -228,6 +229,7 @@ fn rm_hold_release_act_on_every_match_in_one_request() {
     assert!(err(&o).contains("column"), "{}", err(&o));
 
     // The cluster's finished job is no longer among its unfinished ones.
+    d.wait_for(second[0], T, |j| j.state.terminal());
     let o = d.cli(&["rm", &format!("{second_cluster}.")]);
     assert!(o.status.success(), "{}", err(&o));
     assert_eq!(

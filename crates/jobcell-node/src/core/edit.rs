@@ -93,7 +93,7 @@ fn whole(attr: &str, value: &Value, min: i64, max: i64) -> Result<i64, CoreError
     match n {
         Some(n) if (min..=max).contains(&n) => Ok(n),
         _ => Err(CoreError::BadRequest(format!(
-            "{attr} must be a whole number from {min} to {max}, not {value:?}"
+            "{attr} must be a whole number from {min} to {max}, not {value}"
         ))),
     }
 }
@@ -154,7 +154,7 @@ impl Core {
                 };
                 if !(cpus.is_finite() && cpus > 0.0) {
                     return Err(bad(format!(
-                        "RequestCpus must be a number > 0, not {value:?}"
+                        "RequestCpus must be a number > 0, not {value}"
                     )));
                 }
                 spec.resources.cpus = Some(cpus);
