@@ -148,8 +148,8 @@ queue
     assert_eq!(ad["ExitCode"], "0");
     assert_eq!(ad["RequestMemory"], "48");
     assert_eq!(ad["Iwd"], format!("\"{}\"", sub.display()));
-    // HTCondor's canonical V2 form quotes the blank.
-    assert!(ad["Environment"].contains("GREETING=hi' 'there"), "{ad:?}");
+    // V2 form, each entry quoted whole where it needs quotes.
+    assert!(ad["Environment"].contains("'GREETING=hi there'"), "{ad:?}");
     assert!(
         ad["Environment"].contains("JOBCELL_T_VAR=imported"),
         "{ad:?}"
