@@ -15,9 +15,9 @@ use serde::Serialize;
 use thiserror::Error;
 
 use crate::types::{
-    ApiError, BulkActionRequest, BulkActionResponse, ClusterResponse, ClusterSubmitRequest, Event,
-    HoldRequest, JobFilter, JobInfo, NodeStatus, OutputStream, SubmitRequest, SubmitResponse,
-    TopFrame, UsageSeries,
+    ApiError, BulkAction, BulkActionRequest, BulkActionResponse, ClusterResponse,
+    ClusterSubmitRequest, Event, HoldRequest, JobFilter, JobInfo, NodeStatus, OutputStream,
+    SubmitRequest, SubmitResponse, TopFrame, UsageSeries,
 };
 
 /// How long the CLI waits for the daemon to accept its connection, by default.
@@ -406,6 +406,20 @@ impl Client {
     /// `POST /v1/actions`: one action on many jobs, in one request.
     pub fn act_on_many(&self, req: &BulkActionRequest) -> Result<BulkActionResponse, ClientError> {
         self.exchange("POST", "/v1/actions", Some(req))
+    }
+
+    /// `POST /v1/actions` with action `edit` (condor_qedit): set `attribute` to the ClassAd
+    /// expression `value` on the queued or held jobs `req`'s selectors choose.
+    pub fn edit(
+        &self,
+        mut req: BulkActionRequest,
+        attribute: &str,
+        value: &str,
+    ) -> Result<BulkActionResponse, ClientError> {
+        req.action = BulkAction::Edit;
+        req.attribute = Some(attribute.to_string());
+        req.value = Some(value.to_string());
+        self.act_on_many(&req)
     }
 
     /// `GET /v1/jobs/{id}`: one job, finished or not.

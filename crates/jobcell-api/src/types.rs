@@ -180,6 +180,40 @@ pub struct JobInfo {
     /// The launcher's report (docs/REPORT.md) for finished jobs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<serde_json::Value>,
+    /// HTCondor's JobBatchName (submit `batch_name`), when the job has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_name: Option<String>,
+    /// Seconds the job spent suspended in its current (or last) run.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub suspended_s: f64,
+    /// Since when it is suspended, while it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspended_at: Option<f64>,
+    /// The owner's user name (`owner` is the uid); the CLI's `--json` fills it in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner_name: Option<String>,
+}
+
+impl JobInfo {
+    /// A suspended job thawed at `t`: its suspension counts no longer as run time.
+    pub fn resumed(&mut self, t: f64) {
+        if let Some(from) = self.suspended_at.take() {
+            self.suspended_s += (t - from).max(0.0);
+        }
+    }
+
+    /// Seconds it has run (not suspended) in its current run, at `t`.
+    pub fn run_time(&self, t: f64) -> f64 {
+        let Some(start) = self.started_at else {
+            return 0.0;
+        };
+        let frozen = self.suspended_s + self.suspended_at.map_or(0.0, |f| (t - f).max(0.0));
+        (t - start - frozen).max(0.0)
+    }
+}
+
+fn is_zero(v: &f64) -> bool {
+    *v == 0.0
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -190,11 +224,15 @@ pub struct HoldRequest {
 
 /// Which jobs `GET /v1/jobs` and `GET /v1/history` return: those whose ClassAd (as the
 /// caller sees it with `q -l`) satisfies `constraint`, owned by one of `owners` (user names)
-/// when any are given. Query parameters `constraint=EXPR` and `owner=NAME` (repeatable).
+/// when any are given, of one of `clusters` when any are given. Query parameters
+/// `constraint=EXPR`, `owner=NAME` and `cluster=N` (both repeatable).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {
     pub constraint: Option<String>,
     pub owners: Vec<String>,
+    /// Cluster ids (`cluster=N`, repeatable); empty: every cluster. Chosen by an index, before
+    /// the constraint is evaluated.
+    pub clusters: Vec<u64>,
 }
 
 impl JobFilter {
@@ -206,6 +244,9 @@ impl JobFilter {
         }
         for o in &self.owners {
             params.push(format!("owner={}", percent_encode(o)));
+        }
+        for c in &self.clusters {
+            params.push(format!("cluster={c}"));
         }
         params.join("&")
     }
@@ -257,6 +298,10 @@ pub enum BulkAction {
     Remove,
     Hold,
     Release,
+    Suspend,
+    Continue,
+    /// condor_qedit: set `attribute` to `value` on queued or held jobs.
+    Edit,
 }
 
 /// `CLUSTER.PROC`, or every job of `CLUSTER` (`CLUSTER.`) when `proc` is absent.
@@ -282,6 +327,13 @@ pub struct BulkActionRequest {
     pub procs: Vec<ProcSelector>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub constraint: Option<String>,
+    /// The attribute to change (edit only): RequestMemory, RequestCpus, RequestDisk, JobPrio,
+    /// JobBatchName or a custom one (`+Foo`, `MY.Foo` or `Foo`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribute: Option<String>,
+    /// Its new value, a ClassAd expression (edit only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 /// One selected job the action was refused for, and why.
@@ -296,6 +348,9 @@ pub struct BulkRefusal {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct BulkActionResponse {
     pub done: Vec<u64>,
+    /// The `[cluster, proc]` of each job in `done`, in the same order.
+    #[serde(default)]
+    pub done_procs: Vec<(u64, u64)>,
     #[serde(default)]
     pub refused: Vec<BulkRefusal>,
     #[serde(default)]

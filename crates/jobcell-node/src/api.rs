@@ -23,7 +23,9 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::oneshot;
 use tracing::{debug, warn};
 
-use crate::core::{Action, AdFilter, BulkSelection, Cmd, CoreError, Reply, Stream};
+use crate::core::{
+    refuse_attribute, Action, AdFilter, BulkSelection, Cmd, CoreError, Edit, Reply, Stream,
+};
 use crate::types::*;
 
 /// An API error: HTTP status and a one-line message.
@@ -601,6 +603,17 @@ fn ad_filter(req: &Request<Incoming>) -> Result<AdFilter, ApiErr> {
             .map(parse_constraint)
             .transpose()?,
         owners: query_values(req, "owner")?,
+        clusters: query_values(req, "cluster")?
+            .iter()
+            .map(|c| {
+                c.parse().map_err(|_| {
+                    ApiErr::new(
+                        400,
+                        format!("query cluster={}: not a cluster id", escape_controls(c)),
+                    )
+                })
+            })
+            .collect::<Result<_, _>>()?,
     })
 }
 
@@ -612,7 +625,30 @@ fn bulk_selection(r: BulkActionRequest) -> Result<BulkSelection, ApiErr> {
             "select the jobs: ids, procs or a constraint",
         ));
     }
+    if r.action != BulkAction::Edit && (r.attribute.is_some() || r.value.is_some()) {
+        return Err(ApiErr::new(400, "attribute and value are only for edit"));
+    }
     let action = match (r.action, r.reason) {
+        (BulkAction::Edit, None) => {
+            let (Some(attribute), Some(value)) = (r.attribute, r.value) else {
+                return Err(ApiErr::new(400, "edit needs an attribute and a value"));
+            };
+            // HTCondor's spellings of a job's own custom attribute.
+            let attribute = attribute
+                .strip_prefix('+')
+                .or_else(|| attribute.strip_prefix("MY."))
+                .unwrap_or(&attribute)
+                .to_string();
+            if let Some(why) = refuse_attribute(&attribute) {
+                return Err(ApiErr::new(400, why));
+            }
+            if value.len() > 64 << 10 {
+                return Err(ApiErr::new(400, "the value is longer than 64 KiB"));
+            }
+            jobcell_classad::Expr::parse(&value)
+                .map_err(|e| ApiErr::new(400, format!("value '{value}': {e}")))?;
+            Action::Edit(Box::new(Edit { attribute, value }))
+        }
         (BulkAction::Hold, reason) => {
             if let Some(r) = &reason {
                 check_hold_reason(r)?;
@@ -622,6 +658,8 @@ fn bulk_selection(r: BulkActionRequest) -> Result<BulkSelection, ApiErr> {
         (_, Some(_)) => return Err(ApiErr::new(400, "a reason is only for hold")),
         (BulkAction::Remove, None) => Action::Remove,
         (BulkAction::Release, None) => Action::Release,
+        (BulkAction::Suspend, None) => Action::Suspend,
+        (BulkAction::Continue, None) => Action::Continue,
     };
     Ok(BulkSelection {
         action,

@@ -111,7 +111,39 @@ pub struct JobRow {
     pub in_queue: bool,
 }
 
+/// A job's request after qedit (see [`Batch::edit_job`]).
+pub struct JobEdit<'a> {
+    pub spec: &'a str,
+    pub cpus: f64,
+    pub memory: u64,
+    pub priority: i32,
+    pub extra: Option<&'a str>,
+}
+
 pub const JOB_COLUMNS: &str = "id, owner, user, state, priority, cpus, memory, command, submitted_at, started_at, ended_at, hold_reason, reason, attempt, exit_code, signal, report, spec, stdout, stderr, sup_pid, sup_start, pending, cluster, proc, extra, policy, in_queue";
+
+/// JobBatchName from a job's stored extras (JSON); only parsed when it is there at all.
+fn batch_name_in_extra(extra: &str) -> Option<String> {
+    if !extra.contains("JobBatchName") {
+        return None;
+    }
+    let x: crate::types::JobExtra = serde_json::from_str(extra).ok()?;
+    batch_name_in(&x.ad)
+}
+
+/// JobBatchName's string in a job's ad.
+pub fn batch_name_in(ad: &[(String, String)]) -> Option<String> {
+    let (_, text) = ad
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("JobBatchName"))?;
+    match jobcell_classad::Expr::parse(text)
+        .ok()?
+        .eval_in(&jobcell_classad::ClassAd::new(), None)
+    {
+        jobcell_classad::Value::String(s) => Some(s),
+        _ => None,
+    }
+}
 
 pub fn job_from_row(r: &Row) -> rusqlite::Result<JobRow> {
     let state: String = r.get(3)?;
@@ -142,6 +174,13 @@ pub fn job_from_row(r: &Row) -> rusqlite::Result<JobRow> {
                 .map(|c| c as u64)
                 .unwrap_or(r.get::<_, i64>(0)? as u64),
             proc: r.get::<_, i64>(24)? as u64,
+            batch_name: r
+                .get::<_, Option<String>>(25)?
+                .as_deref()
+                .and_then(batch_name_in_extra),
+            suspended_s: 0.0,
+            suspended_at: None,
+            owner_name: None,
         },
         spec: r.get(17)?,
         stdout: r.get(18)?,
@@ -226,7 +265,50 @@ impl Store {
             .map_err(|e| self.err(e))?
             .collect::<rusqlite::Result<Vec<_>>>()
             .map_err(|e| self.err(e))?;
+        let mut rows = rows;
+        for r in &mut rows {
+            if matches!(r.info.state, State::Running | State::Suspended) {
+                self.suspensions(&mut r.info)?;
+            }
+        }
         Ok(rows)
+    }
+
+    /// The time a running job has spent suspended in its current run, from its events.
+    fn suspensions(&self, info: &mut JobInfo) -> Result<(), StoreError> {
+        let since = info.started_at.unwrap_or(0.0);
+        let mut st = self
+            .conn
+            .prepare_cached(
+                "SELECT time, kind FROM events WHERE job = ?1 AND time >= ?2
+                 AND kind IN ('suspended', 'continued') ORDER BY rowid",
+            )
+            .map_err(|e| self.err(e))?;
+        let events = st
+            .query_map(params![info.id as i64, since], |r| {
+                Ok((r.get::<_, f64>(0)?, r.get::<_, String>(1)?))
+            })
+            .map_err(|e| self.err(e))?
+            .collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(|e| self.err(e))?;
+        let (mut total, mut from) = (0.0, None);
+        for (t, kind) in events {
+            match (kind.as_str(), from) {
+                ("suspended", None) => from = Some(t),
+                ("continued", Some(f)) => {
+                    total += t - f;
+                    from = None;
+                }
+                _ => {}
+            }
+        }
+        info.suspended_s = total;
+        info.suspended_at = if info.state == State::Suspended {
+            from
+        } else {
+            None
+        };
+        Ok(())
     }
 
     /// Begins one batch of the core. IMMEDIATE: the write lock is taken (waiting the busy
@@ -365,6 +447,27 @@ impl Batch<'_> {
         )
     }
 
+    /// The finished jobs of these clusters, newest first.
+    pub fn history_of_clusters(&self, clusters: &[u64]) -> Result<Vec<JobInfo>, StoreError> {
+        let mut out = Vec::new();
+        for c in clusters {
+            out.extend(self.all(
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE cluster = ?1 AND state IN ('completed','failed','removed')"
+                ),
+                params![*c as i64],
+                |r| job_from_row(r).map(|j| j.info),
+            )?);
+        }
+        out.sort_by(|a, b| {
+            b.ended_at
+                .partial_cmp(&a.ended_at)
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(b.id.cmp(&a.id))
+        });
+        Ok(out)
+    }
+
     pub fn events(&self, id: u64) -> Result<Vec<Event>, StoreError> {
         self.all(
             "SELECT time, kind, detail FROM events WHERE job = ?1 ORDER BY rowid",
@@ -501,6 +604,21 @@ impl Batch<'_> {
         self.run(
             "UPDATE jobs SET state='running', sup_pid=?2, sup_start=?3 WHERE id=?1 AND state='starting'",
             params![id as i64, pid, start as i64],
+        )
+    }
+
+    /// A queued or held job's request changed by qedit: what it will run with.
+    pub fn edit_job(&self, id: u64, e: &JobEdit) -> Result<(), StoreError> {
+        self.run(
+            "UPDATE jobs SET spec=?2, cpus=?3, memory=?4, priority=?5, extra=?6 WHERE id=?1",
+            params![
+                id as i64,
+                e.spec,
+                e.cpus,
+                e.memory as i64,
+                e.priority,
+                e.extra
+            ],
         )
     }
 

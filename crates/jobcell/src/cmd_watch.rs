@@ -306,14 +306,11 @@ fn watched_jobs(client: &Client, watched: &Watched) -> anyhow::Result<Vec<JobInf
             .is_some_and(|ids| ids.as_ref().is_none_or(|s| s.contains(&j.id)))
     };
     let mut jobs: Vec<JobInfo> = client.queue()?.into_iter().filter(|j| selects(j)).collect();
-    let constraint = watched
-        .keys()
-        .map(|c| format!("ClusterId == {c}"))
-        .collect::<Vec<_>>()
-        .join(" || ");
+    // The finished jobs of the watched clusters only (the daemon selects them by cluster).
     let filter = JobFilter {
-        constraint: Some(constraint),
+        constraint: None,
         owners: Vec::new(),
+        clusters: watched.keys().copied().collect(),
     };
     let queued: BTreeSet<u64> = jobs.iter().map(|j| j.id).collect();
     jobs.extend(

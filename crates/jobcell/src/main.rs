@@ -18,11 +18,13 @@ mod config;
 mod exit;
 mod image_tool;
 mod job_opts;
+mod localtime;
 mod paths;
 mod socket;
 mod submit_args;
 
 use exit::{one_line, EXIT_JOBCELL_ERROR};
+use jobcell_api::types::BulkAction;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,19 +47,27 @@ enum Cmd {
     /// Queue a job on this node's daemon: jobcell submit [OPTIONS] COMMAND [ARGS...], or a
     /// submit file: jobcell submit [OPTIONS] FILE
     Submit(Box<submit_args::SubmitArgs>),
-    /// List unfinished jobs (everyone's), like condor_q.
+    /// List unfinished jobs (everyone's), like condor_q: a line per owner and batch, or
+    /// -nobatch a line per job; -hold, -run, -idle filter.
     Q(cmd_client::ListArgs),
-    /// Remove a job (stopping it if it runs).
+    /// Remove jobs (stopping those that run), like condor_rm.
     Rm(cmd_client::RmArgs),
-    /// Hold a job: it will not start (a running job is stopped and held).
-    Hold(cmd_client::ActArgs),
-    /// Release a held job back to the queue.
+    /// Hold jobs, like condor_hold: they will not start (running ones are stopped and held);
+    /// --reason says why.
+    Hold(cmd_client::HoldArgs),
+    /// Release held jobs back to the queue, like condor_release.
     Release(cmd_client::ActArgs),
-    /// Freeze a running job (its cgroup's freezer).
+    /// Freeze running jobs (their cgroups' freezer), like condor_suspend.
     Suspend(cmd_client::ActArgs),
-    /// Thaw a suspended job.
+    /// Thaw suspended jobs, like condor_continue.
     Continue(cmd_client::ActArgs),
-    /// Finished jobs with exit status and usage.
+    /// Change an attribute of queued or held jobs, like condor_qedit.
+    #[command(
+        override_usage = "jobcell qedit [OPTIONS] ID|C.P|C. ... ATTR VALUE\n       \
+                                jobcell qedit [OPTIONS] -constraint EXPR ATTR VALUE"
+    )]
+    Qedit(cmd_client::QeditArgs),
+    /// Finished jobs with exit status and usage, newest first, like condor_history.
     History(cmd_client::ListArgs),
     /// The node: cpus and memory total/allocated/used, jobs by state.
     Status(cmd_client::StatusArgs),
@@ -152,7 +162,13 @@ fn jobcell_main() -> ! {
             RunCmd::Run(a) => Cli { cmd: Cmd::Run(a) },
         })
     } else {
-        Cli::try_parse_from(cmd_client::condor_style_args(std::env::args_os().collect()))
+        match cmd_client::condor_style_args(std::env::args_os().collect()) {
+            Ok(args) => Cli::try_parse_from(args),
+            Err(e) => {
+                eprintln!("jobcell: {e}");
+                std::process::exit(EXIT_JOBCELL_ERROR);
+            }
+        }
     };
     let cli = match parsed {
         Ok(c) => c,
@@ -172,10 +188,11 @@ fn jobcell_main() -> ! {
         Cmd::Submit(a) => cmd_client::submit(*a),
         Cmd::Q(a) => cmd_client::q(a),
         Cmd::Rm(a) => cmd_client::rm(a),
-        Cmd::Hold(a) => cmd_client::act("hold", a),
-        Cmd::Release(a) => cmd_client::act("release", a),
-        Cmd::Suspend(a) => cmd_client::act("suspend", a),
-        Cmd::Continue(a) => cmd_client::act("continue", a),
+        Cmd::Hold(a) => cmd_client::act(BulkAction::Hold, a.act, a.reason),
+        Cmd::Release(a) => cmd_client::act(BulkAction::Release, a, None),
+        Cmd::Suspend(a) => cmd_client::act(BulkAction::Suspend, a, None),
+        Cmd::Continue(a) => cmd_client::act(BulkAction::Continue, a, None),
+        Cmd::Qedit(a) => cmd_client::qedit(a),
         Cmd::History(a) => cmd_client::history(a),
         Cmd::Status(a) => cmd_client::status(a),
         Cmd::Output(a) => cmd_client::output(a),

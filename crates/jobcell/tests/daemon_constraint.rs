@@ -71,6 +71,7 @@ fn q_and_history_choose_jobs_by_constraint_and_owner() {
     let filter = jobcell_node::types::JobFilter {
         constraint: Some("JobPrio < 5 && JobStatus == 5".into()),
         owners: vec![],
+        clusters: vec![],
     };
     let got: Vec<u64> = d
         .client()
@@ -130,7 +131,11 @@ fn q_and_history_choose_jobs_by_constraint_and_owner() {
     // history: the same filter over finished jobs.
     let o = d.cli(&["rm", "-constraint", "true"]);
     assert!(o.status.success(), "{}", err(&o));
-    assert_eq!(out(&o).trim(), "5 jobs marked for removal");
+    let (lc, hc) = (d.job(low[0]).cluster, d.job(high[0]).cluster);
+    assert_eq!(
+        out(&o).trim(),
+        format!("Job(s) {lc}.0-1, {hc}.0-2 marked for removal")
+    );
     let o = d.cli(&[
         "history",
         "-constraint",
@@ -177,7 +182,7 @@ fn rm_hold_release_act_on_every_match_in_one_request() {
 
     let o = d.cli(&["release", "-constraint", &format!("ClusterId == {cluster}")]);
     assert!(o.status.success(), "{}", err(&o));
-    assert_eq!(out(&o).trim(), "4 jobs released");
+    assert_eq!(out(&o).trim(), format!("Job(s) {cluster}.0-3 released"));
     for id in &first {
         d.wait_for(*id, T, |j| j.state.terminal());
     }
@@ -186,7 +191,8 @@ fn rm_hold_release_act_on_every_match_in_one_request() {
     // Several ids and CLUSTER.PROC in one command; a finished job among them is refused.
     let o = d.cli(&["release", &second[0].to_string(), &first[0].to_string()]);
     assert!(!o.status.success());
-    assert_eq!(out(&o).trim(), "1 job released");
+    let sc = d.job(second[0]).cluster;
+    assert_eq!(out(&o).trim(), format!("Job {sc}.0 released"));
     assert!(
         err(&o).contains(&format!("job {}", first[0])),
         "{}",
@@ -202,7 +208,7 @@ fn rm_hold_release_act_on_every_match_in_one_request() {
     let c = d.job(running[0]).cluster;
     let o = d.cli(&["hold", &format!("{c}.0"), "--reason", "wait"]);
     assert!(o.status.success(), "{}", err(&o));
-    assert_eq!(out(&o).trim(), "1 job held");
+    assert_eq!(out(&o).trim(), format!("Job {c}.0 held"));
     let j = d.wait_state(running[0], State::Held, T);
     assert_eq!(j.hold_reason.as_deref(), Some("wait"));
     d.cli(&["rm", &running[0].to_string()]);
@@ -223,9 +229,13 @@ fn rm_hold_release_act_on_every_match_in_one_request() {
     assert!(err(&o).contains("column"), "{}", err(&o));
 
     // The cluster's finished job is no longer among its unfinished ones.
+    d.wait_for(second[0], T, |j| j.state.terminal());
     let o = d.cli(&["rm", &format!("{second_cluster}.")]);
     assert!(o.status.success(), "{}", err(&o));
-    assert_eq!(out(&o).trim(), "2 jobs marked for removal");
+    assert_eq!(
+        out(&o).trim(),
+        format!("Job(s) {second_cluster}.1-2 marked for removal")
+    );
     for id in &second[1..] {
         assert_eq!(d.job(*id).state, State::Removed);
     }
@@ -275,7 +285,8 @@ fn a_constraint_reaches_only_the_callers_own_jobs() {
         let o = d.cli_as(Some(b), &[verb, "-constraint", "true"]);
         let said = format!("{}{}", out(&o), err(&o));
         assert!(o.status.success(), "{verb}: {said}");
-        assert_eq!(out(&o).trim(), format!("2 jobs {done}"), "{said}");
+        let cb = d.job(of_b[0]).cluster;
+        assert_eq!(out(&o).trim(), format!("Job(s) {cb}.0-1 {done}"), "{said}");
         for id in &of_a {
             assert_eq!(
                 d.job(*id).state,
@@ -303,7 +314,12 @@ fn a_constraint_reaches_only_the_callers_own_jobs() {
     }
     // Root acts on everyone's.
     let o = d.cli(&["rm", "-constraint", "true"]);
-    assert_eq!(out(&o).trim(), "3 jobs marked for removal", "{}", err(&o));
+    assert_eq!(
+        out(&o).trim(),
+        format!("Job(s) {cluster_a}.0-2 marked for removal"),
+        "{}",
+        err(&o)
+    );
 }
 
 /// `[a0 = 1; a1 = a0 + a0; ...].aN`: each level doubles the work of evaluating it.

@@ -148,8 +148,8 @@ queue
     assert_eq!(ad["ExitCode"], "0");
     assert_eq!(ad["RequestMemory"], "48");
     assert_eq!(ad["Iwd"], format!("\"{}\"", sub.display()));
-    // HTCondor's canonical V2 form quotes the blank.
-    assert!(ad["Environment"].contains("GREETING=hi' 'there"), "{ad:?}");
+    // V2 form, each entry quoted whole where it needs quotes.
+    assert!(ad["Environment"].contains("'GREETING=hi there'"), "{ad:?}");
     assert!(
         ad["Environment"].contains("JOBCELL_T_VAR=imported"),
         "{ad:?}"
@@ -193,7 +193,7 @@ fn hold_true_queues_held_from_stdin_and_quiet_prints_the_ids() {
         assert!(ad.contains_key("HoldReason"), "{ad:?}");
     }
     // The table shows cluster.proc and why each held job waits.
-    let o = d.cli(&["q"]);
+    let o = d.cli(&["q", "-nobatch"]);
     let table = out(&o);
     let cluster = d.job(ids[1]).cluster;
     assert!(table.contains(&format!(" {cluster}.1 ")), "{table}");
@@ -210,7 +210,7 @@ fn hold_true_queues_held_from_stdin_and_quiet_prints_the_ids() {
         "{}",
         out(&o)
     );
-    let o = d.cli(&["q", &format!("{cluster}.")]);
+    let o = d.cli(&["q", "-nobatch", &format!("{cluster}.")]);
     assert_eq!(
         out(&o).matches(&format!(" {cluster}.")).count(),
         2,
@@ -586,7 +586,7 @@ fn q_counts_one_job_in_the_singular() {
     let o = d.cli(&["q"]);
     assert!(o.status.success(), "{}", err(&o));
     let last = out(&o).lines().last().unwrap_or_default().to_string();
-    assert!(last.starts_with("1 job;"), "{last}");
+    assert!(last.starts_with("Total for query: 1 job;"), "{last}");
 }
 
 /// `jobcell submit --chdir DIR job.sh`: the job runs in DIR, the script (a `#!` file given

@@ -94,6 +94,7 @@ impl Core {
                 tx.add_event(id, "suspended", None)?;
                 let j = self.jobs.get_mut(&id).expect("present");
                 j.info.state = State::Suspended;
+                j.info.suspended_at = Some(now());
                 Ok(j.info.clone())
             }
             (Action::Continue, State::Suspended) => {
@@ -102,8 +103,14 @@ impl Core {
                 tx.add_event(id, "continued", None)?;
                 let j = self.jobs.get_mut(&id).expect("present");
                 j.info.state = State::Running;
+                j.info.resumed(now());
                 Ok(j.info.clone())
             }
+            (Action::Edit(e), State::Queued | State::Held) => self.edit(tx, caller, id, &e),
+            (Action::Edit(_), s) => conflict(&format!(
+                "it is {}; qedit changes queued or held jobs only",
+                s.as_str()
+            )),
             (Action::Suspend, s) => conflict(&format!("it is {}, not running", s.as_str())),
             (Action::Continue, s) => conflict(&format!("it is {}, not suspended", s.as_str())),
         }
@@ -150,6 +157,7 @@ impl Core {
         let j = self.jobs.get_mut(&id).expect("present");
         if j.info.state == State::Suspended {
             j.info.state = State::Running;
+            j.info.resumed(now());
         }
         if let Some(fd) = &j.pidfd {
             effects.push(Effect::Signal(fd.clone(), libc::SIGTERM));

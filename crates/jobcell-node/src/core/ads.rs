@@ -45,6 +45,7 @@ impl Core {
         if matches!(job_policy::JobPolicy::from_ad(&x.ad), Ok(Some(_))) {
             job_policy::set_policy_attributes(&mut ad, &info, &policy_state, now(), None);
         }
+        readable_quoting(&mut ad);
         if caller != 0 && caller != info.owner {
             ad.retain(|(k, _)| !k.eq_ignore_ascii_case("Environment"));
         }
@@ -53,7 +54,7 @@ impl Core {
 }
 
 /// A quick submission's ad: its spec in HTCondor's names.
-fn spec_ad(sp: &JobSpec) -> Vec<(String, String)> {
+pub(super) fn spec_ad(sp: &JobSpec) -> Vec<(String, String)> {
     let (cmd, args) = sp
         .argv
         .split_first()
@@ -177,6 +178,24 @@ pub(super) fn set_live_attributes(
         if let Some(o) = r["oom_killed"].as_bool() {
             set(ad, "JobcellOomKilled", o.to_string());
         }
+    }
+}
+
+/// Arguments and Environment (V2 syntax) with each word quoted whole (`'a b'`), as a person
+/// writes them; they split into the same words as HTCondor's per-character quoting.
+fn readable_quoting(ad: &mut [(String, String)]) {
+    for (name, text) in ad.iter_mut() {
+        if !(name.eq_ignore_ascii_case("Arguments") || name.eq_ignore_ascii_case("Environment")) {
+            continue;
+        }
+        let raw = match jobcell_classad::Expr::parse(text)
+            .ok()
+            .map(|e| e.eval_in(&jobcell_classad::ClassAd::new(), None))
+        {
+            Some(jobcell_classad::Value::String(s)) => s,
+            _ => continue,
+        };
+        *text = q(&jobcell_spec::submit::v2_raw_readable(&raw));
     }
 }
 

@@ -10,6 +10,7 @@
 mod actions;
 mod ads;
 mod batch;
+mod edit;
 mod finish;
 mod job_policy;
 mod metrics;
@@ -24,6 +25,7 @@ mod submission;
 mod top;
 mod waiters;
 
+pub use edit::{refuse_attribute, Edit};
 pub use policies::fmt_duration;
 pub use select::{AdFilter, BulkSelection};
 pub use waiters::has_ended;
@@ -113,6 +115,7 @@ pub enum Action {
     Release,
     Suspend,
     Continue,
+    Edit(Box<Edit>),
 }
 
 impl Action {
@@ -123,6 +126,7 @@ impl Action {
             Action::Release => "release",
             Action::Suspend => "suspend",
             Action::Continue => "continue",
+            Action::Edit(_) => "edit",
         }
     }
 }

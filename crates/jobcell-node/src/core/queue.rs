@@ -112,6 +112,10 @@ mod tests {
             exit_code: None,
             signal: None,
             report: None,
+            batch_name: None,
+            suspended_s: 0.0,
+            suspended_at: None,
+            owner_name: None,
         }
     }
 

@@ -115,6 +115,8 @@ impl Core {
             j.info.attempt += 1;
             j.info.state = State::Starting;
             j.info.started_at = Some(t);
+            j.info.suspended_s = 0.0;
+            j.info.suspended_at = None;
             // Committed before the supervisor exists: a crash from here on is resolved by the
             // claim protocol, never by running the job a second time.
             tx.mark_starting(id, j.info.attempt, t)?;

@@ -15,11 +15,13 @@ pub struct AdFilter {
     pub constraint: Option<Expr>,
     /// User names; empty: everyone's.
     pub owners: Vec<String>,
+    /// Cluster ids; empty: every cluster.
+    pub clusters: Vec<u64>,
 }
 
 impl AdFilter {
     pub fn is_empty(&self) -> bool {
-        self.constraint.is_none() && self.owners.is_empty()
+        self.constraint.is_none() && self.owners.is_empty() && self.clusters.is_empty()
     }
 }
 
@@ -131,6 +133,9 @@ impl Core {
         let mut work = Work::for_jobs(self.jobs.len());
         let mut out = Vec::new();
         for j in self.jobs.values() {
+            if !filter.clusters.is_empty() && !filter.clusters.contains(&j.info.cluster) {
+                continue;
+            }
             if filter.is_empty()
                 || self.passes(
                     tx,
@@ -159,7 +164,11 @@ impl Core {
         if filter.is_empty() {
             return Ok(tx.history(limit)?);
         }
-        let ended = tx.history(u32::MAX)?;
+        let ended = if filter.clusters.is_empty() {
+            tx.history(u32::MAX)?
+        } else {
+            tx.history_of_clusters(&filter.clusters)?
+        };
         let mut work = Work::for_jobs(ended.len());
         let mut out = Vec::new();
         for info in ended {
@@ -219,7 +228,10 @@ impl Core {
         }
         for id in chosen {
             match self.act(tx, caller, id, sel.action.clone(), effects) {
-                Ok(_) => resp.done.push(id),
+                Ok(j) => {
+                    resp.done.push(id);
+                    resp.done_procs.push((j.cluster, j.proc));
+                }
                 Err(e) if e.is_fatal() => return Err(e),
                 Err(e) => resp.refused.push(BulkRefusal {
                     id,

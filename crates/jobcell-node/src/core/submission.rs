@@ -107,39 +107,7 @@ impl Core {
         }
         spec.validate()
             .map_err(|e| CoreError::BadRequest(e.to_string()))?;
-        if caller != 0 {
-            self.cfg
-                .limits
-                .apply(&mut spec)
-                .map_err(|e| CoreError::Forbidden(e.to_string()))?;
-        }
-        let node = self.cfg.node;
-        if cpus > node.cpus + 1e-9 {
-            return Err(CoreError::ExceedsNode(format!(
-                "the job asks for {cpus} cpus but this node has {} for jobs",
-                node.cpus
-            )));
-        }
-        if memory > node.memory {
-            return Err(CoreError::ExceedsNode(format!(
-                "the job asks for {} of memory but this node has {} for jobs",
-                jobcell_spec::format_size(memory),
-                jobcell_spec::format_size(node.memory)
-            )));
-        }
-        if let Some(list) = &spec.resources.cpuset {
-            // Refused now rather than failing when the job starts (validate checked the form).
-            let wanted = jobcell_spec::parse_cpu_list(list)
-                .map_err(|e| CoreError::BadRequest(format!("--cpuset {list}: {e}")))?;
-            let have = sys::allowed_cpus().map_err(|e| CoreError::Internal(e.to_string()))?;
-            let missing: Vec<String> = wanted.difference(&have).map(|c| c.to_string()).collect();
-            if !missing.is_empty() {
-                return Err(CoreError::ExceedsNode(format!(
-                    "--cpuset {list}: this node has no CPU {} for jobs",
-                    missing.join(",")
-                )));
-            }
-        }
+        self.bound(caller != 0, &mut spec, cpus, memory)?;
         for (what, p) in [("stdout", stdout), ("stderr", stderr)] {
             if let Some(p) = p {
                 jobcell_spec::clean_abs_path(what, Path::new(p))
@@ -181,6 +149,51 @@ impl Core {
             }
         }
         Ok((spec, cpus, memory))
+    }
+
+    /// The node's bounds on a job's request: a user's `[limits]` (when `limited`), and what
+    /// the node has at all. The same at submission and at qedit.
+    pub(super) fn bound(
+        &self,
+        limited: bool,
+        spec: &mut JobSpec,
+        cpus: f64,
+        memory: u64,
+    ) -> Result<(), CoreError> {
+        if limited {
+            self.cfg
+                .limits
+                .apply(spec)
+                .map_err(|e| CoreError::Forbidden(e.to_string()))?;
+        }
+        let node = self.cfg.node;
+        if cpus > node.cpus + 1e-9 {
+            return Err(CoreError::ExceedsNode(format!(
+                "the job asks for {cpus} cpus but this node has {} for jobs",
+                node.cpus
+            )));
+        }
+        if memory > node.memory {
+            return Err(CoreError::ExceedsNode(format!(
+                "the job asks for {} of memory but this node has {} for jobs",
+                jobcell_spec::format_size(memory),
+                jobcell_spec::format_size(node.memory)
+            )));
+        }
+        if let Some(list) = &spec.resources.cpuset {
+            // Refused now rather than failing when the job starts (validate checked the form).
+            let wanted = jobcell_spec::parse_cpu_list(list)
+                .map_err(|e| CoreError::BadRequest(format!("--cpuset {list}: {e}")))?;
+            let have = sys::allowed_cpus().map_err(|e| CoreError::Internal(e.to_string()))?;
+            let missing: Vec<String> = wanted.difference(&have).map(|c| c.to_string()).collect();
+            if !missing.is_empty() {
+                return Err(CoreError::ExceedsNode(format!(
+                    "--cpuset {list}: this node has no CPU {} for jobs",
+                    missing.join(",")
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// A new, empty cluster for a submit file (its jobs come in a second request).
@@ -270,6 +283,10 @@ impl Core {
             exit_code: None,
             signal: None,
             report: None,
+            batch_name: extra.and_then(|x| crate::store::batch_name_in(&x.ad)),
+            suspended_s: 0.0,
+            suspended_at: None,
+            owner_name: None,
         };
         if state == State::Queued {
             self.queue.insert(&info);

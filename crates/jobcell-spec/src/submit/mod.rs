@@ -40,7 +40,9 @@ pub use parse::parse_submit;
 /// The most jobs one cluster holds: a submit file's `queue` statements together, and
 /// `jobcell submit --count` (the daemon enforces the same number for both).
 pub const MAX_CLUSTER_JOBS: u64 = 100_000;
-pub use quote::{args_to_v2_raw, env_to_v2_raw, parse_arguments, parse_environment};
+pub use quote::{
+    args_to_v2_raw, env_to_v2_raw, parse_arguments, parse_environment, v2_raw_readable,
+};
 
 /// Everything the parser needs from the system. Paths are relative to [`SubmitEnv::cwd`]
 /// unless absolute, like `condor_submit`'s.

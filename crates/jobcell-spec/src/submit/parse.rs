@@ -215,6 +215,7 @@ fn command_name(lower: &str) -> Option<&'static str> {
         "allowed_job_duration" => "allowed_job_duration",
         "requirements" => "requirements",
         "transfer_executable" => "transfer_executable",
+        "batch_name" | "job_batch_name" => "batch_name",
         _ => {
             if let Some(c) = policy::is_command(lower) {
                 return Some(c);
@@ -238,8 +239,6 @@ const IGNORED: &[&str] = &[
     "transfer_output_remaps",
     "accounting_group",
     "accounting_group_user",
-    "batch_name",
-    "job_batch_name",
     "description",
     "nice_user",
     "copy_to_spool",
@@ -1204,6 +1203,15 @@ impl JobCommands<'_, '_> {
                 }
             }
             custom_attributes.insert(attr.clone(), cv);
+        }
+        // condor_q's batch view groups jobs by it.
+        if let Some((name, _)) = self.get("batch_name")? {
+            if !name.trim().is_empty() {
+                custom_attributes.insert(
+                    "JobBatchName".to_string(),
+                    CustomValue::String(name.trim().to_string()),
+                );
+            }
         }
         // `container_image` names an image of the node's store, as `jobcell_image` does.
         for key in ["container_image", "jobcell_image"] {

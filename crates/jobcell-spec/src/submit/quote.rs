@@ -200,6 +200,29 @@ pub fn args_to_v2_raw(words: &[String]) -> String {
     s
 }
 
+/// V2 raw text as a person writes it: each word that needs quoting in one pair of single
+/// quotes (`'a b' 'it''s' ''`), rather than HTCondor's per-character quoting (`a' 'b
+/// it''''s`). Both split into the same words; text that does not split is returned as is.
+pub fn v2_raw_readable(raw: &str) -> String {
+    let Ok(words) = split_v2_raw(raw) else {
+        return raw.to_string();
+    };
+    let mut out = String::with_capacity(raw.len());
+    for w in &words {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        if w.is_empty() || w.contains([' ', '\t', '\n', '\r', '\'']) {
+            out.push('\'');
+            out.push_str(&w.replace('\'', "''"));
+            out.push('\'');
+        } else {
+            out.push_str(w);
+        }
+    }
+    out
+}
+
 /// The `Environment` attribute HTCondor writes (entries in name order).
 pub fn env_to_v2_raw(env: &BTreeMap<String, String>) -> String {
     let mut s = String::new();
@@ -223,6 +246,12 @@ mod tests {
         assert!(!old);
         assert_eq!(a, v(&["a", "\"b\"", "c d", ""]));
         assert_eq!(args_to_v2_raw(&a), r#"a "b" c' 'd ''"#);
+        assert_eq!(v2_raw_readable(r#"a "b" c' 'd ''"#), r#"a "b" 'c d' ''"#);
+        assert_eq!(v2_raw_readable("it''''s x"), "'it''s' x");
+        assert_eq!(
+            split_v2_raw(&v2_raw_readable("it''''s a' 'b")).unwrap(),
+            v(&["it's", "a b"])
+        );
         assert_eq!(parse_arguments(r#""it''s""#).unwrap().0, v(&["its"]));
         assert_eq!(parse_arguments(r#""'it''s'""#).unwrap().0, v(&["it's"]));
     }

@@ -164,6 +164,26 @@ fn warnings_name_lines() {
     assert!(w[2].starts_with("line 4: $(nope) is not defined"), "{w:?}");
 }
 
+#[test]
+fn batch_name_is_the_jobs_batch_name() {
+    for cmd in ["batch_name", "job_batch_name"] {
+        let s = parse(&format!(
+            "executable = x\n{cmd} = sweep $(Cluster)\nqueue 2\n"
+        ))
+        .unwrap();
+        assert!(s.warnings.is_empty(), "{:?}", s.warnings);
+        for j in &s.jobs {
+            assert_eq!(
+                j.custom_attributes["JobBatchName"],
+                CustomValue::String("sweep 7".into())
+            );
+            assert!(j
+                .classad()
+                .contains(&("JobBatchName".into(), "\"sweep 7\"".into())));
+        }
+    }
+}
+
 fn assert_line(text: &str, line: usize, needle: &str) {
     let e = err(text);
     assert_eq!(e.line(), Some(line), "{e}");
