@@ -38,7 +38,7 @@ fn submit(d: &Daemon, work: &Path, file: &str) -> u64 {
 }
 
 fn q(d: &Daemon) -> String {
-    let o = d.cli(&["q"]);
+    let o = d.cli(&["q", "-nobatch"]);
     assert!(o.status.success(), "{}", err(&o));
     out(&o)
 }

@@ -102,14 +102,21 @@ impl Tmux {
         }
     }
 
-    /// Waits until the pane's process has exited; its exit status.
+    /// Waits until top has exited; its exit status, as the pane's shell printed it (tmux's own
+    /// `pane_dead_status` is at times left empty when the terminal closes before the reap).
     fn wait_exit(&self) -> i32 {
         let t = Instant::now();
-        while self.pane("#{pane_dead}") != "1" {
-            assert!(t.elapsed() < T, "top still runs:\n{}", self.screen());
+        loop {
+            let screen = self.screen();
+            if let Some(code) = screen
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("top-exit="))
+            {
+                return code.parse().unwrap();
+            }
+            assert!(t.elapsed() < T, "top still runs:\n{screen}");
             std::thread::sleep(Duration::from_millis(50));
         }
-        self.pane("#{pane_dead_status}").parse().unwrap()
     }
 
     /// The pane's terminal is as a shell expects it: the normal screen, the cursor shown,
@@ -151,9 +158,9 @@ fn top_command(d: &Daemon, uid: Option<(u32, u32)>, args: &str) -> String {
         Some((u, g)) => format!("setpriv --reuid {u} --regid {g} --clear-groups "),
         None => String::new(),
     };
-    // The terminal's modes once top has ended, and top's exit status as the pane's.
+    // The terminal's modes once top has ended, and top's exit status.
     format!(
-        "env JOBCELL_SOCKET={} {who}{BIN} top {args}; code=$?; stty -a; exit $code",
+        "env JOBCELL_SOCKET={} {who}{BIN} top {args}; code=$?; stty -a; echo top-exit=$code; exit $code",
         d.sock.display()
     )
 }
