@@ -193,16 +193,6 @@ fn run(
     // Everything the owner named is opened with the owner's identity; a failure here is
     // theirs to fix, so the job is held (as HTCondor does), not failed.
     let hold = Failure::Hold;
-    // Bind sources: with the submitter's rights (root's are its own; the job's user may be
-    // another, chosen by root).
-    let binds_as = match s.owner {
-        0 => None,
-        _ if rootless || s.spec.mounts.is_empty() => None,
-        owner => Some(
-            Identity::resolve(&jobcell_spec::UserSpec::Uid(owner))
-                .map_err(|e| Failure::Hold(format!("bind sources: the submitter: {e}")))?,
-        ),
-    };
     // The submitter's initialdir or `--chdir` (without an image a spec's workdir is only
     // ever the latter). In an image the directory is looked up in the image's view, by the
     // launcher.
@@ -213,6 +203,37 @@ fn run(
     if let Some(dir) = chosen_dir {
         check_dir(dir, &job_identity).map_err(hold)?;
     }
+    // An initialdir under one of the job's private dirs (the submitter's /tmp) is covered in
+    // the job's view: bound there at its own path, as `--chdir` is, so the job runs in it.
+    let covered_initialdir = s.cwd.as_ref().filter(|d| {
+        chosen_dir == Some(*d)
+            && s.spec.private_dirs.iter().any(|p| d.starts_with(p))
+            && !s.spec.mounts.iter().any(|m| &m.dst == *d)
+    });
+    let bound_spec;
+    let spec = match covered_initialdir {
+        Some(d) => {
+            let mut with_bind = s.spec.clone();
+            with_bind.mounts.push(jobcell_spec::MountSpec {
+                src: d.clone(),
+                dst: d.clone(),
+                readonly: false,
+            });
+            bound_spec = with_bind;
+            &bound_spec
+        }
+        None => &s.spec,
+    };
+    // Bind sources: with the submitter's rights (root's are its own; the job's user may be
+    // another, chosen by root).
+    let binds_as = match s.owner {
+        0 => None,
+        _ if rootless || spec.mounts.is_empty() => None,
+        owner => Some(
+            Identity::resolve(&jobcell_spec::UserSpec::Uid(owner))
+                .map_err(|e| Failure::Hold(format!("bind sources: the submitter: {e}")))?,
+        ),
+    };
     let input = match &s.stdin {
         Some(p) => Some(open_input(p, &identity).map_err(hold)?),
         None => None,
@@ -294,16 +315,16 @@ fn run(
             // The job's own initialdir, else the image's WorkingDir (or scratch).
             None => s.cwd.clone().or_else(|| s.spec.workdir.clone()),
         },
-        // `--chdir` is bound into the job, so it is there unless the user cannot enter it; an
-        // initialdir under the job's private /tmp is not, and the job starts in scratch.
-        workdir_required: chosen_dir.is_some() && s.cwd.is_none(),
+        // `--chdir` and an initialdir are in the job's view (bound into it when it would cover
+        // them): the job runs there or not at all, never silently elsewhere.
+        workdir_required: chosen_dir.is_some(),
         job_scratch: staged.as_ref().map(|(sd, _)| sd.path().to_path_buf()),
         // The staged dir is this job's alone: request_disk applies to it.
         own_scratch: staged.is_some(),
     };
     let mut outcome = launch_task(
         &Launch {
-            spec: &s.spec,
+            spec,
             image_root: lease.as_ref().map(|l| l.root.clone()),
             image_name: lease.as_ref().map(|l| l.name.clone()),
             extra_env: Vec::new(),

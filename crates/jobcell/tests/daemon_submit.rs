@@ -686,3 +686,46 @@ fn a_workdir_the_submitter_cannot_enter_is_refused_or_held_never_run_elsewhere()
         "{why}"
     );
 }
+
+/// A submit file's `initialdir` under the submitter's /tmp, which the job's private /tmp
+/// covers: bound into the job at its own path and entered, as `--chdir` is, so the job reads
+/// and writes the submitter's directory instead of silently starting in its scratch dir.
+#[test]
+fn an_initialdir_under_the_private_tmp_is_bound_into_the_job_and_entered() {
+    if !root_or_skip("an_initialdir_under_the_private_tmp_is_bound_into_the_job_and_entered") {
+        return;
+    }
+    let _g = serial();
+    let d = Daemon::start(&[]);
+    let work = TempDir::new_in("/tmp");
+    chmod(work.path(), 0o777);
+    std::fs::write(work.path().join("in.txt"), "from the submitter\n").unwrap();
+    let dir = work.path().to_str().unwrap();
+    let file = format!(
+        "\
+executable = /bin/sh
+arguments = \"-c 'echo pwd=$PWD; cat in.txt; echo made-by-job > made.txt'\"
+initialdir = {dir}
+output = out.txt
+queue
+"
+    );
+    std::fs::write(work.path().join("job.sub"), file).unwrap();
+    let o = d.cli_in(
+        work.path(),
+        Some(nobody()),
+        &[],
+        &["submit", "-q", "job.sub"],
+        None,
+    );
+    assert!(o.status.success(), "{}", err(&o));
+    let id: u64 = out(&o).trim().parse().unwrap();
+    let done = d.wait_state(id, State::Completed, T);
+    assert_eq!(done.exit_code, Some(0), "{done:?}");
+    let printed = std::fs::read_to_string(work.path().join("out.txt")).unwrap();
+    assert_eq!(printed, format!("pwd={dir}\nfrom the submitter\n"));
+    assert_eq!(
+        std::fs::read_to_string(work.path().join("made.txt")).unwrap(),
+        "made-by-job\n"
+    );
+}

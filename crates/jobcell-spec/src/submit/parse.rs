@@ -189,42 +189,84 @@ fn statements(text: &str) -> Result<Vec<Stmt>, SubmitError> {
     Ok(out)
 }
 
-/// Commands jobcell implements (lowercase; aliases map to the main name).
+/// Commands jobcell implements besides the policy and `jobcell_*` limit ones: (name as
+/// written, lowercase; the command it is, aliases mapping to the main name).
+const ACCEPTED: &[(&str, &str)] = &[
+    ("executable", "executable"),
+    ("arguments", "arguments"),
+    ("environment", "environment"),
+    ("getenv", "getenv"),
+    ("initialdir", "initialdir"),
+    ("initial_dir", "initialdir"),
+    ("input", "input"),
+    ("stdin", "input"),
+    ("output", "output"),
+    ("stdout", "output"),
+    ("error", "error"),
+    ("stderr", "error"),
+    ("log", "log"),
+    ("request_cpus", "request_cpus"),
+    ("request_memory", "request_memory"),
+    ("request_disk", "request_disk"),
+    ("transfer_input_files", "transfer_input_files"),
+    ("should_transfer_files", "should_transfer_files"),
+    ("when_to_transfer_output", "when_to_transfer_output"),
+    ("priority", "priority"),
+    ("hold", "hold"),
+    ("universe", "universe"),
+    ("jobcell_image", "jobcell_image"),
+    ("container_image", "container_image"),
+    ("allowed_job_duration", "allowed_job_duration"),
+    ("requirements", "requirements"),
+    ("transfer_executable", "transfer_executable"),
+    ("batch_name", "batch_name"),
+    ("job_batch_name", "batch_name"),
+];
+
+/// The command `lower` (a lowercase name) is, if jobcell implements it.
 fn command_name(lower: &str) -> Option<&'static str> {
-    Some(match lower {
-        "executable" => "executable",
-        "arguments" => "arguments",
-        "environment" => "environment",
-        "getenv" => "getenv",
-        "initialdir" | "initial_dir" => "initialdir",
-        "input" | "stdin" => "input",
-        "output" | "stdout" => "output",
-        "error" | "stderr" => "error",
-        "log" => "log",
-        "request_cpus" => "request_cpus",
-        "request_memory" => "request_memory",
-        "request_disk" => "request_disk",
-        "transfer_input_files" => "transfer_input_files",
-        "should_transfer_files" => "should_transfer_files",
-        "when_to_transfer_output" => "when_to_transfer_output",
-        "priority" => "priority",
-        "hold" => "hold",
-        "universe" => "universe",
-        "jobcell_image" => "jobcell_image",
-        "container_image" => "container_image",
-        "allowed_job_duration" => "allowed_job_duration",
-        "requirements" => "requirements",
-        "transfer_executable" => "transfer_executable",
-        "batch_name" | "job_batch_name" => "batch_name",
-        _ => {
-            if let Some(c) = policy::is_command(lower) {
-                return Some(c);
-            }
-            return FILE_LIMITS
-                .iter()
-                .find_map(|f| f.submit.filter(|c| *c == lower));
-        }
+    if let Some(c) = ACCEPTED.iter().find(|c| c.0 == lower) {
+        return Some(c.1);
+    }
+    policy::is_command(lower).or_else(|| {
+        FILE_LIMITS
+            .iter()
+            .find_map(|f| f.submit.filter(|c| *c == lower))
     })
+}
+
+/// What the parser does with a submit command.
+#[cfg(test)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Handling {
+    Accepted,
+    Ignored,
+    Refused,
+}
+
+/// Every command name the parser knows (aliases included) and what it does with it; names
+/// matched by a refused prefix are given as `prefix<name>`.
+#[cfg(test)]
+pub(super) fn known_commands() -> Vec<(String, Handling)> {
+    let accepted = ACCEPTED
+        .iter()
+        .map(|c| c.0)
+        .chain(policy::command_names())
+        .chain(FILE_LIMITS.iter().filter_map(|f| f.submit));
+    accepted
+        .map(|c| (c.to_string(), Handling::Accepted))
+        .chain(IGNORED.iter().map(|c| (c.to_string(), Handling::Ignored)))
+        .chain(
+            UNSUPPORTED
+                .iter()
+                .map(|c| (c.to_string(), Handling::Refused)),
+        )
+        .chain(
+            UNSUPPORTED_PREFIXES
+                .iter()
+                .map(|p| (format!("{p}<name>"), Handling::Refused)),
+        )
+        .collect()
 }
 
 /// HTCondor commands that matter only in a pool; accepted with a warning.
@@ -258,6 +300,33 @@ const IGNORED: &[&str] = &[
     "job_machine_attrs",
     "job_ad_information_attrs",
     "dagman_log",
+    "concurrency_limits_expr",
+    "container_is_common",
+    "dont_encrypt_input_files",
+    "dont_encrypt_output_files",
+    "erase_output_and_error_on_restart",
+    "job_machine_attrs_history_length",
+    "keep_claim_idle",
+    "kill_sig_timeout",
+    "manifest",
+    "manifest_dir",
+    "match_list_length",
+    "max_job_retirement_time",
+    "max_transfer_input_mb",
+    "max_transfer_output_mb",
+    "mount_under_scratch",
+    "skip_filechecks",
+    "skip_if_dataflow",
+    "starter_debug",
+    "starter_log",
+    "stream_input",
+    "submit_event_notes_attrs",
+    "submit_event_user_notes",
+    "transfer_input",
+    "transfer_output",
+    "transfer_error",
+    "ulog_execute_attrs",
+    "wantnametag",
 ];
 
 /// HTCondor commands jobcell cannot honour on one node: an error.
@@ -306,7 +375,96 @@ const UNSUPPORTED: &[&str] = &[
     "docker_override_entrypoint",
     "checkpoint_exit_code",
     "transfer_checkpoint_files",
+    "arc_application",
+    "arc_data_staging",
+    "arc_resources",
+    "arc_rte",
+    "aws_access_key_id_file",
+    "aws_region",
+    "aws_secret_access_key_file",
+    "azure_admin_key",
+    "azure_admin_username",
+    "azure_auth_file",
+    "azure_image",
+    "azure_location",
+    "azure_size",
+    "batch_extra_submit_args",
+    "batch_project",
+    "batch_queue",
+    "batch_runtime",
+    "checkpoint_destination",
+    "container_target_dir",
+    "cuda_version",
+    "delegate_job_gsi_credentials_lifetime",
+    "docker_pull_policy",
+    "ec2_access_key_id",
+    "ec2_ami_id",
+    "ec2_availability_zone",
+    "ec2_block_device_mapping",
+    "ec2_ebs_volumes",
+    "ec2_elastic_ip",
+    "ec2_iam_profile_arn",
+    "ec2_iam_profile_name",
+    "ec2_instance_type",
+    "ec2_keypair",
+    "ec2_keypair_file",
+    "ec2_parameter_names",
+    "ec2_secret_access_key",
+    "ec2_security_groups",
+    "ec2_security_ids",
+    "ec2_spot_price",
+    "ec2_tag_names",
+    "ec2_user_data",
+    "ec2_user_data_file",
+    "ec2_vpc_ip",
+    "ec2_vpc_subnet",
+    "encrypt_execute_directory",
+    "gce_account",
+    "gce_auth_file",
+    "gce_image",
+    "gce_json_file",
+    "gce_machine_type",
+    "gce_metadata",
+    "gce_metadata_file",
+    "gce_preemptible",
+    "gpus_maximum_capability",
+    "gpus_minimum_capability",
+    "gpus_minimum_memory",
+    "gpus_minimum_runtime",
+    "gs_access_key_id_file",
+    "gs_secret_access_key_file",
+    "noop_job",
+    "noop_job_exit_code",
+    "noop_job_exit_signal",
+    "output_directory",
+    "periodic_vacate",
+    "preserve_relative_paths",
+    "primary_unix_group",
+    "public_input_files",
+    "rendezvousdir",
+    "retry_request_disk",
+    "retry_request_memory",
+    "retry_request_memory_increase",
+    "retry_request_memory_max",
+    "s3_access_key_id_file",
+    "s3_secret_access_key_file",
+    "scitokens_file",
+    "shell",
+    "use_scitokens",
+    "vm_checkpoint",
+    "vm_macaddr",
+    "vm_networking_type",
+    "vm_no_output_vm",
+    "want_job_networking",
+    "xen_initrd",
+    "xen_kernel",
+    "xen_kernel_params",
+    "xen_root",
 ];
+
+/// Families of HTCondor commands named by a prefix (custom resource requests, cloud labels,
+/// EC2 parameters and tags): refused like [`UNSUPPORTED`].
+const UNSUPPORTED_PREFIXES: &[&str] = &["request_", "cloud_label_", "ec2_parameter_", "ec2_tag_"];
 
 /// One row of queue items split over the loop variables (HTCondor's `split_item`): each
 /// variable but the last takes one token (separated by a comma or blank), the last takes the
@@ -700,11 +858,15 @@ pub fn parse_submit(
             if command_name(&lower).is_some() {
                 continue;
             }
-            if UNSUPPORTED.contains(&lower.as_str()) {
+            if UNSUPPORTED.contains(&lower.as_str())
+                || UNSUPPORTED_PREFIXES.iter().any(|p| lower.starts_with(p))
+            {
                 return Err(SubmitError::Unsupported {
                     line: *line,
                     what: format!("'{name}'"),
-                    why: "it needs an HTCondor pool; jobcell runs vanilla jobs on one node".into(),
+                    why: "it needs an HTCondor pool or a feature jobcell does not have; jobcell runs \
+                          vanilla and container jobs on one node"
+                        .into(),
                 });
             }
             if IGNORED.contains(&lower.as_str()) {

@@ -48,6 +48,12 @@ const COMMANDS: &[(&str, &str, Kind)] = &[
 /// `success_exit_code` without `max_retries`.
 pub const DEFAULT_MAX_RETRIES: i64 = 2;
 
+/// The policy commands' names (lowercase).
+#[cfg(test)]
+pub(super) fn command_names() -> impl Iterator<Item = &'static str> {
+    COMMANDS.iter().map(|c| c.0)
+}
+
 /// Whether `lower` is a policy command.
 pub(super) fn is_command(lower: &str) -> Option<&'static str> {
     COMMANDS.iter().find(|c| c.0 == lower).map(|c| c.0)

@@ -497,3 +497,103 @@ fn requirements_go_to_the_ad_in_normal_form_and_a_bad_one_names_its_line() {
     assert_eq!(e.line(), Some(2), "{e}");
     assert!(e.to_string().contains("requirements"), "{e}");
 }
+
+/// The rows of docs/submit-files.md's table of every submit command: (names, status).
+fn command_table() -> Vec<(Vec<String>, String)> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/submit-files.md");
+    let doc = std::fs::read_to_string(path).unwrap();
+    let start = doc
+        .find("## Every condor_submit command")
+        .expect("docs/submit-files.md has no '## Every condor_submit command' section");
+    let section = &doc[start..];
+    let section = &section[..section[3..].find("\n## ").map_or(section.len(), |e| e + 3)];
+    let mut rows = Vec::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split(" | ").collect();
+        let names = cells[0]
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_string)
+            .collect();
+        rows.push((names, cells[1].trim().to_string()));
+    }
+    rows
+}
+
+#[test]
+fn the_command_table_matches_the_parser() {
+    use super::parse::{known_commands, Handling};
+    let table = command_table();
+    assert!(table.len() > 50, "the table has only {} rows", table.len());
+    let status_of = |h: Handling| match h {
+        Handling::Accepted => "accepted",
+        Handling::Ignored => "ignored",
+        Handling::Refused => "refused",
+    };
+    let in_table = |name: &str| {
+        table
+            .iter()
+            .find(|(names, _)| names.iter().any(|n| n == name))
+            .map(|(_, status)| status.as_str())
+    };
+    let known = known_commands();
+    // Every command the parser knows is in the table, with what the parser does with it.
+    for (name, handling) in &known {
+        assert_eq!(
+            in_table(name),
+            Some(status_of(*handling)),
+            "docs/submit-files.md: '{name}' should be listed as {}",
+            status_of(*handling)
+        );
+    }
+    // Every command in the table is one the parser knows, and it does what the table says.
+    for (names, status) in &table {
+        assert!(
+            ["accepted", "ignored", "refused"].contains(&status.as_str()),
+            "docs/submit-files.md: {names:?} has status '{status}'"
+        );
+        for name in names {
+            if name == "queue" {
+                assert_eq!(status, "accepted");
+                continue;
+            }
+            assert!(
+                known
+                    .iter()
+                    .any(|(k, h)| k == name && status_of(*h) == status),
+                "docs/submit-files.md lists '{name}' as {status}; the parser does not know it so"
+            );
+            let command = name.replace("<name>", "foo");
+            let result = parse(&format!("executable = x\n{command} = 1\nqueue\n"));
+            match status.as_str() {
+                "ignored" => {
+                    let s = result.unwrap_or_else(|e| panic!("'{command}': {e}"));
+                    let said = format!("'{command}' has no effect on a single jobcell node");
+                    assert!(
+                        s.warnings
+                            .iter()
+                            .any(|w| w.line == 2 && w.msg.contains(&said)),
+                        "'{command}': {:?}",
+                        s.warnings
+                    );
+                }
+                "refused" => match result {
+                    Err(SubmitError::Unsupported { line: 2, what, .. }) => {
+                        assert_eq!(what, format!("'{command}'"))
+                    }
+                    other => panic!("'{command}' should be refused: {other:?}"),
+                },
+                _ => {
+                    if let Ok(s) = result {
+                        assert!(
+                            !s.warnings.iter().any(|w| w.line == 2),
+                            "'{command}': {:?}",
+                            s.warnings
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
