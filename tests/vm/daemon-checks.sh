@@ -114,25 +114,31 @@ until_ok 60 "$J history --json | grep -q '\"id\": $c,'" || bad "job $c not in hi
 stop_daemon
 check "after the last stop, no jobcell cgroup" "$(find /sys/fs/cgroup -path '*jobcell*' -type d)" ""
 
-# The same as a service with a delegated cgroup of its own (systemd's Delegate=yes): jobcelld
-# must move itself into a leaf to enable controllers for its jobs, and on its last stop leave
-# the service's cgroup as it found it (no children, no controllers), as systemd expects.
+# As a service with a delegated cgroup of its own (systemd's Delegate=yes): jobcelld moves
+# itself into <service>/jobcell/launcher to enable controllers for its jobs. A stop with no
+# job left gives the service's cgroup back as it found it (no children, no controllers); a
+# stop with jobs running leaves their cgroups and nothing empty.
 svc=system.slice/jobcelld.service
 mkdir -p /sys/fs/cgroup/$svc
 echo "+cpu +memory +pids +io" >/sys/fs/cgroup/system.slice/cgroup.subtree_control
-rm -f /run/jc-stop-*
+start_daemon $svc
+check "service: the daemon moved into jobcell's leaf" "$(cat /proc/$daemon/cgroup)" "0::/$svc/jobcell/launcher"
+e=$($J submit -q --cpus 1 --memory 64M -- true)
+until_ok 60 "$J history --json | grep -q '\"id\": $e,'" || bad "service: job $e did not end"
+stop_daemon
+check "service, stopped with no job: no cgroup below it" "$(find /sys/fs/cgroup/$svc -mindepth 1 -type d)" ""
+check "service, stopped with no job: no controllers enabled in it" "$(cat /sys/fs/cgroup/$svc/cgroup.subtree_control)" ""
 start_daemon $svc
 d=$($J submit -q --cpus 1 --memory 64M -- sh -c 'while [ ! -e /run/jc-stop-d ]; do sleep 0.2; done')
 until_ok 60 "$J q --run --json | grep -q '\"id\": $d,'" || bad "service: job $d not running"
 stop_daemon
-check "service, after TERM: no empty jobcell cgroup" "$(empty_cgroups)" ""
+check "service, stopped with a job running: no empty jobcell cgroup" "$(empty_cgroups)" ""
+check "service, stopped with a job running: its cgroup stays" "$(find /sys/fs/cgroup/$svc -name "*$d" -type d | wc -l)" "1"
 touch /run/jc-stop-d
 until_ok 60 "[ -z \"\$(find /sys/fs/cgroup -path '*jobcell*' -name '*$d' -type d)\" ]" || bad "job $d's cgroup not removed"
-start_daemon $svc
-until_ok 60 "$J history --json | grep -q '\"id\": $d,'" || bad "service: job $d not in history"
-stop_daemon
-check "service, after the last stop: no cgroup below it" "$(find /sys/fs/cgroup/$svc -mindepth 1 -type d)" ""
-check "service, after the last stop: no controllers enabled in it" "$(cat /sys/fs/cgroup/$svc/cgroup.subtree_control)" ""
+# What the stopped daemon could not remove (the job outlived it): gone with the test.
+rmdir /sys/fs/cgroup/$svc/jobcell/supervisors /sys/fs/cgroup/$svc/jobcell
+echo "-cpu -memory -pids -io" >/sys/fs/cgroup/$svc/cgroup.subtree_control
 rmdir /sys/fs/cgroup/$svc /sys/fs/cgroup/system.slice
 
 rm -f /run/jc-grow.sh /run/jc-stop-*
