@@ -137,7 +137,9 @@ check "service, stopped with a job running: its cgroup stays" "$(find /sys/fs/cg
 touch /run/jc-stop-d
 until_ok 60 "[ -z \"\$(find /sys/fs/cgroup -path '*jobcell*' -name '*$d' -type d)\" ]" || bad "job $d's cgroup not removed"
 # What the stopped daemon could not remove (the job outlived it): gone with the test.
-rmdir /sys/fs/cgroup/$svc/jobcell/supervisors /sys/fs/cgroup/$svc/jobcell
+# (The supervisor leaves its cgroup a moment after the job's is gone.)
+until_ok 30 "rmdir /sys/fs/cgroup/$svc/jobcell/supervisors" || bad "supervisors' cgroup stays busy"
+rmdir /sys/fs/cgroup/$svc/jobcell
 echo "-cpu -memory -pids -io" >/sys/fs/cgroup/$svc/cgroup.subtree_control
 rmdir /sys/fs/cgroup/$svc /sys/fs/cgroup/system.slice
 

@@ -11,5 +11,5 @@ echo "run-daemon-suite: building static jobcell and jobcelld"
 RUSTFLAGS='-C target-feature=+crt-static' cargo build --release --locked -q \
   --target x86_64-unknown-linux-gnu --target-dir "$target" -p jobcell --bin jobcell --bin jobcelld
 bin=$target/x86_64-unknown-linux-gnu/release
-exec "$here/run-v2.sh" --timeout 600 --with "$bin/jobcell" --with "$bin/jobcelld" \
+exec "$here/run-v2.sh" --timeout 600 --strict-cleanup --with "$bin/jobcell" --with "$bin/jobcelld" \
   --with "$here/daemon-checks.sh" "$@" -- sh "$here/daemon-checks.sh" "$bin/jobcell" "$bin/jobcelld"
