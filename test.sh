@@ -60,6 +60,8 @@ else
   tests/vm/run-cgroup-suite.sh 2>&1 | tee -a "$log" || status=1
   echo "== jobcell run in a pure cgroup-v2 VM"
   tests/vm/run-launcher-suite.sh 2>&1 | tee -a "$log" || status=1
+  echo "== jobcelld in a pure cgroup-v2 VM"
+  tests/vm/run-daemon-suite.sh 2>&1 | tee -a "$log" || status=1
 fi
 
 passed=$(grep -oE '[0-9]+ passed' "$log" | awk '{s+=$1} END {print s+0}')

@@ -638,10 +638,21 @@ impl CgroupRoot {
     /// `<parent>/launcher` and no job cgroups remain, disable the controllers it enabled in the
     /// original cgroup and move this process back there. Returns the directories removed.
     /// Call at the very end (tests, `jobcell run` exit); a later detect sets things up again.
-    pub fn restore(self) -> Result<Vec<PathBuf>, CgroupError> {
+    pub fn restore(&self) -> Result<Vec<PathBuf>, CgroupError> {
         match &self.inner {
             RootImpl::V1(r) => Ok(r.remove_parents_if_empty()),
             RootImpl::V2(r) => r.restore(),
+        }
+    }
+
+    /// For a process that ends while job cgroups outlive it (a daemon stopping with jobs
+    /// running): on v2, if [`detect`](Self::detect) moved it into `<parent>/launcher`, move it
+    /// into `<parent>/<refuge>`, a leaf of jobcell's that stays busy, and remove the launcher
+    /// leaf, which would otherwise stay behind empty. Whether a leaf was removed; v1 has none.
+    pub fn leave_launcher_leaf(&self, refuge: &str) -> Result<bool, CgroupError> {
+        match &self.inner {
+            RootImpl::V1(_) => Ok(false),
+            RootImpl::V2(r) => r.leave_launcher_leaf(refuge),
         }
     }
 

@@ -246,6 +246,32 @@ impl Root {
         Ok(removed)
     }
 
+    /// For a process that ends while job cgroups outlive it: if detect moved it into
+    /// `<parent>/launcher` and it is alone there, move it into `<parent>/<refuge>` (a leaf of
+    /// jobcell's that stays busy, e.g. the supervisors') and remove the launcher leaf, which
+    /// would otherwise stay behind empty. Whether the leaf was removed.
+    pub(crate) fn leave_launcher_leaf(&self, refuge: &str) -> Result<bool, CgroupError> {
+        let mut guard = MOVED.lock().unwrap_or_else(|e| e.into_inner());
+        if guard
+            .as_ref()
+            .filter(|m| m.base == self.base.path())
+            .is_none()
+        {
+            return Ok(false);
+        }
+        let parent = self.parent();
+        let Ok(leaf) = parent.open_child(LAUNCHER_LEAF) else {
+            return Ok(false);
+        };
+        let me = std::process::id() as i32;
+        if leaf.procs()?.iter().any(|p| *p != me) {
+            return Ok(false);
+        }
+        parent.open_child(refuge)?.write("cgroup.procs", "0")?;
+        *guard = None;
+        Ok(parent.rmdir_child(LAUNCHER_LEAF).is_ok())
+    }
+
     pub(crate) fn remove_parent_if_empty(&self) -> Vec<PathBuf> {
         if self.overridden {
             return Vec::new();

@@ -5,6 +5,7 @@ use std::fs::File;
 use std::io::{self, Read, Seek, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use jobcell_cgroup::CgroupRoot;
 use thiserror::Error;
@@ -298,7 +299,7 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
     }
     let node = node_resources(&o)?;
     let cgroups = if sys::is_root() {
-        Some(CgroupRoot::detect(o.cgroup_parent.as_deref())?)
+        Some(Arc::new(CgroupRoot::detect(o.cgroup_parent.as_deref())?))
     } else {
         warn!("not running as root: jobs run as the daemon's user, without cgroups of their own");
         None
@@ -342,6 +343,8 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
 
     // Fork the spawner while this process has a single thread.
     let spawner = Spawner::start(o.exe.as_deref()).map_err(DaemonError::Spawner)?;
+    let spawner_pid = spawner.pid();
+    let cgroups_at_stop = cgroups.clone();
     // After the spawner's fork: supervisors and jobs keep the limit the daemon was started with.
     let limits = api_limits(&o, raise_nofile());
     let store = Store::open(&sd.join("state.db"))?;
@@ -471,5 +474,30 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
     for d in supervisor_cgroups.iter().chain(&own_parents) {
         let _ = std::fs::remove_dir(d);
     }
+    if let Some(root) = cgroups_at_stop {
+        leave_cgroups(&root, spawner_pid, &supervisor_cgroups);
+    }
     Ok(())
+}
+
+/// On cgroup v2 the daemon may live in jobcell's `<parent>/launcher` leaf: detect moved it
+/// there to enable controllers in its own cgroup (a service's, under systemd). With no job
+/// left, undo that, so the service's cgroup is as it was (no children, no controllers); with
+/// jobs running, move into the supervisors' leaf they keep busy, so the launcher leaf does not
+/// stay behind empty. The spawner shares the daemon's cgroup: it ends first.
+fn leave_cgroups(root: &CgroupRoot, spawner_pid: i32, supervisor_cgroups: &[PathBuf]) {
+    // SAFETY: kill and waitpid take integers and a null status pointer; the spawner is this
+    // process's own child and would die with it anyway (PR_SET_PDEATHSIG).
+    unsafe {
+        libc::kill(spawner_pid, libc::SIGKILL);
+        libc::waitpid(spawner_pid, std::ptr::null_mut(), 0);
+    }
+    let left = if supervisor_cgroups.iter().any(|d| d.exists()) {
+        root.leave_launcher_leaf("supervisors").map(|_| ())
+    } else {
+        root.restore().map(|_| ())
+    };
+    if let Err(e) = left {
+        warn!("cgroups: {e}");
+    }
 }

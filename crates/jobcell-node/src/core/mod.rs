@@ -467,7 +467,7 @@ pub struct Core {
     rt: tokio::runtime::Handle,
     tx: Sender<Cmd>,
     local: VecDeque<Cmd>,
-    cgroups: Option<CgroupRoot>,
+    cgroups: Option<Arc<CgroupRoot>>,
     /// User log events of this batch, sent to the writer after the commit.
     ulog_out: Vec<userlog::Msg>,
     ulog_tx: Option<Sender<userlog::Msg>>,
@@ -544,7 +544,7 @@ impl Core {
         spawner: Spawner,
         rt: tokio::runtime::Handle,
         tx: Sender<Cmd>,
-        cgroups: Option<CgroupRoot>,
+        cgroups: Option<Arc<CgroupRoot>>,
     ) -> Core {
         Core {
             cfg,
