@@ -598,3 +598,125 @@ pub fn test_user(name: &str) -> Option<(u32, u32)> {
     }
     Some((id("-u")?, id("-g")?))
 }
+
+/// One HTTP request to `sock` from a forked child running as `who` (root when `None`); the
+/// status (0 when no answer came) and the body.
+pub fn http_as(
+    sock: &Path,
+    who: Option<(u32, u32)>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, String) {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    let resp = raw_request_as(sock, who, &req);
+    let code = http_status(&resp);
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (code, body)
+}
+
+/// The status code of the HTTP answer `resp`; 0 when it has none.
+pub fn http_status(resp: &str) -> u16 {
+    resp.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sends the bytes `req` to `sock` from a forked child running as `who` (root when `None`)
+/// and returns the whole answer. The daemon checks the peer uid of the connection, which is
+/// fixed at connect: so the child switches identity first, then connects.
+pub fn raw_request_as(sock: &Path, who: Option<(u32, u32)>, req: &[u8]) -> String {
+    let sock = CString::new(sock.as_os_str().as_encoded_bytes()).unwrap();
+    assert!(sock.as_bytes().len() < 108, "socket path too long");
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is the two-element array pipe fills.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the child makes only raw syscalls on memory prepared before the fork (`sock`,
+    // `req`, a stack buffer, a zeroed sockaddr_un whose path fits, checked above) and ends with
+    // _exit, so it allocates nothing while another test thread may hold malloc's lock.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // SAFETY: see the fork above: raw syscalls on memory that was ready before it, ended by
+        // _exit.
+        unsafe {
+            libc::close(fds[0]);
+            if let Some((uid, gid)) = who {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    libc::_exit(2);
+                }
+            }
+            let s = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            let mut addr: libc::sockaddr_un = std::mem::zeroed();
+            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
+            for (i, b) in sock.as_bytes().iter().enumerate() {
+                addr.sun_path[i] = *b as libc::c_char;
+            }
+            if libc::connect(
+                s,
+                (&addr as *const libc::sockaddr_un).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as u32,
+            ) != 0
+            {
+                libc::_exit(3);
+            }
+            let mut off = 0;
+            while off < req.len() {
+                let n = libc::write(s, req[off..].as_ptr().cast(), req.len() - off);
+                if n <= 0 {
+                    break;
+                }
+                off += n as usize;
+            }
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = libc::read(s, buf.as_mut_ptr().cast(), buf.len());
+                if n <= 0 {
+                    break;
+                }
+                libc::write(fds[1], buf.as_ptr().cast(), n as usize);
+            }
+            libc::_exit(0);
+        }
+    }
+    // SAFETY: the write end is the parent's own copy, closed once, here.
+    unsafe { libc::close(fds[1]) };
+    // SAFETY: the read end came from pipe above and nothing else owns it now; the File closes it.
+    let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
+    let mut resp = Vec::new();
+    std::io::Read::read_to_end(&mut f, &mut resp).unwrap();
+    // SAFETY: `pid` is our own child, reaped only here; a null status pointer is allowed.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    String::from_utf8_lossy(&resp).into_owned()
+}
+
+impl Daemon {
+    /// Submits `count` small jobs (0.1 CPU, 32 MiB) running `argv` as `uid` (root when
+    /// `None`), with the extra submit options `extra`; their ids.
+    pub fn submit_small(
+        &self,
+        uid: Option<(u32, u32)>,
+        count: u32,
+        extra: &[&str],
+        argv: &[&str],
+    ) -> Vec<u64> {
+        let count = count.to_string();
+        let mut args = vec![
+            "submit", "-q", "--count", &count, "--cpus", "0.1", "--memory", "32",
+        ];
+        args.extend_from_slice(extra);
+        args.push("--");
+        args.extend_from_slice(argv);
+        let o = self.cli_as(uid, &args);
+        assert!(o.status.success(), "{}", err(&o));
+        ids(&o)
+    }
+}
