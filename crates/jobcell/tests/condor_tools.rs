@@ -472,10 +472,8 @@ fn qedit_cannot_pass_the_limits_or_reach_anothers_job() {
     if !root_or_skip("qedit_cannot_pass_the_limits_or_reach_anothers_job") {
         return;
     }
-    let (Some(a), Some(b)) = (test_user("jobcell-test-a"), test_user("jobcell-test-b")) else {
-        eprintln!(
-            "SKIPPED: qedit_cannot_pass_the_limits_or_reach_anothers_job: cannot create test users"
-        );
+    let Some((a, b)) = test_users_or_skip("qedit_cannot_pass_the_limits_or_reach_anothers_job")
+    else {
         return;
     };
     let _g = serial();

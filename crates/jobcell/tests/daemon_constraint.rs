@@ -223,10 +223,7 @@ fn a_constraint_reaches_only_the_callers_own_jobs() {
     if !root_or_skip("a_constraint_reaches_only_the_callers_own_jobs") {
         return;
     }
-    let (Some(a), Some(b)) = (test_user("jobcell-test-a"), test_user("jobcell-test-b")) else {
-        eprintln!(
-            "SKIPPED: a_constraint_reaches_only_the_callers_own_jobs: cannot create test users"
-        );
+    let Some((a, b)) = test_users_or_skip("a_constraint_reaches_only_the_callers_own_jobs") else {
         return;
     };
     let _g = serial();
@@ -314,8 +311,10 @@ fn a_constraint_that_explodes_is_cut_short_and_the_daemon_keeps_answering() {
     if !root_or_skip("a_constraint_that_explodes_is_cut_short_and_the_daemon_keeps_answering") {
         return;
     }
-    let Some(b) = test_user("jobcell-test-b") else {
-        eprintln!("SKIPPED: a_constraint_that_explodes_is_cut_short_and_the_daemon_keeps_answering: cannot create test users");
+    let Some(b) = test_user_or_skip(
+        "a_constraint_that_explodes_is_cut_short_and_the_daemon_keeps_answering",
+        "jobcell-test-b",
+    ) else {
         return;
     };
     let _g = serial();

@@ -586,8 +586,7 @@ fn a_users_priority_orders_only_their_own_jobs() {
     if !root_or_skip("a_users_priority_orders_only_their_own_jobs") {
         return;
     }
-    let (Some(a), Some(b)) = (test_user("jobcell-test-a"), test_user("jobcell-test-b")) else {
-        eprintln!("SKIPPED: a_users_priority_orders_only_their_own_jobs: cannot create test users");
+    let Some((a, b)) = test_users_or_skip("a_users_priority_orders_only_their_own_jobs") else {
         return;
     };
     let _g = serial();

@@ -720,3 +720,22 @@ impl Daemon {
         ids(&o)
     }
 }
+
+/// The two system users `jobcell-test-a` and `jobcell-test-b`, made if missing; `None` after a
+/// loud line naming `test` when they cannot be made.
+pub fn test_users_or_skip(test: &str) -> Option<((u32, u32), (u32, u32))> {
+    Some((
+        test_user_or_skip(test, "jobcell-test-a")?,
+        test_user_or_skip(test, "jobcell-test-b")?,
+    ))
+}
+
+/// The system user `name` (see [`test_user`]); `None` after a loud line naming `test` when it
+/// cannot be made.
+pub fn test_user_or_skip(test: &str, name: &str) -> Option<(u32, u32)> {
+    let user = test_user(name);
+    if user.is_none() {
+        eprintln!("SKIPPED: {test}: cannot create the test user {name}");
+    }
+    user
+}
