@@ -21,6 +21,17 @@ fn user_a() -> Option<(u32, u32)> {
     test_user("jobcell-test-a")
 }
 
+/// POST /v1/jobs with `body` as `user`, on a connection of its own; the status and the body.
+fn post_job_as(d: &Daemon, user: (u32, u32), body: &Value) -> (u16, String) {
+    http_as(
+        &d.sock,
+        Some(user),
+        "POST",
+        "/v1/jobs",
+        &serde_json::to_vec(body).unwrap(),
+    )
+}
+
 /// A job spec as the API takes it, running as `uid`, with `edit` applied.
 fn spec_json(uid: u32, argv: &[&str], edit: impl FnOnce(&mut Value)) -> Value {
     let mut s = jobcell_spec::JobSpec::new(argv.iter().map(|a| a.to_string()).collect());
@@ -126,13 +137,7 @@ fn a_user_cannot_lift_the_nodes_limits() {
     for (body, want) in raw {
         let mut body = body;
         body["hold"] = json!(true);
-        let (code, msg) = http_as(
-            &d.sock,
-            Some(user),
-            "POST",
-            "/v1/jobs",
-            &serde_json::to_vec(&body).unwrap(),
-        );
+        let (code, msg) = post_job_as(&d, user, &body);
         eprintln!("raw {want:?}: HTTP {code}: {}", msg.trim());
         if code != 403 || !msg.contains(want) {
             escaped.push(want.to_string());
@@ -157,13 +162,7 @@ fn a_users_job_without_a_pids_limit_gets_the_nodes_default() {
     let body = spec_json(user.0, &["/bin/sleep", "30"], |v| {
         v["resources"]["pids"] = Value::Null
     });
-    let (code, msg) = http_as(
-        &d.sock,
-        Some(user),
-        "POST",
-        "/v1/jobs",
-        &serde_json::to_vec(&body).unwrap(),
-    );
+    let (code, msg) = post_job_as(&d, user, &body);
     assert_eq!(code, 201, "{msg}");
     let o = d.cli_as(
         Some(user),
@@ -221,13 +220,7 @@ fn memory_high_reaches_the_job_cgroup_from_the_api_the_cli_and_a_submit_file() {
     let body = spec_json(user.0, &["/bin/sleep", "30"], |v| {
         v["resources"]["memory_high"] = json!(HIGH)
     });
-    let (code, msg) = http_as(
-        &d.sock,
-        Some(user),
-        "POST",
-        "/v1/jobs",
-        &serde_json::to_vec(&body).unwrap(),
-    );
+    let (code, msg) = post_job_as(&d, user, &body);
     assert_eq!(code, 201, "{msg}");
     let o = d.cli_as(
         Some(user),
@@ -360,13 +353,7 @@ fn a_users_job_never_writes_the_hosts_shared_tmp() {
     let body = spec_json(user.0, &["/bin/sh", "-c", &script], |v| {
         v["private_dirs"] = json!(["/dev/shm"])
     });
-    let (code, msg) = http_as(
-        &d.sock,
-        Some(user),
-        "POST",
-        "/v1/jobs",
-        &serde_json::to_vec(&body).unwrap(),
-    );
+    let (code, msg) = post_job_as(&d, user, &body);
     assert_eq!(code, 201, "{msg}");
     let j = d.wait_state(1, State::Completed, Duration::from_secs(20));
     assert_eq!(j.exit_code, Some(0), "{j:?}");

@@ -632,20 +632,11 @@ pub fn http_status(resp: &str) -> u16 {
 /// and returns the whole answer. The daemon checks the peer uid of the connection, which is
 /// fixed at connect: so the child switches identity first, then connects.
 pub fn raw_request_as(sock: &Path, who: Option<(u32, u32)>, req: &[u8]) -> String {
-    let sock = CString::new(sock.as_os_str().as_encoded_bytes()).unwrap();
-    assert!(sock.as_bytes().len() < 108, "socket path too long");
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is the two-element array pipe fills.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: the child makes only raw syscalls on memory prepared before the fork (`sock`,
-    // `req`, a stack buffer, a zeroed sockaddr_un whose path fits, checked above) and ends with
-    // _exit, so it allocates nothing while another test thread may hold malloc's lock.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: see the fork above: raw syscalls on memory that was ready before it, ended by
-        // _exit.
-        unsafe {
-            libc::close(fds[0]);
+    let addr = unix_sockaddr(sock);
+    // SAFETY: the child makes only raw syscalls on memory prepared before the fork (`addr`,
+    // `req`, a stack buffer).
+    let (pid, mut answer) = unsafe {
+        fork_with_pipe(|out| {
             if let Some((uid, gid)) = who {
                 if libc::setgroups(0, std::ptr::null()) != 0
                     || libc::setgid(gid) != 0
@@ -655,11 +646,6 @@ pub fn raw_request_as(sock: &Path, who: Option<(u32, u32)>, req: &[u8]) -> Strin
                 }
             }
             let s = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
-            let mut addr: libc::sockaddr_un = std::mem::zeroed();
-            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-            for (i, b) in sock.as_bytes().iter().enumerate() {
-                addr.sun_path[i] = *b as libc::c_char;
-            }
             if libc::connect(
                 s,
                 (&addr as *const libc::sockaddr_un).cast(),
@@ -682,17 +668,12 @@ pub fn raw_request_as(sock: &Path, who: Option<(u32, u32)>, req: &[u8]) -> Strin
                 if n <= 0 {
                     break;
                 }
-                libc::write(fds[1], buf.as_ptr().cast(), n as usize);
+                libc::write(out, buf.as_ptr().cast(), n as usize);
             }
-            libc::_exit(0);
-        }
-    }
-    // SAFETY: the write end is the parent's own copy, closed once, here.
-    unsafe { libc::close(fds[1]) };
-    // SAFETY: the read end came from pipe above and nothing else owns it now; the File closes it.
-    let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
+        })
+    };
     let mut resp = Vec::new();
-    std::io::Read::read_to_end(&mut f, &mut resp).unwrap();
+    std::io::Read::read_to_end(&mut answer, &mut resp).unwrap();
     // SAFETY: `pid` is our own child, reaped only here; a null status pointer is allowed.
     unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
     String::from_utf8_lossy(&resp).into_owned()
@@ -738,4 +719,51 @@ pub fn test_user_or_skip(test: &str, name: &str) -> Option<(u32, u32)> {
         eprintln!("SKIPPED: {test}: cannot create the test user {name}");
     }
     user
+}
+
+/// The address of the Unix socket at `p`, which must fit in `sun_path`.
+pub fn unix_sockaddr(p: &Path) -> libc::sockaddr_un {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let b = p.as_os_str().as_bytes();
+    assert!(
+        b.len() < a.sun_path.len(),
+        "socket path too long: {}",
+        p.display()
+    );
+    for (d, s) in a.sun_path.iter_mut().zip(b) {
+        *d = *s as libc::c_char;
+    }
+    a
+}
+
+/// Forks a child that runs `child` with the write end of a pipe; the child's pid and the read
+/// end, which reaches end of file once the child has exited.
+///
+/// # Safety
+/// `child` runs in the forked copy of a multi-threaded process: it must make only
+/// async-signal-safe calls on memory prepared before the fork (no allocation: another thread
+/// may have held malloc's lock). The child exits with status 0 when `child` returns.
+pub unsafe fn fork_with_pipe(child: impl FnOnce(libc::c_int)) -> (libc::pid_t, std::fs::File) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is the two-element array pipe fills.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the child runs only `child`, which the caller vouches for (see above).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        // SAFETY: the read end is the child's own copy, closed once, here.
+        unsafe { libc::close(fds[0]) };
+        child(fds[1]);
+        // SAFETY: _exit ends the child without running the test binary's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: the write end is the parent's own copy, closed once, here.
+    unsafe { libc::close(fds[1]) };
+    // SAFETY: the read end came from pipe above and nothing else owns it now; the File closes it.
+    (pid, unsafe {
+        <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0])
+    })
 }
