@@ -18,32 +18,11 @@ SECS=${2:-10}
 NOFILE=${NOFILE:-1024}
 FLOOD_UID=${FLOOD_UID:-4242}
 OTHER_UID=${OTHER_UID:-4243}
-J=${JOBCELL:-$(pwd)/target/release/jobcell}
-[ -x "$J" ] || { echo "build first: cargo build --release -p jobcell (or set JOBCELL)" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "run as root (the flood comes from another uid)" >&2; exit 2; }
 [ "$N" -le 20000 ] && [ "$SECS" -le 120 ] || { echo "at most 20000 connections for 120 s" >&2; exit 2; }
 command -v setpriv >/dev/null && command -v python3 >/dev/null || { echo "needs setpriv and python3" >&2; exit 2; }
-D=$(mktemp -d /tmp/jobcell-bench.XXXXXX)
-S=$(mktemp -d /dev/shm/jobcell-bench-scratch.XXXXXX)
-chmod 755 "$D" "$S"
-SOCK=$D/api.sock
-DPID=
-cleanup() {
-    if [ -n "$DPID" ]; then
-        kill "$DPID" 2>/dev/null || true
-        wait "$DPID" 2>/dev/null || true
-    fi
-    rm -rf "$D" "$S"
-}
-trap cleanup EXIT INT TERM
-sh -c 'ulimit -n "$1"; shift; exec "$@"' sh "$NOFILE" \
-    "$J" daemon --state-dir "$D/state" --socket "$SOCK" --scratch-base "$S" 2>"$D/daemon.log" &
-DPID=$!
-i=0
-while [ ! -S "$SOCK" ]; do
-    i=$((i + 1)); [ $i -lt 500 ] || { cat "$D/daemon.log"; exit 1; }
-    sleep 0.01
-done
+. "$(dirname "$0")/lib.sh"
+start_daemon sh -c 'ulimit -n "$1"; shift; exec "$@"' sh "$NOFILE" "$J" daemon
 
 python3 - "$J" "$SOCK" "$N" "$SECS" "$FLOOD_UID" "$OTHER_UID" <<'EOF'
 import os, resource, selectors, signal, socket, subprocess, sys, time

@@ -10,33 +10,8 @@
 # time, the rest wait in the queue, as a real cluster on a full node does.
 set -eu
 N=${1:-1000}
-J=${JOBCELL:-$(pwd)/target/release/jobcell}
-[ -x "$J" ] || { echo "build first: cargo build --release -p jobcell (or set JOBCELL)" >&2; exit 2; }
-D=$(mktemp -d /tmp/jobcell-bench.XXXXXX)
-S=$(mktemp -d /dev/shm/jobcell-bench-scratch.XXXXXX)
-chmod 755 "$D" "$S"
-SOCK=$D/api.sock
-DPID=
-cleanup() {
-    if [ -n "$DPID" ]; then
-        "$J" rm --socket "$SOCK" --all-mine >/dev/null 2>&1 || true
-        sleep 0.5
-        kill "$DPID" 2>/dev/null || true
-        wait "$DPID" 2>/dev/null || true
-    fi
-    sleep 0.5
-    rm -rf "$D" "$S"
-}
-trap cleanup EXIT INT TERM
-"$J" daemon --state-dir "$D/state" --socket "$SOCK" --scratch-base "$S" --cpus 1 --memory 8G \
-    2>"$D/daemon.log" &
-DPID=$!
-i=0
-while [ ! -S "$SOCK" ]; do
-    i=$((i + 1))
-    [ $i -lt 500 ] || { cat "$D/daemon.log" >&2; exit 1; }
-    sleep 0.01
-done
+. "$(dirname "$0")/lib.sh"
+start_daemon "$J" daemon --cpus 1 --memory 8G
 export JOBCELL_SOCKET="$SOCK"
 now() { date +%s.%N; }
 timed() {

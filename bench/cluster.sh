@@ -8,30 +8,8 @@
 #        SCHED_ONLY=1 for part 4 alone, e.g. to compare with a build whose clusters are smaller)
 set -eu
 N=${1:-100000}
-J=${JOBCELL:-$(pwd)/target/release/jobcell}
-[ -x "$J" ] || { echo "build first: cargo build --release -p jobcell --bins (or set JOBCELL)" >&2; exit 2; }
-D=$(mktemp -d /tmp/jobcell-bench.XXXXXX)
-S=$(mktemp -d /dev/shm/jobcell-bench-scratch.XXXXXX)
-chmod 755 "$D" "$S"
-SOCK=$D/api.sock
-DPID=
-cleanup() {
-    if [ -n "$DPID" ]; then
-        "$J" rm --socket "$SOCK" --all-mine >/dev/null 2>&1 || true
-        kill "$DPID" 2>/dev/null || true
-        wait "$DPID" 2>/dev/null || true
-    fi
-    sleep 0.5
-    rm -rf "$D" "$S"
-}
-trap cleanup EXIT INT TERM
-"$J" daemon --state-dir "$D/state" --socket "$SOCK" --scratch-base "$S" --cpus 2 --memory 8G 2>"$D/daemon.log" &
-DPID=$!
-i=0
-while [ ! -S "$SOCK" ]; do
-    i=$((i + 1)); [ $i -lt 500 ] || { cat "$D/daemon.log"; exit 1; }
-    sleep 0.01
-done
+. "$(dirname "$0")/lib.sh"
+start_daemon "$J" daemon --cpus 2 --memory 8G
 now() { date +%s.%N; }
 dcpu() { awk '{ s = $0; sub(/.*\) /, "", s); split(s, f, " "); print (f[12] + f[13]) / '"$(getconf CLK_TCK)"' }' /proc/$DPID/stat; }
 mkdir "$D/work"

@@ -15,27 +15,12 @@
 set -eu
 N=${1:-2000}
 MODE=${2:-batch}
-J=${JOBCELL:-$(pwd)/target/release/jobcell}
-[ -x "$J" ] || { echo "build first: cargo build --release -p jobcell (or set JOBCELL)" >&2; exit 2; }
-D=$(mktemp -d "${STATE_BASE:-/tmp}/jobcell-bench.XXXXXX")
-S=$(mktemp -d /dev/shm/jobcell-bench-scratch.XXXXXX)
-chmod 755 "$D" "$S"
-SOCK=$D/api.sock
-DPID=
-cleanup() {
-    if [ -n "$DPID" ]; then
-        "$J" rm --socket "$SOCK" --all-mine >/dev/null 2>&1 || true
-        kill "$DPID" 2>/dev/null || true
-        wait "$DPID" 2>/dev/null || true
-    fi
-    # Supervisors exit with their jobs; give stragglers a moment before removing the dirs.
-    sleep 0.5
-    rm -rf "$D" "$S"
-    if [ -n "$ACCT" ]; then
+. "$(dirname "$0")/lib.sh"
+bench_cleanup_more() {
+    if [ -n "${ACCT:-}" ]; then
         rmdir "$ACCT/jobcell/supervisors" "$ACCT/jobcell" "$ACCT" 2>/dev/null || true
     fi
 }
-trap cleanup EXIT INT TERM
 # Account the whole pipeline (daemon, spawner, supervisors, jobs) in a cpuacct cgroup of its
 # own (v1), so CPU per job is measured exactly however busy the machine is with other work.
 ACCT=
@@ -44,14 +29,8 @@ if [ -n "$own" ] && [ -d "/sys/fs/cgroup/cpuacct$own" ] && [ "$(id -u)" = 0 ]; t
     ACCT="/sys/fs/cgroup/cpuacct${own%/}/jobcell/bench.$$"
     mkdir -p "$ACCT"
 fi
-sh -c '[ -z "$1" ] || echo $$ > "$1/cgroup.procs"; shift; exec "$@"' sh "$ACCT" \
-    "$J" daemon --state-dir "$D/state" --socket "$SOCK" --scratch-base "$S" --cpus 2 --memory 8G 2>"$D/daemon.log" &
-DPID=$!
-i=0
-while [ ! -S "$SOCK" ]; do
-    i=$((i + 1)); [ $i -lt 500 ] || { cat "$D/daemon.log"; exit 1; }
-    sleep 0.01
-done
+start_daemon sh -c '[ -z "$1" ] || echo $$ > "$1/cgroup.procs"; shift; exec "$@"' sh "$ACCT" \
+    "$J" daemon --cpus 2 --memory 8G
 
 now() { date +%s.%N; }
 completed() { "$J" status --socket "$SOCK" --json | sed -n 's/.*"completed": *\([0-9]*\).*/\1/p'; }

@@ -300,7 +300,8 @@ fn autoformat(text: &str) -> String {
     out
 }
 
-fn fmt_secs(s: f64) -> String {
+/// Seconds as condor_q's run time, `D+HH:MM:SS`.
+pub(crate) fn fmt_secs(s: f64) -> String {
     let s = s.max(0.0) as u64;
     format!(
         "{}+{:02}:{:02}:{:02}",

@@ -12,6 +12,7 @@ use clap::Args;
 use jobcell_api::types::{State, TopFrame, TopJob};
 use jobcell_api::Client;
 
+use crate::cmd_client::fmt_secs;
 use crate::socket::SocketArg;
 
 #[derive(Args, Debug)]
@@ -29,7 +30,8 @@ pub struct TopArgs {
     pub json: bool,
 }
 
-fn parse_delay(s: &str) -> Result<Duration, String> {
+/// A refresh delay in seconds (fractions allowed, at least 0.1), as top's and watch's `-d`.
+pub(crate) fn parse_delay(s: &str) -> Result<Duration, String> {
     s.trim()
         .parse::<f64>()
         .ok()
@@ -207,17 +209,6 @@ fn human(bytes: f64) -> String {
     }
 }
 
-fn duration(secs: f64) -> String {
-    let s = secs.max(0.0) as u64;
-    format!(
-        "{}+{:02}:{:02}:{:02}",
-        s / 86400,
-        s / 3600 % 24,
-        s / 60 % 60,
-        s % 60
-    )
-}
-
 /// `[#####.....]` filled to `part / whole`.
 fn bar(part: f64, whole: f64, width: usize) -> String {
     let filled = if whole > 0.0 {
@@ -324,7 +315,7 @@ fn render(
             opt(j.memory_pressure, &|v| format!("{v:.1}")),
             opt(r.read_rate, &|v| human(v)),
             opt(r.write_rate, &|v| human(v)),
-            opt(j.run_time, &duration),
+            opt(j.run_time, &fmt_secs),
             r.command()
         );
         if color && selected == Some(j.id) {
@@ -842,7 +833,7 @@ mod tests {
     fn cut_keeps_escapes_and_counts_only_visible_characters() {
         assert_eq!(cut("\x1b[7mabcdef\x1b[0m", 3), "\x1b[7mabc\x1b[0m");
         assert_eq!(human(1536.0), "1.5K");
-        assert_eq!(duration(90061.0), "1+01:01:01");
+        assert_eq!(fmt_secs(90061.0), "1+01:01:01");
         assert_eq!(bar(1.0, 4.0, 4), "[#...]");
     }
 }

@@ -10,6 +10,7 @@ use clap::Args;
 use jobcell_api::types::{JobFilter, JobInfo, State};
 use jobcell_api::Client;
 
+use crate::cmd_top::parse_delay;
 use crate::socket::SocketArg;
 
 #[derive(Args, Debug)]
@@ -27,15 +28,6 @@ pub struct WatchArgs {
     /// name (the clusters that owner has in the queue now). Default: your own clusters.
     #[arg(value_name = "ID|C.P|C.|OWNER")]
     pub what: Vec<String>,
-}
-
-fn parse_delay(s: &str) -> Result<Duration, String> {
-    s.trim()
-        .parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v >= 0.1)
-        .and_then(|v| Duration::try_from_secs_f64(v).ok())
-        .ok_or_else(|| format!("'{s}' is not a number of seconds (at least 0.1)"))
 }
 
 /// When `watch` stops, as condor_watch_q's `-exit`.

@@ -51,19 +51,6 @@ fn cli_cmd(sock: &Path, uid: Option<(u32, u32)>, args: &[&str]) -> Command {
     c
 }
 
-fn sockaddr(p: &Path) -> libc::sockaddr_un {
-    use std::os::unix::ffi::OsStrExt;
-    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
-    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
-    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
-    let b = p.as_os_str().as_bytes();
-    assert!(b.len() < a.sun_path.len());
-    for (d, s) in a.sun_path.iter_mut().zip(b) {
-        *d = *s as libc::c_char;
-    }
-    a
-}
-
 /// A non-blocking connect; `Err(EAGAIN)` when the listener's backlog is full.
 fn connect_nonblocking(addr: &libc::sockaddr_un) -> Result<libc::c_int, i32> {
     // SAFETY: plain syscalls on a fresh descriptor and a valid address.
@@ -93,19 +80,12 @@ fn connect_nonblocking(addr: &libc::sockaddr_un) -> Result<libc::c_int, i32> {
 /// A process of uid `who` that opens up to `n` connections to `sock` and holds them until it
 /// is killed. Returns its pid and how many connects succeeded.
 fn flood_as(who: (u32, u32), sock: &Path, n: usize) -> (libc::pid_t, usize) {
-    let addr = sockaddr(sock);
-    let mut fds = [0; 2];
-    // SAFETY: pipe into a valid array.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: the child makes only async-signal-safe syscalls (no allocation) and ends with
-    // _exit or is killed.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: in the child: the read end is its own copy; `lim` is a local rlimit; setgroups
-        // gets a null list with count 0; connect_nonblocking and usleep, write of the local
-        // `connected` (8 bytes) and pause make no allocation; the child never returns.
-        unsafe {
-            libc::close(fds[0]);
+    let addr = unix_sockaddr(sock);
+    // SAFETY: in the child: `lim` is a local rlimit; setgroups gets a null list with count 0;
+    // connect_nonblocking and usleep, write of the local `connected` (8 bytes) and pause make
+    // no allocation; the child never returns.
+    let (pid, mut report) = unsafe {
+        fork_with_pipe(|out| {
             let lim = libc::rlimit {
                 rlim_cur: n as u64 + 64,
                 rlim_max: n as u64 + 64,
@@ -130,18 +110,14 @@ fn flood_as(who: (u32, u32), sock: &Path, n: usize) -> (libc::pid_t, usize) {
                     Err(_) => break,
                 }
             }
-            libc::write(fds[1], (&connected as *const u64).cast(), 8);
+            libc::write(out, (&connected as *const u64).cast(), 8);
             loop {
                 libc::pause();
             }
-        }
-    }
-    // SAFETY: the write end is the parent's own copy, closed once, here.
-    unsafe { libc::close(fds[1]) };
-    // SAFETY: the read end came from pipe above and nothing else owns it now; the File closes it.
-    let mut f = unsafe { std::fs::File::from_raw_fd(fds[0]) };
+        })
+    };
     let mut b = [0u8; 8];
-    f.read_exact(&mut b).unwrap();
+    report.read_exact(&mut b).unwrap();
     (pid, u64::from_ne_bytes(b) as usize)
 }
 
@@ -385,7 +361,7 @@ fn the_cli_gives_up_with_the_timeout_message_when_nobody_answers() {
     assert!(took < Duration::from_secs(5), "took {took:?}");
 
     // The backlog full: the connect itself waits.
-    let addr = sockaddr(&sock);
+    let addr = unix_sockaddr(&sock);
     let mut held = Vec::new();
     while let Ok(fd) = connect_nonblocking(&addr) {
         // SAFETY: connect_nonblocking returned a fresh socket descriptor that nothing else owns.

@@ -14,25 +14,6 @@ use jobcell_node::types::State;
 
 const T: Duration = Duration::from_secs(30);
 
-fn submit(
-    d: &Daemon,
-    uid: Option<(u32, u32)>,
-    count: u32,
-    extra: &[&str],
-    argv: &[&str],
-) -> Vec<u64> {
-    let count = count.to_string();
-    let mut args = vec![
-        "submit", "-q", "--count", &count, "--cpus", "0.1", "--memory", "32",
-    ];
-    args.extend_from_slice(extra);
-    args.push("--");
-    args.extend_from_slice(argv);
-    let o = d.cli_as(uid, &args);
-    assert!(o.status.success(), "{}", err(&o));
-    ids(&o)
-}
-
 /// A submit file's jobs, given on stdin from a world-writable work dir.
 fn submit_file(d: &Daemon, work: &TempDir, file: &str) -> Vec<u64> {
     std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
@@ -67,8 +48,8 @@ fn q_prints_condor_qs_batches_and_its_filters() {
         &work,
         "executable = /bin/true\nbatch_name = sweep\nrequest_memory = 32\nhold = true\nqueue 3\n",
     );
-    let quick = submit(&d, None, 2, &["--hold"], &["/bin/true"]);
-    let running = submit(&d, None, 1, &[], &["/bin/sleep", "60"]);
+    let quick = d.submit_small(None, 2, &["--hold"], &["/bin/true"]);
+    let running = d.submit_small(None, 1, &[], &["/bin/sleep", "60"]);
     d.wait_state(running[0], State::Running, T);
     let (qc, rc) = (d.job(quick[0]).cluster, d.job(running[0]).cluster);
     let sc = d.job(sweep[0]).cluster;
@@ -198,7 +179,7 @@ fn q_prints_condor_qs_batches_and_its_filters() {
     );
 
     // --json: owner (uid) and owner_name; q -l: Arguments quoted a word at a time.
-    let spaced = submit(&d, None, 1, &["--hold"], &["/bin/echo", "a b", "it's", "c"]);
+    let spaced = d.submit_small(None, 1, &["--hold"], &["/bin/echo", "a b", "it's", "c"]);
     let o = ok(&d.cli(&["q", &spaced[0].to_string(), "--json"]));
     let v: serde_json::Value = serde_json::from_str(&o).unwrap();
     assert_eq!(v[0]["owner"], 0);
@@ -215,7 +196,7 @@ fn history_takes_ids_clusters_owners_and_time_windows() {
     }
     let _g = serial();
     let d = Daemon::start(&["--cpus", "2", "--memory", "2G"]);
-    let first = submit(&d, None, 3, &[], &["/bin/true"]);
+    let first = d.submit_small(None, 3, &[], &["/bin/true"]);
     for id in &first {
         d.wait_state(*id, State::Completed, T);
     }
@@ -223,7 +204,7 @@ fn history_takes_ids_clusters_owners_and_time_windows() {
     std::thread::sleep(Duration::from_millis(1100));
     let mid = jobcell_api::types::now();
     std::thread::sleep(Duration::from_millis(1100));
-    let second = submit(&d, None, 2, &[], &["/bin/sh", "-c", "exit 3"]);
+    let second = d.submit_small(None, 2, &[], &["/bin/sh", "-c", "exit 3"]);
     for id in &second {
         d.wait_state(*id, State::Completed, T);
     }
@@ -311,13 +292,7 @@ fn suspend_and_continue_take_clusters_and_constraints() {
     }
     let _g = serial();
     let d = Daemon::start(&["--cpus", "2", "--memory", "2G"]);
-    let jobs = submit(
-        &d,
-        None,
-        3,
-        &[],
-        &["/bin/sh", "-c", "echo up; exec sleep 60"],
-    );
+    let jobs = d.submit_small(None, 3, &[], &["/bin/sh", "-c", "echo up; exec sleep 60"]);
     // Running in their cgroups (made by the launcher after the daemon says running).
     for id in &jobs {
         let t = std::time::Instant::now();
@@ -404,7 +379,7 @@ fn qedit_changes_a_queued_or_held_jobs_request_and_it_persists() {
     }
     let _g = serial();
     let mut d = Daemon::start(&["--cpus", "2", "--memory", "2G"]);
-    let held = submit(&d, None, 3, &["--hold"], &["/bin/true"]);
+    let held = d.submit_small(None, 3, &["--hold"], &["/bin/true"]);
     let c = d.job(held[0]).cluster;
     let o = d.cli(&["qedit", &format!("{c}."), "RequestMemory", "64 * 2"]);
     assert_eq!(
@@ -447,7 +422,7 @@ fn qedit_changes_a_queued_or_held_jobs_request_and_it_persists() {
     d.restart();
     check(&d);
     // A running job and a finished one are refused, each with one line.
-    let running = submit(&d, None, 1, &[], &["/bin/sleep", "60"]);
+    let running = d.submit_small(None, 1, &[], &["/bin/sleep", "60"]);
     d.wait_state(running[0], State::Running, T);
     let e = refused(&d.cli(&["qedit", &running[0].to_string(), "RequestMemory", "64"]));
     assert!(
@@ -497,10 +472,8 @@ fn qedit_cannot_pass_the_limits_or_reach_anothers_job() {
     if !root_or_skip("qedit_cannot_pass_the_limits_or_reach_anothers_job") {
         return;
     }
-    let (Some(a), Some(b)) = (test_user("jobcell-test-a"), test_user("jobcell-test-b")) else {
-        eprintln!(
-            "SKIPPED: qedit_cannot_pass_the_limits_or_reach_anothers_job: cannot create test users"
-        );
+    let Some((a, b)) = test_users_or_skip("qedit_cannot_pass_the_limits_or_reach_anothers_job")
+    else {
         return;
     };
     let _g = serial();
@@ -508,8 +481,8 @@ fn qedit_cannot_pass_the_limits_or_reach_anothers_job() {
         &["--cpus", "2", "--memory", "1G"],
         Some("[limits]\nmax_disk = \"1G\"\n"),
     );
-    let of_a = submit(&d, Some(a), 1, &["--hold"], &["/bin/true"]);
-    let of_b = submit(&d, Some(b), 2, &["--hold"], &["/bin/true"]);
+    let of_a = d.submit_small(Some(a), 1, &["--hold"], &["/bin/true"]);
+    let of_b = d.submit_small(Some(b), 2, &["--hold"], &["/bin/true"]);
     let (ca, cb) = (d.job(of_a[0]).cluster, d.job(of_b[0]).cluster);
     let before_a = d.ad(of_a[0]);
 

@@ -7,8 +7,6 @@
 
 mod daemon_harness;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -391,7 +389,7 @@ fn users_may_act_only_on_their_own_jobs() {
                       "memory_policy": "hard", "swap": null, "pids": 10, "io_weight": null}}});
     let o = Command::new("curl").arg("--version").output();
     let _ = o;
-    let (code, msg) = raw_as(
+    let (code, msg) = http_as(
         &d.sock,
         Some(u.b),
         "POST",
@@ -425,76 +423,6 @@ fn users_may_act_only_on_their_own_jobs() {
     assert!(o.status.success(), "{}", err(&o));
     assert_eq!(d.job(2).state, State::Held);
     assert_eq!(d.job(3).state, State::Removed);
-}
-
-/// One raw HTTP request as `uid`, from a forked child (peer credentials are per process).
-fn raw_as(
-    sock: &Path,
-    uid: Option<(u32, u32)>,
-    method: &str,
-    path: &str,
-    body: &[u8],
-) -> (u16, String) {
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    req.extend_from_slice(body);
-    raw_bytes_as(sock, uid, &req)
-}
-
-fn raw_bytes_as(sock: &Path, uid: Option<(u32, u32)>, req: &[u8]) -> (u16, String) {
-    // Run the exchange in a child process with the wanted identity (python is not assumed:
-    // the test binary re-runs itself is overkill; a socket made before fork keeps the
-    // creator's credentials, so the connect must happen after setuid).
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is the two-element array pipe fills.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: the child only closes, switches identity, connects, reads into a Vec and _exits;
-    // glibc's fork handlers reset malloc's locks in the child, so allocating there cannot deadlock
-    // on another test thread's lock.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: the read end is the child's own copy, closed once, here.
-        unsafe { libc::close(fds[0]) };
-        if let Some((u, g)) = uid {
-            // SAFETY: integer arguments and a null list with count 0 (no groups); failures leave
-            // root, which the test's assertions would show.
-            unsafe {
-                libc::setgroups(0, std::ptr::null());
-                libc::setgid(g);
-                libc::setuid(u);
-            }
-        }
-        let mut resp = Vec::new();
-        if let Ok(mut s) = UnixStream::connect(sock) {
-            let _ = s.write_all(req);
-            let _ = s.read_to_end(&mut resp);
-        }
-        // SAFETY: the pointer and length describe `resp`, alive across the write; _exit ends the
-        // child without running the test binary's destructors.
-        unsafe {
-            libc::write(fds[1], resp.as_ptr().cast(), resp.len());
-            libc::_exit(0);
-        }
-    }
-    // SAFETY: the write end is the parent's own copy, closed once, here.
-    unsafe { libc::close(fds[1]) };
-    // SAFETY: the read end came from pipe above and nothing else owns it now; the File closes it.
-    let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
-    let mut resp = Vec::new();
-    f.read_to_end(&mut resp).unwrap();
-    // SAFETY: `pid` is our own child, reaped only here; a null status pointer is allowed.
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-    let text = String::from_utf8_lossy(&resp).into_owned();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (code, body)
 }
 
 #[test]
@@ -667,16 +595,17 @@ fn malformed_and_oversized_requests_get_a_4xx_with_a_reason() {
         ),
     ];
     for (m, p, body, code, want) in cases {
-        let (c, msg) = raw_as(&d.sock, None, m, p, &body);
+        let (c, msg) = http_as(&d.sock, None, m, p, &body);
         assert_eq!(c, code, "{m} {p}: {msg}");
         let e: serde_json::Value = serde_json::from_str(&msg).unwrap_or(json!({"error": msg}));
         let e = e["error"].as_str().unwrap_or_default().to_string();
         assert!(e.contains(want), "{m} {p}: '{e}' lacks '{want}'");
     }
     // Not HTTP at all: a 400 from the parser, and the daemon keeps serving.
-    let (c, _) = raw_bytes_as(&d.sock, None, b"\x00\x01garbage\r\n\r\n");
+    let resp = raw_request_as(&d.sock, None, b"\x00\x01garbage\r\n\r\n");
+    let c = http_status(&resp);
     assert!(c == 400 || c == 0, "{c}");
-    let (c, _) = raw_as(&d.sock, None, "GET", "/v1/status", b"");
+    let (c, _) = http_as(&d.sock, None, "GET", "/v1/status", b"");
     assert_eq!(c, 200);
     // Negative sizes and bad resource values from the CLI are refused before sending.
     let o = d.cli(&["submit", "--cpus", "-1", "--", "/bin/true"]);

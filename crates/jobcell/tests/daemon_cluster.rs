@@ -196,81 +196,6 @@ fn a_cpuset_the_node_lacks_is_refused_at_submit() {
     assert_eq!(d.wait_state(id, State::Completed, T).exit_code, Some(0));
 }
 
-/// POST `body` to `path` on the daemon's socket from a process running as `uid:gid`; the
-/// whole response.
-fn post_as(sock: &std::path::Path, (uid, gid): (u32, u32), path: &str, body: &[u8]) -> String {
-    use std::io::Read;
-    // The daemon checks the connection's peer uid: a forked child with the other uid
-    // connects, and hands the answer back over a socketpair.
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is the two-element array socketpair fills.
-    let made = unsafe { libc::socketpair(libc::AF_UNIX, libc::SOCK_STREAM, 0, fds.as_mut_ptr()) };
-    assert_eq!(made, 0);
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let mut data = req.into_bytes();
-    data.extend_from_slice(body);
-    let sock = std::ffi::CString::new(sock.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: the child makes only raw syscalls on memory prepared before the fork (the
-    // socket path is shorter than sun_path) and ends with _exit, so it allocates nothing.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: see the fork above.
-        unsafe {
-            libc::close(fds[0]);
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
-                libc::_exit(2);
-            }
-            let s = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
-            let mut addr: libc::sockaddr_un = std::mem::zeroed();
-            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-            for (i, b) in sock.as_bytes().iter().enumerate() {
-                addr.sun_path[i] = *b as libc::c_char;
-            }
-            if libc::connect(
-                s,
-                (&addr as *const libc::sockaddr_un).cast(),
-                std::mem::size_of::<libc::sockaddr_un>() as u32,
-            ) != 0
-            {
-                libc::_exit(3);
-            }
-            let mut off = 0;
-            while off < data.len() {
-                let n = libc::write(s, data[off..].as_ptr().cast(), data.len() - off);
-                if n <= 0 {
-                    break;
-                }
-                off += n as usize;
-            }
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = libc::read(s, buf.as_mut_ptr().cast(), buf.len());
-                if n <= 0 {
-                    break;
-                }
-                libc::write(fds[1], buf.as_ptr().cast(), n as usize);
-            }
-            libc::_exit(0);
-        }
-    }
-    // SAFETY: the child's end is our copy, closed once, here.
-    unsafe { libc::close(fds[1]) };
-    // SAFETY: fds[0] came from socketpair above and nothing else owns it; the File closes it.
-    let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
-    let mut out = String::new();
-    f.read_to_string(&mut out).unwrap();
-    let mut st = 0;
-    // SAFETY: `pid` is our own child, reaped only here.
-    unsafe { libc::waitpid(pid, &mut st, 0) };
-    out
-}
-
 #[test]
 fn a_compact_cluster_cannot_expand_past_what_the_daemon_holds() {
     if !root_or_skip("a_compact_cluster_cannot_expand_past_what_the_daemon_holds") {
@@ -281,12 +206,11 @@ fn a_compact_cluster_cannot_expand_past_what_the_daemon_holds() {
     let user = nobody();
     // The attacker, another local user: a 1 MiB job repeated by 100000 empty patches is a
     // 2 MB request that would expand to 100 GB of checked jobs in the root daemon.
-    let r = post_as(&d.sock, user, "/v1/clusters", b"");
-    let body = r.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let (code, body) = http_as(&d.sock, Some(user), "POST", "/v1/clusters", b"");
     let cluster = serde_json::from_str::<serde_json::Value>(body.trim())
         .ok()
         .and_then(|v| v["cluster"].as_u64())
-        .unwrap_or_else(|| panic!("{r}"));
+        .unwrap_or_else(|| panic!("{code} {body}"));
     let mut spec = jobcell_spec::JobSpec::new(vec!["/bin/true".into()]);
     spec.user = jobcell_spec::UserSpec::Uid(user.0);
     spec.env.push(("PAD".into(), "x".repeat(1 << 20)));
@@ -295,16 +219,17 @@ fn a_compact_cluster_cannot_expand_past_what_the_daemon_holds() {
         "procs": vec![serde_json::json!({}); 100_000],
     });
     let t = Instant::now();
-    let r = post_as(
+    let (code, body) = http_as(
         &d.sock,
-        user,
+        Some(user),
+        "POST",
         &format!("/v1/clusters/{cluster}/jobs"),
         &serde_json::to_vec(&req).unwrap(),
     );
-    assert!(r.starts_with("HTTP/1.1 400"), "{}", &r[..r.len().min(300)]);
+    assert_eq!(code, 400, "{}", &body[..body.len().min(300)]);
     assert!(
-        r.contains("the cluster's jobs come to more than 512 MiB"),
-        "{r}"
+        body.contains("the cluster's jobs come to more than 512 MiB"),
+        "{body}"
     );
     assert!(t.elapsed() < Duration::from_secs(30), "{:?}", t.elapsed());
     assert!(d.all_jobs().is_empty());

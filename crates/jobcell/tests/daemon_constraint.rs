@@ -15,32 +15,7 @@ const T: Duration = Duration::from_secs(30);
 
 /// Submits `count` held jobs (one cluster) as `uid` with `extra` submit options; their ids.
 fn submit_held(d: &Daemon, uid: Option<(u32, u32)>, count: u32, extra: &[&str]) -> Vec<u64> {
-    submit(
-        d,
-        uid,
-        count,
-        &[&["--hold"], extra].concat(),
-        &["/bin/true"],
-    )
-}
-
-fn submit(
-    d: &Daemon,
-    uid: Option<(u32, u32)>,
-    count: u32,
-    extra: &[&str],
-    argv: &[&str],
-) -> Vec<u64> {
-    let count = count.to_string();
-    let mut args = vec![
-        "submit", "-q", "--count", &count, "--cpus", "0.1", "--memory", "32",
-    ];
-    args.extend_from_slice(extra);
-    args.push("--");
-    args.extend_from_slice(argv);
-    let o = d.cli_as(uid, &args);
-    assert!(o.status.success(), "{}", err(&o));
-    ids(&o)
+    d.submit_small(uid, count, &[&["--hold"], extra].concat(), &["/bin/true"])
 }
 
 fn lines(o: &Output) -> Vec<String> {
@@ -203,7 +178,7 @@ fn rm_hold_release_act_on_every_match_in_one_request() {
     assert!(!o.status.success());
     assert!(err(&o).contains("already held"), "{}", err(&o));
     // A running job is stopped and held, with the reason given.
-    let running = submit(&d, None, 1, &[], &["/bin/sleep", "60"]);
+    let running = d.submit_small(None, 1, &[], &["/bin/sleep", "60"]);
     d.wait_state(running[0], State::Running, T);
     let c = d.job(running[0]).cluster;
     let o = d.cli(&["hold", &format!("{c}.0"), "--reason", "wait"]);
@@ -248,16 +223,13 @@ fn a_constraint_reaches_only_the_callers_own_jobs() {
     if !root_or_skip("a_constraint_reaches_only_the_callers_own_jobs") {
         return;
     }
-    let (Some(a), Some(b)) = (test_user("jobcell-test-a"), test_user("jobcell-test-b")) else {
-        eprintln!(
-            "SKIPPED: a_constraint_reaches_only_the_callers_own_jobs: cannot create test users"
-        );
+    let Some((a, b)) = test_users_or_skip("a_constraint_reaches_only_the_callers_own_jobs") else {
         return;
     };
     let _g = serial();
     let d = Daemon::start(&["--cpus", "2", "--memory", "2G"]);
     let of_a = submit_held(&d, Some(a), 3, &["-e", "TOKEN=a-secret-token"]);
-    let of_b = submit(&d, Some(b), 2, &["--hold"], &["/bin/sleep", "60"]);
+    let of_b = d.submit_small(Some(b), 2, &["--hold"], &["/bin/sleep", "60"]);
 
     // B cannot probe A's environment: the constraint sees B's view of A's ad.
     let probe = "regexp(\"a-secret-token\", Environment)";
@@ -339,8 +311,10 @@ fn a_constraint_that_explodes_is_cut_short_and_the_daemon_keeps_answering() {
     if !root_or_skip("a_constraint_that_explodes_is_cut_short_and_the_daemon_keeps_answering") {
         return;
     }
-    let Some(b) = test_user("jobcell-test-b") else {
-        eprintln!("SKIPPED: a_constraint_that_explodes_is_cut_short_and_the_daemon_keeps_answering: cannot create test users");
+    let Some(b) = test_user_or_skip(
+        "a_constraint_that_explodes_is_cut_short_and_the_daemon_keeps_answering",
+        "jobcell-test-b",
+    ) else {
         return;
     };
     let _g = serial();

@@ -342,8 +342,10 @@ fn a_users_costly_periodic_expression_does_not_stall_the_daemon() {
         file += &format!("+A{i} = A{} + A{}\n", i - 1, i - 1);
     }
     file += "periodic_hold = A40 > 0\nqueue\n";
-    let Some(user) = test_user("jobcell-test-b") else {
-        eprintln!("SKIPPED: a_users_costly_periodic_expression_does_not_stall_the_daemon: cannot make a second user");
+    let Some(user) = test_user_or_skip(
+        "a_users_costly_periodic_expression_does_not_stall_the_daemon",
+        "jobcell-test-b",
+    ) else {
         return;
     };
     let o = d.cli_in(

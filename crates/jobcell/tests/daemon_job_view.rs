@@ -28,9 +28,7 @@ fn a_user_cannot_bind_a_file_of_another_users_home_directly_or_through_a_symlink
     if !root_or_skip(test) {
         return;
     }
-    let (Some(attacker), Some(victim)) = (test_user("jobcell-test-a"), test_user("jobcell-test-b"))
-    else {
-        eprintln!("SKIPPED: {test}: cannot create test users");
+    let Some((attacker, victim)) = test_users_or_skip(test) else {
         return;
     };
     let _g = serial();
@@ -102,8 +100,7 @@ fn the_daemons_state_dir_is_hidden_in_its_jobs() {
     if !root_or_skip(test) {
         return;
     }
-    let Some(user) = test_user("jobcell-test-a") else {
-        eprintln!("SKIPPED: {test}: cannot create a test user");
+    let Some(user) = test_user_or_skip(test, "jobcell-test-a") else {
         return;
     };
     let _g = serial();

@@ -5,8 +5,6 @@
 
 mod daemon_harness;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -23,60 +21,15 @@ fn user_a() -> Option<(u32, u32)> {
     test_user("jobcell-test-a")
 }
 
-/// One raw HTTP request as `uid`, from a forked child (peer credentials are per process).
-fn raw_as(sock: &Path, uid: (u32, u32), method: &str, path: &str, body: &Value) -> (u16, String) {
-    let body = serde_json::to_vec(body).unwrap();
-    let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
+/// POST /v1/jobs with `body` as `user`, on a connection of its own; the status and the body.
+fn post_job_as(d: &Daemon, user: (u32, u32), body: &Value) -> (u16, String) {
+    http_as(
+        &d.sock,
+        Some(user),
+        "POST",
+        "/v1/jobs",
+        &serde_json::to_vec(body).unwrap(),
     )
-    .into_bytes();
-    req.extend_from_slice(&body);
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is the two-element array pipe fills.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    // SAFETY: the child only closes, switches identity, connects, reads into a Vec and _exits;
-    // glibc's fork handlers reset malloc's locks in the child, so allocating there cannot deadlock
-    // on another test thread's lock.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // The connect must follow setuid: a socket keeps its creator's credentials.
-        // SAFETY: the read end is the child's own copy, closed once; the identity calls take
-        // integers and a null list with count 0.
-        unsafe {
-            libc::close(fds[0]);
-            libc::setgroups(0, std::ptr::null());
-            libc::setgid(uid.1);
-            libc::setuid(uid.0);
-        }
-        let mut resp = Vec::new();
-        if let Ok(mut s) = UnixStream::connect(sock) {
-            let _ = s.write_all(&req);
-            let _ = s.read_to_end(&mut resp);
-        }
-        // SAFETY: the pointer and length describe `resp`, alive across the write; _exit ends the
-        // child without running the test binary's destructors.
-        unsafe {
-            libc::write(fds[1], resp.as_ptr().cast(), resp.len());
-            libc::_exit(0);
-        }
-    }
-    // SAFETY: the write end is the parent's own copy, closed once, here.
-    unsafe { libc::close(fds[1]) };
-    // SAFETY: the read end came from pipe above and nothing else owns it now; the File closes it.
-    let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
-    let mut resp = Vec::new();
-    f.read_to_end(&mut resp).unwrap();
-    // SAFETY: `pid` is our own child, reaped only here; a null status pointer is allowed.
-    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
-    let text = String::from_utf8_lossy(&resp).into_owned();
-    let code = text
-        .split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (code, body)
 }
 
 /// A job spec as the API takes it, running as `uid`, with `edit` applied.
@@ -184,7 +137,7 @@ fn a_user_cannot_lift_the_nodes_limits() {
     for (body, want) in raw {
         let mut body = body;
         body["hold"] = json!(true);
-        let (code, msg) = raw_as(&d.sock, user, "POST", "/v1/jobs", &body);
+        let (code, msg) = post_job_as(&d, user, &body);
         eprintln!("raw {want:?}: HTTP {code}: {}", msg.trim());
         if code != 403 || !msg.contains(want) {
             escaped.push(want.to_string());
@@ -209,7 +162,7 @@ fn a_users_job_without_a_pids_limit_gets_the_nodes_default() {
     let body = spec_json(user.0, &["/bin/sleep", "30"], |v| {
         v["resources"]["pids"] = Value::Null
     });
-    let (code, msg) = raw_as(&d.sock, user, "POST", "/v1/jobs", &body);
+    let (code, msg) = post_job_as(&d, user, &body);
     assert_eq!(code, 201, "{msg}");
     let o = d.cli_as(
         Some(user),
@@ -267,7 +220,7 @@ fn memory_high_reaches_the_job_cgroup_from_the_api_the_cli_and_a_submit_file() {
     let body = spec_json(user.0, &["/bin/sleep", "30"], |v| {
         v["resources"]["memory_high"] = json!(HIGH)
     });
-    let (code, msg) = raw_as(&d.sock, user, "POST", "/v1/jobs", &body);
+    let (code, msg) = post_job_as(&d, user, &body);
     assert_eq!(code, 201, "{msg}");
     let o = d.cli_as(
         Some(user),
@@ -400,7 +353,7 @@ fn a_users_job_never_writes_the_hosts_shared_tmp() {
     let body = spec_json(user.0, &["/bin/sh", "-c", &script], |v| {
         v["private_dirs"] = json!(["/dev/shm"])
     });
-    let (code, msg) = raw_as(&d.sock, user, "POST", "/v1/jobs", &body);
+    let (code, msg) = post_job_as(&d, user, &body);
     assert_eq!(code, 201, "{msg}");
     let j = d.wait_state(1, State::Completed, Duration::from_secs(20));
     assert_eq!(j.exit_code, Some(0), "{j:?}");
@@ -620,8 +573,7 @@ fn a_users_priority_orders_only_their_own_jobs() {
     if !root_or_skip("a_users_priority_orders_only_their_own_jobs") {
         return;
     }
-    let (Some(a), Some(b)) = (test_user("jobcell-test-a"), test_user("jobcell-test-b")) else {
-        eprintln!("SKIPPED: a_users_priority_orders_only_their_own_jobs: cannot create test users");
+    let Some((a, b)) = test_users_or_skip("a_users_priority_orders_only_their_own_jobs") else {
         return;
     };
     let _g = serial();

@@ -485,78 +485,8 @@ fn the_cluster_api_is_idempotent_per_key_and_guards_its_clusters() {
     let mut theirs = jobcell_spec::JobSpec::new(vec!["/bin/true".into()]);
     theirs.user = jobcell_spec::UserSpec::Uid(nu);
     let body = serde_json::to_vec(&serde_json::json!({"jobs": [{"spec": theirs}]})).unwrap();
-    assert_eq!(as_user_request(&d.sock, nu, ng, &p2, &body), 403);
+    assert_eq!(http_as(&d.sock, Some((nu, ng)), "POST", &p2, &body).0, 403);
     assert_eq!(d.all_jobs().len(), 2);
-}
-
-/// POST `body` to `path` on `sock` from a child process running as `uid:gid`; the status.
-fn as_user_request(sock: &std::path::Path, uid: u32, gid: u32, path: &str, body: &[u8]) -> u16 {
-    use std::io::{Read, Write};
-    let mut fds = [0; 2];
-    // SAFETY: `fds` is the two-element array pipe fills.
-    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
-    let req = format!(
-        "POST {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    );
-    let mut data = req.into_bytes();
-    data.extend_from_slice(body);
-    let sock = std::ffi::CString::new(sock.as_os_str().as_encoded_bytes()).unwrap();
-    // SAFETY: the child makes only raw syscalls on memory prepared before the fork (`sock`, `data`,
-    // a stack buffer, a zeroed sockaddr_un whose path fits: the socket path is shorter than
-    // sun_path) and ends with _exit, so it allocates nothing.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: see the fork above: raw syscalls on memory that was ready before it, ended by
-        // _exit.
-        unsafe {
-            libc::close(fds[0]);
-            if libc::setgroups(0, std::ptr::null()) != 0
-                || libc::setgid(gid) != 0
-                || libc::setuid(uid) != 0
-            {
-                libc::_exit(2);
-            }
-            let s = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
-            let mut addr: libc::sockaddr_un = std::mem::zeroed();
-            addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
-            for (i, b) in sock.as_bytes().iter().enumerate() {
-                addr.sun_path[i] = *b as libc::c_char;
-            }
-            if libc::connect(
-                s,
-                (&addr as *const libc::sockaddr_un).cast(),
-                std::mem::size_of::<libc::sockaddr_un>() as u32,
-            ) != 0
-            {
-                libc::_exit(3);
-            }
-            libc::write(s, data.as_ptr().cast(), data.len());
-            let mut buf = [0u8; 4096];
-            loop {
-                let n = libc::read(s, buf.as_mut_ptr().cast(), buf.len());
-                if n <= 0 {
-                    break;
-                }
-                libc::write(fds[1], buf.as_ptr().cast(), n as usize);
-            }
-            libc::_exit(0);
-        }
-    }
-    // SAFETY: the write end is the parent's own copy, closed once, here.
-    unsafe { libc::close(fds[1]) };
-    // SAFETY: the read end came from pipe above and nothing else owns it now; the File closes it.
-    let mut f = unsafe { <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0]) };
-    let mut out = String::new();
-    f.read_to_string(&mut out).unwrap();
-    let _ = f.flush();
-    let mut st = 0;
-    // SAFETY: `pid` is our own child, reaped only here; `st` is a writable c_int.
-    unsafe { libc::waitpid(pid, &mut st, 0) };
-    out.split(' ')
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0)
 }
 
 /// Send a raw request head (no body) and read the status line's code and the rest.
@@ -677,7 +607,10 @@ fn a_workdir_the_submitter_cannot_enter_is_refused_or_held_never_run_elsewhere()
     spec.user = jobcell_spec::UserSpec::Uid(nu);
     spec.workdir = Some(closed.clone());
     let body = serde_json::to_vec(&serde_json::json!({"spec": spec})).unwrap();
-    assert_eq!(as_user_request(&d.sock, nu, ng, "/v1/jobs", &body), 201);
+    assert_eq!(
+        http_as(&d.sock, Some((nu, ng)), "POST", "/v1/jobs", &body).0,
+        201
+    );
     let id = d.all_jobs()[0].id;
     let held = d.wait_state(id, State::Held, T);
     let why = held.hold_reason.unwrap_or_default();

@@ -234,9 +234,7 @@ fn another_user_cannot_read_a_jobs_usage_but_its_owner_and_root_can() {
     if !root_or_skip(test) {
         return;
     }
-    let (Some(owner), Some(other)) = (test_user("jobcell-test-a"), test_user("jobcell-test-b"))
-    else {
-        eprintln!("SKIPPED: {test}: cannot create test users");
+    let Some((owner, other)) = test_users_or_skip(test) else {
         return;
     };
     let _g = serial();

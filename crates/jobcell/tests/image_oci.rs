@@ -103,6 +103,31 @@ struct Img {
 }
 
 impl Img {
+    /// An amd64 image of `layers`, with no name and no run config.
+    fn of_layers(layers: Vec<Blob>) -> Img {
+        Img {
+            refname: None,
+            arch: "amd64",
+            run: json!({}),
+            layers,
+        }
+    }
+
+    /// An image (see [`Img::of_layers`]) of the tar `lower` gzipped, then the tar `upper` as
+    /// it is.
+    fn gzipped_then_plain(lower: &[u8], upper: Vec<u8>) -> Img {
+        Img::of_layers(vec![
+            Blob {
+                media_type: MT_LAYER_GZ,
+                data: gz(lower),
+            },
+            Blob {
+                media_type: MT_LAYER,
+                data: upper,
+            },
+        ])
+    }
+
     fn config(&self, diff_ids: &[String]) -> Vec<u8> {
         serde_json::to_vec(&json!({
             "architecture": self.arch, "os": "linux", "config": self.run,
@@ -576,12 +601,7 @@ fn hostile_container_images_are_refused() {
     let outside = s.path("outside");
     std::fs::create_dir_all(&outside).unwrap();
     let good = || layer(&[E::Dir("etc/"), E::File("etc/ok", b"ok")]);
-    let one = |layers: Vec<Blob>| Img {
-        refname: None,
-        arch: "amd64",
-        run: json!({}),
-        layers,
-    };
+    let one = Img::of_layers;
     let plain = |d: Vec<u8>| Blob {
         media_type: MT_LAYER,
         data: d,
@@ -742,20 +762,11 @@ fn an_oci_layer_not_matching_its_diff_id_is_refused() {
         return;
     }
     let s = Store::new("oci-diffid");
-    let img = || Img {
-        refname: None,
-        arch: "amd64",
-        run: json!({}),
-        layers: vec![
-            Blob {
-                media_type: MT_LAYER_GZ,
-                data: gz(&layer(&[E::Dir("etc/"), E::File("etc/a", b"a")])),
-            },
-            Blob {
-                media_type: MT_LAYER,
-                data: layer(&[E::File("etc/b", b"b")]),
-            },
-        ],
+    let img = || {
+        Img::gzipped_then_plain(
+            &layer(&[E::Dir("etc/"), E::File("etc/a", b"a")]),
+            layer(&[E::File("etc/b", b"b")]),
+        )
     };
     let other = format!("sha256:{}", sha(&layer(&[E::File("etc/evil", b"x")])));
     type ConfigEdit<'a> = Box<dyn Fn(&mut serde_json::Value) + 'a>;
@@ -834,15 +845,7 @@ fn layer_writing_through_a_symlinked_dir_stays_inside() {
         },
     ];
     let dir = s.path("layout");
-    oci_layout(
-        &dir,
-        &[Img {
-            refname: None,
-            arch: "amd64",
-            run: json!({}),
-            layers,
-        }],
-    );
+    oci_layout(&dir, &[Img::of_layers(layers)]);
     s.add_ok("sym", &dir, &[]);
     assert!(
         std::fs::read_dir(&host).unwrap().next().is_none(),
@@ -888,15 +891,7 @@ fn a_whiteout_flood_does_not_stall_the_import() {
         },
     ];
     let dir = s.path("layout");
-    oci_layout(
-        &dir,
-        &[Img {
-            refname: None,
-            arch: "amd64",
-            run: json!({}),
-            layers,
-        }],
-    );
+    oci_layout(&dir, &[Img::of_layers(layers)]);
     let started = std::time::Instant::now();
     s.add_ok("flood", &dir, &[]);
     let took = started.elapsed();
@@ -1073,22 +1068,9 @@ fn podman_save_output_imports_and_runs() {
     }
     let s = Store::new("oci-podman");
     let tree = s.path("tree");
-    std::fs::create_dir_all(tree.join("bin")).unwrap();
     std::fs::create_dir_all(tree.join("srv")).unwrap();
-    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).unwrap();
-    for a in ["sh", "echo", "pwd"] {
-        std::os::unix::fs::symlink("busybox", tree.join("bin").join(a)).unwrap();
-    }
     let tar = s.path("tree.tar");
-    let ok = Command::new("tar")
-        .arg("-C")
-        .arg(&tree)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    pack_busybox_tree(&tree, &["sh", "echo", "pwd"], &tar);
     let podman = |args: &[&str]| {
         let o = Command::new("podman")
             .arg("--root")
@@ -1143,15 +1125,10 @@ fn sigint_while_a_container_stream_arrives_leaves_nothing() {
     let dir = s.path("layout");
     oci_layout(
         &dir,
-        &[Img {
-            refname: None,
-            arch: "amd64",
-            run: json!({}),
-            layers: vec![Blob {
-                media_type: MT_LAYER,
-                data: layer(&[E::File("a", b"a")]),
-            }],
-        }],
+        &[Img::of_layers(vec![Blob {
+            media_type: MT_LAYER,
+            data: layer(&[E::File("a", b"a")]),
+        }])],
     );
     let ar = s.path("img.tar");
     tar_dir(&dir, &ar);
@@ -1232,21 +1209,7 @@ fn second_img(bb: &[u8]) -> Img {
         E::Dir("opq/"),
         E::File("opq/b-only", b"b"),
     ]);
-    Img {
-        refname: None,
-        arch: "amd64",
-        run: json!({}),
-        layers: vec![
-            Blob {
-                media_type: MT_LAYER_GZ,
-                data: gz(bb),
-            },
-            Blob {
-                media_type: MT_LAYER,
-                data: lb,
-            },
-        ],
-    }
+    Img::gzipped_then_plain(bb, lb)
 }
 
 #[test]
@@ -1262,15 +1225,7 @@ fn images_sharing_a_base_layer_store_it_once() {
     let base_key = sha(&gz(&bb));
     let (layers, expect) = overlay_layers(bb.clone());
     let a = s.path("a");
-    oci_layout(
-        &a,
-        &[Img {
-            refname: None,
-            arch: "amd64",
-            run: json!({}),
-            layers,
-        }],
-    );
+    oci_layout(&a, &[Img::of_layers(layers)]);
     let b = s.path("b");
     oci_layout(&b, &[second_img(&bb)]);
     s.add_ok("a", &a, &[]);

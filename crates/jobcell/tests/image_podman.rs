@@ -110,19 +110,8 @@ impl Podman {
     /// `localhost/jc-base:1` from a busybox tree, then `localhost/jc-app:1` built on it.
     fn build_app(&self) {
         let tree = self.path("tree");
-        std::fs::create_dir_all(tree.join("bin")).unwrap();
-        std::fs::copy("/bin/busybox", tree.join("bin/busybox")).unwrap();
-        std::os::unix::fs::symlink("busybox", tree.join("bin/sh")).unwrap();
         let tar = self.path("base.tar");
-        let ok = Command::new("tar")
-            .arg("-C")
-            .arg(&tree)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(ok.success());
+        pack_busybox_tree(&tree, &["sh"], &tar);
         self.run(&["import", tar.to_str().unwrap(), "localhost/jc-base:1"]);
         let ctx = self.path("ctx");
         std::fs::create_dir_all(&ctx).unwrap();

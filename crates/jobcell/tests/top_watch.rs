@@ -7,6 +7,7 @@ mod daemon_harness;
 use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::MutexGuard;
 use std::time::{Duration, Instant};
 
 use daemon_harness::*;
@@ -173,6 +174,14 @@ fn row(screen: &str, id: &str) -> Option<Vec<String>> {
     })
 }
 
+/// The suite's lock and [`two_jobs`] of the test user `jobcell-test-a`; `None` after a loud line
+/// naming `test` when that user cannot be made.
+fn two_jobs_of_a_test_user(test: &str) -> Option<(MutexGuard<'static, ()>, Daemon)> {
+    let owner = test_user_or_skip(test, "jobcell-test-a")?;
+    let serial = serial();
+    Some((serial, two_jobs(owner)))
+}
+
 /// A daemon with two jobs of `owner` running: 1.0 spins on a CPU, 2.0 holds ~60 MB.
 fn two_jobs(owner: (u32, u32)) -> Daemon {
     let d = Daemon::start(&["--cpus", "2", "--memory", "2G"]);
@@ -246,12 +255,9 @@ fn top_shows_each_running_job_with_its_cpu_and_h_holds_the_selected_one() {
     if !root_or_skip(test) || !tmux_or_skip(test) {
         return;
     }
-    let Some(a) = test_user("jobcell-test-a") else {
-        eprintln!("SKIPPED: {test}: cannot create test users");
+    let Some((_g, d)) = two_jobs_of_a_test_user(test) else {
         return;
     };
-    let _g = serial();
-    let d = two_jobs(a);
     let tm = Tmux::start(&top_command(&d, None, "-d 1"));
     // A spinning job takes a whole core on an idle machine (> 50%); where other work shares
     // the cores, top must still show most of what the kernel accounted to it meanwhile.
@@ -311,12 +317,9 @@ fn top_once_prints_one_plain_frame_and_json_one_api_frame() {
     if !root_or_skip(test) {
         return;
     }
-    let Some(a) = test_user("jobcell-test-a") else {
-        eprintln!("SKIPPED: {test}: cannot create test users");
+    let Some((_g, d)) = two_jobs_of_a_test_user(test) else {
         return;
     };
-    let _g = serial();
-    let d = two_jobs(a);
     let o = d.cli(&["top", "--once"]);
     assert!(o.status.success(), "{}", err(&o));
     let s = out(&o);
@@ -375,8 +378,7 @@ fn another_user_sees_in_top_what_q_shows_and_cannot_hold_a_job_there() {
     if !root_or_skip(test) || !tmux_or_skip(test) {
         return;
     }
-    let (Some(a), Some(b)) = (test_user("jobcell-test-a"), test_user("jobcell-test-b")) else {
-        eprintln!("SKIPPED: {test}: cannot create test users");
+    let Some((a, b)) = test_users_or_skip(test) else {
         return;
     };
     let _g = serial();

@@ -19,30 +19,7 @@ const T: Duration = Duration::from_secs(30);
 
 /// A second local user with a passwd entry (jobs run as their submitter, looked up by name).
 fn user_a() -> Option<(u32, u32)> {
-    let name = "jobcell-test-a";
-    let id = |flag: &str| -> Option<u32> {
-        let o = Command::new("id").arg(flag).arg(name).output().ok()?;
-        if !o.status.success() {
-            return None;
-        }
-        String::from_utf8_lossy(&o.stdout).trim().parse().ok()
-    };
-    if id("-u").is_none() {
-        let made = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                name,
-            ])
-            .status()
-            .is_ok_and(|s| s.success());
-        if !made {
-            return None;
-        }
-    }
-    Some((id("-u")?, id("-g")?))
+    test_user("jobcell-test-a")
 }
 
 /// Read `p` as `who` with `cat`: its bytes, or what cat said.

@@ -623,6 +623,7 @@ impl Core {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::core::test_jobs::queued_job;
 
     fn policy(attrs: &[(&str, &str)]) -> JobPolicy {
         let ad: Vec<(String, String)> = attrs
@@ -781,29 +782,12 @@ mod tests {
     #[test]
     fn live_attributes_count_the_running_attempt() {
         let info = JobInfo {
-            id: 1,
-            cluster: 1,
-            proc: 0,
-            owner: 0,
             user: "root".into(),
             state: State::Running,
-            priority: 0,
-            cpus: 1.0,
-            memory: 1 << 20,
-            command: vec![],
             submitted_at: 100.0,
             started_at: Some(1000.0),
-            ended_at: None,
-            hold_reason: None,
-            reason: None,
             attempt: 2,
-            exit_code: None,
-            signal: None,
-            report: None,
-            batch_name: None,
-            suspended_s: 0.0,
-            suspended_at: None,
-            owner_name: None,
+            ..queued_job(1)
         };
         let st = PolicyState {
             completions: 1,

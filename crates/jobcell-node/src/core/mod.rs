@@ -22,6 +22,8 @@ mod room;
 mod scheduler;
 mod select;
 mod submission;
+#[cfg(test)]
+mod test_jobs;
 mod top;
 mod waiters;
 

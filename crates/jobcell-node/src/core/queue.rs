@@ -89,33 +89,16 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::State;
+    use crate::core::test_jobs::queued_job;
 
     fn job(id: u64, owner: u32, priority: i32, cpus: f64, memory: u64) -> JobInfo {
         JobInfo {
-            id,
-            cluster: 1,
             proc: id,
             owner,
-            user: String::new(),
-            state: State::Queued,
             priority,
             cpus,
             memory,
-            command: vec![],
-            submitted_at: 0.0,
-            started_at: None,
-            ended_at: None,
-            hold_reason: None,
-            reason: None,
-            attempt: 0,
-            exit_code: None,
-            signal: None,
-            report: None,
-            batch_name: None,
-            suspended_s: 0.0,
-            suspended_at: None,
-            owner_name: None,
+            ..queued_job(id)
         }
     }
 

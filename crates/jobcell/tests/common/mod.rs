@@ -521,3 +521,22 @@ pub fn loop_devices_backed_by(image: &Path) -> Vec<String> {
     }
     out
 }
+
+/// Puts /bin/busybox with links for `applets` in `tree`/bin and packs all of `tree` (with what
+/// else the caller put there) as the tarball `tar`: a minimal image to import.
+pub fn pack_busybox_tree(tree: &Path, applets: &[&str], tar: &Path) {
+    std::fs::create_dir_all(tree.join("bin")).unwrap();
+    std::fs::copy("/bin/busybox", tree.join("bin/busybox")).unwrap();
+    for applet in applets {
+        std::os::unix::fs::symlink("busybox", tree.join("bin").join(applet)).unwrap();
+    }
+    let packed = Command::new("tar")
+        .arg("-C")
+        .arg(tree)
+        .arg("-cf")
+        .arg(tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(packed.success(), "tar of {}", tree.display());
+}

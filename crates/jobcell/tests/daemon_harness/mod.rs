@@ -598,3 +598,172 @@ pub fn test_user(name: &str) -> Option<(u32, u32)> {
     }
     Some((id("-u")?, id("-g")?))
 }
+
+/// One HTTP request to `sock` from a forked child running as `who` (root when `None`); the
+/// status (0 when no answer came) and the body.
+pub fn http_as(
+    sock: &Path,
+    who: Option<(u32, u32)>,
+    method: &str,
+    path: &str,
+    body: &[u8],
+) -> (u16, String) {
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    req.extend_from_slice(body);
+    let resp = raw_request_as(sock, who, &req);
+    let code = http_status(&resp);
+    let body = resp.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (code, body)
+}
+
+/// The status code of the HTTP answer `resp`; 0 when it has none.
+pub fn http_status(resp: &str) -> u16 {
+    resp.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sends the bytes `req` to `sock` from a forked child running as `who` (root when `None`)
+/// and returns the whole answer. The daemon checks the peer uid of the connection, which is
+/// fixed at connect: so the child switches identity first, then connects.
+pub fn raw_request_as(sock: &Path, who: Option<(u32, u32)>, req: &[u8]) -> String {
+    let addr = unix_sockaddr(sock);
+    // SAFETY: the child makes only raw syscalls on memory prepared before the fork (`addr`,
+    // `req`, a stack buffer).
+    let (pid, mut answer) = unsafe {
+        fork_with_pipe(|out| {
+            if let Some((uid, gid)) = who {
+                if libc::setgroups(0, std::ptr::null()) != 0
+                    || libc::setgid(gid) != 0
+                    || libc::setuid(uid) != 0
+                {
+                    libc::_exit(2);
+                }
+            }
+            let s = libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            if libc::connect(
+                s,
+                (&addr as *const libc::sockaddr_un).cast(),
+                std::mem::size_of::<libc::sockaddr_un>() as u32,
+            ) != 0
+            {
+                libc::_exit(3);
+            }
+            let mut off = 0;
+            while off < req.len() {
+                let n = libc::write(s, req[off..].as_ptr().cast(), req.len() - off);
+                if n <= 0 {
+                    break;
+                }
+                off += n as usize;
+            }
+            let mut buf = [0u8; 4096];
+            loop {
+                let n = libc::read(s, buf.as_mut_ptr().cast(), buf.len());
+                if n <= 0 {
+                    break;
+                }
+                libc::write(out, buf.as_ptr().cast(), n as usize);
+            }
+        })
+    };
+    let mut resp = Vec::new();
+    std::io::Read::read_to_end(&mut answer, &mut resp).unwrap();
+    // SAFETY: `pid` is our own child, reaped only here; a null status pointer is allowed.
+    unsafe { libc::waitpid(pid, std::ptr::null_mut(), 0) };
+    String::from_utf8_lossy(&resp).into_owned()
+}
+
+impl Daemon {
+    /// Submits `count` small jobs (0.1 CPU, 32 MiB) running `argv` as `uid` (root when
+    /// `None`), with the extra submit options `extra`; their ids.
+    pub fn submit_small(
+        &self,
+        uid: Option<(u32, u32)>,
+        count: u32,
+        extra: &[&str],
+        argv: &[&str],
+    ) -> Vec<u64> {
+        let count = count.to_string();
+        let mut args = vec![
+            "submit", "-q", "--count", &count, "--cpus", "0.1", "--memory", "32",
+        ];
+        args.extend_from_slice(extra);
+        args.push("--");
+        args.extend_from_slice(argv);
+        let o = self.cli_as(uid, &args);
+        assert!(o.status.success(), "{}", err(&o));
+        ids(&o)
+    }
+}
+
+/// The two system users `jobcell-test-a` and `jobcell-test-b`, made if missing; `None` after a
+/// loud line naming `test` when they cannot be made.
+pub fn test_users_or_skip(test: &str) -> Option<((u32, u32), (u32, u32))> {
+    Some((
+        test_user_or_skip(test, "jobcell-test-a")?,
+        test_user_or_skip(test, "jobcell-test-b")?,
+    ))
+}
+
+/// The system user `name` (see [`test_user`]); `None` after a loud line naming `test` when it
+/// cannot be made.
+pub fn test_user_or_skip(test: &str, name: &str) -> Option<(u32, u32)> {
+    let user = test_user(name);
+    if user.is_none() {
+        eprintln!("SKIPPED: {test}: cannot create the test user {name}");
+    }
+    user
+}
+
+/// The address of the Unix socket at `p`, which must fit in `sun_path`.
+pub fn unix_sockaddr(p: &Path) -> libc::sockaddr_un {
+    use std::os::unix::ffi::OsStrExt;
+    // SAFETY: sockaddr_un is plain data; all zeroes is a valid value.
+    let mut a: libc::sockaddr_un = unsafe { std::mem::zeroed() };
+    a.sun_family = libc::AF_UNIX as libc::sa_family_t;
+    let b = p.as_os_str().as_bytes();
+    assert!(
+        b.len() < a.sun_path.len(),
+        "socket path too long: {}",
+        p.display()
+    );
+    for (d, s) in a.sun_path.iter_mut().zip(b) {
+        *d = *s as libc::c_char;
+    }
+    a
+}
+
+/// Forks a child that runs `child` with the write end of a pipe; the child's pid and the read
+/// end, which reaches end of file once the child has exited.
+///
+/// # Safety
+/// `child` runs in the forked copy of a multi-threaded process: it must make only
+/// async-signal-safe calls on memory prepared before the fork (no allocation: another thread
+/// may have held malloc's lock). The child exits with status 0 when `child` returns.
+pub unsafe fn fork_with_pipe(child: impl FnOnce(libc::c_int)) -> (libc::pid_t, std::fs::File) {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is the two-element array pipe fills.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    // SAFETY: the child runs only `child`, which the caller vouches for (see above).
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+    if pid == 0 {
+        // SAFETY: the read end is the child's own copy, closed once, here.
+        unsafe { libc::close(fds[0]) };
+        child(fds[1]);
+        // SAFETY: _exit ends the child without running the test binary's destructors.
+        unsafe { libc::_exit(0) };
+    }
+    // SAFETY: the write end is the parent's own copy, closed once, here.
+    unsafe { libc::close(fds[1]) };
+    // SAFETY: the read end came from pipe above and nothing else owns it now; the File closes it.
+    (pid, unsafe {
+        <std::fs::File as std::os::fd::FromRawFd>::from_raw_fd(fds[0])
+    })
+}
