@@ -38,7 +38,7 @@
 //! cgroup, detection fails with an error saying so (start jobcell in its own cgroup, e.g.
 //! `systemd-run --scope -p Delegate=yes`, or pass a parent). One exception to "below its own
 //! cgroup": a process started in a systemd unit's `DelegateSubgroup=` (its cgroup's parent
-//! carries `trusted.delegate` = "1", and it holds only this process and its ancestors) uses
+//! carries `trusted.delegate` = "1", and every process in it runs jobcell's executable) uses
 //! `<unit>/jobcell`, a sibling of that subgroup, and moves nowhere: the unit's cgroup holds
 //! no process, and a restarted service can start in its subgroup while jobs run.
 //!

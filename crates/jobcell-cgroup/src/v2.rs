@@ -48,9 +48,9 @@ fn default_parent(own_fs: &Path, in_delegate_subgroup: bool) -> PathBuf {
     }
 }
 
-/// Is `own_fs` a unit's DelegateSubgroup, ours alone? Its parent (below the mount root) carries
-/// systemd's delegation mark, and it is a leaf whose processes are this one and its ancestors
-/// (a supervisor detects while still in the daemon's cgroup, beside the daemon and spawner).
+/// Is `own_fs` a unit's DelegateSubgroup, jobcell's alone? Its parent (below the mount root)
+/// carries systemd's delegation mark, and it is a leaf whose processes all run this process's
+/// executable: the daemon, its spawner, and supervisors that detect before they leave it.
 /// Without the mark, jobcell only ever creates cgroups below its own.
 fn in_delegate_subgroup(own_fs: &Path, mountpoint: &Path) -> bool {
     let Some(unit) = own_fs
@@ -74,10 +74,14 @@ fn in_delegate_subgroup(own_fs: &Path, mountpoint: &Path) -> bool {
     let Ok(procs) = std::fs::read_to_string(own_fs.join("cgroup.procs")) else {
         return false;
     };
-    let ours = self_and_ancestors();
-    procs
-        .split_whitespace()
-        .all(|p| p.parse::<i32>().is_ok_and(|p| ours.contains(&p)))
+    let Some(exe) = executable("self") else {
+        return false;
+    };
+    procs.split_whitespace().all(|pid| match executable(pid) {
+        Some(other) => other == exe,
+        // Gone (or a zombie) since cgroup.procs was read: it holds nothing.
+        None => std::fs::metadata(format!("/proc/{pid}")).is_err(),
+    })
 }
 
 /// Whether `dir` carries `trusted.delegate` = "1" (readable with CAP_SYS_ADMIN only: for an
@@ -100,24 +104,11 @@ fn has_delegate_xattr(dir: &Path) -> bool {
     n > 0 && value[..n as usize].trim_ascii() == b"1"
 }
 
-/// This process's pid and its ancestors' (parent links from /proc/PID/stat).
-fn self_and_ancestors() -> Vec<i32> {
-    let mut pids = vec![std::process::id() as i32];
-    while let Some(&pid) = pids.last().filter(|p| **p > 1 && pids.len() < 256) {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            break;
-        };
-        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
-        let ppid = stat
-            .rfind(')')
-            .and_then(|i| stat[i + 1..].split_whitespace().nth(1))
-            .and_then(|s| s.parse::<i32>().ok());
-        match ppid {
-            Some(pp) if pp > 0 => pids.push(pp),
-            _ => break,
-        }
-    }
-    pids
+/// (device, inode) of the executable process `pid` (or "self") runs.
+fn executable(pid: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    Some((m.dev(), m.ino()))
 }
 
 fn words(s: &str) -> Vec<String> {
@@ -954,11 +945,17 @@ mod tests {
     }
 
     #[test]
-    fn ancestors_include_self_and_parent() {
-        let pids = super::self_and_ancestors();
-        assert_eq!(pids[0], std::process::id() as i32);
+    fn executable_tells_this_program_from_its_parent() {
+        let me = super::executable("self");
+        assert!(me.is_some());
+        assert_eq!(super::executable(&std::process::id().to_string()), me);
         // SAFETY: getppid has no preconditions.
-        assert_eq!(pids.get(1).copied(), Some(unsafe { libc::getppid() }));
+        let parent = unsafe { libc::getppid() };
+        assert_ne!(
+            super::executable(&parent.to_string()),
+            me,
+            "cargo's test runner is not us"
+        );
     }
 
     #[test]
