@@ -150,8 +150,10 @@ rmdir /sys/fs/cgroup/$svc /sys/fs/cgroup/system.slice
 # <service>/daemon and marks <service> with trusted.delegate=1. jobcell's parent is then
 # <service>/jobcell, the daemon stays in its subgroup, and a restart with a job running
 # starts the new daemon there (no EBUSY: the service's own cgroup holds no process).
+# (Controllers on in <service> too, for its subgroup, as a delegating manager may leave them.)
 mkdir -p /sys/fs/cgroup/$svc/daemon
 echo "+cpu +memory +pids +io" >/sys/fs/cgroup/system.slice/cgroup.subtree_control
+echo "+cpu +memory +pids +io" >/sys/fs/cgroup/$svc/cgroup.subtree_control
 $H setxattr /sys/fs/cgroup/$svc trusted.delegate 1
 check "subgroup: service cgroup marked trusted.delegate" "$?" "0"
 start_daemon $svc/daemon
