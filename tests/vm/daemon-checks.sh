@@ -1,10 +1,13 @@
 #!/bin/sh
 # Runs inside the pure cgroup-v2 VM (busybox sh): jobcelld's cgroup readers on cgroup v2 — the
-# usage series (PSI, io.stat), `jobcell top`, a periodic_hold on MemoryUsage, and the cgroups
-# a TERM'd daemon leaves (only running jobs' and their supervisors').
-# Usage (guest): daemon-checks.sh /path/to/static/jobcell /path/to/static/jobcelld
+# usage series (PSI, io.stat), `jobcell top`, a periodic_hold on MemoryUsage, the cgroups
+# a TERM'd daemon leaves (only running jobs' and their supervisors'), and a restart with jobs
+# running as a service with systemd's DelegateSubgroup=.
+# Usage (guest): daemon-checks.sh /path/to/static/jobcell /path/to/static/jobcelld \
+#   /path/to/static/cgtest-helper
 J=$1
 JD=$2
+H=$3
 st=/var/lib/jc-daemon-vm
 export JOBCELL_SOCKET=$st/sock
 pass=0
@@ -142,6 +145,46 @@ until_ok 30 "rmdir /sys/fs/cgroup/$svc/jobcell/supervisors" || bad "supervisors'
 rmdir /sys/fs/cgroup/$svc/jobcell
 echo "-cpu -memory -pids -io" >/sys/fs/cgroup/$svc/cgroup.subtree_control
 rmdir /sys/fs/cgroup/$svc /sys/fs/cgroup/system.slice
+
+# As a service with DelegateSubgroup=daemon (systemd >= 254): systemd starts jobcelld in
+# <service>/daemon and marks <service> with trusted.delegate=1. jobcell's parent is then
+# <service>/jobcell, the daemon stays in its subgroup, and a restart with a job running
+# starts the new daemon there (no EBUSY: the service's own cgroup holds no process).
+# (Controllers on in <service> too, for its subgroup, as a delegating manager may leave them.)
+mkdir -p /sys/fs/cgroup/$svc/daemon
+echo "+cpu +memory +pids +io" >/sys/fs/cgroup/system.slice/cgroup.subtree_control
+echo "+cpu +memory +pids +io" >/sys/fs/cgroup/$svc/cgroup.subtree_control
+$H setxattr /sys/fs/cgroup/$svc trusted.delegate 1
+check "subgroup: service cgroup marked trusted.delegate" "$?" "0"
+start_daemon $svc/daemon
+check "subgroup: the daemon stays in its subgroup" "$(cat /proc/$daemon/cgroup)" "0::/$svc/daemon"
+f=$($J submit -q --cpus 1 --memory 64M -- sh -c 'while [ ! -e /run/jc-stop-f ]; do sleep 0.2; done; exit 0')
+until_ok 60 "$J q --run --json | grep -q '\"id\": $f,'" || bad "subgroup: job $f not running"
+check "subgroup: the job's cgroup is below <service>/jobcell" \
+  "$(find /sys/fs/cgroup/$svc/jobcell -name "*$f" -type d | wc -l)" "1"
+stop_daemon
+check "subgroup, stopped with a job running: the daemon's subgroup stays" \
+  "$(find /sys/fs/cgroup/$svc -maxdepth 1 -name daemon -type d | wc -l)" "1"
+# (The daemon's subgroup is systemd's: empty while no daemon runs.)
+check "subgroup, stopped with a job running: no empty jobcell cgroup" \
+  "$(empty_cgroups | grep -vx "/sys/fs/cgroup/$svc/daemon")" ""
+# The restart, while the job runs.
+start_daemon $svc/daemon
+check "subgroup: a new daemon starts in the subgroup while the job runs" \
+  "$(cat /proc/$daemon/cgroup)" "0::/$svc/daemon"
+$J q --run --json | grep -q "\"id\": $f," && ok "subgroup: the new daemon re-attached job $f" \
+  || bad "subgroup: job $f not running after the restart: $($J q --json 2>&1) $(tail -5 $st/daemon.log)"
+touch /run/jc-stop-f
+until_ok 60 "$J history --json | grep -q '\"id\": $f,'" || bad "subgroup: job $f did not end"
+state=$($J history --json | awk -v id="\"id\": $f," 'index($0, id) { f = 1 } f && /"state":/ { print; exit }')
+check "subgroup: job $f completed" "$(echo $state)" '"state": "completed",'
+until_ok 30 "[ ! -e /sys/fs/cgroup/$svc/jobcell/supervisors ] || [ -z \"\$(cat /sys/fs/cgroup/$svc/jobcell/supervisors/cgroup.procs)\" ]" \
+  || bad "subgroup: supervisors still running"
+stop_daemon
+check "subgroup, last stop: only the service and its subgroup are left" \
+  "$(find /sys/fs/cgroup/system.slice -mindepth 1 -type d)" "/sys/fs/cgroup/$svc
+/sys/fs/cgroup/$svc/daemon"
+rmdir /sys/fs/cgroup/$svc/daemon /sys/fs/cgroup/$svc /sys/fs/cgroup/system.slice
 
 rm -f /run/jc-grow.sh /run/jc-stop-*
 rm -rf $st

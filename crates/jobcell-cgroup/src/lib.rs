@@ -36,7 +36,11 @@
 //! (the no-internal-process rule, the root excepted): if jobcell is the only process in its
 //! cgroup it moves itself into the leaf `jobcell/launcher` first; if other processes share that
 //! cgroup, detection fails with an error saying so (start jobcell in its own cgroup, e.g.
-//! `systemd-run --scope -p Delegate=yes`, or pass a parent).
+//! `systemd-run --scope -p Delegate=yes`, or pass a parent). One exception to "below its own
+//! cgroup": a process started in a systemd unit's `DelegateSubgroup=` (its cgroup's parent
+//! carries `trusted.delegate` = "1", and every process in it runs jobcell's executable) uses
+//! `<unit>/jobcell`, a sibling of that subgroup, and moves nowhere: the unit's cgroup holds
+//! no process, and a restarted service can start in its subgroup while jobs run.
 //!
 //! An unprivileged (rootless) caller uses [`CgroupRoot::detect_delegated`]: the same places,
 //! but only after checking, creating nothing, that they were delegated to it (writable

@@ -29,6 +29,88 @@ struct Moved {
 }
 static MOVED: Mutex<Option<Moved>> = Mutex::new(None);
 
+/// The xattr systemd (>= 251) sets on the cgroup of a unit with `Delegate=yes`.
+const DELEGATE_XATTR: &std::ffi::CStr = c"trusted.delegate";
+
+/// jobcell's parent when none is configured, for a process in cgroup `own_fs`: `<own>/jobcell`,
+/// or `<parent>` itself if `own_fs` is already jobcell's launcher leaf (an earlier detect moved
+/// this process there, or it started there); `<service>/jobcell`, a sibling of `own_fs`, if
+/// `own_fs` is the subgroup of a delegated unit (`DelegateSubgroup=`) that systemd starts the
+/// service in: the unit's cgroup holds no process, so controllers can be enabled there.
+fn default_parent(own_fs: &Path, in_delegate_subgroup: bool) -> PathBuf {
+    let own_parent = own_fs.parent().unwrap_or(own_fs);
+    if own_fs.ends_with(Path::new("jobcell").join(LAUNCHER_LEAF)) {
+        own_parent.to_path_buf()
+    } else if in_delegate_subgroup {
+        own_parent.join("jobcell")
+    } else {
+        own_fs.join("jobcell")
+    }
+}
+
+/// Is `own_fs` a unit's DelegateSubgroup, jobcell's alone? Its parent (below the mount root)
+/// carries systemd's delegation mark, and it is a leaf whose processes all run this process's
+/// executable: the daemon, its spawner, and supervisors that detect before they leave it.
+/// Without the mark, jobcell only ever creates cgroups below its own.
+fn in_delegate_subgroup(own_fs: &Path, mountpoint: &Path) -> bool {
+    let Some(unit) = own_fs
+        .parent()
+        .filter(|p| p.starts_with(mountpoint) && *p != mountpoint)
+    else {
+        return false;
+    };
+    if !has_delegate_xattr(unit) {
+        return false;
+    }
+    let Ok(entries) = std::fs::read_dir(own_fs) else {
+        return false;
+    };
+    if entries
+        .flatten()
+        .any(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+    {
+        return false;
+    }
+    let Ok(procs) = std::fs::read_to_string(own_fs.join("cgroup.procs")) else {
+        return false;
+    };
+    let Some(exe) = executable("self") else {
+        return false;
+    };
+    procs.split_whitespace().all(|pid| match executable(pid) {
+        Some(other) => other == exe,
+        // Gone (or a zombie) since cgroup.procs was read: it holds nothing.
+        None => std::fs::metadata(format!("/proc/{pid}")).is_err(),
+    })
+}
+
+/// Whether `dir` carries `trusted.delegate` = "1" (readable with CAP_SYS_ADMIN only: for an
+/// unprivileged caller it is never there).
+fn has_delegate_xattr(dir: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(path) = std::ffi::CString::new(dir.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut value = [0u8; 8];
+    // SAFETY: path and name are NUL-terminated; the kernel writes at most value.len() bytes.
+    let n = unsafe {
+        libc::lgetxattr(
+            path.as_ptr(),
+            DELEGATE_XATTR.as_ptr(),
+            value.as_mut_ptr().cast(),
+            value.len(),
+        )
+    };
+    n > 0 && value[..n as usize].trim_ascii() == b"1"
+}
+
+/// (device, inode) of the executable process `pid` (or "self") runs.
+fn executable(pid: &str) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
 fn words(s: &str) -> Vec<String> {
     s.split_whitespace().map(str::to_string).collect()
 }
@@ -56,13 +138,9 @@ impl Root {
         let parent_path = match over {
             Some(o) => override_path(m, o),
             None => {
-                // Already moved into our leaf by an earlier detect (or started there).
-                let suffix = Path::new("jobcell").join(LAUNCHER_LEAF);
-                if own_fs.ends_with(&suffix) {
-                    own_fs.parent().expect("has parent").to_path_buf()
-                } else {
-                    own_fs.join("jobcell")
-                }
+                let subgroup = !own_fs.ends_with(Path::new("jobcell").join(LAUNCHER_LEAF))
+                    && in_delegate_subgroup(&own_fs, &m.mountpoint);
+                default_parent(&own_fs, subgroup)
             }
         };
         let base_path = parent_path
@@ -809,6 +887,77 @@ fn parse_io_stat(s: &str) -> (u64, u64) {
 
 #[cfg(test)]
 mod tests {
+    use std::path::Path;
+
+    #[test]
+    fn default_parent_is_a_child_unless_in_a_delegate_subgroup() {
+        let svc = Path::new("/sys/fs/cgroup/system.slice/jobcell.service");
+        let own = svc.join("daemon");
+        assert_eq!(super::default_parent(&own, false), own.join("jobcell"));
+        assert_eq!(super::default_parent(&own, true), svc.join("jobcell"));
+        // Already in the launcher leaf: its parent is jobcell's, subgroup or not.
+        let leaf = svc.join("jobcell/launcher");
+        assert_eq!(super::default_parent(&leaf, false), svc.join("jobcell"));
+        assert_eq!(super::default_parent(&leaf, true), svc.join("jobcell"));
+    }
+
+    #[test]
+    fn delegate_xattr_is_read_from_the_directory() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            eprintln!("SKIP delegate_xattr_is_read_from_the_directory: trusted.* xattrs need root");
+            return;
+        }
+        let base = std::env::temp_dir().join(format!("jobcell-xattr-{}", std::process::id()));
+        let unit = base.join("unit.service");
+        std::fs::create_dir_all(unit.join("daemon")).unwrap();
+        let set = |value: &[u8]| {
+            let path = std::ffi::CString::new(unit.to_str().unwrap()).unwrap();
+            // SAFETY: NUL-terminated path and name; value is a live slice of value.len() bytes.
+            unsafe {
+                libc::setxattr(
+                    path.as_ptr(),
+                    super::DELEGATE_XATTR.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
+            }
+        };
+        let mark = set(b"1");
+        if mark != 0 {
+            let err = std::io::Error::last_os_error();
+            std::fs::remove_dir_all(&base).unwrap();
+            eprintln!(
+                "SKIP delegate_xattr_is_read_from_the_directory: setxattr on {}: {err}",
+                unit.display()
+            );
+            return;
+        }
+        let marked = super::has_delegate_xattr(&unit);
+        let child_marked = super::has_delegate_xattr(&unit.join("daemon"));
+        set(b"0");
+        let zero_marked = super::has_delegate_xattr(&unit);
+        std::fs::remove_dir_all(&base).unwrap();
+        assert!(marked, "trusted.delegate=1 not seen");
+        assert!(!child_marked, "the mark is the unit's, not its subgroup's");
+        assert!(!zero_marked, "trusted.delegate=0 is no delegation");
+    }
+
+    #[test]
+    fn executable_tells_this_program_from_its_parent() {
+        let me = super::executable("self");
+        assert!(me.is_some());
+        assert_eq!(super::executable(&std::process::id().to_string()), me);
+        // SAFETY: getppid has no preconditions.
+        let parent = unsafe { libc::getppid() };
+        assert_ne!(
+            super::executable(&parent.to_string()),
+            me,
+            "cargo's test runner is not us"
+        );
+    }
+
     #[test]
     fn io_stat() {
         let (r, w) = super::parse_io_stat(

@@ -484,7 +484,9 @@ pub fn run_daemon(o: DaemonOptions) -> Result<(), DaemonError> {
 /// there to enable controllers in its own cgroup (a service's, under systemd). With no job
 /// left, undo that, so the service's cgroup is as it was (no children, no controllers); with
 /// jobs running, move into the supervisors' leaf they keep busy, so the launcher leaf does not
-/// stay behind empty. The spawner shares the daemon's cgroup: it ends first.
+/// stay behind empty. Started in a unit's `DelegateSubgroup=`, the daemon never moved: both
+/// leave its subgroup alone and at most remove an empty `<unit>/jobcell`. The spawner shares
+/// the daemon's cgroup: it ends first.
 fn leave_cgroups(root: &CgroupRoot, spawner_pid: i32, supervisor_cgroups: &[PathBuf]) {
     // SAFETY: kill and waitpid take integers and a null status pointer; the spawner is this
     // process's own child and would die with it anyway (PR_SET_PDEATHSIG).

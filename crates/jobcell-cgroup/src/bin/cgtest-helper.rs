@@ -10,6 +10,8 @@
 //!   forkbomb               fork pausing children until fork fails; print the count; block on stdin
 //!   sleep MS               sleep
 //!   exit CODE              exit with CODE
+//!   setxattr PATH NAME VAL set the xattr NAME of PATH to VAL (the guest's busybox has no
+//!                          setfattr; e.g. systemd's trusted.delegate mark on a cgroup)
 //!   delegated UID [DIR...] (as root) move into every DIR (its cgroup.procs), become UID, then
 //!                          CgroupRoot::detect_delegated(None): print "refused: ERR", or make a
 //!                          job cgroup (memory 64 MiB, pids 50), attach a forked child, print
@@ -158,6 +160,31 @@ fn main() {
         "delegated" => delegated(&args),
         "sleep" => std::thread::sleep(Duration::from_millis(arg(&args, 1, "MS"))),
         "exit" => std::process::exit(arg(&args, 1, "CODE")),
+        "setxattr" => {
+            let c = |i: usize, what: &str| {
+                std::ffi::CString::new(arg::<String>(&args, i, what))
+                    .unwrap_or_else(|_| die(&format!("{what} holds a NUL byte")))
+            };
+            let (path, name, value) = (c(1, "PATH"), c(2, "NAME"), c(3, "VALUE"));
+            let value = value.as_bytes();
+            // SAFETY: path and name are NUL-terminated; value is a live slice of its length.
+            let rc = unsafe {
+                libc::setxattr(
+                    path.as_ptr(),
+                    name.as_ptr(),
+                    value.as_ptr().cast(),
+                    value.len(),
+                    0,
+                )
+            };
+            if rc != 0 {
+                die(&format!(
+                    "setxattr {:?}: {}",
+                    args[1],
+                    std::io::Error::last_os_error()
+                ));
+            }
+        }
         _ => die(&format!("unknown mode {mode:?}")),
     }
 }
