@@ -124,15 +124,8 @@ pub(crate) struct Evaluator {
 impl Expr {
     /// Evaluates with `my` as MY (and the scope of unscoped names) and `target` as TARGET.
     pub fn eval_in(&self, my: &ClassAd, target: Option<&ClassAd>) -> Value {
-        let my = Frame::root(my);
-        let env = Env {
-            scope: my.clone(),
-            my,
-            target: target.map(Frame::root),
-        };
-        let mut evaluator = Evaluator::new();
-        let value = evaluator.eval(self, &env);
-        evaluator.finish(value)
+        let mut budget = EvalBudget::DEFAULT;
+        self.eval_within(my, target, &mut budget)
     }
 
     /// Like [`Expr::eval_in`], taking its work from `budget` (what is left stays there for
