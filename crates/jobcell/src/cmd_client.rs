@@ -422,6 +422,25 @@ fn print_long(client: &jobcell_api::Client, jobs: &[JobInfo], json: bool) -> any
     Ok(0)
 }
 
+/// `-format`, `-af`, `-l` and `--json`, as q and history both print them; None: the table.
+fn print_projection(
+    client: &jobcell_api::Client,
+    jobs: &mut [JobInfo],
+    a: &ListArgs,
+) -> Option<anyhow::Result<i32>> {
+    Some(if !a.format.is_empty() {
+        print_format(client, jobs, &a.format)
+    } else if !a.af.is_empty() {
+        print_autoformat(client, jobs, &a.af)
+    } else if a.long {
+        print_long(client, jobs, a.json)
+    } else if a.json {
+        print_json(jobs)
+    } else {
+        return None;
+    })
+}
+
 pub fn q(a: ListArgs) -> anyhow::Result<i32> {
     for (set, what) in [
         (a.completedsince.is_some(), "-completedsince"),
@@ -438,17 +457,8 @@ pub fn q(a: ListArgs) -> anyhow::Result<i32> {
     } else if a.idle {
         jobs.retain(|j| j.state == State::Queued);
     }
-    if !a.format.is_empty() {
-        return print_format(&client, &jobs, &a.format);
-    }
-    if !a.af.is_empty() {
-        return print_autoformat(&client, &jobs, &a.af);
-    }
-    if a.long {
-        return print_long(&client, &jobs, a.json);
-    }
-    if a.json {
-        return print_json(&mut jobs);
+    if let Some(printed) = print_projection(&client, &mut jobs, &a) {
+        return printed;
     }
     let mut out = std::io::stdout().lock();
     if a.totals {
@@ -856,17 +866,8 @@ pub fn history(a: ListArgs) -> anyhow::Result<i32> {
         }
         jobs.truncate(a.limit as usize);
     }
-    if !a.format.is_empty() {
-        return print_format(&client, &jobs, &a.format);
-    }
-    if !a.af.is_empty() {
-        return print_autoformat(&client, &jobs, &a.af);
-    }
-    if a.long {
-        return print_long(&client, &jobs, a.json);
-    }
-    if a.json {
-        return print_json(&mut jobs);
+    if let Some(printed) = print_projection(&client, &mut jobs, &a) {
+        return printed;
     }
     let mut out = std::io::stdout().lock();
     writeln!(
